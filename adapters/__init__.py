@@ -1,0 +1,1 @@
+"""The edges of the system: PostgreSQL, Kafka, the stores and their change capture."""

@@ -1,0 +1,83 @@
+"""Kafka: topic bootstrap, producer and consumer construction.
+
+The embedded broker keeps nothing across restarts and supports neither the
+idempotent producer nor transactions, so nothing here relies on them:
+exactly-once effects come from the event log and the offsets in PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import structlog
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+
+log = structlog.get_logger(__name__)
+
+
+async def ensure_topics(bootstrap: str, topics: list[str], *, partitions: int) -> list[str]:
+    """Create the missing topics; safe when several replicas race to do it."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [t for t in topics if t not in existing]
+        created: list[str] = []
+        for topic in missing:
+            try:
+                await admin.create_topics([NewTopic(topic, partitions, 1)])
+                created.append(topic)
+            except TopicAlreadyExistsError:
+                pass  # another replica won the race: same outcome
+        if created:
+            log.info("kafka_topics_created", topics=created, partitions=partitions)
+        return created
+    finally:
+        await admin.close()
+
+
+def make_producer(bootstrap: str) -> AIOKafkaProducer:
+    return AIOKafkaProducer(
+        bootstrap_servers=bootstrap,
+        acks="all",
+        linger_ms=2,
+        max_batch_size=1 << 20,
+        max_request_size=4 << 20,
+        request_timeout_ms=15_000,
+        retry_backoff_ms=200,
+    )
+
+
+def make_consumer(bootstrap: str, *, group_id: str, session_timeout_ms: int = 6_000
+                  ) -> AIOKafkaConsumer:
+    # A short rebalance timeout matters: the embedded broker waits for it in full
+    # when a member left, and the projector's batches finish well inside it.
+    return AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        group_id=group_id,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        max_partition_fetch_bytes=8 << 20,
+        fetch_max_bytes=32 << 20,
+        session_timeout_ms=session_timeout_ms,
+        heartbeat_interval_ms=max(300, session_timeout_ms // 4),
+        max_poll_interval_ms=300_000,
+        rebalance_timeout_ms=5_000,
+        isolation_level="read_uncommitted",
+    )
+
+
+async def broker_reachable(bootstrap: str, timeout: float = 3.0) -> bool:
+    """A cheap round trip: fetch cluster metadata with a fresh client."""
+    from aiokafka.client import AIOKafkaClient
+
+    client = AIOKafkaClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout * 1000))
+    try:
+        await asyncio.wait_for(client.bootstrap(), timeout)
+        return True
+    except (KafkaError, OSError, TimeoutError):
+        return False
+    finally:
+        await client.close()

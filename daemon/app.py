@@ -1,0 +1,79 @@
+"""The composition root: the one place where adapters, projections and the
+daemon's parts are wired together. Nothing connects at import time."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+
+import asyncpg
+import structlog
+
+from adapters.kafka import broker_reachable, ensure_topics
+from adapters.migrate import migrate, pending
+from daemon.http import build_app, serve
+from daemon.projector import Projector
+from daemon.runtime import RuntimeInfo, remove_runtime, write_runtime
+from daemon.services import Services, open_services
+from daemon.settings import Settings
+from daemon.supervisor import supervise
+
+log = structlog.get_logger(__name__)
+
+
+async def create_pool(dsn: str, *, max_size: int = 10) -> asyncpg.Pool:
+    pool = await asyncpg.create_pool(dsn, min_size=1, max_size=max_size,
+                                     command_timeout=60, server_settings={"jit": "off"})
+    assert pool is not None
+    return pool
+
+
+async def run(settings: Settings, stop: asyncio.Event) -> int:
+    """Run the daemon until ``stop`` is set or a root task fails; return the exit status."""
+    async with contextlib.AsyncExitStack() as stack:
+        services = await stack.enter_async_context(open_services(settings))
+        pool = await create_pool(services.dsn)
+        stack.push_async_callback(pool.close)
+        async with pool.acquire() as conn:
+            await migrate(conn)
+        await ensure_topics(services.bootstrap, [settings.events_topic],
+                            partitions=settings.partitions)
+        return await _serve(settings, services, pool, stop, stack)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+async def _serve(settings: Settings, services: Services, pool: asyncpg.Pool,
+                 stop: asyncio.Event, stack: contextlib.AsyncExitStack) -> int:
+    projector = Projector(pool=pool, bootstrap=services.bootstrap, topic=settings.events_topic,
+                          group_id=settings.group_id, projections=[],
+                          batch_max=settings.batch_max,
+                          session_timeout_ms=settings.consumer_session_timeout_ms)
+
+    async def database_ready() -> str | None:
+        try:
+            async with pool.acquire(timeout=3) as conn:
+                missing = await pending(conn)
+        except (OSError, asyncpg.PostgresError, TimeoutError) as err:
+            return f"database unreachable: {type(err).__name__}"
+        return f"migrations pending: {missing}" if missing else None
+
+    async def broker_ready() -> str | None:
+        ok = await broker_reachable(services.bootstrap)
+        return None if ok else "broker unreachable"
+
+    async def consumer_ready() -> str | None:
+        return None if projector.joined.is_set() else "consumer has not joined its group"
+
+    app = build_app({"database": database_ready, "broker": broker_ready,
+                     "consumer": consumer_ready})
+    runner, port = await serve(app, settings.http_host, settings.http_port)
+    stack.push_async_callback(runner.cleanup)
+    http_address = f"{settings.http_host}:{port}"
+    write_runtime(settings.data_dir, RuntimeInfo(
+        pid=os.getpid(), http=http_address, broker=services.bootstrap, database=services.dsn))
+    stack.callback(remove_runtime, settings.data_dir)
+    log.info("daemon_started", http=http_address, broker=services.bootstrap,
+             topic=settings.events_topic, group_id=settings.group_id)
+    return await supervise({"projector": projector.run}, stop,
+                           deadline=settings.shutdown_deadline)

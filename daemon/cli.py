@@ -1,0 +1,102 @@
+"""The ``syncd`` command line."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from pathlib import Path
+from typing import Any
+
+import click
+import structlog
+
+from daemon.logs import configure_logging
+from daemon.settings import Settings, SettingsError, load_settings
+
+log = structlog.get_logger(__name__)
+
+
+def _settings(ctx: click.Context) -> Settings:
+    settings = ctx.obj
+    assert isinstance(settings, Settings)
+    return settings
+
+
+@click.group()
+@click.option("--config", "config_file", type=click.Path(path_type=Path),
+              help="TOML file of settings (environment variables SYNCD_* win over it).")
+@click.pass_context
+def cli(ctx: click.Context, config_file: Path | None) -> None:
+    """syncd keeps a help desk and a CRM consistent through an event stream."""
+    try:
+        settings = load_settings(config_file)
+    except SettingsError as err:
+        click.echo(f"syncd: {err}", err=True)
+        ctx.exit(2)
+    configure_logging(level=settings.log_level, fmt=settings.log_format)
+    ctx.obj = settings
+
+
+def _run_until_signalled(main: Any) -> int:
+    async def wrapper() -> int:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        result: int = await main(stop)
+        return result
+
+    return asyncio.run(wrapper())
+
+
+@cli.command()
+@click.pass_context
+def run(ctx: click.Context) -> None:
+    """Run the daemon (embedded PostgreSQL and broker unless configured)."""
+    from adapters.migrate import MigrationError
+    from daemon.app import run as run_daemon
+
+    settings = _settings(ctx)
+    try:
+        status = _run_until_signalled(lambda stop: run_daemon(settings, stop))
+    except MigrationError as err:
+        log.error("startup_failed", error=str(err))
+        status = 1
+    ctx.exit(status)
+
+
+@cli.command()
+@click.pass_context
+def migrate(ctx: click.Context) -> None:
+    """Apply pending database migrations and exit."""
+    from adapters.migrate import MigrationError
+    from adapters.migrate import migrate as apply_migrations
+    from daemon.app import create_pool
+    from daemon.services import open_services
+
+    settings = _settings(ctx)
+
+    async def main() -> int:
+        async with open_services(settings, need_broker=False, stop_adopted=False) as services:
+            pool = await create_pool(services.dsn, max_size=2)
+            try:
+                async with pool.acquire() as conn:
+                    applied = await apply_migrations(conn)
+            finally:
+                await pool.close()
+        click.echo(f"applied {applied} migration(s)")
+        return 0
+
+    try:
+        ctx.exit(asyncio.run(main()))
+    except MigrationError as err:
+        click.echo(f"syncd: {err}", err=True)
+        ctx.exit(1)
+
+
+def main() -> None:
+    cli(prog_name="syncd")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,177 @@
+"""The projector's consume loop: Kafka in, one PostgreSQL transaction per batch.
+
+Ordering assumptions: a partition is only read after its stored offset was
+looked up and sought to (``_Rebalance.on_partitions_assigned``), and
+``positions`` always holds the offset the next batch of each partition starts
+at, which is what the compare-and-set in ``apply_batch`` checks against.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Sequence
+
+import asyncpg
+import structlog
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import KafkaError
+
+from adapters import metrics
+from adapters.kafka import make_consumer
+from projections.projector import (
+    Message,
+    Projection,
+    apply_batch,
+    reset_offset,
+    stored_offsets,
+)
+
+log = structlog.get_logger(__name__)
+
+
+class Projector:
+    def __init__(
+        self,
+        *,
+        pool: asyncpg.Pool,
+        bootstrap: str,
+        topic: str,
+        group_id: str,
+        projections: Sequence[Projection],
+        batch_max: int = 5000,
+        session_timeout_ms: int = 6_000,
+    ) -> None:
+        self.pool = pool
+        self.bootstrap = bootstrap
+        self.topic = topic
+        self.group_id = group_id
+        self.projections = list(projections)
+        self.batch_max = batch_max
+        self.session_timeout_ms = session_timeout_ms
+        self.positions: dict[tuple[str, int], int] = {}
+        self.joined = asyncio.Event()
+        self.consumer: AIOKafkaConsumer | None = None
+        self.last_applied_at: float | None = None
+
+    async def _seek_to_stored(self, consumer: AIOKafkaConsumer,
+                              assigned: Sequence[TopicPartition]) -> None:
+        tps = [(tp.topic, tp.partition) for tp in assigned]
+        if not tps:
+            return
+        beginnings = await consumer.beginning_offsets(list(assigned))
+        ends = await consumer.end_offsets(list(assigned))
+        async with self.pool.acquire() as conn:
+            stored = await stored_offsets(conn, self.group_id, tps)
+            for tp in assigned:
+                key = (tp.topic, tp.partition)
+                first, end = beginnings[tp], ends[tp]
+                offset = stored.get(key)
+                if offset is None or offset < first:
+                    offset = first
+                    await reset_offset(conn, self.group_id, key, offset)
+                elif offset > end:
+                    # The broker lost its log (an embedded broker restarts empty).
+                    # Everything not yet in the event log is still in the outboxes
+                    # and will be sent again; the event log drops what it has.
+                    log.warning("broker_offsets_reset", topic=tp.topic, partition=tp.partition,
+                                stored_offset=offset, end_offset=end)
+                    offset = first
+                    await reset_offset(conn, self.group_id, key, offset)
+                consumer.seek(tp, offset)
+                self.positions[key] = offset
+        log.info("partitions_assigned", topic=self.topic,
+                 partitions={p: self.positions[(t, p)] for t, p in tps})
+
+    async def run(self, stop: asyncio.Event) -> None:
+        consumer = make_consumer(self.bootstrap, group_id=self.group_id,
+                                 session_timeout_ms=self.session_timeout_ms)
+        self.consumer = consumer
+        projector = self
+
+        class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+            async def on_partitions_revoked(self, revoked: Sequence[TopicPartition]) -> None:
+                for tp in revoked:
+                    projector.positions.pop((tp.topic, tp.partition), None)
+
+            async def on_partitions_assigned(self, assigned: Sequence[TopicPartition]) -> None:
+                await projector._seek_to_stored(consumer, assigned)
+                projector.joined.set()
+
+        consumer.subscribe([self.topic], listener=_Rebalance())
+        await consumer.start()
+        try:
+            while not stop.is_set():
+                batch = await consumer.getmany(timeout_ms=200, max_records=self.batch_max)
+                if batch:
+                    await self._apply(consumer, batch)
+                self._export_lag(consumer)
+        finally:
+            self.joined.clear()
+            with contextlib.suppress(KafkaError, OSError):
+                await consumer.stop()
+            self.consumer = None
+
+    async def _apply(self, consumer: AIOKafkaConsumer,
+                     batch: dict[TopicPartition, list[object]]) -> None:
+        messages: list[Message] = []
+        starts: dict[tuple[str, int], int] = {}
+        for tp, records in batch.items():
+            key = (tp.topic, tp.partition)
+            if key not in self.positions:  # revoked while the fetch was in flight
+                continue
+            starts[key] = self.positions[key]
+            for rec in records:
+                messages.append(Message(tp.topic, tp.partition, rec.offset, rec.value))  # type: ignore[attr-defined]
+        if not messages:
+            return
+        metrics.EVENTS_CONSUMED.labels(self.topic).inc(len(messages))
+        started = time.perf_counter()
+        async with self.pool.acquire() as conn:
+            outcome = await apply_batch(conn, group_id=self.group_id, messages=messages,
+                                        starts=starts, projections=self.projections)
+        if outcome.fenced is not None:
+            metrics.FENCED_BATCHES.inc()
+            log.warning("batch_fenced", topic=outcome.fenced[0], partition=outcome.fenced[1])
+            assigned = [TopicPartition(t, p) for t, p in starts]
+            assigned = [tp for tp in assigned if tp in consumer.assignment()]
+            await self._seek_to_stored(consumer, assigned)
+            return
+        metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
+        metrics.BATCH_SIZE.observe(len(messages))
+        for message in messages:
+            key = (message.topic, message.partition)
+            self.positions[key] = max(self.positions[key], message.offset + 1)
+        now = time.time()
+        for item in outcome.applied:
+            event = item.event
+            metrics.EVENTS_APPLIED.labels(event.source, event.module, event.op).inc()
+            metrics.SYNC_LATENCY.observe(max(0.0, now - event.modified_at.timestamp()))
+        if outcome.duplicates:
+            metrics.EVENTS_DUPLICATE.inc(outcome.duplicates)
+        for message, err in outcome.rejected:
+            metrics.EVENTS_REJECTED.inc()
+            log.warning("event_rejected", topic=message.topic, partition=message.partition,
+                        offset=message.offset, reason=err.reason, detail=err.detail[:300])
+        self.last_applied_at = now
+        # Advisory commit, for lag tooling only; failure here is harmless.
+        with contextlib.suppress(KafkaError, OSError):
+            await consumer.commit({TopicPartition(t, p): self.positions[(t, p)]
+                                   for t, p in starts})
+
+    def _export_lag(self, consumer: AIOKafkaConsumer) -> None:
+        for (topic, partition), position in self.positions.items():
+            high = consumer.highwater(TopicPartition(topic, partition))
+            if high is not None:
+                metrics.CONSUMER_LAG.labels(topic, str(partition)).set(max(0, high - position))
+
+    def lag(self) -> dict[int, int]:
+        consumer = self.consumer
+        if consumer is None:
+            return {}
+        out: dict[int, int] = {}
+        for (topic, partition), position in self.positions.items():
+            high = consumer.highwater(TopicPartition(topic, partition))
+            out[partition] = max(0, (high or position) - position)
+        return out

@@ -1,0 +1,105 @@
+"""One settings object for the whole process.
+
+Built from ``SYNCD_*`` environment variables and an optional TOML file; the
+environment wins over the file. Validation happens here, once, so that a bad
+setting stops the process before anything is started.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+ENV_PREFIX = "SYNCD_"
+
+
+class Settings(BaseSettings):
+    """Everything an operator can configure. Unset services mean "embedded"."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", frozen=True)
+
+    database_url: SecretStr | None = Field(
+        default=None, description="PostgreSQL URL; unset starts an embedded PostgreSQL."
+    )
+    kafka_bootstrap: str | None = Field(
+        default=None, description="Kafka bootstrap servers; unset starts an embedded broker."
+    )
+    topic_prefix: str = Field(default="syncd", pattern=r"^[A-Za-z0-9._-]{1,100}$")
+    group_id: str = Field(default="syncd", pattern=r"^[A-Za-z0-9._-]{1,200}$")
+    partitions: int = Field(default=6, ge=1, le=1000)
+    http_listen: str = Field(default="127.0.0.1:8080", description="host:port for HTTP.")
+    data_dir: Path = Field(default=Path(".syncd"))
+    log_format: Literal["auto", "json", "console"] = "auto"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    shutdown_deadline: float = Field(default=10.0, gt=0, le=600)
+    consumer_session_timeout_ms: int = Field(default=6_000, ge=1_000, le=300_000)
+    batch_max: int = Field(default=5000, ge=1, le=100_000)
+    relay_poll_interval: float = Field(default=1.0, gt=0, le=60)
+    relay_resend_after: float = Field(default=15.0, gt=0, le=3600)
+
+    @field_validator("http_listen")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ValueError("expected host:port with a port from 0 to 65535")
+        return value
+
+    @property
+    def http_host(self) -> str:
+        return self.http_listen.rpartition(":")[0].strip("[]")
+
+    @property
+    def http_port(self) -> int:
+        return int(self.http_listen.rpartition(":")[2])
+
+    @property
+    def events_topic(self) -> str:
+        return f"{self.topic_prefix}.events"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        toml_file = os.environ.get(f"{ENV_PREFIX}CONFIG")
+        if toml_file:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(toml_file)))
+        return tuple(sources)
+
+
+class SettingsError(Exception):
+    """A setting is wrong; the message names it and says why."""
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Build the settings, turning every validation problem into one clear message."""
+    if config_file is not None:
+        if not config_file.is_file():
+            raise SettingsError(f"config file {config_file}: no such file")
+        os.environ[f"{ENV_PREFIX}CONFIG"] = str(config_file)
+    try:
+        return Settings(**overrides)
+    except ValidationError as err:
+        lines = []
+        for problem in err.errors():
+            field = ".".join(str(part) for part in problem["loc"]) or "settings"
+            env_name = f"{ENV_PREFIX}{field.upper()}"
+            lines.append(f"{env_name} ({field}): {problem['msg']}")
+        raise SettingsError("bad setting: " + "; ".join(lines)) from None
+    except (OSError, ValueError) as err:  # an unreadable or malformed TOML file
+        raise SettingsError(f"config file: {err}") from None

@@ -1,0 +1,1 @@
+"""Pure projection logic and its SQL. Never imports Kafka, HTTP or metrics."""

@@ -1,0 +1,192 @@
+"""One consumed batch, one PostgreSQL transaction: the exactly-once core.
+
+Inside a single transaction the batch's events are appended to the durable
+event log (a duplicate event id is ignored), the *new* ones are handed to
+every projection, and the consumed offsets are moved forward by
+compare-and-set from the offsets the batch started at. If another consumer
+has moved an offset meanwhile (this one was fenced by a rebalance), the
+whole transaction rolls back and nothing of the batch is visible.
+
+Kafka's own offset commit is advisory only; the offsets here are the truth.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from projections.db import Conn
+from projections.events import ChangeEvent, InvalidEvent, decode_event
+
+TopicPartition = tuple[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """A consumed message as plain data (no Kafka client types)."""
+
+    topic: str
+    partition: int
+    offset: int
+    value: bytes | None
+
+
+@dataclass(frozen=True, slots=True)
+class LoggedEvent:
+    """An event as recorded in the event log: its sequence number and the event."""
+
+    seq: int
+    event: ChangeEvent
+
+
+class Projection(Protocol):
+    """A projection consumes newly logged events inside the batch transaction.
+
+    Contract: ``apply`` sees each event at most once per live run (first
+    delivery only), in event-log order; it must derive time only from the
+    events themselves so that a replay rebuilds exactly the same rows.
+    """
+
+    name: str
+
+    async def apply(self, conn: Conn, events: Sequence[LoggedEvent]) -> None: ...
+
+
+class Fenced(Exception):
+    """A stored offset no longer equals where this batch started."""
+
+    def __init__(self, tp: TopicPartition) -> None:
+        super().__init__(f"offset of {tp[0]}[{tp[1]}] was moved by another consumer")
+        self.tp = tp
+
+
+@dataclass
+class BatchOutcome:
+    applied: list[LoggedEvent] = field(default_factory=list)
+    duplicates: int = 0
+    rejected: list[tuple[Message, InvalidEvent]] = field(default_factory=list)
+    fenced: TopicPartition | None = None
+
+
+_INSERT_EVENTS = """
+INSERT INTO syncd.event_log (event_id, source, module, record_id, op, origin, modified_at,
+    captured_at, payload, kafka_topic, kafka_partition, kafka_offset)
+SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+    $7::timestamptz[], $8::timestamptz[], $9::jsonb[], $10::text[], $11::int[], $12::bigint[])
+ON CONFLICT (event_id) DO NOTHING
+RETURNING seq, event_id
+"""
+
+_CAS_OFFSET = """
+UPDATE syncd.consumer_offsets SET next_offset = $4, updated_at = now()
+WHERE group_id = $1 AND topic = $2 AND partition = $3 AND next_offset = $5
+"""
+
+_INSERT_REJECTED = """
+INSERT INTO syncd.rejected_events (kafka_topic, kafka_partition, kafka_offset, raw, raw_digest,
+    reason, detail)
+VALUES ($1, $2, $3, $4, $5, $6, $7)
+ON CONFLICT (raw_digest) DO NOTHING
+"""
+
+
+def decode_batch(
+    messages: Sequence[Message],
+) -> tuple[list[tuple[Message, ChangeEvent]], list[tuple[Message, InvalidEvent]]]:
+    good: list[tuple[Message, ChangeEvent]] = []
+    bad: list[tuple[Message, InvalidEvent]] = []
+    for message in messages:
+        try:
+            good.append((message, decode_event(message.value)))
+        except InvalidEvent as err:
+            bad.append((message, err))
+    return good, bad
+
+
+async def append_to_log(
+    conn: Conn, decoded: Sequence[tuple[Message, ChangeEvent]]
+) -> list[LoggedEvent]:
+    """Append to the event log; return only the events that were new, in log order."""
+    if not decoded:
+        return []
+    columns: list[list[object]] = [[] for _ in range(12)]
+    seen: set[object] = set()
+    for message, event in decoded:
+        if event.event_id in seen:  # the same event twice in one batch
+            continue
+        seen.add(event.event_id)
+        row = (
+            event.event_id, event.source, event.module, event.record_id, event.op,
+            event.origin, event.modified_at, event.captured_at,
+            (message.value or b"").decode(), message.topic, message.partition,
+            message.offset,
+        )
+        for column, value in zip(columns, row, strict=True):
+            column.append(value)
+    rows = await conn.fetch(_INSERT_EVENTS, *columns)
+    by_id = {event.event_id: event for _, event in decoded}
+    logged = [LoggedEvent(row["seq"], by_id[row["event_id"]]) for row in rows]
+    logged.sort(key=lambda item: item.seq)
+    return logged
+
+
+async def apply_batch(
+    conn: Conn,
+    *,
+    group_id: str,
+    messages: Sequence[Message],
+    starts: dict[TopicPartition, int],
+    projections: Sequence[Projection],
+) -> BatchOutcome:
+    """Apply one batch exactly once, or roll it back entirely when fenced."""
+    decoded, rejected = decode_batch(messages)
+    ends: dict[TopicPartition, int] = {}
+    for message in messages:
+        tp = (message.topic, message.partition)
+        ends[tp] = max(ends.get(tp, -1), message.offset + 1)
+    outcome = BatchOutcome(rejected=rejected)
+    try:
+        async with conn.transaction():
+            for tp, end in sorted(ends.items()):
+                status = await conn.execute(_CAS_OFFSET, group_id, tp[0], tp[1], end, starts[tp])
+                if status != "UPDATE 1":
+                    raise Fenced(tp)
+            logged = await append_to_log(conn, decoded)
+            outcome.duplicates = len(decoded) - len(logged)
+            for message, err in rejected:
+                raw = message.value or b""
+                await conn.execute(
+                    _INSERT_REJECTED, message.topic, message.partition, message.offset, raw,
+                    hashlib.sha256(raw).digest(), err.reason, err.detail[:2000],
+                )
+            for projection in projections:
+                await projection.apply(conn, logged)
+            outcome.applied = logged
+    except Fenced as fenced:
+        return BatchOutcome(fenced=fenced.tp)
+    return outcome
+
+
+async def stored_offsets(
+    conn: Conn, group_id: str, tps: Sequence[TopicPartition]
+) -> dict[TopicPartition, int]:
+    rows = await conn.fetch(
+        "SELECT topic, partition, next_offset FROM syncd.consumer_offsets"
+        " WHERE group_id = $1 AND (topic, partition) IN"
+        " (SELECT * FROM unnest($2::text[], $3::int[]))",
+        group_id, [t for t, _ in tps], [p for _, p in tps],
+    )
+    return {(r["topic"], r["partition"]): r["next_offset"] for r in rows}
+
+
+async def reset_offset(conn: Conn, group_id: str, tp: TopicPartition,
+                       offset: int) -> None:
+    """Set a partition's stored offset unconditionally (first assignment, broker reset)."""
+    await conn.execute(
+        "INSERT INTO syncd.consumer_offsets (group_id, topic, partition, next_offset)"
+        " VALUES ($1, $2, $3, $4) ON CONFLICT (group_id, topic, partition)"
+        " DO UPDATE SET next_offset = EXCLUDED.next_offset, updated_at = now()",
+        group_id, tp[0], tp[1], offset,
+    )

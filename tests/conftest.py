@@ -1,0 +1,143 @@
+"""Test harness: real embedded PostgreSQL and broker, started once per session.
+
+Each test gets its own database (cloned from a migrated template) and its
+own topic prefix, so tests never clean up after each other.
+``SYNCD_TEST_DATABASE_URL`` and ``SYNCD_TEST_KAFKA_BOOTSTRAP`` point the
+suite at external services instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import pytest
+
+from adapters.migrate import migrate
+from daemon.embedded import EmbeddedBroker, EmbeddedPostgres
+
+TEMPLATE_DB = "syncd_test_template"
+
+
+def with_database(dsn: str, name: str) -> str:
+    parts = urlsplit(dsn)
+    return urlunsplit(parts._replace(path=f"/{name}"))
+
+
+@pytest.fixture(scope="session")
+def pg_server_dsn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    external = os.environ.get("SYNCD_TEST_DATABASE_URL")
+    if external:
+        yield external
+        return
+    server = EmbeddedPostgres(tmp_path_factory.mktemp("pg"))
+    server.start()
+    try:
+        yield server.dsn
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    external = os.environ.get("SYNCD_TEST_KAFKA_BOOTSTRAP")
+    if external:
+        yield external
+        return
+    broker = EmbeddedBroker(tmp_path_factory.mktemp("broker"))
+    broker.start()
+    try:
+        yield broker.bootstrap
+    finally:
+        broker.stop()
+
+
+@pytest.fixture(scope="session")
+def template_dsn(pg_server_dsn: str) -> str:
+    """A database with every migration applied, cloned for each test."""
+
+    async def build() -> None:
+        admin = await asyncpg.connect(pg_server_dsn)
+        try:
+            await admin.execute(f"DROP DATABASE IF EXISTS {TEMPLATE_DB}")
+            await admin.execute(f"CREATE DATABASE {TEMPLATE_DB}")
+        finally:
+            await admin.close()
+        conn = await asyncpg.connect(with_database(pg_server_dsn, TEMPLATE_DB))
+        try:
+            await migrate(conn)
+        finally:
+            await conn.close()
+
+    asyncio.run(build())
+    return with_database(pg_server_dsn, TEMPLATE_DB)
+
+
+async def create_database(server_dsn: str, *, template: str | None = TEMPLATE_DB) -> str:
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(server_dsn)
+    try:
+        clause = f" TEMPLATE {template}" if template else ""
+        await admin.execute(f"CREATE DATABASE {name}{clause}")
+    finally:
+        await admin.close()
+    return with_database(server_dsn, name)
+
+
+@pytest.fixture
+async def database_url(pg_server_dsn: str, template_dsn: str) -> str:
+    """A fresh, migrated database for this test alone."""
+    return await create_database(pg_server_dsn)
+
+
+@pytest.fixture
+async def empty_database_url(pg_server_dsn: str) -> str:
+    """A fresh database with no migrations applied."""
+    return await create_database(pg_server_dsn, template=None)
+
+
+@pytest.fixture
+async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
+    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=8)
+    assert pool is not None
+    try:
+        yield pool
+    finally:
+        await pool.close()
+
+
+@pytest.fixture
+def topic_prefix() -> str:
+    return f"t{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    return tmp_path / "data"
+
+
+@pytest.fixture
+async def _no_leftover_tasks() -> AsyncIterator[None]:
+    """Fail a test that leaves asyncio tasks running behind it."""
+    yield
+    current = asyncio.current_task()
+    for _ in range(3):
+        await asyncio.sleep(0)
+    left = [t for t in asyncio.all_tasks() if t is not current and not t.done()]
+    if left:
+        names = ", ".join(sorted(t.get_name() + ":" + repr(t.get_coro()) for t in left))
+        for task in left:
+            task.cancel()
+        pytest.fail(f"test left {len(left)} asyncio task(s) running: {names}")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        function = getattr(item, "function", None)
+        if function is not None and asyncio.iscoroutinefunction(function):
+            item.fixturenames.insert(0, "_no_leftover_tasks")  # type: ignore[attr-defined]

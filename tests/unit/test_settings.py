@@ -1,0 +1,62 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from daemon.cli import cli
+from daemon.settings import SettingsError, load_settings
+
+
+def test_defaults_mean_embedded_services() -> None:
+    """With nothing configured, no database URL or broker is set: both run embedded."""
+    settings = load_settings()
+    assert settings.database_url is None
+    assert settings.kafka_bootstrap is None
+    assert settings.partitions == 6
+    assert settings.shutdown_deadline == 10.0
+
+
+def test_bad_setting_names_the_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bad value names the environment variable and the reason."""
+    monkeypatch.setenv("SYNCD_PARTITIONS", "zero")
+    with pytest.raises(SettingsError, match=r"SYNCD_PARTITIONS \(partitions\): .*integer"):
+        load_settings()
+
+
+def test_bad_listen_address(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The HTTP address must be host:port."""
+    monkeypatch.setenv("SYNCD_HTTP_LISTEN", "localhost")
+    with pytest.raises(SettingsError, match="SYNCD_HTTP_LISTEN"):
+        load_settings()
+
+
+def test_toml_file_and_env_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The TOML file sets values; the environment wins over it."""
+    config = tmp_path / "syncd.toml"
+    config.write_text('topic_prefix = "fromfile"\ngroup_id = "g-file"\n')
+    monkeypatch.setenv("SYNCD_GROUP_ID", "g-env")
+    monkeypatch.delenv("SYNCD_CONFIG", raising=False)
+    settings = load_settings(config)
+    assert settings.topic_prefix == "fromfile"
+    assert settings.group_id == "g-env"
+
+
+def test_unknown_key_in_file_is_refused(tmp_path: Path) -> None:
+    """A misspelt key in the file is an error, not silently ignored."""
+    config = tmp_path / "syncd.toml"
+    config.write_text("partitons = 3\n")
+    with pytest.raises(SettingsError, match="partitons"):
+        load_settings(config)
+
+
+def test_cli_exits_non_zero_and_starts_nothing(tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """`syncd run` with a bad setting prints it, exits 2 and creates no data directory."""
+    monkeypatch.setenv("SYNCD_SHUTDOWN_DEADLINE", "-1")
+    monkeypatch.setenv("SYNCD_DATA_DIR", str(tmp_path / "data"))
+    result = CliRunner().invoke(cli, ["run"])
+    assert result.exit_code == 2
+    assert "SYNCD_SHUTDOWN_DEADLINE" in result.output
+    assert not (tmp_path / "data").exists()
