@@ -12,19 +12,22 @@ import structlog
 
 from adapters.kafka import broker_reachable, ensure_topics
 from adapters.migrate import migrate, pending
+from adapters.relay import OutboxRelay
 from daemon.http import build_app, serve
 from daemon.projector import Projector
 from daemon.runtime import RuntimeInfo, remove_runtime, write_runtime
 from daemon.services import Services, open_services
 from daemon.settings import Settings
 from daemon.supervisor import supervise
+from projections.config import SyncConfig
+from projections.sync import SyncProjection
 
 log = structlog.get_logger(__name__)
 
 
 async def create_pool(dsn: str, *, max_size: int = 10) -> asyncpg.Pool:
-    pool = await asyncpg.create_pool(dsn, min_size=1, max_size=max_size,
-                                     command_timeout=60, server_settings={"jit": "off"})
+    pool = await asyncpg.create_pool(dsn, min_size=1, max_size=max_size, command_timeout=60,
+                                     server_settings={"jit": "off", "timezone": "UTC"})
     assert pool is not None
     return pool
 
@@ -45,8 +48,10 @@ async def run(settings: Settings, stop: asyncio.Event) -> int:
 
 async def _serve(settings: Settings, services: Services, pool: asyncpg.Pool,
                  stop: asyncio.Event, stack: contextlib.AsyncExitStack) -> int:
+    sync_config = SyncConfig()
     projector = Projector(pool=pool, bootstrap=services.bootstrap, topic=settings.events_topic,
-                          group_id=settings.group_id, projections=[],
+                          group_id=settings.group_id,
+                          projections=[SyncProjection(lambda: sync_config)],
                           batch_max=settings.batch_max,
                           session_timeout_ms=settings.consumer_session_timeout_ms)
 
@@ -75,5 +80,12 @@ async def _serve(settings: Settings, services: Services, pool: asyncpg.Pool,
     stack.callback(remove_runtime, settings.data_dir)
     log.info("daemon_started", http=http_address, broker=services.bootstrap,
              topic=settings.events_topic, group_id=settings.group_id)
-    return await supervise({"projector": projector.run}, stop,
-                           deadline=settings.shutdown_deadline)
+    roots = {"projector": projector.run}
+    for source in ("desk", "crm"):
+        relay = OutboxRelay(dsn=services.dsn, bootstrap=services.bootstrap,
+                            topic=settings.events_topic, source=source,
+                            partitions=settings.partitions,
+                            poll_interval=settings.relay_poll_interval,
+                            resend_after=settings.relay_resend_after)
+        roots[f"relay-{source}"] = relay.run
+    return await supervise(roots, stop, deadline=settings.shutdown_deadline)

@@ -21,6 +21,7 @@ from aiokafka.errors import KafkaError
 from adapters import metrics
 from adapters.kafka import make_consumer
 from projections.projector import (
+    BatchOutcome,
     Message,
     Projection,
     apply_batch,
@@ -54,6 +55,7 @@ class Projector:
         self.joined = asyncio.Event()
         self.consumer: AIOKafkaConsumer | None = None
         self.last_applied_at: float | None = None
+        self._last_kafka_commit = 0.0
 
     async def _seek_to_stored(self, consumer: AIOKafkaConsumer,
                               assigned: Sequence[TopicPartition]) -> None:
@@ -128,9 +130,15 @@ class Projector:
             return
         metrics.EVENTS_CONSUMED.labels(self.topic).inc(len(messages))
         started = time.perf_counter()
-        async with self.pool.acquire() as conn:
-            outcome = await apply_batch(conn, group_id=self.group_id, messages=messages,
-                                        starts=starts, projections=self.projections)
+        try:
+            async with self.pool.acquire() as conn:
+                outcome = await apply_batch(conn, group_id=self.group_id, messages=messages,
+                                            starts=starts, projections=self.projections)
+        except (asyncpg.DeadlockDetectedError, asyncpg.SerializationError) as err:
+            # Another replica holds the same links or match keys: the whole batch
+            # rolled back; read it again from the stored offsets.
+            log.warning("batch_retried", reason=type(err).__name__)
+            outcome = BatchOutcome(fenced=next(iter(starts)))
         if outcome.fenced is not None:
             metrics.FENCED_BATCHES.inc()
             log.warning("batch_fenced", topic=outcome.fenced[0], partition=outcome.fenced[1])
@@ -150,15 +158,18 @@ class Projector:
             metrics.SYNC_LATENCY.observe(max(0.0, now - event.modified_at.timestamp()))
         if outcome.duplicates:
             metrics.EVENTS_DUPLICATE.inc(outcome.duplicates)
-        for message, err in outcome.rejected:
+        for message, problem in outcome.rejected:
             metrics.EVENTS_REJECTED.inc()
             log.warning("event_rejected", topic=message.topic, partition=message.partition,
-                        offset=message.offset, reason=err.reason, detail=err.detail[:300])
+                        offset=message.offset, reason=problem.reason,
+                        detail=problem.detail[:300])
         self.last_applied_at = now
-        # Advisory commit, for lag tooling only; failure here is harmless.
-        with contextlib.suppress(KafkaError, OSError):
-            await consumer.commit({TopicPartition(t, p): self.positions[(t, p)]
-                                   for t, p in starts})
+        if now - self._last_kafka_commit >= 1.0:
+            # Advisory commit, for lag tooling only; failure here is harmless.
+            self._last_kafka_commit = now
+            with contextlib.suppress(KafkaError, OSError):
+                await consumer.commit({TopicPartition(t, p): o
+                                       for (t, p), o in self.positions.items()})
 
     def _export_lag(self, consumer: AIOKafkaConsumer) -> None:
         for (topic, partition), position in self.positions.items():

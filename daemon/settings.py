@@ -44,7 +44,7 @@ class Settings(BaseSettings):
     consumer_session_timeout_ms: int = Field(default=6_000, ge=1_000, le=300_000)
     batch_max: int = Field(default=5000, ge=1, le=100_000)
     relay_poll_interval: float = Field(default=1.0, gt=0, le=60)
-    relay_resend_after: float = Field(default=15.0, gt=0, le=3600)
+    relay_resend_after: float = Field(default=30.0, gt=0, le=3600)
 
     @field_validator("http_listen")
     @classmethod

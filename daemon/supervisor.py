@@ -9,7 +9,7 @@ finished ``deadline`` seconds after ``stop`` is cancelled.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 
 import structlog
 
@@ -41,7 +41,7 @@ async def _guard(name: str, task: RootTask, stop: asyncio.Event, failures: list[
         stop.set()
 
 
-async def supervise(roots: dict[str, RootTask], stop: asyncio.Event, *, deadline: float) -> int:
+async def supervise(roots: Mapping[str, RootTask], stop: asyncio.Event, *, deadline: float) -> int:
     """Run the root tasks until they all end; return the process exit status."""
     failures: list[str] = []
     async with asyncio.TaskGroup() as group:

@@ -30,17 +30,3 @@ CREATE TABLE syncd.consumer_offsets (
     updated_at  timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (group_id, topic, partition)
 );
-
--- Events that could not be decoded at all are kept raw, with a reason, and
--- never stop their partition.
-CREATE TABLE syncd.rejected_events (
-    id              bigserial PRIMARY KEY,
-    kafka_topic     text NOT NULL,
-    kafka_partition integer NOT NULL,
-    kafka_offset    bigint NOT NULL,
-    raw             bytea NOT NULL,
-    raw_digest      bytea NOT NULL UNIQUE,
-    reason          text NOT NULL,
-    detail          text NOT NULL,
-    rejected_at     timestamptz NOT NULL DEFAULT now()
-);

@@ -12,13 +12,18 @@ Kafka's own offset commit is advisory only; the offsets here are the truth.
 
 from __future__ import annotations
 
+import contextlib
+import datetime as dt
 import hashlib
+import json
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from projections.db import Conn
-from projections.events import ChangeEvent, InvalidEvent, decode_event
+from projections.events import MODULES, ChangeEvent, InvalidEvent, decode_event
+from projections.ledger import add_history, record_failures
 
 TopicPartition = tuple[str, int]
 
@@ -84,12 +89,6 @@ UPDATE syncd.consumer_offsets SET next_offset = $4, updated_at = now()
 WHERE group_id = $1 AND topic = $2 AND partition = $3 AND next_offset = $5
 """
 
-_INSERT_REJECTED = """
-INSERT INTO syncd.rejected_events (kafka_topic, kafka_partition, kafka_offset, raw, raw_digest,
-    reason, detail)
-VALUES ($1, $2, $3, $4, $5, $6, $7)
-ON CONFLICT (raw_digest) DO NOTHING
-"""
 
 
 def decode_batch(
@@ -154,13 +153,10 @@ async def apply_batch(
                 if status != "UPDATE 1":
                     raise Fenced(tp)
             logged = await append_to_log(conn, decoded)
+            await release_outbox_rows(conn, decoded)
             outcome.duplicates = len(decoded) - len(logged)
-            for message, err in rejected:
-                raw = message.value or b""
-                await conn.execute(
-                    _INSERT_REJECTED, message.topic, message.partition, message.offset, raw,
-                    hashlib.sha256(raw).digest(), err.reason, err.detail[:2000],
-                )
+            if rejected:
+                await record_rejected(conn, rejected)
             for projection in projections:
                 await projection.apply(conn, logged)
             outcome.applied = logged
@@ -190,3 +186,50 @@ async def reset_offset(conn: Conn, group_id: str, tp: TopicPartition,
         " DO UPDATE SET next_offset = EXCLUDED.next_offset, updated_at = now()",
         group_id, tp[0], tp[1], offset,
     )
+
+
+def _best_effort_identity(raw: bytes) -> tuple[str, str, str, dt.datetime | None]:
+    """Source, module, record id and time of a rejected event, as far as they can be read."""
+    digest = "raw:" + hashlib.sha256(raw).hexdigest()[:32]
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        return "unknown", "unknown", digest, None
+    if not isinstance(data, dict):
+        return "unknown", "unknown", digest, None
+    source = data.get("source") if data.get("source") in ("desk", "crm") else "unknown"
+    module = data.get("module") if data.get("module") in MODULES else "unknown"
+    record = data.get("record_id")
+    record_id = record[:200] if isinstance(record, str) and record else digest
+    moment = None
+    with contextlib.suppress(ValueError):
+        moment = dt.datetime.fromisoformat(str(data.get("modified_at")))
+    if moment is not None and moment.tzinfo is None:
+        moment = None
+    return str(source), str(module), record_id, moment
+
+
+async def record_rejected(conn: Conn, rejected: Sequence[tuple[Message, InvalidEvent]]) -> None:
+    """Undecodable events land in the failure log with their raw bytes (never block)."""
+    rows = []
+    history: Counter[tuple[dt.date, str, str, str]] = Counter()
+    for message, err in rejected:
+        raw = message.value or b""
+        source, module, record_id, moment = _best_effort_identity(raw)
+        at = moment or dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+        rows.append((source, module, record_id, None, err.reason, err.detail[:2000], raw, at))
+        if moment is not None and source != "unknown" and module != "unknown":
+            other = "crm" if source == "desk" else "desk"
+            history[(moment.astimezone(dt.UTC).date(), f"{source}_to_{other}", module,
+                     "failed")] += 1
+    await record_failures(conn, rows)
+    await add_history(conn, history)
+
+
+async def release_outbox_rows(conn: Conn, decoded: Sequence[tuple[Message, ChangeEvent]]) -> None:
+    """The event log now holds these events: their outbox rows may go."""
+    for source in ("desk", "crm"):
+        ids = [event.event_id for _, event in decoded if event.source == source]
+        if ids:
+            await conn.execute(
+                f"DELETE FROM {source}.outbox WHERE event_id = ANY($1::uuid[])", ids)

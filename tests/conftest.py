@@ -20,6 +20,7 @@ import pytest
 
 from adapters.migrate import migrate
 from daemon.embedded import EmbeddedBroker, EmbeddedPostgres
+from tests.support.pipeline import Pipeline
 
 TEMPLATE_DB = "syncd_test_template"
 
@@ -141,3 +142,15 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         function = getattr(item, "function", None)
         if function is not None and asyncio.iscoroutinefunction(function):
             item.fixturenames.insert(0, "_no_leftover_tasks")  # type: ignore[attr-defined]
+
+
+@pytest.fixture
+async def pipeline(database_url: str, kafka_bootstrap: str,
+                   topic_prefix: str) -> AsyncIterator[Pipeline]:
+    """Relays and projector running on this test's database and topic."""
+    pipe = Pipeline(database_url, kafka_bootstrap, topic_prefix)
+    await pipe.start()
+    try:
+        yield pipe
+    finally:
+        await pipe.close()

@@ -1,0 +1,157 @@
+"""The outbox relay: moves captured changes from a store's outbox to Kafka.
+
+A row stays in the outbox until the projector has recorded its event in the
+event log (the projector deletes it in that same transaction). The broker's
+acknowledgement alone is not durable (the embedded broker keeps everything in
+memory), so rows still present ``resend_after`` seconds after they were sent
+are sent again (and so is everything unrecorded after a failed send, which is
+how a broker restart shows itself); the event log ignores the copies it
+already holds.
+
+One relay per store is active across replicas (a session advisory lock);
+the others stand by and take over when its connection goes away.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import deque
+
+import asyncpg
+import structlog
+from aiokafka.errors import KafkaError
+
+from adapters import metrics
+from adapters.kafka import ensure_topics, make_producer
+
+log = structlog.get_logger(__name__)
+
+_LOCK_BASE = 0x5359_4E43_5245_4C00  # "SYNCREL\0"
+
+_FETCH = """
+SELECT seq, module || ':' || record_id AS key, json_build_object(
+    'v', 1, 'event_id', event_id, 'source', $3::text, 'module', module,
+    'record_id', record_id, 'op', op, 'values', "values", 'changed', changed,
+    'modified_at', modified_at, 'created_at', created_at, 'origin', origin,
+    'captured_at', captured_at)::text AS body
+FROM {schema}.outbox WHERE seq > $1 ORDER BY seq LIMIT $2
+"""
+
+
+class OutboxRelay:
+    def __init__(
+        self,
+        *,
+        dsn: str,
+        bootstrap: str,
+        topic: str,
+        source: str,
+        partitions: int,
+        poll_interval: float = 1.0,
+        resend_after: float = 15.0,
+        batch_max: int = 5000,
+    ) -> None:
+        if source not in ("desk", "crm"):
+            raise ValueError(f"unknown source {source!r}")
+        self.dsn = dsn
+        self.bootstrap = bootstrap
+        self.topic = topic
+        self.source = source
+        self.partitions = partitions
+        self.poll_interval = poll_interval
+        self.resend_after = resend_after
+        self.batch_max = batch_max
+        self.cursor = 0
+        self.active = False
+        self._fetch = _FETCH.format(schema=source)
+        self._wake = asyncio.Event()
+        self._sent: deque[tuple[int, float]] = deque()  # (last seq of a send, when)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        conn = await asyncpg.connect(self.dsn, server_settings={"timezone": "UTC"})
+        producer = make_producer(self.bootstrap)
+        await producer.start()
+        try:
+            await conn.add_listener("syncd_outbox", self._notified)
+            while not stop.is_set() and not await self._take_lock(conn):
+                await self._sleep(stop, 2.0)
+            self.active = True
+            log.info("relay_active", source=self.source, topic=self.topic)
+            await self._relay(conn, producer, stop)
+        finally:
+            self.active = False
+            with contextlib.suppress(KafkaError, OSError):
+                await producer.stop()
+            with contextlib.suppress(OSError, asyncpg.PostgresError):
+                await conn.close()
+
+    def _notified(self, _conn: object, _pid: int, _channel: str, payload: object) -> None:
+        if payload == self.source:
+            self._wake.set()
+
+    async def _take_lock(self, conn: asyncpg.Connection) -> bool:
+        key = _LOCK_BASE + (1 if self.source == "desk" else 2)
+        return bool(await conn.fetchval("SELECT pg_try_advisory_lock($1)", key))
+
+    async def _sleep(self, stop: asyncio.Event, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), seconds)
+
+    async def _relay(self, conn: asyncpg.Connection, producer: object, stop: asyncio.Event
+                     ) -> None:
+        last_resend_check = time.monotonic()
+        last_backlog = 0.0
+        while not stop.is_set():
+            self._wake.clear()
+            rows = await conn.fetch(self._fetch, self.cursor, self.batch_max, self.source)
+            if rows:
+                try:
+                    await self._send(producer, rows)
+                except KafkaError as err:
+                    log.warning("relay_send_failed", source=self.source, error=repr(err))
+                    with contextlib.suppress(KafkaError, OSError):
+                        await ensure_topics(self.bootstrap, [self.topic],
+                                            partitions=self.partitions)
+                    await self._rewind(conn, force=True)
+                    await self._sleep(stop, 1.0)
+                    continue
+                self.cursor = rows[-1]["seq"]
+                self._sent.append((self.cursor, time.monotonic()))
+                if len(rows) == self.batch_max:
+                    continue  # more is waiting: no pause
+            now = time.monotonic()
+            if now - last_resend_check >= self.resend_after / 2:
+                last_resend_check = now
+                await self._rewind(conn, force=False)
+            if now - last_backlog >= 5:
+                last_backlog = now
+                backlog = await conn.fetchval(f"SELECT count(*) FROM {self.source}.outbox")
+                metrics.OUTBOX_BACKLOG.labels(self.source).set(backlog)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.poll_interval)
+
+    async def _send(self, producer: object, rows: list[asyncpg.Record]) -> None:
+        metrics.EVENTS_CAPTURED.labels(self.source).inc(len(rows))
+        futures = []
+        for row in rows:
+            key = f"{self.source}:{row['key']}".encode()
+            futures.append(await producer.send(self.topic, row["body"].encode(), key=key))  # type: ignore[attr-defined]
+        await asyncio.gather(*futures)
+        metrics.EVENTS_PRODUCED.labels(self.source).inc(len(rows))
+
+    async def _rewind(self, conn: asyncpg.Connection, *, force: bool) -> None:
+        """Send again what was sent but never reached the event log: everything
+        after a failed send, else what has waited ``resend_after`` since it was sent."""
+        oldest = await conn.fetchval(f"SELECT min(seq) FROM {self.source}.outbox")
+        while self._sent and (oldest is None or self._sent[0][0] < oldest):
+            self._sent.popleft()
+        if oldest is None or oldest > self.cursor:
+            return
+        sent_at = self._sent[0][1] if self._sent else 0.0
+        if force or time.monotonic() - sent_at >= self.resend_after:
+            log.warning("relay_resending", source=self.source, from_seq=oldest,
+                        to_seq=self.cursor, after_failure=force)
+            self.cursor = oldest - 1
+            self._sent.clear()

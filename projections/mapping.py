@@ -1,0 +1,155 @@
+"""Field mapping per module (SYNC-04) and its type checks (SYNC-05).
+
+A mapping pairs a desk field with a CRM field. Standard fields are named by
+the catalogue; custom fields are ``custom.<identifier>`` with a declared
+type. Mappings are checked when configured (types must be compatible) and
+values are checked when applied: a value that does not fit its target field
+is a failure with its own message, never a silent coercion.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from projections.catalog import (
+    FIELD_TYPES,
+    IDENTIFIER,
+    STANDARD_FIELDS,
+    SYNCED_MODULES,
+    Field,
+    FieldType,
+    Side,
+    default_field_pairs,
+)
+
+REASON_TYPE_CLASH_TEXT_INT = "text value given for an integer field"
+REASON_MANDATORY = "mandatory field missing"
+
+# A value of the source type may be written to a field of these target types.
+_COMPATIBLE: dict[FieldType, set[FieldType]] = {
+    "text": {"text"},
+    "email": {"email", "text"},
+    "integer": {"integer", "numeric", "text"},
+    "numeric": {"numeric", "text"},
+    "boolean": {"boolean", "text"},
+}
+
+
+class MappingError(ValueError):
+    """A mapping cannot be configured; the message names the field and why."""
+
+
+@dataclass(frozen=True, slots=True)
+class FieldPair:
+    desk: Field
+    crm: Field
+
+    @property
+    def key(self) -> str:
+        """The name the merged state uses for this pair."""
+        return f"{self.desk.name}>{self.crm.name}"
+
+    def on(self, side: Side) -> Field:
+        return self.desk if side == "desk" else self.crm
+
+
+def resolve_field(side: Side, module: str, name: str, declared: str | None = None) -> Field:
+    """Turn a field name from outside into a catalogue field, or refuse it."""
+    if not isinstance(name, str):
+        raise MappingError(f"{side} field name must be text")
+    if name.startswith("custom."):
+        ident = name.removeprefix("custom.")
+        if not IDENTIFIER.match(ident):
+            raise MappingError(f"{side} field {name!r}: not a valid identifier")
+        if declared not in FIELD_TYPES:
+            raise MappingError(
+                f"{side} field {name!r}: custom fields need a type, one of {list(FIELD_TYPES)}")
+        return Field(name, declared)
+    standard = STANDARD_FIELDS[(side, module)].get(name)
+    if standard is None:
+        raise MappingError(f"{side} field {name!r} does not exist in {module}")
+    return standard
+
+
+@dataclass(frozen=True, slots=True)
+class ModuleMapping:
+    module: str
+    pairs: tuple[FieldPair, ...]
+
+    def fields(self, side: Side) -> list[Field]:
+        return [pair.on(side) for pair in self.pairs]
+
+
+def build_mapping(module: str, entries: list[dict[str, Any]] | None = None) -> ModuleMapping:
+    """Validate a module's mapping; ``None`` gives the default (standard) mapping.
+
+    Each entry: ``{"desk": name, "crm": name}`` plus ``"desk_type"``/``"crm_type"``
+    for custom fields. The secondary e-mail is always mapped (SYNC-04).
+    """
+    if module not in SYNCED_MODULES:
+        raise MappingError(f"module {module!r} is not synced; one of {list(SYNCED_MODULES)}")
+    if entries is None:
+        entries = [{"desk": d, "crm": c} for d, c in default_field_pairs(module)]
+    pairs: list[FieldPair] = []
+    seen_desk: set[str] = set()
+    seen_crm: set[str] = set()
+    for entry in entries:
+        if not isinstance(entry, dict):
+            raise MappingError("each mapping entry must be an object")
+        desk = resolve_field("desk", module, entry.get("desk"), entry.get("desk_type"))  # type: ignore[arg-type]
+        crm = resolve_field("crm", module, entry.get("crm"), entry.get("crm_type"))  # type: ignore[arg-type]
+        if crm.type not in _COMPATIBLE[desk.type] or desk.type not in _COMPATIBLE[crm.type]:
+            raise MappingError(
+                f"desk {desk.name} ({desk.type}) and crm {crm.name} ({crm.type}) "
+                "have incompatible types")
+        if desk.name in seen_desk or crm.name in seen_crm:
+            raise MappingError(f"field mapped twice: {desk.name} / {crm.name}")
+        seen_desk.add(desk.name)
+        seen_crm.add(crm.name)
+        pairs.append(FieldPair(desk, crm))
+    if module == "contacts" and "secondary_email" not in seen_desk:
+        std = STANDARD_FIELDS[("desk", module)]["secondary_email"]
+        if "secondary_email" not in seen_crm:
+            pairs.append(FieldPair(std, STANDARD_FIELDS[("crm", module)]["secondary_email"]))
+    return ModuleMapping(module, tuple(pairs))
+
+
+def value_problem(value: Any, target: Field) -> str | None:
+    """Why ``value`` cannot be written to ``target``, or None when it fits."""
+    if value is None or value == "":
+        return REASON_MANDATORY if target.mandatory else None
+    kind = _kind(value)
+    if target.type == "integer":
+        if kind == "integer":
+            return None
+        return f"{kind} value given for an integer field"
+    if target.type == "numeric":
+        return None if kind in ("integer", "numeric") else f"{kind} value given for a numeric field"
+    if target.type == "boolean":
+        return None if kind == "boolean" else f"{kind} value given for a boolean field"
+    if target.type == "email":
+        if kind != "text":
+            return f"{kind} value given for an email field"
+        return None if "@" in value else "incorrect parameter or value"
+    return None if kind == "text" else f"{kind} value given for a text field"
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        return "integer"
+    if isinstance(value, float):
+        return "numeric"
+    if isinstance(value, str):
+        return "text"
+    return "structured"
+
+
+def read_field(values: dict[str, Any], field: Field) -> Any:
+    """A field's value in a record's values (custom fields live under ``custom``)."""
+    if field.name.startswith("custom."):
+        custom = values.get("custom")
+        return custom.get(field.name[7:]) if isinstance(custom, dict) else None
+    return values.get(field.name)

@@ -1,0 +1,556 @@
+"""The sync projection: change events in, both stores and the mapping table out.
+
+For each batch, in one transaction (the projector's):
+
+1. lock the match keys of every unlinked record in the batch (sorted, so two
+   replicas take them in the same order) and the batch's link rows;
+2. read, in bulk, the links and the match candidates;
+3. walk the events in log order in memory: match or create, merge per field
+   (newest wins, see ``merge``), check every value against its target field,
+   and decide what each side must hold;
+4. write, in bulk: new records, updated records, links, failures, history.
+
+Writes carry ``syncd.origin = 'sync'`` so capture ignores them (SYNC-14); each
+link also keeps a fingerprint of what each side is known to hold, and a
+change equal to it is dropped as an echo, which covers remote stores that
+cannot carry an origin tag. Time comes only from the events.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from projections.catalog import OTHER, SYNCED_MODULES, Side, account_key, email_key
+from projections.config import SyncConfig
+from projections.db import Conn
+from projections.events import ChangeEvent
+from projections.ledger import add_history, record_failures
+from projections.mapping import ModuleMapping, value_problem
+from projections.merge import (
+    State,
+    fingerprint,
+    merge_change,
+    micros,
+    newest,
+    offer,
+    project,
+    side_values,
+)
+from projections.projector import LoggedEvent
+
+REASON_ALREADY_MAPPED = "the CRM id is already mapped to another desk entity"
+REASON_AMBIGUOUS = "more than one matching record"
+
+EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
+@dataclass
+class Link:
+    module: str
+    desk_id: str | None
+    crm_id: str | None
+    state: State
+    desk_fp: str | None = None
+    crm_fp: str | None = None
+    desk_gone: str | None = None
+    crm_gone: str | None = None
+    linked_at: dt.datetime = EPOCH
+    updated_at: dt.datetime = EPOCH
+    link_id: int | None = None
+    dirty: bool = False
+
+    def id_on(self, side: Side) -> str | None:
+        return self.desk_id if side == "desk" else self.crm_id
+
+    def set_id(self, side: Side, value: str) -> None:
+        if side == "desk":
+            self.desk_id = value
+        else:
+            self.crm_id = value
+
+    def fp(self, side: Side) -> str | None:
+        return self.desk_fp if side == "desk" else self.crm_fp
+
+    def set_fp(self, side: Side, value: str | None) -> None:
+        if side == "desk":
+            self.desk_fp = value
+        else:
+            self.crm_fp = value
+
+    def gone(self, side: Side) -> str | None:
+        return self.desk_gone if side == "desk" else self.crm_gone
+
+    def set_gone(self, side: Side, value: str | None) -> None:
+        if side == "desk":
+            self.desk_gone = value
+        else:
+            self.crm_gone = value
+
+
+@dataclass
+class Candidate:
+    record_id: str
+    values: dict[str, Any]
+    via_secondary: bool
+
+
+@dataclass
+class Write:
+    """What one record on one side must hold after the batch."""
+
+    link: Link
+    side: Side
+    values: dict[str, Any]
+    modified_at: dt.datetime
+    created_at: dt.datetime
+    create: bool
+
+
+@dataclass
+class Failure:
+    event: ChangeEvent
+    reason: str
+    detail: str
+
+
+@dataclass
+class BatchResult:
+    written: int = 0
+    failed: int = 0
+    echoes: int = 0
+    history: Counter[tuple[dt.date, str, str, str]] = field(default_factory=Counter)
+
+
+def direction(source: Side) -> str:
+    return f"{source}_to_{OTHER[source]}"
+
+
+def match_keys(module: str, values: dict[str, Any], *, secondary: bool) -> list[str]:
+    """The normalised keys a record can be matched on, primary first."""
+    if module == "contacts":
+        keys = [email_key(values.get("email"))]
+        if secondary:
+            keys.append(email_key(values.get("secondary_email")))
+        return [k for k in keys if k]
+    if module == "accounts":
+        key = account_key(values.get("account_name"))
+        return [key] if key else []
+    return []
+
+
+class SyncProjection:
+    """Keeps both stores and the mapping table consistent (SYNC-01 … SYNC-15)."""
+
+    name = "sync"
+
+    def __init__(self, config: Callable[[], SyncConfig]) -> None:
+        self.config = config
+        self.last: BatchResult = BatchResult()
+
+    async def apply(self, conn: Conn, events: Sequence[LoggedEvent]) -> None:
+        cfg = self.config()
+        relevant = [
+            item.event for item in events
+            if item.event.module in SYNCED_MODULES and item.event.origin != "sync"
+        ]
+        if not relevant or not cfg.active:
+            self.last = BatchResult()
+            return
+        batch = _Batch(conn, cfg)
+        self.last = await batch.run(relevant)
+
+
+class _Batch:
+    def __init__(self, conn: Conn, cfg: SyncConfig) -> None:
+        self.conn = conn
+        self.cfg = cfg
+        self.links: dict[tuple[str, Side, str], Link] = {}
+        self.candidates: dict[tuple[str, Side, str], list[Candidate]] = {}
+        self.claimed_keys: set[tuple[str, Side, str]] = set()
+        self.writes: dict[tuple[str, Side, int], Write] = {}
+        self.failures: list[Failure] = []
+        self.resolved: list[ChangeEvent] = []
+        self.result = BatchResult()
+
+    # -- reading ---------------------------------------------------------------
+
+    def _applies(self, event: ChangeEvent) -> bool:
+        if self.cfg.direction == "crm_to_desk" and event.source == "desk":
+            return False  # one-way: desk changes are recorded, never applied (SYNC-02)
+        if event.module == "products":
+            if self.cfg.products_department_id is None:
+                return False
+            if event.source == "desk":
+                return event.values.get("department_id") == self.cfg.products_department_id
+        return True
+
+    async def run(self, events: list[ChangeEvent]) -> BatchResult:
+        events = [e for e in events if self._applies(e)]
+        if not events:
+            return self.result
+        await self._load_links(events)
+        await self._load_candidates(events)
+        for event in events:
+            self._process(event)
+        await self._flush()
+        return self.result
+
+    async def _load_links(self, events: list[ChangeEvent]) -> None:
+        modules = [e.module for e in events]
+        sources = [e.source for e in events]
+        ids = [e.record_id for e in events]
+        rows = await self.conn.fetch(
+            """
+            SELECT l.* FROM sync.links l
+            JOIN unnest($1::text[], $2::text[], $3::text[]) AS k(module, source, record_id)
+              ON l.module = k.module
+             AND ((k.source = 'desk' AND l.desk_id = k.record_id)
+               OR (k.source = 'crm' AND l.crm_id = k.record_id))
+            ORDER BY l.link_id
+            FOR UPDATE OF l
+            """,
+            modules, sources, ids,
+        )
+        for row in rows:
+            self._remember(self._link_from_row(row))
+
+    def _link_from_row(self, row: Any) -> Link:
+        return Link(
+            module=row["module"], desk_id=row["desk_id"], crm_id=row["crm_id"],
+            state=json.loads(row["state"]), desk_fp=row["desk_fp"], crm_fp=row["crm_fp"],
+            desk_gone=row["desk_gone"], crm_gone=row["crm_gone"],
+            linked_at=row["linked_at"], updated_at=row["updated_at"], link_id=row["link_id"],
+        )
+
+    def _remember(self, link: Link) -> None:
+        for side in ("desk", "crm"):
+            record_id = link.id_on(side)
+            if record_id is not None:
+                self.links[(link.module, side, record_id)] = link
+
+    async def _load_candidates(self, events: list[ChangeEvent]) -> None:
+        """Lock the match keys of unlinked records, then read who holds them."""
+        wanted: dict[tuple[str, Side], set[str]] = {}
+        for e in events:
+            if (e.module, e.source, e.record_id) in self.links or e.op == "delete":
+                continue
+            for key in match_keys(e.module, e.values, secondary=self.cfg.match_secondary_email):
+                wanted.setdefault((e.module, OTHER[e.source]), set()).add(key)
+        if not wanted:
+            return
+        lock_keys = sorted({f"{module}:{key}" for (module, _), keys in wanted.items()
+                            for key in keys})
+        # Serialise matching on the key: two replicas (or two partitions) that see
+        # a new desk and a new CRM record with one e-mail must not both create.
+        await self.conn.execute(
+            "SELECT pg_advisory_xact_lock(h) FROM"
+            " (SELECT hashtextextended(k, 0) AS h FROM unnest($1::text[]) AS k ORDER BY 1) s",
+            lock_keys,
+        )
+        for (module, side), keys in wanted.items():
+            await self._read_candidates(module, side, sorted(keys))
+
+    async def _read_candidates(self, module: str, side: Side, keys: list[str]) -> None:
+        if module == "contacts":
+            primary = "lower(btrim(email))"
+            secondary = "lower(btrim(secondary_email))"
+            where = f"({primary} = ANY($1)"
+            if self.cfg.match_secondary_email:
+                where += f" OR {secondary} = ANY($1)"
+            where += ")"
+        else:
+            primary = "lower(regexp_replace(btrim(account_name), '\\s+', ' ', 'g'))"
+            secondary = "NULL"
+            where = f"{primary} = ANY($1)"
+        rows = await self.conn.fetch(
+            f"SELECT id::text AS id, to_jsonb(t) AS v, {primary} AS k1, {secondary} AS k2"
+            f" FROM {side}.{module} t WHERE NOT deleted AND {where} ORDER BY id",
+            keys,
+        )
+        for row in rows:
+            values = json.loads(row["v"])
+            if row["k1"] in keys:
+                self.candidates.setdefault((module, side, row["k1"]), []).append(
+                    Candidate(row["id"], values, via_secondary=False))
+            if row["k2"] is not None and row["k2"] in keys and row["k2"] != row["k1"]:
+                self.candidates.setdefault((module, side, row["k2"]), []).append(
+                    Candidate(row["id"], values, via_secondary=True))
+        if rows:
+            linked = await self.conn.fetch(
+                f"SELECT * FROM sync.links WHERE module = $1 AND {side}_id = ANY($2::text[])"
+                " ORDER BY link_id FOR UPDATE",
+                module, [row["id"] for row in rows],
+            )
+            for row in linked:
+                self._remember(self._link_from_row(row))
+
+    # -- deciding ----------------------------------------------------------------
+
+    def _fail(self, event: ChangeEvent, reason: str, detail: str = "") -> None:
+        self.failures.append(Failure(event, reason, detail))
+        self.result.failed += 1
+        self.result.history[(event.modified_at.astimezone(dt.UTC).date(),
+                             direction(event.source), event.module, "failed")] += 1
+
+    def _process(self, event: ChangeEvent) -> None:
+        source: Side = event.source
+        mapping = self.cfg.mappings[event.module]
+        link = self.links.get((event.module, source, event.record_id))
+        if event.op == "delete":
+            # Deletes are recorded, never propagated (SYNC-11).
+            if link is not None:
+                link.set_gone(source, "hard" if event.values.get("hard_deleted") else "soft")
+                link.dirty = True
+            return
+        in_bin = bool(event.values.get("deleted"))
+        if link is None:
+            if in_bin:
+                return  # a record that changed in the recycle bin and was never synced
+            link = self._match_or_create(event, mapping)
+            if link is None:
+                return
+        elif (fingerprint(side_values(event.values, mapping, source)) == link.fp(source)
+              and not in_bin and link.gone(source) is None):
+            self.result.echoes += 1  # what that side already holds: nothing to sync
+            return
+        self._apply(event, link, mapping, in_bin=in_bin)
+
+    def _match_or_create(self, event: ChangeEvent, mapping: ModuleMapping) -> Link | None:
+        source: Side = event.source
+        target = OTHER[source]
+        keys = match_keys(event.module, event.values, secondary=self.cfg.match_secondary_email)
+        found: dict[str, Candidate] = {}
+        for key in keys:
+            if (event.module, target, key) in self.claimed_keys:
+                self._fail(event, REASON_ALREADY_MAPPED, f"match key {key!r} is taken")
+                return None
+            for cand in self.candidates.get((event.module, target, key), []):
+                found.setdefault(cand.record_id, cand)
+            if found:
+                break  # the primary key decides when it matches anything
+        link = Link(module=event.module, desk_id=None, crm_id=None, state={},
+                    linked_at=event.modified_at, updated_at=event.modified_at)
+        link.set_id(source, event.record_id)
+        if len(found) > 1:
+            self._fail(event, REASON_AMBIGUOUS,
+                       f"{len(found)} {target} records match: {sorted(found)[:5]}")
+            return None
+        if found:
+            (cand,) = found.values()
+            if (event.module, target, cand.record_id) in self.links:
+                self._fail(event, REASON_ALREADY_MAPPED,
+                           f"{target} record {cand.record_id} is linked to another record")
+                return None
+            link.set_id(target, cand.record_id)
+            link.state = merge_change(
+                {}, mapping, side=target, values=cand.values, changed=None,
+                modified_at=_parse_time(cand.values.get("modified_time")),
+                created_at=_parse_time(cand.values.get("created_time")))
+            link.set_fp(target, fingerprint(side_values(cand.values, mapping, target)))
+            secondary_match = cand.via_secondary or (
+                email_key(event.values.get("email")) != email_key(cand.values.get("email")))
+            if event.module == "contacts" and secondary_match:
+                # Matched through a secondary e-mail: the CRM's primary e-mail wins (SYNC-06).
+                crm_values = cand.values if target == "crm" else event.values
+                pair = next(p for p in mapping.pairs if p.crm.name == "email")
+                stamp = max(newest(link.state), micros(event.modified_at)) + 1
+                offer(link.state, pair.key, crm_values.get("email"), stamp, "crm")
+        for key in keys:
+            self.claimed_keys.add((event.module, target, key))
+        self._remember(link)
+        return link
+
+    def _apply(self, event: ChangeEvent, link: Link, mapping: ModuleMapping, *,
+               in_bin: bool) -> None:
+        source: Side = event.source
+        state = merge_change(link.state, mapping, side=source, values=event.values,
+                             changed=event.changed, modified_at=event.modified_at,
+                             created_at=event.created_at)
+        sides: list[Side] = [OTHER[source], source]
+        if self.cfg.direction == "crm_to_desk":
+            sides = ["desk"]
+        desired = {side: project(state, mapping, side) for side in sides}
+        for side in sides:
+            for fld in mapping.fields(side):
+                problem = value_problem(desired[side].get(fld.name), fld)
+                if problem is not None:
+                    self._fail(event, problem, f"{side} field {fld.name}")
+                    return
+        link.set_fp(source, fingerprint(side_values(event.values, mapping, source)))
+        if link.gone(source) is not None and not in_bin:
+            link.set_gone(source, None)  # it changed, so it exists (restored)
+        outcome: str | None = None
+        for side in sides:
+            must_restore = side == source and in_bin
+            if fingerprint(desired[side]) == link.fp(side) and not must_restore \
+                    and link.gone(side) is None and link.id_on(side) is not None:
+                continue
+            create = link.id_on(side) is None or link.gone(side) == "hard"
+            self._write(link, side, desired[side], event, create=create)
+            link.set_fp(side, fingerprint(desired[side]))
+            link.set_gone(side, None)
+            if side != source:
+                outcome = "added" if create else "updated"
+        link.state = state
+        link.updated_at = max(link.updated_at, event.modified_at)
+        link.dirty = True
+        self.resolved.append(event)
+        if outcome is not None:
+            self.result.history[(event.modified_at.astimezone(dt.UTC).date(),
+                                 direction(source), event.module, outcome)] += 1
+
+    def _write(self, link: Link, side: Side, values: dict[str, Any], event: ChangeEvent, *,
+               create: bool) -> None:
+        if create:
+            old = link.id_on(side)
+            if old:
+                self.links.pop((link.module, side, old), None)
+            link.set_id(side, "")  # a new record: its id is drawn at flush time
+        self.writes[(link.module, side, id(link))] = Write(
+            link=link, side=side, values=values, modified_at=event.modified_at,
+            created_at=event.created_at,
+            create=create or self.writes.get((link.module, side, id(link)), _NO_WRITE).create,
+        )
+        self.result.written += 1
+
+    # -- writing -----------------------------------------------------------------
+
+    async def _flush(self) -> None:
+        await self.conn.execute("SET LOCAL syncd.origin = 'sync'")
+        by_table: dict[tuple[Side, str], list[Write]] = {}
+        for write in self.writes.values():
+            by_table.setdefault((write.side, write.link.module), []).append(write)
+        for (side, module), writes in sorted(by_table.items()):
+            await self._write_table(side, module, writes)
+        await self._flush_links()
+        await self._flush_failures()
+        await self._flush_history()
+
+    async def _write_table(self, side: Side, module: str, writes: list[Write]) -> None:
+        mapping = self.cfg.mappings[module]
+        columns = sorted({f.name for f in mapping.fields(side) if not f.name.startswith("custom.")})
+        creates = [w for w in writes if w.create]
+        if creates:
+            ids = await self.conn.fetch(
+                "SELECT nextval(pg_get_serial_sequence($1, 'id')) AS id"
+                " FROM generate_series(1, $2)", f"{side}.{module}", len(creates))
+            for write, row in zip(creates, ids, strict=True):
+                write.link.set_id(side, str(row["id"]))
+                self._remember(write.link)
+        rows = [self._row(w, side, module) for w in writes]
+        extra = ["department_id"] if side == "desk" and module == "products" else []
+        create_rows = [r for r, w in zip(rows, writes, strict=True) if w.create]
+        update_rows = [r for r, w in zip(rows, writes, strict=True) if not w.create]
+        table = f"{side}.{module}"
+        if create_rows:
+            cols = ["id", *columns, *extra, "custom", "created_time", "modified_time"]
+            select = ", ".join(
+                "coalesce(r.custom, '{}')" if c == "custom" else f"r.{c}" for c in cols)
+            await self.conn.execute(
+                f"INSERT INTO {table} ({', '.join(cols)}) SELECT {select}"
+                f" FROM jsonb_populate_recordset(NULL::{table}, $1::jsonb) r",
+                json.dumps(create_rows),
+            )
+        if update_rows:
+            sets = ", ".join(f"{c} = r.{c}" for c in columns)
+            await self.conn.execute(
+                f"UPDATE {table} t SET {sets}, custom = t.custom || coalesce(r.custom, '{{}}'),"
+                " modified_time = greatest(t.modified_time, r.modified_time), deleted = false"
+                f" FROM jsonb_populate_recordset(NULL::{table}, $1::jsonb) r WHERE t.id = r.id",
+                json.dumps(update_rows),
+            )
+
+    def _row(self, write: Write, side: Side, module: str) -> dict[str, Any]:
+        row: dict[str, Any] = {"id": int(write.link.id_on(side) or 0)}
+        custom: dict[str, Any] = {}
+        for name, value in write.values.items():
+            if name.startswith("custom."):
+                custom[name[7:]] = value
+            else:
+                row[name] = value
+        row["custom"] = custom
+        row["created_time"] = write.created_at.isoformat()
+        row["modified_time"] = write.modified_at.isoformat()
+        if side == "desk" and module == "products":
+            row["department_id"] = self.cfg.products_department_id
+        return row
+
+    async def _flush_links(self) -> None:
+        seen: set[int] = set()
+        fresh: list[dict[str, Any]] = []
+        known: list[dict[str, Any]] = []
+        for link in self.links.values():
+            if id(link) in seen or not link.dirty or not link.desk_id or not link.crm_id:
+                continue
+            seen.add(id(link))
+            row = {
+                "link_id": link.link_id, "module": link.module, "desk_id": link.desk_id,
+                "crm_id": link.crm_id, "state": link.state, "desk_fp": link.desk_fp,
+                "crm_fp": link.crm_fp, "desk_gone": link.desk_gone, "crm_gone": link.crm_gone,
+                "linked_at": link.linked_at.isoformat(), "updated_at": link.updated_at.isoformat(),
+            }
+            (fresh if link.link_id is None else known).append(row)
+        if known:
+            await self.conn.execute(
+                """
+                UPDATE sync.links l SET desk_id = r.desk_id, crm_id = r.crm_id, state = r.state,
+                    desk_fp = r.desk_fp, crm_fp = r.crm_fp, desk_gone = r.desk_gone,
+                    crm_gone = r.crm_gone, updated_at = r.updated_at
+                FROM jsonb_populate_recordset(NULL::sync.links, $1::jsonb) r
+                WHERE l.link_id = r.link_id
+                """,
+                json.dumps(known),
+            )
+        if fresh:
+            await self.conn.execute(
+                """
+                INSERT INTO sync.links (module, desk_id, crm_id, state, desk_fp, crm_fp,
+                    desk_gone, crm_gone, linked_at, updated_at)
+                SELECT module, desk_id, crm_id, state, desk_fp, crm_fp, desk_gone, crm_gone,
+                    linked_at, updated_at
+                FROM jsonb_populate_recordset(NULL::sync.links, $1::jsonb)
+                """,
+                json.dumps(fresh),
+            )
+
+    async def _flush_failures(self) -> None:
+        if self.resolved:
+            await self.conn.execute(
+                """
+                UPDATE sync.failures f SET status = 'resolved', resolved_at = r.at
+                FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[])
+                    AS r(source, module, record_id, at)
+                WHERE f.status = 'open' AND f.source = r.source AND f.module = r.module
+                  AND f.record_id = r.record_id AND f.last_failed_at <= r.at
+                """,
+                [e.source for e in self.resolved], [e.module for e in self.resolved],
+                [e.record_id for e in self.resolved], [e.modified_at for e in self.resolved],
+            )
+        if self.failures:
+            await record_failures(self.conn, [
+                (f.event.source, f.event.module, f.event.record_id, f.event.event_id,
+                 f.reason, f.detail, None, f.event.modified_at)
+                for f in self.failures
+            ])
+
+    async def _flush_history(self) -> None:
+        await add_history(self.conn, self.result.history)
+
+
+_NO_WRITE = Write(link=Link("", None, None, {}), side="desk", values={}, modified_at=EPOCH,
+                  created_at=EPOCH, create=False)
+
+
+def _parse_time(value: Any) -> dt.datetime:
+    if isinstance(value, str):
+        try:
+            parsed = dt.datetime.fromisoformat(value)
+        except ValueError:
+            return EPOCH
+        return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
+    return EPOCH

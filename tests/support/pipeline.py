@@ -1,0 +1,87 @@
+"""The capture → Kafka → projector pipeline, in-process, on one test database."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import replace
+from typing import Any
+
+import asyncpg
+
+from adapters.kafka import ensure_topics
+from adapters.relay import OutboxRelay
+from daemon.projector import Projector
+from daemon.supervisor import supervise
+from projections.config import SyncConfig
+from projections.sync import SyncProjection
+
+
+class Pipeline:
+    def __init__(self, dsn: str, bootstrap: str, prefix: str,
+                 config: SyncConfig | None = None, partitions: int = 3) -> None:
+        self.dsn = dsn
+        self.bootstrap = bootstrap
+        self.topic = f"{prefix}.events"
+        self.group = f"{prefix}-group"
+        self.partitions = partitions
+        self.config = config or SyncConfig()
+        self.stop = asyncio.Event()
+        self.pool: asyncpg.Pool | None = None
+        self._task: asyncio.Task[int] | None = None
+
+    def configure(self, **changes: Any) -> None:
+        self.config = replace(self.config, **changes)
+
+    async def start(self) -> None:
+        await ensure_topics(self.bootstrap, [self.topic], partitions=self.partitions)
+        self.pool = await asyncpg.create_pool(self.dsn, min_size=1, max_size=6,
+                                              server_settings={"timezone": "UTC"})
+        self.projector = Projector(pool=self.pool, bootstrap=self.bootstrap, topic=self.topic,
+                                   group_id=self.group,
+                                   projections=[SyncProjection(lambda: self.config)])
+        roots = {"projector": self.projector.run}
+        for source in ("desk", "crm"):
+            relay = OutboxRelay(dsn=self.dsn, bootstrap=self.bootstrap, topic=self.topic,
+                                source=source, partitions=self.partitions,
+                                poll_interval=0.2, resend_after=5)
+            roots[f"relay-{source}"] = relay.run
+        self.stop = asyncio.Event()
+        self._task = asyncio.create_task(supervise(roots, self.stop, deadline=5))
+        await asyncio.wait_for(self.projector.joined.wait(), 30)
+
+    async def close(self) -> None:
+        self.stop.set()
+        if self._task is not None:
+            assert await self._task == 0
+        if self.pool is not None:
+            await self.pool.close()
+
+    async def settle(self, timeout: float = 30.0) -> None:
+        """Wait until every captured change has been recorded and applied."""
+        assert self.pool is not None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            left = await self.pool.fetchval(
+                "SELECT (SELECT count(*) FROM desk.outbox) + (SELECT count(*) FROM crm.outbox)")
+            if left == 0:
+                return
+            if loop.time() > deadline:
+                raise TimeoutError(f"{left} captured changes not applied in {timeout} s")
+            await asyncio.sleep(0.05)
+
+    async def fetch(self, query: str, *args: Any) -> list[asyncpg.Record]:
+        assert self.pool is not None
+        return await self.pool.fetch(query, *args)
+
+    async def fetchrow(self, query: str, *args: Any) -> asyncpg.Record | None:
+        assert self.pool is not None
+        return await self.pool.fetchrow(query, *args)
+
+    async def fetchval(self, query: str, *args: Any) -> Any:
+        assert self.pool is not None
+        return await self.pool.fetchval(query, *args)
+
+    async def execute(self, query: str, *args: Any) -> str:
+        assert self.pool is not None
+        return await self.pool.execute(query, *args)
