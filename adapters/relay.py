@@ -30,7 +30,7 @@ log = structlog.get_logger(__name__)
 
 _LOCK_BASE = 0x5359_4E43_5245_4C00  # "SYNCREL\0"
 
-_FETCH = """
+FETCH_OUTBOX = """
 SELECT seq, module || ':' || record_id AS key, json_build_object(
     'v', 1, 'event_id', event_id, 'source', $3::text, 'module', module,
     'record_id', record_id, 'op', op, 'values', "values", 'changed', changed,
@@ -65,7 +65,7 @@ class OutboxRelay:
         self.batch_max = batch_max
         self.cursor = 0
         self.active = False
-        self._fetch = _FETCH.format(schema=source)
+        self._fetch = FETCH_OUTBOX.format(schema=source)
         self._wake = asyncio.Event()
         self._sent: deque[tuple[int, float]] = deque()  # (last seq of a send, when)
 

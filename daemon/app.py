@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 
 import asyncpg
@@ -16,6 +17,7 @@ from adapters.relay import OutboxRelay
 from daemon.http import build_app, serve
 from daemon.projector import Projector
 from daemon.runtime import RuntimeInfo, remove_runtime, write_runtime
+from daemon.sdnotify import Notifier
 from daemon.services import Services, open_services
 from daemon.settings import Settings
 from daemon.supervisor import supervise
@@ -88,4 +90,11 @@ async def _serve(settings: Settings, services: Services, pool: asyncpg.Pool,
                             poll_interval=settings.relay_poll_interval,
                             resend_after=settings.relay_resend_after)
         roots[f"relay-{source}"] = relay.run
+    notifier = Notifier.from_environ()
+    if notifier.enabled:
+        # READY=1 waits for the consumer's join: systemd says "started" only once sync runs.
+        roots["sd-notify"] = functools.partial(notifier.lifecycle, ready=projector.joined)
+        interval = Notifier.watchdog_interval()
+        if interval is not None:
+            roots["sd-watchdog"] = functools.partial(notifier.watchdog_loop, interval=interval)
     return await supervise(roots, stop, deadline=settings.shutdown_deadline)

@@ -166,9 +166,12 @@ CREATE FUNCTION syncd.origin() RETURNS text LANGUAGE sql STABLE AS $$
 $$;
 
 -- A person's edit moves modified_time; the sync's own writes set it themselves.
+-- An update that changes nothing leaves it alone: no event will come for it,
+-- and a newer modified_time would make the sync hold back its next write.
 CREATE FUNCTION syncd.touch_modified() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    IF syncd.origin() <> 'sync' AND NEW.modified_time IS NOT DISTINCT FROM OLD.modified_time THEN
+    IF syncd.origin() <> 'sync' AND NEW.modified_time IS NOT DISTINCT FROM OLD.modified_time
+       AND NEW IS DISTINCT FROM OLD THEN
         NEW.modified_time := clock_timestamp();
     END IF;
     RETURN NEW;

@@ -7,7 +7,10 @@ CREATE SCHEMA sync;
 -- per mapped field, the winning value with its source time and source, which
 -- is what makes concurrent edits converge (SYNC-15). desk_fp / crm_fp are
 -- fingerprints of the values each side is known to hold: an incoming change
--- equal to them is an echo and is dropped.
+-- equal to them is an echo and is dropped. desk_seen / crm_seen are the
+-- newest modification time the sync knows each side's record to carry: a
+-- write only lands on a row that is not newer than that, because a newer row
+-- holds an edit whose event has not been applied yet.
 CREATE TABLE sync.links (
     link_id     bigserial PRIMARY KEY,
     module      text NOT NULL,
@@ -16,6 +19,8 @@ CREATE TABLE sync.links (
     state       jsonb NOT NULL DEFAULT '{}',
     desk_fp     text,
     crm_fp      text,
+    desk_seen   timestamptz,
+    crm_seen    timestamptz,
     desk_gone   text CHECK (desk_gone IN ('soft', 'hard')),
     crm_gone    text CHECK (crm_gone IN ('soft', 'hard')),
     linked_at   timestamptz NOT NULL,

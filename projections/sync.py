@@ -59,10 +59,16 @@ class Link:
     crm_fp: str | None = None
     desk_gone: str | None = None
     crm_gone: str | None = None
+    desk_seen: dt.datetime | None = None
+    crm_seen: dt.datetime | None = None
     linked_at: dt.datetime = EPOCH
     updated_at: dt.datetime = EPOCH
     link_id: int | None = None
     dirty: bool = False
+    # Fingerprints of writes decided in this batch but not yet made. Kept apart from
+    # desk_fp / crm_fp, which only ever hold what a side is *known* to hold: an
+    # incoming change is an echo only against that.
+    pending: dict[str, str] = field(default_factory=dict)
 
     def id_on(self, side: Side) -> str | None:
         return self.desk_id if side == "desk" else self.crm_id
@@ -82,6 +88,18 @@ class Link:
         else:
             self.crm_fp = value
 
+    def seen(self, side: Side) -> dt.datetime | None:
+        return self.desk_seen if side == "desk" else self.crm_seen
+
+    def saw(self, side: Side, moment: dt.datetime) -> None:
+        """The record on ``side`` is known to carry ``moment`` (or newer)."""
+        held = self.seen(side)
+        if held is None or moment > held:
+            if side == "desk":
+                self.desk_seen = moment
+            else:
+                self.crm_seen = moment
+
     def gone(self, side: Side) -> str | None:
         return self.desk_gone if side == "desk" else self.crm_gone
 
@@ -99,9 +117,17 @@ class Candidate:
     via_secondary: bool
 
 
+HistoryKey = tuple[dt.date, str, str, str]
+
+
 @dataclass
 class Write:
-    """What one record on one side must hold after the batch."""
+    """What one record on one side must hold after the batch.
+
+    ``modified_at`` is the newest source time in the merged state: an update only
+    lands on a row that is not newer than that, because a newer row holds an edit
+    whose own event has not been applied yet (and will bring it).
+    """
 
     link: Link
     side: Side
@@ -109,6 +135,7 @@ class Write:
     modified_at: dt.datetime
     created_at: dt.datetime
     create: bool
+    counts: list[HistoryKey] = field(default_factory=list)
 
 
 @dataclass
@@ -201,20 +228,18 @@ class _Batch:
         return self.result
 
     async def _load_links(self, events: list[ChangeEvent]) -> None:
-        modules = [e.module for e in events]
-        sources = [e.source for e in events]
-        ids = [e.record_id for e in events]
+        wanted: dict[tuple[str, Side], set[str]] = {}
+        for e in events:
+            wanted.setdefault((e.module, e.source), set()).add(e.record_id)
+        for (module, side), ids in sorted(wanted.items()):
+            await self._read_links(module, side, sorted(ids))
+
+    async def _read_links(self, module: str, side: Side, ids: list[str]) -> None:
+        # Row locks: two replicas never write the same pair at once (OWN-05).
         rows = await self.conn.fetch(
-            """
-            SELECT l.* FROM sync.links l
-            JOIN unnest($1::text[], $2::text[], $3::text[]) AS k(module, source, record_id)
-              ON l.module = k.module
-             AND ((k.source = 'desk' AND l.desk_id = k.record_id)
-               OR (k.source = 'crm' AND l.crm_id = k.record_id))
-            ORDER BY l.link_id
-            FOR UPDATE OF l
-            """,
-            modules, sources, ids,
+            f"SELECT * FROM sync.links WHERE module = $1 AND {side}_id = ANY($2::text[])"
+            " ORDER BY link_id FOR UPDATE",
+            module, ids,
         )
         for row in rows:
             self._remember(self._link_from_row(row))
@@ -224,6 +249,7 @@ class _Batch:
             module=row["module"], desk_id=row["desk_id"], crm_id=row["crm_id"],
             state=json.loads(row["state"]), desk_fp=row["desk_fp"], crm_fp=row["crm_fp"],
             desk_gone=row["desk_gone"], crm_gone=row["crm_gone"],
+            desk_seen=row["desk_seen"], crm_seen=row["crm_seen"],
             linked_at=row["linked_at"], updated_at=row["updated_at"], link_id=row["link_id"],
         )
 
@@ -281,13 +307,7 @@ class _Batch:
                 self.candidates.setdefault((module, side, row["k2"]), []).append(
                     Candidate(row["id"], values, via_secondary=True))
         if rows:
-            linked = await self.conn.fetch(
-                f"SELECT * FROM sync.links WHERE module = $1 AND {side}_id = ANY($2::text[])"
-                " ORDER BY link_id FOR UPDATE",
-                module, [row["id"] for row in rows],
-            )
-            for row in linked:
-                self._remember(self._link_from_row(row))
+            await self._read_links(module, side, [row["id"] for row in rows])
 
     # -- deciding ----------------------------------------------------------------
 
@@ -305,6 +325,7 @@ class _Batch:
             # Deletes are recorded, never propagated (SYNC-11).
             if link is not None:
                 link.set_gone(source, "hard" if event.values.get("hard_deleted") else "soft")
+                link.saw(source, event.modified_at)
                 link.dirty = True
             return
         in_bin = bool(event.values.get("deleted"))
@@ -317,6 +338,8 @@ class _Batch:
         elif (fingerprint(side_values(event.values, mapping, source)) == link.fp(source)
               and not in_bin and link.gone(source) is None):
             self.result.echoes += 1  # what that side already holds: nothing to sync
+            link.saw(source, event.modified_at)
+            link.dirty = True
             return
         self._apply(event, link, mapping, in_bin=in_bin)
 
@@ -352,6 +375,7 @@ class _Batch:
                 modified_at=_parse_time(cand.values.get("modified_time")),
                 created_at=_parse_time(cand.values.get("created_time")))
             link.set_fp(target, fingerprint(side_values(cand.values, mapping, target)))
+            link.saw(target, _parse_time(cand.values.get("modified_time")))
             secondary_match = cand.via_secondary or (
                 email_key(event.values.get("email")) != email_key(cand.values.get("email")))
             if event.module == "contacts" and secondary_match:
@@ -382,39 +406,45 @@ class _Batch:
                     self._fail(event, problem, f"{side} field {fld.name}")
                     return
         link.set_fp(source, fingerprint(side_values(event.values, mapping, source)))
+        link.saw(source, event.modified_at)
         if link.gone(source) is not None and not in_bin:
             link.set_gone(source, None)  # it changed, so it exists (restored)
-        outcome: str | None = None
+        stamp = EPOCH + dt.timedelta(microseconds=newest(state))
         for side in sides:
             must_restore = side == source and in_bin
-            if fingerprint(desired[side]) == link.fp(side) and not must_restore \
+            known = link.pending.get(side, link.fp(side))
+            if fingerprint(desired[side]) == known and not must_restore \
                     and link.gone(side) is None and link.id_on(side) is not None:
                 continue
             create = link.id_on(side) is None or link.gone(side) == "hard"
-            self._write(link, side, desired[side], event, create=create)
-            link.set_fp(side, fingerprint(desired[side]))
-            link.set_gone(side, None)
+            count: HistoryKey | None = None
             if side != source:
-                outcome = "added" if create else "updated"
+                count = (event.modified_at.astimezone(dt.UTC).date(), direction(source),
+                         event.module, "added" if create else "updated")
+            self._write(link, side, desired[side], event, create=create, stamp=stamp,
+                        count=count)
+            link.pending[side] = fingerprint(desired[side])
+            link.set_gone(side, None)
         link.state = state
         link.updated_at = max(link.updated_at, event.modified_at)
         link.dirty = True
         self.resolved.append(event)
-        if outcome is not None:
-            self.result.history[(event.modified_at.astimezone(dt.UTC).date(),
-                                 direction(source), event.module, outcome)] += 1
 
     def _write(self, link: Link, side: Side, values: dict[str, Any], event: ChangeEvent, *,
-               create: bool) -> None:
+               create: bool, stamp: dt.datetime, count: HistoryKey | None) -> None:
         if create:
             old = link.id_on(side)
             if old:
                 self.links.pop((link.module, side, old), None)
             link.set_id(side, "")  # a new record: its id is drawn at flush time
+        previous = self.writes.get((link.module, side, id(link)))
+        counts = previous.counts if previous is not None else []
+        if count is not None:
+            counts.append(count)
         self.writes[(link.module, side, id(link))] = Write(
-            link=link, side=side, values=values, modified_at=event.modified_at,
+            link=link, side=side, values=values, modified_at=stamp,
             created_at=event.created_at,
-            create=create or self.writes.get((link.module, side, id(link)), _NO_WRITE).create,
+            create=create or (previous is not None and previous.create), counts=counts,
         )
         self.result.written += 1
 
@@ -442,6 +472,12 @@ class _Batch:
             for write, row in zip(creates, ids, strict=True):
                 write.link.set_id(side, str(row["id"]))
                 self._remember(write.link)
+        for write in writes:
+            # Decided per event, written once: what the side must hold is what the
+            # final merged state says, not what an earlier event of the batch said.
+            write.values = project(write.link.state, mapping, side)
+            write.modified_at = max(write.modified_at,
+                                    EPOCH + dt.timedelta(microseconds=newest(write.link.state)))
         rows = [self._row(w, side, module) for w in writes]
         extra = ["department_id"] if side == "desk" and module == "products" else []
         create_rows = [r for r, w in zip(rows, writes, strict=True) if w.create]
@@ -456,14 +492,34 @@ class _Batch:
                 f" FROM jsonb_populate_recordset(NULL::{table}, $1::jsonb) r",
                 json.dumps(create_rows),
             )
+        landed: dict[str, dt.datetime] = {str(r["id"]): w.modified_at for r, w in
+                                          zip(create_rows, creates, strict=True)}
         if update_rows:
+            updates = [w for w in writes if not w.create]
             sets = ", ".join(f"{c} = r.{c}" for c in columns)
-            await self.conn.execute(
+            rows_written = await self.conn.fetch(
                 f"UPDATE {table} t SET {sets}, custom = t.custom || coalesce(r.custom, '{{}}'),"
                 " modified_time = greatest(t.modified_time, r.modified_time), deleted = false"
-                f" FROM jsonb_populate_recordset(NULL::{table}, $1::jsonb) r WHERE t.id = r.id",
+                f" FROM jsonb_populate_recordset(NULL::{table}, $1::jsonb) r"
+                " JOIN unnest($2::bigint[], $3::timestamptz[]) AS g(id, seen) ON g.id = r.id"
+                " WHERE t.id = r.id AND t.modified_time <= g.seen"
+                " RETURNING t.id, t.modified_time",
                 json.dumps(update_rows),
+                [int(w.link.id_on(side) or 0) for w in updates],
+                [w.link.seen(side) for w in updates],
             )
+            landed.update((str(r["id"]), r["modified_time"]) for r in rows_written)
+        for write in writes:
+            moment = landed.get(write.link.id_on(side) or "")
+            if moment is not None:
+                write.link.saw(side, moment)
+                write.link.set_fp(side, fingerprint(write.values))
+                self.result.history.update(write.counts)
+            else:
+                # The row is newer than anything we have seen of it: an edit whose event
+                # has not been applied yet. That event will bring it; until then we do
+                # not know what this side holds.
+                write.link.set_fp(side, None)
 
     def _row(self, write: Write, side: Side, module: str) -> dict[str, Any]:
         row: dict[str, Any] = {"id": int(write.link.id_on(side) or 0)}
@@ -492,6 +548,8 @@ class _Batch:
                 "link_id": link.link_id, "module": link.module, "desk_id": link.desk_id,
                 "crm_id": link.crm_id, "state": link.state, "desk_fp": link.desk_fp,
                 "crm_fp": link.crm_fp, "desk_gone": link.desk_gone, "crm_gone": link.crm_gone,
+                "desk_seen": link.desk_seen.isoformat() if link.desk_seen else None,
+                "crm_seen": link.crm_seen.isoformat() if link.crm_seen else None,
                 "linked_at": link.linked_at.isoformat(), "updated_at": link.updated_at.isoformat(),
             }
             (fresh if link.link_id is None else known).append(row)
@@ -500,7 +558,8 @@ class _Batch:
                 """
                 UPDATE sync.links l SET desk_id = r.desk_id, crm_id = r.crm_id, state = r.state,
                     desk_fp = r.desk_fp, crm_fp = r.crm_fp, desk_gone = r.desk_gone,
-                    crm_gone = r.crm_gone, updated_at = r.updated_at
+                    crm_gone = r.crm_gone, desk_seen = r.desk_seen, crm_seen = r.crm_seen,
+                    updated_at = r.updated_at
                 FROM jsonb_populate_recordset(NULL::sync.links, $1::jsonb) r
                 WHERE l.link_id = r.link_id
                 """,
@@ -510,9 +569,9 @@ class _Batch:
             await self.conn.execute(
                 """
                 INSERT INTO sync.links (module, desk_id, crm_id, state, desk_fp, crm_fp,
-                    desk_gone, crm_gone, linked_at, updated_at)
+                    desk_gone, crm_gone, desk_seen, crm_seen, linked_at, updated_at)
                 SELECT module, desk_id, crm_id, state, desk_fp, crm_fp, desk_gone, crm_gone,
-                    linked_at, updated_at
+                    desk_seen, crm_seen, linked_at, updated_at
                 FROM jsonb_populate_recordset(NULL::sync.links, $1::jsonb)
                 """,
                 json.dumps(fresh),
@@ -541,9 +600,6 @@ class _Batch:
     async def _flush_history(self) -> None:
         await add_history(self.conn, self.result.history)
 
-
-_NO_WRITE = Write(link=Link("", None, None, {}), side="desk", values={}, modified_at=EPOCH,
-                  created_at=EPOCH, create=False)
 
 
 def _parse_time(value: Any) -> dt.datetime:

@@ -67,8 +67,9 @@ async def test_events_logged_once_despite_redelivery(pool: asyncpg.Pool, kafka_b
     assert await pool.fetchval("SELECT count(*) FROM syncd.event_log") == 50
     assert len(recording.seen) == 50
     assert len({e.event.event_id for e in recording.seen}) == 50
-    rejected = await pool.fetch("SELECT reason FROM syncd.rejected_events")
-    assert [r["reason"] for r in rejected] == ["incorrect parameter or value"]
+    rejected = await pool.fetch("SELECT reason, raw FROM sync.failures")
+    assert [(r["reason"], r["raw"]) for r in rejected] == [
+        ("incorrect parameter or value", b"{not json")]
 
 
 async def test_restart_resumes_from_stored_offsets(pool: asyncpg.Pool, kafka_bootstrap: str,
