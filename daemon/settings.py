@@ -38,6 +38,9 @@ class Settings(BaseSettings):
     partitions: int = Field(default=6, ge=1, le=1000)
     http_listen: str = Field(default="127.0.0.1:8080", description="host:port for HTTP.")
     data_dir: Path = Field(default=Path(".syncd"))
+    edition: Literal["free", "standard", "professional", "enterprise"] = Field(
+        default="professional", description="The desk edition; the handshake board is not "
+        "available in the free edition (HS-06).")
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     shutdown_deadline: float = Field(default=10.0, gt=0, le=600)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -13,18 +14,21 @@ from adapters.relay import OutboxRelay
 from daemon.projector import Projector
 from daemon.supervisor import supervise
 from projections.config import SyncConfig
+from projections.projector import Projection
 from projections.sync import SyncProjection
 
 
 class Pipeline:
     def __init__(self, dsn: str, bootstrap: str, prefix: str,
-                 config: SyncConfig | None = None, partitions: int = 3) -> None:
+                 config: SyncConfig | None = None, partitions: int = 3,
+                 extra_projections: Sequence[Projection] = ()) -> None:
         self.dsn = dsn
         self.bootstrap = bootstrap
         self.topic = f"{prefix}.events"
         self.group = f"{prefix}-group"
         self.partitions = partitions
         self.config = config or SyncConfig()
+        self.extra_projections = list(extra_projections)
         self.stop = asyncio.Event()
         self.pool: asyncpg.Pool | None = None
         self._task: asyncio.Task[int] | None = None
@@ -38,7 +42,8 @@ class Pipeline:
                                               server_settings={"timezone": "UTC"})
         self.projector = Projector(pool=self.pool, bootstrap=self.bootstrap, topic=self.topic,
                                    group_id=self.group,
-                                   projections=[SyncProjection(lambda: self.config)])
+                                   projections=[SyncProjection(lambda: self.config),
+                                                *self.extra_projections])
         roots = {"projector": self.projector.run}
         for source in ("desk", "crm"):
             relay = OutboxRelay(dsn=self.dsn, bootstrap=self.bootstrap, topic=self.topic,
