@@ -40,7 +40,7 @@ def main() -> int:
     command, rest = sys.argv[1], sys.argv[2:]
     if command == "run":
         install("")
-        os.execv(BIN / "syncd", [str(BIN / "syncd"), "run", *rest])
+        os.execv(BIN / "syncd", [str(BIN / "syncd"), "run", "--demo", *rest])
     install("test")
     try:
         sh(BIN / "ruff", "check", "daemon", "projections", "adapters", "migrations", "tests",

@@ -11,6 +11,8 @@ import os
 import asyncpg
 import structlog
 
+from adapters import initial_sync, metrics
+from adapters.demo import seed as seed_demo
 from adapters.kafka import broker_reachable, ensure_topics
 from adapters.migrate import migrate, pending
 from adapters.relay import OutboxRelay
@@ -34,7 +36,7 @@ async def create_pool(dsn: str, *, max_size: int = 10) -> asyncpg.Pool:
     return pool
 
 
-async def run(settings: Settings, stop: asyncio.Event) -> int:
+async def run(settings: Settings, stop: asyncio.Event, *, demo: bool = False) -> int:
     """Run the daemon until ``stop`` is set or a root task fails; return the exit status."""
     async with contextlib.AsyncExitStack() as stack:
         services = await stack.enter_async_context(open_services(settings))
@@ -42,6 +44,8 @@ async def run(settings: Settings, stop: asyncio.Event) -> int:
         stack.push_async_callback(pool.close)
         async with pool.acquire() as conn:
             await migrate(conn)
+        if demo:
+            await seed_demo(pool)
         await ensure_topics(services.bootstrap, [settings.events_topic],
                             partitions=settings.partitions)
         return await _serve(settings, services, pool, stop, stack)
@@ -90,6 +94,12 @@ async def _serve(settings: Settings, services: Services, pool: asyncpg.Pool,
                             poll_interval=settings.relay_poll_interval,
                             resend_after=settings.relay_resend_after)
         roots[f"relay-{source}"] = relay.run
+    async with pool.acquire() as conn:
+        first_start = await initial_sync.progress(conn) is None
+    if first_start:
+        roots["initial-sync"] = functools.partial(
+            _initial_sync, pool, direction=sync_config.direction,
+            window_days=settings.initial_sync_window_days)
     notifier = Notifier.from_environ()
     if notifier.enabled:
         # READY=1 waits for the consumer's join: systemd says "started" only once sync runs.
@@ -98,3 +108,14 @@ async def _serve(settings: Settings, services: Services, pool: asyncpg.Pool,
         if interval is not None:
             roots["sd-watchdog"] = functools.partial(notifier.watchdog_loop, interval=interval)
     return await supervise(roots, stop, deadline=settings.shutdown_deadline)
+
+
+async def _initial_sync(pool: asyncpg.Pool, stop: asyncio.Event, *, direction: str,
+                        window_days: int) -> None:
+    """The first sync runs once, when the daemon first starts (SYNC-08), then idles."""
+    def report(progress: initial_sync.Progress) -> None:
+        metrics.INITIAL_SYNC_PROGRESS.set(progress.ratio)
+
+    await initial_sync.run(pool, direction=direction, window_days=window_days,
+                           on_progress=report, stop=stop)
+    await stop.wait()

@@ -50,15 +50,16 @@ def _run_until_signalled(main: Any) -> int:
 
 
 @cli.command()
+@click.option("--demo", is_flag=True, help="Seed a realistic desk and CRM first (once).")
 @click.pass_context
-def run(ctx: click.Context) -> None:
+def run(ctx: click.Context, demo: bool) -> None:
     """Run the daemon (embedded PostgreSQL and broker unless configured)."""
     from adapters.migrate import MigrationError
     from daemon.app import run as run_daemon
 
     settings = _settings(ctx)
     try:
-        status = _run_until_signalled(lambda stop: run_daemon(settings, stop))
+        status = _run_until_signalled(lambda stop: run_daemon(settings, stop, demo=demo))
     except MigrationError as err:
         log.error("startup_failed", error=str(err))
         status = 1
@@ -92,6 +93,50 @@ def migrate(ctx: click.Context) -> None:
     except MigrationError as err:
         click.echo(f"syncd: {err}", err=True)
         ctx.exit(1)
+
+
+@cli.command("sync")
+@click.option("--initial", is_flag=True, required=True,
+              help="Run (or resume) the first sync: bulk import and export (SYNC-08).")
+@click.option("--window-days", type=click.IntRange(1, 36_500), default=None,
+              help="Only records created within this many days (default from settings).")
+@click.option("--no-wait", is_flag=True, help="Capture and return; do not wait for the apply.")
+@click.pass_context
+def sync_command(ctx: click.Context, initial: bool, window_days: int | None,
+                 no_wait: bool) -> None:
+    """Run the first sync against the daemon's database, with a progress bar."""
+    from tqdm import tqdm
+
+    from adapters import initial_sync
+    from adapters.migrate import migrate as apply_migrations
+    from daemon.app import create_pool
+    from daemon.services import open_services
+
+    settings = _settings(ctx)
+
+    async def main() -> int:
+        async with open_services(settings, need_broker=False, stop_adopted=False) as services:
+            pool = await create_pool(services.dsn, max_size=3)
+            try:
+                async with pool.acquire() as conn:
+                    await apply_migrations(conn)
+                with tqdm(total=0, unit="rec", desc="first sync", disable=None) as bar:
+                    def show(progress: initial_sync.Progress) -> None:
+                        bar.total = progress.total
+                        bar.n = progress.applied
+                        bar.set_postfix(captured=progress.captured, refresh=False)
+                        bar.refresh()
+
+                    result = await initial_sync.run(
+                        pool, window_days=window_days or settings.initial_sync_window_days,
+                        wait=not no_wait, on_progress=show)
+            finally:
+                await pool.close()
+        click.echo(f"first sync: {result.applied} of {result.total} records applied"
+                   f" ({result.captured} captured)")
+        return 0
+
+    ctx.exit(asyncio.run(main()))
 
 
 def main() -> None:

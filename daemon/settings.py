@@ -45,6 +45,7 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     shutdown_deadline: float = Field(default=10.0, gt=0, le=600)
     consumer_session_timeout_ms: int = Field(default=6_000, ge=1_000, le=300_000)
+    initial_sync_window_days: int = Field(default=365, ge=1, le=36_500)
     batch_max: int = Field(default=5000, ge=1, le=100_000)
     relay_poll_interval: float = Field(default=1.0, gt=0, le=60)
     relay_resend_after: float = Field(default=30.0, gt=0, le=3600)

@@ -33,8 +33,9 @@ async def record_failures(conn: Conn, rows: Sequence[FailureRow]) -> None:
 
 
 async def add_history(conn: Conn, counts: Counter[tuple[dt.date, str, str, str]]) -> None:
-    """Add to the seven-day history and drop days older than seven days before the
-    newest day seen (time from events, never the wall clock)."""
+    """Add to the seven-day history and drop days more than seven days before the
+    newest day seen. Days are the events' capture days: time from events, never
+    from the wall clock, so a replay writes the same rows."""
     if not counts:
         return
     keys = sorted(counts)

@@ -203,7 +203,7 @@ def _best_effort_identity(raw: bytes) -> tuple[str, str, str, dt.datetime | None
     record_id = record[:200] if isinstance(record, str) and record else digest
     moment = None
     with contextlib.suppress(ValueError):
-        moment = dt.datetime.fromisoformat(str(data.get("modified_at")))
+        moment = dt.datetime.fromisoformat(str(data.get("captured_at")))
     if moment is not None and moment.tzinfo is None:
         moment = None
     return str(source), str(module), record_id, moment

@@ -314,7 +314,7 @@ class _Batch:
     def _fail(self, event: ChangeEvent, reason: str, detail: str = "") -> None:
         self.failures.append(Failure(event, reason, detail))
         self.result.failed += 1
-        self.result.history[(event.modified_at.astimezone(dt.UTC).date(),
+        self.result.history[(event.captured_at.astimezone(dt.UTC).date(),
                              direction(event.source), event.module, "failed")] += 1
 
     def _process(self, event: ChangeEvent) -> None:
@@ -419,7 +419,7 @@ class _Batch:
             create = link.id_on(side) is None or link.gone(side) == "hard"
             count: HistoryKey | None = None
             if side != source:
-                count = (event.modified_at.astimezone(dt.UTC).date(), direction(source),
+                count = (event.captured_at.astimezone(dt.UTC).date(), direction(source),
                          event.module, "added" if create else "updated")
             self._write(link, side, desired[side], event, create=create, stamp=stamp,
                         count=count)

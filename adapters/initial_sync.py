@@ -1,0 +1,125 @@
+"""The first sync (SYNC-08): bulk import and export of existing records.
+
+It is a bulk *capture*: existing records created within the window are put
+into their store's outbox as ``create`` events with origin ``import``, in
+chunks, and the ordinary pipeline matches, links and writes them. So the
+first sync obeys exactly the rules of live sync, and a kill at any point
+loses nothing: each chunk and its progress row commit together, and what is
+in the outbox stays there until the projector has applied it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import asyncpg
+import structlog
+
+log = structlog.get_logger(__name__)
+
+# Accounts first, so contacts find their accounts already linked.
+ORDER = ("accounts", "contacts", "products")
+
+
+@dataclass(frozen=True)
+class Progress:
+    total: int
+    captured: int
+    applied: int
+
+    @property
+    def ratio(self) -> float:
+        return 1.0 if self.total == 0 else min(1.0, self.applied / self.total)
+
+
+def plan(direction: str) -> list[tuple[str, str]]:
+    sources = ["crm"] if direction == "crm_to_desk" else ["crm", "desk"]
+    return [(source, module) for module in ORDER for source in sources]
+
+
+async def start(pool: asyncpg.Pool, *, direction: str, window_days: int,
+                now: dt.datetime | None = None) -> None:
+    """Record the plan and its cutoff once; a second call resumes the same plan."""
+    cutoff = (now or dt.datetime.now(dt.UTC)) - dt.timedelta(days=window_days)
+    async with pool.acquire() as conn, conn.transaction():
+        for source, module in plan(direction):
+            total = await conn.fetchval(
+                f"SELECT count(*) FROM {source}.{module}"  # fixed identifiers
+                " WHERE NOT deleted AND created_time >= $1", cutoff)
+            await conn.execute(
+                "INSERT INTO syncd.initial_sync (source, module, cutoff, total)"
+                " VALUES ($1, $2, $3, $4) ON CONFLICT (source, module) DO NOTHING",
+                source, module, cutoff, total)
+
+
+async def capture_chunk(pool: asyncpg.Pool, source: str, module: str, chunk: int) -> int:
+    """Capture the next chunk of one source and module; return how many rows."""
+    async with pool.acquire() as conn, conn.transaction():
+        state = await conn.fetchrow(
+            "SELECT cutoff, last_id, finished_at FROM syncd.initial_sync"
+            " WHERE source = $1 AND module = $2 FOR UPDATE", source, module)
+        if state is None or state["finished_at"] is not None:
+            return 0
+        rows = await conn.fetch(
+            f"INSERT INTO {source}.outbox (module, record_id, op, \"values\", changed,"
+            " modified_at, created_at, origin)"
+            f" SELECT $1, t.id::text, 'create', to_jsonb(t), NULL, t.modified_time,"
+            f" t.created_time, 'import' FROM {source}.{module} t"
+            " WHERE t.id > $2 AND NOT t.deleted AND t.created_time >= $3"
+            " ORDER BY t.id LIMIT $4 RETURNING record_id::bigint AS id",
+            module, state["last_id"], state["cutoff"], chunk)
+        if rows:
+            await conn.execute(
+                "UPDATE syncd.initial_sync SET last_id = $3, captured = captured + $4"
+                " WHERE source = $1 AND module = $2",
+                source, module, max(r["id"] for r in rows), len(rows))
+            await conn.execute("SELECT pg_notify('syncd_outbox', $1)", source)
+        else:
+            await conn.execute(
+                "UPDATE syncd.initial_sync SET finished_at = now()"
+                " WHERE source = $1 AND module = $2", source, module)
+        return len(rows)
+
+
+async def progress(conn: asyncpg.Connection | asyncpg.pool.PoolConnectionProxy) -> Progress | None:
+    row = await conn.fetchrow(
+        "SELECT coalesce(sum(total), 0) AS total, coalesce(sum(captured), 0) AS captured,"
+        " count(*) AS plans FROM syncd.initial_sync")
+    if row is None or row["plans"] == 0:
+        return None
+    waiting = await conn.fetchval(
+        "SELECT (SELECT count(*) FROM desk.outbox WHERE origin = 'import')"
+        " + (SELECT count(*) FROM crm.outbox WHERE origin = 'import')")
+    return Progress(int(row["total"]), int(row["captured"]),
+                    int(row["captured"]) - int(waiting))
+
+
+async def run(pool: asyncpg.Pool, *, direction: str = "two_way", window_days: int = 365,
+              chunk: int = 5000, wait: bool = True,
+              on_progress: Callable[[Progress], None] | None = None,
+              stop: asyncio.Event | None = None) -> Progress:
+    """Run (or resume) the first sync; with ``wait``, until every record is applied."""
+    await start(pool, direction=direction, window_days=window_days)
+    for source, module in plan(direction):
+        while not (stop and stop.is_set()):
+            if await capture_chunk(pool, source, module, chunk) == 0:
+                break
+            if on_progress is not None:
+                async with pool.acquire() as conn:
+                    current = await progress(conn)
+                if current is not None:
+                    on_progress(current)
+    while True:
+        async with pool.acquire() as conn:
+            current = await progress(conn)
+        assert current is not None
+        if on_progress is not None:
+            on_progress(current)
+        if not wait or current.applied >= current.captured or (stop and stop.is_set()):
+            log.info("initial_sync_progress", total=current.total, captured=current.captured,
+                     applied=current.applied)
+            return current
+        await asyncio.sleep(0.5)
