@@ -58,6 +58,7 @@ def make_consumer(bootstrap: str, *, group_id: str, session_timeout_ms: int = 6_
         bootstrap_servers=bootstrap,
         group_id=group_id,
         enable_auto_commit=False,
+        # Positions always come from PostgreSQL; a reset here would hide data loss.
         auto_offset_reset="earliest",
         max_partition_fetch_bytes=8 << 20,
         fetch_max_bytes=32 << 20,

@@ -63,23 +63,13 @@ class Projector:
         if not tps:
             return
         beginnings = await consumer.beginning_offsets(list(assigned))
-        ends = await consumer.end_offsets(list(assigned))
         async with self.pool.acquire() as conn:
             stored = await stored_offsets(conn, self.group_id, tps)
             for tp in assigned:
                 key = (tp.topic, tp.partition)
-                first, end = beginnings[tp], ends[tp]
                 offset = stored.get(key)
-                if offset is None or offset < first:
-                    offset = first
-                    await reset_offset(conn, self.group_id, key, offset)
-                elif offset > end:
-                    # The broker lost its log (an embedded broker restarts empty).
-                    # Everything not yet in the event log is still in the outboxes
-                    # and will be sent again; the event log drops what it has.
-                    log.warning("broker_offsets_reset", topic=tp.topic, partition=tp.partition,
-                                stored_offset=offset, end_offset=end)
-                    offset = first
+                if offset is None or offset < beginnings[tp]:
+                    offset = beginnings[tp]
                     await reset_offset(conn, self.group_id, key, offset)
                 consumer.seek(tp, offset)
                 self.positions[key] = offset
@@ -108,6 +98,7 @@ class Projector:
                 batch = await consumer.getmany(timeout_ms=200, max_records=self.batch_max)
                 if batch:
                     await self._apply(consumer, batch)
+                await self._detect_broker_reset(consumer)
                 self._export_lag(consumer)
         finally:
             self.joined.clear()
@@ -170,6 +161,33 @@ class Projector:
             with contextlib.suppress(KafkaError, OSError):
                 await consumer.commit({TopicPartition(t, p): o
                                        for (t, p), o in self.positions.items()})
+
+    async def _detect_broker_reset(self, consumer: AIOKafkaConsumer) -> None:
+        """A partition whose high watermark is below our stored position lost its log
+        (the embedded broker restarts empty). Read it again from its beginning:
+        everything not yet in the event log is still in the outboxes and is sent
+        again; the event log drops the copies it already holds.
+
+        The high watermark of fetch responses is used rather than ListOffsets, which
+        the embedded broker answers wrongly for batched produce requests.
+        """
+        lost = []
+        for (topic, partition), position in self.positions.items():
+            high = consumer.highwater(TopicPartition(topic, partition))
+            if high is not None and high < position:
+                lost.append(TopicPartition(topic, partition))
+        if not lost:
+            return
+        beginnings = await consumer.beginning_offsets(lost)
+        async with self.pool.acquire() as conn:
+            for tp in lost:
+                key = (tp.topic, tp.partition)
+                log.warning("broker_offsets_reset", topic=tp.topic, partition=tp.partition,
+                            stored_offset=self.positions[key],
+                            high_watermark=consumer.highwater(tp))
+                await reset_offset(conn, self.group_id, key, beginnings[tp])
+                consumer.seek(tp, beginnings[tp])
+                self.positions[key] = beginnings[tp]
 
     def _export_lag(self, consumer: AIOKafkaConsumer) -> None:
         for (topic, partition), position in self.positions.items():

@@ -1,0 +1,36 @@
+"""OWN-02 across a broker that comes back empty (the embedded broker is memory-only)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from daemon.embedded import EmbeddedBroker
+from tests.support.pipeline import Pipeline
+
+
+async def test_broker_restart_loses_and_doubles_nothing(database_url: str, tmp_path: Path,
+                                                        topic_prefix: str) -> None:
+    """Changes made before, during and after a broker restart are each applied once."""
+    broker = EmbeddedBroker(tmp_path / "broker")
+    await asyncio.to_thread(broker.start)
+    pipe = Pipeline(database_url, broker.bootstrap, topic_prefix)
+    try:
+        await pipe.start()
+        await pipe.execute("INSERT INTO desk.contacts (last_name)"
+                           " SELECT 'before' || g FROM generate_series(1, 300) g")
+        await pipe.settle()
+        await asyncio.to_thread(broker.restart)  # back on the same port, empty
+        await pipe.execute("INSERT INTO desk.contacts (last_name)"
+                           " SELECT 'after' || g FROM generate_series(1, 300) g")
+        await pipe.execute("UPDATE desk.contacts SET mobile = 'm' WHERE last_name LIKE 'before%'")
+        await pipe.settle(timeout=90)
+        assert await pipe.fetchval("SELECT count(*) FROM crm.contacts") == 600
+        assert await pipe.fetchval(
+            "SELECT count(*) FROM crm.contacts WHERE mobile = 'm'") == 300
+        assert await pipe.fetchval("SELECT count(*) FROM syncd.event_log") == 900
+        assert await pipe.fetchval("SELECT sum(added) FROM sync.history") == 600
+        assert await pipe.fetchval("SELECT sum(updated) FROM sync.history") == 300
+    finally:
+        await pipe.close()
+        await asyncio.to_thread(broker.stop)
