@@ -64,6 +64,10 @@ FENCED_BATCHES = Counter(
     "syncd_batches_fenced_total",
     "Batches rolled back because another consumer had moved the stored offset.",
 )
+CONSUMER_RESTARTS = Counter(
+    "syncd_consumer_restarts_total",
+    "Consumers replaced because they stopped making progress (lost by their group).",
+)
 CONSUMER_LAG = Gauge(
     "syncd_consumer_lag_messages", "End offset minus stored offset, per partition.",
     ["topic", "partition"],

@@ -13,20 +13,26 @@ import structlog
 
 from adapters import initial_sync, metrics
 from adapters.demo import seed as seed_demo
+from adapters.integration_store import IntegrationService
 from adapters.kafka import broker_reachable, ensure_topics
 from adapters.migrate import migrate, pending
 from adapters.relay import OutboxRelay
+from daemon.api import ApiContext, api_routes
 from daemon.http import build_app, serve
 from daemon.projector import Projector
 from daemon.runtime import RuntimeInfo, remove_runtime, write_runtime
 from daemon.sdnotify import Notifier
 from daemon.services import Services, open_services
 from daemon.settings import Settings
-from daemon.supervisor import supervise
+from daemon.supervisor import RootTask, supervise
+from daemon.tokens import token_table
 from projections.config import SyncConfig
+from projections.integration import InvalidCommand
 from projections.sync import SyncProjection
 
 log = structlog.get_logger(__name__)
+
+DEMO_ACTOR = "demo-seed"
 
 
 async def create_pool(dsn: str, *, max_size: int = 10) -> asyncpg.Pool:
@@ -44,20 +50,50 @@ async def run(settings: Settings, stop: asyncio.Event, *, demo: bool = False) ->
         stack.push_async_callback(pool.close)
         async with pool.acquire() as conn:
             await migrate(conn)
+        integration = await IntegrationService.open(services.dsn)
+        stack.push_async_callback(integration.close)
         if demo:
-            await seed_demo(pool)
+            await _seed_demo(pool, integration)
         await ensure_topics(services.bootstrap, [settings.events_topic],
                             partitions=settings.partitions)
-        return await _serve(settings, services, pool, stop, stack)
+        return await _serve(settings, services, pool, integration, stop, stack)
     raise AssertionError("unreachable")  # pragma: no cover
 
 
+async def _seed_demo(pool: asyncpg.Pool, integration: IntegrationService) -> None:
+    """Demo stores, and an integration set up the way an administrator would."""
+    await seed_demo(pool)
+    if await integration.current() is not None:
+        return
+    support = await pool.fetchval("SELECT min(id) FROM desk.departments WHERE name = 'Support'")
+    with contextlib.suppress(InvalidCommand):
+        await integration.set_up("demo-desk", "demo-crm", by=DEMO_ACTOR)
+        await integration.choose_sync_type("two_way", by=DEMO_ACTOR)
+        if support is not None:
+            await integration.choose_products_department(int(support), by=DEMO_ACTOR)
+
+
 async def _serve(settings: Settings, services: Services, pool: asyncpg.Pool,
-                 stop: asyncio.Event, stack: contextlib.AsyncExitStack) -> int:
-    sync_config = SyncConfig()
+                 integration: IntegrationService, stop: asyncio.Event,
+                 stack: contextlib.AsyncExitStack) -> int:
+    # The projection reads the config once per batch; follow() swaps it when any
+    # replica changes the integration (OPS-05), so a change applies to the next batch.
+    sync_config = await integration.current_config()
+
+    def read_config() -> SyncConfig:
+        return sync_config
+
+    def swap_config(new: SyncConfig) -> None:
+        nonlocal sync_config
+        sync_config = new
+        metrics.PAUSED.set(1 if new.paused else 0)
+        log.info("integration_config_changed", paused=new.paused, active=new.active,
+                 direction=new.direction)
+
+    metrics.PAUSED.set(1 if sync_config.paused else 0)
+    sync = SyncProjection(read_config)
     projector = Projector(pool=pool, bootstrap=services.bootstrap, topic=settings.events_topic,
-                          group_id=settings.group_id,
-                          projections=[SyncProjection(lambda: sync_config)],
+                          group_id=settings.group_id, projections=[sync],
                           batch_max=settings.batch_max,
                           session_timeout_ms=settings.consumer_session_timeout_ms)
 
@@ -76,8 +112,14 @@ async def _serve(settings: Settings, services: Services, pool: asyncpg.Pool,
     async def consumer_ready() -> str | None:
         return None if projector.joined.is_set() else "consumer has not joined its group"
 
+    routes, middleware = api_routes(ApiContext(
+        pool=pool, integration=integration, tokens=token_table(settings),
+        webhook_secrets={k: v.get_secret_value().encode()
+                         for k, v in settings.webhook_secrets.items()},
+        history_timezone=settings.history_timezone, config=read_config,
+        lag=projector.lag, last_applied_at=lambda: projector.last_applied_at))
     app = build_app({"database": database_ready, "broker": broker_ready,
-                     "consumer": consumer_ready})
+                     "consumer": consumer_ready}, routes=routes, middlewares=[middleware])
     runner, port = await serve(app, settings.http_host, settings.http_port)
     stack.push_async_callback(runner.cleanup)
     http_address = f"{settings.http_host}:{port}"
@@ -86,7 +128,12 @@ async def _serve(settings: Settings, services: Services, pool: asyncpg.Pool,
     stack.callback(remove_runtime, settings.data_dir)
     log.info("daemon_started", http=http_address, broker=services.bootstrap,
              topic=settings.events_topic, group_id=settings.group_id)
-    roots = {"projector": projector.run}
+
+    roots: dict[str, RootTask] = {
+        "projector": projector.run,
+        "integration": functools.partial(integration.follow, on_change=swap_config),
+        "resume-drain": functools.partial(drain_deferred, pool, sync),
+    }
     for source in ("desk", "crm"):
         relay = OutboxRelay(dsn=services.dsn, bootstrap=services.bootstrap,
                             topic=settings.events_topic, source=source,
@@ -119,3 +166,19 @@ async def _initial_sync(pool: asyncpg.Pool, stop: asyncio.Event, *, direction: s
     await initial_sync.run(pool, direction=direction, window_days=window_days,
                            on_progress=report, stop=stop)
     await stop.wait()
+
+
+async def drain_deferred(pool: asyncpg.Pool, sync: SyncProjection,
+                          stop: asyncio.Event) -> None:
+    """After a resume, apply what accumulated while paused, oldest first (OPS-01)."""
+    while not stop.is_set():
+        applied = 0
+        with contextlib.suppress(asyncpg.DeadlockDetectedError,
+                                 asyncpg.SerializationError):
+            async with pool.acquire() as conn, conn.transaction():
+                applied = await sync.drain_deferred(conn)
+        if applied:
+            log.info("deferred_applied", events=applied)
+            continue
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), 0.5)

@@ -10,6 +10,7 @@ from typing import Any
 import click
 import structlog
 
+from daemon.cli_admin import COMMANDS
 from daemon.logs import configure_logging
 from daemon.settings import Settings, SettingsError, load_settings
 
@@ -137,6 +138,10 @@ def sync_command(ctx: click.Context, initial: bool, window_days: int | None,
         return 0
 
     ctx.exit(asyncio.run(main()))
+
+
+for _command in COMMANDS:
+    cli.add_command(_command)
 
 
 def main() -> None:

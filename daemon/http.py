@@ -7,7 +7,8 @@ daemon needs to do its job and names what is missing.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
@@ -18,7 +19,8 @@ ReadinessCheck = Callable[[], Awaitable[str | None]]
 """Returns None when fine, else a short reason."""
 
 
-def build_app(checks: dict[str, ReadinessCheck]) -> web.Application:
+def build_app(checks: dict[str, ReadinessCheck], *, routes: Sequence[web.RouteDef] = (),
+              middlewares: Sequence[Any] = ()) -> web.Application:
     async def healthz(_request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
 
@@ -42,7 +44,8 @@ def build_app(checks: dict[str, ReadinessCheck]) -> web.Application:
         body = await asyncio.to_thread(generate_latest, REGISTRY)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
-    app = web.Application()
+    app = web.Application(middlewares=list(middlewares), client_max_size=1 << 20)
+    app.router.add_routes(routes)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_view)

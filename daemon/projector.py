@@ -43,6 +43,7 @@ class Projector:
         projections: Sequence[Projection],
         batch_max: int = 5000,
         session_timeout_ms: int = 6_000,
+        stall_after: float = 30.0,
     ) -> None:
         self.pool = pool
         self.bootstrap = bootstrap
@@ -51,6 +52,7 @@ class Projector:
         self.projections = list(projections)
         self.batch_max = batch_max
         self.session_timeout_ms = session_timeout_ms
+        self.stall_after = stall_after
         self.positions: dict[tuple[str, int], int] = {}
         self.joined = asyncio.Event()
         self.consumer: AIOKafkaConsumer | None = None
@@ -77,10 +79,19 @@ class Projector:
                  partitions={p: self.positions[(t, p)] for t, p in tps})
 
     async def run(self, stop: asyncio.Event) -> None:
+        """Consume until ``stop``; a consumer that stops making progress is replaced."""
+        while not stop.is_set():
+            if await self._consume(stop):
+                metrics.CONSUMER_RESTARTS.inc()
+                await asyncio.sleep(0.5)
+
+    async def _consume(self, stop: asyncio.Event) -> bool:
+        """Run one consumer; return True when it stalled and must be replaced."""
         consumer = make_consumer(self.bootstrap, group_id=self.group_id,
                                  session_timeout_ms=self.session_timeout_ms)
         self.consumer = consumer
         projector = self
+        watchdog = _Watchdog(stall_after=self.stall_after)
 
         class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
             async def on_partitions_revoked(self, revoked: Sequence[TopicPartition]) -> None:
@@ -90,24 +101,52 @@ class Projector:
             async def on_partitions_assigned(self, assigned: Sequence[TopicPartition]) -> None:
                 await projector._seek_to_stored(consumer, assigned)
                 projector.joined.set()
+                watchdog.progress()
 
         consumer.subscribe([self.topic], listener=_Rebalance())
-        await consumer.start()
         try:
+            await consumer.start()
             while not stop.is_set():
                 batch = await consumer.getmany(timeout_ms=200, max_records=self.batch_max)
-                if batch:
-                    await self._apply(consumer, batch)
+                if batch and await self._apply(consumer, batch):
+                    watchdog.progress()
                 await self._detect_broker_reset(consumer)
                 self._export_lag(consumer)
+                if await self._advisory_commit(consumer):
+                    watchdog.progress()
+                if watchdog.stalled():
+                    log.warning("consumer_stalled_restarting", topic=self.topic,
+                                seconds=round(watchdog.idle(), 1),
+                                assigned=len(consumer.assignment()))
+                    return True
+            return False
         finally:
             self.joined.clear()
+            self.positions.clear()
             with contextlib.suppress(KafkaError, OSError):
                 await consumer.stop()
             self.consumer = None
 
+    async def _advisory_commit(self, consumer: AIOKafkaConsumer) -> bool:
+        """Tell Kafka our positions now and then (lag tooling only; PostgreSQL holds
+        the truth). A commit that goes through also proves the group membership is
+        alive; one that keeps failing is how a consumer lost by its group shows."""
+        now = time.monotonic()
+        if now - self._last_kafka_commit < 2.0 or not self.positions:
+            return False
+        self._last_kafka_commit = now
+        try:
+            # aiokafka retries some commit errors forever: bound it, or a consumer
+            # whose group forgot it would hang here instead of being replaced.
+            await asyncio.wait_for(consumer.commit(
+                {TopicPartition(t, p): o for (t, p), o in self.positions.items()}), 5)
+        except (KafkaError, OSError, TimeoutError):
+            return False
+        return True
+
     async def _apply(self, consumer: AIOKafkaConsumer,
-                     batch: dict[TopicPartition, list[object]]) -> None:
+                     batch: dict[TopicPartition, list[object]]) -> bool:
+        """Apply one batch; return True when it committed."""
         messages: list[Message] = []
         starts: dict[tuple[str, int], int] = {}
         for tp, records in batch.items():
@@ -118,7 +157,7 @@ class Projector:
             for rec in records:
                 messages.append(Message(tp.topic, tp.partition, rec.offset, rec.value))  # type: ignore[attr-defined]
         if not messages:
-            return
+            return False
         metrics.EVENTS_CONSUMED.labels(self.topic).inc(len(messages))
         started = time.perf_counter()
         try:
@@ -136,7 +175,7 @@ class Projector:
             assigned = [TopicPartition(t, p) for t, p in starts]
             assigned = [tp for tp in assigned if tp in consumer.assignment()]
             await self._seek_to_stored(consumer, assigned)
-            return
+            return False
         metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
         metrics.BATCH_SIZE.observe(len(messages))
         for message in messages:
@@ -155,12 +194,7 @@ class Projector:
                         offset=message.offset, reason=problem.reason,
                         detail=problem.detail[:300])
         self.last_applied_at = now
-        if now - self._last_kafka_commit >= 1.0:
-            # Advisory commit, for lag tooling only; failure here is harmless.
-            self._last_kafka_commit = now
-            with contextlib.suppress(KafkaError, OSError):
-                await consumer.commit({TopicPartition(t, p): o
-                                       for (t, p), o in self.positions.items()})
+        return True
 
     async def _detect_broker_reset(self, consumer: AIOKafkaConsumer) -> None:
         """A partition whose high watermark is below our stored position lost its log
@@ -204,3 +238,21 @@ class Projector:
             high = consumer.highwater(TopicPartition(topic, partition))
             out[partition] = max(0, (high or position) - position)
         return out
+
+
+class _Watchdog:
+    """Notices a consumer that stopped making progress: no assignment, no batch and
+    no successful advisory commit for ``stall_after`` seconds."""
+
+    def __init__(self, *, stall_after: float) -> None:
+        self.stall_after = stall_after
+        self._last = time.monotonic()
+
+    def progress(self) -> None:
+        self._last = time.monotonic()
+
+    def idle(self) -> float:
+        return time.monotonic() - self._last
+
+    def stalled(self) -> bool:
+        return self.idle() > self.stall_after

@@ -10,8 +10,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -20,6 +21,19 @@ from pydantic_settings import (
 )
 
 ENV_PREFIX = "SYNCD_"
+
+
+Role = Literal["viewer", "operator", "admin"]
+
+
+class ApiToken(BaseModel):
+    """A bearer token for the admin API; ``name`` is who the audit trail records."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(pattern=r"^[A-Za-z0-9._@-]{1,64}$")
+    role: Role
+    token: SecretStr = Field(min_length=16)
 
 
 class Settings(BaseSettings):
@@ -41,6 +55,12 @@ class Settings(BaseSettings):
     edition: Literal["free", "standard", "professional", "enterprise"] = Field(
         default="professional", description="The desk edition; the handshake board is not "
         "available in the free edition (HS-06).")
+    api_tokens: list[ApiToken] = Field(
+        default_factory=list, description="Bearer tokens for /api/v1; with none, a local "
+        "admin token is generated into <data dir>/api-token.")
+    webhook_secrets: dict[Literal["desk", "crm"], SecretStr] = Field(
+        default_factory=dict, description="HMAC-SHA256 secret per webhook source.")
+    history_timezone: str = Field(default="UTC", description="Time zone for history days.")
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     shutdown_deadline: float = Field(default=10.0, gt=0, le=600)
@@ -49,6 +69,15 @@ class Settings(BaseSettings):
     batch_max: int = Field(default=5000, ge=1, le=100_000)
     relay_poll_interval: float = Field(default=1.0, gt=0, le=60)
     relay_resend_after: float = Field(default=30.0, gt=0, le=3600)
+
+    @field_validator("history_timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r}") from None
+        return value
 
     @field_validator("http_listen")
     @classmethod

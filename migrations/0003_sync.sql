@@ -50,13 +50,34 @@ CREATE UNIQUE INDEX failures_open_per_record ON sync.failures (source, module, r
     WHERE status = 'open';
 CREATE INDEX failures_chronological ON sync.failures (last_failed_at DESC);
 
--- Seven-day history (OPS-03): per UTC day, direction and record type.
+-- Seven-day history (OPS-03): per hour (UTC), direction and record type, so
+-- that days can be shown in any time zone. Hours more than eight days before
+-- the newest one are dropped.
 CREATE TABLE sync.history (
-    day        date NOT NULL,
+    hour       timestamptz NOT NULL,
     direction  text NOT NULL CHECK (direction IN ('desk_to_crm', 'crm_to_desk')),
     module     text NOT NULL,
     added      integer NOT NULL DEFAULT 0,
     updated    integer NOT NULL DEFAULT 0,
     failed     integer NOT NULL DEFAULT 0,
-    PRIMARY KEY (day, direction, module)
+    PRIMARY KEY (hour, direction, module)
 );
+
+-- What the sync decided for each logged event (and each rejected message), in
+-- decision order. The failure log and the history are folds of this table, so
+-- a replay rebuilds them exactly even though the decisions themselves depended
+-- on the stores at the time.
+CREATE TABLE sync.outcomes (
+    id          bigserial PRIMARY KEY,
+    seq         bigint,
+    event_id    uuid,
+    source      text NOT NULL,
+    module      text NOT NULL,
+    record_id   text NOT NULL,
+    outcome     text NOT NULL,
+    reason      text,
+    detail      text NOT NULL DEFAULT '',
+    raw         bytea,
+    captured_at timestamptz NOT NULL
+);
+CREATE INDEX outcomes_seq ON sync.outcomes (seq);

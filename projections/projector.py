@@ -16,14 +16,13 @@ import contextlib
 import datetime as dt
 import hashlib
 import json
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from projections.db import Conn
 from projections.events import MODULES, ChangeEvent, InvalidEvent, decode_event
-from projections.ledger import add_history, record_failures
+from projections.ledger import Outcome, record_outcomes
 
 TopicPartition = tuple[str, int]
 
@@ -211,19 +210,14 @@ def _best_effort_identity(raw: bytes) -> tuple[str, str, str, dt.datetime | None
 
 async def record_rejected(conn: Conn, rejected: Sequence[tuple[Message, InvalidEvent]]) -> None:
     """Undecodable events land in the failure log with their raw bytes (never block)."""
-    rows = []
-    history: Counter[tuple[dt.date, str, str, str]] = Counter()
+    outcomes = []
     for message, err in rejected:
         raw = message.value or b""
         source, module, record_id, moment = _best_effort_identity(raw)
-        at = moment or dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
-        rows.append((source, module, record_id, None, err.reason, err.detail[:2000], raw, at))
-        if moment is not None and source != "unknown" and module != "unknown":
-            other = "crm" if source == "desk" else "desk"
-            history[(moment.astimezone(dt.UTC).date(), f"{source}_to_{other}", module,
-                     "failed")] += 1
-    await record_failures(conn, rows)
-    await add_history(conn, history)
+        outcomes.append(Outcome(None, None, source, module, record_id,
+                                moment or dt.datetime(1970, 1, 1, tzinfo=dt.UTC),
+                                "failed", err.reason, err.detail, raw))
+    await record_outcomes(conn, outcomes)
 
 
 async def release_outbox_rows(conn: Conn, decoded: Sequence[tuple[Message, ChangeEvent]]) -> None:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,8 +27,8 @@ from typing import Any
 from projections.catalog import OTHER, SYNCED_MODULES, Side, account_key, email_key
 from projections.config import SyncConfig
 from projections.db import Conn
-from projections.events import ChangeEvent
-from projections.ledger import add_history, record_failures
+from projections.events import ChangeEvent, decode_event
+from projections.ledger import Outcome, record_outcomes
 from projections.mapping import ModuleMapping, value_problem
 from projections.merge import (
     State,
@@ -117,9 +116,6 @@ class Candidate:
     via_secondary: bool
 
 
-HistoryKey = tuple[dt.date, str, str, str]
-
-
 @dataclass
 class Write:
     """What one record on one side must hold after the batch.
@@ -135,14 +131,7 @@ class Write:
     modified_at: dt.datetime
     created_at: dt.datetime
     create: bool
-    counts: list[HistoryKey] = field(default_factory=list)
-
-
-@dataclass
-class Failure:
-    event: ChangeEvent
-    reason: str
-    detail: str
+    outcomes: list[tuple[Outcome, str]] = field(default_factory=list)
 
 
 @dataclass
@@ -150,7 +139,6 @@ class BatchResult:
     written: int = 0
     failed: int = 0
     echoes: int = 0
-    history: Counter[tuple[dt.date, str, str, str]] = field(default_factory=Counter)
 
 
 def direction(source: Side) -> str:
@@ -182,14 +170,40 @@ class SyncProjection:
     async def apply(self, conn: Conn, events: Sequence[LoggedEvent]) -> None:
         cfg = self.config()
         relevant = [
-            item.event for item in events
+            item for item in events
             if item.event.module in SYNCED_MODULES and item.event.origin != "sync"
         ]
+        self.last = BatchResult()
         if not relevant or not cfg.active:
-            self.last = BatchResult()
             return
-        batch = _Batch(conn, cfg)
-        self.last = await batch.run(relevant)
+        # Paused, or still catching up after a pause: keep log order by queueing.
+        if cfg.paused or await conn.fetchval("SELECT EXISTS (SELECT 1 FROM sync.deferred)"):
+            await conn.execute(
+                "INSERT INTO sync.deferred (seq) SELECT unnest($1::bigint[])"
+                " ON CONFLICT DO NOTHING", [item.seq for item in relevant])
+            return
+        self.last = await _Batch(conn, cfg).run(relevant)
+
+    async def drain_deferred(self, conn: Conn, *, limit: int = 2000) -> int:
+        """Apply the oldest events queued while paused; return how many were applied.
+
+        Runs in its own transaction, beside live batches: those keep queueing
+        while anything is queued, so log order holds.
+        """
+        cfg = self.config()
+        if cfg.paused or not cfg.active:
+            return 0
+        rows = await conn.fetch(
+            "DELETE FROM sync.deferred d USING syncd.event_log e"
+            " WHERE d.seq = e.seq AND d.seq IN"
+            " (SELECT seq FROM sync.deferred ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED)"
+            " RETURNING e.seq, e.payload::text AS payload", limit)
+        if not rows:
+            return 0
+        events = [LoggedEvent(row["seq"], decode_event(row["payload"].encode()))
+                  for row in sorted(rows, key=lambda r: r["seq"])]
+        self.last = await _Batch(conn, cfg).run(events)
+        return len(events)
 
 
 class _Batch:
@@ -200,8 +214,7 @@ class _Batch:
         self.candidates: dict[tuple[str, Side, str], list[Candidate]] = {}
         self.claimed_keys: set[tuple[str, Side, str]] = set()
         self.writes: dict[tuple[str, Side, int], Write] = {}
-        self.failures: list[Failure] = []
-        self.resolved: list[ChangeEvent] = []
+        self.outcomes: list[Outcome] = []
         self.result = BatchResult()
 
     # -- reading ---------------------------------------------------------------
@@ -216,14 +229,19 @@ class _Batch:
                 return event.values.get("department_id") == self.cfg.products_department_id
         return True
 
-    async def run(self, events: list[ChangeEvent]) -> BatchResult:
-        events = [e for e in events if self._applies(e)]
-        if not events:
+    async def run(self, logged: list[LoggedEvent]) -> BatchResult:
+        logged = [item for item in logged if self._applies(item.event)]
+        if not logged:
             return self.result
+        events = [item.event for item in logged]
         await self._load_links(events)
         await self._load_candidates(events)
-        for event in events:
-            self._process(event)
+        for item in logged:
+            e = item.event
+            self.outcome = Outcome(item.seq, e.event_id, e.source, e.module, e.record_id,
+                                   e.captured_at)
+            self.outcomes.append(self.outcome)
+            self._process(e)
         await self._flush()
         return self.result
 
@@ -312,10 +330,10 @@ class _Batch:
     # -- deciding ----------------------------------------------------------------
 
     def _fail(self, event: ChangeEvent, reason: str, detail: str = "") -> None:
-        self.failures.append(Failure(event, reason, detail))
+        self.outcome.outcome = "failed"
+        self.outcome.reason = reason
+        self.outcome.detail = detail
         self.result.failed += 1
-        self.result.history[(event.captured_at.astimezone(dt.UTC).date(),
-                             direction(event.source), event.module, "failed")] += 1
 
     def _process(self, event: ChangeEvent) -> None:
         source: Side = event.source
@@ -327,10 +345,12 @@ class _Batch:
                 link.set_gone(source, "hard" if event.values.get("hard_deleted") else "soft")
                 link.saw(source, event.modified_at)
                 link.dirty = True
+            self.outcome.outcome = "deleted"
             return
         in_bin = bool(event.values.get("deleted"))
         if link is None:
             if in_bin:
+                self.outcome.outcome = "skipped"
                 return  # a record that changed in the recycle bin and was never synced
             link = self._match_or_create(event, mapping)
             if link is None:
@@ -338,6 +358,7 @@ class _Batch:
         elif (fingerprint(side_values(event.values, mapping, source)) == link.fp(source)
               and not in_bin and link.gone(source) is None):
             self.result.echoes += 1  # what that side already holds: nothing to sync
+            self.outcome.outcome = "echo"
             link.saw(source, event.modified_at)
             link.dirty = True
             return
@@ -417,34 +438,33 @@ class _Batch:
                     and link.gone(side) is None and link.id_on(side) is not None:
                 continue
             create = link.id_on(side) is None or link.gone(side) == "hard"
-            count: HistoryKey | None = None
+            claim = None
             if side != source:
-                count = (event.captured_at.astimezone(dt.UTC).date(), direction(source),
-                         event.module, "added" if create else "updated")
+                self.outcome.outcome = "superseded"  # until the write lands
+                claim = (self.outcome, "added" if create else "updated")
             self._write(link, side, desired[side], event, create=create, stamp=stamp,
-                        count=count)
+                        claim=claim)
             link.pending[side] = fingerprint(desired[side])
             link.set_gone(side, None)
         link.state = state
         link.updated_at = max(link.updated_at, event.modified_at)
         link.dirty = True
-        self.resolved.append(event)
 
     def _write(self, link: Link, side: Side, values: dict[str, Any], event: ChangeEvent, *,
-               create: bool, stamp: dt.datetime, count: HistoryKey | None) -> None:
+               create: bool, stamp: dt.datetime, claim: tuple[Outcome, str] | None) -> None:
         if create:
             old = link.id_on(side)
             if old:
                 self.links.pop((link.module, side, old), None)
             link.set_id(side, "")  # a new record: its id is drawn at flush time
         previous = self.writes.get((link.module, side, id(link)))
-        counts = previous.counts if previous is not None else []
-        if count is not None:
-            counts.append(count)
+        claims = previous.outcomes if previous is not None else []
+        if claim is not None:
+            claims.append(claim)
         self.writes[(link.module, side, id(link))] = Write(
             link=link, side=side, values=values, modified_at=stamp,
             created_at=event.created_at,
-            create=create or (previous is not None and previous.create), counts=counts,
+            create=create or (previous is not None and previous.create), outcomes=claims,
         )
         self.result.written += 1
 
@@ -458,8 +478,7 @@ class _Batch:
         for (side, module), writes in sorted(by_table.items()):
             await self._write_table(side, module, writes)
         await self._flush_links()
-        await self._flush_failures()
-        await self._flush_history()
+        await record_outcomes(self.conn, self.outcomes)
 
     async def _write_table(self, side: Side, module: str, writes: list[Write]) -> None:
         mapping = self.cfg.mappings[module]
@@ -514,7 +533,8 @@ class _Batch:
             if moment is not None:
                 write.link.saw(side, moment)
                 write.link.set_fp(side, fingerprint(write.values))
-                self.result.history.update(write.counts)
+                for outcome, what in write.outcomes:
+                    outcome.outcome = what
             else:
                 # The row is newer than anything we have seen of it: an edit whose event
                 # has not been applied yet. That event will bring it; until then we do
@@ -576,31 +596,6 @@ class _Batch:
                 """,
                 json.dumps(fresh),
             )
-
-    async def _flush_failures(self) -> None:
-        if self.resolved:
-            await self.conn.execute(
-                """
-                UPDATE sync.failures f SET status = 'resolved', resolved_at = r.at
-                FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[])
-                    AS r(source, module, record_id, at)
-                WHERE f.status = 'open' AND f.source = r.source AND f.module = r.module
-                  AND f.record_id = r.record_id AND f.last_failed_at <= r.at
-                """,
-                [e.source for e in self.resolved], [e.module for e in self.resolved],
-                [e.record_id for e in self.resolved], [e.modified_at for e in self.resolved],
-            )
-        if self.failures:
-            await record_failures(self.conn, [
-                (f.event.source, f.event.module, f.event.record_id, f.event.event_id,
-                 f.reason, f.detail, None, f.event.modified_at)
-                for f in self.failures
-            ])
-
-    async def _flush_history(self) -> None:
-        await add_history(self.conn, self.result.history)
-
-
 
 def _parse_time(value: Any) -> dt.datetime:
     if isinstance(value, str):

@@ -18,7 +18,7 @@ from projections.sync import SyncProjection
 
 FIELDS = ("first_name", "phone", "mobile")
 TABLES = ("desk.contacts, crm.contacts, desk.outbox, crm.outbox, sync.links, sync.failures,"
-          " sync.history, syncd.event_log, syncd.consumer_offsets")
+          " sync.history, sync.outcomes, sync.deferred, syncd.event_log, syncd.consumer_offsets")
 
 edit = st.tuples(st.sampled_from(["desk", "crm"]), st.integers(0, 2), st.sampled_from(FIELDS),
                  st.sampled_from(["a", "b", "c", None]))

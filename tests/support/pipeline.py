@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
@@ -11,6 +12,7 @@ import asyncpg
 
 from adapters.kafka import ensure_topics
 from adapters.relay import OutboxRelay
+from daemon.app import drain_deferred
 from daemon.projector import Projector
 from daemon.supervisor import supervise
 from projections.config import SyncConfig
@@ -40,11 +42,12 @@ class Pipeline:
         await ensure_topics(self.bootstrap, [self.topic], partitions=self.partitions)
         self.pool = await asyncpg.create_pool(self.dsn, min_size=1, max_size=6,
                                               server_settings={"timezone": "UTC"})
+        self.sync = SyncProjection(lambda: self.config)
         self.projector = Projector(pool=self.pool, bootstrap=self.bootstrap, topic=self.topic,
-                                   group_id=self.group,
-                                   projections=[SyncProjection(lambda: self.config),
-                                                *self.extra_projections])
-        roots = {"projector": self.projector.run}
+                                   group_id=self.group, stall_after=10,
+                                   projections=[self.sync, *self.extra_projections])
+        roots = {"projector": self.projector.run,
+                 "resume-drain": functools.partial(drain_deferred, self.pool, self.sync)}
         for source in ("desk", "crm"):
             relay = OutboxRelay(dsn=self.dsn, bootstrap=self.bootstrap, topic=self.topic,
                                 source=source, partitions=self.partitions,
@@ -68,7 +71,8 @@ class Pipeline:
         deadline = loop.time() + timeout
         while True:
             left = await self.pool.fetchval(
-                "SELECT (SELECT count(*) FROM desk.outbox) + (SELECT count(*) FROM crm.outbox)")
+                "SELECT (SELECT count(*) FROM desk.outbox) + (SELECT count(*) FROM crm.outbox)"
+                " + (SELECT count(*) FROM sync.deferred)")
             if left == 0:
                 return
             if loop.time() > deadline:

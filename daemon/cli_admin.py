@@ -1,0 +1,266 @@
+"""Operator commands: they talk to the running daemon's admin API.
+
+The address comes from ``SYNCD_HTTP_LISTEN`` or the running daemon's
+``runtime.json``; the token from ``SYNCD_API_TOKEN``, or on the embedded
+default from ``<data dir>/api-token``. Tables for people, ``--json`` for
+scripts, and a non-zero exit status when the daemon refuses.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import urllib.error
+import urllib.parse
+import urllib.request
+from typing import Any
+
+import click
+from tabulate import tabulate
+
+from daemon.runtime import read_runtime
+from daemon.settings import Settings
+from daemon.tokens import token_path
+
+
+class ApiClient:
+    def __init__(self, settings: Settings) -> None:
+        runtime = read_runtime(settings.data_dir)
+        address = runtime.http if runtime is not None else settings.http_listen
+        host, _, port = address.rpartition(":")
+        if host in ("0.0.0.0", "::", "[::]"):
+            host = "127.0.0.1"
+        self.base = f"http://{host}:{port}"
+        self.token = os.environ.get("SYNCD_API_TOKEN") or self._local_token(settings)
+
+    @staticmethod
+    def _local_token(settings: Settings) -> str | None:
+        try:
+            return token_path(settings.data_dir).read_text().strip()
+        except OSError:
+            return None
+
+    def call(self, method: str, path: str, body: Any = None) -> Any:
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(self.base + path, data=data, method=method)
+        request.add_header("Content-Type", "application/json")
+        if self.token:
+            request.add_header("Authorization", f"Bearer {self.token}")
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return json.loads(response.read() or b"null")
+        except urllib.error.HTTPError as err:
+            try:
+                problem = json.loads(err.read())["error"]
+                message = f"{problem['code']}: {problem['message']}"
+            except (ValueError, KeyError, TypeError):
+                message = f"HTTP {err.code}"
+            raise click.ClickException(message) from None
+        except OSError as err:
+            raise click.ClickException(
+                f"cannot reach the daemon at {self.base} ({err}); is `syncd run` running?"
+            ) from None
+
+
+def _client(ctx: click.Context) -> ApiClient:
+    settings = ctx.find_root().obj
+    assert isinstance(settings, Settings)
+    return ApiClient(settings)
+
+
+def _show(data: Any, as_json: bool, rows: list[dict[str, Any]] | None = None) -> None:
+    if as_json:
+        click.echo(json.dumps(data, indent=2, ensure_ascii=False))
+    elif rows is not None:
+        click.echo(tabulate(rows, headers="keys") if rows else "(none)")
+    else:
+        click.echo(tabulate(_flatten(data).items(), tablefmt="plain"))
+
+
+def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict) and value and len(value) < 12:
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = json.dumps(value) if isinstance(value, (list, dict)) \
+                else value
+    return out
+
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+
+
+@click.command()
+@json_option
+@click.pass_context
+def status(ctx: click.Context, as_json: bool) -> None:
+    """Paused or running, consumer lag per partition, last applied event."""
+    _show(_client(ctx).call("GET", "/api/v1/status"), as_json)
+
+
+@click.command()
+@json_option
+@click.pass_context
+def pause(ctx: click.Context, as_json: bool) -> None:
+    """Pause sync: capture goes on, nothing is written to either store (OPS-01)."""
+    _show(_client(ctx).call("POST", "/api/v1/integration/pause"), as_json)
+
+
+@click.command()
+@json_option
+@click.pass_context
+def resume(ctx: click.Context, as_json: bool) -> None:
+    """Resume sync: what accumulated is applied in order, then live changes."""
+    _show(_client(ctx).call("POST", "/api/v1/integration/resume"), as_json)
+
+
+@click.command()
+@click.option("--tz", default=None, help="Time zone for the days (default from settings).")
+@json_option
+@click.pass_context
+def history(ctx: click.Context, tz: str | None, as_json: bool) -> None:
+    """Seven-day sync history: added, updated and failed per day, direction and type."""
+    query = f"?{urllib.parse.urlencode({'tz': tz})}" if tz else ""
+    data = _client(ctx).call("GET", f"/api/v1/history{query}")
+    _show(data, as_json, rows=data["days"])
+
+
+@click.command()
+@click.option("--status", "state", type=click.Choice(["open", "resolved", "all"]),
+              default="open")
+@click.option("--reason", default=None)
+@click.option("--module", default=None)
+@click.option("--limit", type=click.IntRange(1, 500), default=50)
+@click.option("--offset", type=click.IntRange(0), default=0)
+@json_option
+@click.pass_context
+def failures(ctx: click.Context, state: str, reason: str | None, module: str | None,
+             limit: int, offset: int, as_json: bool) -> None:
+    """The failure log, newest first."""
+    params = {"status": state, "limit": str(limit), "offset": str(offset)}
+    if reason:
+        params["reason"] = reason
+    if module:
+        params["module"] = module
+    query = urllib.parse.urlencode(params)
+    data = _client(ctx).call("GET", f"/api/v1/failures?{query}")
+    rows = [{k: f[k] for k in ("id", "module", "source", "record_id", "reason", "attempts",
+                                 "last_failed_at", "status")} for f in data["failures"]]
+    _show(data, as_json, rows=rows)
+    if not as_json:
+        click.echo(f"{len(rows)} of {data['total']}")
+
+
+@click.command()
+@click.option("--id", "ids", type=int, multiple=True, help="A failure id (repeatable).")
+@click.option("--reason", default=None, help="Every open failure of this reason.")
+@click.option("--all", "everything", is_flag=True, help="Every open failure.")
+@json_option
+@click.pass_context
+def retry(ctx: click.Context, ids: tuple[int, ...], reason: str | None, everything: bool,
+          as_json: bool) -> None:
+    """Re-apply failed events against the current state (OPS-04)."""
+    if not (ids or reason or everything):
+        raise click.UsageError("give --id, --reason or --all")
+    body = {"ids": list(ids) or None, "reason": reason, "all": everything}
+    _show(_client(ctx).call("POST", "/api/v1/failures/retry", body), as_json)
+
+
+@click.group()
+def integration() -> None:
+    """Show and change the integration (OPS-05); every change is audited."""
+
+
+@integration.command("show")
+@json_option
+@click.pass_context
+def integration_show(ctx: click.Context, as_json: bool) -> None:
+    """The integration's configuration."""
+    _show(_client(ctx).call("GET", "/api/v1/integration"), as_json)
+
+
+@integration.command("setup")
+@click.argument("desk_portal")
+@click.argument("crm_org")
+@json_option
+@click.pass_context
+def integration_setup(ctx: click.Context, desk_portal: str, crm_org: str,
+                      as_json: bool) -> None:
+    """Link one desk portal with one CRM organisation (SYNC-13)."""
+    body = {"desk_portal": desk_portal, "crm_org": crm_org}
+    _show(_client(ctx).call("POST", "/api/v1/integration", body), as_json)
+
+
+@integration.command("sync-type")
+@click.argument("sync_type", type=click.Choice(["two_way", "crm_to_desk"]))
+@json_option
+@click.pass_context
+def integration_sync_type(ctx: click.Context, sync_type: str, as_json: bool) -> None:
+    """Two-way, or one-way CRM → desk (SYNC-02)."""
+    body = {"sync_type": sync_type}
+    _show(_client(ctx).call("PUT", "/api/v1/integration/sync-type", body), as_json)
+
+
+@integration.command("switch-to-sync")
+@json_option
+@click.pass_context
+def integration_switch(ctx: click.Context, as_json: bool) -> None:
+    """Switch a legacy one-way import to sync; this cannot be undone (SYNC-03)."""
+    _show(_client(ctx).call("POST", "/api/v1/integration/switch-to-sync"), as_json)
+
+
+@integration.command("mapping")
+@click.argument("module", type=click.Choice(["contacts", "accounts", "products"]))
+@click.argument("mapping_file", type=click.File("r"), required=False)
+@json_option
+@click.pass_context
+def integration_mapping(ctx: click.Context, module: str, mapping_file: Any,
+                        as_json: bool) -> None:
+    """Set a module's field mapping from a JSON file of entries (none: the standard one)."""
+    entries = json.load(mapping_file) if mapping_file is not None else None
+    body = {"entries": entries}
+    _show(_client(ctx).call("PUT", f"/api/v1/integration/mapping/{module}", body), as_json)
+
+
+@integration.command("matching")
+@click.option("--secondary-email/--no-secondary-email", required=True)
+@json_option
+@click.pass_context
+def integration_matching(ctx: click.Context, secondary_email: bool, as_json: bool) -> None:
+    """Match contacts on the secondary e-mail too (SYNC-06)."""
+    body = {"match_secondary_email": secondary_email}
+    _show(_client(ctx).call("PUT", "/api/v1/integration/matching", body), as_json)
+
+
+@integration.command("products-department")
+@click.argument("department_id", type=int)
+@json_option
+@click.pass_context
+def integration_products(ctx: click.Context, department_id: int, as_json: bool) -> None:
+    """The desk department products sync with (SYNC-12)."""
+    body = {"department_id": department_id}
+    _show(_client(ctx).call("PUT", "/api/v1/integration/products-department", body), as_json)
+
+
+@integration.command("delete")
+@click.confirmation_option(prompt="Delete the integration? Sync stops for good.")
+@json_option
+@click.pass_context
+def integration_delete(ctx: click.Context, as_json: bool) -> None:
+    """Delete the integration: sync stops, the handshake board is gone (OPS-02)."""
+    _show(_client(ctx).call("DELETE", "/api/v1/integration"), as_json)
+
+
+@integration.command("audit")
+@json_option
+@click.pass_context
+def integration_audit(ctx: click.Context, as_json: bool) -> None:
+    """Who changed what, and when."""
+    data = _client(ctx).call("GET", "/api/v1/integration/audit")
+    rows = [{"when": e["when"], "who": e["who"], "what": e["what"],
+             "details": json.dumps(e["details"], ensure_ascii=False)} for e in data]
+    _show(data, as_json, rows=rows)
+
+
+COMMANDS = [status, pause, resume, history, failures, retry, integration]

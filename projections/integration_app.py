@@ -1,0 +1,169 @@
+"""The integration's application service: commands in, events stored, audit out.
+
+Synchronous, like the ``eventsourcing`` library under it: the daemon calls
+it through ``asyncio.to_thread`` (``adapters.integration_store``), never on
+the per-record path. Persistence comes from the environment it is built
+with: in-memory (POPO) by default, PostgreSQL in the daemon.
+
+Replicas share the one aggregate. Two commands racing from two replicas
+both load version N and both try to store N+1; the store takes one and
+refuses the other (a record conflict), which is reloaded and re-checked
+against the winner's state, so an invariant is never judged on stale state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.persistence import RecordConflictError
+from eventsourcing.utils import Environment, EnvType
+
+from projections.config import SyncConfig
+from projections.integration import (
+    INTEGRATION_ID,
+    AuditEntry,
+    Integration,
+    InvalidCommand,
+    NotSetUp,
+    audit_entry,
+)
+
+_ATTEMPTS = 3
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """An event of the integration at its position in the notification log."""
+
+    notification_id: int
+    entry: AuditEntry
+
+
+class IntegrationApplication(Application[UUID]):
+    """Commands on the one integration of this deployment, and its audit trail."""
+
+    name = "Integration"  # tables are <schema>.integration_events
+
+    def construct_env(self, name: str, env: EnvType | None = None) -> Environment:
+        # Only what the caller passes: the daemon's settings decide where the
+        # integration lives, never a stray POSTGRES_* in the process environment.
+        return Environment(name, dict(env or {}))
+
+    # -- commands ------------------------------------------------------------
+
+    def set_up(self, desk_portal: str, crm_org: str, *, by: str) -> Integration:
+        """Create the integration, or confirm the same set-up (SYNC-13)."""
+        for attempt in range(_ATTEMPTS):
+            integration = self.current()
+            if integration is None:
+                integration = Integration.set_up_new(desk_portal, crm_org, by=by)
+            else:
+                integration.set_up(desk_portal, crm_org, by=by)
+            try:
+                self.save(integration)
+            except RecordConflictError:
+                if attempt + 1 == _ATTEMPTS:
+                    raise _conflict() from None
+                continue
+            return integration
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def choose_sync_type(self, sync_type: str, *, by: str) -> Integration:
+        return self._execute(lambda it: it.choose_sync_type(sync_type, by=by))
+
+    def start_legacy_import(self, *, by: str) -> Integration:
+        return self._execute(lambda it: it.start_legacy_import(by=by))
+
+    def switch_to_sync(self, *, by: str) -> Integration:
+        return self._execute(lambda it: it.switch_to_sync(by=by))
+
+    def import_custom_view(self, view: str, *, by: str) -> Integration:
+        return self._execute(lambda it: it.import_custom_view(view, by=by))
+
+    def change_field_mapping(self, module: str, entries: list[dict[str, Any]] | None, *,
+                             by: str) -> Integration:
+        return self._execute(lambda it: it.change_field_mapping(module, entries, by=by))
+
+    def change_matching_options(self, match_secondary_email: bool, *, by: str) -> Integration:
+        return self._execute(
+            lambda it: it.change_matching_options(match_secondary_email, by=by))
+
+    def choose_products_department(self, department_id: int, *, by: str) -> Integration:
+        return self._execute(lambda it: it.choose_products_department(department_id, by=by))
+
+    def pause(self, *, by: str) -> Integration:
+        return self._execute(lambda it: it.pause(by=by))
+
+    def resume(self, *, by: str) -> Integration:
+        return self._execute(lambda it: it.resume(by=by))
+
+    def delete(self, *, by: str) -> Integration:
+        return self._execute(lambda it: it.delete(by=by))
+
+    # -- queries -------------------------------------------------------------
+
+    def current(self) -> Integration | None:
+        """The integration as its stored events make it, or None before set-up."""
+        try:
+            integration: Integration = self.repository.get(INTEGRATION_ID)
+        except AggregateNotFoundError:
+            return None
+        return integration
+
+    def current_config(self) -> SyncConfig:
+        """What the sync projection should run with now.
+
+        Before any set-up the daemon keeps its built-in defaults (two-way,
+        standard mappings), so a fresh deployment syncs out of the box (OWN-01).
+        """
+        integration = self.current()
+        return SyncConfig() if integration is None else integration.to_sync_config()
+
+    def audit(self) -> list[AuditEntry]:
+        """Every change, oldest first: when, who, what, and its values (OPS-05)."""
+        return [audit_entry(recorded) for recorded in self.events.get(INTEGRATION_ID)]
+
+    def position(self) -> int:
+        """The newest notification id (0 when nothing is recorded): a cheap change check."""
+        return self.recorder.max_notification_id() or 0
+
+    def changes_after(self, notification_id: int, *, limit: int = 10) -> list[Change]:
+        """The events recorded after ``notification_id``, oldest first, at most ``limit``."""
+        limit = max(1, min(limit, self.log_section_size))
+        notifications = self.notification_log.select(
+            start=notification_id, limit=limit, inclusive_of_start=False)
+        return [Change(notification.id, audit_entry(self.mapper.to_domain_event(notification)))
+                for notification in notifications]
+
+    # -- plumbing ------------------------------------------------------------
+
+    def _execute(self, command: Callable[[Integration], None]) -> Integration:
+        """Load, check and record; on a conflict with another replica, load again."""
+        for attempt in range(_ATTEMPTS):
+            integration = self.current()
+            if integration is None:
+                raise NotSetUp("the integration has not been set up")
+            command(integration)
+            try:
+                self.save(integration)
+            except RecordConflictError:
+                if attempt + 1 == _ATTEMPTS:
+                    raise _conflict() from None
+                continue
+            return integration
+        raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _conflict() -> InvalidCommand:
+    return InvalidCommand("the integration kept changing under this command; try again",
+                          code="conflict")
+
+
+def in_memory(env: Mapping[str, str] | None = None) -> IntegrationApplication:
+    """An application on in-memory persistence: for tests and tools."""
+    return IntegrationApplication(env={"PERSISTENCE_MODULE": "eventsourcing.popo",
+                                       **(env or {})})
