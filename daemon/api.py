@@ -34,6 +34,8 @@ from projections.integration import InvalidCommand
 log = structlog.get_logger(__name__)
 
 RANK: dict[str, int] = {"viewer": 0, "operator": 1, "admin": 2}
+WHO = web.RequestKey("who", str)
+ROLE = web.RequestKey("role", str)
 WEBHOOK_WINDOW_SECONDS = 300
 MAX_BODY = 256 * 1024
 
@@ -117,13 +119,13 @@ class ApiContext:
 
 
 def _who(request: web.Request) -> str:
-    return str(request["who"])
+    return request[WHO]
 
 
 def _need(role: Role) -> Callable[[Handler], Handler]:
     def wrap(handler: Handler) -> Handler:
         async def checked(request: web.Request) -> web.StreamResponse:
-            have = request.get("role")
+            have = request.get(ROLE)
             if have is None:
                 return error_response(401, "unauthorized", "a bearer token is required")
             if RANK[have] < RANK[role]:
@@ -144,7 +146,8 @@ def api_routes(ctx: ApiContext) -> tuple[list[web.RouteDef], Any]:
             if scheme.lower() == "bearer" and presented:
                 for token, (name, role) in ctx.tokens.items():
                     if hmac.compare_digest(token.encode(), presented.strip().encode()):
-                        request["who"], request["role"] = name, role
+                        request[WHO] = name
+                        request[ROLE] = role
         try:
             return await handler(request)
         except ApiError as err:

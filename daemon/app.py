@@ -18,7 +18,7 @@ from adapters.kafka import broker_reachable, ensure_topics
 from adapters.migrate import migrate, pending
 from adapters.relay import OutboxRelay
 from daemon.api import ApiContext, api_routes
-from daemon.http import build_app, serve
+from daemon.http import ReadinessCheck, build_app, serve, watch_readiness
 from daemon.projector import Projector
 from daemon.runtime import RuntimeInfo, remove_runtime, write_runtime
 from daemon.sdnotify import Notifier
@@ -118,8 +118,9 @@ async def _serve(settings: Settings, services: Services, pool: asyncpg.Pool,
                          for k, v in settings.webhook_secrets.items()},
         history_timezone=settings.history_timezone, config=read_config,
         lag=projector.lag, last_applied_at=lambda: projector.last_applied_at))
-    app = build_app({"database": database_ready, "broker": broker_ready,
-                     "consumer": consumer_ready}, routes=routes, middlewares=[middleware])
+    checks: dict[str, ReadinessCheck] = {
+        "database": database_ready, "broker": broker_ready, "consumer": consumer_ready}
+    app = build_app(checks, routes=routes, middlewares=[middleware])
     runner, port = await serve(app, settings.http_host, settings.http_port)
     stack.push_async_callback(runner.cleanup)
     http_address = f"{settings.http_host}:{port}"
@@ -133,6 +134,7 @@ async def _serve(settings: Settings, services: Services, pool: asyncpg.Pool,
         "projector": projector.run,
         "integration": functools.partial(integration.follow, on_change=swap_config),
         "resume-drain": functools.partial(drain_deferred, pool, sync),
+        "readiness": functools.partial(watch_readiness, checks),
     }
     for source in ("desk", "crm"):
         relay = OutboxRelay(dsn=services.dsn, bootstrap=services.bootstrap,

@@ -20,6 +20,7 @@ from aiokafka.errors import KafkaError
 
 from adapters import metrics
 from adapters.kafka import make_consumer
+from projections.events import InvalidEvent, decode_event
 from projections.projector import (
     BatchOutcome,
     Message,
@@ -188,6 +189,7 @@ class Projector:
             metrics.SYNC_LATENCY.observe(max(0.0, now - event.modified_at.timestamp()))
         if outcome.duplicates:
             metrics.EVENTS_DUPLICATE.inc(outcome.duplicates)
+        self._log_problems(messages)
         for message, problem in outcome.rejected:
             metrics.EVENTS_REJECTED.inc()
             log.warning("event_rejected", topic=message.topic, partition=message.partition,
@@ -195,6 +197,28 @@ class Projector:
                         detail=problem.detail[:300])
         self.last_applied_at = now
         return True
+
+    def _log_problems(self, messages: Sequence[Message]) -> None:
+        """One line per event a projection could not apply, with its Kafka coordinates."""
+        problems = [o for p in self.projections
+                    for o in getattr(getattr(p, "last", None), "problems", ())]
+        if not problems:
+            return
+        wanted = {o.event_id for o in problems}
+        by_id: dict[object, Message] = {}
+        for message in messages:  # failures are rare: decoding the batch again is cheap
+            with contextlib.suppress(InvalidEvent):
+                event_id = decode_event(message.value).event_id
+                if event_id in wanted:
+                    by_id[event_id] = message
+        for o in problems:
+            located = by_id.get(o.event_id)
+            metrics.EVENTS_FAILED.labels(o.source, o.module, o.reason or "").inc()
+            log.warning("event_failed", event_id=str(o.event_id), source=o.source,
+                        module=o.module, topic=located.topic if located else self.topic,
+                        partition=located.partition if located else None,
+                        offset=located.offset if located else None,
+                        reason=o.reason, detail=o.detail[:300])
 
     async def _detect_broker_reset(self, consumer: AIOKafkaConsumer) -> None:
         """A partition whose high watermark is below our stored position lost its log

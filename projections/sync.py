@@ -139,6 +139,7 @@ class BatchResult:
     written: int = 0
     failed: int = 0
     echoes: int = 0
+    problems: list[Outcome] = field(default_factory=list)
 
 
 def direction(source: Side) -> str:
@@ -243,6 +244,7 @@ class _Batch:
             self.outcomes.append(self.outcome)
             self._process(e)
         await self._flush()
+        self.result.problems = [o for o in self.outcomes if o.outcome == "failed"]
         return self.result
 
     async def _load_links(self, events: list[ChangeEvent]) -> None:
