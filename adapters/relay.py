@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
 from collections import deque
 
@@ -70,6 +71,20 @@ class OutboxRelay:
         self._sent: deque[tuple[int, float]] = deque()  # (last seq of a send, when)
 
     async def run(self, stop: asyncio.Event) -> None:
+        """Relay until ``stop``; a lost database connection is opened again (the rows
+        wait in the outbox meanwhile, and are sent again from the oldest)."""
+        while not stop.is_set():
+            try:
+                await self._run_once(stop)
+            except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
+                    asyncpg.CannotConnectNowError, asyncpg.AdminShutdownError) as err:
+                log.warning("database_unavailable", task=f"relay-{self.source}",
+                            error=f"{type(err).__name__}: {err}")
+                self.cursor = 0
+                self._sent.clear()
+                await self._sleep(stop, 1.0)
+
+    async def _run_once(self, stop: asyncio.Event) -> None:
         conn = await asyncpg.connect(self.dsn, server_settings={"timezone": "UTC"})
         producer = make_producer(self.bootstrap)
         await producer.start()
@@ -134,8 +149,13 @@ class OutboxRelay:
 
     async def _send(self, producer: object, rows: list[asyncpg.Record]) -> None:
         metrics.EVENTS_CAPTURED.labels(self.source).inc(len(rows))
-        futures = []
-        for row in rows:
+        die_midway = bool(os.environ.get("SYNCD_CHAOS_RELAY_DIE_MIDBATCH")) and len(rows) > 1
+        futures: list[asyncio.Future[object]] = []
+        for index, row in enumerate(rows):
+            if die_midway and index == len(rows) // 2:
+                await asyncio.gather(*futures)
+                log.warning("relay_killed_midbatch_for_chaos", source=self.source)
+                os._exit(137)  # fault injection for `syncd chaos`: half a batch sent
             key = f"{self.source}:{row['key']}".encode()
             futures.append(await producer.send(self.topic, row["body"].encode(), key=key))  # type: ignore[attr-defined]
         await asyncio.gather(*futures)

@@ -175,8 +175,9 @@ async def drain_deferred(pool: asyncpg.Pool, sync: SyncProjection,
     """After a resume, apply what accumulated while paused, oldest first (OPS-01)."""
     while not stop.is_set():
         applied = 0
-        with contextlib.suppress(asyncpg.DeadlockDetectedError,
-                                 asyncpg.SerializationError):
+        with contextlib.suppress(asyncpg.DeadlockDetectedError, asyncpg.SerializationError,
+                                 OSError, asyncpg.PostgresConnectionError,
+                                 asyncpg.InterfaceError, asyncpg.CannotConnectNowError):
             async with pool.acquire() as conn, conn.transaction():
                 applied = await sync.drain_deferred(conn)
         if applied:

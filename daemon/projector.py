@@ -80,11 +80,20 @@ class Projector:
                  partitions={p: self.positions[(t, p)] for t, p in tps})
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Consume until ``stop``; a consumer that stops making progress is replaced."""
+        """Consume until ``stop``; a consumer that stops making progress, or that lost
+        the database mid-batch, is replaced and starts again from the stored offsets."""
         while not stop.is_set():
-            if await self._consume(stop):
+            try:
+                replace = await self._consume(stop)
+            except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
+                    asyncpg.CannotConnectNowError, asyncpg.AdminShutdownError) as err:
+                log.warning("database_unavailable", task="projector",
+                            error=f"{type(err).__name__}: {err}")
+                replace = True
+            if replace:
                 metrics.CONSUMER_RESTARTS.inc()
-                await asyncio.sleep(0.5)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), 1.0)
 
     async def _consume(self, stop: asyncio.Event) -> bool:
         """Run one consumer; return True when it stalled and must be replaced."""

@@ -1,0 +1,411 @@
+"""``syncd chaos``: fault injection with nothing lost, doubled or diverged (OWN-02, OWN-05).
+
+The run owns an embedded PostgreSQL and broker and runs the daemon as
+subprocesses against them (configured, so the daemons start nothing). A
+driver makes changes in both stores — creates, updates, bulk updates and
+concurrent edits of both sides of linked pairs, each with a value never used
+before so no edit is a no-op — and keeps a model: the newest edit of every
+field. Meanwhile, at random points, it kills the daemon with SIGKILL and
+restarts it, freezes it with SIGSTOP beyond the consumer session timeout
+while a second replica takes over (a zombie consumer that then wakes up),
+restarts the broker (it comes back empty) and PostgreSQL, and kills a daemon
+whose relay is told to die in the middle of a batch. At the end it waits for
+quiescence and checks the stores against the model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import asyncpg
+import click
+
+from daemon.embedded import EmbeddedBroker, EmbeddedPostgres, free_port
+
+FIELDS = ("first_name", "phone", "mobile")
+SESSION_TIMEOUT_MS = 6000
+
+
+@dataclass
+class Figures:
+    changes: int = 0
+    events_expected: int = 0
+    kills: int = 0
+    zombies: int = 0
+    broker_restarts: int = 0
+    postgres_restarts: int = 0
+    relay_kills: int = 0
+    crashes_restarted: int = 0
+    lost: int = 0
+    duplicated: int = 0
+    diverged: int = 0
+    duplicate_links: int = 0
+    outbox_left: int = 0
+    unexpected_failures: int = 0
+    history_mismatch: int = 0
+    seconds: float = 0.0
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not (self.lost or self.duplicated or self.diverged or self.duplicate_links
+                    or self.outbox_left or self.unexpected_failures or self.history_mismatch)
+
+
+class Replica:
+    """One daemon subprocess on the shared, configured services."""
+
+    def __init__(self, name: str, root: Path, env: dict[str, str]) -> None:
+        self.name = name
+        self.data_dir = root / name
+        self.env = env | {"SYNCD_DATA_DIR": str(self.data_dir),
+                          "SYNCD_HTTP_LISTEN": f"127.0.0.1:{free_port()}"}
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, **extra: str) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        log = open(self.data_dir / "daemon.log", "ab")  # noqa: SIM115 - the child's stdout
+        self.proc = subprocess.Popen([sys.executable, "-m", "daemon", "run"],
+                                     env=self.env | extra, stdout=log, stderr=log)
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def signal(self, sig: int) -> None:
+        if self.alive():
+            assert self.proc is not None
+            self.proc.send_signal(sig)
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def stop(self) -> int | None:
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else None
+        self.proc.send_signal(signal.SIGCONT)
+        self.proc.terminate()
+        try:
+            return self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait()
+
+
+class Driver:
+    """Makes changes by people in both stores and keeps the model of what must result."""
+
+    def __init__(self, conn: asyncpg.Connection, rng: random.Random) -> None:
+        self.conn = conn
+        self.rng = rng
+        self.counter = 0
+        self.created: dict[str, list[int]] = {"desk": [], "crm": []}
+        self.values: dict[tuple[str, int], dict[str, str]] = {}  # the last value per field
+        self.events = 0
+
+    def fresh(self, kind: str) -> str:
+        self.counter += 1
+        return f"{kind}{self.counter}"
+
+    async def create(self, side: str) -> None:
+        values = {f: self.fresh(f[:1]) for f in FIELDS}
+        record_id = await self.conn.fetchval(
+            f"INSERT INTO {side}.contacts (first_name, last_name, phone, mobile, email)"
+            " VALUES ($1, $2, $3, $4, $5) RETURNING id",
+            values["first_name"], "Chaos", values["phone"], values["mobile"],
+            f"{self.fresh('m')}@{side}.chaos")
+        self.created[side].append(record_id)
+        self.values[(side, record_id)] = values
+        self.events += 1
+
+    async def update(self, side: str) -> None:
+        if not self.created[side]:
+            return await self.create(side)
+        record_id = self.rng.choice(self.created[side])
+        name = self.rng.choice(FIELDS)
+        value = self.fresh(name[:1])
+        await self.conn.execute(f"UPDATE {side}.contacts SET {name} = $1 WHERE id = $2",
+                                value, record_id)
+        self.values[(side, record_id)][name] = value
+        self.events += 1
+        return None
+
+    async def bulk_update(self, side: str) -> None:
+        tag = self.fresh("b")
+        rows = await self.conn.fetch(
+            f"UPDATE {side}.contacts SET mobile = $1 || '-' || id"
+            f" WHERE id % 5 = $2 AND id = ANY($3::bigint[]) RETURNING id",
+            tag, self.rng.randrange(5), self.created[side])
+        for row in rows:
+            self.values[(side, row["id"])]["mobile"] = f"{tag}-{row['id']}"
+        self.events += len(rows)
+
+    async def concurrent_edit(self) -> None:
+        """Both sides of one linked pair, back to back, on the same field."""
+        pair = await self.conn.fetchrow(
+            "SELECT desk_id::bigint AS d, crm_id::bigint AS c FROM sync.links"
+            " WHERE module = 'contacts' ORDER BY random() LIMIT 1")
+        if pair is None:
+            return
+        name = self.rng.choice(FIELDS)
+        desk_key, crm_key = ("desk", pair["d"]), ("crm", pair["c"])
+        if desk_key not in self.values and crm_key not in self.values:
+            return
+        # A counterpart made by the sync holds what its pair holds, as far as the
+        # model goes: the newest edit of each field is taken over both sides.
+        self.values.setdefault(desk_key, dict(self.values.get(crm_key, {})))
+        self.values.setdefault(crm_key, dict(self.values.get(desk_key, {})))
+        first, second = self.fresh(name[:1]), self.fresh(name[:1])
+        await self.conn.execute(f"UPDATE desk.contacts SET {name} = $1 WHERE id = $2",
+                                first, pair["d"])
+        await self.conn.execute(f"UPDATE crm.contacts SET {name} = $1 WHERE id = $2",
+                                second, pair["c"])
+        self.values[("desk", pair["d"])][name] = first
+        self.values[("crm", pair["c"])][name] = second
+        self.events += 2
+
+    async def step(self) -> None:
+        roll = self.rng.random()
+        side = self.rng.choice(["desk", "crm"])
+        if roll < 0.3:
+            await self.create(side)
+        elif roll < 0.85:
+            await self.update(side)
+        elif roll < 0.9:
+            await self.bulk_update(side)
+        else:
+            await self.concurrent_edit()
+
+
+async def _connect(dsn: str) -> asyncpg.Connection:
+    for _ in range(100):
+        try:
+            return await asyncpg.connect(dsn, server_settings={"timezone": "UTC"})
+        except (OSError, asyncpg.PostgresError):
+            await asyncio.sleep(0.2)
+    raise RuntimeError("PostgreSQL did not come back")
+
+
+async def _wait_ready(replica: Replica, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    async with aiohttp.ClientSession() as session:
+        while time.monotonic() < deadline:
+            runtime = replica.data_dir / "runtime.json"
+            if runtime.exists():
+                with contextlib.suppress(OSError, ValueError, KeyError, aiohttp.ClientError):
+                    address = json.loads(runtime.read_text())["http"]
+                    async with session.get(f"http://{address}/readyz") as response:
+                        if response.status == 200:
+                            return
+            if not replica.alive():
+                code = replica.proc.returncode if replica.proc else None
+                raise RuntimeError(f"{replica.name} exited with {code}")
+            await asyncio.sleep(0.2)
+    raise TimeoutError(f"{replica.name} not ready")
+
+
+async def run_chaos(*, changes: int, kills: int, seed: int, root: Path,
+                    echo: Any = print) -> Figures:
+    rng = random.Random(seed)
+    figures = Figures()
+    started = time.monotonic()
+    postgres = EmbeddedPostgres(root / "services")
+    broker = EmbeddedBroker(root / "services")
+    await asyncio.to_thread(postgres.start)
+    await asyncio.to_thread(broker.start)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SYNCD_")} | {
+        "SYNCD_DATABASE_URL": postgres.dsn, "SYNCD_KAFKA_BOOTSTRAP": broker.bootstrap,
+        "SYNCD_TOPIC_PREFIX": "chaos", "SYNCD_GROUP_ID": "chaos", "SYNCD_PARTITIONS": "4",
+        "SYNCD_LOG_FORMAT": "json", "SYNCD_SHUTDOWN_DEADLINE": "5",
+        "SYNCD_CONSUMER_SESSION_TIMEOUT_MS": str(SESSION_TIMEOUT_MS),
+        "SYNCD_RELAY_RESEND_AFTER": "5", "SYNCD_RELAY_POLL_INTERVAL": "0.2"}
+    a, b = Replica("replica-a", root, env), Replica("replica-b", root, env)
+    try:
+        a.start()
+        await _wait_ready(a)
+        conn = await _connect(postgres.dsn)
+        driver = Driver(conn, rng)
+        faults = ["kill", "broker", "kill", "postgres", "kill", "relay", "kill", "zombie",
+                  "kill", "kill"]
+        done_faults = 0
+        per_fault = max(1, changes // (kills + 1))
+        while figures.changes < changes:
+            for _ in range(min(per_fault, changes - figures.changes)):
+                try:
+                    await driver.step()
+                except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError):
+                    driver.conn = conn = await _connect(postgres.dsn)
+                figures.changes += 1
+            if done_faults >= kills or figures.changes >= changes:
+                continue
+            done_faults += 1
+            fault = faults[(done_faults - 1) % len(faults)]
+            await asyncio.sleep(rng.uniform(0.05, 0.6))
+            if fault == "kill":
+                a.kill()
+                figures.kills += 1
+                a.start()
+            elif fault == "zombie":
+                b.start()
+                await _wait_ready(b)
+                a.signal(signal.SIGSTOP)
+                await asyncio.sleep(SESSION_TIMEOUT_MS / 1000 + 4)  # b takes over
+                for _ in range(per_fault // 2):
+                    await driver.step()
+                    figures.changes += 1
+                a.signal(signal.SIGCONT)  # a wakes up, fenced by the stored offsets
+                figures.zombies += 1
+                await asyncio.sleep(2)
+                b.stop()
+            elif fault == "broker":
+                await asyncio.to_thread(broker.restart)
+                figures.broker_restarts += 1
+            elif fault == "postgres":
+                await conn.close()
+                await asyncio.to_thread(postgres.restart)
+                figures.postgres_restarts += 1
+                driver.conn = conn = await _connect(postgres.dsn)
+            elif fault == "relay":
+                a.kill()
+                await driver.bulk_update("desk")  # a batch for the relay to die in
+                a.start(SYNCD_CHAOS_RELAY_DIE_MIDBATCH="1")
+                for _ in range(300):
+                    if not a.alive():
+                        break
+                    await asyncio.sleep(0.1)
+                figures.relay_kills += 1
+                a.kill()
+                a.start()
+            if not a.alive():
+                figures.crashes_restarted += 1
+                a.start()
+        if not a.alive():
+            figures.crashes_restarted += 1
+            a.start()
+        await _wait_ready(a)
+        echo(f"driver done: {figures.changes} changes, waiting for quiescence")
+        figures.events_expected = driver.events
+        await _quiesce(conn, a, figures)
+        await _check(conn, driver, figures)
+        await conn.close()
+    finally:
+        for replica in (a, b):
+            replica.stop()
+        await asyncio.to_thread(broker.stop)
+        await asyncio.to_thread(postgres.stop)
+    figures.seconds = round(time.monotonic() - started, 1)
+    return figures
+
+
+async def _quiesce(conn: asyncpg.Connection, replica: Replica, figures: Figures,
+                   timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        left = await conn.fetchval(
+            "SELECT (SELECT count(*) FROM desk.outbox) + (SELECT count(*) FROM crm.outbox)"
+            " + (SELECT count(*) FROM sync.deferred)")
+        if left == 0:
+            return
+        if not replica.alive():
+            figures.crashes_restarted += 1
+            replica.start()
+        await asyncio.sleep(0.5)
+    figures.outbox_left = int(await conn.fetchval(
+        "SELECT (SELECT count(*) FROM desk.outbox) + (SELECT count(*) FROM crm.outbox)"))
+
+
+async def _check(conn: asyncpg.Connection, driver: Driver, figures: Figures) -> None:
+    logged = await conn.fetchval(
+        "SELECT count(*) FROM syncd.event_log WHERE origin = 'user' AND module = 'contacts'")
+    figures.lost = max(0, driver.events - logged)
+    figures.duplicated = max(0, logged - driver.events)
+    figures.duplicate_links = int(await conn.fetchval(
+        "SELECT count(*) - count(DISTINCT crm_id) FROM sync.links WHERE module = 'contacts'"))
+    links = await conn.fetch("SELECT desk_id::bigint AS d, crm_id::bigint AS c"
+                             " FROM sync.links WHERE module = 'contacts'")
+    desk = {r["id"]: r for r in await conn.fetch("SELECT * FROM desk.contacts")}
+    crm = {r["id"]: r for r in await conn.fetch("SELECT * FROM crm.contacts")}
+    creates = len(driver.created["desk"]) + len(driver.created["crm"])
+    if len(links) != creates:
+        figures.problems.append(f"{len(links)} links for {creates} created records")
+        figures.diverged += abs(len(links) - creates)
+    for link in links:
+        d, c = desk.get(link["d"]), crm.get(link["c"])
+        if d is None or c is None:
+            figures.diverged += 1
+            continue
+        expected = _expected(driver, link["d"], link["c"])
+        actual_d = {f: d[f] for f in FIELDS}
+        actual_c = {f: c[f] for f in FIELDS}
+        if actual_d != actual_c or (expected is not None and actual_d != expected):
+            figures.diverged += 1
+            if len(figures.problems) < 5:
+                figures.problems.append(
+                    f"pair desk {link['d']} / crm {link['c']}: desk {actual_d},"
+                    f" crm {actual_c}, model {expected}")
+    figures.unexpected_failures = int(await conn.fetchval(
+        "SELECT count(*) FROM sync.failures WHERE status = 'open'"))
+    added = {r["direction"]: r["n"] for r in await conn.fetch(
+        "SELECT direction, sum(added)::int AS n FROM sync.history GROUP BY 1")}
+    if added.get("desk_to_crm", 0) != len(driver.created["desk"]) or \
+            added.get("crm_to_desk", 0) != len(driver.created["crm"]):
+        figures.history_mismatch = 1
+        figures.problems.append(f"history added {added} for creates "
+                                f"{ {k: len(v) for k, v in driver.created.items()} }")
+
+
+def _expected(driver: Driver, desk_id: int, crm_id: int) -> dict[str, str] | None:
+    """The model's values for a pair: the newest edit of each field on either side.
+
+    Values are unique and carry their order in their number, so the newest edit of
+    a field is the value with the highest counter among both sides' last values."""
+    sides = [driver.values.get(("desk", desk_id)), driver.values.get(("crm", crm_id))]
+    known = [s for s in sides if s is not None]
+    if not known:
+        return None
+    out = {}
+    for name in FIELDS:
+        candidates = [s[name] for s in known]
+        out[name] = max(candidates, key=_order)
+    return out
+
+
+def _order(value: str) -> int:
+    head = value.split("-")[0]
+    return int("".join(ch for ch in head if ch.isdigit()) or 0)
+
+
+@click.command()
+@click.option("--changes", type=click.IntRange(10), default=20_000, show_default=True)
+@click.option("--kills", type=click.IntRange(0), default=24, show_default=True,
+              help="Faults to inject (SIGKILLs, a zombie, broker and PostgreSQL restarts, "
+                   "a relay killed mid-batch).")
+@click.option("--seed", type=int, default=1, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def chaos(changes: int, kills: int, seed: int, as_json: bool) -> None:
+    """Fault injection run: prints lost, duplicated and diverged (all must be 0)."""
+    with tempfile.TemporaryDirectory(prefix="syncd-chaos-") as tmp:
+        figures = asyncio.run(run_chaos(changes=changes, kills=kills, seed=seed,
+                                        root=Path(tmp), echo=click.echo))
+    data = {k: v for k, v in figures.__dict__.items()}
+    if as_json:
+        click.echo(json.dumps(data))
+    else:
+        for key, value in data.items():
+            click.echo(f"{key:>20}: {value}")
+    if not figures.ok:
+        raise SystemExit(1)

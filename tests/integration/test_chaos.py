@@ -1,0 +1,19 @@
+"""OWN-02 under fault injection: the short chaos run of the default suite."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from daemon.chaos import run_chaos
+
+
+async def test_short_chaos_run_loses_doubles_and_diverges_nothing(tmp_path: Path) -> None:
+    """SIGKILLs, a zombie consumer, broker and PostgreSQL restarts and a relay killed
+    mid-batch: every change applied once, both stores converged to the model."""
+    figures = await run_chaos(changes=1500, kills=8, seed=11, root=tmp_path,
+                              echo=lambda _line: None)
+    assert figures.kills >= 4 and figures.zombies == 1 and figures.broker_restarts == 1
+    assert figures.postgres_restarts == 1 and figures.relay_kills == 1
+    assert figures.events_expected > 1500
+    assert (figures.lost, figures.duplicated, figures.diverged) == (0, 0, 0), figures.problems
+    assert figures.ok, figures.problems
