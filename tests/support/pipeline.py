@@ -79,6 +79,16 @@ class Pipeline:
                 raise TimeoutError(f"{left} captured changes not applied in {timeout} s")
             await asyncio.sleep(0.05)
 
+    async def wait_for_count(self, query: str, expected: int, timeout: float = 30.0) -> None:
+        """Wait until ``query`` returns at least ``expected``."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while int(await self.fetchval(query)) < expected:
+            if loop.time() > deadline:
+                raise TimeoutError(f"{query!r} stayed below {expected}")
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.3)  # let the batch that did it finish its other work
+
     async def fetch(self, query: str, *args: Any) -> list[asyncpg.Record]:
         assert self.pool is not None
         return await self.pool.fetch(query, *args)
