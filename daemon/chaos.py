@@ -389,18 +389,86 @@ def _order(value: str) -> int:
     return int("".join(ch for ch in head if ch.isdigit()) or 0)
 
 
+async def run_two_replicas(*, changes: int, root: Path, seed: int = 1,
+                           echo: Any = print) -> Figures:
+    """OWN-05: two daemons in one group share the partitions; one is killed midway and
+    the other carries on from the stored offsets. Every change applied exactly once."""
+    rng = random.Random(seed)
+    figures = Figures()
+    started = time.monotonic()
+    postgres = EmbeddedPostgres(root / "services")
+    broker = EmbeddedBroker(root / "services")
+    await asyncio.to_thread(postgres.start)
+    await asyncio.to_thread(broker.start)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SYNCD_")} | {
+        "SYNCD_DATABASE_URL": postgres.dsn, "SYNCD_KAFKA_BOOTSTRAP": broker.bootstrap,
+        "SYNCD_TOPIC_PREFIX": "pair", "SYNCD_GROUP_ID": "pair", "SYNCD_PARTITIONS": "6",
+        "SYNCD_LOG_FORMAT": "json", "SYNCD_SHUTDOWN_DEADLINE": "5",
+        "SYNCD_CONSUMER_SESSION_TIMEOUT_MS": str(SESSION_TIMEOUT_MS)}
+    a, b = Replica("replica-a", root, env), Replica("replica-b", root, env)
+    try:
+        a.start()
+        await _wait_ready(a)
+        b.start()
+        await _wait_ready(b)
+        conn = await _connect(postgres.dsn)
+        driver = Driver(conn, rng)
+        chunk = max(1, changes // 20)
+        while figures.changes < changes:
+            size = min(chunk, changes - figures.changes)
+            side = rng.choice(["desk", "crm"])
+            if rng.random() < 0.6 or not driver.created[side]:
+                rows = await conn.fetch(
+                    f"INSERT INTO {side}.contacts (first_name, last_name, phone, mobile, email)"
+                    " SELECT 'f', 'Pair', 'p', 'm', $1 || '-' || g || '@pair.example'"
+                    " FROM generate_series(1, $2) g RETURNING id",
+                    driver.fresh(side), size)
+                for row in rows:
+                    driver.created[side].append(row["id"])
+                    driver.values[(side, row["id"])] = {"first_name": "f", "phone": "p",
+                                                        "mobile": "m"}
+                driver.events += len(rows)
+                figures.changes += len(rows)
+            else:
+                before = driver.events
+                await driver.bulk_update(side)
+                figures.changes += driver.events - before or 1
+            if figures.kills == 0 and figures.changes >= changes // 2:
+                b.kill()  # one replica dies midway; the other takes its partitions
+                figures.kills += 1
+            await asyncio.sleep(0.05)
+        figures.events_expected = driver.events
+        echo(f"driver done: {driver.events} events, waiting for quiescence")
+        await _quiesce(conn, a, figures, timeout=300)
+        await _check(conn, driver, figures)
+        await conn.close()
+    finally:
+        for replica in (a, b):
+            replica.stop()
+        await asyncio.to_thread(broker.stop)
+        await asyncio.to_thread(postgres.stop)
+    figures.seconds = round(time.monotonic() - started, 1)
+    return figures
+
+
 @click.command()
 @click.option("--changes", type=click.IntRange(10), default=20_000, show_default=True)
 @click.option("--kills", type=click.IntRange(0), default=24, show_default=True,
               help="Faults to inject (SIGKILLs, a zombie, broker and PostgreSQL restarts, "
                    "a relay killed mid-batch).")
 @click.option("--seed", type=int, default=1, show_default=True)
+@click.option("--two-replicas", is_flag=True,
+              help="Instead: two daemons in one group, one killed midway (OWN-05).")
 @click.option("--json", "as_json", is_flag=True)
-def chaos(changes: int, kills: int, seed: int, as_json: bool) -> None:
+def chaos(changes: int, kills: int, seed: int, two_replicas: bool, as_json: bool) -> None:
     """Fault injection run: prints lost, duplicated and diverged (all must be 0)."""
     with tempfile.TemporaryDirectory(prefix="syncd-chaos-") as tmp:
-        figures = asyncio.run(run_chaos(changes=changes, kills=kills, seed=seed,
-                                        root=Path(tmp), echo=click.echo))
+        if two_replicas:
+            figures = asyncio.run(run_two_replicas(changes=changes, seed=seed,
+                                                   root=Path(tmp), echo=click.echo))
+        else:
+            figures = asyncio.run(run_chaos(changes=changes, kills=kills, seed=seed,
+                                            root=Path(tmp), echo=click.echo))
     data = {k: v for k, v in figures.__dict__.items()}
     if as_json:
         click.echo(json.dumps(data))

@@ -17,3 +17,13 @@ async def test_short_chaos_run_loses_doubles_and_diverges_nothing(tmp_path: Path
     assert figures.events_expected > 1500
     assert (figures.lost, figures.duplicated, figures.diverged) == (0, 0, 0), figures.problems
     assert figures.ok, figures.problems
+
+
+async def test_two_replicas_share_the_work_and_survive_one_killed(tmp_path: Path) -> None:
+    """OWN-05: two daemons in one group, one killed midway: every change applied once."""
+    from daemon.chaos import run_two_replicas
+
+    figures = await run_two_replicas(changes=3000, root=tmp_path, echo=lambda _line: None)
+    assert figures.kills == 1 and figures.events_expected >= 3000
+    assert (figures.lost, figures.duplicated, figures.diverged) == (0, 0, 0), figures.problems
+    assert figures.ok, figures.problems
