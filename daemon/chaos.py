@@ -451,6 +451,85 @@ async def run_two_replicas(*, changes: int, root: Path, seed: int = 1,
     return figures
 
 
+async def run_soak(*, rate: int, seconds: int, root: Path, sample_every: float = 10.0,
+                   echo: Any = print) -> dict[str, Any]:
+    """A steady load for a long time; resident memory and consumer lag must stay flat."""
+    import psutil
+
+    postgres = EmbeddedPostgres(root / "services")
+    broker = EmbeddedBroker(root / "services")
+    await asyncio.to_thread(postgres.start)
+    await asyncio.to_thread(broker.start)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SYNCD_")} | {
+        "SYNCD_DATABASE_URL": postgres.dsn, "SYNCD_KAFKA_BOOTSTRAP": broker.bootstrap,
+        "SYNCD_TOPIC_PREFIX": "soak", "SYNCD_GROUP_ID": "soak", "SYNCD_LOG_FORMAT": "json"}
+    replica = Replica("replica-a", root, env)
+    samples: list[dict[str, float]] = []
+    try:
+        replica.start()
+        await _wait_ready(replica)
+        assert replica.proc is not None
+        process = psutil.Process(replica.proc.pid)
+        address = json.loads((replica.data_dir / "runtime.json").read_text())["http"]
+        conn = await _connect(postgres.dsn)
+        await conn.execute("INSERT INTO desk.contacts (last_name, email) SELECT 'Soak', 's'"
+                           " || g || '@soak.example' FROM generate_series(1, 5000) g")
+        tick, made, started = 0.1, 0, time.monotonic()
+        next_sample = started + sample_every
+        async with aiohttp.ClientSession() as session:
+            while (now := time.monotonic()) - started < seconds:
+                due = int((now - started) * rate) - made
+                if due > 0:  # updates spread over the rows, capped per tick
+                    await conn.execute(
+                        "UPDATE desk.contacts SET phone = $1 || '-' || id"
+                        " WHERE id IN (SELECT id FROM desk.contacts ORDER BY random() LIMIT $2)",
+                        str(made), min(due, rate))
+                    made += min(due, rate)
+                if now >= next_sample:
+                    next_sample += sample_every
+                    async with session.get(f"http://{address}/metrics") as response:
+                        text = await response.text()
+                    lag = sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                              if line.startswith("syncd_consumer_lag_messages{"))
+                    backlog = await conn.fetchval(
+                        "SELECT (SELECT count(*) FROM desk.outbox)"
+                        " + (SELECT count(*) FROM crm.outbox)")
+                    sample = {"t": round(now - started), "rss_mib": round(
+                        process.memory_info().rss / 2**20, 1), "lag": lag,
+                        "outbox": int(backlog), "changes": made}
+                    samples.append(sample)
+                    echo(json.dumps(sample))
+                await asyncio.sleep(tick)
+        await conn.close()
+    finally:
+        replica.stop()
+        await asyncio.to_thread(broker.stop)
+        await asyncio.to_thread(postgres.stop)
+    quarter = max(1, len(samples) // 4)
+    first, last = samples[:quarter], samples[-quarter:]
+
+    def mean(rows: list[dict[str, float]], key: str) -> float:
+        return sum(r[key] for r in rows) / len(rows)
+
+    return {"rate": rate, "seconds": seconds, "changes": samples[-1]["changes"] if samples else 0,
+            "rss_mib_first_quarter": round(mean(first, "rss_mib"), 1),
+            "rss_mib_last_quarter": round(mean(last, "rss_mib"), 1),
+            "lag_first_quarter": round(mean(first, "lag"), 1),
+            "lag_last_quarter": round(mean(last, "lag"), 1),
+            "outbox_last_quarter": round(mean(last, "outbox"), 1), "samples": samples}
+
+
+@click.command()
+@click.option("--rate", type=click.IntRange(1), default=2000, show_default=True)
+@click.option("--minutes", type=float, default=10.0, show_default=True)
+def soak(rate: int, minutes: float) -> None:
+    """Soak: a steady change rate for a long time, sampling RSS and lag every 10 s."""
+    with tempfile.TemporaryDirectory(prefix="syncd-soak-") as tmp:
+        result = asyncio.run(run_soak(rate=rate, seconds=int(minutes * 60), root=Path(tmp),
+                                      echo=click.echo))
+    click.echo(json.dumps({k: v for k, v in result.items() if k != "samples"}))
+
+
 @click.command()
 @click.option("--changes", type=click.IntRange(10), default=20_000, show_default=True)
 @click.option("--kills", type=click.IntRange(0), default=24, show_default=True,

@@ -10,7 +10,7 @@ from typing import Any
 import click
 import structlog
 
-from daemon.chaos import chaos
+from daemon.chaos import chaos, soak
 from daemon.cli_admin import COMMANDS
 from daemon.logs import configure_logging
 from daemon.settings import Settings, SettingsError, load_settings
@@ -143,7 +143,13 @@ def sync_command(ctx: click.Context, initial: bool, window_days: int | None,
 
 for _command in COMMANDS:
     cli.add_command(_command)
+
 cli.add_command(chaos)
+cli.add_command(soak)
+
+from daemon.bench import bench  # noqa: E402
+
+cli.add_command(bench)
 
 
 def main() -> None:
