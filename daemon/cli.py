@@ -147,10 +147,6 @@ for _command in COMMANDS:
 cli.add_command(chaos)
 cli.add_command(soak)
 
-from daemon.bench import bench  # noqa: E402
-
-cli.add_command(bench)
-
 
 def main() -> None:
     cli(prog_name="syncd")
