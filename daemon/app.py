@@ -135,6 +135,7 @@ async def _serve(settings: Settings, services: Services, pool: asyncpg.Pool,
         "integration": functools.partial(integration.follow, on_change=swap_config),
         "resume-drain": functools.partial(drain_deferred, pool, sync),
         "readiness": functools.partial(watch_readiness, checks),
+        "stats": functools.partial(export_stats, pool),
     }
     for source in ("desk", "crm"):
         relay = OutboxRelay(dsn=services.dsn, bootstrap=services.bootstrap,
@@ -185,3 +186,28 @@ async def drain_deferred(pool: asyncpg.Pool, sync: SyncProjection,
             continue
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), 0.5)
+
+
+async def export_stats(pool: asyncpg.Pool, stop: asyncio.Event, *,
+                       interval: float = 15.0) -> None:
+    """Gauges read from the database: open failures by reason, the seven-day history."""
+    while not stop.is_set():
+        with contextlib.suppress(OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            async with pool.acquire() as conn:
+                failures = await conn.fetch(
+                    "SELECT reason, count(*) AS n FROM sync.failures WHERE status = 'open'"
+                    " GROUP BY reason")
+                history = await conn.fetch(
+                    "SELECT direction, module, sum(added) AS added, sum(updated) AS updated,"
+                    " sum(failed) AS failed FROM sync.history WHERE hour >"
+                    " (SELECT max(hour) FROM sync.history) - interval '7 days'"
+                    " GROUP BY direction, module")
+            metrics.FAILURES_OPEN.clear()
+            for row in failures:
+                metrics.FAILURES_OPEN.labels(row["reason"]).set(row["n"])
+            for row in history:
+                for outcome in ("added", "updated", "failed"):
+                    metrics.HISTORY_RECORDS.labels(row["direction"], row["module"],
+                                                   outcome).set(row[outcome])
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), interval)

@@ -95,3 +95,50 @@ def test_start_ready_stop_kill_restart(tmp_path: Path) -> None:
             proc.kill()
             proc.wait()
         EmbeddedPostgres(data_dir.resolve()).stop()
+
+
+def test_systemd_notify_ready_watchdog_stopping(tmp_path: Path) -> None:
+    """Under systemd (Type=notify) the daemon sends READY=1, then WATCHDOG=1, then
+    STOPPING=1 on SIGTERM, over the notify socket."""
+    import socket
+
+    sock_path = tmp_path / "notify.sock"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(sock_path))
+    sock.settimeout(1.0)
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    port = free_port()
+    os.environ["NOTIFY_SOCKET"] = str(sock_path)
+    os.environ["WATCHDOG_USEC"] = "2000000"
+    try:
+        proc = start(data_dir, port)
+    finally:
+        del os.environ["NOTIFY_SOCKET"], os.environ["WATCHDOG_USEC"]
+    seen: list[str] = []
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not ("READY=1" in seen and
+                                                    seen.count("WATCHDOG=1") >= 1 and
+                                                    seen.index("READY=1") < len(seen) - 1):
+            try:
+                seen.extend(sock.recv(4096).decode().split("\n"))
+            except TimeoutError:
+                assert proc.poll() is None
+        code, _ = terminate(proc)
+        end = time.monotonic() + 5
+        while time.monotonic() < end and "STOPPING=1" not in seen:
+            try:
+                seen.extend(sock.recv(4096).decode().split("\n"))
+            except TimeoutError:
+                break
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        sock.close()
+        EmbeddedPostgres(data_dir.resolve()).stop()
+    assert code == 0
+    ready = seen.index("READY=1")
+    assert "WATCHDOG=1" in seen
+    assert "STOPPING=1" in seen[ready:]
