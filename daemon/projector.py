@@ -249,6 +249,9 @@ class Projector:
         async with self.pool.acquire() as conn:
             for tp in lost:
                 key = (tp.topic, tp.partition)
+                high = consumer.highwater(tp)
+                if key not in self.positions or high is None or high >= self.positions[key]:
+                    continue  # a rebalance ran meanwhile: the new owner seeks for itself
                 log.warning("broker_offsets_reset", topic=tp.topic, partition=tp.partition,
                             stored_offset=self.positions[key],
                             high_watermark=consumer.highwater(tp))

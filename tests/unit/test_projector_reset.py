@@ -1,0 +1,60 @@
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+from aiokafka import TopicPartition
+
+from daemon.projector import Projector
+
+
+class FakeConn:
+    def __init__(self) -> None:
+        self.resets: list[tuple[Any, ...]] = []
+
+    async def execute(self, _query: str, *args: Any) -> str:
+        self.resets.append(args)
+        return "INSERT 0 1"
+
+
+class FakePool:
+    def __init__(self) -> None:
+        self.conn = FakeConn()
+
+    @contextlib.asynccontextmanager
+    async def acquire(self) -> AsyncIterator[FakeConn]:
+        yield self.conn
+
+
+class RebalancingConsumer:
+    """Reports a lost log on two partitions, and loses one of them to a rebalance while
+    the beginning offsets are being asked for."""
+
+    def __init__(self, projector: Projector) -> None:
+        self.projector = projector
+        self.seeks: list[tuple[TopicPartition, int]] = []
+
+    def highwater(self, _tp: TopicPartition) -> int:
+        return 0
+
+    async def beginning_offsets(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
+        self.projector.positions.pop(("t", 1), None)  # revoked meanwhile
+        return {tp: 0 for tp in tps}
+
+    def seek(self, tp: TopicPartition, offset: int) -> None:
+        self.seeks.append((tp, offset))
+
+
+async def test_reset_detection_survives_a_rebalance_during_its_await() -> None:
+    """A partition revoked while a broker reset is being handled is left to its new
+    owner; the handling neither crashes nor resets it (it once raised KeyError)."""
+    pool = FakePool()
+    projector = Projector(pool=pool, bootstrap="unused", topic="t", group_id="g",  # type: ignore[arg-type]
+                          projections=[])
+    projector.positions = {("t", 0): 50, ("t", 1): 70}
+    consumer = RebalancingConsumer(projector)
+    await projector._detect_broker_reset(consumer)  # type: ignore[arg-type]
+    assert consumer.seeks == [(TopicPartition("t", 0), 0)]
+    assert projector.positions == {("t", 0): 0}
+    assert [(args[1], args[2]) for args in pool.conn.resets] == [("t", 0)]
