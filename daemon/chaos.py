@@ -532,7 +532,7 @@ def soak(rate: int, minutes: float) -> None:
 
 @click.command()
 @click.option("--changes", type=click.IntRange(10), default=20_000, show_default=True)
-@click.option("--kills", type=click.IntRange(0), default=24, show_default=True,
+@click.option("--kills", type=click.IntRange(0), default=34, show_default=True,
               help="Faults to inject (SIGKILLs, a zombie, broker and PostgreSQL restarts, "
                    "a relay killed mid-batch).")
 @click.option("--seed", type=int, default=1, show_default=True)

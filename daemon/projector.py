@@ -190,7 +190,8 @@ class Projector:
         metrics.BATCH_SIZE.observe(len(messages))
         for message in messages:
             key = (message.topic, message.partition)
-            self.positions[key] = max(self.positions[key], message.offset + 1)
+            if key in self.positions:  # a rebalance during the batch may have taken it
+                self.positions[key] = max(self.positions[key], message.offset + 1)
         now = time.time()
         for item in outcome.applied:
             event = item.event

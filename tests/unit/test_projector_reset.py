@@ -58,3 +58,29 @@ async def test_reset_detection_survives_a_rebalance_during_its_await() -> None:
     assert consumer.seeks == [(TopicPartition("t", 0), 0)]
     assert projector.positions == {("t", 0): 0}
     assert [(args[1], args[2]) for args in pool.conn.resets] == [("t", 0)]
+
+
+class Record:
+    def __init__(self, offset: int) -> None:
+        self.offset = offset
+        self.value = b"{}"
+
+
+async def test_partition_revoked_during_a_batch_does_not_crash(monkeypatch: Any) -> None:
+    """A partition revoked while its batch was being applied is dropped from the
+    positions, not crashed on (it once raised KeyError and stopped the daemon)."""
+    from daemon import projector as module
+    from projections.projector import BatchOutcome
+
+    projector = Projector(pool=FakePool(), bootstrap="unused", topic="t",  # type: ignore[arg-type]
+                          group_id="g", projections=[])
+    projector.positions = {("t", 0): 5, ("t", 1): 9}
+
+    async def applied_while_revoked(*_args: Any, **_kwargs: Any) -> BatchOutcome:
+        projector.positions.pop(("t", 0))  # the rebalance listener ran meanwhile
+        return BatchOutcome()
+
+    monkeypatch.setattr(module, "apply_batch", applied_while_revoked)
+    batch = {TopicPartition("t", 0): [Record(5), Record(6)], TopicPartition("t", 1): [Record(9)]}
+    assert await projector._apply(object(), batch) is True  # type: ignore[arg-type]
+    assert projector.positions == {("t", 1): 10}
