@@ -20,8 +20,13 @@ import structlog
 
 log = structlog.get_logger(__name__)
 
-# Accounts first, so contacts find their accounts already linked.
+# Accounts first, so contacts find their accounts already linked. Then what only
+# the handshake board reads: the CRM's leads and deals, the desk's departments,
+# ticket statuses and tickets (the sync itself ignores those modules).
 ORDER = ("accounts", "contacts", "products")
+BOARD_ONLY: tuple[tuple[str, str], ...] = (
+    ("crm", "leads"), ("crm", "deals"), ("desk", "departments"),
+    ("desk", "ticket_statuses"), ("desk", "tickets"))
 
 
 @dataclass(frozen=True)
@@ -37,7 +42,7 @@ class Progress:
 
 def plan(direction: str) -> list[tuple[str, str]]:
     sources = ["crm"] if direction == "crm_to_desk" else ["crm", "desk"]
-    return [(source, module) for module in ORDER for source in sources]
+    return [(source, module) for module in ORDER for source in sources] + list(BOARD_ONLY)
 
 
 async def start(pool: asyncpg.Pool, *, direction: str, window_days: int,
@@ -46,20 +51,22 @@ async def start(pool: asyncpg.Pool, *, direction: str, window_days: int,
     cutoff = (now or dt.datetime.now(dt.UTC)) - dt.timedelta(days=window_days)
     async with pool.acquire() as conn, conn.transaction():
         for source, module in plan(direction):
-            total = await conn.fetchval(
-                f"SELECT count(*) FROM {source}.{module}"  # fixed identifiers
-                " WHERE NOT deleted AND created_time >= $1", cutoff)
+            # The count and the id bound from one snapshot: the plan is exactly the
+            # records that exist now (later ones are captured live, or are the sync's own).
             await conn.execute(
-                "INSERT INTO syncd.initial_sync (source, module, cutoff, total)"
-                " VALUES ($1, $2, $3, $4) ON CONFLICT (source, module) DO NOTHING",
-                source, module, cutoff, total)
+                "INSERT INTO syncd.initial_sync (source, module, cutoff, total, until_id)"
+                " SELECT $1, $2, $3, count(*) FILTER (WHERE NOT deleted"
+                "  AND created_time >= $3), coalesce(max(id), 0)"
+                f" FROM {source}.{module}"  # fixed identifiers
+                " ON CONFLICT (source, module) DO NOTHING",
+                source, module, cutoff)
 
 
 async def capture_chunk(pool: asyncpg.Pool, source: str, module: str, chunk: int) -> int:
     """Capture the next chunk of one source and module; return how many rows."""
     async with pool.acquire() as conn, conn.transaction():
         state = await conn.fetchrow(
-            "SELECT cutoff, last_id, finished_at FROM syncd.initial_sync"
+            "SELECT cutoff, last_id, until_id, finished_at FROM syncd.initial_sync"
             " WHERE source = $1 AND module = $2 FOR UPDATE", source, module)
         if state is None or state["finished_at"] is not None:
             return 0
@@ -69,8 +76,9 @@ async def capture_chunk(pool: asyncpg.Pool, source: str, module: str, chunk: int
             f" SELECT $1, t.id::text, 'create', to_jsonb(t), NULL, t.modified_time,"
             f" t.created_time, 'import' FROM {source}.{module} t"
             " WHERE t.id > $2 AND NOT t.deleted AND t.created_time >= $3"
+            " AND ($5::bigint IS NULL OR t.id <= $5)"
             " ORDER BY t.id LIMIT $4 RETURNING record_id::bigint AS id",
-            module, state["last_id"], state["cutoff"], chunk)
+            module, state["last_id"], state["cutoff"], chunk, state["until_id"])
         if rows:
             await conn.execute(
                 "UPDATE syncd.initial_sync SET last_id = $3, captured = captured + $4"

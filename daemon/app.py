@@ -18,6 +18,7 @@ from adapters.kafka import broker_reachable, ensure_topics
 from adapters.migrate import migrate, pending
 from adapters.relay import OutboxRelay
 from daemon.api import ApiContext, api_routes
+from daemon.handshake_api import API_PREFIX, admin_api_roles, handshake_app
 from daemon.http import ReadinessCheck, build_app, serve, watch_readiness
 from daemon.projector import Projector
 from daemon.runtime import RuntimeInfo, remove_runtime, write_runtime
@@ -27,6 +28,7 @@ from daemon.settings import Settings
 from daemon.supervisor import RootTask, supervise
 from daemon.tokens import token_table
 from projections.config import SyncConfig
+from projections.handshake import HandshakeProjection
 from projections.integration import InvalidCommand
 from projections.sync import SyncProjection
 
@@ -92,8 +94,11 @@ async def _serve(settings: Settings, services: Services, pool: asyncpg.Pool,
 
     metrics.PAUSED.set(1 if sync_config.paused else 0)
     sync = SyncProjection(read_config)
+    # The board comes after the sync (it reads the contacts the sync just wrote, which
+    # capture never sees) and last (it holds a lock until commit).
     projector = Projector(pool=pool, bootstrap=services.bootstrap, topic=settings.events_topic,
-                          group_id=settings.group_id, projections=[sync],
+                          group_id=settings.group_id,
+                          projections=[sync, HandshakeProjection()],
                           batch_max=settings.batch_max,
                           session_timeout_ms=settings.consumer_session_timeout_ms)
 
@@ -121,6 +126,9 @@ async def _serve(settings: Settings, services: Services, pool: asyncpg.Pool,
     checks: dict[str, ReadinessCheck] = {
         "database": database_ready, "broker": broker_ready, "consumer": consumer_ready}
     app = build_app(checks, routes=routes, middlewares=[middleware])
+    app.add_subapp(API_PREFIX, handshake_app(
+        pool, edition=settings.edition, integration_active=lambda: read_config().active,
+        authorize=admin_api_roles()))
     runner, port = await serve(app, settings.http_host, settings.http_port)
     stack.push_async_callback(runner.cleanup)
     http_address = f"{settings.http_host}:{port}"
@@ -202,6 +210,14 @@ async def export_stats(pool: asyncpg.Pool, stop: asyncio.Event, *,
                     " sum(failed) AS failed FROM sync.history WHERE hour >"
                     " (SELECT max(hour) FROM sync.history) - interval '7 days'"
                     " GROUP BY direction, module")
+                board = await conn.fetch(
+                    "SELECT coalesce(d.name, b.department_id) AS department,"
+                    " b.board_column AS column, count(*) AS n FROM handshake.board b"
+                    " LEFT JOIN handshake.departments d USING (department_id)"
+                    " WHERE b.board_column IS NOT NULL GROUP BY 1, 2")
+            metrics.HANDSHAKE_TICKETS.clear()
+            for row in board:
+                metrics.HANDSHAKE_TICKETS.labels(row["department"], row["column"]).set(row["n"])
             metrics.FAILURES_OPEN.clear()
             for row in failures:
                 metrics.FAILURES_OPEN.labels(row["reason"]).set(row["n"])

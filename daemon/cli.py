@@ -12,6 +12,7 @@ import structlog
 
 from daemon.chaos import chaos, soak
 from daemon.cli_admin import COMMANDS
+from daemon.cli_handshake import handshake
 from daemon.logs import configure_logging
 from daemon.settings import Settings, SettingsError, load_settings
 
@@ -146,6 +147,7 @@ for _command in COMMANDS:
 
 cli.add_command(chaos)
 cli.add_command(soak)
+cli.add_command(handshake)
 
 
 def main() -> None:

@@ -36,6 +36,14 @@ _OPERATIONS: list[tuple[str, str, str, str]] = [
     ("get", "/api/v1/failures", "viewer", "Failure log (?status=&reason=&module=&limit=&offset=)"),
     ("post", "/api/v1/failures/retry", "operator", "Retry by ids, by reason, or all"),
     ("post", "/webhooks/{source}", "signature", "Change notification (HMAC-SHA256)"),
+    ("get", "/api/v1/handshake/{department}", "viewer",
+     "The handshake board: open tickets by the customer's CRM standing (?limit=)"),
+    ("get", "/api/v1/handshake/{department}/stream", "viewer",
+     "Server-sent events: board, then each move (added, moved, removed) once, in order"),
+    ("post", "/api/v1/handshake/{department}/tickets/{ticket}/close", "operator",
+     "Close a ticket from the board (a person's edit of the desk store)"),
+    ("post", "/api/v1/handshake/{department}/tickets/{ticket}/replies", "operator",
+     "Reply to a ticket from the board: {content, author?}"),
 ]
 
 

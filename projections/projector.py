@@ -16,6 +16,7 @@ import contextlib
 import datetime as dt
 import hashlib
 import json
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -83,6 +84,12 @@ ON CONFLICT (event_id) DO NOTHING
 RETURNING seq, event_id
 """
 
+APPLY_LOCK = 0x5359_4E43_4150_504C  # "SYNCAPPL"
+"""Advisory lock key. Every batch transaction takes it *shared*, first, before any
+other lock; a replay that writes live projections in place (``projections.replay``)
+takes it *exclusively*, which waits for the batches in flight and holds new ones at
+their start, where they hold nothing the replay could be waiting for."""
+
 _CAS_OFFSET = """
 UPDATE syncd.consumer_offsets SET next_offset = $4, updated_at = now()
 WHERE group_id = $1 AND topic = $2 AND partition = $3 AND next_offset = $5
@@ -147,12 +154,17 @@ async def apply_batch(
     outcome = BatchOutcome(rejected=rejected)
     try:
         async with conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock_shared($1)", APPLY_LOCK)
             for tp, end in sorted(ends.items()):
                 status = await conn.execute(_CAS_OFFSET, group_id, tp[0], tp[1], end, starts[tp])
                 if status != "UPDATE 1":
                     raise Fenced(tp)
             logged = await append_to_log(conn, decoded)
             await release_outbox_rows(conn, decoded)
+            if rejected:
+                # A captured change that does not decode must leave its outbox too,
+                # or the relay would send it again for ever.
+                await release_rejected_rows(conn, rejected)
             outcome.duplicates = len(decoded) - len(logged)
             if rejected:
                 await record_rejected(conn, rejected)
@@ -225,5 +237,22 @@ async def release_outbox_rows(conn: Conn, decoded: Sequence[tuple[Message, Chang
     for source in ("desk", "crm"):
         ids = [event.event_id for _, event in decoded if event.source == source]
         if ids:
+            await conn.execute(
+                f"DELETE FROM {source}.outbox WHERE event_id = ANY($1::uuid[])", ids)
+
+
+async def release_rejected_rows(conn: Conn, rejected: Sequence[tuple[Message, InvalidEvent]]
+                                ) -> None:
+    """Outbox rows of rejected events (their id read as far as the bytes allow) may go:
+    the failure log now holds them, raw."""
+    ids: list[uuid.UUID] = []
+    for message, _err in rejected:
+        try:
+            data = json.loads(message.value or b"")
+            ids.append(uuid.UUID(str(data["event_id"])))
+        except (ValueError, TypeError, KeyError, AttributeError):
+            continue
+    if ids:
+        for source in ("desk", "crm"):
             await conn.execute(
                 f"DELETE FROM {source}.outbox WHERE event_id = ANY($1::uuid[])", ids)

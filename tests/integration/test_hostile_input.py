@@ -131,3 +131,16 @@ def test_bad_mappings_are_refused(entry: dict[str, str], message: str) -> None:
     """A mapping naming a missing column or an invalid identifier is refused, by name."""
     with pytest.raises(MappingError, match=message):
         build_mapping("contacts", [entry])
+
+
+async def test_captured_change_that_does_not_decode_leaves_the_outbox(
+        pipeline: Pipeline) -> None:
+    """An outbox row whose event is rejected is released with the rejection (it once
+    stayed, and the relay sent it again for ever)."""
+    await pipeline.execute(
+        "INSERT INTO desk.outbox (module, record_id, op, \"values\", modified_at, created_at,"
+        " origin) VALUES ('spaceships', '1', 'create', '{}', now(), now(), 'user')")
+    await pipeline.settle()
+    assert await pipeline.fetchval(
+        "SELECT reason FROM sync.failures WHERE module = 'unknown'") == (
+        "incorrect parameter or value")
