@@ -149,6 +149,14 @@ cli.add_command(chaos)
 cli.add_command(soak)
 cli.add_command(handshake)
 
+from daemon.bench import bench  # noqa: E402
+
+cli.add_command(bench)
+
+from daemon.cli_replay import replay  # noqa: E402
+
+cli.add_command(replay)
+
 
 def main() -> None:
     cli(prog_name="syncd")

@@ -2,16 +2,23 @@
 
 The sync records one outcome per event it decided about (and one per
 rejected message). The failure log (OPS-04) and the history (OPS-03) are
-maintained incrementally from each batch's outcomes, and ``rebuild_*`` folds
-the whole outcome table into them again, for replay. Times come from the
+maintained incrementally from each batch's outcomes, and ``fold_range`` folds
+the outcome table into them again, for replay (``projections.replay``), into
+the live tables or into fresh copies (``LedgerTables``). Times come from the
 events (their capture time), never from the wall clock.
+
+Two choices make the fold a pure function of ``sync.outcomes``, whatever the
+batching (OWN-03): a failure-log entry's id is the id of the outcome that
+opened it (not a sequence value, which rolled-back batches would skip), and
+the history keeps the hours within eight days of the newest hour it holds
+(not of the newest hour of the batch at hand).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +27,21 @@ from projections.db import Conn
 COUNTED = {"added": "added", "updated": "updated", "failed": "failed"}
 RESOLVING = {"added", "updated", "unchanged", "echo"}
 HistoryKey = tuple[dt.datetime, str, str, str]
+HISTORY_KEEP = dt.timedelta(days=8)
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerTables:
+    """Where a fold writes: the live tables, or a replay's fresh copies.
+
+    Names are schema-qualified identifiers chosen by this code, never input.
+    """
+
+    failures: str = "sync.failures"
+    history: str = "sync.history"
+
+
+LIVE = LedgerTables()
 
 
 @dataclass
@@ -34,6 +56,7 @@ class Outcome:
     reason: str | None = None
     detail: str = ""
     raw: bytes | None = None
+    id: int | None = None  # sync.outcomes.id, set when recorded
 
 
 def direction_of(source: str) -> str | None:
@@ -48,11 +71,26 @@ async def record_outcomes(conn: Conn, outcomes: Sequence[Outcome]) -> None:
     """Append the batch's outcomes, then fold them into the failure log and history."""
     if not outcomes:
         return
-    await conn.executemany(
-        "INSERT INTO sync.outcomes (seq, event_id, source, module, record_id, outcome, reason,"
-        " detail, raw, captured_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-        [(o.seq, o.event_id, o.source, o.module, o.record_id, o.outcome, o.reason,
-          o.detail[:2000], o.raw, o.captured_at) for o in outcomes],
+    # Ids are drawn first, in decision order, because the fold needs them: a failure
+    # entry is named after the outcome that opened it. The table lock comes first and
+    # is held to commit, as an INSERT's would be: a replay that locks the table
+    # EXCLUSIVE to read the newest id then waits for every id already drawn.
+    await conn.execute("LOCK TABLE sync.outcomes IN ROW EXCLUSIVE MODE")
+    rows = await conn.fetch(
+        "SELECT nextval(pg_get_serial_sequence('sync.outcomes', 'id')) AS id"
+        " FROM generate_series(1, $1)", len(outcomes))
+    for outcome, drawn in zip(outcomes, sorted(row["id"] for row in rows), strict=True):
+        outcome.id = drawn
+    await conn.execute(
+        "INSERT INTO sync.outcomes (id, seq, event_id, source, module, record_id, outcome,"
+        " reason, detail, raw, captured_at)"
+        " SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::uuid[], $4::text[], $5::text[],"
+        " $6::text[], $7::text[], $8::text[], $9::text[], $10::bytea[], $11::timestamptz[])",
+        [o.id for o in outcomes], [o.seq for o in outcomes], [o.event_id for o in outcomes],
+        [o.source for o in outcomes], [o.module for o in outcomes],
+        [o.record_id for o in outcomes], [o.outcome for o in outcomes],
+        [o.reason for o in outcomes], [o.detail[:2000] for o in outcomes],
+        [o.raw for o in outcomes], [o.captured_at for o in outcomes],
     )
     await fold(conn, outcomes)
 
@@ -73,19 +111,21 @@ def segments(outcomes: Sequence[Outcome]) -> list[list[Outcome]]:
     return [segment for segment in out if segment]
 
 
-async def fold(conn: Conn, outcomes: Sequence[Outcome]) -> None:
+async def fold(conn: Conn, outcomes: Sequence[Outcome], *,
+               tables: LedgerTables = LIVE) -> None:
     """Apply outcomes, in order, to the failure log and the history."""
     for segment in segments(outcomes):
-        await _fold_segment(conn, segment)
+        await _fold_segment(conn, segment, tables)
 
 
-async def _fold_segment(conn: Conn, outcomes: Sequence[Outcome]) -> None:
+async def _fold_segment(conn: Conn, outcomes: Sequence[Outcome],
+                        tables: LedgerTables) -> None:
     failed = [o for o in outcomes if o.outcome == "failed"]
     resolving = [o for o in outcomes if o.outcome in RESOLVING]
     if resolving:
         await conn.execute(
-            """
-            UPDATE sync.failures f SET status = 'resolved', resolved_at = r.at
+            f"""
+            UPDATE {tables.failures} f SET status = 'resolved', resolved_at = r.at
             FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[])
                 AS r(source, module, record_id, at)
             WHERE f.status = 'open' AND f.source = r.source AND f.module = r.module
@@ -96,34 +136,40 @@ async def _fold_segment(conn: Conn, outcomes: Sequence[Outcome]) -> None:
         )
     if failed:
         await conn.executemany(
-            """
-            INSERT INTO sync.failures AS f (source, module, record_id, event_id, reason, detail,
-                raw, first_failed_at, last_failed_at)
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)
+            f"""
+            INSERT INTO {tables.failures} AS f (id, source, module, record_id, event_id, reason,
+                detail, raw, first_failed_at, last_failed_at)
+            VALUES ($9, $1, $2, $3, $4, $5, $6, $7, $8, $8)
             ON CONFLICT (source, module, record_id, reason) WHERE status = 'open'
             DO UPDATE SET attempts = f.attempts + 1, event_id = EXCLUDED.event_id,
                 detail = EXCLUDED.detail, raw = coalesce(EXCLUDED.raw, f.raw),
                 last_failed_at = greatest(f.last_failed_at, EXCLUDED.last_failed_at)
             """,
             [(o.source, o.module, o.record_id, o.event_id, o.reason or "", o.detail[:2000],
-              o.raw, o.captured_at) for o in failed],
+              o.raw, o.captured_at, o.id) for o in failed],
         )
     counts: Counter[HistoryKey] = Counter()
     for o in outcomes:
         way = direction_of(o.source)
         if o.outcome in COUNTED and way is not None and o.module != "unknown":
             counts[(hour_of(o.captured_at), way, o.module, COUNTED[o.outcome])] += 1
-    await add_history(conn, counts)
+    await add_history(conn, counts, table=tables.history)
 
 
-async def add_history(conn: Conn, counts: Counter[HistoryKey]) -> None:
-    """Add to the history and drop hours more than eight days before the newest."""
+async def add_history(conn: Conn, counts: Counter[HistoryKey], *,
+                      table: str = LIVE.history) -> None:
+    """Add to the history and drop hours more than eight days before the newest it holds.
+
+    Measured from the newest hour in the table, not in ``counts``: then what is kept
+    does not depend on how the outcomes were cut into batches (a replay folds them in
+    other chunks than the live batches did).
+    """
     if not counts:
         return
     keys = sorted(counts)
     await conn.execute(
-        """
-        INSERT INTO sync.history AS h (hour, direction, module, added, updated, failed)
+        f"""
+        INSERT INTO {table} AS h (hour, direction, module, added, updated, failed)
         SELECT hour, direction, module,
                coalesce(sum(n) FILTER (WHERE outcome = 'added'), 0),
                coalesce(sum(n) FILTER (WHERE outcome = 'updated'), 0),
@@ -139,29 +185,36 @@ async def add_history(conn: Conn, counts: Counter[HistoryKey]) -> None:
         [k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys],
         [k[3] for k in keys], [counts[k] for k in keys],
     )
-    newest = max(k[0] for k in keys)
-    await conn.execute("DELETE FROM sync.history WHERE hour < $1",
-                       newest - dt.timedelta(days=8))
+    # Exact hours (an interval of days would follow the session's time zone over DST).
+    await conn.execute(
+        f"DELETE FROM {table} WHERE hour < (SELECT max(hour) FROM {table})"
+        f" - interval '{int(HISTORY_KEEP.total_seconds())} seconds'")
 
 
-async def rebuild(conn: Conn, *, failures_table: str = "sync.failures",
-                  history_table: str = "sync.history") -> int:
-    """Fold every outcome, in decision order, into empty failure-log and history tables.
+def outcome_from_row(row: Any) -> Outcome:
+    return Outcome(row["seq"], row["event_id"], row["source"], row["module"], row["record_id"],
+                   row["captured_at"], row["outcome"], row["reason"], row["detail"], row["raw"],
+                   row["id"])
 
-    Used by replay; the caller swaps the tables in. Returns the outcomes folded.
+
+async def fold_range(conn: Conn, *, tables: LedgerTables, after: int = 0,
+                     through: int | None = None, chunk: int = 20_000,
+                     on_chunk: Callable[[int], None] | None = None) -> int:
+    """Fold the outcomes with ``after < id <= through``, in decision (id) order, into
+    ``tables``; return the last id folded (``after`` when there was none).
+
+    Used by replay to build fresh failure-log and history tables; any chunking
+    folds to the same rows (see ``segments`` and ``add_history``).
+    ``on_chunk`` is told how many outcomes each chunk held.
     """
-    del failures_table, history_table  # rebuilt in place inside the caller's transaction
-    await conn.execute("DELETE FROM sync.failures")
-    await conn.execute("DELETE FROM sync.history")
-    total = 0
-    last = 0
+    last = after
     while True:
         rows = await conn.fetch(
-            "SELECT * FROM sync.outcomes WHERE id > $1 ORDER BY id LIMIT 20000", last)
+            "SELECT * FROM sync.outcomes WHERE id > $1 AND ($2::bigint IS NULL OR id <= $2)"
+            " ORDER BY id LIMIT $3", last, through, chunk)
         if not rows:
-            return total
-        await fold(conn, [Outcome(r["seq"], r["event_id"], r["source"], r["module"],
-                                  r["record_id"], r["captured_at"], r["outcome"], r["reason"],
-                                  r["detail"], r["raw"]) for r in rows])
+            return last
+        await fold(conn, [outcome_from_row(r) for r in rows], tables=tables)
         last = rows[-1]["id"]
-        total += len(rows)
+        if on_chunk is not None:
+            on_chunk(len(rows))

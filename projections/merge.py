@@ -17,7 +17,7 @@ import json
 from typing import Any
 
 from projections.catalog import Side
-from projections.mapping import FieldPair, ModuleMapping, read_field
+from projections.mapping import FieldPair, ModuleMapping
 
 SOURCE_RANK: dict[str, int] = {"desk": 0, "crm": 1}
 State = dict[str, list[Any]]
@@ -31,10 +31,6 @@ def canonical(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
-def _order(value: Any, stamp: int, source: str) -> tuple[int, int, str]:
-    return (stamp, SOURCE_RANK[source], canonical(value))
-
-
 def touched(pair: FieldPair, side: Side, changed: list[str] | None) -> bool:
     if changed is None:
         return True
@@ -44,10 +40,45 @@ def touched(pair: FieldPair, side: Side, changed: list[str] | None) -> bool:
 def offer(state: State, key: str, value: Any, stamp: int, source: str) -> bool:
     """Offer one field value; return True when it wins."""
     held = state.get(key)
-    if held is not None and _order(value, stamp, source) <= _order(held[0], held[1], held[2]):
-        return False
+    if held is not None:
+        # The order is (time, source rank, canonical JSON of the value); the JSON only
+        # breaks ties, so it is only computed for one (same result, far less work).
+        mine, theirs = (stamp, SOURCE_RANK[source]), (held[1], SOURCE_RANK[held[2]])
+        if mine < theirs or (mine == theirs and canonical(value) <= canonical(held[0])):
+            return False
     state[key] = [value, stamp, source]
     return True
+
+
+# Per mapping and side, each pair as (state key, field name, custom key or None):
+# what ``pair.key``, ``pair.on(side)`` and ``read_field`` work out again for every
+# field of every event otherwise. Kept for the few mappings a process ever holds
+# (one per configuration change); the mapping itself is kept in the entry, so its
+# id cannot be reused while the entry lives.
+_Plan = tuple[tuple[str, str, str | None], ...]
+_PLANS: dict[tuple[int, str], tuple[ModuleMapping, _Plan]] = {}
+
+
+def _plan(mapping: ModuleMapping, side: Side) -> _Plan:
+    cached = _PLANS.get((id(mapping), side))
+    if cached is not None and cached[0] is mapping:
+        return cached[1]
+    if len(_PLANS) > 256:
+        _PLANS.clear()
+    plan = tuple(
+        (pair.key, pair.on(side).name,
+         pair.on(side).name[7:] if pair.on(side).name.startswith("custom.") else None)
+        for pair in mapping.pairs)
+    _PLANS[(id(mapping), side)] = (mapping, plan)
+    return plan
+
+
+def _read(values: dict[str, Any], name: str, custom_key: str | None) -> Any:
+    """``read_field`` on a planned field."""
+    if custom_key is None:
+        return values.get(name)
+    custom = values.get("custom")
+    return custom.get(custom_key) if isinstance(custom, dict) else None
 
 
 def merge_change(
@@ -68,23 +99,23 @@ def merge_change(
     """
     merged = {key: list(item) for key, item in state.items()}
     changed_at, born_at = micros(modified_at), micros(created_at)
-    for pair in mapping.pairs:
-        value = read_field(values, pair.on(side))
-        if touched(pair, side, changed):
-            offer(merged, pair.key, value, changed_at, side)
-        elif pair.key not in merged:
-            offer(merged, pair.key, value, born_at, side)
+    for key, name, custom_key in _plan(mapping, side):
+        value = _read(values, name, custom_key)
+        if changed is None or name in changed:  # touched()
+            offer(merged, key, value, changed_at, side)
+        elif key not in merged:
+            offer(merged, key, value, born_at, side)
     return merged
 
 
 def project(state: State, mapping: ModuleMapping, side: Side) -> dict[str, Any]:
     """The values one side should hold, by that side's field names."""
-    return {pair.on(side).name: state[pair.key][0] for pair in mapping.pairs if pair.key in state}
+    return {name: state[key][0] for key, name, _ in _plan(mapping, side) if key in state}
 
 
 def side_values(values: dict[str, Any], mapping: ModuleMapping, side: Side) -> dict[str, Any]:
     """The mapped values a side's record holds, by that side's field names."""
-    return {pair.on(side).name: read_field(values, pair.on(side)) for pair in mapping.pairs}
+    return {name: _read(values, name, custom_key) for _, name, custom_key in _plan(mapping, side)}
 
 
 def fingerprint(values: dict[str, Any]) -> str:

@@ -75,11 +75,26 @@ class BatchOutcome:
     fenced: TopicPartition | None = None
 
 
+# The batch reaches the event log through a staging table filled with COPY: about half
+# the work of one INSERT from a dozen arrays (in Python, which encodes the arrays, and
+# in PostgreSQL), and the INSERT from it keeps ON CONFLICT and RETURNING. The table is
+# the session's own and empties at every commit.
+_STAGE = """
+CREATE TEMP TABLE IF NOT EXISTS syncd_event_stage (
+    ord integer, event_id uuid, source text, module text, record_id text, op text,
+    origin text, modified_at timestamptz, captured_at timestamptz, payload jsonb,
+    kafka_topic text, kafka_partition integer, kafka_offset bigint
+) ON COMMIT DELETE ROWS
+"""
+_STAGE_COLUMNS = ("ord", "event_id", "source", "module", "record_id", "op", "origin",
+                  "modified_at", "captured_at", "payload", "kafka_topic", "kafka_partition",
+                  "kafka_offset")
 _INSERT_EVENTS = """
 INSERT INTO syncd.event_log (event_id, source, module, record_id, op, origin, modified_at,
     captured_at, payload, kafka_topic, kafka_partition, kafka_offset)
-SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
-    $7::timestamptz[], $8::timestamptz[], $9::jsonb[], $10::text[], $11::int[], $12::bigint[])
+SELECT event_id, source, module, record_id, op, origin, modified_at, captured_at, payload,
+    kafka_topic, kafka_partition, kafka_offset
+FROM syncd_event_stage ORDER BY ord
 ON CONFLICT (event_id) DO NOTHING
 RETURNING seq, event_id
 """
@@ -116,21 +131,24 @@ async def append_to_log(
     """Append to the event log; return only the events that were new, in log order."""
     if not decoded:
         return []
-    columns: list[list[object]] = [[] for _ in range(12)]
+    if not conn.is_in_transaction():  # the staging table empties at every commit
+        raise RuntimeError("append_to_log must run inside the batch transaction")
+    staged: list[tuple[object, ...]] = []
     seen: set[object] = set()
     for message, event in decoded:
         if event.event_id in seen:  # the same event twice in one batch
             continue
         seen.add(event.event_id)
-        row = (
-            event.event_id, event.source, event.module, event.record_id, event.op,
-            event.origin, event.modified_at, event.captured_at,
+        staged.append((
+            len(staged), event.event_id, event.source, event.module, event.record_id,
+            event.op, event.origin, event.modified_at, event.captured_at,
             (message.value or b"").decode(), message.topic, message.partition,
             message.offset,
-        )
-        for column, value in zip(columns, row, strict=True):
-            column.append(value)
-    rows = await conn.fetch(_INSERT_EVENTS, *columns)
+        ))
+    await conn.execute(_STAGE)
+    await conn.copy_records_to_table("syncd_event_stage", records=staged,
+                                     columns=_STAGE_COLUMNS)
+    rows = await conn.fetch(_INSERT_EVENTS)
     by_id = {event.event_id: event for _, event in decoded}
     logged = [LoggedEvent(row["seq"], by_id[row["event_id"]]) for row in rows]
     logged.sort(key=lambda item: item.seq)

@@ -14,6 +14,13 @@ Writes carry ``syncd.origin = 'sync'`` so capture ignores them (SYNC-14); each
 link also keeps a fingerprint of what each side is known to hold, and a
 change equal to it is dropped as an echo, which covers remote stores that
 cannot carry an origin tag. Time comes only from the events.
+
+``SyncProjection.reapply`` runs the same batch in *replay* mode (OPS-07, for
+``projections.replay``): events that were applied already are applied again to
+the stores, treating what either side holds as unknown, so that a store
+restored from an older backup is written again. It records no outcome (a
+replay is not a new sync), decides no new match, never brings back a record
+deleted since, and writes a row only where it differs.
 """
 
 from __future__ import annotations
@@ -23,6 +30,8 @@ import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+import msgspec
 
 from projections.catalog import OTHER, SYNCED_MODULES, Side, account_key, email_key
 from projections.config import SyncConfig
@@ -40,7 +49,7 @@ from projections.merge import (
     project,
     side_values,
 )
-from projections.projector import LoggedEvent
+from projections.projector import APPLY_LOCK, LoggedEvent
 
 REASON_ALREADY_MAPPED = "the CRM id is already mapped to another desk entity"
 REASON_AMBIGUOUS = "more than one matching record"
@@ -132,6 +141,7 @@ class Write:
     created_at: dt.datetime
     create: bool
     outcomes: list[tuple[Outcome, str]] = field(default_factory=list)
+    keep_id: bool = False  # replay: re-create a row that is missing under its linked id
 
 
 @dataclass
@@ -194,6 +204,8 @@ class SyncProjection:
         cfg = self.config()
         if cfg.paused or not cfg.active:
             return 0
+        # Like a projector batch: a replay writing in place waits for this and holds it off.
+        await conn.execute("SELECT pg_advisory_xact_lock_shared($1)", APPLY_LOCK)
         rows = await conn.fetch(
             "DELETE FROM sync.deferred d USING syncd.event_log e"
             " WHERE d.seq = e.seq AND d.seq IN"
@@ -206,17 +218,32 @@ class SyncProjection:
         self.last = await _Batch(conn, cfg).run(events)
         return len(events)
 
+    async def reapply(self, conn: Conn, events: Sequence[LoggedEvent]) -> BatchResult:
+        """Apply events that were applied before again, in replay mode (see the module
+        docstring); the caller holds the transaction. Re-applying an event whose values
+        were superseded changes nothing: the merge keeps the newest value per field."""
+        cfg = self.config()
+        relevant = [
+            item for item in events
+            if item.event.module in SYNCED_MODULES and item.event.origin != "sync"
+        ]
+        if not relevant or not cfg.active:
+            return BatchResult()
+        return await _Batch(conn, cfg, replay=True).run(relevant)
+
 
 class _Batch:
-    def __init__(self, conn: Conn, cfg: SyncConfig) -> None:
+    def __init__(self, conn: Conn, cfg: SyncConfig, *, replay: bool = False) -> None:
         self.conn = conn
         self.cfg = cfg
+        self.replay = replay
         self.links: dict[tuple[str, Side, str], Link] = {}
         self.candidates: dict[tuple[str, Side, str], list[Candidate]] = {}
         self.claimed_keys: set[tuple[str, Side, str]] = set()
         self.writes: dict[tuple[str, Side, int], Write] = {}
         self.outcomes: list[Outcome] = []
         self.result = BatchResult()
+        self._fps: dict[int, str] = {}  # id(event) -> fingerprint of its mapped values
 
     # -- reading ---------------------------------------------------------------
 
@@ -236,7 +263,13 @@ class _Batch:
             return self.result
         events = [item.event for item in logged]
         await self._load_links(events)
-        await self._load_candidates(events)
+        if self.replay:
+            # What either side holds is unknown (it may have been restored from a
+            # backup): no event is an echo and every side is compared and written.
+            for link in self.links.values():
+                link.desk_fp = link.crm_fp = None
+        else:
+            await self._load_candidates(events)
         for item in logged:
             e = item.event
             self.outcome = Outcome(item.seq, e.event_id, e.source, e.module, e.record_id,
@@ -267,7 +300,7 @@ class _Batch:
     def _link_from_row(self, row: Any) -> Link:
         return Link(
             module=row["module"], desk_id=row["desk_id"], crm_id=row["crm_id"],
-            state=json.loads(row["state"]), desk_fp=row["desk_fp"], crm_fp=row["crm_fp"],
+            state=_loads(row["state"]), desk_fp=row["desk_fp"], crm_fp=row["crm_fp"],
             desk_gone=row["desk_gone"], crm_gone=row["crm_gone"],
             desk_seen=row["desk_seen"], crm_seen=row["crm_seen"],
             linked_at=row["linked_at"], updated_at=row["updated_at"], link_id=row["link_id"],
@@ -341,6 +374,11 @@ class _Batch:
         source: Side = event.source
         mapping = self.cfg.mappings[event.module]
         link = self.links.get((event.module, source, event.record_id))
+        if self.replay and (event.op == "delete" or link is None):
+            # Replay restores effects already decided: the delete is on the link
+            # already, and matching anew would be an unrecorded sync (retry does that).
+            self.outcome.outcome = "deleted" if event.op == "delete" else "skipped"
+            return
         if event.op == "delete":
             # Deletes are recorded, never propagated (SYNC-11).
             if link is not None:
@@ -357,7 +395,7 @@ class _Batch:
             link = self._match_or_create(event, mapping)
             if link is None:
                 return
-        elif (fingerprint(side_values(event.values, mapping, source)) == link.fp(source)
+        elif (self._source_fp(event, mapping) == link.fp(source)
               and not in_bin and link.gone(source) is None):
             self.result.echoes += 1  # what that side already holds: nothing to sync
             self.outcome.outcome = "echo"
@@ -365,6 +403,15 @@ class _Batch:
             link.dirty = True
             return
         self._apply(event, link, mapping, in_bin=in_bin)
+
+    def _source_fp(self, event: ChangeEvent, mapping: ModuleMapping) -> str:
+        """The fingerprint of what the event's record holds: for the echo check, then
+        for the link (computed once; the events live as long as the batch)."""
+        fp = self._fps.get(id(event))
+        if fp is None:
+            fp = self._fps[id(event)] = fingerprint(side_values(event.values, mapping,
+                                                                event.source))
+        return fp
 
     def _match_or_create(self, event: ChangeEvent, mapping: ModuleMapping) -> Link | None:
         source: Side = event.source
@@ -428,15 +475,19 @@ class _Batch:
                 if problem is not None:
                     self._fail(event, problem, f"{side} field {fld.name}")
                     return
-        link.set_fp(source, fingerprint(side_values(event.values, mapping, source)))
+        if not self.replay:  # in a replay, the source may have lost this change
+            link.set_fp(source, self._source_fp(event, mapping))
         link.saw(source, event.modified_at)
-        if link.gone(source) is not None and not in_bin:
+        if link.gone(source) is not None and not in_bin and not self.replay:
             link.set_gone(source, None)  # it changed, so it exists (restored)
         stamp = EPOCH + dt.timedelta(microseconds=newest(state))
         for side in sides:
+            if self.replay and link.gone(side) is not None:
+                continue  # deleted since: a replay never brings a record back (SYNC-11)
             must_restore = side == source and in_bin
             known = link.pending.get(side, link.fp(side))
-            if fingerprint(desired[side]) == known and not must_restore \
+            wanted = fingerprint(desired[side])
+            if wanted == known and not must_restore \
                     and link.gone(side) is None and link.id_on(side) is not None:
                 continue
             create = link.id_on(side) is None or link.gone(side) == "hard"
@@ -446,7 +497,7 @@ class _Batch:
                 claim = (self.outcome, "added" if create else "updated")
             self._write(link, side, desired[side], event, create=create, stamp=stamp,
                         claim=claim)
-            link.pending[side] = fingerprint(desired[side])
+            link.pending[side] = wanted
             link.set_gone(side, None)
         link.state = state
         link.updated_at = max(link.updated_at, event.modified_at)
@@ -480,7 +531,8 @@ class _Batch:
         for (side, module), writes in sorted(by_table.items()):
             await self._write_table(side, module, writes)
         await self._flush_links()
-        await record_outcomes(self.conn, self.outcomes)
+        if not self.replay:
+            await record_outcomes(self.conn, self.outcomes)
 
     async def _write_table(self, side: Side, module: str, writes: list[Write]) -> None:
         mapping = self.cfg.mappings[module]
@@ -499,6 +551,9 @@ class _Batch:
             write.values = project(write.link.state, mapping, side)
             write.modified_at = max(write.modified_at,
                                     EPOCH + dt.timedelta(microseconds=newest(write.link.state)))
+        if self.replay:
+            writes = await self._replay_writes(side, module, writes)
+            creates = [w for w in writes if w.create]
         rows = [self._row(w, side, module) for w in writes]
         extra = ["department_id"] if side == "desk" and module == "products" else []
         create_rows = [r for r, w in zip(rows, writes, strict=True) if w.create]
@@ -511,7 +566,7 @@ class _Batch:
             await self.conn.execute(
                 f"INSERT INTO {table} ({', '.join(cols)}) SELECT {select}"
                 f" FROM jsonb_populate_recordset(NULL::{table}, $1::jsonb) r",
-                json.dumps(create_rows),
+                _json(create_rows),
             )
         landed: dict[str, dt.datetime] = {str(r["id"]): w.modified_at for r, w in
                                           zip(create_rows, creates, strict=True)}
@@ -525,7 +580,7 @@ class _Batch:
                 " JOIN unnest($2::bigint[], $3::timestamptz[]) AS g(id, seen) ON g.id = r.id"
                 " WHERE t.id = r.id AND t.modified_time <= g.seen"
                 " RETURNING t.id, t.modified_time",
-                json.dumps(update_rows),
+                _json(update_rows),
                 [int(w.link.id_on(side) or 0) for w in updates],
                 [w.link.seen(side) for w in updates],
             )
@@ -542,6 +597,40 @@ class _Batch:
                 # has not been applied yet. That event will bring it; until then we do
                 # not know what this side holds.
                 write.link.set_fp(side, None)
+
+    async def _replay_writes(self, side: Side, module: str, writes: list[Write]) -> list[Write]:
+        """Replay: keep only the writes a row needs. A row that holds the values already
+        is left alone (known to hold them); a missing row (lost with a restore) is
+        created again under its linked id, so the link stays right."""
+        mapping = self.cfg.mappings[module]
+        rows = await self.conn.fetch(
+            f"SELECT id::text AS id, to_jsonb(t) AS v FROM {side}.{module} t"
+            " WHERE id = ANY($1::bigint[])",
+            [int(w.link.id_on(side) or 0) for w in writes])
+        held = {row["id"]: json.loads(row["v"]) for row in rows}
+        missing = [w.link.id_on(side) or "" for w in writes
+                   if (w.link.id_on(side) or "") not in held]
+        deleting: set[str] = set()
+        if missing:
+            # A row deleted by hand whose delete is still on its way (in the outbox
+            # until the event log has it) is not missing: it must not come back.
+            deleting = {row["record_id"] for row in await self.conn.fetch(
+                f"SELECT DISTINCT record_id FROM {side}.outbox"
+                " WHERE module = $1 AND op = 'delete' AND record_id = ANY($2::text[])",
+                module, missing)}
+        needed: list[Write] = []
+        for write in writes:
+            values = held.get(write.link.id_on(side) or "")
+            if values is None and write.link.id_on(side) in deleting:
+                continue
+            if values is None:
+                write.create = write.keep_id = True
+            elif (not values.get("deleted") and fingerprint(side_values(values, mapping, side))
+                  == fingerprint(write.values)):
+                write.link.set_fp(side, fingerprint(write.values))
+                continue
+            needed.append(write)
+        return needed
 
     def _row(self, write: Write, side: Side, module: str) -> dict[str, Any]:
         row: dict[str, Any] = {"id": int(write.link.id_on(side) or 0)}
@@ -585,7 +674,7 @@ class _Batch:
                 FROM jsonb_populate_recordset(NULL::sync.links, $1::jsonb) r
                 WHERE l.link_id = r.link_id
                 """,
-                json.dumps(known),
+                _json(known),
             )
         if fresh:
             await self.conn.execute(
@@ -596,8 +685,25 @@ class _Batch:
                     desk_seen, crm_seen, linked_at, updated_at
                 FROM jsonb_populate_recordset(NULL::sync.links, $1::jsonb)
                 """,
-                json.dumps(fresh),
+                _json(fresh),
             )
+
+def _loads(text: str) -> Any:
+    """JSON text from PostgreSQL as Python values: msgspec, several times faster than the
+    json module and giving the same values; the json module for what msgspec refuses
+    (a number beyond a float's range, which json reads as infinity)."""
+    try:
+        return msgspec.json.decode(text)
+    except msgspec.DecodeError:
+        return json.loads(text)
+
+
+def _json(rows: list[dict[str, Any]]) -> str:
+    """Rows as JSON text for jsonb_populate_recordset (transport only: nothing keeps
+    this text, so any valid JSON of the same values will do, and msgspec writes it
+    several times faster than the json module)."""
+    return msgspec.json.encode(rows).decode()
+
 
 def _parse_time(value: Any) -> dt.datetime:
     if isinstance(value, str):

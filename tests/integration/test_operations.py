@@ -139,6 +139,7 @@ async def test_failures_of_each_reason_then_retry_after_the_fix(
                 "crm": "custom.size", "crm_type": "integer"}]
     assert (await daemon.call("PUT", "/api/v1/integration/mapping/contacts",
                               body={"entries": mapping}))[0] == 200
+    await asyncio.sleep(1.5)  # the daemon follows a configuration change within a second
     await daemon.pool.execute(
         "INSERT INTO crm.contacts (last_name, email) VALUES ('A', 'twin@x.com'),"
         " ('B', 'twin@x.com'), ('C', 'taken@x.com')")

@@ -1,0 +1,318 @@
+"""``syncd replay``: rebuild projections, or re-apply a window of events to the stores.
+
+It works on the database directly, beside a running daemon (which keeps serving;
+see ``projections.replay`` for what each replay locks and for how long). A
+progress bar on a terminal, ``syncd_replay_progress_ratio`` on
+``--metrics-listen``, a summary of what changed (or, with ``--dry-run``, would
+change) per table, ``--json`` for scripts.
+
+Exit status: 0 done (also a dry run), 1 the replay failed and changed nothing,
+2 bad usage or settings, 3 another replay is running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import json
+import re
+from typing import Any
+
+import asyncpg
+import click
+from tabulate import tabulate
+
+from daemon.settings import Settings
+from projections.catalog import SYNCED_MODULES
+from projections.replay import HANDSHAKE, LEDGER, NOT_PROJECTIONS, PROJECTIONS, Report, Window
+from projections.sync import SyncProjection
+
+EXIT_BUSY = 3
+_RELATIVE = re.compile(r"^(\d+)\s*([smhdw])$")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+class Moment(click.ParamType[dt.datetime]):
+    """A time with a zone (RFC 3339 / ISO 8601), or a span ago: ``90m``, ``6h``, ``2d``."""
+
+    name = "time"
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> dt.datetime:
+        if isinstance(value, dt.datetime):
+            return value
+        text = str(value).strip()
+        relative = _RELATIVE.match(text)
+        if relative:
+            span = dt.timedelta(**{_UNITS[relative.group(2)]: int(relative.group(1))})
+            return dt.datetime.now(dt.UTC) - span
+        try:
+            moment = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+        except ValueError:
+            self.fail(f"{text!r} is neither a time like 2026-11-25T14:00+01:00 nor a span"
+                      " like 6h", param, ctx)
+        if moment.tzinfo is None:
+            self.fail(f"{text!r} has no time zone: add Z or an offset such as +01:00",
+                      param, ctx)
+        return moment
+
+
+class _Progress:
+    """One bar per step on a terminal (none otherwise); the gauge covers all steps."""
+
+    def __init__(self, steps: int) -> None:
+        from adapters import metrics
+
+        self.gauge = metrics.REPLAY_PROGRESS
+        self.steps = max(1, steps)
+        self.step = -1
+        self.bar: Any = None
+        self.gauge.set(0)
+
+    def next_step(self, description: str) -> None:
+        from tqdm import tqdm
+
+        self.close()
+        self.step += 1
+        self.bar = tqdm(total=None, desc=description, unit="ev", disable=None, leave=False)
+
+    def __call__(self, phase: str, done: int, total: int | None) -> None:
+        if self.bar is not None:
+            self.bar.total = total
+            self.bar.unit = " " + phase
+            self.bar.n = done
+            self.bar.refresh()
+        within = min(1.0, done / total) if total else 0.0
+        self.gauge.set(min(1.0, (max(0, self.step) + within) / self.steps))
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+    def finish(self) -> None:
+        self.close()
+        self.gauge.set(1)
+
+
+def _sample_line(table: str, sample: dict[str, Any]) -> str:
+    if sample["change"] == "changed":
+        key = " ".join(f"{k}={v}" for k, v in sample["key"].items())
+        columns = "; ".join(f"{name}: {_short(c['from'])} → {_short(c['to'])}"
+                            for name, c in sample["columns"].items())
+        return f"  {table} changed {key}: {columns}"
+    return f"  {table} {sample['change']}: {_short(sample['row'], 160)}"
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = json.dumps(value, ensure_ascii=False, default=str)
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+def render(report: Report) -> str:
+    lines = [f"{report.what}: {report.events} {report.unit} read"
+             + (" (dry run: nothing was written)" if report.dry_run else "")]
+    changed = [t for t in report.tables if t.total]
+    if changed:
+        lines.append(tabulate([(t.table, t.added, t.changed, t.removed) for t in report.tables],
+                              headers=("table", "added", "changed", "removed")))
+        for table in changed:
+            lines.extend(_sample_line(table.table, s) for s in table.samples)
+    else:
+        lines.append("nothing to change" if report.dry_run else "nothing changed")
+    lines.extend(f"note: {note}" for note in report.notes)
+    return "\n".join(lines)
+
+
+def _kafka_bootstrap(settings: Settings) -> str:
+    if settings.kafka_bootstrap:
+        return settings.kafka_bootstrap
+    from daemon.runtime import read_runtime
+
+    runtime = read_runtime(settings.data_dir)
+    if runtime is None or not runtime.broker:
+        raise click.UsageError(
+            "--from-kafka needs a broker: set SYNCD_KAFKA_BOOTSTRAP, or run it beside the"
+            " running daemon (the embedded broker keeps nothing once the daemon stops;"
+            " replay from the event log instead)")
+    return runtime.broker
+
+
+def _steps(projections: tuple[str, ...]) -> tuple[list[str], set[str]]:
+    """The steps to run (``ledger``, ``handshake``) and the projections asked for."""
+    names = set(projections)
+    if "all" in names:
+        names = set(PROJECTIONS)
+    for name in sorted(names):
+        if name in NOT_PROJECTIONS:
+            raise click.UsageError(f"--projection {name}: {NOT_PROJECTIONS[name]}")
+        if name not in PROJECTIONS:
+            raise click.UsageError(f"--projection {name}: unknown; choose from"
+                                   f" {', '.join((*PROJECTIONS, 'all'))}")
+    steps = []
+    if names & set(LEDGER):
+        steps.append("ledger")
+    if HANDSHAKE in names:
+        steps.append(HANDSHAKE)
+    return steps, names
+
+
+@click.command("replay")
+@click.option("--projection", "projections", multiple=True, metavar="NAME|all",
+              help="Rebuild a projection from the durable record: history, failures,"
+                   " handshake, or all. Repeatable.")
+@click.option("--since", type=Moment(), help="Re-apply events captured at or after TIME"
+              " (2026-11-25T14:00Z, or a span ago: 6h, 2d).")
+@click.option("--until", type=Moment(), help="… and before TIME.")
+@click.option("--source", type=click.Choice(["desk", "crm"]), help="Only events of this side.")
+@click.option("--module", type=click.Choice(sorted(SYNCED_MODULES)),
+              help="Only events of this module.")
+@click.option("--dry-run", is_flag=True, help="Show what would change; change nothing.")
+@click.option("--from-kafka", is_flag=True, help="Read events from the topic's earliest"
+              " retained offset instead of the event log (for a pruned event log).")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option("--metrics-listen", metavar="HOST:PORT",
+              help="Serve /metrics (syncd_replay_progress_ratio) while the replay runs.")
+@click.pass_context
+def replay(ctx: click.Context, projections: tuple[str, ...], since: dt.datetime | None,
+           until: dt.datetime | None, source: str | None, module: str | None, dry_run: bool,
+           from_kafka: bool, as_json: bool, metrics_listen: str | None) -> None:
+    """Rebuild projections, or re-apply a window of events to the stores (OPS-07).
+
+    \b
+    syncd replay --projection all [--dry-run]
+    syncd replay --since 2026-11-25T06:00Z [--until TIME] [--source crm] [--module contacts]
+    """
+    settings = ctx.find_root().obj
+    assert isinstance(settings, Settings)
+    if bool(projections) == (since is not None):
+        raise click.UsageError("give either --projection NAME|all or --since TIME")
+    if projections and (until or source or module):
+        raise click.UsageError("--until, --source and --module select a window: use them"
+                               " with --since")
+    if since is not None and until is not None and until <= since:
+        raise click.UsageError("--until must be after --since")
+    steps, names = _steps(projections) if projections else (["window"], set())
+    bootstrap = _kafka_bootstrap(settings) if from_kafka else None
+    window = Window(since=since, until=until, source=source, module=module)
+    if metrics_listen:
+        _serve_metrics(metrics_listen)
+    status, reports = asyncio.run(_main(settings, steps, names, window, dry_run=dry_run,
+                                        bootstrap=bootstrap))
+    if reports:
+        if as_json:
+            click.echo(json.dumps([r.as_dict() for r in reports], indent=2,
+                                  ensure_ascii=False, default=str))
+        else:
+            click.echo("\n\n".join(render(r) for r in reports))
+    ctx.exit(status)
+
+
+def _serve_metrics(address: str) -> None:
+    from prometheus_client import start_http_server
+
+    host, _, port = address.rpartition(":")
+    if not port.isdigit():
+        raise click.UsageError("--metrics-listen: expected HOST:PORT")
+    start_http_server(int(port), addr=host or "127.0.0.1")
+
+
+async def _main(settings: Settings, steps: list[str], names: set[str], window: Window, *,
+                dry_run: bool, bootstrap: str | None) -> tuple[int, list[Report]]:
+    from adapters.migrate import pending
+    from daemon.services import open_services
+    from projections import replay as rp
+
+    async with open_services(settings, need_broker=False, stop_adopted=False) as services:
+        conn = await asyncpg.connect(services.dsn, server_settings={
+            "timezone": "UTC", "jit": "off", "application_name": "syncd-replay"})
+        try:
+            # Killed mid-statement, the session must not run on, holding the projector's
+            # lock, until it next writes to us: PostgreSQL 14+ checks the client meanwhile.
+            with contextlib.suppress(asyncpg.PostgresError):
+                await conn.execute("SET client_connection_check_interval = '1s'")
+            missing = await pending(conn)
+            if missing:
+                click.echo(f"syncd: migrations {missing} are pending; run `syncd migrate`"
+                           " (or start the daemon) first", err=True)
+                return 2, []
+            if not await rp.try_lock(conn):
+                holder = await rp.lock_holder(conn)
+                click.echo("syncd: another replay is running"
+                           + (f" (database backend pid {holder})" if holder else "")
+                           + "; try again when it has finished", err=True)
+                return EXIT_BUSY, []
+            progress = _Progress(len(steps))
+            try:
+                reports = await _run(conn, settings, services.dsn, steps, names, window,
+                                     dry_run=dry_run, bootstrap=bootstrap, progress=progress)
+            except rp.ReplayError as err:
+                progress.close()
+                click.echo(f"syncd: replay failed, nothing was changed: {err}", err=True)
+                return 1, []
+            finally:
+                await rp.unlock(conn)
+            progress.finish()
+            return 0, reports
+        finally:
+            await conn.close()
+
+
+async def _run(conn: asyncpg.Connection, settings: Settings, dsn: str, steps: list[str],
+               names: set[str], window: Window, *, dry_run: bool, bootstrap: str | None,
+               progress: _Progress) -> list[Report]:
+    from projections import replay as rp
+
+    source: rp.EventSource = rp.EventLogSource()
+    if bootstrap is not None:
+        from adapters.replay_kafka import KafkaEventSource
+
+        source = KafkaEventSource(bootstrap, topic=settings.events_topic,
+                                  group_id=settings.group_id)
+    reports: list[Report] = []
+    for step in steps:
+        if step == "ledger":
+            progress.next_step("history and failure log")
+            reports.append(await rp.rebuild_ledger(conn, names, dry_run=dry_run,
+                                                   progress=progress))
+        elif step == HANDSHAKE:
+            progress.next_step("handshake")
+            try:
+                reports.append(await rp.rebuild_handshake(conn, source, dry_run=dry_run,
+                                                          progress=progress))
+            except ImportError as err:
+                raise rp.ReplayError(f"the handshake projection cannot be loaded: {err}"
+                                     ) from None
+            _note_source(reports[-1], source)
+        else:
+            progress.next_step("re-apply")
+            reports.append(await rp.reapply(conn, await _sync(dsn), source, window,
+                                            dry_run=dry_run, progress=progress))
+            _note_source(reports[-1], source)
+    return reports
+
+
+async def _sync(dsn: str) -> SyncProjection:
+    """The sync projection with the integration's current configuration (mapping,
+    direction, products department), as the daemon would run it."""
+    from adapters.integration_store import IntegrationService
+    from projections.replay import ReplayError
+
+    integration = await IntegrationService.open(dsn)
+    try:
+        config = await integration.current_config()
+    finally:
+        await integration.close()
+    if not config.active:
+        raise ReplayError("the integration was deleted: nothing is applied to the stores")
+    return SyncProjection(lambda: config)
+
+
+def _note_source(report: Report, source: Any) -> None:
+    undecodable = getattr(source, "undecodable", 0)
+    if undecodable:
+        report.notes.append(f"{undecodable} message(s) did not decode and were skipped")
+    for partition, (end, stored) in sorted(getattr(source, "short", {}).items()):
+        report.notes.append(f"partition {partition} ends at offset {end}, before the"
+                            f" projector's offset {stored}: the broker lost messages")

@@ -1,0 +1,50 @@
+"""``syncd bench``: a smoke run of every scenario with tiny numbers (the real figures
+come from ``syncd bench --scenario all`` on a quiet machine; see ops/bench/README.md)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+from click.testing import CliRunner
+
+from daemon.bench import SCENARIOS
+from daemon.cli import cli
+from daemon.logs import configure_logging
+
+HEADLINE = {"steady": "events_per_s", "capture": "changes_per_s", "initial": "events_per_s",
+            "latency": "p50_ms", "replay": "events_per_s", "handshake": "median_ms"}
+
+
+def test_bench_all_scenarios_tiny(pg_server_dsn: str, kafka_bootstrap: str) -> None:
+    """Every scenario runs to the end on the test services and reports sane figures."""
+    env = {"SYNCD_DATABASE_URL": pg_server_dsn, "SYNCD_KAFKA_BOOTSTRAP": kafka_bootstrap,
+           "SYNCD_PARTITIONS": "3"}
+    try:
+        result = CliRunner().invoke(
+            cli, ["bench", "--scenario", "all", "--records", "200", "--duration", "1",
+                  "--json"], env=env, catch_exceptions=False)
+    finally:
+        configure_logging()  # the bench quiets logging; give the session its default back
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert {"command", "records", "machine", "load_before", "load_after", "scenarios",
+            "targets"} <= report.keys()
+    assert report["records"] == 200 and report["machine"]["cores"] >= 1
+    assert set(report["scenarios"]) == set(SCENARIOS)
+    for name, outcome in report["scenarios"].items():
+        if not outcome["measured"]:
+            assert name in ("replay", "handshake") and outcome["reason"], (name, outcome)
+            continue
+        assert outcome[HEADLINE[name]] > 0, (name, outcome)
+        assert 0 < outcome["ratio"] < 10, (name, outcome)
+        assert outcome["targets"] and all(
+            isinstance(t["met"], bool) and math.isfinite(t["value"]) for t in outcome["targets"]
+            if t["figure"] != "seconds to match and link"), (name, outcome)
+    steady = report["scenarios"]["steady"]
+    assert steady["checks"]["outbox_left"] == 0
+    assert steady["checks"]["links"] == steady["checks"]["links_expected"]
+    assert steady["checks"]["pairs_disagreeing"] == 0
+    initial = report["scenarios"]["initial"]
+    assert initial["linked_ok"] and initial["memory"]["peak_rss_mib"] > 0
+    assert report["scenarios"]["capture"]["raw"]["full_per_s"] > 0
