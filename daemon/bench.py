@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 from typing import Any
 
 import click
@@ -71,7 +72,17 @@ def bench(ctx: click.Context, scenario: str, records: int, duration: float | Non
     if settings.log_level != "debug":
         configure_logging(level="warning", fmt=settings.log_format)
     scenarios = list(SCENARIOS) if scenario == "all" else [scenario]
-    report = asyncio.run(run_bench(settings, scenarios, records, duration=duration))
+
+    async def main() -> dict[str, Any]:
+        # SIGTERM / Ctrl-C cancel the run, so that the embedded services are stopped.
+        task = asyncio.current_task()
+        assert task is not None
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, task.cancel)
+        return await run_bench(settings, scenarios, records, duration=duration)
+
+    report = asyncio.run(main())
     click.echo(json.dumps(report, default=str) if as_json else render(report))
     failed = [name for name, outcome in report["scenarios"].items()
               if str(outcome.get("reason", "")).startswith("failed")]

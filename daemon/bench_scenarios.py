@@ -213,7 +213,8 @@ class Product:
     async def _stop(self, name: str) -> None:
         stop, task = self._tasks.pop(name)
         stop.set()
-        await asyncio.wait_for(task, 30)
+        with contextlib.suppress(Exception):  # its failure was reported by check()
+            await asyncio.wait_for(task, 30)
 
     def start_relays(self) -> None:
         self.relays = []
@@ -249,17 +250,31 @@ class Product:
     async def stop_projector(self) -> None:
         await self._stop("projector")
 
+    def check(self) -> None:
+        """A relay or the projector that stopped on an error stops the scenario with it."""
+        for name, (_stop, task) in self._tasks.items():
+            if task.done() and not task.cancelled() and task.exception() is not None:
+                raise RuntimeError(f"{name} failed: {task.exception()!r}")
+
     async def wait_applied(self, count: int, *, timeout: float) -> float:
         """Wait until ``count`` events were applied; return when the last batch committed."""
         self.probe.expect = count
+        deadline = time.monotonic() + timeout
         if self.probe.applied < count:
             self.probe.done.clear()
-            await asyncio.wait_for(self.probe.done.wait(), timeout)
+        while self.probe.applied < count:
+            self.check()
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{self.probe.applied} of {count} events applied"
+                                   f" in {timeout} s")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.probe.done.wait(), 0.5)
         return self.probe.progress[-1][0] if self.probe.progress else time.perf_counter()
 
     async def wait_acked(self, count: int, *, timeout: float) -> float:
         deadline = time.monotonic() + timeout
         while self.acked < count:
+            self.check()
             if time.monotonic() > deadline:
                 raise TimeoutError(f"relays acknowledged {self.acked} of {count} in {timeout} s")
             await asyncio.sleep(0.01)
@@ -669,8 +684,15 @@ async def latency(env: Env, records: int, *, rate: float = 2000.0,
                     picked = rng.sample(contacts, per_tick)
                     ids = sorted(p[0 if side == "desk" else 1] for p in picked)
                     phones = [f"+33 6 {t:07d} {i:03d}" for i in range(len(ids))]
-                    await conn.execute(wl._UPDATE_CONTACTS.format(schema=side), ids, phones,
-                                       [None] * len(ids), [None] * len(ids))
+                    for _attempt in range(5):
+                        try:
+                            await conn.execute(wl._UPDATE_CONTACTS.format(schema=side), ids,
+                                               phones, [None] * len(ids), [None] * len(ids))
+                            break
+                        except asyncpg.DeadlockDetectedError:
+                            # The sync writes these rows too; an application retries
+                            # a statement that lost a deadlock, and so does this one.
+                            await asyncio.sleep(0.01)
                     now = time.perf_counter()
                     for phone in phones:
                         committed[phone] = now
