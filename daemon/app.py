@@ -37,9 +37,16 @@ log = structlog.get_logger(__name__)
 DEMO_ACTOR = "demo-seed"
 
 
-async def create_pool(dsn: str, *, max_size: int = 10) -> asyncpg.Pool:
+async def create_pool(dsn: str, *, max_size: int = 10,
+                      idle_in_transaction_timeout: float = 20.0) -> asyncpg.Pool:
+    # A process frozen in the middle of a batch (SIGSTOP, a stuck host) would keep its
+    # row locks for ever and block the replica that took over: PostgreSQL ends such a
+    # session instead, and the frozen process finds its batch gone when it wakes.
     pool = await asyncpg.create_pool(dsn, min_size=1, max_size=max_size, command_timeout=60,
-                                     server_settings={"jit": "off", "timezone": "UTC"})
+                                     server_settings={
+                                         "jit": "off", "timezone": "UTC",
+                                         "idle_in_transaction_session_timeout":
+                                             str(int(idle_in_transaction_timeout * 1000))})
     assert pool is not None
     return pool
 
