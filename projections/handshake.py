@@ -24,11 +24,11 @@ the board.
 Races (several replicas, OWN-05): a ticket and the CRM record that moves it can
 be applied by two replicas at once, each blind to the other's uncommitted rows.
 Every batch therefore takes transaction advisory locks, in a fixed order: the
-contacts its deals point at, then every match key it reads or writes (sorted),
-then the moves lock. A batch that shares a key with another waits for it and
-then reads what it committed. The moves lock, held to commit, makes move
-sequence numbers visible in order, which is what lets a stream reader never miss
-one.
+contacts its deals point at, then every match key it reads or writes, then the
+moves lock (hashed into buckets, ``projections.db.lock_keys``). A batch that
+shares a key with another waits for it and then reads what it committed. The
+moves lock, held to commit, makes move sequence numbers visible in order, which is
+what lets a stream reader never miss one.
 
 The sync's own writes are not captured (SYNC-14), so a CRM contact the sync
 creates or updates from a desk contact produces no CRM event. Its desk event
@@ -49,7 +49,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from projections.catalog import email_key
-from projections.db import Conn
+from projections.db import HANDSHAKE_CONTACTS, HANDSHAKE_KEYS, HANDSHAKE_MOVES, Conn, lock_keys
 from projections.events import ChangeEvent
 from projections.projector import LoggedEvent
 
@@ -289,18 +289,6 @@ def _lock_key(kind: str, value: str) -> str:
     return f"handshake:{kind}:{value}"
 
 
-MOVES_LOCK = "handshake:moves"
-
-_LOCK = """
-SELECT pg_advisory_xact_lock(h) FROM (
-    SELECT h FROM (
-        SELECT DISTINCT hashtextextended(k, 0) AS h, 0 AS o FROM unnest($1::text[]) AS k
-        UNION ALL
-        SELECT hashtextextended($2::text, 0), 1 WHERE $2::text IS NOT NULL
-    ) AS keys ORDER BY o, h
-) AS s
-"""
-
 _SYNCED_CONTACTS = """
 SELECT l.desk_id, c.id::text AS crm_id, to_jsonb(c) AS v
 FROM sync.links l
@@ -426,8 +414,7 @@ class _Batch:
         locked_contacts = sorted({rid for kind, rid in person_ids if kind == "contact"}
                                  | set(contacts_at))
         if locked_contacts:
-            await self.conn.execute(
-                _LOCK, [_lock_key("contact", c) for c in locked_contacts], None)
+            await lock_keys(self.conn, HANDSHAKE_CONTACTS, locked_contacts)
         held = await self._current_keys(person_ids | {("contact", c) for c in contacts_at})
         old_rows = await self._old_tickets()
         await self._lock_keys(held, old_rows)
@@ -502,7 +489,8 @@ class _Batch:
                 keys.add(_lock_key("email", row["email_key"]))
             if row["phone_key"]:
                 keys.add(_lock_key("phone", row["phone_key"]))
-        await self.conn.execute(_LOCK, sorted(keys), MOVES_LOCK)
+        await lock_keys(self.conn, HANDSHAKE_KEYS, keys)
+        await lock_keys(self.conn, HANDSHAKE_MOVES, ["moves"])
 
     # -- writing ---------------------------------------------------------------
 

@@ -35,7 +35,7 @@ import msgspec
 
 from projections.catalog import OTHER, SYNCED_MODULES, Side, account_key, email_key
 from projections.config import SyncConfig
-from projections.db import Conn
+from projections.db import SYNC_MATCH_KEYS, Conn, lock_keys
 from projections.events import ChangeEvent, decode_event
 from projections.ledger import Outcome, record_outcomes
 from projections.mapping import ModuleMapping, value_problem
@@ -322,15 +322,11 @@ class _Batch:
                 wanted.setdefault((e.module, OTHER[e.source]), set()).add(key)
         if not wanted:
             return
-        lock_keys = sorted({f"{module}:{key}" for (module, _), keys in wanted.items()
-                            for key in keys})
         # Serialise matching on the key: two replicas (or two partitions) that see
         # a new desk and a new CRM record with one e-mail must not both create.
-        await self.conn.execute(
-            "SELECT pg_advisory_xact_lock(h) FROM"
-            " (SELECT hashtextextended(k, 0) AS h FROM unnest($1::text[]) AS k ORDER BY 1) s",
-            lock_keys,
-        )
+        await lock_keys(self.conn, SYNC_MATCH_KEYS,
+                        (f"{module}:{key}" for (module, _), keys in wanted.items()
+                         for key in keys))
         for (module, side), keys in wanted.items():
             await self._read_candidates(module, side, sorted(keys))
 
