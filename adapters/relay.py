@@ -6,7 +6,10 @@ acknowledgement alone is not durable (the embedded broker keeps everything in
 memory), so rows still present ``resend_after`` seconds after they were sent
 are sent again (and so is everything unrecorded after a failed send, which is
 how a broker restart shows itself); the event log ignores the copies it
-already holds.
+already holds. A backlog the projector is working through is not sent again:
+only when the oldest row has stayed the oldest for ``resend_after`` (the
+projector gets no further, on this store's rows or, for up to ten times as
+long, on any) is it taken for lost.
 
 One relay per store is active across replicas (a session advisory lock);
 the others stand by and take over when its connection goes away.
@@ -69,6 +72,8 @@ class OutboxRelay:
         self._fetch = FETCH_OUTBOX.format(schema=source)
         self._wake = asyncio.Event()
         self._sent: deque[tuple[int, float]] = deque()  # (last seq of a send, when)
+        self._head: tuple[int, float] | None = None  # (oldest outbox seq, seen since)
+        self._log_mark: tuple[int, float] | None = None  # (newest event-log seq, seen at)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Relay until ``stop``; a lost database connection is opened again (the rows
@@ -163,15 +168,32 @@ class OutboxRelay:
 
     async def _rewind(self, conn: asyncpg.Connection, *, force: bool) -> None:
         """Send again what was sent but never reached the event log: everything
-        after a failed send, else what has waited ``resend_after`` since it was sent."""
+        after a failed send, else what has waited ``resend_after`` since it was sent
+        while the projector got no further (a projector that is only behind, working
+        through a backlog such as a first sync's, would otherwise be sent the whole
+        backlog again every ``resend_after``, and spend its time on the copies)."""
         oldest = await conn.fetchval(f"SELECT min(seq) FROM {self.source}.outbox")
         while self._sent and (oldest is None or self._sent[0][0] < oldest):
             self._sent.popleft()
         if oldest is None or oldest > self.cursor:
+            self._head = None
             return
+        now = time.monotonic()
+        if self._head is None or self._head[0] != oldest:
+            self._head = (oldest, now)  # the head moved: the projector is getting through
+        # The projector may be busy with the other store's backlog ahead of ours (a
+        # first sync sends the CRM's records first): while the event log grows, wait,
+        # though never more than ten times as long, in case ours were really lost.
+        newest = await conn.fetchval("SELECT coalesce(max(seq), 0) FROM syncd.event_log")
+        if self._log_mark is None or self._log_mark[0] != newest:
+            self._log_mark = (newest, now)
+        stuck = now - self._head[1]
+        busy = now - self._log_mark[1] < self.resend_after and stuck < 10 * self.resend_after
         sent_at = self._sent[0][1] if self._sent else 0.0
-        if force or time.monotonic() - sent_at >= self.resend_after:
+        if force or (now - sent_at >= self.resend_after and stuck >= self.resend_after
+                     and not busy):
             log.warning("relay_resending", source=self.source, from_seq=oldest,
                         to_seq=self.cursor, after_failure=force)
             self.cursor = oldest - 1
             self._sent.clear()
+            self._head = None

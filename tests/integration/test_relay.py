@@ -1,0 +1,68 @@
+"""The relay sends again only what is lost, not a backlog the projector is behind on."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+
+import asyncpg
+
+from adapters.relay import OutboxRelay
+
+
+async def _log_one(conn: asyncpg.Connection) -> None:
+    """An event the projector recorded (of the other store: ours wait behind it)."""
+    await conn.execute(
+        "INSERT INTO syncd.event_log (event_id, source, module, record_id, op, origin,"
+        " modified_at, captured_at, payload, kafka_topic, kafka_partition, kafka_offset)"
+        " VALUES ($1, 'desk', 'contacts', '1', 'update', 'user', now(), now(), '{}', 't', 0, 0)",
+        uuid.uuid4())
+
+
+async def test_a_backlog_behind_a_busy_projector_is_not_sent_again(database_url: str) -> None:
+    conn = await asyncpg.connect(database_url)
+    try:
+        await conn.execute("INSERT INTO crm.contacts (last_name) SELECT 'r' || g"
+                           " FROM generate_series(1, 3) g")
+        oldest, newest = await conn.fetchrow("SELECT min(seq), max(seq) FROM crm.outbox")
+        relay = OutboxRelay(dsn=database_url, bootstrap="unused:9092", topic="t",
+                            source="crm", partitions=1, resend_after=0.5)
+        relay.cursor = newest
+        relay._sent.append((newest, time.monotonic() - 60))  # sent long ago, still there
+        # The projector is busy (the event log grows), so ours may simply be queued
+        # behind: nothing is sent again, however long ago it was sent.
+        for _ in range(8):
+            await _log_one(conn)
+            await relay._rewind(conn, force=False)
+            assert relay.cursor == newest
+            await asyncio.sleep(0.15)
+        # The projector gets no further: the rows are taken for lost and sent again.
+        await asyncio.sleep(0.6)
+        await relay._rewind(conn, force=False)
+        assert relay.cursor == oldest - 1
+    finally:
+        await conn.close()
+
+
+async def test_rows_stuck_while_the_log_grows_are_sent_again_in_the_end(
+        database_url: str) -> None:
+    conn = await asyncpg.connect(database_url)
+    try:
+        await conn.execute("INSERT INTO crm.contacts (last_name) VALUES ('r')")
+        oldest, newest = await conn.fetchrow("SELECT min(seq), max(seq) FROM crm.outbox")
+        relay = OutboxRelay(dsn=database_url, bootstrap="unused:9092", topic="t",
+                            source="crm", partitions=1, resend_after=0.1)
+        relay.cursor = newest
+        relay._sent.append((newest, time.monotonic() - 60))
+        # The log keeps growing but our oldest row never leaves: after ten times
+        # resend_after it is sent again all the same (lost, not queued).
+        deadline = time.monotonic() + 3
+        while relay.cursor == newest and time.monotonic() < deadline:
+            await _log_one(conn)
+            await relay._rewind(conn, force=False)
+            await asyncio.sleep(0.05)
+        assert relay.cursor == oldest - 1
+        assert time.monotonic() < deadline
+    finally:
+        await conn.close()
