@@ -534,21 +534,39 @@ class _Batch:
                 self._touch("email", key, person.at)
             for key in person.phone_keys:
                 self._touch("phone", key, person.at)
-        await self.conn.execute(
-            "DELETE FROM handshake.crm_keys k USING unnest($1::text[], $2::text[])"
-            " AS r(kind, record_id) WHERE k.kind = r.kind AND k.record_id = r.record_id",
-            [p.kind for p in people], [p.record_id for p in people])
-        rows = [(kind, p.kind, p.record_id, key) for p in people
-                for kind, keys in (("email", p.email_keys), ("phone", p.phone_keys))
-                for key in keys]
+        # Only the keys that went away or came: a change that keeps a person's e-mail
+        # (the usual update) rewrites none of its rows.
+        gone: list[tuple[str, str, str, str]] = []
+        rows: list[tuple[str, str, str, str]] = []
+        for p in people:
+            before = set(held.get((p.kind, p.record_id), ()))
+            after = {("email", key) for key in p.email_keys} | {
+                ("phone", key) for key in p.phone_keys}
+            gone.extend((kind, p.kind, p.record_id, key) for kind, key in sorted(before - after))
+            rows.extend((kind, p.kind, p.record_id, key) for kind, key in sorted(after - before))
+        if gone:
+            await self.conn.execute(
+                "DELETE FROM handshake.crm_keys k"
+                " USING unnest($1::text[], $2::text[], $3::text[], $4::text[])"
+                "  AS r(key_kind, kind, record_id, key)"
+                " WHERE k.key_kind = r.key_kind AND k.key = r.key AND k.kind = r.kind"
+                "  AND k.record_id = r.record_id",
+                [r[0] for r in gone], [r[1] for r in gone], [r[2] for r in gone],
+                [r[3] for r in gone])
         if rows:
+            # handshake.contact_standing, for all the contacts at once: calling it per
+            # key row was the costliest statement of a batch of contact changes.
             await self.conn.execute(
                 "INSERT INTO handshake.crm_keys (key_kind, key, kind, record_id, standing)"
                 " SELECT r.key_kind, r.key, r.kind, r.record_id,"
-                "  CASE WHEN r.kind = 'lead' THEN 1::smallint"
-                "       ELSE handshake.contact_standing(r.record_id) END"
+                "  CASE WHEN r.kind = 'lead' THEN 1 ELSE coalesce(s.standing, 1) END::smallint"
                 " FROM unnest($1::text[], $2::text[], $3::text[], $4::text[])"
-                "  AS r(key_kind, kind, record_id, key)",
+                "  AS r(key_kind, kind, record_id, key)"
+                " LEFT JOIN (SELECT contact_id, CASE WHEN bool_or(stage = 'won') THEN 3"
+                "                 WHEN bool_or(stage = 'open') THEN 2 ELSE 1 END AS standing"
+                "            FROM handshake.deals WHERE contact_id = ANY($3::text[])"
+                "            GROUP BY contact_id) s"
+                "  ON r.kind = 'contact' AND s.contact_id = r.record_id",
                 [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows],
                 [r[3] for r in rows])
 

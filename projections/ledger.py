@@ -71,27 +71,28 @@ async def record_outcomes(conn: Conn, outcomes: Sequence[Outcome]) -> None:
     """Append the batch's outcomes, then fold them into the failure log and history."""
     if not outcomes:
         return
-    # Ids are drawn first, in decision order, because the fold needs them: a failure
-    # entry is named after the outcome that opened it. The table lock comes first and
-    # is held to commit, as an INSERT's would be: a replay that locks the table
-    # EXCLUSIVE to read the newest id then waits for every id already drawn.
+    # Ids are drawn in decision order (the insert numbers the rows as they come, in
+    # ``ord`` order), because the fold needs them: a failure entry is named after the
+    # outcome that opened it. The table lock comes first and is held to commit, as the
+    # INSERT's would be: a replay that locks the table EXCLUSIVE to read the newest id
+    # then waits for every id already drawn.
     await conn.execute("LOCK TABLE sync.outcomes IN ROW EXCLUSIVE MODE")
     rows = await conn.fetch(
-        "SELECT nextval(pg_get_serial_sequence('sync.outcomes', 'id')) AS id"
-        " FROM generate_series(1, $1)", len(outcomes))
-    for outcome, drawn in zip(outcomes, sorted(row["id"] for row in rows), strict=True):
-        outcome.id = drawn
-    await conn.execute(
-        "INSERT INTO sync.outcomes (id, seq, event_id, source, module, record_id, outcome,"
+        "INSERT INTO sync.outcomes (seq, event_id, source, module, record_id, outcome,"
         " reason, detail, raw, captured_at)"
-        " SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::uuid[], $4::text[], $5::text[],"
-        " $6::text[], $7::text[], $8::text[], $9::text[], $10::bytea[], $11::timestamptz[])",
-        [o.id for o in outcomes], [o.seq for o in outcomes], [o.event_id for o in outcomes],
+        " SELECT seq, event_id, source, module, record_id, outcome, reason, detail, raw,"
+        " captured_at FROM unnest($1::bigint[], $2::uuid[], $3::text[], $4::text[],"
+        " $5::text[], $6::text[], $7::text[], $8::text[], $9::bytea[], $10::timestamptz[])"
+        " WITH ORDINALITY AS o(seq, event_id, source, module, record_id, outcome, reason,"
+        " detail, raw, captured_at, ord) ORDER BY ord RETURNING id",
+        [o.seq for o in outcomes], [o.event_id for o in outcomes],
         [o.source for o in outcomes], [o.module for o in outcomes],
         [o.record_id for o in outcomes], [o.outcome for o in outcomes],
         [o.reason for o in outcomes], [o.detail[:2000] for o in outcomes],
         [o.raw for o in outcomes], [o.captured_at for o in outcomes],
     )
+    for outcome, drawn in zip(outcomes, sorted(row["id"] for row in rows), strict=True):
+        outcome.id = drawn
     await fold(conn, outcomes)
 
 
@@ -114,15 +115,28 @@ def segments(outcomes: Sequence[Outcome]) -> list[list[Outcome]]:
 async def fold(conn: Conn, outcomes: Sequence[Outcome], *,
                tables: LedgerTables = LIVE) -> None:
     """Apply outcomes, in order, to the failure log and the history."""
+    # Resolving needs an open entry: with none open (the usual case) and none opened
+    # by this batch yet, the statement is skipped.
+    any_open = bool(await conn.fetchval(
+        f"SELECT EXISTS (SELECT 1 FROM {tables.failures} WHERE status = 'open')"))
     for segment in segments(outcomes):
-        await _fold_segment(conn, segment, tables)
+        any_open = await _fold_segment(conn, segment, tables, any_open=any_open)
+    # Counts add up in any order, and the history keeps hours by its own newest hour,
+    # so one statement for the whole batch folds to the same rows as one per segment.
+    counts: Counter[HistoryKey] = Counter()
+    for o in outcomes:
+        way = direction_of(o.source)
+        if o.outcome in COUNTED and way is not None and o.module != "unknown":
+            counts[(hour_of(o.captured_at), way, o.module, COUNTED[o.outcome])] += 1
+    await add_history(conn, counts, table=tables.history)
 
 
 async def _fold_segment(conn: Conn, outcomes: Sequence[Outcome],
-                        tables: LedgerTables) -> None:
+                        tables: LedgerTables, *, any_open: bool) -> bool:
+    """The failure log's part of the fold; return whether an entry may be open now."""
     failed = [o for o in outcomes if o.outcome == "failed"]
     resolving = [o for o in outcomes if o.outcome in RESOLVING]
-    if resolving:
+    if resolving and any_open:
         await conn.execute(
             f"""
             UPDATE {tables.failures} f SET status = 'resolved', resolved_at = r.at
@@ -148,12 +162,7 @@ async def _fold_segment(conn: Conn, outcomes: Sequence[Outcome],
             [(o.source, o.module, o.record_id, o.event_id, o.reason or "", o.detail[:2000],
               o.raw, o.captured_at, o.id) for o in failed],
         )
-    counts: Counter[HistoryKey] = Counter()
-    for o in outcomes:
-        way = direction_of(o.source)
-        if o.outcome in COUNTED and way is not None and o.module != "unknown":
-            counts[(hour_of(o.captured_at), way, o.module, COUNTED[o.outcome])] += 1
-    await add_history(conn, counts, table=tables.history)
+    return any_open or bool(failed)
 
 
 async def add_history(conn: Conn, counts: Counter[HistoryKey], *,

@@ -82,7 +82,7 @@ class BatchOutcome:
 _STAGE = """
 CREATE TEMP TABLE IF NOT EXISTS syncd_event_stage (
     ord integer, event_id uuid, source text, module text, record_id text, op text,
-    origin text, modified_at timestamptz, captured_at timestamptz, payload jsonb,
+    origin text, modified_at timestamptz, captured_at timestamptz, payload json,
     kafka_topic text, kafka_partition integer, kafka_offset bigint
 ) ON COMMIT DELETE ROWS
 """
