@@ -262,14 +262,31 @@ class Product:
         deadline = time.monotonic() + timeout
         if self.probe.applied < count:
             self.probe.done.clear()
+        seen, since = self.probe.applied, time.monotonic()
         while self.probe.applied < count:
             self.check()
-            if time.monotonic() > deadline:
+            if self.probe.applied != seen:
+                seen, since = self.probe.applied, time.monotonic()
+            if time.monotonic() > deadline or time.monotonic() - since > 90:
                 raise TimeoutError(f"{self.probe.applied} of {count} events applied"
-                                   f" in {timeout} s")
+                                   f" ({time.monotonic() - since:.0f} s without progress);"
+                                   f" {await self.diagnose()}")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.probe.done.wait(), 0.5)
         return self.probe.progress[-1][0] if self.probe.progress else time.perf_counter()
+
+    async def diagnose(self) -> str:
+        """Where a stalled run stands, for the error it reports."""
+        assert self.pool is not None
+        async with self.pool.acquire() as conn:
+            outbox = await _outbox_count(conn)
+            logged = await conn.fetchval("SELECT count(*) FROM syncd.event_log")
+            offsets = await conn.fetch(
+                "SELECT topic, partition, next_offset FROM syncd.consumer_offsets"
+                " WHERE topic = $1 ORDER BY partition", self.topic)
+        lag = self.projector.lag() if self.projector is not None else {}
+        return (f"outbox rows left {outbox}, event log {logged}, stored offsets"
+                f" {[(r['partition'], r['next_offset']) for r in offsets]}, lag {lag}")
 
     async def wait_acked(self, count: int, *, timeout: float) -> float:
         deadline = time.monotonic() + timeout
@@ -858,16 +875,31 @@ async def replay(env: Env, records: int) -> Result:
         cpu = env.cpu.read()
         started = time.perf_counter()
         ledger = await rebuild_ledger(conn, ledger_names, dry_run=False)
-        ledger_done = time.perf_counter()
-        board = await rebuild_handshake(conn, source, dry_run=False)
+        ledger_seconds = time.perf_counter() - started
+        result.update(ledger_seconds=round(ledger_seconds, 2),
+                      ledger_outcomes_per_s=round(_rate(outcomes, ledger_seconds)),
+                      ledger_changes=ledger.changes)
+        began = time.perf_counter()
+        try:
+            # Chunks no larger than the projector's batches: the board's locks per
+            # transaction grow with the chunk (see ops/bench/README.md).
+            board = await rebuild_handshake(conn, source, dry_run=False,
+                                            chunk=min(5_000, env.batch_max))
+        except asyncpg.PostgresError as err:
+            # Reported with the ledger's figures rather than losing them.
+            result["handshake_failed"] = f"{type(err).__name__}: {err}"
+            result["measured"] = False
+            result["reason"] = (f"failed: the handshake rebuild, after the ledger's"
+                                f" ({result['ledger_outcomes_per_s']} outcomes/s):"
+                                f" {type(err).__name__}: {err}")
+            return result
         ended = time.perf_counter()
         result["cpu_us_per_event"] = wl.CpuMeter.per_event(cpu, env.cpu.read(), events)
         seconds = ended - started
         rate = _rate(events, seconds)
         result.update(seconds=round(seconds, 2), events_per_s=round(rate),
-                      ledger_seconds=round(ledger_done - started, 2),
-                      handshake_seconds=round(ended - ledger_done, 2),
-                      ledger_changes=ledger.changes, handshake_changes=board.changes)
+                      handshake_seconds=round(ended - began, 2),
+                      handshake_changes=board.changes)
         _say("replay: raw limit on the same events")
         pool = await create_pool(dsn)
         raw = await _raw_from_log(env, dsn, prefix, pool)

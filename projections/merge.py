@@ -16,6 +16,8 @@ import hashlib
 import json
 from typing import Any
 
+import msgspec
+
 from projections.catalog import Side
 from projections.mapping import FieldPair, ModuleMapping
 
@@ -119,7 +121,13 @@ def side_values(values: dict[str, Any], mapping: ModuleMapping, side: Side) -> d
 
 
 def fingerprint(values: dict[str, Any]) -> str:
-    return hashlib.blake2b(canonical(values).encode(), digest_size=16).hexdigest()
+    """A digest of the values, the same for equal values: MessagePack with sorted keys,
+    several times cheaper than canonical JSON and, unlike JSON, keeping infinities and
+    NaN apart from null."""
+    return hashlib.blake2b(_packed(values), digest_size=16).hexdigest()
+
+
+_packed = msgspec.msgpack.Encoder(order="sorted").encode
 
 
 def newest(state: State) -> int:

@@ -637,8 +637,8 @@ class _Batch:
             else:
                 row[name] = value
         row["custom"] = custom
-        row["created_time"] = write.created_at.isoformat()
-        row["modified_time"] = write.modified_at.isoformat()
+        row["created_time"] = write.created_at  # msgspec writes them as RFC 3339
+        row["modified_time"] = write.modified_at
         if side == "desk" and module == "products":
             row["department_id"] = self.cfg.products_department_id
         return row
