@@ -11,6 +11,12 @@ only when the oldest row has stayed the oldest for ``resend_after`` (the
 projector gets no further, on this store's rows or, for up to ten times as
 long, on any) is it taken for lost.
 
+Rows are read in ``seq`` order past a cursor, but sequence values are drawn before
+commit: a transaction that drew a lower ``seq`` can commit after the relay has read
+past it (several sessions writing at once). The seqs the relay stepped over are
+kept for ``GAP_WAIT`` seconds and looked up at every pass, so such a row is
+sent as soon as it commits, not ``resend_after`` later.
+
 One relay per store is active across replicas (a session advisory lock);
 the others stand by and take over when its connection goes away.
 """
@@ -43,6 +49,17 @@ SELECT seq, module || ':' || record_id AS key, json_build_object(
 FROM {schema}.outbox WHERE seq > $1 ORDER BY seq LIMIT $2
 """
 
+# One pass: the rows past the cursor and those that have committed since with seqs
+# the relay stepped over ($4), in seq order.
+FETCH_PASS = FETCH_OUTBOX.replace("WHERE seq > $1", "WHERE seq > $1 OR seq = ANY($4::bigint[])")
+
+GAP_WAIT = 10.0
+"""Seconds a stepped-over seq is watched for (the stores' transactions are short); a
+row committing later still goes out, through the resend of everything unrecorded."""
+GAP_MAX = 10_000
+"""A longer run of missing seqs is not watched: it is rows recorded and gone (read
+again after a rewind), not transactions in flight."""
+
 
 class OutboxRelay:
     def __init__(
@@ -70,6 +87,8 @@ class OutboxRelay:
         self.cursor = 0
         self.active = False
         self._fetch = FETCH_OUTBOX.format(schema=source)
+        self._fetch_pass = FETCH_PASS.format(schema=source)
+        self._gaps: dict[int, float] = {}  # seq stepped over -> when
         self._wake = asyncio.Event()
         self._sent: deque[tuple[int, float]] = deque()  # (last seq of a send, when)
         self._head: tuple[int, float] | None = None  # (oldest outbox seq, seen since)
@@ -87,6 +106,7 @@ class OutboxRelay:
                             error=f"{type(err).__name__}: {err}")
                 self.cursor = 0
                 self._sent.clear()
+                self._gaps.clear()
                 await self._sleep(stop, 1.0)
 
     async def _run_once(self, stop: asyncio.Event) -> None:
@@ -125,7 +145,12 @@ class OutboxRelay:
         last_backlog = 0.0
         while not stop.is_set():
             self._wake.clear()
-            rows = await conn.fetch(self._fetch, self.cursor, self.batch_max, self.source)
+            if self._gaps:
+                rows = await conn.fetch(self._fetch_pass, self.cursor, self.batch_max,
+                                        self.source, list(self._gaps))
+            else:
+                rows = await conn.fetch(self._fetch, self.cursor, self.batch_max, self.source)
+            self._note_gaps(rows)
             if rows:
                 try:
                     await self._send(producer, rows)
@@ -137,7 +162,7 @@ class OutboxRelay:
                     await self._rewind(conn, force=True)
                     await self._sleep(stop, 1.0)
                     continue
-                self.cursor = rows[-1]["seq"]
+                self.cursor = max(self.cursor, rows[-1]["seq"])
                 self._sent.append((self.cursor, time.monotonic()))
                 if len(rows) == self.batch_max:
                     continue  # more is waiting: no pause
@@ -151,6 +176,23 @@ class OutboxRelay:
                 metrics.OUTBOX_BACKLOG.labels(self.source).set(backlog)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.poll_interval)
+
+    def _note_gaps(self, rows: list[asyncpg.Record]) -> None:
+        """Keep the seqs stepped over reading ``rows`` past the cursor, drop those read
+        now, forget old ones. Nothing is stepped over on the first read (the cursor
+        starts at 0)."""
+        now = time.monotonic()
+        previous = self.cursor
+        for row in rows:
+            seq = row["seq"]
+            if seq <= self.cursor:
+                del self._gaps[seq]  # committed late, sent now
+                continue
+            if previous and 1 < seq - previous <= GAP_MAX:
+                self._gaps.update(dict.fromkeys(range(previous + 1, seq), now))
+            previous = seq
+        if self._gaps and now - next(iter(self._gaps.values())) > GAP_WAIT:
+            self._gaps = {seq: at for seq, at in self._gaps.items() if now - at <= GAP_WAIT}
 
     async def _send(self, producer: object, rows: list[asyncpg.Record]) -> None:
         metrics.EVENTS_CAPTURED.labels(self.source).inc(len(rows))
@@ -197,3 +239,4 @@ class OutboxRelay:
             self.cursor = oldest - 1
             self._sent.clear()
             self._head = None
+            self._gaps.clear()  # everything from the oldest row on is read again

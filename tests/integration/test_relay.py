@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import uuid
+from collections.abc import Callable
 
 import asyncpg
 
@@ -66,3 +68,56 @@ async def test_rows_stuck_while_the_log_grows_are_sent_again_in_the_end(
         assert time.monotonic() < deadline
     finally:
         await conn.close()
+
+
+class _Producer:
+    """Records what the relay sends; every send is acknowledged at once."""
+
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+
+    async def send(self, _topic: str, value: bytes, *, key: bytes) -> asyncio.Future[None]:
+        self.sent.append(json.loads(value)["record_id"])
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return done
+
+
+async def test_a_row_committed_after_a_later_one_is_sent_when_it_commits(
+        database_url: str) -> None:
+    """Sequence values are drawn before commit: the relay reads past a row that
+    commits late, and must still send it at once, not resend_after later."""
+    slow = await asyncpg.connect(database_url)
+    fast = await asyncpg.connect(database_url)
+    conn = await asyncpg.connect(database_url)
+    producer = _Producer()
+    relay = OutboxRelay(dsn=database_url, bootstrap="unused:9092", topic="t",
+                        source="crm", partitions=1, poll_interval=0.05, resend_after=600)
+    stop = asyncio.Event()
+    task = asyncio.create_task(relay._relay(conn, producer, stop))
+    try:
+        first = await fast.fetchval(
+            "INSERT INTO crm.contacts (last_name) VALUES ('first') RETURNING id")
+        await _until(lambda: str(first) in producer.sent)  # the relay is under way
+        late = slow.transaction()
+        await late.start()
+        slow_id = await slow.fetchval(
+            "INSERT INTO crm.contacts (last_name) VALUES ('slow') RETURNING id")
+        fast_id = await fast.fetchval(
+            "INSERT INTO crm.contacts (last_name) VALUES ('fast') RETURNING id")
+        await _until(lambda: str(fast_id) in producer.sent)
+        await late.commit()
+        await _until(lambda: str(slow_id) in producer.sent)  # well before resend_after
+        assert sorted(producer.sent) == sorted([str(first), str(fast_id), str(slow_id)])
+    finally:
+        stop.set()
+        await task
+        for c in (slow, fast, conn):
+            await c.close()
+
+
+async def _until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "not within the time allowed"
+        await asyncio.sleep(0.02)
