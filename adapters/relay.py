@@ -49,9 +49,11 @@ SELECT seq, module || ':' || record_id AS key, json_build_object(
 FROM {schema}.outbox WHERE seq > $1 ORDER BY seq LIMIT $2
 """
 
-# One pass: the rows past the cursor and those that have committed since with seqs
-# the relay stepped over ($4), in seq order.
-FETCH_PASS = FETCH_OUTBOX.replace("WHERE seq > $1", "WHERE seq > $1 OR seq = ANY($4::bigint[])")
+# Rows that have committed since with seqs the relay stepped over ($1). Apart from
+# FETCH_OUTBOX: combined with an OR, the planner can no longer read the backlog in
+# index order under the LIMIT, and sorts all of it at every pass.
+FETCH_LATE = FETCH_OUTBOX.replace("WHERE seq > $1 ORDER BY seq LIMIT $2",
+                                  "WHERE seq = ANY($1::bigint[]) ORDER BY seq LIMIT $2")
 
 GAP_WAIT = 10.0
 """Seconds a stepped-over seq is watched for (the stores' transactions are short); a
@@ -87,7 +89,7 @@ class OutboxRelay:
         self.cursor = 0
         self.active = False
         self._fetch = FETCH_OUTBOX.format(schema=source)
-        self._fetch_pass = FETCH_PASS.format(schema=source)
+        self._fetch_late = FETCH_LATE.format(schema=source)
         self._gaps: dict[int, float] = {}  # seq stepped over -> when
         self._wake = asyncio.Event()
         self._sent: deque[tuple[int, float]] = deque()  # (last seq of a send, when)
@@ -145,11 +147,12 @@ class OutboxRelay:
         last_backlog = 0.0
         while not stop.is_set():
             self._wake.clear()
+            rows = await conn.fetch(self._fetch, self.cursor, self.batch_max, self.source)
             if self._gaps:
-                rows = await conn.fetch(self._fetch_pass, self.cursor, self.batch_max,
-                                        self.source, list(self._gaps))
-            else:
-                rows = await conn.fetch(self._fetch, self.cursor, self.batch_max, self.source)
+                late = await conn.fetch(self._fetch_late, list(self._gaps), self.batch_max,
+                                        self.source)
+                if late:
+                    rows = sorted([*late, *rows], key=lambda r: r["seq"])
             self._note_gaps(rows)
             if rows:
                 try:

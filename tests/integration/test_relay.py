@@ -121,3 +121,19 @@ async def _until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
     while not condition():
         assert time.monotonic() < deadline, "not within the time allowed"
         await asyncio.sleep(0.02)
+
+
+async def test_each_outbox_numbers_its_rows_without_holes(database_url: str) -> None:
+    """A relay watches holes in its outbox's numbering for rows still committing:
+    the other store's rows must not make holes in it."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        for i in range(3):
+            await conn.execute("INSERT INTO desk.contacts (last_name) VALUES ($1)", f"d{i}")
+            await conn.execute("INSERT INTO crm.contacts (last_name) VALUES ($1)", f"c{i}")
+        for source in ("desk", "crm"):
+            seqs = [r["seq"] for r in await conn.fetch(
+                f"SELECT seq FROM {source}.outbox ORDER BY seq")]
+            assert seqs == list(range(seqs[0], seqs[0] + 3)), (source, seqs)
+    finally:
+        await conn.close()
