@@ -58,6 +58,8 @@ FETCH_LATE = FETCH_OUTBOX.replace("WHERE seq > $1 ORDER BY seq LIMIT $2",
 GAP_WAIT = 10.0
 """Seconds a stepped-over seq is watched for (the stores' transactions are short); a
 row committing later still goes out, through the resend of everything unrecorded."""
+GAP_LEAD = 1_000
+"""On the first read, how many seqs before the first row are watched."""
 GAP_MAX = 10_000
 """A longer run of missing seqs is not watched: it is rows recorded and gone (read
 again after a rewind), not transactions in flight."""
@@ -182,16 +184,19 @@ class OutboxRelay:
 
     def _note_gaps(self, rows: list[asyncpg.Record]) -> None:
         """Keep the seqs stepped over reading ``rows`` past the cursor, drop those read
-        now, forget old ones. Nothing is stepped over on the first read (the cursor
-        starts at 0)."""
+        now, forget old ones. On the first read (the cursor at 0) the ``GAP_LEAD`` seqs
+        before the first row count as stepped over: rows still committing may sit
+        there."""
         now = time.monotonic()
         previous = self.cursor
+        if not previous and rows:
+            previous = max(0, rows[0]["seq"] - GAP_LEAD - 1)
         for row in rows:
             seq = row["seq"]
             if seq <= self.cursor:
                 del self._gaps[seq]  # committed late, sent now
                 continue
-            if previous and 1 < seq - previous <= GAP_MAX:
+            if 1 < seq - previous <= GAP_MAX:
                 self._gaps.update(dict.fromkeys(range(previous + 1, seq), now))
             previous = seq
         if self._gaps and now - next(iter(self._gaps.values())) > GAP_WAIT:
