@@ -40,20 +40,18 @@ log = structlog.get_logger(__name__)
 
 _LOCK_BASE = 0x5359_4E43_5245_4C00  # "SYNCREL\0"
 
-FETCH_OUTBOX = """
+_SELECT_OUTBOX = """
 SELECT seq, module || ':' || record_id AS key, json_build_object(
     'v', 1, 'event_id', event_id, 'source', $3::text, 'module', module,
     'record_id', record_id, 'op', op, 'values', "values", 'changed', changed,
     'modified_at', modified_at, 'created_at', created_at, 'origin', origin,
     'captured_at', captured_at)::text AS body
-FROM {schema}.outbox WHERE seq > $1 ORDER BY seq LIMIT $2
-"""
-
-# Rows that have committed since with seqs the relay stepped over ($1). Apart from
-# FETCH_OUTBOX: combined with an OR, the planner can no longer read the backlog in
-# index order under the LIMIT, and sorts all of it at every pass.
-FETCH_LATE = FETCH_OUTBOX.replace("WHERE seq > $1 ORDER BY seq LIMIT $2",
-                                  "WHERE seq = ANY($1::bigint[]) ORDER BY seq LIMIT $2")
+FROM {schema}.outbox"""
+FETCH_OUTBOX = _SELECT_OUTBOX + " WHERE seq > $1 ORDER BY seq LIMIT $2"
+# Rows that have committed since with seqs the relay stepped over ($1). A query of
+# its own: combined with the one above by an OR, the planner can no longer read the
+# backlog in index order under the LIMIT, and sorts all of it at every pass.
+FETCH_LATE = _SELECT_OUTBOX + " WHERE seq = ANY($1::bigint[]) ORDER BY seq LIMIT $2"
 
 GAP_WAIT = 10.0
 """Seconds a stepped-over seq is watched for (the stores' transactions are short); a

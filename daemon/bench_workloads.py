@@ -252,26 +252,28 @@ async def insert_contacts(conn: Conn, schema: str, first: int, last: int, email_
 
     ``captured=False`` writes them as pre-existing records (no events), created at
     times spread over 290 days; captured ones are new: created now."""
-    born, spread = (dt.datetime.now(dt.UTC), 1) if captured else (born_base(), 25_000_000)
-    for lo in range(first, last + 1, chunk):
-        hi = min(last, lo + chunk - 1)
-        async with conn.transaction():
-            if not captured:
-                await conn.execute("SET LOCAL syncd.origin = 'sync'")
-            await conn.execute(_SEED_CONTACTS.format(schema=schema), FIRST, LAST, email_format,
-                               born, lo, hi, spread)
+    await _insert_chunked(conn, _SEED_CONTACTS.format(schema=schema), (FIRST, LAST, email_format),
+                          first, last, captured=captured, chunk=chunk)
 
 
 async def insert_accounts(conn: Conn, schema: str, first: int, last: int, name_format: str,
                           *, captured: bool, chunk: int = 100_000) -> None:
+    """Accounts ``first..last`` in ``schema``, as ``insert_contacts``."""
+    await _insert_chunked(conn, _SEED_ACCOUNTS.format(schema=schema), (name_format, INDUSTRIES),
+                          first, last, captured=captured, chunk=chunk)
+
+
+async def _insert_chunked(conn: Conn, sql: str, head: tuple[Any, ...], first: int, last: int,
+                          *, captured: bool, chunk: int) -> None:
+    """Run a seeding statement over ``first..last`` in chunks, one transaction each;
+    its parameters are ``head``, then creation time, chunk bounds and time spread."""
     born, spread = (dt.datetime.now(dt.UTC), 1) if captured else (born_base(), 25_000_000)
     for lo in range(first, last + 1, chunk):
         hi = min(last, lo + chunk - 1)
         async with conn.transaction():
             if not captured:
                 await conn.execute("SET LOCAL syncd.origin = 'sync'")
-            await conn.execute(_SEED_ACCOUNTS.format(schema=schema), name_format, INDUSTRIES,
-                               born, lo, hi, spread)
+            await conn.execute(sql, *head, born, lo, hi, spread)
 
 
 def company_name_format(rng: random.Random) -> str:
