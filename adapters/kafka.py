@@ -8,11 +8,14 @@ exactly-once effects come from the event log and the offsets in PostgreSQL.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
+from collections.abc import Iterator
 
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.errors import KafkaError, KafkaTimeoutError, TopicAlreadyExistsError
 
 log = structlog.get_logger(__name__)
 
@@ -20,8 +23,8 @@ log = structlog.get_logger(__name__)
 async def ensure_topics(bootstrap: str, topics: list[str], *, partitions: int) -> list[str]:
     """Create the missing topics; safe when several replicas race to do it."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
-    await admin.start()
     try:
+        await admin.start()  # inside the try: a broker that is not up must not leak the client
         existing = set(await admin.list_topics())
         missing = [t for t in topics if t not in existing]
         created: list[str] = []
@@ -35,7 +38,28 @@ async def ensure_topics(bootstrap: str, topics: list[str], *, partitions: int) -
             log.info("kafka_topics_created", topics=created, partitions=partitions)
         return created
     finally:
-        await admin.close()
+        with contextlib.suppress(KafkaError, OSError):
+            await admin.close()
+
+
+@contextlib.contextmanager
+def quiet_client_logs() -> Iterator[None]:
+    """Hold back aiokafka's own log lines (an ERROR "Unable connect to …" per failed
+    connection) while the caller reports the broker's absence itself."""
+    logger = logging.getLogger("aiokafka")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def broker_unavailable(err: BaseException) -> bool:
+    """Whether ``err`` means the broker is not reachable (yet): worth waiting for."""
+    if isinstance(err, KafkaError):
+        return bool(err.retriable) or isinstance(err, KafkaTimeoutError)
+    return isinstance(err, (OSError, TimeoutError))
 
 
 def make_producer(bootstrap: str) -> AIOKafkaProducer:

@@ -7,19 +7,31 @@ import asyncio
 import contextlib
 import functools
 import os
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar, cast
 
 import asyncpg
+import psycopg
 import structlog
+from aiohttp import web
+from eventsourcing.persistence import InterfaceError as PersistenceInterfaceError
+from eventsourcing.persistence import OperationalError as PersistenceOperationalError
 
 from adapters import initial_sync, metrics
 from adapters.demo import seed as seed_demo
 from adapters.integration_store import IntegrationService
-from adapters.kafka import broker_reachable, ensure_topics
+from adapters.kafka import (
+    broker_reachable,
+    broker_unavailable,
+    ensure_topics,
+    quiet_client_logs,
+)
 from adapters.migrate import migrate, pending
 from adapters.relay import OutboxRelay
 from daemon.api import ApiContext, api_routes
 from daemon.handshake_api import API_PREFIX, admin_api_roles, handshake_app
-from daemon.http import ReadinessCheck, build_app, serve, watch_readiness
+from daemon.http import Handler, ReadinessCheck, build_app, error_body, serve, watch_readiness
 from daemon.projector import Projector
 from daemon.runtime import RuntimeInfo, remove_runtime, write_runtime
 from daemon.sdnotify import Notifier
@@ -27,6 +39,7 @@ from daemon.services import Services, open_services
 from daemon.settings import Settings
 from daemon.supervisor import RootTask, supervise
 from daemon.tokens import token_table
+from daemon.waiting import GaveUp, Stopped, wait_for
 from projections.config import SyncConfig
 from projections.handshake import HandshakeProjection
 from projections.integration import InvalidCommand
@@ -36,13 +49,19 @@ log = structlog.get_logger(__name__)
 
 DEMO_ACTOR = "demo-seed"
 
+T = TypeVar("T")
+
 
 async def create_pool(dsn: str, *, max_size: int = 10,
-                      idle_in_transaction_timeout: float = 20.0) -> asyncpg.Pool:
+                      idle_in_transaction_timeout: float = 20.0,
+                      connect: bool = True) -> asyncpg.Pool:
+    """The daemon's asyncpg pool. ``connect=False``: open no connection yet (each
+    ``acquire`` connects as needed), so the pool exists while the database is away."""
     # A process frozen in the middle of a batch (SIGSTOP, a stuck host) would keep its
     # row locks for ever and block the replica that took over: PostgreSQL ends such a
     # session instead, and the frozen process finds its batch gone when it wakes.
-    pool = await asyncpg.create_pool(dsn, min_size=1, max_size=max_size, command_timeout=60,
+    pool = await asyncpg.create_pool(dsn, min_size=1 if connect else 0, max_size=max_size,
+                                     command_timeout=60,
                                      server_settings={
                                          "jit": "off", "timezone": "UTC",
                                          "idle_in_transaction_session_timeout":
@@ -51,21 +70,76 @@ async def create_pool(dsn: str, *, max_size: int = 10,
     return pool
 
 
+_PERMANENT_DATABASE_ERRORS = (asyncpg.InvalidAuthorizationSpecificationError,
+                              asyncpg.InvalidCatalogNameError)
+
+
+def database_unavailable(err: BaseException) -> bool:
+    """Whether ``err`` means the database is not reachable (yet): worth waiting for.
+
+    Refused or reset connections, a server starting up or shutting down (asyncpg's
+    ``CannotConnectNowError``, psycopg's ``AdminShutdown``, also as eventsourcing
+    wraps them), too many connections, timeouts. A wrong password or a missing
+    database is not: waiting would not bring them.
+    """
+    if isinstance(err, _PERMANENT_DATABASE_ERRORS):
+        return False
+    return isinstance(err, (
+        OSError, TimeoutError, asyncpg.PostgresConnectionError,
+        asyncpg.exceptions.OperatorInterventionError, asyncpg.TooManyConnectionsError,
+        psycopg.OperationalError, psycopg.InterfaceError,
+        PersistenceOperationalError, PersistenceInterfaceError))
+
+
+class Startup:
+    """What start-up still waits for: ``/readyz`` names it, the API answers 503 until
+    everything is there (the listener is up before the database and the broker)."""
+
+    OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+
+    def __init__(self) -> None:
+        self.waiting: dict[str, str] = {}  # what -> the reason, while an attempt fails
+        self.ready: set[str] = set()  # what start-up has finished with
+        self.done = False
+
+    def reason(self, what: str) -> str | None:
+        """Why ``what`` is not ready during start-up; None once start-up is past it."""
+        if what in self.ready:
+            return None
+        return self.waiting.get(what, f"start-up is connecting to the {what}")
+
+    @web.middleware
+    async def gate(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        if self.done or request.path in self.OPEN_PATHS:
+            return await handler(request)
+        waiting = "; ".join(self.waiting.values()) or "connecting to the database and broker"
+        return error_body(503, "starting", f"the daemon is starting: {waiting}",
+                          headers={"Retry-After": "2"})
+
+
 async def run(settings: Settings, stop: asyncio.Event, *, demo: bool = False) -> int:
-    """Run the daemon until ``stop`` is set or a root task fails; return the exit status."""
+    """Run the daemon until ``stop`` is set or a root task fails; return the exit status.
+
+    The HTTP listener comes up first, then the daemon waits for the database and the
+    broker (capped backoff, one log line per attempt, ``/readyz`` naming what is
+    missing), for at most ``startup_wait`` seconds, and only then starts its work.
+    """
     async with contextlib.AsyncExitStack() as stack:
         services = await stack.enter_async_context(open_services(settings))
-        pool = await create_pool(services.dsn)
+        pool = await create_pool(services.dsn, connect=False)
         stack.push_async_callback(pool.close)
-        async with pool.acquire() as conn:
-            await migrate(conn)
-        integration = await IntegrationService.open(services.dsn)
-        stack.push_async_callback(integration.close)
-        if demo:
-            await _seed_demo(pool, integration)
-        await ensure_topics(services.bootstrap, [settings.events_topic],
-                            partitions=settings.partitions)
-        return await _serve(settings, services, pool, integration, stop, stack)
+        startup = Startup()
+        daemon = _Daemon(settings, services, pool, startup)
+        await daemon.listen(stack)
+        try:
+            integration = await daemon.connect(stack, stop, demo=demo)
+        except Stopped as err:
+            log.info("daemon_stopped_while_starting", waiting_for=err.what)
+            return 0
+        except GaveUp as err:
+            log.error("startup_failed", error=str(err))
+            return 1
+        return await daemon.serve(integration, stop)
     raise AssertionError("unreachable")  # pragma: no cover
 
 
@@ -82,97 +156,171 @@ async def _seed_demo(pool: asyncpg.Pool, integration: IntegrationService) -> Non
             await integration.choose_products_department(int(support), by=DEMO_ACTOR)
 
 
-async def _serve(settings: Settings, services: Services, pool: asyncpg.Pool,
-                 integration: IntegrationService, stop: asyncio.Event,
-                 stack: contextlib.AsyncExitStack) -> int:
-    # The projection reads the config once per batch; follow() swaps it when any
-    # replica changes the integration (OPS-05), so a change applies to the next batch.
-    sync_config = await integration.current_config()
+class _NotOpenYet:
+    """Stands for the integration store until start-up has opened it; the start-up
+    gate keeps every request that would use it out until then."""
 
-    def read_config() -> SyncConfig:
-        return sync_config
+    def __getattr__(self, name: str) -> Any:
+        raise RuntimeError(f"the integration store is not open yet ({name})")
 
-    def swap_config(new: SyncConfig) -> None:
-        nonlocal sync_config
-        sync_config = new
+
+class _Daemon:
+    """The daemon's parts, wired before any connection so that the HTTP listener
+    can answer while start-up waits for the database and the broker."""
+
+    def __init__(self, settings: Settings, services: Services, pool: asyncpg.Pool,
+                 startup: Startup) -> None:
+        self.settings = settings
+        self.services = services
+        self.pool = pool
+        self.startup = startup
+        self.http_address = ""  # host:port, once listening
+        self.first_start = False  # no initial sync has run yet: start one
+        # The projection reads the config once per batch; follow() swaps it when any
+        # replica changes the integration (OPS-05), so a change applies to the next
+        # batch. Until start-up has read it, nothing runs that reads it.
+        self.sync_config = SyncConfig()
+        self.sync = SyncProjection(self.read_config)
+        # The board comes last: it holds its moves lock until the commit.
+        self.projector = Projector(
+            pool=pool, bootstrap=services.bootstrap, topic=settings.events_topic,
+            group_id=settings.group_id, projections=[self.sync, HandshakeProjection()],
+            batch_max=settings.batch_max,
+            session_timeout_ms=settings.consumer_session_timeout_ms)
+        self.checks: dict[str, ReadinessCheck] = {
+            "database": self.database_ready, "broker": self.broker_ready,
+            "consumer": self.consumer_ready}
+        self.api = ApiContext(
+            pool=pool, integration=cast(IntegrationService, _NotOpenYet()),
+            tokens=token_table(settings),
+            webhook_secrets={k: v.get_secret_value().encode()
+                             for k, v in settings.webhook_secrets.items()},
+            history_timezone=settings.history_timezone, config=self.read_config,
+            lag=self.projector.lag, last_applied_at=lambda: self.projector.last_applied_at)
+
+    def read_config(self) -> SyncConfig:
+        return self.sync_config
+
+    def swap_config(self, new: SyncConfig) -> None:
+        self.sync_config = new
         metrics.PAUSED.set(1 if new.paused else 0)
         log.info("integration_config_changed", paused=new.paused, active=new.active,
                  direction=new.direction)
 
-    metrics.PAUSED.set(1 if sync_config.paused else 0)
-    sync = SyncProjection(read_config)
-    # The board comes after the sync (it reads the contacts the sync just wrote, which
-    # capture never sees) and last (it holds a lock until commit).
-    projector = Projector(pool=pool, bootstrap=services.bootstrap, topic=settings.events_topic,
-                          group_id=settings.group_id,
-                          projections=[sync, HandshakeProjection()],
-                          batch_max=settings.batch_max,
-                          session_timeout_ms=settings.consumer_session_timeout_ms)
-
-    async def database_ready() -> str | None:
+    async def database_ready(self) -> str | None:
+        waiting = self.startup.reason("database")
+        if waiting is not None:
+            return waiting
         try:
-            async with pool.acquire(timeout=3) as conn:
+            async with self.pool.acquire(timeout=3) as conn:
                 missing = await pending(conn)
-        except (OSError, asyncpg.PostgresError, TimeoutError) as err:
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as err:
             return f"database unreachable: {type(err).__name__}"
         return f"migrations pending: {missing}" if missing else None
 
-    async def broker_ready() -> str | None:
-        ok = await broker_reachable(services.bootstrap)
+    async def broker_ready(self) -> str | None:
+        if "broker" in self.startup.waiting:
+            return self.startup.waiting["broker"]
+        ok = await broker_reachable(self.services.bootstrap)
         return None if ok else "broker unreachable"
 
-    async def consumer_ready() -> str | None:
-        return None if projector.joined.is_set() else "consumer has not joined its group"
+    async def consumer_ready(self) -> str | None:
+        return None if self.projector.joined.is_set() else "consumer has not joined its group"
 
-    routes, middleware = api_routes(ApiContext(
-        pool=pool, integration=integration, tokens=token_table(settings),
-        webhook_secrets={k: v.get_secret_value().encode()
-                         for k, v in settings.webhook_secrets.items()},
-        history_timezone=settings.history_timezone, config=read_config,
-        lag=projector.lag, last_applied_at=lambda: projector.last_applied_at))
-    checks: dict[str, ReadinessCheck] = {
-        "database": database_ready, "broker": broker_ready, "consumer": consumer_ready}
-    app = build_app(checks, routes=routes, middlewares=[middleware])
-    app.add_subapp(API_PREFIX, handshake_app(
-        pool, edition=settings.edition, integration_active=lambda: read_config().active,
-        authorize=admin_api_roles()))
-    runner, port = await serve(app, settings.http_host, settings.http_port)
-    stack.push_async_callback(runner.cleanup)
-    http_address = f"{settings.http_host}:{port}"
-    write_runtime(settings.data_dir, RuntimeInfo(
-        pid=os.getpid(), http=http_address, broker=services.bootstrap, database=services.dsn))
-    stack.callback(remove_runtime, settings.data_dir)
-    log.info("daemon_started", http=http_address, broker=services.bootstrap,
-             topic=settings.events_topic, group_id=settings.group_id)
+    async def listen(self, stack: contextlib.AsyncExitStack) -> None:
+        """Start the HTTP listener and write ``runtime.json``."""
+        settings = self.settings
+        routes, middleware = api_routes(self.api)
+        app = build_app(self.checks, routes=routes,
+                        middlewares=[self.startup.gate, middleware])
+        app.add_subapp(API_PREFIX, handshake_app(
+            self.pool, edition=settings.edition,
+            integration_active=lambda: self.read_config().active,
+            authorize=admin_api_roles()))
+        runner, port = await serve(app, settings.http_host, settings.http_port)
+        stack.push_async_callback(runner.cleanup)
+        self.http_address = f"{settings.http_host}:{port}"
+        write_runtime(settings.data_dir, RuntimeInfo(
+            pid=os.getpid(), http=self.http_address, broker=self.services.bootstrap,
+            database=self.services.dsn))
+        stack.callback(remove_runtime, settings.data_dir)
+        log.info("daemon_listening", http=self.http_address)
 
-    roots: dict[str, RootTask] = {
-        "projector": projector.run,
-        "integration": functools.partial(integration.follow, on_change=swap_config),
-        "resume-drain": functools.partial(drain_deferred, pool, sync),
-        "readiness": functools.partial(watch_readiness, checks),
-        "stats": functools.partial(export_stats, pool),
-    }
-    for source in ("desk", "crm"):
-        relay = OutboxRelay(dsn=services.dsn, bootstrap=services.bootstrap,
-                            topic=settings.events_topic, source=source,
-                            partitions=settings.partitions,
-                            poll_interval=settings.relay_poll_interval,
-                            resend_after=settings.relay_resend_after)
-        roots[f"relay-{source}"] = relay.run
-    async with pool.acquire() as conn:
-        first_start = await initial_sync.progress(conn) is None
-    if first_start:
-        roots["initial-sync"] = functools.partial(
-            _initial_sync, pool, direction=sync_config.direction,
-            window_days=settings.initial_sync_window_days)
-    notifier = Notifier.from_environ()
-    if notifier.enabled:
-        # READY=1 waits for the consumer's join: systemd says "started" only once sync runs.
-        roots["sd-notify"] = functools.partial(notifier.lifecycle, ready=projector.joined)
-        interval = Notifier.watchdog_interval()
-        if interval is not None:
-            roots["sd-watchdog"] = functools.partial(notifier.watchdog_loop, interval=interval)
-    return await supervise(roots, stop, deadline=settings.shutdown_deadline)
+    async def connect(self, stack: contextlib.AsyncExitStack, stop: asyncio.Event, *,
+                      demo: bool) -> IntegrationService:
+        """Wait for the database (migrated, the integration store open) and the broker
+        (topics created); raise ``Stopped`` or ``GaveUp`` if they do not come."""
+        settings, startup = self.settings, self.startup
+        deadline = (time.monotonic() + settings.startup_wait) if settings.startup_wait else None
+
+        async def need(what: str, attempt: Callable[[], Awaitable[T]],
+                       transient: Callable[[BaseException], bool]) -> T:
+            left = None if deadline is None else max(0.001, deadline - time.monotonic())
+            return await wait_for(what, attempt, transient=transient, stop=stop, limit=left,
+                                  waiting=startup.waiting)
+
+        async def migrate_database() -> None:
+            async with self.pool.acquire() as conn:
+                await migrate(conn)
+
+        await need("database", migrate_database, database_unavailable)
+        integration = await need("database", lambda: IntegrationService.open(self.services.dsn),
+                                 database_unavailable)
+        stack.push_async_callback(integration.close)
+        self.api.integration = integration
+        if demo:
+            await need("database", lambda: _seed_demo(self.pool, integration),
+                       database_unavailable)
+        self.sync_config = await need("database", integration.current_config,
+                                      database_unavailable)
+        metrics.PAUSED.set(1 if self.sync_config.paused else 0)
+        self.first_start = await need("database", self._first_start, database_unavailable)
+        startup.ready.add("database")
+        with quiet_client_logs():  # one line per attempt: ours, not aiokafka's too
+            await need("broker", lambda: ensure_topics(
+                self.services.bootstrap, [settings.events_topic],
+                partitions=settings.partitions), broker_unavailable)
+        startup.ready.add("broker")
+        startup.done = True
+        return integration
+
+    async def _first_start(self) -> bool:
+        async with self.pool.acquire() as conn:
+            return await initial_sync.progress(conn) is None
+
+    async def serve(self, integration: IntegrationService, stop: asyncio.Event) -> int:
+        settings, services = self.settings, self.services
+        log.info("daemon_started", http=self.http_address, broker=services.bootstrap,
+                 topic=settings.events_topic, group_id=settings.group_id)
+        roots: dict[str, RootTask] = {
+            "projector": self.projector.run,
+            "integration": functools.partial(integration.follow, on_change=self.swap_config),
+            "resume-drain": functools.partial(drain_deferred, self.pool, self.sync),
+            "readiness": functools.partial(watch_readiness, self.checks),
+            "stats": functools.partial(export_stats, self.pool),
+        }
+        for source in ("desk", "crm"):
+            relay = OutboxRelay(dsn=services.dsn, bootstrap=services.bootstrap,
+                                topic=settings.events_topic, source=source,
+                                partitions=settings.partitions,
+                                poll_interval=settings.relay_poll_interval,
+                                resend_after=settings.relay_resend_after)
+            roots[f"relay-{source}"] = relay.run
+        if self.first_start:
+            roots["initial-sync"] = functools.partial(
+                _initial_sync, self.pool, direction=self.sync_config.direction,
+                window_days=settings.initial_sync_window_days)
+        notifier = Notifier.from_environ()
+        if notifier.enabled:
+            # READY=1 waits for the consumer's join: systemd says "started" only once
+            # sync runs.
+            roots["sd-notify"] = functools.partial(notifier.lifecycle,
+                                                   ready=self.projector.joined)
+            interval = Notifier.watchdog_interval()
+            if interval is not None:
+                roots["sd-watchdog"] = functools.partial(notifier.watchdog_loop,
+                                                         interval=interval)
+        return await supervise(roots, stop, deadline=settings.shutdown_deadline)
 
 
 async def _initial_sync(pool: asyncpg.Pool, stop: asyncio.Event, *, direction: str,

@@ -69,6 +69,9 @@ class Settings(BaseSettings):
     batch_max: int = Field(default=5000, ge=1, le=100_000)
     relay_poll_interval: float = Field(default=1.0, gt=0, le=60)
     relay_resend_after: float = Field(default=30.0, gt=0, le=3600)
+    startup_wait: float = Field(
+        default=600.0, ge=0, le=7 * 86_400, description="Seconds start-up waits for the "
+        "database and the broker (capped backoff) before giving up; 0 waits for ever.")
 
     @field_validator("history_timezone")
     @classmethod
