@@ -47,7 +47,10 @@ async def seed(pool: asyncpg.Pool, *, contacts: int = 3000, seed_value: int = 7,
     async with pool.acquire() as conn, conn.transaction():
         if await is_seeded(conn):
             return {}
-        await conn.execute("SET LOCAL syncd.origin = 'sync'")  # pre-existing data
+        # Pre-existing data: nothing captured (syncd.capture = 'off'; origin 'sync' alone
+        # no longer keeps crm.contacts out of the outbox, 0013_capture_sync_writes.sql).
+        await conn.execute("SET LOCAL syncd.origin = 'sync'")
+        await conn.execute("SET LOCAL syncd.capture = 'off'")
         await conn.executemany("INSERT INTO desk.departments (name) VALUES ($1)",
                                [(d,) for d in DEPARTMENTS])
         names = [f"{c} {s}" for c in COMPANIES for s in SUFFIX]

@@ -27,9 +27,12 @@ from aiohttp import web
 
 from adapters.integration_store import IntegrationService
 from daemon.settings import Role
+from projections.catalog import SYNCED_MODULES
 from projections.config import SyncConfig
+from projections.db import Conn
 from projections.events import ChangeEvent, InvalidEvent, decode_event, encode_event
 from projections.integration import InvalidCommand
+from projections.sync import REASON_UNSEEN_EDIT
 
 log = structlog.get_logger(__name__)
 
@@ -365,7 +368,7 @@ async def retry_failures(pool: asyncpg.Pool, *, ids: list[int] | None, reason: s
     """
     async with pool.acquire() as conn, conn.transaction():
         rows = await conn.fetch(
-            "SELECT f.id, f.source, e.payload::text AS payload FROM sync.failures f"
+            "SELECT f.id, f.source, f.reason, e.payload::text AS payload FROM sync.failures f"
             " LEFT JOIN syncd.event_log e ON e.event_id = f.event_id"
             " WHERE f.status = 'open' AND ($1 OR f.id = ANY($2::bigint[]) OR f.reason = $3)"
             " ORDER BY f.id FOR UPDATE OF f",
@@ -376,6 +379,8 @@ async def retry_failures(pool: asyncpg.Pool, *, ids: list[int] | None, reason: s
                 skipped += 1
                 continue
             event = decode_event(row["payload"].encode())
+            if row["reason"] == REASON_UNSEEN_EDIT:
+                await _acknowledge_rows(conn, event)
             await conn.execute(
                 f"INSERT INTO {event.source}.outbox (module, record_id, op, \"values\", changed,"
                 " modified_at, created_at, origin) VALUES ($1, $2, $3, $4::jsonb, $5, $6, $7,"
@@ -386,6 +391,28 @@ async def retry_failures(pool: asyncpg.Pool, *, ids: list[int] | None, reason: s
             await conn.execute("SELECT pg_notify('syncd_outbox', $1)", event.source)
             retried += 1
     return {"selected": len(rows), "retried": retried, "not_retryable": skipped}
+
+
+async def _acknowledge_rows(conn: Conn, event: ChangeEvent) -> None:
+    """A retry of *the record changed after the sync last saw it*: nothing captured that
+    change, so nothing would ever bring it. Retrying takes both rows of the pair as
+    seen as they are now; the write then goes ahead, and the uncaptured values of
+    mapped fields give way to the synced ones."""
+    if event.module not in SYNCED_MODULES:
+        return
+    link = await conn.fetchrow(
+        f"SELECT link_id, desk_id, crm_id FROM sync.links WHERE module = $1"
+        f" AND {event.source}_id = $2 FOR UPDATE", event.module, event.record_id)
+    if link is None:
+        return
+    for side in ("desk", "crm"):
+        record_id = link[f"{side}_id"]
+        if record_id is None or not record_id.isdigit():
+            continue
+        await conn.execute(
+            f"UPDATE sync.links l SET {side}_seen = greatest(l.{side}_seen, t.modified_time),"
+            f" {side}_fp = NULL FROM {side}.{event.module} t"
+            " WHERE l.link_id = $1 AND t.id = $2", link["link_id"], int(record_id))
 
 
 def _dumps(value: Any) -> str:

@@ -5,7 +5,7 @@ under test (relays, projector, sync projection, first sync) is used exactly as
 the daemon wires it. ``ops/bench/README.md`` describes each workload.
 
 Seeding of records that exist *before* the scenario runs is done in SQL with
-``generate_series`` and ``syncd.origin = 'sync'`` (not captured), so seeding a
+``generate_series`` under ``syncd.capture = 'off'`` (not captured), so seeding a
 million rows costs seconds and no Python memory. Changes that must become
 events are made the way a person's edits are: plain DML on the store tables,
 captured by the triggers.
@@ -273,6 +273,7 @@ async def _insert_chunked(conn: Conn, sql: str, head: tuple[Any, ...], first: in
         async with conn.transaction():
             if not captured:
                 await conn.execute("SET LOCAL syncd.origin = 'sync'")
+                await conn.execute("SET LOCAL syncd.capture = 'off'")
             await conn.execute(sql, *head, born, lo, hi, spread)
 
 

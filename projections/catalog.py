@@ -65,22 +65,3 @@ STANDARD_FIELDS: dict[tuple[Side, str], dict[str, Field]] = {
 def default_field_pairs(module: str) -> list[tuple[str, str]]:
     """Standard fields come pre-mapped, name to same name (SYNC-04)."""
     return [(name, name) for name in STANDARD_FIELDS[("desk", module)]]
-
-
-def email_key(value: object) -> str | None:
-    """Contacts match on e-mail, case-insensitive and trimmed (SYNC-06)."""
-    if not isinstance(value, str):
-        return None
-    key = value.strip().lower()
-    return key or None
-
-
-_SPACES = re.compile(r"\s+")
-
-
-def account_key(value: object) -> str | None:
-    """Accounts match on name, case and whitespace folded (SYNC-06)."""
-    if not isinstance(value, str):
-        return None
-    key = _SPACES.sub(" ", value.strip()).lower()
-    return key or None

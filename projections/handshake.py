@@ -30,10 +30,14 @@ shares a key with another waits for it and then reads what it committed. The
 moves lock, held to commit, makes move sequence numbers visible in order, which is
 what lets a stream reader never miss one.
 
-The sync's own writes are not captured (SYNC-14), so a CRM contact the sync
-creates or updates from a desk contact produces no CRM event. Its desk event
-does: for desk contact events the projection reads, after the sync projection
-has run in the same transaction, the linked CRM contact as the sync left it.
+The board reads no store: only events. The sync's own writes to ``crm.contacts``
+are captured as CRM contact events with origin ``sync`` (migration
+``0013_capture_sync_writes.sql``; the sync projection ignores them, SYNC-14), so
+a CRM contact the sync creates or updates from a desk contact reaches the board
+as any other CRM contact change does — whether the live batch, the resume drain
+after a pause, or a window re-apply wrote it — and a rebuild from the event log
+sees exactly what the live board saw. CRM contact events of every origin count;
+desk contact events do not (the desk's contacts are not on the board).
 
 Time comes only from the events (a move's time is the capture time of the
 change that caused it).
@@ -48,9 +52,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from projections.catalog import email_key
 from projections.db import HANDSHAKE_CONTACTS, HANDSHAKE_KEYS, HANDSHAKE_MOVES, Conn, lock_keys
 from projections.events import ChangeEvent
+from projections.keys import email_key
 from projections.projector import LoggedEvent
 
 COLUMNS: tuple[str, ...] = ("new", "contacts_leads", "opportunities", "customers")
@@ -236,12 +240,9 @@ class Changes:
     people: dict[tuple[str, str], PersonChange] = field(default_factory=dict)
     deals: dict[str, DealChange] = field(default_factory=dict)
     departments: dict[str, DepartmentChange] = field(default_factory=dict)
-    # Desk contacts whose CRM counterpart the sync may just have written, uncaptured.
-    desk_contacts: dict[str, dt.datetime] = field(default_factory=dict)
 
     def __bool__(self) -> bool:
-        return bool(self.tickets or self.people or self.deals or self.departments
-                    or self.desk_contacts)
+        return bool(self.tickets or self.people or self.deals or self.departments)
 
 
 def collect(events: Iterable[ChangeEvent]) -> Changes:
@@ -256,8 +257,6 @@ def collect(events: Iterable[ChangeEvent]) -> Changes:
                 name = event.values.get("name")
                 changes.departments[event.record_id] = DepartmentChange(
                     event.record_id, _live(event), name if isinstance(name, str) else None)
-            elif event.module == "contacts":
-                changes.desk_contacts[event.record_id] = event.captured_at
         elif event.module in ("contacts", "leads"):
             kind: Literal["contact", "lead"] = "contact" if event.module == "contacts" else "lead"
             changes.people[(kind, event.record_id)] = person_change(
@@ -288,14 +287,6 @@ class HandshakeStats:
 def _lock_key(kind: str, value: str) -> str:
     return f"handshake:{kind}:{value}"
 
-
-_SYNCED_CONTACTS = """
-SELECT l.desk_id, c.id::text AS crm_id, to_jsonb(c) AS v
-FROM sync.links l
-JOIN crm.contacts c
-  ON c.id = CASE WHEN l.crm_id ~ '^[0-9]{1,18}$' THEN l.crm_id::bigint END
-WHERE l.module = 'contacts' AND l.desk_id = ANY($1::text[])
-"""
 
 _PLACE = """
 WITH touched AS (
@@ -381,7 +372,7 @@ class HandshakeProjection:
 
 def _relevant(event: ChangeEvent) -> bool:
     if event.source == "desk":
-        return event.module in ("tickets", "departments", "contacts")
+        return event.module in ("tickets", "departments")
     return event.module in ("contacts", "leads", "deals")
 
 
@@ -400,8 +391,6 @@ class _Batch:
 
     async def run(self, *, prune_before: dt.datetime) -> HandshakeStats:
         ch = self.changes
-        if ch.desk_contacts:
-            await self._read_synced_contacts()
         old_deals = await self._old_deals()
         # The contacts whose standing this batch may change, each with its cause time.
         contacts_at: dict[str, dt.datetime] = {}
@@ -427,15 +416,6 @@ class _Batch:
         return await self._place(removals, prune_before=prune_before)
 
     # -- reading ---------------------------------------------------------------
-
-    async def _read_synced_contacts(self) -> None:
-        """CRM contacts the sync wrote for this batch's desk contacts (not captured)."""
-        rows = await self.conn.fetch(_SYNCED_CONTACTS, sorted(self.changes.desk_contacts))
-        for row in rows:
-            values = json.loads(row["v"])
-            self.changes.people[("contact", row["crm_id"])] = person_change(
-                "contact", row["crm_id"], values, live=not values.get("deleted"),
-                at=self.changes.desk_contacts[row["desk_id"]])
 
     async def _old_deals(self) -> dict[str, str | None]:
         if not self.changes.deals:

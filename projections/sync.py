@@ -33,10 +33,11 @@ from typing import Any
 
 import msgspec
 
-from projections.catalog import OTHER, SYNCED_MODULES, Side, account_key, email_key
+from projections.catalog import OTHER, SYNCED_MODULES, Side
 from projections.config import SyncConfig
 from projections.db import SYNC_MATCH_KEYS, Conn, lock_keys
 from projections.events import ChangeEvent, decode_event
+from projections.keys import account_key, email_key
 from projections.ledger import Outcome, record_outcomes
 from projections.mapping import ModuleMapping, value_problem
 from projections.merge import (
@@ -53,8 +54,13 @@ from projections.projector import APPLY_LOCK, LoggedEvent
 
 REASON_ALREADY_MAPPED = "the CRM id is already mapped to another desk entity"
 REASON_AMBIGUOUS = "more than one matching record"
+REASON_UNSEEN_EDIT = ("the record changed after the sync last saw it, and the change"
+                      " was not captured")
 
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+APPLIED_OUTCOMES = frozenset({"added", "updated", "superseded", "unchanged"})
+"""Outcomes of events the sync merged into a pair (what a window re-apply takes)."""
 
 
 @dataclass
@@ -77,6 +83,10 @@ class Link:
     # desk_fp / crm_fp, which only ever hold what a side is *known* to hold: an
     # incoming change is an echo only against that.
     pending: dict[str, str] = field(default_factory=dict)
+    # Replay: the fingerprints as stored (kept where no row is written again), and
+    # whether a row of the pair was written again (else the link stays as it is).
+    known_fp: dict[str, str | None] | None = None
+    rewritten: bool = False
 
     def id_on(self, side: Side) -> str | None:
         return self.desk_id if side == "desk" else self.crm_id
@@ -141,6 +151,7 @@ class Write:
     created_at: dt.datetime
     create: bool
     outcomes: list[tuple[Outcome, str]] = field(default_factory=list)
+    cause: Outcome | None = None  # the event that decided it last (what fails if it cannot land)
     keep_id: bool = False  # replay: re-create a row that is missing under its linked id
 
 
@@ -221,13 +232,26 @@ class SyncProjection:
     async def reapply(self, conn: Conn, events: Sequence[LoggedEvent]) -> BatchResult:
         """Apply events that were applied before again, in replay mode (see the module
         docstring); the caller holds the transaction. Re-applying an event whose values
-        were superseded changes nothing: the merge keeps the newest value per field."""
+        were superseded changes nothing: the merge keeps the newest value per field.
+
+        Only the events whose recorded outcome says the sync applied them are taken:
+        not an echo, a failure, a one-way desk change (recorded as skipped, or, before
+        that was recorded, not at all) or anything else the sync decided to leave. So
+        a re-apply honours the sync type in force when each event was applied, not
+        the one in force now."""
         cfg = self.config()
         relevant = [
             item for item in events
             if item.event.module in SYNCED_MODULES and item.event.origin != "sync"
         ]
         if not relevant or not cfg.active:
+            return BatchResult()
+        applied = {row["seq"] for row in await conn.fetch(
+            "SELECT seq FROM sync.outcomes WHERE seq = ANY($1::bigint[])"
+            " AND outcome = ANY($2::text[])",
+            [item.seq for item in relevant], list(APPLIED_OUTCOMES))}
+        relevant = [item for item in relevant if item.seq in applied]
+        if not relevant:
             return BatchResult()
         return await _Batch(conn, cfg, replay=True).run(relevant)
 
@@ -248,8 +272,6 @@ class _Batch:
     # -- reading ---------------------------------------------------------------
 
     def _applies(self, event: ChangeEvent) -> bool:
-        if self.cfg.direction == "crm_to_desk" and event.source == "desk":
-            return False  # one-way: desk changes are recorded, never applied (SYNC-02)
         if event.module == "products":
             if self.cfg.products_department_id is None:
                 return False
@@ -267,6 +289,7 @@ class _Batch:
             # What either side holds is unknown (it may have been restored from a
             # backup): no event is an echo and every side is compared and written.
             for link in self.links.values():
+                link.known_fp = {"desk": link.desk_fp, "crm": link.crm_fp}
                 link.desk_fp = link.crm_fp = None
         else:
             await self._load_candidates(events)
@@ -319,7 +342,10 @@ class _Batch:
             if (e.module, e.source, e.record_id) in self.links or e.op == "delete":
                 continue
             for key in match_keys(e.module, e.values, secondary=self.cfg.match_secondary_email):
+                # Both sides: the other side's holders are the candidates, this side's
+                # are rivals for them (a match must be one to one, whatever the order).
                 wanted.setdefault((e.module, OTHER[e.source]), set()).add(key)
+                wanted.setdefault((e.module, e.source), set()).add(key)
         if not wanted:
             return
         # Serialise matching on the key: two replicas (or two partitions) that see
@@ -327,19 +353,21 @@ class _Batch:
         await lock_keys(self.conn, SYNC_MATCH_KEYS,
                         (f"{module}:{key}" for (module, _), keys in wanted.items()
                          for key in keys))
-        for (module, side), keys in wanted.items():
+        for (module, side), keys in sorted(wanted.items()):
             await self._read_candidates(module, side, sorted(keys))
 
     async def _read_candidates(self, module: str, side: Side, keys: list[str]) -> None:
         if module == "contacts":
-            primary = "lower(btrim(email))"
-            secondary = "lower(btrim(secondary_email))"
+            # The expressions of the key indexes (migrations/0012_match_keys.sql), the
+            # same keys as projections.keys computes.
+            primary = "syncd.email_key(email)"
+            secondary = "syncd.email_key(secondary_email)"
             where = f"({primary} = ANY($1)"
             if self.cfg.match_secondary_email:
                 where += f" OR {secondary} = ANY($1)"
             where += ")"
         else:
-            primary = "lower(regexp_replace(btrim(account_name), '\\s+', ' ', 'g'))"
+            primary = "syncd.account_key(account_name)"
             secondary = "NULL"
             where = f"{primary} = ANY($1)"
         rows = await self.conn.fetch(
@@ -361,15 +389,22 @@ class _Batch:
     # -- deciding ----------------------------------------------------------------
 
     def _fail(self, event: ChangeEvent, reason: str, detail: str = "") -> None:
-        self.outcome.outcome = "failed"
-        self.outcome.reason = reason
-        self.outcome.detail = detail
-        self.result.failed += 1
+        self._fail_outcome(self.outcome, reason, detail)
+
+    def _fail_outcome(self, outcome: Outcome, reason: str, detail: str) -> None:
+        if outcome.outcome != "failed":
+            self.result.failed += 1
+        outcome.outcome = "failed"
+        outcome.reason = reason
+        outcome.detail = detail
 
     def _process(self, event: ChangeEvent) -> None:
         source: Side = event.source
         mapping = self.cfg.mappings[event.module]
         link = self.links.get((event.module, source, event.record_id))
+        if self.cfg.direction == "crm_to_desk" and source == "desk" and not self.replay:
+            self._seen_one_way(event, link, mapping)
+            return
         if self.replay and (event.op == "delete" or link is None):
             # Replay restores effects already decided: the delete is on the link
             # already, and matching anew would be an unrecorded sync (retry does that).
@@ -400,6 +435,31 @@ class _Batch:
             return
         self._apply(event, link, mapping, in_bin=in_bin)
 
+    def _seen_one_way(self, event: ChangeEvent, link: Link | None,
+                      mapping: ModuleMapping) -> None:
+        """One-way CRM -> desk (SYNC-02): a desk change is never applied to the CRM, but
+        the sync has seen it (it is in the log), so the desk record is known to carry
+        it: a later CRM write to it is not held back as an unseen edit. The CRM is the
+        source: if a CRM write was held back waiting for this very change, it is made
+        now, and the desk gets the CRM's values again."""
+        self.outcome.outcome = "skipped"
+        if self.replay or link is None:
+            return
+        link.saw("desk", event.modified_at)
+        link.dirty = True
+        if event.op == "delete":  # recorded, never propagated (SYNC-11)
+            link.set_gone("desk", "hard" if event.values.get("hard_deleted") else "soft")
+            return
+        if not event.values.get("deleted"):
+            link.set_gone("desk", None)  # it changed, so it exists (restored)
+        held = link.fp("desk") is None and "desk" not in link.pending
+        link.set_fp("desk", self._source_fp(event, mapping))
+        wanted = project(link.state, mapping, "desk")
+        if held and link.state and fingerprint(wanted) != link.fp("desk"):
+            stamp = EPOCH + dt.timedelta(microseconds=newest(link.state))
+            self._write(link, "desk", wanted, event, create=False, stamp=stamp, claim=None)
+            link.pending["desk"] = fingerprint(wanted)
+
     def _source_fp(self, event: ChangeEvent, mapping: ModuleMapping) -> str:
         """The fingerprint of what the event's record holds: for the echo check, then
         for the link (computed once; the events live as long as the batch)."""
@@ -414,6 +474,7 @@ class _Batch:
         target = OTHER[source]
         keys = match_keys(event.module, event.values, secondary=self.cfg.match_secondary_email)
         found: dict[str, Candidate] = {}
+        rivals: set[str] = set()
         for key in keys:
             if (event.module, target, key) in self.claimed_keys:
                 self._fail(event, REASON_ALREADY_MAPPED, f"match key {key!r} is taken")
@@ -421,6 +482,11 @@ class _Batch:
             for cand in self.candidates.get((event.module, target, key), []):
                 found.setdefault(cand.record_id, cand)
             if found:
+                # Others on this side holding the key claim the same candidate: which
+                # of them it belongs to would be a guess (SYNC-06), and one decided by
+                # the order of arrival or the batching.
+                rivals = {c.record_id for c in self.candidates.get((event.module, source, key), [])
+                          if c.record_id != event.record_id}
                 break  # the primary key decides when it matches anything
         link = Link(module=event.module, desk_id=None, crm_id=None, state={},
                     linked_at=event.modified_at, updated_at=event.modified_at)
@@ -428,6 +494,11 @@ class _Batch:
         if len(found) > 1:
             self._fail(event, REASON_AMBIGUOUS,
                        f"{len(found)} {target} records match: {sorted(found)[:5]}")
+            return None
+        if found and rivals and (event.module, target, next(iter(found))) not in self.links:
+            self._fail(event, REASON_AMBIGUOUS,
+                       f"{target} record {next(iter(found))} also matches {source} records"
+                       f" {sorted(rivals)[:5]}")
             return None
         if found:
             (cand,) = found.values()
@@ -462,8 +533,8 @@ class _Batch:
                              changed=event.changed, modified_at=event.modified_at,
                              created_at=event.created_at)
         sides: list[Side] = [OTHER[source], source]
-        if self.cfg.direction == "crm_to_desk":
-            sides = ["desk"]
+        if self.cfg.direction == "crm_to_desk" and source == "crm":
+            sides = ["desk"]  # in a replay, a desk event was applied two-way (its outcome)
         desired = {side: project(state, mapping, side) for side in sides}
         for side in sides:
             for fld in mapping.fields(side):
@@ -514,6 +585,7 @@ class _Batch:
             link=link, side=side, values=values, modified_at=stamp,
             created_at=event.created_at,
             create=create or (previous is not None and previous.create), outcomes=claims,
+            cause=self.outcome,
         )
         self.result.written += 1
 
@@ -558,7 +630,8 @@ class _Batch:
         if create_rows:
             cols = ["id", *columns, *extra, "custom", "created_time", "modified_time"]
             select = ", ".join(
-                "coalesce(r.custom, '{}')" if c == "custom" else f"r.{c}" for c in cols)
+                "jsonb_strip_nulls(coalesce(r.custom, '{}'))" if c == "custom" else f"r.{c}"
+                for c in cols)
             await self.conn.execute(
                 f"INSERT INTO {table} ({', '.join(cols)}) SELECT {select}"
                 f" FROM jsonb_populate_recordset(NULL::{table}, $1::jsonb) r",
@@ -568,24 +641,16 @@ class _Batch:
                                           zip(create_rows, creates, strict=True)}
         if update_rows:
             updates = [w for w in writes if not w.create]
-            sets = ", ".join(f"{c} = r.{c}" for c in columns)
-            rows_written = await self.conn.fetch(
-                f"UPDATE {table} t SET {sets}, custom = t.custom || coalesce(r.custom, '{{}}'),"
-                " modified_time = greatest(t.modified_time, r.modified_time), deleted = false"
-                f" FROM jsonb_populate_recordset(NULL::{table}, $1::jsonb) r"
-                " JOIN unnest($2::bigint[], $3::timestamptz[]) AS g(id, seen) ON g.id = r.id"
-                " WHERE t.id = r.id AND t.modified_time <= g.seen"
-                " RETURNING t.id, t.modified_time",
-                _json(update_rows),
-                [int(w.link.id_on(side) or 0) for w in updates],
-                [w.link.seen(side) for w in updates],
-            )
-            landed.update((str(r["id"]), r["modified_time"]) for r in rows_written)
+            landed.update(await self._update(table, columns, update_rows, updates, side))
+            refused = [w for w in updates if (w.link.id_on(side) or "") not in landed]
+            if refused and not self.replay:
+                landed.update(await self._held_back(side, module, columns, refused))
         for write in writes:
             moment = landed.get(write.link.id_on(side) or "")
             if moment is not None:
                 write.link.saw(side, moment)
                 write.link.set_fp(side, fingerprint(write.values))
+                write.link.rewritten = True
                 for outcome, what in write.outcomes:
                     outcome.outcome = what
             else:
@@ -594,16 +659,90 @@ class _Batch:
                 # not know what this side holds.
                 write.link.set_fp(side, None)
 
+    async def _update(self, table: str, columns: list[str], rows: list[dict[str, Any]],
+                      writes: list[Write], side: Side) -> dict[str, dt.datetime]:
+        """Guarded updates: a row only takes the write when it is not newer than the
+        newest change the sync has seen of it. Returns the ids that took it."""
+        sets = ", ".join(f"{c} = r.{c}" for c in columns)
+        written = await self.conn.fetch(
+            # A custom key set to null is removed: absent and null are one value.
+            f"UPDATE {table} t SET {sets},"
+            " custom = jsonb_strip_nulls(t.custom || coalesce(r.custom, '{}')),"
+            " modified_time = greatest(t.modified_time, r.modified_time), deleted = false"
+            f" FROM jsonb_populate_recordset(NULL::{table}, $1::jsonb) r"
+            " JOIN unnest($2::bigint[], $3::timestamptz[]) AS g(id, seen) ON g.id = r.id"
+            " WHERE t.id = r.id AND t.modified_time <= g.seen"
+            " RETURNING t.id, t.modified_time",
+            _json(rows),
+            [int(w.link.id_on(side) or 0) for w in writes],
+            [w.link.seen(side) for w in writes],
+        )
+        return {str(r["id"]): r["modified_time"] for r in written}
+
+    async def _held_back(self, side: Side, module: str, columns: list[str],
+                         refused: list[Write]) -> dict[str, dt.datetime]:
+        """Writes the guard refused: each lands later or fails now, never neither
+        (ARCHITECTURE invariant 5).
+
+        * The row's newer change is still on its way (in the store's outbox, or
+          queued while paused): that change's event brings the write; until then
+          what the side holds is unknown.
+        * Nothing is on its way, but the row still holds what the sync knows it
+          holds (only its modification time moved, or a column outside the
+          mapping): it is written now.
+        * Nothing is on its way and the row holds values the sync never saw (a
+          change that was not captured): nothing would ever bring the write, so it
+          is a failure with its reason, retried like any failure.
+        """
+        ids = [w.link.id_on(side) or "" for w in refused]
+        pending = {row["record_id"] for row in await self.conn.fetch(
+            f"SELECT record_id FROM {side}.outbox WHERE module = $1 AND record_id = ANY($2)"
+            " AND origin <> 'sync'"  # the sync's own logged writes bring nothing to it
+            " UNION SELECT e.record_id FROM sync.deferred d JOIN syncd.event_log e"
+            "  ON e.seq = d.seq WHERE e.source = $3 AND e.module = $1"
+            "  AND e.record_id = ANY($2)", module, ids, side)}
+        rows = {row["id"]: row for row in await self.conn.fetch(
+            f"SELECT id::text AS id, modified_time, to_jsonb(t) AS v FROM {side}.{module} t"
+            " WHERE id = ANY($1::bigint[])", [int(i) for i in ids if i.isdigit()])}
+        mapping = self.cfg.mappings[module]
+        now: list[Write] = []
+        for write in refused:
+            record_id = write.link.id_on(side) or ""
+            if record_id in pending:
+                continue
+            row = rows.get(record_id)
+            known = write.link.fp(side)
+            if row is not None and known is not None and known == fingerprint(
+                    side_values(json.loads(row["v"]), mapping, side)):
+                write.link.saw(side, row["modified_time"])
+                now.append(write)
+                continue
+            detail = (f"{side} record {record_id} changed after the sync last saw it"
+                      f" ({write.link.seen(side)}) and no change of it was captured")
+            causes: list[Outcome | None] = [o for o, _ in write.outcomes] or [write.cause]
+            for outcome in causes:
+                if outcome is not None:
+                    self._fail_outcome(outcome, REASON_UNSEEN_EDIT, detail)
+        if not now:
+            return {}
+        return await self._update(f"{side}.{module}", columns,
+                                  [self._row(w, side, module) for w in now], now, side)
+
     async def _replay_writes(self, side: Side, module: str, writes: list[Write]) -> list[Write]:
         """Replay: keep only the writes a row needs. A row that holds the values already
-        is left alone (known to hold them); a missing row (lost with a restore) is
-        created again under its linked id, so the link stays right."""
+        is left alone (known to hold them); so is a row as new as the newest change the
+        sync has seen of it: it lost nothing, and what it holds beyond the merged values
+        is that side's own change (one made in one-way mode, say), not for a re-apply
+        to undo. A row older than that (brought back from a backup) is written again; a
+        missing one (lost with a restore) is created again under its linked id, so the
+        link stays right."""
         mapping = self.cfg.mappings[module]
         rows = await self.conn.fetch(
-            f"SELECT id::text AS id, to_jsonb(t) AS v FROM {side}.{module} t"
+            f"SELECT id::text AS id, modified_time, to_jsonb(t) AS v FROM {side}.{module} t"
             " WHERE id = ANY($1::bigint[])",
             [int(w.link.id_on(side) or 0) for w in writes])
         held = {row["id"]: json.loads(row["v"]) for row in rows}
+        current = {row["id"]: row["modified_time"] for row in rows}
         missing = [w.link.id_on(side) or "" for w in writes
                    if (w.link.id_on(side) or "") not in held]
         deleting: set[str] = set()
@@ -619,11 +758,14 @@ class _Batch:
             values = held.get(write.link.id_on(side) or "")
             if values is None and write.link.id_on(side) in deleting:
                 continue
+            seen = write.link.seen(side)
             if values is None:
                 write.create = write.keep_id = True
             elif (not values.get("deleted") and fingerprint(side_values(values, mapping, side))
                   == fingerprint(write.values)):
                 write.link.set_fp(side, fingerprint(write.values))
+                continue
+            elif seen is not None and current[write.link.id_on(side) or ""] >= seen:
                 continue
             needed.append(write)
         return needed
@@ -651,6 +793,14 @@ class _Batch:
             if id(link) in seen or not link.dirty or not link.desk_id or not link.crm_id:
                 continue
             seen.add(id(link))
+            if self.replay:
+                # A re-apply changes a link only where it wrote a row again (its seen
+                # time and fingerprint); what it merged again was merged already.
+                if not link.rewritten:
+                    continue
+                for side in ("desk", "crm"):
+                    if link.fp(side) is None and link.known_fp is not None:
+                        link.set_fp(side, link.known_fp[side])
             (fresh if link.link_id is None else known).append(link)
         # Typed arrays, one per column: asyncpg encodes them in binary, so nothing is
         # formatted as text here or parsed back from JSON there (but the state).

@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from adapters.relay import FETCH_OUTBOX
-from projections.config import SyncConfig
+from projections.config import Direction, SyncConfig
 from projections.projector import Message, apply_batch, reset_offset
 from projections.sync import SyncProjection
 
@@ -35,16 +35,19 @@ async def drain(conn: asyncpg.Connection) -> dict[tuple[str, str], list[bytes]]:
 
 
 async def deliver(conn: asyncpg.Connection, bodies: list[bytes], batch_sizes: list[int],
-                  offset: int) -> int:
+                  offset: int, *configs: SyncConfig) -> int:
+    """Apply ``bodies`` in batches of ``batch_sizes`` (then the rest), the n-th batch
+    under the n-th of ``configs`` (the last one for the rest; SyncConfig() if none)."""
     position = 0
-    for size in [*batch_sizes, len(bodies)]:
+    for n, size in enumerate([*batch_sizes, len(bodies)]):
         chunk = bodies[position:position + max(1, size)]
         if not chunk:
             break
         messages = [Message("t", 0, offset + i, body) for i, body in enumerate(chunk)]
+        config = configs[min(n, len(configs) - 1)] if configs else SyncConfig()
         outcome = await apply_batch(conn, group_id="g", messages=messages,
-                                    starts={("t", 0): offset},
-                                    projections=[SyncProjection(SyncConfig)])  # a restart each time
+                                    starts={("t", 0): offset},  # a restart each time:
+                                    projections=[SyncProjection(lambda c=config: c)])
         assert outcome.fenced is None
         offset += len(chunk)
         position += len(chunk)
@@ -52,7 +55,11 @@ async def deliver(conn: asyncpg.Connection, bodies: list[bytes], batch_sizes: li
 
 
 async def scenario(dsn: str, edits: list[tuple[str, int, str, str | None]], seed: int,
-                   redeliver: list[int], batch_sizes: list[int]) -> None:
+                   redeliver: list[int], batch_sizes: list[int],
+                   directions: list[Direction] | None = None) -> None:
+    """Without ``directions``: every edit converges on both sides. With them (one per
+    batch; SYNC-02), no CRM edit is lost: a field whose newest edit was made in the
+    CRM ends with that value on both sides, whatever mode each batch ran in."""
     conn = await asyncpg.connect(dsn, server_settings={"timezone": "UTC"})
     try:
         await conn.execute(f"TRUNCATE {TABLES} RESTART IDENTITY")
@@ -66,6 +73,7 @@ async def scenario(dsn: str, edits: list[tuple[str, int, str, str | None]], seed
         local = {(side, i): {"first_name": "f0", "phone": "p0", "mobile": "m0"}
                  for side in ("desk", "crm") for i in range(3)}
         expected = [{"first_name": "f0", "phone": "p0", "mobile": "m0"} for _ in range(3)]
+        newest_by: dict[tuple[int, str], str] = {}
         for side, i, field, value in edits:
             record_id = links[i][f"{side}_id"]
             await conn.execute(f"UPDATE {side}.contacts SET {field} = $1 WHERE id = $2",
@@ -73,6 +81,7 @@ async def scenario(dsn: str, edits: list[tuple[str, int, str, str | None]], seed
             if local[(side, i)][field] != value:  # an edit that changes nothing is no edit
                 local[(side, i)][field] = value
                 expected[i][field] = value
+                newest_by[(i, field)] = side
         per_record = await drain(conn)
         rng = random.Random(seed)
         queues = [list(bodies) for bodies in per_record.values()]
@@ -84,15 +93,21 @@ async def scenario(dsn: str, edits: list[tuple[str, int, str, str | None]], seed
             if order:
                 copy = order[index % len(order)]
                 order.insert(rng.randint(index % len(order), len(order)), copy)
-        await deliver(conn, order, batch_sizes, offset)
+        configs = [SyncConfig(direction=d) for d in directions or []]
+        await deliver(conn, order, batch_sizes, offset, *configs)
         for i, link in enumerate(links):
             desk = await conn.fetchrow("SELECT * FROM desk.contacts WHERE id = $1",
                                        int(link["desk_id"]))
             crm = await conn.fetchrow("SELECT * FROM crm.contacts WHERE id = $1",
                                       int(link["crm_id"]))
             assert desk is not None and crm is not None
-            assert {f: desk[f] for f in FIELDS} == expected[i]
-            assert {f: crm[f] for f in FIELDS} == expected[i]
+            if directions is None:
+                assert {f: desk[f] for f in FIELDS} == expected[i]
+                assert {f: crm[f] for f in FIELDS} == expected[i]
+                continue
+            for f in FIELDS:
+                if newest_by.get((i, f)) == "crm":
+                    assert (desk[f], crm[f]) == (expected[i][f], expected[i][f]), (i, f)
         assert await conn.fetchval("SELECT count(*) FROM sync.links") == 3
         assert await conn.fetchval("SELECT count(*) FROM crm.contacts") == 3
     finally:
@@ -111,3 +126,18 @@ def test_concurrent_edits_converge_in_any_order(
     """Any interleaving, redelivery and batching of concurrent edits converges to the
     newest value of each field on both sides, with no duplicate links."""
     asyncio.run(scenario(database_url, edits, seed, redeliver, batch_sizes))
+
+
+@settings(max_examples=30, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(edits=st.lists(edit, min_size=1, max_size=12), seed=st.integers(0, 2**32),
+       batch_sizes=st.lists(st.integers(1, 6), max_size=5),
+       directions=st.lists(st.sampled_from(["two_way", "crm_to_desk"]), min_size=1,
+                           max_size=6))
+def test_no_crm_edit_is_lost_across_mode_switches(
+    database_url: str, edits: list[tuple[str, int, str, str | None]], seed: int,
+    batch_sizes: list[int], directions: list[Direction],
+) -> None:
+    """SYNC-02 with invariant 5: switching between two-way and one-way mid-stream never
+    loses a CRM edit (one-way desk edits are seen, so they hold nothing back)."""
+    asyncio.run(scenario(database_url, edits, seed, [], batch_sizes, directions))

@@ -23,6 +23,7 @@ from projections import events as envelope
 from projections.events import decode_event
 from projections.handshake import HandshakeProjection
 from projections.projector import LoggedEvent
+from projections.replay import EventLogSource, rebuild_handshake
 from tests.support.events import change
 from tests.support.pipeline import Pipeline
 
@@ -292,7 +293,8 @@ async def test_departments_are_kept_apart(board: Board) -> None:
 
 
 async def test_contact_written_by_the_sync_counts(board: Board) -> None:
-    """A CRM contact the sync wrote (uncaptured, SYNC-14) still moves the requester's ticket."""
+    """A CRM contact the sync wrote (an event with origin ``sync``, which the sync itself
+    ignores, SYNC-14) moves the requester's ticket."""
     dept = await board.department("Support")
     ticket = await board.ticket(dept, email="desk.only@x.org")
     assert await board.column(ticket) == "new"
@@ -300,6 +302,43 @@ async def test_contact_written_by_the_sync_counts(board: Board) -> None:
                     " VALUES ('Desk', 'Desk.Only@x.org')")
     assert await board.pipe.fetchval("SELECT count(*) FROM crm.contacts") == 1
     assert await board.column(ticket) == "contacts_leads"
+
+
+async def test_a_phone_edited_while_paused_moves_the_tickets_on_resume(board: Board) -> None:
+    """OWN-03, issue 13: the resume drain writes a desk edit made while paused to the CRM;
+    the board follows (the sync's CRM write is an event), and a rebuild of the board
+    from the event log finds nothing to change."""
+    dept = await board.department("Support")
+    desk_id = await board.run("INSERT INTO desk.contacts (last_name, email, phone)"
+                              " VALUES ('Pa', 'pa@x.org', '+33 6 11 11 11 11') RETURNING id")
+    crm_id = await board.pipe.fetchval(
+        "SELECT crm_id::bigint FROM sync.links WHERE module = 'contacts' AND desk_id = $1",
+        str(desk_id))
+    assert crm_id is not None
+    old_number = await board.ticket(dept, email="someone@else.org", phone="06 11 11 11 11")
+    new_number = await board.ticket(dept, email="another@else.org", phone="06 22 22 22 22")
+    assert (await board.column(old_number), await board.column(new_number)) == (
+        "contacts_leads", "new")
+
+    board.pipe.configure(paused=True)
+    await board.pipe.execute("UPDATE desk.contacts SET phone = '+33 6 22 22 22 22'"
+                             " WHERE id = $1", desk_id)
+    await board.pipe.wait_for_count("SELECT count(*) FROM sync.deferred", 1)
+    assert await board.pipe.fetchval(
+        "SELECT phone FROM crm.contacts WHERE id = $1", crm_id) == "+33 6 11 11 11 11"
+    board.pipe.configure(paused=False)
+    await board.settle()  # the drain, then the CRM write it made, through the projector
+    assert await board.pipe.fetchval(
+        "SELECT phone FROM crm.contacts WHERE id = $1", crm_id) == "+33 6 22 22 22 22"
+    assert (await board.column(old_number), await board.column(new_number)) == (
+        "new", "contacts_leads")
+
+    conn = await asyncpg.connect(board.pipe.dsn, server_settings={"timezone": "UTC"})
+    try:  # as `syncd replay --projection handshake --dry-run` does
+        report = await rebuild_handshake(conn, EventLogSource(), dry_run=True)
+    finally:
+        await conn.close()
+    assert report.changes == 0, report.as_dict()
 
 
 # -- serving it -------------------------------------------------------------------

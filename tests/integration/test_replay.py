@@ -376,6 +376,7 @@ async def test_a_window_reapply_writes_back_what_a_restored_backup_lost(
     async with pipeline.pool.acquire() as conn, conn.transaction():
         # The restore: the backup predates both changes; it is not captured.
         await conn.execute("SET LOCAL syncd.origin = 'sync'")
+        await conn.execute("SET LOCAL syncd.capture = 'off'")
         await conn.execute("UPDATE crm.contacts SET phone = 'p0',"
                            " modified_time = modified_time - interval '1 hour' WHERE id = $1",
                            crm_id)

@@ -33,17 +33,26 @@ async def test_desk_create_appears_in_crm_and_back(pipeline: Pipeline) -> None:
 
 
 async def test_sync_writes_are_never_synced_back(pipeline: Pipeline) -> None:
-    """SYNC-14: the sync's own writes produce no events; nothing loops."""
+    """SYNC-14: the sync's own writes are never applied back; nothing loops.
+
+    Its writes to crm.contacts are logged, with origin ``sync``, for the handshake board
+    (0013_capture_sync_writes.sql); its other writes produce no events."""
     await pipeline.execute(
         "INSERT INTO desk.contacts (last_name, email) VALUES ('L1', 'l1@example.com')")
     await pipeline.execute("INSERT INTO crm.accounts (account_name) VALUES ('Acme')")
     await pipeline.settle()
     await pipeline.execute("UPDATE crm.contacts SET first_name = 'X'")
     await pipeline.settle()
-    # Three changes by people, three events: none from the sync's writes.
-    assert await pipeline.fetchval("SELECT count(*) FROM syncd.event_log") == 3
-    assert await pipeline.fetchval(
-        "SELECT count(*) FROM syncd.event_log WHERE origin = 'sync'") == 0
+    # Three changes by people, three user events; the sync's CRM contact create is
+    # logged as a sync event, its desk account and desk contact writes are not.
+    by_origin = {(r["origin"], r["source"], r["module"]): r["n"] for r in await pipeline.fetch(
+        "SELECT origin, source, module, count(*) AS n FROM syncd.event_log"
+        " GROUP BY 1, 2, 3")}
+    assert by_origin == {("user", "desk", "contacts"): 1, ("user", "crm", "accounts"): 1,
+                         ("user", "crm", "contacts"): 1, ("sync", "crm", "contacts"): 1}
+    # The sync decided something about the three user events only.
+    assert await pipeline.fetchval("SELECT count(*) FROM sync.outcomes") == 3
+    assert await pipeline.fetchval("SELECT sum(added + updated) FROM sync.history") == 3
 
 
 async def test_bulk_update_of_10000_rows_arrives_complete(pipeline: Pipeline) -> None:

@@ -250,3 +250,54 @@ async def test_concurrent_edits_converge(pipeline: Pipeline) -> None:
                 "mobile": "crm-mobile"}
     assert {f: desk[f] for f in expected} == expected
     assert {f: crm[f] for f in expected} == expected
+
+
+async def test_records_with_one_key_in_one_batch_are_ambiguous_not_guessed(
+        pipeline: Pipeline) -> None:
+    """SYNC-06, SYNC-10: two desk contacts and one CRM contact with one e-mail, arriving
+    together: which desk contact the CRM one belongs to would be a guess, so all three
+    are failures 'more than one matching record' and nothing is linked or created."""
+    assert pipeline.pool is not None
+    pipeline.configure(active=False)
+    async with pipeline.pool.acquire() as conn, conn.transaction():
+        await conn.execute("INSERT INTO desk.contacts (last_name, email)"
+                           " VALUES ('A', 'dup@x.org'), ('B', 'DUP@x.org')")
+        await conn.execute("INSERT INTO crm.contacts (last_name, email) VALUES ('C', 'dup@x.org')")
+    await pipeline.settle()
+    pipeline.configure(active=True)
+    await pipeline.execute("UPDATE desk.contacts SET phone = '1'")
+    await pipeline.execute("UPDATE crm.contacts SET phone = '1'")
+    await pipeline.settle()
+    assert await pipeline.fetchval("SELECT count(*) FROM sync.links") == 0
+    assert await pipeline.fetchval("SELECT count(*) FROM desk.contacts") == 2
+    assert await pipeline.fetchval("SELECT count(*) FROM crm.contacts") == 1
+    failures = await open_failures(pipeline)
+    assert sorted((source, reason) for source, _, reason in failures) == [
+        ("crm", REASON_AMBIGUOUS), ("desk", REASON_AMBIGUOUS), ("desk", REASON_AMBIGUOUS)]
+
+
+async def test_keys_match_whatever_side_arrives_first(pipeline: Pipeline) -> None:
+    """SYNC-06: a dotted capital I, a tab or a no-break space give the same key in the
+    event (Python) and in the store's index (SQL): either order of arrival links."""
+    pairs = [("İLKNUR.{}@örnek.com.tr", "ilknur.{}@örnek.com.tr"),
+             ("\tbob.{}@x.org\u00a0", "bob.{}@x.org")]
+    for crm_email, desk_email in pairs:
+        for first in ("crm", "desk"):
+            later = "desk" if first == "crm" else "crm"
+            email = {"crm": crm_email.format(first), "desk": desk_email.format(first)}
+            pipeline.configure(active=False)
+            first_id = await pipeline.fetchval(
+                f"INSERT INTO {first}.contacts (last_name, email) VALUES ('K', $1) RETURNING id",
+                email[first])
+            await pipeline.settle()
+            pipeline.configure(active=True)
+            later_id = await pipeline.fetchval(
+                f"INSERT INTO {later}.contacts (last_name, email) VALUES ('K', $1) RETURNING id",
+                email[later])
+            await pipeline.settle()
+            pair = await linked(pipeline, "contacts", **{f"{later}_id": later_id})
+            assert pair is not None, (first, email)
+            assert pair == ((later_id, first_id) if later == "desk" else (first_id, later_id))
+    assert await open_failures(pipeline) == []
+    assert await pipeline.fetchval("SELECT count(*) FROM crm.contacts") == 4
+    assert await pipeline.fetchval("SELECT count(*) FROM desk.contacts") == 4

@@ -1,0 +1,86 @@
+"""SYNC-06 and SYNC-10 as a property: matching never guesses. Whatever the order in which
+records with one key arrive and however they are batched, a key held by exactly one
+record on each side links them; held by more on either side it links none of them
+and creates nothing (each is 'more than one matching record'); held on one side only,
+one of them gets a twin and the others are 'already mapped'."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+import asyncpg
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from projections.config import SyncConfig
+from projections.keys import email_key
+from projections.projector import reset_offset
+from projections.sync import REASON_ALREADY_MAPPED, REASON_AMBIGUOUS
+from tests.integration.test_convergence import TABLES, deliver, drain
+
+KEYS = ("ann@x.org", "bo@y.net", "cy@z.com")
+
+# Per key, the e-mails on each side: up to two records a side, in any letter case.
+holders = st.lists(st.tuples(st.integers(0, 2), st.integers(0, 2), st.randoms()),
+                   min_size=len(KEYS), max_size=len(KEYS))
+
+
+def _cased(email: str, rng: random.Random) -> str:
+    return "".join(c.upper() if rng.random() < 0.5 else c for c in email)
+
+
+async def scenario(dsn: str, counts: list[tuple[int, int, random.Random]], seed: int,
+                   batch_sizes: list[int]) -> None:
+    conn = await asyncpg.connect(dsn, server_settings={"timezone": "UTC"})
+    try:
+        await conn.execute(f"TRUNCATE {TABLES}, desk.accounts, crm.accounts RESTART IDENTITY")
+        await reset_offset(conn, "g", ("t", 0), 0)
+        async with conn.transaction():  # all in the stores before any event is applied
+            for key, (on_desk, on_crm, rng) in zip(KEYS, counts, strict=True):
+                for side, n in (("desk", on_desk), ("crm", on_crm)):
+                    for i in range(n):
+                        await conn.execute(
+                            f"INSERT INTO {side}.contacts (last_name, email) VALUES ($1, $2)",
+                            f"{side}{i}", _cased(key, rng))
+        per_record = await drain(conn)
+        rng = random.Random(seed)
+        queues = [list(bodies) for bodies in per_record.values()]
+        order: list[bytes] = []
+        while any(queues):
+            queue = rng.choice([q for q in queues if q])
+            order.append(queue.pop(0))
+        await deliver(conn, order, batch_sizes, 0, SyncConfig())
+        links = await conn.fetch("SELECT desk_id, crm_id FROM sync.links")
+        failures = await conn.fetch("SELECT source, record_id, reason FROM sync.failures"
+                                    " WHERE status = 'open'")
+        rows = {side: {str(r["id"]): email_key(r["email"]) for r in await conn.fetch(
+            f"SELECT id, email FROM {side}.contacts")} for side in ("desk", "crm")}
+        for key, (on_desk, on_crm, _) in zip(KEYS, counts, strict=True):
+            ids = {side: {i for i, k in rows[side].items() if k == key} for side in rows}
+            mine = [(link["desk_id"], link["crm_id"]) for link in links
+                    if link["desk_id"] in ids["desk"] or link["crm_id"] in ids["crm"]]
+            reasons = sorted(f["reason"] for f in failures
+                             if f["record_id"] in ids[f["source"]])
+            if on_desk and on_crm:
+                assert (len(ids["desk"]), len(ids["crm"])) == (on_desk, on_crm)  # no twin
+                if on_desk == on_crm == 1:
+                    assert mine == [(min(ids["desk"]), min(ids["crm"]))] and reasons == []
+                else:
+                    assert mine == [] and reasons == [REASON_AMBIGUOUS] * (on_desk + on_crm)
+            elif on_desk or on_crm:
+                assert len(mine) == 1
+                assert len(ids["desk"]) == max(on_desk, 1) and len(ids["crm"]) == max(on_crm, 1)
+                assert reasons == [REASON_ALREADY_MAPPED] * (max(on_desk, on_crm) - 1)
+    finally:
+        await conn.close()
+
+
+@settings(max_examples=30, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(counts=holders, seed=st.integers(0, 2**32),
+       batch_sizes=st.lists(st.integers(1, 5), max_size=4))
+def test_matching_never_guesses_whatever_the_order_or_batching(
+        database_url: str, counts: list[tuple[int, int, random.Random]], seed: int,
+        batch_sizes: list[int]) -> None:
+    asyncio.run(scenario(database_url, counts, seed, batch_sizes))
