@@ -9,8 +9,17 @@ field. Meanwhile, at random points, it kills the daemon with SIGKILL and
 restarts it, freezes it with SIGSTOP beyond the consumer session timeout
 while a second replica takes over (a zombie consumer that then wakes up),
 restarts the broker (it comes back empty) and PostgreSQL, and kills a daemon
-whose relay is told to die in the middle of a batch. At the end it waits for
-quiescence and checks the stores against the model.
+whose relay is told to die in the middle of a batch. It also switches the
+integration to one-way CRM -> desk mid-stream and back (``mode_switches``):
+between two quiescent points the driver makes desk updates that the CRM never
+gets and creates records on the CRM only, and the model marks those desk edits
+as one-way; a SIGKILL follows the switch back. A replica that dies on
+its own (at start-up or later) is restarted and counted (``crashes_restarted``),
+never the end of the run. At the end it waits for quiescence, checks the stores
+against the model, and runs a dry-run rebuild of every projection
+(``syncd replay --projection all --dry-run``): the rows it would change are
+``rebuild_changes``, which must be 0. A run always ends with its figures; one
+that could not finish says why in ``aborted``.
 """
 
 from __future__ import annotations
@@ -37,6 +46,11 @@ from daemon.embedded import EmbeddedBroker, EmbeddedPostgres, free_port
 
 FIELDS = ("first_name", "phone", "mobile")
 SESSION_TIMEOUT_MS = 6000
+ACTOR = "chaos"
+# The faults, in turn. "one_way" ends with a SIGKILL (counted in ``kills``), so the
+# number of kills in a run is what it was before that fault existed.
+FAULTS = ("one_way", "broker", "kill", "postgres", "kill", "relay", "kill", "zombie",
+          "kill", "kill")
 
 
 @dataclass
@@ -48,6 +62,7 @@ class Figures:
     broker_restarts: int = 0
     postgres_restarts: int = 0
     relay_kills: int = 0
+    mode_switches: int = 0  # sync type changes, two per one-way fault (there and back)
     crashes_restarted: int = 0
     lost: int = 0
     duplicated: int = 0
@@ -56,13 +71,20 @@ class Figures:
     outbox_left: int = 0
     unexpected_failures: int = 0
     history_mismatch: int = 0
+    rebuild_changes: int | None = None  # None: the dry-run rebuild did not run
+    aborted: str = ""  # why the run could not finish, if it could not
     seconds: float = 0.0
     problems: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
         return not (self.lost or self.duplicated or self.diverged or self.duplicate_links
-                    or self.outbox_left or self.unexpected_failures or self.history_mismatch)
+                    or self.outbox_left or self.unexpected_failures or self.history_mismatch
+                    or self.aborted) and self.rebuild_changes == 0
+
+    def problem(self, text: str, *, limit: int = 20) -> None:
+        if len(self.problems) < limit:
+            self.problems.append(text)
 
 
 class Replica:
@@ -83,6 +105,20 @@ class Replica:
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
+
+    def last_log_line(self) -> str:
+        try:
+            lines = (self.data_dir / "daemon.log").read_text(errors="replace").splitlines()
+        except OSError:
+            return ""
+        return lines[-1][:300] if lines else ""
+
+    def restart_crashed(self, figures: Figures) -> None:
+        """Start again a replica that died on its own; count it."""
+        code = self.proc.returncode if self.proc is not None else None
+        figures.crashes_restarted += 1
+        figures.problem(f"{self.name} exited with {code} (restarted): {self.last_log_line()}")
+        self.start()
 
     def signal(self, sig: int) -> None:
         if self.alive():
@@ -116,12 +152,44 @@ class Driver:
         self.created: dict[str, list[int]] = {"desk": [], "crm": []}
         self.values: dict[tuple[str, int], dict[str, str]] = {}  # the last value per field
         self.events = 0
+        # One-way CRM -> desk mode (SYNC-02): desk edits are never applied to the CRM,
+        # and records are created on the CRM only.
+        self.one_way_mode = False
+        # (desk id, field) -> the desk's newest two-way value of a field whose newer
+        # edits on the desk were made in one-way mode; a two-way desk edit of the
+        # field removes it.
+        self.one_way: dict[tuple[int, str], str] = {}
 
     def fresh(self, kind: str) -> str:
         self.counter += 1
         return f"{kind}{self.counter}"
 
+    def set_desk(self, desk_id: int, name: str, value: str) -> None:
+        """Record a desk edit in the model, flagged one-way in one-way mode."""
+        values = self.values[("desk", desk_id)]
+        if self.one_way_mode:
+            self.one_way.setdefault((desk_id, name), values[name])
+        else:
+            self.one_way.pop((desk_id, name), None)
+        values[name] = value
+
+    def two_way_values(self, desk_id: int) -> dict[str, str] | None:
+        """The desk record's values as far as the CRM may know them: its one-way edits
+        replaced by the newest two-way value of their field."""
+        values = self.values.get(("desk", desk_id))
+        if values is None:
+            return None
+        return {name: self.one_way.get((desk_id, name), value) for name, value in values.items()}
+
+    def set_value(self, side: str, record_id: int, name: str, value: str) -> None:
+        if side == "desk":
+            self.set_desk(record_id, name, value)
+        else:
+            self.values[(side, record_id)][name] = value
+
     async def create(self, side: str) -> None:
+        if side == "desk" and self.one_way_mode:
+            side = "crm"  # a desk record created in one-way mode never reaches the CRM
         values = {f: self.fresh(f[:1]) for f in FIELDS}
         record_id = await self.conn.fetchval(
             f"INSERT INTO {side}.contacts (first_name, last_name, phone, mobile, email)"
@@ -140,7 +208,7 @@ class Driver:
         value = self.fresh(name[:1])
         await self.conn.execute(f"UPDATE {side}.contacts SET {name} = $1 WHERE id = $2",
                                 value, record_id)
-        self.values[(side, record_id)][name] = value
+        self.set_value(side, record_id, name, value)
         self.events += 1
         return None
 
@@ -151,7 +219,7 @@ class Driver:
             f" WHERE id % 5 = $2 AND id = ANY($3::bigint[]) RETURNING id",
             tag, self.rng.randrange(5), self.created[side])
         for row in rows:
-            self.values[(side, row["id"])]["mobile"] = f"{tag}-{row['id']}"
+            self.set_value(side, row["id"], "mobile", f"{tag}-{row['id']}")
         self.events += len(rows)
 
     async def concurrent_edit(self) -> None:
@@ -166,15 +234,16 @@ class Driver:
         if desk_key not in self.values and crm_key not in self.values:
             return
         # A counterpart made by the sync holds what its pair holds, as far as the
-        # model goes: the newest edit of each field is taken over both sides.
+        # model goes: the newest edit of each field is taken over both sides (a
+        # CRM counterpart never got the desk's one-way edits).
         self.values.setdefault(desk_key, dict(self.values.get(crm_key, {})))
-        self.values.setdefault(crm_key, dict(self.values.get(desk_key, {})))
+        self.values.setdefault(crm_key, dict(self.two_way_values(pair["d"]) or {}))
         first, second = self.fresh(name[:1]), self.fresh(name[:1])
         await self.conn.execute(f"UPDATE desk.contacts SET {name} = $1 WHERE id = $2",
                                 first, pair["d"])
         await self.conn.execute(f"UPDATE crm.contacts SET {name} = $1 WHERE id = $2",
                                 second, pair["c"])
-        self.values[("desk", pair["d"])][name] = first
+        self.set_desk(pair["d"], name, first)
         self.values[("crm", pair["c"])][name] = second
         self.events += 2
 
@@ -191,6 +260,104 @@ class Driver:
             await self.concurrent_edit()
 
 
+async def _step(driver: Driver, dsn: str) -> None:
+    try:
+        await driver.step()
+    except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError):
+        driver.conn = await _connect(dsn)
+
+
+async def _choose_sync_type(dsn: str, sync_type: str, *, attempts: int = 20) -> None:
+    """Choose the sync type as an administrator would (setting the integration up
+    first if nobody has), through the integration store on psycopg: retried while
+    the database is away (a restart), and idempotent, so a retry changes nothing
+    that a lost answer had already changed."""
+    import psycopg
+    from eventsourcing.persistence import PersistenceError
+
+    from adapters.integration_store import IntegrationService
+
+    last: BaseException | None = None
+    for attempt in range(attempts):
+        service: IntegrationService | None = None
+        try:
+            service = await IntegrationService.open(dsn)
+            if await service.current() is None:
+                await service.set_up("chaos-desk", "chaos-crm", by=ACTOR)
+            await service.choose_sync_type(sync_type, by=ACTOR)
+            return
+        except (OSError, psycopg.Error, PersistenceError) as err:
+            last = err
+            await asyncio.sleep(min(2.0, 0.1 * 2 ** attempt))
+        finally:
+            if service is not None:
+                with contextlib.suppress(Exception):
+                    await service.close()
+    raise RuntimeError(f"could not choose sync type {sync_type}: {type(last).__name__}: {last}")
+
+
+async def _config_applied(replica: Replica, offset: int, direction: str,
+                          timeout: float = 2.0) -> None:
+    """Wait until ``replica`` logs that it applied ``direction`` after ``offset`` in its
+    log (its next batch runs with it), or ``timeout`` seconds: replicas poll the
+    integration twice a second, and one that starts meanwhile reads it at start-up."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for line in _log_since(replica, offset).splitlines():
+            with contextlib.suppress(ValueError):
+                entry = json.loads(line)
+                if isinstance(entry, dict) and entry.get("direction") == direction \
+                        and entry.get("event") == "integration_config_applied":
+                    return
+        await asyncio.sleep(0.1)
+
+
+def _log_size(replica: Replica) -> int:
+    try:
+        return (replica.data_dir / "daemon.log").stat().st_size
+    except OSError:
+        return 0
+
+
+def _log_since(replica: Replica, offset: int) -> bytes:
+    try:
+        with (replica.data_dir / "daemon.log").open("rb") as log:
+            log.seek(offset)
+            return log.read()
+    except OSError:
+        return b""
+
+
+async def _switch(replica: Replica, dsn: str, sync_type: str, figures: Figures) -> None:
+    offset = _log_size(replica)
+    await _choose_sync_type(dsn, sync_type)
+    figures.mode_switches += 1
+    await _config_applied(replica, offset, sync_type)
+
+
+async def _one_way(driver: Driver, replica: Replica, dsn: str, figures: Figures, *,
+                   steps: int) -> None:
+    """Switch to one-way CRM -> desk mid-stream, make changes, switch back, and SIGKILL
+    the replica (it reads the sync type again at start-up). Quiescent before each
+    switch, so every change is applied in the mode it was made in and the model stays
+    exact; the kill comes last so that, as after any kill, the driver goes on while the
+    group rebalances."""
+    await _quiesce(driver.conn, replica, figures)
+    await _switch(replica, dsn, "crm_to_desk", figures)
+    driver.one_way_mode = True
+    try:
+        for _ in range(steps):
+            await _step(driver, dsn)
+            figures.changes += 1
+        await _quiesce(driver.conn, replica, figures)
+    finally:
+        driver.one_way_mode = False
+    await _switch(replica, dsn, "two_way", figures)
+    replica.kill()
+    figures.kills += 1
+    replica.start()
+
+
 async def _connect(dsn: str) -> asyncpg.Connection:
     for _ in range(100):
         try:
@@ -200,7 +367,10 @@ async def _connect(dsn: str) -> asyncpg.Connection:
     raise RuntimeError("PostgreSQL did not come back")
 
 
-async def _wait_ready(replica: Replica, timeout: float = 90) -> None:
+async def _wait_ready(replica: Replica, figures: Figures, timeout: float = 90,
+                      restarts: int = 5) -> None:
+    """Wait until ``replica`` answers /readyz 200; restart it (and count it) if it dies
+    meanwhile, up to ``restarts`` times."""
     deadline = time.monotonic() + timeout
     async with aiohttp.ClientSession() as session:
         while time.monotonic() < deadline:
@@ -212,10 +382,32 @@ async def _wait_ready(replica: Replica, timeout: float = 90) -> None:
                         if response.status == 200:
                             return
             if not replica.alive():
-                code = replica.proc.returncode if replica.proc else None
-                raise RuntimeError(f"{replica.name} exited with {code}")
+                if restarts <= 0:
+                    code = replica.proc.returncode if replica.proc else None
+                    raise RuntimeError(f"{replica.name} keeps exiting (last status {code})")
+                restarts -= 1
+                replica.restart_crashed(figures)
             await asyncio.sleep(0.2)
-    raise TimeoutError(f"{replica.name} not ready")
+    raise TimeoutError(f"{replica.name} not ready in {timeout:.0f} s")
+
+
+async def _rebuild_check(dsn: str, figures: Figures, echo: Any) -> None:
+    """A dry-run rebuild of every projection: what it would change is drift between a
+    live projection and its event log (OWN-03), counted in ``rebuild_changes``."""
+    from daemon.cli_replay import dry_run_all, render
+    from projections.replay import ReplayError
+
+    try:
+        reports = await dry_run_all(dsn)
+    except (ReplayError, OSError, asyncpg.PostgresError) as err:
+        figures.problem(f"dry-run rebuild did not run: {type(err).__name__}: {err}")
+        return
+    figures.rebuild_changes = sum(report.changes for report in reports)
+    for report in reports:
+        if report.changes:
+            text = render(report)
+            figures.problem(f"dry-run rebuild would change {report.changes} row(s):\n{text}")
+            echo(text)
 
 
 async def run_chaos(*, changes: int, kills: int, seed: int, root: Path,
@@ -235,33 +427,49 @@ async def run_chaos(*, changes: int, kills: int, seed: int, root: Path,
         "SYNCD_RELAY_RESEND_AFTER": "5", "SYNCD_RELAY_POLL_INTERVAL": "0.2"}
     a, b = Replica("replica-a", root, env), Replica("replica-b", root, env)
     try:
-        a.start()
-        await _wait_ready(a)
-        conn = await _connect(postgres.dsn)
-        driver = Driver(conn, rng)
-        faults = ["kill", "broker", "kill", "postgres", "kill", "relay", "kill", "zombie",
-                  "kill", "kill"]
+        await _chaos(a, b, postgres, broker, figures, rng, changes=changes, kills=kills,
+                     echo=echo)
+    except Exception as err:  # the run ends with its figures, whatever happened
+        figures.aborted = f"{type(err).__name__}: {err}"
+        echo(f"chaos run aborted: {figures.aborted}")
+    finally:
+        for replica in (a, b):
+            replica.stop()
+        await asyncio.to_thread(broker.stop)
+        await asyncio.to_thread(postgres.stop)
+    figures.seconds = round(time.monotonic() - started, 1)
+    return figures
+
+
+async def _chaos(a: Replica, b: Replica, postgres: EmbeddedPostgres, broker: EmbeddedBroker,
+                 figures: Figures, rng: random.Random, *, changes: int, kills: int,
+                 echo: Any) -> None:
+    a.start()
+    await _wait_ready(a, figures)
+    # Set up as an administrator would, two-way: what the one-way faults switch.
+    await _choose_sync_type(postgres.dsn, "two_way")
+    driver = Driver(await _connect(postgres.dsn), rng)
+    try:
         done_faults = 0
         per_fault = max(1, changes // (kills + 1))
         while figures.changes < changes:
             for _ in range(min(per_fault, changes - figures.changes)):
-                try:
-                    await driver.step()
-                except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError):
-                    driver.conn = conn = await _connect(postgres.dsn)
+                await _step(driver, postgres.dsn)
                 figures.changes += 1
             if done_faults >= kills or figures.changes >= changes:
                 continue
             done_faults += 1
-            fault = faults[(done_faults - 1) % len(faults)]
+            fault = FAULTS[(done_faults - 1) % len(FAULTS)]
             await asyncio.sleep(rng.uniform(0.05, 0.6))
-            if fault == "kill":
+            if fault == "one_way":
+                await _one_way(driver, a, postgres.dsn, figures, steps=per_fault // 2)
+            elif fault == "kill":
                 a.kill()
                 figures.kills += 1
                 a.start()
             elif fault == "zombie":
                 b.start()
-                await _wait_ready(b)
+                await _wait_ready(b, figures)
                 a.signal(signal.SIGSTOP)
                 await asyncio.sleep(SESSION_TIMEOUT_MS / 1000 + 4)  # b takes over
                 for _ in range(per_fault // 2):
@@ -275,10 +483,10 @@ async def run_chaos(*, changes: int, kills: int, seed: int, root: Path,
                 await asyncio.to_thread(broker.restart)
                 figures.broker_restarts += 1
             elif fault == "postgres":
-                await conn.close()
+                await driver.conn.close()
                 await asyncio.to_thread(postgres.restart)
                 figures.postgres_restarts += 1
-                driver.conn = conn = await _connect(postgres.dsn)
+                driver.conn = await _connect(postgres.dsn)
             elif fault == "relay":
                 a.kill()
                 await driver.bulk_update("desk")  # a batch for the relay to die in
@@ -291,24 +499,18 @@ async def run_chaos(*, changes: int, kills: int, seed: int, root: Path,
                 a.kill()
                 a.start()
             if not a.alive():
-                figures.crashes_restarted += 1
-                a.start()
+                a.restart_crashed(figures)
         if not a.alive():
-            figures.crashes_restarted += 1
-            a.start()
-        await _wait_ready(a)
+            a.restart_crashed(figures)
+        await _wait_ready(a, figures)
         echo(f"driver done: {figures.changes} changes, waiting for quiescence")
         figures.events_expected = driver.events
-        await _quiesce(conn, a, figures)
-        await _check(conn, driver, figures)
-        await conn.close()
+        await _quiesce(driver.conn, a, figures)
+        await _check(driver.conn, driver, figures)
+        await _rebuild_check(postgres.dsn, figures, echo)
     finally:
-        for replica in (a, b):
-            replica.stop()
-        await asyncio.to_thread(broker.stop)
-        await asyncio.to_thread(postgres.stop)
-    figures.seconds = round(time.monotonic() - started, 1)
-    return figures
+        with contextlib.suppress(Exception):
+            await driver.conn.close()
 
 
 async def _quiesce(conn: asyncpg.Connection, replica: Replica, figures: Figures,
@@ -321,11 +523,11 @@ async def _quiesce(conn: asyncpg.Connection, replica: Replica, figures: Figures,
         if left == 0:
             return
         if not replica.alive():
-            figures.crashes_restarted += 1
-            replica.start()
+            replica.restart_crashed(figures)
         await asyncio.sleep(0.5)
     figures.outbox_left = int(await conn.fetchval(
         "SELECT (SELECT count(*) FROM desk.outbox) + (SELECT count(*) FROM crm.outbox)"))
+    figures.problem(f"not quiescent after {timeout:.0f} s: {figures.outbox_left} left")
 
 
 async def _check(conn: asyncpg.Connection, driver: Driver, figures: Figures) -> None:
@@ -348,15 +550,16 @@ async def _check(conn: asyncpg.Connection, driver: Driver, figures: Figures) -> 
         if d is None or c is None:
             figures.diverged += 1
             continue
-        expected = _expected(driver, link["d"], link["c"])
         actual_d = {f: d[f] for f in FIELDS}
         actual_c = {f: c[f] for f in FIELDS}
-        if actual_d != actual_c or (expected is not None and actual_d != expected):
+        wrong = _pair_mismatches(driver, link["d"], link["c"], actual_d, actual_c)
+        if wrong:
             figures.diverged += 1
             if len(figures.problems) < 5:
                 figures.problems.append(
                     f"pair desk {link['d']} / crm {link['c']}: desk {actual_d},"
-                    f" crm {actual_c}, model {expected}")
+                    f" crm {actual_c}, model {_model(driver, link['d'], link['c'])}"
+                    f" ({', '.join(wrong)})")
     figures.unexpected_failures = int(await conn.fetchval(
         "SELECT count(*) FROM sync.failures WHERE status = 'open'"))
     added = {r["direction"]: r["n"] for r in await conn.fetch(
@@ -384,6 +587,44 @@ def _expected(driver: Driver, desk_id: int, crm_id: int) -> dict[str, str] | Non
     return out
 
 
+def _model(driver: Driver, desk_id: int,
+           crm_id: int) -> dict[str, tuple[str, str]] | None:
+    """Per field of a pair: the newest edit on either side, and the newest edit that is
+    not a one-way desk edit (CRM edits and two-way desk edits), the one the CRM holds.
+    They differ only where the newest edit is a desk edit made in one-way mode."""
+    newest = _expected(driver, desk_id, crm_id)
+    if newest is None:
+        return None
+    known = [s for s in (driver.two_way_values(desk_id), driver.values.get(("crm", crm_id)))
+             if s is not None]
+    return {name: (newest[name], max((s[name] for s in known), key=_order))
+            for name in FIELDS}
+
+
+def _pair_mismatches(driver: Driver, desk_id: int, crm_id: int, desk: dict[str, Any],
+                     crm: dict[str, Any]) -> list[str]:
+    """The fields of a linked pair that hold what the model does not allow.
+
+    Where the newest edit of a field is not a one-way desk edit, both sides hold it.
+    Where it is, the CRM holds the newest of the other edits (it never got the one-way
+    one), and the desk holds either: its one-way edit stays until the CRM's next
+    change of the record writes the CRM's values to it (SYNC-02)."""
+    model = _model(driver, desk_id, crm_id)
+    wrong = []
+    for name in FIELDS:
+        if model is None:  # neither side was made by the driver: they agree
+            ok = desk[name] == crm[name]
+        else:
+            newest, synced = model[name]
+            if newest == synced:
+                ok = desk[name] == crm[name] == newest
+            else:
+                ok = crm[name] == synced and desk[name] in (newest, synced)
+        if not ok:
+            wrong.append(name)
+    return wrong
+
+
 def _order(value: str) -> int:
     head = value.split("-")[0]
     return int("".join(ch for ch in head if ch.isdigit()) or 0)
@@ -407,11 +648,27 @@ async def run_two_replicas(*, changes: int, root: Path, seed: int = 1,
         "SYNCD_CONSUMER_SESSION_TIMEOUT_MS": str(SESSION_TIMEOUT_MS)}
     a, b = Replica("replica-a", root, env), Replica("replica-b", root, env)
     try:
-        a.start()
-        await _wait_ready(a)
-        b.start()
-        await _wait_ready(b)
-        conn = await _connect(postgres.dsn)
+        await _two_replicas(a, b, postgres, figures, rng, changes=changes, echo=echo)
+    except Exception as err:  # the run ends with its figures, whatever happened
+        figures.aborted = f"{type(err).__name__}: {err}"
+        echo(f"two-replica run aborted: {figures.aborted}")
+    finally:
+        for replica in (a, b):
+            replica.stop()
+        await asyncio.to_thread(broker.stop)
+        await asyncio.to_thread(postgres.stop)
+    figures.seconds = round(time.monotonic() - started, 1)
+    return figures
+
+
+async def _two_replicas(a: Replica, b: Replica, postgres: EmbeddedPostgres, figures: Figures,
+                        rng: random.Random, *, changes: int, echo: Any) -> None:
+    a.start()
+    await _wait_ready(a, figures)
+    b.start()
+    await _wait_ready(b, figures)
+    conn = await _connect(postgres.dsn)
+    try:
         driver = Driver(conn, rng)
         chunk = max(1, changes // 20)
         while figures.changes < changes:
@@ -441,14 +698,10 @@ async def run_two_replicas(*, changes: int, root: Path, seed: int = 1,
         echo(f"driver done: {driver.events} events, waiting for quiescence")
         await _quiesce(conn, a, figures, timeout=300)
         await _check(conn, driver, figures)
-        await conn.close()
+        await _rebuild_check(postgres.dsn, figures, echo)
     finally:
-        for replica in (a, b):
-            replica.stop()
-        await asyncio.to_thread(broker.stop)
-        await asyncio.to_thread(postgres.stop)
-    figures.seconds = round(time.monotonic() - started, 1)
-    return figures
+        with contextlib.suppress(Exception):
+            await conn.close()
 
 
 async def run_soak(*, rate: int, seconds: int, root: Path, sample_every: float = 10.0,
@@ -467,7 +720,7 @@ async def run_soak(*, rate: int, seconds: int, root: Path, sample_every: float =
     samples: list[dict[str, float]] = []
     try:
         replica.start()
-        await _wait_ready(replica)
+        await _wait_ready(replica, Figures())
         assert replica.proc is not None
         process = psutil.Process(replica.proc.pid)
         address = json.loads((replica.data_dir / "runtime.json").read_text())["http"]
@@ -534,7 +787,7 @@ def soak(rate: int, minutes: float) -> None:
 @click.option("--changes", type=click.IntRange(10), default=20_000, show_default=True)
 @click.option("--kills", type=click.IntRange(0), default=34, show_default=True,
               help="Faults to inject (SIGKILLs, a zombie, broker and PostgreSQL restarts, "
-                   "a relay killed mid-batch).")
+                   "a relay killed mid-batch, a switch to one-way CRM -> desk and back).")
 @click.option("--seed", type=int, default=1, show_default=True)
 @click.option("--two-replicas", is_flag=True,
               help="Instead: two daemons in one group, one killed midway (OWN-05).")

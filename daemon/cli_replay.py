@@ -25,7 +25,15 @@ from tabulate import tabulate
 
 from daemon.settings import Settings
 from projections.catalog import SYNCED_MODULES
-from projections.replay import HANDSHAKE, LEDGER, NOT_PROJECTIONS, PROJECTIONS, Report, Window
+from projections.replay import (
+    HANDSHAKE,
+    LEDGER,
+    NOT_PROJECTIONS,
+    PROJECTIONS,
+    EventSource,
+    Report,
+    Window,
+)
 from projections.sync import SyncProjection
 
 EXIT_BUSY = 3
@@ -61,12 +69,13 @@ class Moment(click.ParamType[dt.datetime]):
 class _Progress:
     """One bar per step on a terminal (none otherwise); the gauge covers all steps."""
 
-    def __init__(self, steps: int) -> None:
+    def __init__(self, steps: int, *, bars: bool = True) -> None:
         from adapters import metrics
 
         self.gauge = metrics.REPLAY_PROGRESS
         self.steps = max(1, steps)
         self.step = -1
+        self.bars = bars
         self.bar: Any = None
         self.gauge.set(0)
 
@@ -75,7 +84,9 @@ class _Progress:
 
         self.close()
         self.step += 1
-        self.bar = tqdm(total=None, desc=description, unit="ev", disable=None, leave=False)
+        if self.bars:
+            self.bar = tqdm(total=None, desc=description, unit="ev", disable=None,
+                            leave=False)
 
     def __call__(self, phase: str, done: int, total: int | None) -> None:
         if self.bar is not None:
@@ -225,13 +236,8 @@ async def _main(settings: Settings, steps: list[str], names: set[str], window: W
     from projections import replay as rp
 
     async with open_services(settings, need_broker=False, stop_adopted=False) as services:
-        conn = await asyncpg.connect(services.dsn, server_settings={
-            "timezone": "UTC", "jit": "off", "application_name": "syncd-replay"})
+        conn = await _connect(services.dsn)
         try:
-            # Killed mid-statement, the session must not run on, holding the projector's
-            # lock, until it next writes to us: PostgreSQL 14+ checks the client meanwhile.
-            with contextlib.suppress(asyncpg.PostgresError):
-                await conn.execute("SET client_connection_check_interval = '1s'")
             missing = await pending(conn)
             if missing:
                 click.echo(f"syncd: migrations {missing} are pending; run `syncd migrate`"
@@ -244,9 +250,15 @@ async def _main(settings: Settings, steps: list[str], names: set[str], window: W
                            + "; try again when it has finished", err=True)
                 return EXIT_BUSY, []
             progress = _Progress(len(steps))
+            source: rp.EventSource = rp.EventLogSource()
+            if bootstrap is not None:
+                from adapters.replay_kafka import KafkaEventSource
+
+                source = KafkaEventSource(bootstrap, topic=settings.events_topic,
+                                          group_id=settings.group_id)
             try:
-                reports = await _run(conn, settings, services.dsn, steps, names, window,
-                                     dry_run=dry_run, bootstrap=bootstrap, progress=progress)
+                reports = await _run(conn, services.dsn, steps, names, window, source,
+                                     dry_run=dry_run, progress=progress)
             except rp.ReplayError as err:
                 progress.close()
                 click.echo(f"syncd: replay failed, nothing was changed: {err}", err=True)
@@ -259,17 +271,47 @@ async def _main(settings: Settings, steps: list[str], names: set[str], window: W
             await conn.close()
 
 
-async def _run(conn: asyncpg.Connection, settings: Settings, dsn: str, steps: list[str],
-               names: set[str], window: Window, *, dry_run: bool, bootstrap: str | None,
+async def _connect(dsn: str) -> asyncpg.Connection:
+    conn = await asyncpg.connect(dsn, server_settings={
+        "timezone": "UTC", "jit": "off", "application_name": "syncd-replay"})
+    # Killed mid-statement, the session must not run on, holding the projector's
+    # lock, until it next writes to us: PostgreSQL 14+ checks the client meanwhile.
+    with contextlib.suppress(asyncpg.PostgresError):
+        await conn.execute("SET client_connection_check_interval = '1s'")
+    return conn
+
+
+async def dry_run_all(dsn: str) -> list[Report]:
+    """``syncd replay --projection all --dry-run`` as a function: rebuild every
+    projection from the event log without writing, and report what would change
+    (``Report.changes``; 0 everywhere when the live projections are what their event
+    log says). Raises ``projections.replay.ReplayError`` if it cannot run (another
+    replay holds the lock, migrations are pending, …)."""
+    from adapters.migrate import pending
+    from projections import replay as rp
+
+    steps, names = _steps(("all",))
+    conn = await _connect(dsn)
+    try:
+        missing = await pending(conn)
+        if missing:
+            raise rp.ReplayError(f"migrations {missing} are pending")
+        if not await rp.try_lock(conn):
+            raise rp.ReplayError("another replay is running")
+        try:
+            return await _run(conn, dsn, steps, names, Window(), rp.EventLogSource(),
+                              dry_run=True, progress=_Progress(len(steps), bars=False))
+        finally:
+            await rp.unlock(conn)
+    finally:
+        await conn.close()
+
+
+async def _run(conn: asyncpg.Connection, dsn: str, steps: list[str], names: set[str],
+               window: Window, source: EventSource, *, dry_run: bool,
                progress: _Progress) -> list[Report]:
     from projections import replay as rp
 
-    source: rp.EventSource = rp.EventLogSource()
-    if bootstrap is not None:
-        from adapters.replay_kafka import KafkaEventSource
-
-        source = KafkaEventSource(bootstrap, topic=settings.events_topic,
-                                  group_id=settings.group_id)
     reports: list[Report] = []
     for step in steps:
         if step == "ledger":
