@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
+import functools
 import signal
 from pathlib import Path
 from typing import Any
@@ -12,8 +14,9 @@ import structlog
 
 from daemon.chaos import chaos, soak
 from daemon.cli_admin import COMMANDS
+from daemon.cli_db import db
 from daemon.cli_handshake import handshake
-from daemon.logs import configure_logging
+from daemon.logs import command_log_level, configure_logging
 from daemon.settings import Settings, SettingsError, load_settings
 
 log = structlog.get_logger(__name__)
@@ -28,15 +31,19 @@ def _settings(ctx: click.Context) -> Settings:
 @click.group()
 @click.option("--config", "config_file", type=click.Path(path_type=Path),
               help="TOML file of settings (environment variables SYNCD_* win over it).")
+@click.option("-v", "--verbose", is_flag=True,
+              help="Log at the configured level (info) in commands other than `run`,"
+                   " which log warnings and errors only.")
 @click.pass_context
-def cli(ctx: click.Context, config_file: Path | None) -> None:
+def cli(ctx: click.Context, config_file: Path | None, verbose: bool) -> None:
     """syncd keeps a help desk and a CRM consistent through an event stream."""
     try:
         settings = load_settings(config_file)
     except SettingsError as err:
         click.echo(f"syncd: {err}", err=True)
         ctx.exit(2)
-    configure_logging(level=settings.log_level, fmt=settings.log_format)
+    level = command_log_level(settings.log_level, ctx.invoked_subcommand, verbose=verbose)
+    configure_logging(level=level, fmt=settings.log_format)
     ctx.obj = settings
 
 
@@ -98,9 +105,19 @@ def migrate(ctx: click.Context) -> None:
         ctx.exit(1)
 
 
+def already_done(done: Any) -> str:
+    """What ``sync --initial`` says when the first sync is over (``initial_sync.Finished``)."""
+    when = done.finished_at.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    return (f"first sync: already done on {when} ({done.applied} of {done.total} records"
+            " applied).\nIt runs once per database (SYNC-08) and cannot be run again:"
+            " records created or changed since then are synced live, and `syncd replay"
+            " --since TIME` re-applies a window of captured events.")
+
+
 @cli.command("sync")
 @click.option("--initial", is_flag=True, required=True,
-              help="Run (or resume) the first sync: bulk import and export (SYNC-08).")
+              help="Run (or resume) the first sync: bulk import and export (SYNC-08);"
+                   " once it is done, say so.")
 @click.option("--window-days", type=click.IntRange(1, 36_500), default=None,
               help="Only records created within this many days (default from settings).")
 @click.option("--no-wait", is_flag=True, help="Capture and return; do not wait for the apply.")
@@ -123,6 +140,10 @@ def sync_command(ctx: click.Context, initial: bool, window_days: int | None,
             try:
                 async with pool.acquire() as conn:
                     await apply_migrations(conn)
+                    done = await initial_sync.finished(conn)
+                if done is not None:
+                    click.echo(already_done(done))
+                    return 0
                 with tqdm(total=0, unit="rec", desc="first sync", disable=None) as bar:
                     def show(progress: initial_sync.Progress) -> None:
                         bar.total = progress.total
@@ -145,8 +166,32 @@ def sync_command(ctx: click.Context, initial: bool, window_days: int | None,
 for _command in COMMANDS:
     cli.add_command(_command)
 
-cli.add_command(chaos)
-cli.add_command(soak)
+TOOLS_EXTRA = ("pip install 'deskcrm-sync[tools]' (from a checkout: pip install -e '.[tools]';"
+               " `python3 dev.py test` installs it)")
+
+
+def needs_tools(command: click.Command) -> click.Command:
+    """Make a harness command refuse, naming the ``[tools]`` extra, when psutil is missing."""
+    callback = command.callback
+    assert callback is not None
+
+    @functools.wraps(callback)
+    def guarded(*args: Any, **kwargs: Any) -> Any:
+        try:
+            import psutil  # noqa: F401 - only whether it is there
+        except ImportError:
+            raise click.ClickException(
+                f"`syncd {command.name}` needs the tools extra (psutil): {TOOLS_EXTRA}"
+            ) from None
+        return callback(*args, **kwargs)
+
+    command.callback = guarded
+    return command
+
+
+cli.add_command(needs_tools(chaos))
+cli.add_command(needs_tools(soak))
+cli.add_command(db)
 cli.add_command(handshake)
 
 from daemon.bench import bench  # noqa: E402

@@ -8,8 +8,10 @@ scripts, and a non-zero exit status when the daemon refuses.
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -21,6 +23,7 @@ from tabulate import tabulate
 from daemon.runtime import read_runtime
 from daemon.settings import Settings
 from daemon.tokens import token_path
+from projections.mapping import MappingError, build_mapping, resolve_field
 
 
 class ApiClient:
@@ -99,20 +102,84 @@ def status(ctx: click.Context, as_json: bool) -> None:
     _show(_client(ctx).call("GET", "/api/v1/status"), as_json)
 
 
-@click.command()
-@json_option
-@click.pass_context
-def pause(ctx: click.Context, as_json: bool) -> None:
-    """Pause sync: capture goes on, nothing is written to either store (OPS-01)."""
-    _show(_client(ctx).call("POST", "/api/v1/integration/pause"), as_json)
+def wait_for_state(client: ApiClient, want: str, timeout: float, *,
+                   interval: float = 0.1) -> bool:
+    """Poll ``/api/v1/status`` until its ``state`` is ``want``; False on timeout.
+
+    The state is the configuration the answering daemon's next batch reads: each
+    replica polls the integration twice a second and swaps it in between batches.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        state = client.call("GET", "/api/v1/status")["state"]
+        if state == want:
+            return True
+        if state == "deleted":
+            raise click.ClickException("the integration has been deleted: sync has stopped")
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(interval)
+
+
+wait_options = [
+    click.option("--timeout", type=click.FloatRange(0), default=10.0, show_default=True,
+                 help="Seconds to wait for the daemon to apply the change."),
+    click.option("--no-wait", is_flag=True,
+                 help="Return once the change is recorded, before it is in effect."),
+]
+
+
+def _with_wait_options(command: Any) -> Any:
+    for option in reversed(wait_options):
+        command = option(command)
+    return command
+
+
+def _switch(ctx: click.Context, action: str, want: str, as_json: bool, timeout: float,
+            no_wait: bool, effect: str) -> None:
+    client = _client(ctx)
+    data = client.call("POST", f"/api/v1/integration/{action}")
+    if no_wait:
+        _show(data, as_json)
+        if not as_json:
+            click.echo(f"{action} recorded; in effect within about 1 s (the daemon's next"
+                       " batch after its next poll of the integration)")
+        return
+    if not wait_for_state(client, want, timeout):
+        raise click.ClickException(
+            f"{action} is recorded, but the daemon at {client.base} has not applied it within"
+            f" {timeout:g} s; `syncd status` shows its state")
+    _show(data, as_json)
+    if not as_json:
+        click.echo(effect)
 
 
 @click.command()
+@_with_wait_options
 @json_option
 @click.pass_context
-def resume(ctx: click.Context, as_json: bool) -> None:
-    """Resume sync: what accumulated is applied in order, then live changes."""
-    _show(_client(ctx).call("POST", "/api/v1/integration/resume"), as_json)
+def pause(ctx: click.Context, as_json: bool, timeout: float, no_wait: bool) -> None:
+    """Pause sync: capture goes on, nothing is written to either store (OPS-01).
+
+    Returns once the daemon has the pause in effect: its next batch writes nothing.
+    """
+    _switch(ctx, "pause", "paused", as_json, timeout, no_wait,
+            "paused: in effect; from the next batch on nothing is written to either store"
+            " (changes are captured and kept for `syncd resume`)")
+
+
+@click.command()
+@_with_wait_options
+@json_option
+@click.pass_context
+def resume(ctx: click.Context, as_json: bool, timeout: float, no_wait: bool) -> None:
+    """Resume sync: what accumulated is applied in order, then live changes.
+
+    Returns once the daemon has the resume in effect: its next batch applies again.
+    """
+    _switch(ctx, "resume", "running", as_json, timeout, no_wait,
+            "running: in effect; what accumulated while paused is being applied, oldest"
+            " first (`syncd status` shows deferred_while_paused going down)")
 
 
 @click.command()
@@ -217,10 +284,112 @@ def integration_switch(ctx: click.Context, as_json: bool) -> None:
 @click.pass_context
 def integration_mapping(ctx: click.Context, module: str, mapping_file: Any,
                         as_json: bool) -> None:
-    """Set a module's field mapping from a JSON file of entries (none: the standard one)."""
-    entries = json.load(mapping_file) if mapping_file is not None else None
+    """Set a module's field mapping from a JSON file of entries (none: the standard one).
+
+    The file is a JSON array of entries, each {"desk": FIELD, "crm": FIELD}, with
+    "desk_type"/"crm_type" for a custom.<identifier> field. It is checked before it is
+    sent; an error names the file, the line and the field.
+    """
+    entries = (read_mapping_file(mapping_file.read(), module, name=mapping_file.name)
+               if mapping_file is not None else None)
     body = {"entries": entries}
     _show(_client(ctx).call("PUT", f"/api/v1/integration/mapping/{module}", body), as_json)
+
+
+MAPPING_KEYS = ("desk", "crm", "desk_type", "crm_type")
+_JSON = json.JSONDecoder()
+_SPACE = " \t\n\r"
+
+
+def _skip(text: str, at: int) -> int:
+    while at < len(text) and text[at] in _SPACE:
+        at += 1
+    return at
+
+
+def _array_items(text: str, at: int) -> list[int]:
+    """Where each item of the (valid) JSON array starting at ``at`` starts."""
+    starts: list[int] = []
+    at = _skip(text, at + 1)
+    while text[at] != "]":
+        starts.append(at)
+        _, at = _JSON.raw_decode(text, at)
+        at = _skip(text, at)
+        if text[at] == ",":
+            at = _skip(text, at + 1)
+    return starts
+
+
+def _object_keys(text: str, at: int) -> dict[str, int]:
+    """Where each key of the (valid) JSON object starting at ``at`` starts."""
+    keys: dict[str, int] = {}
+    at = _skip(text, at + 1)
+    while text[at] != "}":
+        key, end = _JSON.raw_decode(text, at)
+        keys.setdefault(key, at)
+        at = _skip(text, _skip(text, end) + 1)  # past the colon
+        _, at = _JSON.raw_decode(text, at)
+        at = _skip(text, at)
+        if text[at] == ",":
+            at = _skip(text, at + 1)
+    return keys
+
+
+def read_mapping_file(text: str, module: str, *, name: str = "mapping file"
+                      ) -> list[dict[str, Any]]:
+    """Parse and check a mapping file; a ``click.ClickException`` names the line and field.
+
+    The same checks as the daemon's (``projections.mapping.build_mapping``), made
+    before anything is sent, so that a mistake is reported where it is in the file.
+    """
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise click.ClickException(
+            f"{name}:{err.lineno}:{err.colno}: not valid JSON: {err.msg}") from None
+
+    def line(offset: int) -> int:
+        return text.count("\n", 0, offset) + 1
+
+    start = _skip(text, 0)
+    if isinstance(data, dict) and set(data) == {"entries"}:
+        _, end = _JSON.raw_decode(text, _object_keys(text, start)["entries"])
+        start = _skip(text, _skip(text, end) + 1)  # past the colon
+        data = data["entries"]
+    if not isinstance(data, list):
+        raise click.ClickException(
+            f"{name}:{line(start)}: expected a JSON array of entries like"
+            ' [{"desk": "email", "crm": "email"}]')
+    starts = _array_items(text, start)
+    for number, (entry, at) in enumerate(zip(data, starts, strict=True), start=1):
+        where = f"{name}:{line(at)}: entry {number}"
+        if not isinstance(entry, dict):
+            raise click.ClickException(
+                f'{where}: must be an object like {{"desk": "email", "crm": "email"}}')
+        keys = _object_keys(text, at)
+        for key in entry:
+            if key not in MAPPING_KEYS:
+                close = difflib.get_close_matches(key, MAPPING_KEYS, n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                raise click.ClickException(
+                    f"{name}:{line(keys[key])}: entry {number}: unknown field {key!r}"
+                    f" (the fields are {', '.join(MAPPING_KEYS)}){hint}")
+        for side in ("desk", "crm"):
+            try:
+                resolve_field(side, module, entry.get(side),  # type: ignore[arg-type]
+                              entry.get(f"{side}_type"))
+            except MappingError as err:
+                key = side if side in keys else None
+                if key is not None and "need a type" in str(err):
+                    key = f"{side}_type" if f"{side}_type" in keys else side
+                at_line = line(keys[key]) if key is not None else line(at)
+                raise click.ClickException(
+                    f"{name}:{at_line}: entry {number}, field {key or side!r}: {err}") from None
+        try:
+            build_mapping(module, data[:number])
+        except MappingError as err:
+            raise click.ClickException(f"{where}: {err}") from None
+    return data
 
 
 @integration.command("matching")

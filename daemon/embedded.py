@@ -49,7 +49,8 @@ def _wait_for_port(host: str, port: int, deadline: float, proc: subprocess.Popen
     raise TimeoutError(f"embedded broker did not listen on {host}:{port}")
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process of this pid exists (perhaps another user's)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -88,11 +89,11 @@ class EmbeddedBroker:
             pid = int(self.pid_file.read_text().split()[0])
         except (OSError, ValueError, IndexError):
             return
-        if _pid_alive(pid) and "tansu" in _cmdline(pid):
+        if pid_alive(pid) and "tansu" in _cmdline(pid):
             log.warning("embedded_broker_leftover_killed", pid=pid)
             os.kill(pid, signal.SIGKILL)
             for _ in range(100):
-                if not _pid_alive(pid):
+                if not pid_alive(pid):
                     break
                 time.sleep(0.02)
         self.pid_file.unlink(missing_ok=True)
@@ -153,13 +154,52 @@ class EmbeddedPostgres:
     def dsn(self) -> str:
         return self._uri
 
-    def running(self) -> bool:
-        """Whether a server (perhaps left by a killed run) already serves this pgdata."""
+    @property
+    def claim_path(self) -> Path:
+        """Written by ``syncd db start``: the server it started (or took over) is its own,
+        and a daemon or one-shot command that finds it running leaves it running."""
+        return self.data_dir / "postgres.claim"
+
+    def postmaster_pid(self) -> int | None:
+        """The pid of the server serving this pgdata, or None if none runs."""
         try:
             pid = int((self.pgdata / "postmaster.pid").read_text().split()[0])
         except (OSError, ValueError, IndexError):
+            return None
+        return pid if pid_alive(pid) and "postgres" in _cmdline(pid) else None
+
+    def running(self) -> bool:
+        """Whether a server (perhaps left by a killed run) already serves this pgdata."""
+        return self.postmaster_pid() is not None
+
+    def claim(self) -> None:
+        """Mark the running server as kept by ``syncd db start`` (see ``claimed``)."""
+        pid = self.postmaster_pid()
+        if pid is None:
+            raise RuntimeError(f"no PostgreSQL server runs on {self.pgdata}")
+        self.claim_path.write_text(f"{pid}\n")
+
+    def claimed(self) -> bool:
+        """Whether the server running now was started (or taken over) by ``syncd db start``.
+
+        A claim names the postmaster's pid, so a claim left by a server that has
+        since stopped (a reboot, a crash) does not keep a later one alive."""
+        try:
+            pid = int(self.claim_path.read_text().split()[0])
+        except (OSError, ValueError, IndexError):
             return False
-        return _pid_alive(pid) and "postgres" in _cmdline(pid)
+        return pid == self.postmaster_pid()
+
+    def uri(self) -> str | None:
+        """The URL of the server running on this pgdata (from its postmaster.pid), or None."""
+        if not self.running():
+            return None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            from pgserver.utils import PostmasterInfo
+
+            info = PostmasterInfo.read_from_pgdata(self.pgdata)
+        return None if info is None else str(info.get_uri())
 
     def start(self) -> None:
         with warnings.catch_warnings():
@@ -190,12 +230,17 @@ class EmbeddedPostgres:
             log.warning("embedded_postgres_stop_failed", pgdata=str(self.pgdata))
         else:
             log.info("embedded_postgres_stopped", pgdata=str(self.pgdata))
+        self.claim_path.unlink(missing_ok=True)
         # pgserver caches one server object per data directory; forget it so a
-        # later start really starts the server again.
-        with contextlib.suppress(Exception):
+        # later start really starts the server again. The cache is private to
+        # pgserver: should it change shape, say so rather than hide it.
+        try:
             from pgserver.postgres_server import PostgresServer
 
             PostgresServer._instances.pop(self.pgdata.resolve(), None)
+        except Exception as err:  # any failure here only costs a real re-start later
+            log.warning("embedded_postgres_forget_failed", pgdata=str(self.pgdata),
+                        error=f"{type(err).__name__}: {err}")
 
     def restart(self) -> None:
         self.stop()

@@ -61,3 +61,23 @@ def configure_logging(*, level: str = "info", fmt: str = "auto",
         cache_logger_on_first_use=False,
     )
     logging.basicConfig(level=max(numeric, logging.WARNING), stream=out, force=True)
+
+
+_LEVELS = ("debug", "info", "warning", "error")
+# Commands whose log lines are their output: the daemon itself.
+LOGGING_COMMANDS = frozenset({"run"})
+
+
+def command_log_level(configured: str, command: str | None, *, verbose: bool = False) -> str:
+    """The level a ``syncd`` command logs at.
+
+    ``syncd run`` logs at the configured level (``SYNCD_LOG_LEVEL``, info by default).
+    Every other command prints its own output for people, so its log lines stay out
+    of the way: warning and above, unless ``--verbose`` asks for the configured level
+    (at least info).
+    """
+    if command in LOGGING_COMMANDS:
+        return configured
+    if verbose:
+        return configured if _LEVELS.index(configured) <= _LEVELS.index("info") else "info"
+    return configured if _LEVELS.index(configured) >= _LEVELS.index("warning") else "warning"

@@ -33,7 +33,9 @@ async def open_services(settings: Settings, *, need_broker: bool = True,
     """Yield reachable services, starting embedded ones where none is configured.
 
     ``stop_adopted=False`` leaves an embedded PostgreSQL running if it was
-    already running before (a one-shot command beside a running daemon).
+    already running before (a one-shot command beside a running daemon). A
+    server that ``syncd db start`` started (or took over) is never stopped here:
+    it runs until ``syncd db stop``.
     """
     data_dir = settings.data_dir.resolve()
     postgres: EmbeddedPostgres | None = None
@@ -58,4 +60,8 @@ async def open_services(settings: Settings, *, need_broker: bool = True,
         if broker is not None:
             await asyncio.to_thread(broker.stop)
         if postgres is not None and stop_postgres:
-            await asyncio.to_thread(postgres.stop)
+            if postgres.claimed():
+                log.info("embedded_postgres_left_running", pgdata=str(postgres.pgdata),
+                         reason="started by `syncd db start`; `syncd db stop` stops it")
+            else:
+                await asyncio.to_thread(postgres.stop)

@@ -17,6 +17,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
+import structlog
 
 from adapters.migrate import migrate
 from daemon.embedded import EmbeddedBroker, EmbeddedPostgres
@@ -120,6 +121,15 @@ def topic_prefix() -> str:
 @pytest.fixture
 def data_dir(tmp_path: Path) -> Path:
     return tmp_path / "data"
+
+
+@pytest.fixture(autouse=True)
+def _logging_as_it_was() -> Iterator[None]:
+    """A CLI command run in-process configures logging for itself (warnings only, for
+    most commands): give the next test the configuration the session had."""
+    config = structlog.get_config()
+    yield
+    structlog.configure(**config)
 
 
 @pytest.fixture
