@@ -18,15 +18,14 @@ from dataclasses import dataclass
 import asyncpg
 import structlog
 
+from projections import registry
+
 log = structlog.get_logger(__name__)
 
 # Accounts first, so contacts find their accounts already linked. Then what only
-# the handshake board reads: the CRM's leads and deals, the desk's departments,
-# ticket statuses and tickets (the sync itself ignores those modules).
+# the other projections read (the handshake board: the CRM's leads and deals, the
+# desk's departments, ticket statuses and tickets), as the registry lists it.
 ORDER = ("accounts", "contacts", "products")
-BOARD_ONLY: tuple[tuple[str, str], ...] = (
-    ("crm", "leads"), ("crm", "deals"), ("desk", "departments"),
-    ("desk", "ticket_statuses"), ("desk", "tickets"))
 
 
 @dataclass(frozen=True)
@@ -42,7 +41,8 @@ class Progress:
 
 def plan(direction: str) -> list[tuple[str, str]]:
     sources = ["crm"] if direction == "crm_to_desk" else ["crm", "desk"]
-    return [(source, module) for module in ORDER for source in sources] + list(BOARD_ONLY)
+    synced = [(source, module) for module in ORDER for source in sources]
+    return synced + list(registry.first_sync_modules())
 
 
 async def start(pool: asyncpg.Pool, *, direction: str, window_days: int,
@@ -103,6 +103,31 @@ async def progress(conn: asyncpg.Connection | asyncpg.pool.PoolConnectionProxy) 
         " + (SELECT count(*) FROM crm.outbox WHERE origin = 'import')")
     return Progress(int(row["total"]), int(row["captured"]),
                     int(row["captured"]) - int(waiting))
+
+
+@dataclass(frozen=True)
+class Finished:
+    """A first sync that is over: every record of its plan captured and applied."""
+
+    finished_at: dt.datetime
+    total: int
+    applied: int
+
+
+async def finished(conn: asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
+                   ) -> Finished | None:
+    """The first sync if it is done; None if none was planned or any of it is left.
+
+    It runs once (SYNC-08): once done, a ``run`` repeats only the old totals."""
+    row = await conn.fetchrow(
+        "SELECT count(*) AS plans, count(*) FILTER (WHERE finished_at IS NULL) AS open,"
+        " max(finished_at) AS finished_at FROM syncd.initial_sync")
+    if row is None or row["plans"] == 0 or row["open"]:
+        return None
+    current = await progress(conn)
+    if current is None or current.applied < current.captured:
+        return None
+    return Finished(row["finished_at"], current.total, current.applied)
 
 
 async def run(pool: asyncpg.Pool, *, direction: str = "two_way", window_days: int = 365,

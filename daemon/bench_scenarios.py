@@ -16,7 +16,6 @@ import asyncio
 import contextlib
 import datetime as dt
 import functools
-import importlib
 import multiprocessing
 import os
 import platform
@@ -43,7 +42,10 @@ from daemon import bench_workloads as wl
 from daemon.app import create_pool
 from daemon.embedded import EmbeddedBroker, EmbeddedPostgres
 from daemon.settings import Settings
+from projections import registry
+from projections import replay as rp
 from projections.config import SyncConfig
+from projections.handshake import NOTIFY_CHANNEL, HandshakeProjection
 from projections.projector import LoggedEvent, Projection
 from projections.sync import SyncProjection
 
@@ -172,16 +174,6 @@ async def open_env(settings: Settings) -> AsyncIterator[Env]:
 # -- the product, in-process ---------------------------------------------------------
 
 
-def daemon_projections() -> list[Projection]:
-    """The projections the daemon runs besides the sync (``daemon.app``): the handshake
-    board, when it imports."""
-    try:
-        from projections.handshake import HandshakeProjection
-    except ImportError:
-        return []
-    return [HandshakeProjection()]
-
-
 class Product:
     """Relays and projector as the daemon wires them (see ``daemon.app``), each started
     and stopped on its own so that a scenario can time exactly the part it measures."""
@@ -191,11 +183,14 @@ class Product:
         self.env = env
         self.dsn = dsn
         self.topic = topic
-        self.extra = list(daemon_projections() if extra is None else extra)
         self.resend_after = resend_after
         self.probe = wl.Probe()
         self.config = SyncConfig()
-        self.sync = SyncProjection(lambda: self.config)
+        # The projections the daemon runs (projections.registry), or the sync and
+        # ``extra`` when a scenario picks its own.
+        live = registry.live_projections(lambda: self.config)
+        self.sync = next(p for p in live if isinstance(p, SyncProjection))
+        self.extra = [p for p in live if p is not self.sync] if extra is None else list(extra)
         self.pool: asyncpg.Pool | None = None
         self.projector: wl.BenchProjector | None = None
         self.relays: list[wl.CountingRelay] = []
@@ -788,10 +783,6 @@ async def _write_latency_load(dsn: str, contacts: list[tuple[int, int]], per_tic
 
 async def handshake(env: Env, records: int, *, samples: int | None = None) -> Result:
     """A CRM change captured → the ticket it concerns moved on the board."""
-    try:
-        from projections.handshake import NOTIFY_CHANNEL, HandshakeProjection
-    except ImportError as err:
-        return {"measured": False, "reason": f"projections.handshake does not import: {err}"}
     tickets = 50_000 if records >= 100_000 else max(100, records // 2)
     if samples is None:
         samples = min(40, max(5, tickets // 10))
@@ -885,14 +876,7 @@ async def replay(env: Env, records: int) -> Result:
     """Rebuild every projection from the event log that the steady workload leaves:
     the failure log and the history (folds of the outcomes) and the handshake board
     (a projection of the event log itself), through ``projections.replay``."""
-    try:
-        rp = importlib.import_module("projections.replay")
-        rebuild_ledger = rp.rebuild_ledger
-        rebuild_handshake = rp.rebuild_handshake
-        source = rp.EventLogSource()
-        ledger_names = rp.LEDGER
-    except (ImportError, AttributeError) as err:
-        return {"measured": False, "reason": f"projections.replay is not usable: {err!r}"}
+    source = rp.EventLogSource()
     dsn = env.kept.pop("steady", None)
     result: Result = {}
     if dsn is None:
@@ -914,7 +898,7 @@ async def replay(env: Env, records: int) -> Result:
         _say(f"replay: rebuilding every projection from {events} events")
         cpu = env.cpu.read()
         started = time.perf_counter()
-        ledger = await rebuild_ledger(conn, ledger_names, dry_run=False)
+        ledger = await rp.rebuild_ledger(conn, rp.LEDGER, dry_run=False)
         ledger_seconds = time.perf_counter() - started
         result.update(ledger_seconds=round(ledger_seconds, 2),
                       ledger_outcomes_per_s=round(_rate(outcomes, ledger_seconds)),
@@ -923,8 +907,9 @@ async def replay(env: Env, records: int) -> Result:
         try:
             # Chunks no larger than the projector's batches: the board's locks per
             # transaction grow with the chunk (see ops/bench/README.md).
-            board = await rebuild_handshake(conn, source, dry_run=False,
-                                            chunk=min(5_000, env.batch_max))
+            board = await rp.rebuild_from_events(conn, registry.spec("handshake"), source,
+                                                 dry_run=False,
+                                                 chunk=min(5_000, env.batch_max))
         except asyncpg.PostgresError as err:
             # Reported with the ledger's figures rather than losing them.
             result["handshake_failed"] = f"{type(err).__name__}: {err}"

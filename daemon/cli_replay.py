@@ -24,16 +24,9 @@ import click
 from tabulate import tabulate
 
 from daemon.settings import Settings
+from projections import registry
 from projections.catalog import SYNCED_MODULES
-from projections.replay import (
-    HANDSHAKE,
-    LEDGER,
-    NOT_PROJECTIONS,
-    PROJECTIONS,
-    EventSource,
-    Report,
-    Window,
-)
+from projections.replay import LEDGER, EventSource, Report, Window
 from projections.sync import SyncProjection
 
 EXIT_BUSY = 3
@@ -151,21 +144,21 @@ def _kafka_bootstrap(settings: Settings) -> str:
 
 
 def _steps(projections: tuple[str, ...]) -> tuple[list[str], set[str]]:
-    """The steps to run (``ledger``, ``handshake``) and the projections asked for."""
+    """The steps to run (``ledger`` for the folds of the outcomes, then each projection
+    of the event log by name, in registry order) and the projections asked for."""
     names = set(projections)
+    known = registry.rebuildable()
     if "all" in names:
-        names = set(PROJECTIONS)
+        names = set(known)
+    refused = registry.not_rebuildable()
     for name in sorted(names):
-        if name in NOT_PROJECTIONS:
-            raise click.UsageError(f"--projection {name}: {NOT_PROJECTIONS[name]}")
-        if name not in PROJECTIONS:
+        if name in refused:
+            raise click.UsageError(f"--projection {name}: {refused[name]}")
+        if name not in known:
             raise click.UsageError(f"--projection {name}: unknown; choose from"
-                                   f" {', '.join((*PROJECTIONS, 'all'))}")
-    steps = []
-    if names & set(LEDGER):
-        steps.append("ledger")
-    if HANDSHAKE in names:
-        steps.append(HANDSHAKE)
+                                   f" {', '.join((*known, 'all'))}")
+    steps = ["ledger"] if names & set(LEDGER) else []
+    steps += [s.name for s in registry.SPECS if s.rebuild == "events" and s.name in names]
     return steps, names
 
 
@@ -318,14 +311,10 @@ async def _run(conn: asyncpg.Connection, dsn: str, steps: list[str], names: set[
             progress.next_step("history and failure log")
             reports.append(await rp.rebuild_ledger(conn, names, dry_run=dry_run,
                                                    progress=progress))
-        elif step == HANDSHAKE:
-            progress.next_step("handshake")
-            try:
-                reports.append(await rp.rebuild_handshake(conn, source, dry_run=dry_run,
-                                                          progress=progress))
-            except ImportError as err:
-                raise rp.ReplayError(f"the handshake projection cannot be loaded: {err}"
-                                     ) from None
+        elif step != "window":
+            progress.next_step(step)
+            reports.append(await rp.rebuild_from_events(
+                conn, registry.spec(step), source, dry_run=dry_run, progress=progress))
             _note_source(reports[-1], source)
         else:
             progress.next_step("re-apply")

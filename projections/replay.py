@@ -13,11 +13,12 @@ What is a projection of what decides how each is replayed:
   until that commit and the new ones after it (MVCC), never a half-built table,
   and no reader is ever blocked: renaming tables would need an ACCESS EXCLUSIVE
   lock and would lose index names, sequence ownership and grants.
-* The handshake board is a projection of the event log. Its SQL names its
-  tables, so it is rebuilt in place, in one transaction that holds
+* A projection of the event log (``rebuild == "events"`` in
+  ``projections.registry``: the handshake board) names its tables in its SQL, so
+  it is rebuilt in place (``rebuild_from_events``), in one transaction that holds
   ``APPLY_LOCK`` exclusively: the projector's batches wait (they take it shared,
-  first), readers keep seeing the old board until the commit, and a rebuild that
-  finds nothing to change rolls back, leaving the live move stream alone.
+  first), readers keep seeing the old rows until the commit, and a rebuild that
+  finds nothing to change rolls back, leaving the live stream tables alone.
 * The mapping table (``sync.links``) and the stores are *not* projections of the
   log: matching depended on what the stores held at the time. They are never
   rebuilt; a window re-apply (``reapply``) writes the stores again from events
@@ -41,31 +42,20 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from projections.catalog import SYNCED_MODULES
+from projections.config import SyncConfig
 from projections.db import Conn
 from projections.events import ChangeEvent, InvalidEvent, decode_event
 from projections.ledger import LedgerTables, fold_range
-from projections.projector import APPLY_LOCK, LoggedEvent, Projection
+from projections.projector import APPLY_LOCK, LoggedEvent
+from projections.registry import SPECS, ProjectionSpec
 from projections.sync import SyncProjection
 
 REPLAY_LOCK = 0x5359_4E43_5245_504C  # "SYNCREPL": one replay at a time (session lock)
 SCRATCH = "syncd_replay"
 """Schema of a replay's fresh tables; dropped before and after every replay."""
 
-LEDGER = ("history", "failures")
-HANDSHAKE = "handshake"
-PROJECTIONS = (*LEDGER, HANDSHAKE)
-NOT_PROJECTIONS = {
-    "links": "the mapping table depends on what the stores held when records were matched;"
-             " it is not a projection of the event log (re-apply a window instead)",
-    "mapping": "the mapping table depends on what the stores held when records were matched;"
-               " it is not a projection of the event log (re-apply a window instead)",
-}
-
-HANDSHAKE_STATE = ("board", "crm_keys", "deals", "departments")
-"""The handshake tables that are state, rebuilt and compared row for row."""
-HANDSHAKE_STREAM = ("moves", "stream_state")
-"""The board's change stream: a rebuild that changes the board clears it and moves
-``pruned_through`` past it, so every stream reader reloads the board once."""
+LEDGER = tuple(spec.name for spec in SPECS if spec.rebuild == "outcomes")
+"""The folds of ``sync.outcomes`` (``rebuild_ledger``): the failure log and the history."""
 
 SAMPLES = 3
 _SAFE_ID = re.compile(r"^[0-9]{1,18}$")
@@ -388,58 +378,53 @@ async def rebuild_ledger(conn: Conn, names: Iterable[str], *, dry_run: bool,
     return report
 
 
-# -- rebuilding the handshake board ---------------------------------------------
-
-ProjectionFactory = Callable[[], Projection]
-
-
-def handshake_factory() -> Projection:
-    """The hook for the handshake projection: a fresh instance, fed the event log.
-
-    Imported here, not at module level: the projection is developed beside replay,
-    and a failure to import it must not stop the other rebuilds.
-    """
-    from projections.handshake import HandshakeProjection
-
-    return HandshakeProjection()
+# -- rebuilding a projection of the event log --------------------------------------
 
 
 async def _schema_tables(conn: Conn, schema: str) -> set[str]:
     rows = await conn.fetch(
         "SELECT tablename FROM pg_tables WHERE schemaname = $1", schema)
-    return {row["tablename"] for row in rows}
+    return {f"{schema}.{row['tablename']}" for row in rows}
 
 
-async def rebuild_handshake(conn: Conn, source: EventSource, *, dry_run: bool,
-                            progress: Progress = _quiet, chunk: int = 5_000,
-                            factory: ProjectionFactory = handshake_factory) -> Report:
-    """Rebuild the handshake board from the events, in place, in one transaction.
+async def rebuild_from_events(conn: Conn, spec: ProjectionSpec, source: EventSource, *,
+                              dry_run: bool, progress: Progress = _quiet, chunk: int = 5_000,
+                              config: Callable[[], SyncConfig] = SyncConfig) -> Report:
+    """Rebuild a projection of the event log (``spec.rebuild == "events"``) in place,
+    in one transaction: its state tables are emptied, every logged event is fed to a
+    fresh instance, and the result is compared with what was there.
 
     The projector's batches wait meanwhile (``APPLY_LOCK``), so no event is applied
-    twice or missed; readers keep the old board until the commit.
+    twice or missed; readers keep the old rows until the commit; a rebuild that finds
+    nothing to change rolls back, leaving even the stream tables alone.
     """
-    report = Report(what="rebuild handshake from the " + source.name, dry_run=dry_run,
+    assert spec.rebuild == "events" and spec.make is not None, spec.name
+    report = Report(what=f"rebuild {spec.name} from the " + source.name, dry_run=dry_run,
                     source=source.name)
-    tables = await _schema_tables(conn, HANDSHAKE)
-    if not tables:
-        report.notes.append("no handshake schema in this database: nothing to rebuild")
+    schemas = sorted({table.split(".")[0] for table in spec.tables})
+    present: set[str] = set()
+    for schema in schemas:
+        present |= await _schema_tables(conn, schema)
+    if not present:
+        report.notes.append(f"no {spec.name} tables in this database: nothing to rebuild")
         return report
-    unknown = tables - set(HANDSHAKE_STATE) - set(HANDSHAKE_STREAM)
+    unknown = present - set(spec.tables) - set(spec.stream_tables)
     if unknown:
-        raise ReplayError(f"handshake has table(s) replay does not know: {sorted(unknown)};"
-                          " add them to projections/replay.py (state or stream)")
-    projection = factory()
+        raise ReplayError(f"{spec.name} has table(s) its registry entry does not name:"
+                          f" {sorted(unknown)}; add them to projections/registry.py"
+                          " (state or stream)")
+    projection = spec.make(config)
     transaction = conn.transaction()
     await transaction.start()
     changed = False
     try:
         await conn.execute("SELECT pg_advisory_xact_lock($1)", APPLY_LOCK)
-        keys = {name: await primary_key(conn, f"{HANDSHAKE}.{name}") for name in HANDSHAKE_STATE}
-        for name in HANDSHAKE_STATE:
-            await conn.execute(f"CREATE TEMP TABLE replay_before_{name} ON COMMIT DROP AS"
-                               f" SELECT * FROM {HANDSHAKE}.{name}")
+        keys = {table: await primary_key(conn, table) for table in spec.tables}
+        for n, table in enumerate(spec.tables):
+            await conn.execute(f"CREATE TEMP TABLE replay_before_{n} ON COMMIT DROP AS"
+                               f" SELECT * FROM {table}")
             # DELETE, not TRUNCATE: readers keep seeing the old rows until the commit.
-            await conn.execute(f"DELETE FROM {HANDSHAKE}.{name}")
+            await conn.execute(f"DELETE FROM {table}")
         everything = Window()
         total = await source.total(conn, everything)
         done = 0
@@ -449,25 +434,22 @@ async def rebuild_handshake(conn: Conn, source: EventSource, *, dry_run: bool,
             done += part.scanned
             report.events += len(part.events)
             progress("events", done, total)
-        for name in HANDSHAKE_STATE:
+        for n, table in enumerate(spec.tables):
             report.tables.append(await compare(
-                conn, live=f"replay_before_{name}", fresh=f"{HANDSHAKE}.{name}",
-                key=keys[name], label=f"{HANDSHAKE}.{name}", apply=False))
+                conn, live=f"replay_before_{n}", fresh=table, key=keys[table], label=table,
+                apply=False))
         changed = report.changes > 0
-        if changed:
-            await conn.execute(f"DELETE FROM {HANDSHAKE}.moves")
-            await conn.execute(
-                f"UPDATE {HANDSHAKE}.stream_state SET pruned_through ="
-                f" nextval(pg_get_serial_sequence('{HANDSHAKE}.moves', 'seq'))")
-            report.notes.append("the board changed: its move stream was cleared and stream"
-                                " readers reload the board")
+        if changed and spec.reset_stream is not None:
+            await spec.reset_stream(conn)
+            report.notes.append(f"{spec.name} changed: its stream was cleared and stream"
+                                " readers reload it")
     except BaseException:
         await transaction.rollback()
         raise
     if changed and not dry_run:
         await transaction.commit()
     else:
-        await transaction.rollback()  # nothing to change: leave even the move stream alone
+        await transaction.rollback()  # nothing to change: leave even the stream alone
     return report
 
 

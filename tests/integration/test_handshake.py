@@ -23,7 +23,8 @@ from projections import events as envelope
 from projections.events import decode_event
 from projections.handshake import HandshakeProjection
 from projections.projector import LoggedEvent
-from projections.replay import EventLogSource, rebuild_handshake
+from projections.registry import spec
+from projections.replay import EventLogSource, rebuild_from_events
 from tests.support.events import change
 from tests.support.pipeline import Pipeline
 
@@ -335,7 +336,8 @@ async def test_a_phone_edited_while_paused_moves_the_tickets_on_resume(board: Bo
 
     conn = await asyncpg.connect(board.pipe.dsn, server_settings={"timezone": "UTC"})
     try:  # as `syncd replay --projection handshake --dry-run` does
-        report = await rebuild_handshake(conn, EventLogSource(), dry_run=True)
+        report = await rebuild_from_events(conn, spec("handshake"), EventLogSource(),
+                                             dry_run=True)
     finally:
         await conn.close()
     assert report.changes == 0, report.as_dict()
@@ -598,7 +600,7 @@ async def test_replay_rebuilds_the_board_exactly(board: Board) -> None:
                       "SELECT seq, payload::text FROM syncd.event_log ORDER BY seq")]
         rebuilt = HandshakeProjection()
         async with conn.transaction():
-            for table in _STATE_QUERIES:  # as projections.replay.rebuild_handshake does
+            for table in _STATE_QUERIES:  # as projections.replay.rebuild_from_events does
                 await conn.execute(f"DELETE FROM handshake.{table}")
             for start in range(0, len(logged), 3):
                 await rebuilt.apply(conn, logged[start:start + 3])

@@ -1,6 +1,6 @@
 """OWN-03 as a property for the handshake board: whatever the sequence of changes,
 pauses, resume drains and batch cuts, the live board is what a rebuild from the event
-log gives (``projections.replay.rebuild_handshake``), and it agrees with the stores.
+log gives (``projections.replay.rebuild_from_events``), and it agrees with the stores.
 
 Issue 13's drifting sequence is in the alphabet: pause, edits of linked desk
 contacts' phones and e-mails, resume (the drain writes them to the CRM).
@@ -23,7 +23,8 @@ from projections.config import SyncConfig
 from projections.handshake import COLUMNS, HandshakeProjection, phone_key
 from projections.keys import email_key
 from projections.projector import Message, apply_batch, reset_offset
-from projections.replay import EventLogSource, rebuild_handshake
+from projections.registry import spec
+from projections.replay import EventLogSource, rebuild_from_events
 from projections.sync import SyncProjection
 
 TABLES = ("desk.contacts, crm.contacts, desk.accounts, crm.accounts, desk.departments,"
@@ -169,7 +170,8 @@ async def scenario(dsn: str, steps: list[tuple[str, int, str, int]], batch: int)
         board = {r["ticket_id"]: r["board_column"] for r in await conn.fetch(
             "SELECT ticket_id, board_column FROM handshake.board")}
         assert board == await expected_columns(conn)
-        report = await rebuild_handshake(conn, EventLogSource(), dry_run=True)
+        report = await rebuild_from_events(conn, spec("handshake"), EventLogSource(),
+                                             dry_run=True)
         assert report.changes == 0, report.as_dict()
     finally:
         await conn.close()

@@ -22,6 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from adapters.replay_kafka import KafkaEventSource
+from projections import registry
 from projections.config import SyncConfig
 from projections.events import encode_event
 from projections.projector import Message, Projection, apply_batch, reset_offset
@@ -32,31 +33,23 @@ from projections.replay import (
     Report,
     Window,
     reapply,
-    rebuild_handshake,
+    rebuild_from_events,
     rebuild_ledger,
 )
 from projections.sync import SyncProjection
 from tests.support.events import change
 from tests.support.pipeline import Pipeline
 
-try:
-    from projections.handshake import HandshakeProjection
-except ImportError:  # pragma: no cover - the handshake projection is optional here
-    HandshakeProjection = None  # type: ignore[assignment,misc]
-
 ROOT = Path(__file__).resolve().parents[2]
 BASE = dt.datetime(2026, 3, 1, tzinfo=dt.UTC)
 STATE_QUERIES = {
     "sync.history": "SELECT * FROM sync.history ORDER BY hour, direction, module",
     "sync.failures": "SELECT * FROM sync.failures ORDER BY id",
+    "handshake.board": "SELECT * FROM handshake.board ORDER BY ticket_id",
+    "handshake.crm_keys": "SELECT * FROM handshake.crm_keys ORDER BY 1, 2, 3, 4",
+    "handshake.deals": "SELECT * FROM handshake.deals ORDER BY deal_id",
+    "handshake.departments": "SELECT * FROM handshake.departments ORDER BY 1",
 }
-if HandshakeProjection is not None:
-    STATE_QUERIES |= {
-        "handshake.board": "SELECT * FROM handshake.board ORDER BY ticket_id",
-        "handshake.crm_keys": "SELECT * FROM handshake.crm_keys ORDER BY 1, 2, 3, 4",
-        "handshake.deals": "SELECT * FROM handshake.deals ORDER BY deal_id",
-        "handshake.departments": "SELECT * FROM handshake.departments ORDER BY 1",
-    }
 
 
 async def state(conn: asyncpg.Connection) -> dict[str, list[tuple[Any, ...]]]:
@@ -64,14 +57,15 @@ async def state(conn: asyncpg.Connection) -> dict[str, list[tuple[Any, ...]]]:
 
 
 def live_projections() -> list[Projection]:
-    extra: list[Projection] = [HandshakeProjection()] if HandshakeProjection is not None else []
-    return [SyncProjection(SyncConfig), *extra]
+    return registry.live_projections(SyncConfig)
 
 
 async def rebuild_all(conn: asyncpg.Connection, *, dry_run: bool) -> list[Report]:
     reports = [await rebuild_ledger(conn, LEDGER, dry_run=dry_run)]
-    if HandshakeProjection is not None:
-        reports.append(await rebuild_handshake(conn, EventLogSource(), dry_run=dry_run))
+    for spec in registry.SPECS:
+        if spec.rebuild == "events":
+            reports.append(await rebuild_from_events(conn, spec, EventLogSource(),
+                                                     dry_run=dry_run))
     return reports
 
 
@@ -133,8 +127,7 @@ async def reset(conn: asyncpg.Connection) -> None:
         " ('desk', 'crm', 'sync', 'handshake') AND tablename <> 'stream_state'")]
     await conn.execute(f"TRUNCATE {', '.join(tables)}, syncd.event_log,"
                        " syncd.consumer_offsets RESTART IDENTITY")
-    if HandshakeProjection is not None:
-        await conn.execute("UPDATE handshake.stream_state SET pruned_through = 0")
+    await conn.execute("UPDATE handshake.stream_state SET pruned_through = 0")
     await conn.execute("DROP SCHEMA IF EXISTS syncd_replay CASCADE")
     # Records the sync creates get ids the stream's own records never use, as in a
     # real store, where one sequence gives out every id.
@@ -213,9 +206,8 @@ async def conn(database_url: str) -> AsyncIterator[asyncpg.Connection]:
 async def corrupt(conn: asyncpg.Connection) -> None:
     await conn.execute("DELETE FROM sync.history WHERE hour = (SELECT min(hour) FROM sync.history)")
     await conn.execute("UPDATE sync.failures SET attempts = 99")
-    if HandshakeProjection is not None:
-        await conn.execute("DELETE FROM handshake.crm_keys")
-        await conn.execute("UPDATE handshake.board SET board_column = 'new'")
+    await conn.execute("DELETE FROM handshake.crm_keys")
+    await conn.execute("UPDATE handshake.board SET board_column = 'new'")
 
 
 async def test_a_corrupted_projection_is_restored_exactly_and_live_events_are_kept(
@@ -261,8 +253,7 @@ async def test_a_corrupted_projection_is_restored_exactly_and_live_events_are_ke
                                   progress=lambda phase, done, total: started.set())
     await task
     assert any("during the rebuild" in note for note in report.notes)
-    if HandshakeProjection is not None:
-        await rebuild_handshake(conn, EventLogSource(), dry_run=False)
+    await rebuild_from_events(conn, registry.spec("handshake"), EventLogSource(), dry_run=False)
     assert changes(await rebuild_all(conn, dry_run=True)) == {}
     restored = await state(conn)
     assert restored["sync.failures"][:len(live["sync.failures"])] == live["sync.failures"]

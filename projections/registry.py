@@ -1,0 +1,110 @@
+"""Every projection, listed once (OWN-03).
+
+A projection's specification says what the daemon, replay, the CLI and the
+benchmark need to know of it: how to make the live instance, where it runs in a
+batch, which tables it owns, how a replay rebuilds those tables, and what it
+needs from the first sync. They iterate over ``SPECS``; adding a projection is
+its module, its migration and one entry here (docs/architecture.md, "Adding a
+projection").
+
+Rebuild kinds:
+
+* ``events``: a pure function of the event log. Replay empties the state
+  tables and feeds every logged event, in log order, to a fresh instance (its
+  stream tables are a change feed for readers: cleared, and readers told to
+  reload, by ``reset_stream``).
+* ``outcomes``: a fold of ``sync.outcomes``, the per-event record of what the
+  sync decided (``projections.ledger``); replay folds the outcomes again.
+* ``None``: not a projection of the log at all: what it holds depended on what
+  the stores held at the time (the mapping table); ``not_rebuilt`` says why,
+  and a window re-apply is the tool instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Literal
+
+from projections.config import SyncConfig
+from projections.db import Conn
+from projections.handshake import HandshakeProjection, reset_stream
+from projections.projector import Projection
+from projections.sync import SyncProjection
+
+RebuildKind = Literal["events", "outcomes"]
+ConfigSource = Callable[[], SyncConfig]
+
+
+@dataclass(frozen=True)
+class ProjectionSpec:
+    name: str
+    order: int
+    """Its place in a batch: the projections run in ascending order, in one transaction."""
+    tables: tuple[str, ...]
+    """The state tables it owns (schema-qualified): what a rebuild compares and replaces."""
+    rebuild: RebuildKind | None
+    make: Callable[[ConfigSource], Projection] | None = None
+    """The live instance, for a batch (None: maintained by another projection's batch,
+    as the ledger is by the sync's)."""
+    stream_tables: tuple[str, ...] = ()
+    reset_stream: Callable[[Conn], Awaitable[None]] | None = None
+    first_sync: tuple[tuple[str, str], ...] = ()
+    """(source, module) the first sync must put into the outbox for it, beyond the
+    synced modules."""
+    aliases: tuple[str, ...] = ()
+    not_rebuilt: str | None = None
+
+
+_MAPPING_TABLE = ("the mapping table depends on what the stores held when records were"
+                  " matched; it is not a projection of the event log (re-apply a window"
+                  " instead)")
+
+SPECS: tuple[ProjectionSpec, ...] = (
+    ProjectionSpec(
+        name="sync", order=0, make=SyncProjection,
+        tables=("sync.links", "sync.outcomes", "sync.deferred"), rebuild=None,
+        aliases=("links", "mapping"), not_rebuilt=_MAPPING_TABLE),
+    ProjectionSpec(name="history", order=0, tables=("sync.history",), rebuild="outcomes"),
+    ProjectionSpec(name="failures", order=0, tables=("sync.failures",), rebuild="outcomes"),
+    ProjectionSpec(
+        name="handshake", order=1, make=lambda _config: HandshakeProjection(),
+        tables=("handshake.board", "handshake.crm_keys", "handshake.deals",
+                "handshake.departments"),
+        stream_tables=("handshake.moves", "handshake.stream_state"),
+        reset_stream=reset_stream, rebuild="events",
+        first_sync=(("crm", "leads"), ("crm", "deals"), ("desk", "departments"),
+                    ("desk", "ticket_statuses"), ("desk", "tickets"))),
+)
+"""Every projection. The sync comes first (the board reads events only, but it runs
+last because it holds its moves lock until the commit)."""
+
+
+def spec(name: str) -> ProjectionSpec:
+    for item in SPECS:
+        if name == item.name:
+            return item
+    raise KeyError(name)
+
+
+def rebuildable() -> tuple[str, ...]:
+    """The names ``syncd replay --projection`` takes (besides ``all``)."""
+    return tuple(s.name for s in SPECS if s.rebuild is not None)
+
+
+def not_rebuildable() -> dict[str, str]:
+    """Names (and aliases) that are not projections of the log, with the reason."""
+    return {name: s.not_rebuilt or "not rebuilt from the log" for s in SPECS
+            if s.rebuild is None for name in (s.name, *s.aliases)}
+
+
+def live_projections(config: ConfigSource) -> list[Projection]:
+    """The instances a batch runs, in order (the daemon's, the tests' pipeline's and
+    the benchmark's: one list)."""
+    return [s.make(config) for s in sorted(SPECS, key=lambda s: s.order)
+            if s.make is not None]
+
+
+def first_sync_modules() -> tuple[tuple[str, str], ...]:
+    """What the first sync captures for the projections, beyond the synced modules."""
+    return tuple(pair for s in SPECS for pair in s.first_sync)
