@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import time
 from collections import deque
 
@@ -35,18 +34,19 @@ from aiokafka.errors import KafkaError
 
 from adapters import metrics
 from adapters.kafka import ensure_topics, make_producer
+from projections.events import ENVELOPE_VERSION
 
 log = structlog.get_logger(__name__)
 
 _LOCK_BASE = 0x5359_4E43_5245_4C00  # "SYNCREL\0"
 
-_SELECT_OUTBOX = """
+_SELECT_OUTBOX = f"""
 SELECT seq, module || ':' || record_id AS key, json_build_object(
-    'v', 1, 'event_id', event_id, 'source', $3::text, 'module', module,
+    'v', {ENVELOPE_VERSION}, 'event_id', event_id, 'source', $3::text, 'module', module,
     'record_id', record_id, 'op', op, 'values', "values", 'changed', changed,
     'modified_at', modified_at, 'created_at', created_at, 'origin', origin,
     'captured_at', captured_at)::text AS body
-FROM {schema}.outbox"""
+FROM {{schema}}.outbox"""
 FETCH_OUTBOX = _SELECT_OUTBOX + " WHERE seq > $1 ORDER BY seq LIMIT $2"
 # Rows that have committed since with seqs the relay stepped over ($1). A query of
 # its own: combined with the one above by an OR, the planner can no longer read the
@@ -202,13 +202,8 @@ class OutboxRelay:
 
     async def _send(self, producer: object, rows: list[asyncpg.Record]) -> None:
         metrics.EVENTS_CAPTURED.labels(self.source).inc(len(rows))
-        die_midway = bool(os.environ.get("SYNCD_CHAOS_RELAY_DIE_MIDBATCH")) and len(rows) > 1
         futures: list[asyncio.Future[object]] = []
-        for index, row in enumerate(rows):
-            if die_midway and index == len(rows) // 2:
-                await asyncio.gather(*futures)
-                log.warning("relay_killed_midbatch_for_chaos", source=self.source)
-                os._exit(137)  # fault injection for `syncd chaos`: half a batch sent
+        for row in rows:
             key = f"{self.source}:{row['key']}".encode()
             futures.append(await producer.send(self.topic, row["body"].encode(), key=key))  # type: ignore[attr-defined]
         await asyncio.gather(*futures)

@@ -34,6 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -488,15 +489,15 @@ async def _chaos(a: Replica, b: Replica, postgres: EmbeddedPostgres, broker: Emb
                 figures.postgres_restarts += 1
                 driver.conn = await _connect(postgres.dsn)
             elif fault == "relay":
-                a.kill()
-                await driver.bulk_update("desk")  # a batch for the relay to die in
-                a.start(SYNCD_CHAOS_RELAY_DIE_MIDBATCH="1")
-                for _ in range(300):
-                    if not a.alive():
-                        break
-                    await asyncio.sleep(0.1)
+                # The relay killed halfway through a batch, from outside: a bulk update
+                # for it to send, the broker frozen while it sends (part of the batch
+                # produced, the rest in flight), then SIGKILL.
+                await driver.bulk_update("desk")
+                await asyncio.sleep(rng.uniform(0.05, 0.3))
+                with _frozen(broker):
+                    await asyncio.sleep(0.5)
+                    a.kill()
                 figures.relay_kills += 1
-                a.kill()
                 a.start()
             if not a.alive():
                 a.restart_crashed(figures)
@@ -511,6 +512,17 @@ async def _chaos(a: Replica, b: Replica, postgres: EmbeddedPostgres, broker: Emb
     finally:
         with contextlib.suppress(Exception):
             await driver.conn.close()
+
+
+@contextlib.contextmanager
+def _frozen(broker: EmbeddedBroker) -> Iterator[None]:
+    """The embedded broker stopped (SIGSTOP) for the block, then resumed."""
+    pid = int(broker.pid_file.read_text().split()[0])
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(pid, signal.SIGCONT)
 
 
 async def _quiesce(conn: asyncpg.Connection, replica: Replica, figures: Figures,
