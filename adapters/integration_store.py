@@ -104,6 +104,9 @@ class IntegrationService:
     def __init__(self, app: IntegrationApplication) -> None:
         self.app = app
         self._baseline: int | None = None
+        self.followed = 0
+        """The integration's position (``position()``) whose config this process runs
+        with: set by ``current_config`` and by ``follow`` once ``on_change`` returned."""
 
     @classmethod
     async def open(cls, dsn: str, *, schema: str = DEFAULT_SCHEMA) -> IntegrationService:
@@ -126,9 +129,6 @@ class IntegrationService:
 
     async def switch_to_sync(self, *, by: str) -> Integration:
         return await asyncio.to_thread(self.app.switch_to_sync, by=by)
-
-    async def import_custom_view(self, view: str, *, by: str) -> Integration:
-        return await asyncio.to_thread(self.app.import_custom_view, view, by=by)
 
     async def change_field_mapping(self, module: str, entries: list[dict[str, Any]] | None, *,
                                    by: str) -> Integration:
@@ -170,7 +170,12 @@ class IntegrationService:
         position = await asyncio.to_thread(self.app.position)
         config = await asyncio.to_thread(self.app.current_config)
         self._baseline = position
+        self.followed = position
         return config
+
+    async def position(self) -> int:
+        """The newest position of the integration's events (any replica's)."""
+        return await asyncio.to_thread(self.app.position)
 
     async def follow(self, stop: asyncio.Event, on_change: Callable[[SyncConfig], None], *,
                      interval: float = 0.5) -> None:
@@ -192,6 +197,7 @@ class IntegrationService:
                     config = await asyncio.to_thread(self.app.current_config)
                     seen = position
                     on_change(config)
+                    self.followed = position
                     log.info("integration_config_applied", position=position,
                              paused=config.paused, active=config.active,
                              direction=config.direction)

@@ -64,6 +64,17 @@ FENCED_BATCHES = Counter(
     "syncd_batches_fenced_total",
     "Batches rolled back because another consumer had moved the stored offset.",
 )
+CONFLICTED_BATCHES = Counter(
+    "syncd_batches_conflicted_total",
+    "Batches rolled back by a deadlock or serialisation failure (by SQLSTATE: 40P01,"
+    " 40001) and read again from the stored offsets.",
+    ["sqlstate"],
+)
+STATS_EXPORT_FAILURES = Counter(
+    "syncd_stats_export_failures_total",
+    "Rounds of the database gauges' export that failed (the gauges keep their last"
+    " values until one succeeds).",
+)
 CONSUMER_RESTARTS = Counter(
     "syncd_consumer_restarts_total",
     "Consumers replaced because they stopped making progress (lost by their group).",

@@ -44,6 +44,8 @@ class KafkaEventSource:
         self.undecodable = 0
         self.short: dict[int, tuple[int, int]] = {}
         """Partitions whose log ends before the stored offset: partition -> (end, stored)."""
+        self.remembered = 0
+        """The most event ids held at once to drop re-sent copies (see ``chunks``)."""
 
     async def _stored(self, conn: Conn) -> dict[int, int]:
         rows = await conn.fetch(
@@ -76,6 +78,10 @@ class KafkaEventSource:
                 return
             consumer.assign(list(ends))
             await consumer.seek_to_beginning(*ends)
+            # Re-sent copies (the relay sends again what is not logged yet) are dropped
+            # by event id. Only ids of events the window admits are kept: a copy of an
+            # event outside the window is skipped anyway, so memory grows with what the
+            # replay applies (the window), never with the topic's whole retained log.
             seen: set[object] = set()
             pending: list[LoggedEvent] = []
             scanned = 0
@@ -97,11 +103,13 @@ class KafkaEventSource:
                         except InvalidEvent:
                             self.undecodable += 1  # rejected when applied; in the failure log
                             continue
-                        if event.event_id in seen or event.event_id in deferred:
-                            continue  # a re-sent copy; or not applied yet
+                        if not window.admits(event) or event.event_id in deferred:
+                            continue  # outside the window; or not applied yet
+                        if event.event_id in seen:
+                            continue  # a re-sent copy
                         seen.add(event.event_id)
-                        if window.admits(event):
-                            pending.append(LoggedEvent(0, event))
+                        self.remembered = max(self.remembered, len(seen))
+                        pending.append(LoggedEvent(0, event))
                 for tp in open_tps:
                     if tp in done:
                         continue

@@ -165,6 +165,7 @@ def api_routes(ctx: ApiContext) -> tuple[list[web.RouteDef], Any]:
             raise ApiError(404, "not_set_up", "the integration is not set up")
         cfg = current.to_sync_config()
         return web.json_response({
+            "position": await ctx.integration.position(),
             "desk_portal": current.desk_portal, "crm_org": current.crm_org,
             "mode": current.mode, "sync_type": current.direction, "paused": current.paused,
             "deleted": current.deleted, "match_secondary_email": current.match_secondary_email,
@@ -223,6 +224,7 @@ def api_routes(ctx: ApiContext) -> tuple[list[web.RouteDef], Any]:
                                 if last else None),
             "outbox_backlog": {"desk": backlog["desk"], "crm": backlog["crm"]},
             "deferred_while_paused": backlog["deferred"],
+            "config_position": ctx.integration.followed,
         })
 
     async def history(request: web.Request) -> web.Response:
@@ -357,40 +359,59 @@ def sign(secret: bytes, raw: bytes, stamp: int) -> str:
     return "sha256=" + hmac.new(secret, f"{stamp}.".encode() + raw, hashlib.sha256).hexdigest()
 
 
+RETRY_CHUNK = 500
+"""Failures a retry selects, locks and re-sends per transaction: ``retry --all`` over
+a large failure log holds a bounded number of row locks and rows in memory at a time."""
+
+
 async def retry_failures(pool: asyncpg.Pool, *, ids: list[int] | None, reason: str | None,
-                         everything: bool) -> dict[str, int]:
+                         everything: bool, chunk: int = RETRY_CHUNK) -> dict[str, int]:
     """Re-apply the original events of open failures against the current state.
 
     A retry is itself an event: the original change goes through the store's
     outbox again (new event id, same values and source times), so replicas and
     replays see it like any change. Rejected messages that never decoded
     cannot be retried.
+
+    The selected failures are taken in id order, ``chunk`` at a time, each chunk in
+    a transaction of its own (locked, re-sent, committed), so memory and locks stay
+    bounded however many are open. Each chunk starts after the last id of the one
+    before; a chunk that commits stays committed if a later one fails.
     """
-    async with pool.acquire() as conn, conn.transaction():
-        rows = await conn.fetch(
-            "SELECT f.id, f.source, f.reason, e.payload::text AS payload FROM sync.failures f"
-            " LEFT JOIN syncd.event_log e ON e.event_id = f.event_id"
-            " WHERE f.status = 'open' AND ($1 OR f.id = ANY($2::bigint[]) OR f.reason = $3)"
-            " ORDER BY f.id FOR UPDATE OF f",
-            everything, ids or [], reason)
-        retried = skipped = 0
-        for row in rows:
-            if row["payload"] is None or row["source"] not in ("desk", "crm"):
-                skipped += 1
-                continue
-            event = decode_event(row["payload"].encode())
-            if row["reason"] == REASON_UNSEEN_EDIT:
-                await _acknowledge_rows(conn, event)
-            await conn.execute(
-                f"INSERT INTO {event.source}.outbox (module, record_id, op, \"values\", changed,"
-                " modified_at, created_at, origin) VALUES ($1, $2, $3, $4::jsonb, $5, $6, $7,"
-                " 'user')",
-                event.module, event.record_id, event.op,
-                msgspec.json.encode(event.values).decode(), event.changed, event.modified_at,
-                event.created_at)
-            await conn.execute("SELECT pg_notify('syncd_outbox', $1)", event.source)
-            retried += 1
-    return {"selected": len(rows), "retried": retried, "not_retryable": skipped}
+    selected = retried = skipped = 0
+    after = 0
+    while True:
+        async with pool.acquire() as conn, conn.transaction():
+            rows = await conn.fetch(
+                "SELECT f.id, f.source, f.reason, e.payload::text AS payload"
+                " FROM sync.failures f LEFT JOIN syncd.event_log e ON e.event_id = f.event_id"
+                " WHERE f.status = 'open' AND f.id > $4"
+                " AND ($1 OR f.id = ANY($2::bigint[]) OR f.reason = $3)"
+                " ORDER BY f.id LIMIT $5 FOR UPDATE OF f",
+                everything, ids or [], reason, after, chunk)
+            for row in rows:
+                if row["payload"] is None or row["source"] not in ("desk", "crm"):
+                    skipped += 1
+                    continue
+                event = decode_event(row["payload"].encode())
+                if row["reason"] == REASON_UNSEEN_EDIT:
+                    await _acknowledge_rows(conn, event)
+                await conn.execute(
+                    f"INSERT INTO {event.source}.outbox (module, record_id, op, \"values\","
+                    " changed, modified_at, created_at, origin) VALUES ($1, $2, $3, $4::jsonb,"
+                    " $5, $6, $7, 'user')",
+                    event.module, event.record_id, event.op,
+                    msgspec.json.encode(event.values).decode(), event.changed,
+                    event.modified_at, event.created_at)
+                retried += 1
+            sources = {row["source"] for row in rows} & {"desk", "crm"}
+            for source in sorted(sources):
+                await conn.execute("SELECT pg_notify('syncd_outbox', $1)", source)
+        selected += len(rows)
+        if len(rows) < chunk:
+            break
+        after = rows[-1]["id"]
+    return {"selected": selected, "retried": retried, "not_retryable": skipped}
 
 
 async def _acknowledge_rows(conn: Conn, event: ChangeEvent) -> None:

@@ -8,7 +8,7 @@ import contextlib
 import functools
 import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar, cast
 
 import asyncpg
@@ -32,7 +32,7 @@ from adapters.relay import OutboxRelay
 from daemon.api import ApiContext, api_routes
 from daemon.handshake_api import API_PREFIX, admin_api_roles, handshake_app
 from daemon.http import Handler, ReadinessCheck, build_app, error_body, serve, watch_readiness
-from daemon.projector import Projector
+from daemon.projector import Coordinates, Projector, report_problems
 from daemon.runtime import RuntimeInfo, remove_runtime, write_runtime
 from daemon.sdnotify import Notifier
 from daemon.services import Services, open_services
@@ -40,9 +40,11 @@ from daemon.settings import Settings
 from daemon.supervisor import RootTask, supervise
 from daemon.tokens import token_table
 from daemon.waiting import GaveUp, Stopped, wait_for
+from projections import registry
 from projections.config import SyncConfig
-from projections.handshake import HandshakeProjection
+from projections.db import Conn
 from projections.integration import InvalidCommand
+from projections.ledger import Outcome
 from projections.sync import SyncProjection
 
 log = structlog.get_logger(__name__)
@@ -117,6 +119,12 @@ class Startup:
                           headers={"Retry-After": "2"})
 
 
+READER_POOL_SIZE = 4
+"""Connections of the readers' pool (the admin API and the board, its streams'
+LISTEN connection included), apart from the batches' pool: a crowd of readers waits
+for these and never for a connection the projector needs."""
+
+
 async def run(settings: Settings, stop: asyncio.Event, *, demo: bool = False) -> int:
     """Run the daemon until ``stop`` is set or a root task fails; return the exit status.
 
@@ -128,8 +136,10 @@ async def run(settings: Settings, stop: asyncio.Event, *, demo: bool = False) ->
         services = await stack.enter_async_context(open_services(settings))
         pool = await create_pool(services.dsn, connect=False)
         stack.push_async_callback(pool.close)
+        readers = await create_pool(services.dsn, max_size=READER_POOL_SIZE, connect=False)
+        stack.push_async_callback(readers.close)
         startup = Startup()
-        daemon = _Daemon(settings, services, pool, startup)
+        daemon = _Daemon(settings, services, pool, startup, readers=readers)
         await daemon.listen(stack)
         try:
             integration = await daemon.connect(stack, stop, demo=demo)
@@ -149,11 +159,14 @@ async def _seed_demo(pool: asyncpg.Pool, integration: IntegrationService) -> Non
     if await integration.current() is not None:
         return
     support = await pool.fetchval("SELECT min(id) FROM desk.departments WHERE name = 'Support'")
-    with contextlib.suppress(InvalidCommand):
+    try:
         await integration.set_up("demo-desk", "demo-crm", by=DEMO_ACTOR)
         await integration.choose_sync_type("two_way", by=DEMO_ACTOR)
         if support is not None:
             await integration.choose_products_department(int(support), by=DEMO_ACTOR)
+    except InvalidCommand as err:
+        # Another replica set it up meanwhile, or someone deleted it: theirs stands.
+        log.warning("demo_integration_skipped", code=err.code, error=str(err))
 
 
 class _NotOpenYet:
@@ -169,10 +182,11 @@ class _Daemon:
     can answer while start-up waits for the database and the broker."""
 
     def __init__(self, settings: Settings, services: Services, pool: asyncpg.Pool,
-                 startup: Startup) -> None:
+                 startup: Startup, *, readers: asyncpg.Pool) -> None:
         self.settings = settings
         self.services = services
-        self.pool = pool
+        self.pool = pool  # the batches': projector, resume drain, stats, start-up
+        self.readers = readers  # HTTP handlers' (API and board), see READER_POOL_SIZE
         self.startup = startup
         self.http_address = ""  # host:port, once listening
         self.first_start = False  # no initial sync has run yet: start one
@@ -180,18 +194,19 @@ class _Daemon:
         # replica changes the integration (OPS-05), so a change applies to the next
         # batch. Until start-up has read it, nothing runs that reads it.
         self.sync_config = SyncConfig()
-        self.sync = SyncProjection(self.read_config)
-        # The board comes last: it holds its moves lock until the commit.
+        # Every projection, in its registry order (projections/registry.py).
+        live = registry.live_projections(self.read_config)
+        self.sync = next(p for p in live if isinstance(p, SyncProjection))
         self.projector = Projector(
             pool=pool, bootstrap=services.bootstrap, topic=settings.events_topic,
-            group_id=settings.group_id, projections=[self.sync, HandshakeProjection()],
+            group_id=settings.group_id, projections=live,
             batch_max=settings.batch_max,
             session_timeout_ms=settings.consumer_session_timeout_ms)
         self.checks: dict[str, ReadinessCheck] = {
             "database": self.database_ready, "broker": self.broker_ready,
             "consumer": self.consumer_ready}
         self.api = ApiContext(
-            pool=pool, integration=cast(IntegrationService, _NotOpenYet()),
+            pool=readers, integration=cast(IntegrationService, _NotOpenYet()),
             tokens=token_table(settings),
             webhook_secrets={k: v.get_secret_value().encode()
                              for k, v in settings.webhook_secrets.items()},
@@ -234,7 +249,7 @@ class _Daemon:
         app = build_app(self.checks, routes=routes,
                         middlewares=[self.startup.gate, middleware])
         app.add_subapp(API_PREFIX, handshake_app(
-            self.pool, edition=settings.edition,
+            self.readers, edition=settings.edition,
             integration_active=lambda: self.read_config().active,
             authorize=admin_api_roles()))
         runner, port = await serve(app, settings.http_host, settings.http_port)
@@ -295,7 +310,8 @@ class _Daemon:
         roots: dict[str, RootTask] = {
             "projector": self.projector.run,
             "integration": functools.partial(integration.follow, on_change=self.swap_config),
-            "resume-drain": functools.partial(drain_deferred, self.pool, self.sync),
+            "resume-drain": functools.partial(drain_deferred, self.pool, self.sync,
+                                              topic=settings.events_topic),
             "readiness": functools.partial(watch_readiness, self.checks),
             "stats": functools.partial(export_stats, self.pool),
         }
@@ -334,28 +350,56 @@ async def _initial_sync(pool: asyncpg.Pool, stop: asyncio.Event, *, direction: s
     await stop.wait()
 
 
-async def drain_deferred(pool: asyncpg.Pool, sync: SyncProjection,
-                          stop: asyncio.Event) -> None:
-    """After a resume, apply what accumulated while paused, oldest first (OPS-01)."""
+_DRAIN_ERRORS = (asyncpg.DeadlockDetectedError, asyncpg.SerializationError, OSError,
+                 asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
+                 asyncpg.CannotConnectNowError)
+
+
+async def drain_deferred(pool: asyncpg.Pool, sync: SyncProjection, stop: asyncio.Event, *,
+                         topic: str = "", retry_after: float = 0.5) -> None:
+    """After a resume, apply what accumulated while paused, oldest first (OPS-01).
+
+    Each round logs and counts its failures as the consumer loop does
+    (``report_problems``); a round that fails (a conflict with a live batch, the
+    database away) is logged, and the next round tries again."""
     while not stop.is_set():
-        applied = 0
-        with contextlib.suppress(asyncpg.DeadlockDetectedError, asyncpg.SerializationError,
-                                 OSError, asyncpg.PostgresConnectionError,
-                                 asyncpg.InterfaceError, asyncpg.CannotConnectNowError):
-            async with pool.acquire() as conn, conn.transaction():
-                applied = await sync.drain_deferred(conn)
-        if applied:
-            log.info("deferred_applied", events=applied)
+        drained = None
+        try:
+            async with pool.acquire() as conn:
+                async with conn.transaction():
+                    drained = await sync.drain_deferred(conn)
+                problems = drained.report.problems
+                located = await _event_coordinates(conn, problems) if problems else {}
+        except _DRAIN_ERRORS as err:
+            log.warning("deferred_drain_failed", error=f"{type(err).__name__}: {err}",
+                        sqlstate=getattr(err, "sqlstate", None), retry_in=retry_after)
+        else:
+            if problems:
+                report_problems(problems, located, topic=topic)
+        if drained is not None and drained.events:
+            log.info("deferred_applied", events=drained.events,
+                     failed=len(drained.report.problems))
             continue
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), 0.5)
+            await asyncio.wait_for(stop.wait(), retry_after)
+
+
+async def _event_coordinates(conn: Conn, problems: Sequence[Outcome]
+                             ) -> dict[object, Coordinates]:
+    """Where the event log says the failed events were read from Kafka."""
+    rows = await conn.fetch(
+        "SELECT event_id, kafka_topic, kafka_partition, kafka_offset FROM syncd.event_log"
+        " WHERE event_id = ANY($1::uuid[])", [o.event_id for o in problems])
+    return {r["event_id"]: (r["kafka_topic"], r["kafka_partition"], r["kafka_offset"])
+            for r in rows}
 
 
 async def export_stats(pool: asyncpg.Pool, stop: asyncio.Event, *,
                        interval: float = 15.0) -> None:
     """Gauges read from the database: open failures by reason, the seven-day history."""
+    failing: str | None = None  # the error of the last round, while rounds fail
     while not stop.is_set():
-        with contextlib.suppress(OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+        try:
             async with pool.acquire() as conn:
                 failures = await conn.fetch(
                     "SELECT reason, count(*) AS n FROM sync.failures WHERE status = 'open'"
@@ -380,5 +424,14 @@ async def export_stats(pool: asyncpg.Pool, stop: asyncio.Event, *,
                 for outcome in ("added", "updated", "failed"):
                     metrics.HISTORY_RECORDS.labels(row["direction"], row["module"],
                                                    outcome).set(row[outcome])
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as err:
+            # The gauges keep their last values; the next round tries again.
+            metrics.STATS_EXPORT_FAILURES.inc()
+            failing = f"{type(err).__name__}: {err}"
+            log.warning("stats_export_failed", error=failing, retry_in=interval)
+        else:
+            if failing:
+                log.info("stats_export_recovered")
+            failing = None
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), interval)

@@ -54,6 +54,12 @@ MAX_LIMIT = 5000
 STREAM_PAGE = 500
 MAX_REPLY_CHARS = 65_536
 RETRY_MS = 2000
+MAX_STREAMS = 64
+"""Board streams open at once, per process; one more is refused with 503
+``too_many_streams`` (and ``Retry-After``). Each open stream takes a pooled connection
+for every read (a move, a keep-alive poll), so the cap keeps a crowd of viewers from
+queueing without end on the readers' pool; the daemon gives readers a pool of their
+own (``daemon.app.READER_POOL_SIZE``), apart from the batches'."""
 
 FREE_EDITION = "free"
 REASON_FREE = ("the handshake board is not available in the free edition (HS-06);"
@@ -280,8 +286,10 @@ class MoveNotifier:
 class HandshakeApi:
     def __init__(self, pool: asyncpg.Pool, *, edition: str,
                  integration_active: Callable[[], bool], authorize: Authorize,
-                 keepalive: float) -> None:
+                 keepalive: float, max_streams: int = MAX_STREAMS) -> None:
         self.pool = pool
+        self.max_streams = max_streams
+        self.streams = 0  # open now
         self.edition = edition
         self.authorize = authorize
         self.integration_active = integration_active
@@ -333,18 +341,29 @@ class HandshakeApi:
                 return _problem(400, "invalid_parameter",
                                 "Last-Event-ID must be a move sequence number")
             cursor = int(raw.strip())
-        department = await self._department(request)
-        if isinstance(department, web.Response):
-            return department
-        response = web.StreamResponse(headers={
-            "Content-Type": "text/event-stream", "Cache-Control": "no-cache",
-            "X-Accel-Buffering": "no"})
-        await response.prepare(request)
-        with contextlib.suppress(ConnectionError):
-            await response.write(f"retry: {RETRY_MS}\n\n".encode())
-            async with self.notifier.subscribe(department.id) as sub:
-                await self._follow(request, response, department, sub, cursor)
-        return response
+        if self.streams >= self.max_streams:
+            refused = _problem(
+                503, "too_many_streams",
+                f"{self.max_streams} board streams are open, the most this daemon serves;"
+                f" try again later", limit=self.max_streams)
+            refused.headers["Retry-After"] = str(RETRY_MS // 1000)
+            return refused
+        self.streams += 1  # counted from here: the checks below wait on the pool too
+        try:
+            department = await self._department(request)
+            if isinstance(department, web.Response):
+                return department
+            response = web.StreamResponse(headers={
+                "Content-Type": "text/event-stream", "Cache-Control": "no-cache",
+                "X-Accel-Buffering": "no"})
+            await response.prepare(request)
+            with contextlib.suppress(ConnectionError):
+                await response.write(f"retry: {RETRY_MS}\n\n".encode())
+                async with self.notifier.subscribe(department.id) as sub:
+                    await self._follow(request, response, department, sub, cursor)
+            return response
+        finally:
+            self.streams -= 1
 
     async def _follow(self, request: web.Request, response: web.StreamResponse,
                       department: Department, sub: _Subscription, cursor: int | None) -> None:
@@ -477,11 +496,12 @@ def reply_problem(body: Any) -> str | None:
 
 
 def handshake_app(pool: asyncpg.Pool, *, edition: str, integration_active: Callable[[], bool],
-                  authorize: Authorize = open_access, keepalive: float = 15.0
-                  ) -> web.Application:
-    """The sub-application to mount at :data:`API_PREFIX`."""
+                  authorize: Authorize = open_access, keepalive: float = 15.0,
+                  max_streams: int = MAX_STREAMS) -> web.Application:
+    """The sub-application to mount at :data:`API_PREFIX`; at most ``max_streams``
+    board streams are open at once (:data:`MAX_STREAMS`)."""
     api = HandshakeApi(pool, edition=edition, integration_active=integration_active,
-                       authorize=authorize, keepalive=keepalive)
+                       authorize=authorize, keepalive=keepalive, max_streams=max_streams)
     app = web.Application()
     app.add_routes([
         web.get("/{department}", api.board),

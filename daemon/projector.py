@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import asyncpg
 import structlog
@@ -21,8 +21,8 @@ from aiokafka.errors import KafkaError
 from adapters import metrics
 from adapters.kafka import make_consumer
 from projections.events import InvalidEvent, decode_event
+from projections.ledger import Outcome
 from projections.projector import (
-    BatchOutcome,
     Message,
     Projection,
     apply_batch,
@@ -175,16 +175,18 @@ class Projector:
                 outcome = await apply_batch(conn, group_id=self.group_id, messages=messages,
                                             starts=starts, projections=self.projections)
         except (asyncpg.DeadlockDetectedError, asyncpg.SerializationError) as err:
-            # Another replica holds the same links or match keys: the whole batch
-            # rolled back; read it again from the stored offsets.
-            log.warning("batch_retried", reason=type(err).__name__)
-            outcome = BatchOutcome(fenced=next(iter(starts)))
+            # Another replica (or the resume drain) holds the same links or match keys:
+            # the whole batch rolled back. Not fencing: the offsets are still ours.
+            # Read the batch again from the stored offsets.
+            metrics.CONFLICTED_BATCHES.labels(err.sqlstate).inc()
+            log.warning("batch_conflicted", sqlstate=err.sqlstate, reason=type(err).__name__,
+                        partitions=sorted(p for _, p in starts), events=len(messages))
+            await self._rewind(consumer, starts)
+            return False
         if outcome.fenced is not None:
             metrics.FENCED_BATCHES.inc()
             log.warning("batch_fenced", topic=outcome.fenced[0], partition=outcome.fenced[1])
-            assigned = [TopicPartition(t, p) for t, p in starts]
-            assigned = [tp for tp in assigned if tp in consumer.assignment()]
-            await self._seek_to_stored(consumer, assigned)
+            await self._rewind(consumer, starts)
             return False
         metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
         metrics.BATCH_SIZE.observe(len(messages))
@@ -199,7 +201,9 @@ class Projector:
             metrics.SYNC_LATENCY.observe(max(0.0, now - event.modified_at.timestamp()))
         if outcome.duplicates:
             metrics.EVENTS_DUPLICATE.inc(outcome.duplicates)
-        self._log_problems(messages)
+        if outcome.problems:
+            report_problems(outcome.problems, locate_in_batch(messages, outcome.problems),
+                            topic=self.topic)
         for message, problem in outcome.rejected:
             metrics.EVENTS_REJECTED.inc()
             log.warning("event_rejected", topic=message.topic, partition=message.partition,
@@ -208,27 +212,54 @@ class Projector:
         self.last_applied_at = now
         return True
 
-    def _log_problems(self, messages: Sequence[Message]) -> None:
-        """One line per event a projection could not apply, with its Kafka coordinates."""
-        problems = [o for p in self.projections
-                    for o in getattr(getattr(p, "last", None), "problems", ())]
-        if not problems:
-            return
-        wanted = {o.event_id for o in problems}
-        by_id: dict[object, Message] = {}
-        for message in messages:  # failures are rare: decoding the batch again is cheap
-            with contextlib.suppress(InvalidEvent):
-                event_id = decode_event(message.value).event_id
-                if event_id in wanted:
-                    by_id[event_id] = message
-        for o in problems:
-            located = by_id.get(o.event_id)
-            metrics.EVENTS_FAILED.labels(o.source, o.module, o.reason or "").inc()
-            log.warning("event_failed", event_id=str(o.event_id), source=o.source,
-                        module=o.module, topic=located.topic if located else self.topic,
-                        partition=located.partition if located else None,
-                        offset=located.offset if located else None,
-                        reason=o.reason, detail=o.detail[:300])
+    async def _rewind(self, consumer: AIOKafkaConsumer,
+                      starts: dict[tuple[str, int], int]) -> None:
+        """A batch rolled back: read its partitions again from the stored offsets."""
+        assigned = [TopicPartition(t, p) for t, p in starts]
+        assigned = [tp for tp in assigned if tp in consumer.assignment()]
+        await self._seek_to_stored(consumer, assigned)
+
+    async def drained(self, *, timeout: float = 30.0) -> None:
+        """Return once this projector has applied everything its topic held at the call.
+
+        The end offsets are the high watermarks of fetch responses received after the
+        call (not ListOffsets, which the embedded broker answers wrongly for batched
+        produce requests); every partition of the topic must be assigned to this
+        projector, and its position must reach that end. Positions move only when a
+        batch commits, so a batch that rolled back (conflicted, fenced) is waited for
+        again. For tests and tools that need "everything sent so far is applied"; the
+        outboxes are the caller's to check (``tests.support.pipeline``). Raises
+        ``TimeoutError`` after ``timeout`` seconds.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        # A response the broker built just before the call may be processed just after
+        # it: only one received a little later is sure to see what was produced before.
+        after_ms = (time.time() + _DRAIN_MARGIN) * 1000
+        ends: dict[TopicPartition, int] = {}
+        while True:
+            consumer = self.consumer
+            if consumer is not None and self.joined.is_set():
+                partitions = consumer.partitions_for_topic(self.topic) or set()
+                assignment = consumer.assignment()
+                for partition in partitions:
+                    tp = TopicPartition(self.topic, partition)
+                    if tp in ends or tp not in assignment:
+                        continue
+                    polled = consumer.last_poll_timestamp(tp)
+                    high = consumer.highwater(tp)
+                    if polled is not None and high is not None and polled >= after_ms:
+                        ends[tp] = high
+                if partitions and len(ends) == len(partitions) and all(
+                        self.positions.get((tp.topic, tp.partition), -1) >= end
+                        for tp, end in ends.items()):
+                    return
+            if loop.time() > deadline:
+                behind = {tp.partition: (self.positions.get((tp.topic, tp.partition)), end)
+                          for tp, end in ends.items()}
+                raise TimeoutError(f"{self.topic} not drained in {timeout} s:"
+                                   f" (position, end) by partition {behind}")
+            await asyncio.sleep(0.02)
 
     async def _detect_broker_reset(self, consumer: AIOKafkaConsumer) -> None:
         """A partition whose high watermark is below our stored position lost its log
@@ -293,3 +324,38 @@ class _Watchdog:
 
     def stalled(self) -> bool:
         return self.idle() > self.stall_after
+
+
+_DRAIN_MARGIN = 0.1  # seconds; see Projector.drained
+
+Coordinates = tuple[str, int, int]
+"""Where an event was read: topic, partition, offset."""
+
+
+def locate_in_batch(messages: Sequence[Message], problems: Sequence[Outcome]
+                    ) -> dict[object, Coordinates]:
+    """The Kafka coordinates of the events that failed, found in their batch."""
+    wanted = {o.event_id for o in problems}
+    found: dict[object, Coordinates] = {}
+    for message in messages:  # failures are rare: decoding the batch again is cheap
+        with contextlib.suppress(InvalidEvent):
+            event_id = decode_event(message.value).event_id
+            if event_id in wanted:
+                found[event_id] = (message.topic, message.partition, message.offset)
+    return found
+
+
+def report_problems(problems: Sequence[Outcome], located: Mapping[object, Coordinates], *,
+                    topic: str) -> None:
+    """One ``event_failed`` line and one ``syncd_events_failed_total`` increment per
+    event a projection could not apply, with its Kafka coordinates where known. The
+    one place for it: the consumer loop and the resume drain both call it once their
+    transaction has committed."""
+    for o in problems:
+        where = located.get(o.event_id)
+        metrics.EVENTS_FAILED.labels(o.source, o.module, o.reason or "").inc()
+        log.warning("event_failed", event_id=str(o.event_id), source=o.source,
+                    module=o.module, topic=where[0] if where else topic,
+                    partition=where[1] if where else None,
+                    offset=where[2] if where else None,
+                    reason=o.reason, detail=o.detail[:300])

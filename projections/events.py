@@ -32,7 +32,9 @@ from typing import Any, Literal
 
 import msgspec
 
-ENVELOPE_VERSION = 1
+ENVELOPE_VERSION: Literal[1] = 1
+"""The envelope version (``v``) every event is written with: the relay builds envelopes
+in SQL with it, and ``ChangeEvent.v`` accepts only it."""
 MAX_EVENT_BYTES = 256 * 1024
 
 Source = Literal["desk", "crm"]
@@ -48,7 +50,7 @@ REASON_BAD_EVENT = "incorrect parameter or value"
 
 
 class ChangeEvent(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    v: Literal[1] = 1
+    v: Literal[1] = ENVELOPE_VERSION
     event_id: uuid.UUID
     source: Source
     module: str

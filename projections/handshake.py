@@ -55,7 +55,7 @@ from typing import Any, Literal
 from projections.db import HANDSHAKE_CONTACTS, HANDSHAKE_KEYS, HANDSHAKE_MOVES, Conn, lock_keys
 from projections.events import ChangeEvent
 from projections.keys import email_key
-from projections.projector import LoggedEvent
+from projections.projector import NOTHING_TO_REPORT, LoggedEvent, ProjectionReport
 
 COLUMNS: tuple[str, ...] = ("new", "contacts_leads", "opportunities", "customers")
 """Board columns, lowest standing first; a column's index is its standing."""
@@ -355,19 +355,19 @@ class HandshakeProjection:
 
     def __init__(self, *, retention: dt.timedelta = dt.timedelta(days=1)) -> None:
         self.retention = retention
-        self.last = HandshakeStats()
         self.totals = HandshakeStats()
 
-    async def apply(self, conn: Conn, events: Sequence[LoggedEvent]) -> None:
+    async def apply(self, conn: Conn, events: Sequence[LoggedEvent]) -> ProjectionReport:
+        """Place the batch's changes on the board. The board never fails an event, so
+        its report is always empty; the work done adds up in ``totals``."""
         changes = collect(item.event for item in events)
         if not changes:
-            self.last = HandshakeStats()
-            return
+            return NOTHING_TO_REPORT
         newest = max(item.event.captured_at for item in events)
         stats = await _Batch(conn, changes).run(prune_before=newest - self.retention)
         stats.events = sum(1 for item in events if _relevant(item.event))
-        self.last = stats
         self.totals.add(stats)
+        return NOTHING_TO_REPORT
 
 
 def _relevant(event: ChangeEvent) -> bool:
@@ -634,3 +634,12 @@ class _Batch:
                 "SELECT pg_notify($1, d) FROM unnest($2::text[]) AS d",
                 NOTIFY_CHANNEL, departments)
         return HandshakeStats(examined=row["examined"], moves=row["moves"])
+
+
+async def reset_stream(conn: Conn) -> None:
+    """After a rebuild that changed the board: the move stream no longer leads to it,
+    so it is cleared and ``pruned_through`` moved past it; every stream reader then
+    reloads the board once (``projections.registry``)."""
+    await conn.execute("DELETE FROM handshake.moves")
+    await conn.execute("UPDATE handshake.stream_state SET pruned_through ="
+                       " nextval(pg_get_serial_sequence('handshake.moves', 'seq'))")

@@ -23,7 +23,6 @@ from projections.catalog import (
     default_field_pairs,
 )
 
-REASON_TYPE_CLASH_TEXT_INT = "text value given for an integer field"
 REASON_MANDATORY = "mandatory field missing"
 
 # A value of the source type may be written to a field of these target types.
@@ -56,8 +55,10 @@ class FieldPair:
 
 def resolve_field(side: Side, module: str, name: str, declared: str | None = None) -> Field:
     """Turn a field name from outside into a catalogue field, or refuse it."""
+    if name is None:
+        raise MappingError(f"{side} field is missing")
     if not isinstance(name, str):
-        raise MappingError(f"{side} field name must be text")
+        raise MappingError(f"{side} field name must be text, not {type(name).__name__}")
     if name.startswith("custom."):
         ident = name.removeprefix("custom.")
         if not IDENTIFIER.match(ident):
@@ -68,7 +69,9 @@ def resolve_field(side: Side, module: str, name: str, declared: str | None = Non
         return Field(name, declared)
     standard = STANDARD_FIELDS[(side, module)].get(name)
     if standard is None:
-        raise MappingError(f"{side} field {name!r} does not exist in {module}")
+        known = ", ".join(STANDARD_FIELDS[(side, module)])
+        raise MappingError(f"{side} field {name!r} does not exist in {module} (standard"
+                           f" fields: {known}; or custom.<identifier> with {side}_type)")
     return standard
 
 
@@ -145,11 +148,3 @@ def _kind(value: Any) -> str:
     if isinstance(value, str):
         return "text"
     return "structured"
-
-
-def read_field(values: dict[str, Any], field: Field) -> Any:
-    """A field's value in a record's values (custom fields live under ``custom``)."""
-    if field.name.startswith("custom."):
-        custom = values.get("custom")
-        return custom.get(field.name[7:]) if isinstance(custom, dict) else None
-    return values.get(field.name)

@@ -19,7 +19,7 @@ from typing import Any
 import msgspec
 
 from projections.catalog import Side
-from projections.mapping import FieldPair, ModuleMapping
+from projections.mapping import ModuleMapping
 
 SOURCE_RANK: dict[str, int] = {"desk": 0, "crm": 1}
 State = dict[str, list[Any]]
@@ -31,12 +31,6 @@ def micros(moment: dt.datetime) -> int:
 
 def canonical(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-
-
-def touched(pair: FieldPair, side: Side, changed: list[str] | None) -> bool:
-    if changed is None:
-        return True
-    return pair.on(side).name in changed
 
 
 def offer(state: State, key: str, value: Any, stamp: int, source: str) -> bool:
@@ -53,7 +47,7 @@ def offer(state: State, key: str, value: Any, stamp: int, source: str) -> bool:
 
 
 # Per mapping and side, each pair as (state key, field name, custom key or None):
-# what ``pair.key``, ``pair.on(side)`` and ``read_field`` work out again for every
+# what ``pair.key``, ``pair.on(side)`` and ``_read`` would work out again for every
 # field of every event otherwise. Kept for the few mappings a process ever holds
 # (one per configuration change); the mapping itself is kept in the entry, so its
 # id cannot be reused while the entry lives.
@@ -76,7 +70,8 @@ def _plan(mapping: ModuleMapping, side: Side) -> _Plan:
 
 
 def _read(values: dict[str, Any], name: str, custom_key: str | None) -> Any:
-    """``read_field`` on a planned field."""
+    """A planned field's value in a record's values (custom fields live under
+    ``custom``)."""
     if custom_key is None:
         return values.get(name)
     custom = values.get("custom")
@@ -103,7 +98,7 @@ def merge_change(
     changed_at, born_at = micros(modified_at), micros(created_at)
     for key, name, custom_key in _plan(mapping, side):
         value = _read(values, name, custom_key)
-        if changed is None or name in changed:  # touched()
+        if changed is None or name in changed:  # the change touched it
             offer(merged, key, value, changed_at, side)
         elif key not in merged:
             offer(merged, key, value, born_at, side)

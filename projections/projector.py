@@ -46,17 +46,34 @@ class LoggedEvent:
     event: ChangeEvent
 
 
+@dataclass(frozen=True, slots=True)
+class ProjectionReport:
+    """What one call of ``Projection.apply`` reports: the events it could not apply
+    (each recorded in the failure log, inside the same transaction). A value returned
+    per call, never state kept on the projection, so concurrent callers (the consumer
+    loop, the resume drain) each read their own."""
+
+    problems: tuple[Outcome, ...] = ()
+
+
+NOTHING_TO_REPORT = ProjectionReport()
+
+
 class Projection(Protocol):
     """A projection consumes newly logged events inside the batch transaction.
 
     Contract: ``apply`` sees each event at most once per live run (first
     delivery only), in event-log order; it must derive time only from the
-    events themselves so that a replay rebuilds exactly the same rows.
+    events themselves so that a replay rebuilds exactly the same rows. It returns
+    its report of this call (``ProjectionReport``; None for a projection that never
+    has anything to report); the consumer loop logs and counts the problems once
+    the transaction has committed.
     """
 
     name: str
 
-    async def apply(self, conn: Conn, events: Sequence[LoggedEvent]) -> None: ...
+    async def apply(self, conn: Conn, events: Sequence[LoggedEvent]
+                    ) -> ProjectionReport | None: ...
 
 
 class Fenced(Exception):
@@ -73,6 +90,8 @@ class BatchOutcome:
     duplicates: int = 0
     rejected: list[tuple[Message, InvalidEvent]] = field(default_factory=list)
     fenced: TopicPartition | None = None
+    problems: list[Outcome] = field(default_factory=list)
+    """Events a projection could not apply (their ``ProjectionReport``s, in order)."""
 
 
 # The batch reaches the event log through a staging table filled with COPY: about half
@@ -187,7 +206,9 @@ async def apply_batch(
             if rejected:
                 await record_rejected(conn, rejected)
             for projection in projections:
-                await projection.apply(conn, logged)
+                report = await projection.apply(conn, logged)
+                if report is not None:
+                    outcome.problems.extend(report.problems)
             outcome.applied = logged
     except Fenced as fenced:
         return BatchOutcome(fenced=fenced.tp)

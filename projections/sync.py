@@ -50,7 +50,7 @@ from projections.merge import (
     project,
     side_values,
 )
-from projections.projector import APPLY_LOCK, LoggedEvent
+from projections.projector import APPLY_LOCK, NOTHING_TO_REPORT, LoggedEvent, ProjectionReport
 
 REASON_ALREADY_MAPPED = "the CRM id is already mapped to another desk entity"
 REASON_AMBIGUOUS = "more than one matching record"
@@ -162,9 +162,16 @@ class BatchResult:
     echoes: int = 0
     problems: list[Outcome] = field(default_factory=list)
 
+    def report(self) -> ProjectionReport:
+        return ProjectionReport(tuple(self.problems)) if self.problems else NOTHING_TO_REPORT
 
-def direction(source: Side) -> str:
-    return f"{source}_to_{OTHER[source]}"
+
+@dataclass(frozen=True, slots=True)
+class Drained:
+    """One round of the resume drain: how many queued events it applied, and its report."""
+
+    events: int
+    report: ProjectionReport
 
 
 def match_keys(module: str, values: dict[str, Any], *, secondary: bool) -> list[str]:
@@ -187,34 +194,33 @@ class SyncProjection:
 
     def __init__(self, config: Callable[[], SyncConfig]) -> None:
         self.config = config
-        self.last: BatchResult = BatchResult()
 
-    async def apply(self, conn: Conn, events: Sequence[LoggedEvent]) -> None:
+    async def apply(self, conn: Conn, events: Sequence[LoggedEvent]) -> ProjectionReport:
         cfg = self.config()
         relevant = [
             item for item in events
             if item.event.module in SYNCED_MODULES and item.event.origin != "sync"
         ]
-        self.last = BatchResult()
         if not relevant or not cfg.active:
-            return
+            return NOTHING_TO_REPORT
         # Paused, or still catching up after a pause: keep log order by queueing.
         if cfg.paused or await conn.fetchval("SELECT EXISTS (SELECT 1 FROM sync.deferred)"):
             await conn.execute(
                 "INSERT INTO sync.deferred (seq) SELECT unnest($1::bigint[])"
                 " ON CONFLICT DO NOTHING", [item.seq for item in relevant])
-            return
-        self.last = await _Batch(conn, cfg).run(relevant)
+            return NOTHING_TO_REPORT
+        return (await _Batch(conn, cfg).run(relevant)).report()
 
-    async def drain_deferred(self, conn: Conn, *, limit: int = 2000) -> int:
-        """Apply the oldest events queued while paused; return how many were applied.
+    async def drain_deferred(self, conn: Conn, *, limit: int = 2000) -> Drained:
+        """Apply the oldest events queued while paused; say how many were applied and
+        what could not be (the caller logs and counts it once committed).
 
         Runs in its own transaction, beside live batches: those keep queueing
         while anything is queued, so log order holds.
         """
         cfg = self.config()
         if cfg.paused or not cfg.active:
-            return 0
+            return Drained(0, NOTHING_TO_REPORT)
         # Like a projector batch: a replay writing in place waits for this and holds it off.
         await conn.execute("SELECT pg_advisory_xact_lock_shared($1)", APPLY_LOCK)
         rows = await conn.fetch(
@@ -223,11 +229,11 @@ class SyncProjection:
             " (SELECT seq FROM sync.deferred ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED)"
             " RETURNING e.seq, e.payload::text AS payload", limit)
         if not rows:
-            return 0
+            return Drained(0, NOTHING_TO_REPORT)
         events = [LoggedEvent(row["seq"], decode_event(row["payload"].encode()))
                   for row in sorted(rows, key=lambda r: r["seq"])]
-        self.last = await _Batch(conn, cfg).run(events)
-        return len(events)
+        result = await _Batch(conn, cfg).run(events)
+        return Drained(len(events), result.report())
 
     async def reapply(self, conn: Conn, events: Sequence[LoggedEvent]) -> BatchResult:
         """Apply events that were applied before again, in replay mode (see the module

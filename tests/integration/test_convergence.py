@@ -5,6 +5,7 @@ newest edit of each field, and no duplicate links."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import random
 
 import asyncpg
@@ -34,6 +35,10 @@ async def drain(conn: asyncpg.Connection) -> dict[tuple[str, str], list[bytes]]:
     return per_record
 
 
+def _constant(config: SyncConfig) -> SyncConfig:
+    return config
+
+
 async def deliver(conn: asyncpg.Connection, bodies: list[bytes], batch_sizes: list[int],
                   offset: int, *configs: SyncConfig) -> int:
     """Apply ``bodies`` in batches of ``batch_sizes`` (then the rest), the n-th batch
@@ -47,7 +52,8 @@ async def deliver(conn: asyncpg.Connection, bodies: list[bytes], batch_sizes: li
         config = configs[min(n, len(configs) - 1)] if configs else SyncConfig()
         outcome = await apply_batch(conn, group_id="g", messages=messages,
                                     starts={("t", 0): offset},  # a restart each time:
-                                    projections=[SyncProjection(lambda c=config: c)])
+                                    projections=[SyncProjection(functools.partial(
+                                        _constant, config))])
         assert outcome.fenced is None
         offset += len(chunk)
         position += len(chunk)
@@ -70,9 +76,11 @@ async def scenario(dsn: str, edits: list[tuple[str, int, str, str | None]], seed
         offset = await deliver(conn, [b for bodies in first.values() for b in bodies], [], 0)
         links = await conn.fetch("SELECT desk_id, crm_id FROM sync.links ORDER BY desk_id")
         assert len(links) == 3
-        local = {(side, i): {"first_name": "f0", "phone": "p0", "mobile": "m0"}
+        local: dict[tuple[str, int], dict[str, str | None]] = {
+            (side, i): {"first_name": "f0", "phone": "p0", "mobile": "m0"}
                  for side in ("desk", "crm") for i in range(3)}
-        expected = [{"first_name": "f0", "phone": "p0", "mobile": "m0"} for _ in range(3)]
+        expected: list[dict[str, str | None]] = [
+            {"first_name": "f0", "phone": "p0", "mobile": "m0"} for _ in range(3)]
         newest_by: dict[tuple[int, str], str] = {}
         for side, i, field, value in edits:
             record_id = links[i][f"{side}_id"]

@@ -38,6 +38,19 @@ async def wait_state(daemon: RunningDaemon, state: str) -> None:
     raise AssertionError(f"state never became {state}")
 
 
+async def wait_followed(daemon: RunningDaemon, answer: dict[str, object]) -> None:
+    """Until the daemon runs with a config that includes the change ``answer`` (a
+    command's response, the integration at its ``position``) came from."""
+    wanted = answer["position"]
+    assert isinstance(wanted, int) and wanted > 0
+    for _ in range(200):
+        _, status = await daemon.call("GET", "/api/v1/status", role="viewer")
+        if status["config_position"] >= wanted:
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"the daemon never followed the integration to {wanted}")
+
+
 async def test_roles_are_enforced_and_refusals_change_nothing(daemon: RunningDaemon) -> None:
     """No token is 401, the wrong role 403; each role may do what it should, nothing more."""
     assert (await daemon.call("GET", "/api/v1/status", role=None))[0] == 401
@@ -137,9 +150,10 @@ async def test_failures_of_each_reason_then_retry_after_the_fix(
     mapping = [{"desk": "last_name", "crm": "last_name"}, {"desk": "email", "crm": "email"},
                {"desk": "custom.size", "desk_type": "integer",
                 "crm": "custom.size", "crm_type": "integer"}]
-    assert (await daemon.call("PUT", "/api/v1/integration/mapping/contacts",
-                              body={"entries": mapping}))[0] == 200
-    await asyncio.sleep(1.5)  # the daemon follows a configuration change within a second
+    status, changed = await daemon.call("PUT", "/api/v1/integration/mapping/contacts",
+                                        body={"entries": mapping})
+    assert status == 200
+    await wait_followed(daemon, changed)
     await daemon.pool.execute(
         "INSERT INTO crm.contacts (last_name, email) VALUES ('A', 'twin@x.com'),"
         " ('B', 'twin@x.com'), ('C', 'taken@x.com')")
@@ -174,9 +188,10 @@ async def test_failures_of_each_reason_then_retry_after_the_fix(
     # The cause: the size field is text on the desk. Fix the mapping, then retry.
     mapping[2] = {"desk": "custom.size", "desk_type": "text",
                   "crm": "custom.size_label", "crm_type": "text"}
-    assert (await daemon.call("PUT", "/api/v1/integration/mapping/contacts",
-                              body={"entries": mapping}))[0] == 200
-    await asyncio.sleep(1.5)  # the daemon follows a configuration change within a second
+    status, changed = await daemon.call("PUT", "/api/v1/integration/mapping/contacts",
+                                        body={"entries": mapping})
+    assert status == 200
+    await wait_followed(daemon, changed)
     status, result = await daemon.call("POST", "/api/v1/failures/retry", role="operator",
                                        body={"reason": "text value given for an integer field"})
     assert status == 200 and result["retried"] == 1

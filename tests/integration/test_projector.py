@@ -7,8 +7,16 @@ import asyncpg
 
 from adapters.kafka import ensure_topics, make_producer
 from daemon.projector import Projector
+from projections.db import Conn
 from projections.events import encode_event
-from projections.projector import LoggedEvent, Message, apply_batch, reset_offset
+from projections.projector import (
+    NOTHING_TO_REPORT,
+    LoggedEvent,
+    Message,
+    ProjectionReport,
+    apply_batch,
+    reset_offset,
+)
 from tests.support.events import change
 
 
@@ -20,8 +28,9 @@ class Recording:
     def __init__(self) -> None:
         self.seen: list[LoggedEvent] = []
 
-    async def apply(self, conn: asyncpg.Connection, events: Sequence[LoggedEvent]) -> None:
+    async def apply(self, conn: Conn, events: Sequence[LoggedEvent]) -> ProjectionReport:
         self.seen.extend(events)
+        return NOTHING_TO_REPORT
 
 
 async def wait_for(predicate, timeout: float = 30.0) -> None:  # type: ignore[no-untyped-def]

@@ -28,7 +28,9 @@ async def test_a_backlog_behind_a_busy_projector_is_not_sent_again(database_url:
     try:
         await conn.execute("INSERT INTO crm.contacts (last_name) SELECT 'r' || g"
                            " FROM generate_series(1, 3) g")
-        oldest, newest = await conn.fetchrow("SELECT min(seq), max(seq) FROM crm.outbox")
+        row = await conn.fetchrow("SELECT min(seq), max(seq) FROM crm.outbox")
+        assert row is not None
+        oldest, newest = row
         relay = OutboxRelay(dsn=database_url, bootstrap="unused:9092", topic="t",
                             source="crm", partitions=1, resend_after=0.5)
         relay.cursor = newest
@@ -53,7 +55,9 @@ async def test_rows_stuck_while_the_log_grows_are_sent_again_in_the_end(
     conn = await asyncpg.connect(database_url)
     try:
         await conn.execute("INSERT INTO crm.contacts (last_name) VALUES ('r')")
-        oldest, newest = await conn.fetchrow("SELECT min(seq), max(seq) FROM crm.outbox")
+        row = await conn.fetchrow("SELECT min(seq), max(seq) FROM crm.outbox")
+        assert row is not None
+        oldest, newest = row
         relay = OutboxRelay(dsn=database_url, bootstrap="unused:9092", topic="t",
                             source="crm", partitions=1, resend_after=0.1)
         relay.cursor = newest

@@ -12,6 +12,7 @@ from typing import Any
 
 import aiohttp
 import asyncpg
+from pydantic import SecretStr
 
 from daemon.app import run
 from daemon.settings import ApiToken, Settings
@@ -52,12 +53,13 @@ class RunningDaemon:
 async def running_daemon(database_url: str, kafka_bootstrap: str, topic_prefix: str,
                          data_dir: Path, **overrides: Any) -> AsyncIterator[RunningDaemon]:
     settings = Settings(
-        database_url=database_url, kafka_bootstrap=kafka_bootstrap, topic_prefix=topic_prefix,
+        database_url=SecretStr(database_url), kafka_bootstrap=kafka_bootstrap,
+        topic_prefix=topic_prefix,
         group_id=f"{topic_prefix}-g", partitions=3, http_listen="127.0.0.1:0",
         data_dir=data_dir, shutdown_deadline=5, relay_poll_interval=0.2,
         api_tokens=[ApiToken(name=role if role != "operator" else "ops", role=role,  # type: ignore[arg-type]
-                             token=token) for role, token in TOKENS.items()],
-        webhook_secrets={"desk": WEBHOOK_SECRET, "crm": WEBHOOK_SECRET},
+                             token=SecretStr(token)) for role, token in TOKENS.items()],
+        webhook_secrets={"desk": SecretStr(WEBHOOK_SECRET), "crm": SecretStr(WEBHOOK_SECRET)},
         **overrides)
     stop = asyncio.Event()
     task = asyncio.create_task(run(settings, stop))

@@ -14,7 +14,7 @@ from adapters.kafka import ensure_topics
 from adapters.relay import OutboxRelay
 from daemon.app import drain_deferred
 from daemon.projector import Projector
-from daemon.supervisor import supervise
+from daemon.supervisor import RootTask, supervise
 from projections.config import SyncConfig
 from projections.projector import Projection
 from projections.sync import SyncProjection
@@ -46,8 +46,9 @@ class Pipeline:
         self.projector = Projector(pool=self.pool, bootstrap=self.bootstrap, topic=self.topic,
                                    group_id=self.group, stall_after=10,
                                    projections=[self.sync, *self.extra_projections])
-        roots = {"projector": self.projector.run,
-                 "resume-drain": functools.partial(drain_deferred, self.pool, self.sync)}
+        roots: dict[str, RootTask] = {"projector": self.projector.run,
+                 "resume-drain": functools.partial(drain_deferred, self.pool, self.sync,
+                                                   topic=self.topic, retry_after=0.1)}
         for source in ("desk", "crm"):
             relay = OutboxRelay(dsn=self.dsn, bootstrap=self.bootstrap, topic=self.topic,
                                 source=source, partitions=self.partitions,
@@ -64,20 +65,39 @@ class Pipeline:
         if self.pool is not None:
             await self.pool.close()
 
+    async def _unapplied(self) -> int:
+        assert self.pool is not None
+        return int(await self.pool.fetchval(
+            "SELECT (SELECT count(*) FROM desk.outbox) + (SELECT count(*) FROM crm.outbox)"
+            " + (SELECT count(*) FROM sync.deferred)"))
+
     async def settle(self, timeout: float = 30.0) -> None:
         """Wait until every captured change has been recorded and applied."""
-        assert self.pool is not None
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while True:
-            left = await self.pool.fetchval(
-                "SELECT (SELECT count(*) FROM desk.outbox) + (SELECT count(*) FROM crm.outbox)"
-                " + (SELECT count(*) FROM sync.deferred)")
+            left = await self._unapplied()
             if left == 0:
                 return
             if loop.time() > deadline:
                 raise TimeoutError(f"{left} captured changes not applied in {timeout} s")
             await asyncio.sleep(0.05)
+
+    async def drain(self, timeout: float = 30.0) -> None:
+        """End to end: return once everything captured or sent so far is applied.
+
+        The outboxes and the pause queue are empty (an outbox row goes in the batch
+        that logs its event), and the projector has consumed to the end offsets the
+        topic had (``Projector.drained``: messages sent to Kafka directly, rejected
+        ones). Applying can capture more (the sync's writes are captured too), so
+        both are checked again until they hold together."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            await self.settle(timeout=max(0.1, deadline - loop.time()))
+            await self.projector.drained(timeout=max(0.1, deadline - loop.time()))
+            if await self._unapplied() == 0:
+                return
 
     async def wait_for_count(self, query: str, expected: int, timeout: float = 30.0) -> None:
         """Wait until ``query`` returns at least ``expected``."""
@@ -87,7 +107,9 @@ class Pipeline:
             if loop.time() > deadline:
                 raise TimeoutError(f"{query!r} stayed below {expected}")
             await asyncio.sleep(0.05)
-        await asyncio.sleep(0.3)  # let the batch that did it finish its other work
+        # And whatever else the topic held by then is applied too (the batch that did
+        # it, and messages sent after it: undecodable ones, say).
+        await self.projector.drained(timeout=max(0.1, deadline - loop.time()))
 
     async def fetch(self, query: str, *args: Any) -> list[asyncpg.Record]:
         assert self.pool is not None

@@ -54,7 +54,7 @@ async def test_reset_detection_survives_a_rebalance_during_its_await() -> None:
                           projections=[])
     projector.positions = {("t", 0): 50, ("t", 1): 70}
     consumer = RebalancingConsumer(projector)
-    await projector._detect_broker_reset(consumer)  # type: ignore[arg-type]
+    await projector._detect_broker_reset(consumer)
     assert consumer.seeks == [(TopicPartition("t", 0), 0)]
     assert projector.positions == {("t", 0): 0}
     assert [(args[1], args[2]) for args in pool.conn.resets] == [("t", 0)]
