@@ -23,9 +23,9 @@ from collections.abc import AsyncIterator
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
+from projections.batch import LoggedEvent
 from projections.db import Conn
 from projections.events import InvalidEvent, decode_event
-from projections.projector import LoggedEvent
 from projections.replay import Chunk, ReplayError, Window
 
 

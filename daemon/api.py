@@ -26,7 +26,7 @@ import structlog
 from aiohttp import web
 
 from adapters.integration_store import IntegrationService
-from daemon.settings import Role
+from daemon.runtime.settings import Role
 from projections.catalog import SYNCED_MODULES
 from projections.config import SyncConfig
 from projections.db import Conn

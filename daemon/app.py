@@ -30,16 +30,16 @@ from adapters.kafka import (
 from adapters.migrate import migrate, pending
 from adapters.relay import OutboxRelay
 from daemon.api import ApiContext, api_routes
+from daemon.consumer import ConsumerLoop, Coordinates, report_problems
 from daemon.handshake_api import API_PREFIX, admin_api_roles, handshake_app
 from daemon.http import Handler, ReadinessCheck, build_app, error_body, serve, watch_readiness
-from daemon.projector import Coordinates, Projector, report_problems
-from daemon.runtime import RuntimeInfo, remove_runtime, write_runtime
-from daemon.sdnotify import Notifier
-from daemon.services import Services, open_services
-from daemon.settings import Settings
-from daemon.supervisor import RootTask, supervise
-from daemon.tokens import token_table
-from daemon.waiting import GaveUp, Stopped, wait_for
+from daemon.runtime.runtime_file import RuntimeInfo, remove_runtime, write_runtime
+from daemon.runtime.sdnotify import Notifier
+from daemon.runtime.services import Services, open_services
+from daemon.runtime.settings import Settings
+from daemon.runtime.supervisor import RootTask, supervise
+from daemon.runtime.tokens import token_table
+from daemon.runtime.waiting import GaveUp, Stopped, wait_for
 from projections import registry
 from projections.config import SyncConfig
 from projections.db import Conn
@@ -197,7 +197,7 @@ class _Daemon:
         # Every projection, in its registry order (projections/registry.py).
         live = registry.live_projections(self.read_config)
         self.sync = next(p for p in live if isinstance(p, SyncProjection))
-        self.projector = Projector(
+        self.projector = ConsumerLoop(
             pool=pool, bootstrap=services.bootstrap, topic=settings.events_topic,
             group_id=settings.group_id, projections=live,
             batch_max=settings.batch_max,

@@ -16,8 +16,8 @@ from typing import Any
 
 import click
 
-from daemon.logs import configure_logging
-from daemon.settings import Settings
+from daemon.runtime.logs import configure_logging
+from daemon.runtime.settings import Settings
 
 SCENARIOS = ("steady", "capture", "initial", "latency", "replay", "handshake")
 FULL_RECORDS = 1_000_000

@@ -40,13 +40,13 @@ from adapters.kafka import ensure_topics
 from adapters.migrate import migrate
 from daemon import bench_workloads as wl
 from daemon.app import create_pool
-from daemon.embedded import EmbeddedBroker, EmbeddedPostgres
-from daemon.settings import Settings
+from daemon.runtime.embedded import EmbeddedBroker, EmbeddedPostgres
+from daemon.runtime.settings import Settings
 from projections import registry
 from projections import replay as rp
+from projections.batch import LoggedEvent, Projection
 from projections.config import SyncConfig
 from projections.handshake import NOTIFY_CHANNEL, HandshakeProjection
-from projections.projector import LoggedEvent, Projection
 from projections.sync import SyncProjection
 
 log = structlog.get_logger(__name__)
@@ -192,7 +192,7 @@ class Product:
         self.sync = next(p for p in live if isinstance(p, SyncProjection))
         self.extra = [p for p in live if p is not self.sync] if extra is None else list(extra)
         self.pool: asyncpg.Pool | None = None
-        self.projector: wl.BenchProjector | None = None
+        self.projector: wl.BenchConsumerLoop | None = None
         self.relays: list[wl.CountingRelay] = []
         self._tasks: dict[str, tuple[asyncio.Event, asyncio.Task[None]]] = {}
 
@@ -235,7 +235,7 @@ class Product:
         """Start consuming; return the moment the consumer had its partitions."""
         assert self.pool is not None
         self.probe = wl.Probe()
-        self.projector = wl.BenchProjector(
+        self.projector = wl.BenchConsumerLoop(
             probe=self.probe, pool=self.pool, bootstrap=self.env.bootstrap, topic=self.topic,
             group_id=group, projections=[self.sync, *self.extra, self.probe],
             batch_max=self.env.batch_max)
@@ -351,7 +351,7 @@ async def _linked_base(product: Product, pool: asyncpg.Pool, pairs: int, *,
 
 
 async def steady(env: Env, records: int) -> Result:
-    """Projector throughput on ``records`` change events already on the topic."""
+    """ConsumerLoop throughput on ``records`` change events already on the topic."""
     events = records
     base_pairs = max(20, round(events * 0.3))
     dsn = await env.database()

@@ -30,10 +30,10 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from adapters.demo import COMPANIES, FIRST, LAST, SUFFIX
 from adapters.kafka import FETCH_MAX_WAIT_MS, ensure_topics, make_producer
 from adapters.relay import FETCH_OUTBOX, OutboxRelay
-from daemon.projector import Projector
+from daemon.consumer import ConsumerLoop
+from projections.batch import LoggedEvent
 from projections.db import Conn
 from projections.events import decode_event
-from projections.projector import LoggedEvent
 
 Body = tuple[bytes, bytes]  # (key, value) as the relay produces them
 
@@ -156,7 +156,7 @@ def percentile(values: Sequence[float], q: float) -> float:
 
 class Probe:
     """An extra projection, last in the list, that notes which events each batch
-    applied; ``BenchProjector`` stamps them with the time their transaction committed."""
+    applied; ``BenchConsumerLoop`` stamps them with the time their transaction committed."""
 
     name = "bench-probe"
 
@@ -187,7 +187,7 @@ class Probe:
         self.pending = []
 
 
-class BenchProjector(Projector):
+class BenchConsumerLoop(ConsumerLoop):
     """The daemon's projector, telling the probe when a batch has committed."""
 
     def __init__(self, *, probe: Probe, **kwargs: Any) -> None:

@@ -43,7 +43,7 @@ import aiohttp
 import asyncpg
 import click
 
-from daemon.embedded import EmbeddedBroker, EmbeddedPostgres, free_port
+from daemon.runtime.embedded import EmbeddedBroker, EmbeddedPostgres, free_port
 
 FIELDS = ("first_name", "phone", "mobile")
 SESSION_TIMEOUT_MS = 6000
@@ -395,7 +395,7 @@ async def _wait_ready(replica: Replica, figures: Figures, timeout: float = 90,
 async def _rebuild_check(dsn: str, figures: Figures, echo: Any) -> None:
     """A dry-run rebuild of every projection: what it would change is drift between a
     live projection and its event log (OWN-03), counted in ``rebuild_changes``."""
-    from daemon.cli_replay import dry_run_all, render
+    from daemon.cli.replay import dry_run_all, render
     from projections.replay import ReplayError
 
     try:

@@ -52,10 +52,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from projections.batch import NOTHING_TO_REPORT, LoggedEvent, ProjectionReport
 from projections.db import HANDSHAKE_CONTACTS, HANDSHAKE_KEYS, HANDSHAKE_MOVES, Conn, lock_keys
 from projections.events import ChangeEvent
 from projections.keys import email_key
-from projections.projector import NOTHING_TO_REPORT, LoggedEvent, ProjectionReport
 
 COLUMNS: tuple[str, ...] = ("new", "contacts_leads", "opportunities", "customers")
 """Board columns, lowest standing first; a column's index is its standing."""

@@ -26,10 +26,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Literal
 
+from projections.batch import Projection
 from projections.config import SyncConfig
 from projections.db import Conn
 from projections.handshake import HandshakeProjection, reset_stream
-from projections.projector import Projection
 from projections.sync import SyncProjection
 
 RebuildKind = Literal["events", "outcomes"]

@@ -41,12 +41,12 @@ from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from projections.batch import APPLY_LOCK, LoggedEvent
 from projections.catalog import SYNCED_MODULES
 from projections.config import SyncConfig
 from projections.db import Conn
 from projections.events import ChangeEvent, InvalidEvent, decode_event
 from projections.ledger import LedgerTables, fold_range
-from projections.projector import APPLY_LOCK, LoggedEvent
 from projections.registry import SPECS, ProjectionSpec
 from projections.sync import SyncProjection
 

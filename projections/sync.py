@@ -33,6 +33,7 @@ from typing import Any
 
 import msgspec
 
+from projections.batch import APPLY_LOCK, NOTHING_TO_REPORT, LoggedEvent, ProjectionReport
 from projections.catalog import OTHER, SYNCED_MODULES, Side
 from projections.config import SyncConfig
 from projections.db import SYNC_MATCH_KEYS, Conn, lock_keys
@@ -50,7 +51,6 @@ from projections.merge import (
     project,
     side_values,
 )
-from projections.projector import APPLY_LOCK, NOTHING_TO_REPORT, LoggedEvent, ProjectionReport
 
 REASON_ALREADY_MAPPED = "the CRM id is already mapped to another desk entity"
 REASON_AMBIGUOUS = "more than one matching record"

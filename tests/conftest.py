@@ -20,7 +20,7 @@ import pytest
 import structlog
 
 from adapters.migrate import migrate
-from daemon.embedded import EmbeddedBroker, EmbeddedPostgres
+from daemon.runtime.embedded import EmbeddedBroker, EmbeddedPostgres
 from tests.support.pipeline import Pipeline
 
 TEMPLATE_DB = "syncd_test_template"

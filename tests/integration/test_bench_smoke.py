@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from daemon.bench import SCENARIOS
 from daemon.cli import cli
-from daemon.logs import configure_logging
+from daemon.runtime.logs import configure_logging
 
 HEADLINE = {"steady": "events_per_s", "capture": "changes_per_s", "initial": "events_per_s",
             "latency": "p50_ms", "replay": "events_per_s", "handshake": "median_ms"}

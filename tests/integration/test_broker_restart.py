@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from daemon.embedded import EmbeddedBroker
+from daemon.runtime.embedded import EmbeddedBroker
 from tests.support.pipeline import Pipeline
 
 

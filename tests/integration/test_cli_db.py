@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from daemon.embedded import EmbeddedPostgres, free_port
+from daemon.runtime.embedded import EmbeddedPostgres, free_port
 from tests.integration.test_daemon import start as start_daemon
 from tests.integration.test_daemon import terminate, wait_ready
 

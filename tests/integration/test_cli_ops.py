@@ -66,7 +66,7 @@ async def test_pause_returns_once_in_effect_and_resume_too(daemon: RunningDaemon
 async def test_pause_times_out_with_a_message(daemon: RunningDaemon, data_dir: Path,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
     """If the daemon does not apply the pause in time, the command says so and fails."""
-    from daemon import cli_admin
+    from daemon.cli import admin as cli_admin
 
     monkeypatch.setattr(cli_admin, "wait_for_state", lambda *_a, **_k: False)
     result = await syncd(data_dir, "pause", "--timeout", "0")

@@ -13,8 +13,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from adapters.relay import FETCH_OUTBOX
+from projections.batch import Message, apply_batch, reset_offset
 from projections.config import Direction, SyncConfig
-from projections.projector import Message, apply_batch, reset_offset
 from projections.sync import SyncProjection
 
 FIELDS = ("first_name", "phone", "mobile")

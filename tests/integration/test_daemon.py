@@ -12,7 +12,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from daemon.embedded import EmbeddedPostgres, free_port
+from daemon.runtime.embedded import EmbeddedPostgres, free_port
 
 
 def get(url: str) -> tuple[int, dict[str, object]]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from daemon.embedded import EmbeddedBroker
+from daemon.runtime.embedded import EmbeddedBroker
 
 
 def test_the_broker_is_out_of_the_terminals_process_group(tmp_path: Path) -> None:

@@ -16,13 +16,13 @@ from aiohttp import ClientSession, ClientTimeout, web
 from aiohttp.test_utils import TestServer
 from click.testing import CliRunner, Result
 
-from daemon.cli_handshake import SseEvent, SseParser, handshake
+from daemon.cli.handshake import SseEvent, SseParser, handshake
 from daemon.handshake_api import API_PREFIX, REASON_FREE, REASON_GONE, handshake_app
-from daemon.settings import load_settings
+from daemon.runtime.settings import load_settings
 from projections import events as envelope
+from projections.batch import LoggedEvent
 from projections.events import decode_event
 from projections.handshake import HandshakeProjection
-from projections.projector import LoggedEvent
 from projections.registry import spec
 from projections.replay import EventLogSource, rebuild_from_events
 from tests.support.events import change

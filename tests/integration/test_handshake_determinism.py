@@ -19,10 +19,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from adapters.relay import FETCH_OUTBOX
+from projections.batch import Message, apply_batch, reset_offset
 from projections.config import SyncConfig
 from projections.handshake import COLUMNS, HandshakeProjection, phone_key
 from projections.keys import email_key
-from projections.projector import Message, apply_batch, reset_offset
 from projections.registry import spec
 from projections.replay import EventLogSource, rebuild_from_events
 from projections.sync import SyncProjection

@@ -11,9 +11,9 @@ from __future__ import annotations
 import asyncpg
 
 from adapters.relay import FETCH_OUTBOX
+from projections.batch import Message, apply_batch, reset_offset
 from projections.config import SyncConfig
 from projections.handshake import HandshakeProjection
-from projections.projector import Message, apply_batch, reset_offset
 from projections.sync import SyncProjection
 
 NEW = 12_000

@@ -13,9 +13,9 @@ import asyncpg
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from projections.batch import reset_offset
 from projections.config import SyncConfig
 from projections.keys import email_key
-from projections.projector import reset_offset
 from projections.sync import REASON_ALREADY_MAPPED, REASON_AMBIGUOUS
 from tests.integration.test_convergence import TABLES, deliver, drain
 

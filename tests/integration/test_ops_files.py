@@ -19,7 +19,7 @@ import yaml
 from prometheus_client import REGISTRY
 
 import adapters.metrics  # noqa: F401  (registers every syncd metric)
-from daemon.settings import ENV_PREFIX, Settings
+from daemon.runtime.settings import ENV_PREFIX, Settings
 
 OPS = Path(__file__).resolve().parents[2] / "ops"
 ALERTS = OPS / "prometheus" / "alerts.yml"

@@ -6,10 +6,8 @@ from collections.abc import Sequence
 import asyncpg
 
 from adapters.kafka import ensure_topics, make_producer
-from daemon.projector import Projector
-from projections.db import Conn
-from projections.events import encode_event
-from projections.projector import (
+from daemon.consumer import ConsumerLoop
+from projections.batch import (
     NOTHING_TO_REPORT,
     LoggedEvent,
     Message,
@@ -17,6 +15,8 @@ from projections.projector import (
     apply_batch,
     reset_offset,
 )
+from projections.db import Conn
+from projections.events import encode_event
 from tests.support.events import change
 
 
@@ -57,7 +57,7 @@ async def test_events_logged_once_despite_redelivery(pool: asyncpg.Pool, kafka_b
         await producer.stop()
 
     recording = Recording()
-    projector = Projector(pool=pool, bootstrap=kafka_bootstrap, topic=topic,
+    projector = ConsumerLoop(pool=pool, bootstrap=kafka_bootstrap, topic=topic,
                           group_id=f"{topic_prefix}-g", projections=[recording])
     stop = asyncio.Event()
     task = asyncio.create_task(projector.run(stop))
@@ -97,7 +97,7 @@ async def test_restart_resumes_from_stored_offsets(pool: asyncpg.Pool, kafka_boo
 
     async def run_until(count: int) -> Recording:
         recording = Recording()
-        projector = Projector(pool=pool, bootstrap=kafka_bootstrap, topic=topic,
+        projector = ConsumerLoop(pool=pool, bootstrap=kafka_bootstrap, topic=topic,
                               group_id=group, projections=[recording])
         stop = asyncio.Event()
         task = asyncio.create_task(projector.run(stop))

@@ -23,9 +23,9 @@ from hypothesis import strategies as st
 
 from adapters.replay_kafka import KafkaEventSource
 from projections import registry
+from projections.batch import Message, Projection, apply_batch, reset_offset
 from projections.config import SyncConfig
 from projections.events import encode_event
-from projections.projector import Message, Projection, apply_batch, reset_offset
 from projections.replay import (
     LEDGER,
     EventLogSource,

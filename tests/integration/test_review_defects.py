@@ -21,8 +21,8 @@ from adapters import metrics
 from adapters.replay_kafka import KafkaEventSource
 from daemon.api import retry_failures
 from daemon.handshake_api import API_PREFIX, handshake_app
+from projections.batch import NOTHING_TO_REPORT, LoggedEvent, ProjectionReport
 from projections.db import Conn
-from projections.projector import NOTHING_TO_REPORT, LoggedEvent, ProjectionReport
 from projections.replay import Window
 from tests.support.pipeline import Pipeline
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 from daemon.api import sign
-from daemon.logs import configure_logging
+from daemon.runtime.logs import configure_logging
 from tests.support.daemon import TOKENS, WEBHOOK_SECRET, running_daemon
 
 PLANTED = "planted-Secret-7f3a9"

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from daemon.embedded import EmbeddedBroker, EmbeddedPostgres, free_port
+from daemon.runtime.embedded import EmbeddedBroker, EmbeddedPostgres, free_port
 from tests.integration.test_daemon import get
 
 

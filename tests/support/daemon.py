@@ -15,7 +15,7 @@ import asyncpg
 from pydantic import SecretStr
 
 from daemon.app import run
-from daemon.settings import ApiToken, Settings
+from daemon.runtime.settings import ApiToken, Settings
 
 TOKENS = {"viewer": "viewer-token-0123456789", "operator": "operator-token-0123456789",
           "admin": "admin-token-0123456789"}

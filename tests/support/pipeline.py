@@ -13,10 +13,10 @@ import asyncpg
 from adapters.kafka import ensure_topics
 from adapters.relay import OutboxRelay
 from daemon.app import drain_deferred
-from daemon.projector import Projector
-from daemon.supervisor import RootTask, supervise
+from daemon.consumer import ConsumerLoop
+from daemon.runtime.supervisor import RootTask, supervise
+from projections.batch import Projection
 from projections.config import SyncConfig
-from projections.projector import Projection
 from projections.sync import SyncProjection
 
 
@@ -43,7 +43,7 @@ class Pipeline:
         self.pool = await asyncpg.create_pool(self.dsn, min_size=1, max_size=6,
                                               server_settings={"timezone": "UTC"})
         self.sync = SyncProjection(lambda: self.config)
-        self.projector = Projector(pool=self.pool, bootstrap=self.bootstrap, topic=self.topic,
+        self.projector = ConsumerLoop(pool=self.pool, bootstrap=self.bootstrap, topic=self.topic,
                                    group_id=self.group, stall_after=10,
                                    projections=[self.sync, *self.extra_projections])
         roots: dict[str, RootTask] = {"projector": self.projector.run,
@@ -88,7 +88,7 @@ class Pipeline:
 
         The outboxes and the pause queue are empty (an outbox row goes in the batch
         that logs its event), and the projector has consumed to the end offsets the
-        topic had (``Projector.drained``: messages sent to Kafka directly, rejected
+        topic had (``ConsumerLoop.drained``: messages sent to Kafka directly, rejected
         ones). Applying can capture more (the sync's writes are captured too), so
         both are checked again until they hold together."""
         loop = asyncio.get_running_loop()

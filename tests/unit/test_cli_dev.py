@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 import dev
 from daemon.cli import cli
-from daemon.logs import command_log_level
+from daemon.runtime.logs import command_log_level
 
 
 def test_dev_run_says_when_the_demo_seeding_will_be_skipped(tmp_path: Path) -> None:
@@ -52,7 +52,7 @@ def test_embedded_stop_logs_when_forgetting_the_server_fails(
     from pgserver import _commands
     from pgserver.postgres_server import PostgresServer
 
-    from daemon.embedded import EmbeddedPostgres
+    from daemon.runtime.embedded import EmbeddedPostgres
 
     class Broken(dict[Path, object]):
         def pop(self, *_args: object) -> object:

@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from daemon.cli import cli
-from daemon.cli_admin import read_mapping_file
+from daemon.cli.admin import read_mapping_file
 
 
 def problem(text: str, module: str = "contacts") -> str:

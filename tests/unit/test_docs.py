@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import importlib
 import re
 import unicodedata
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from daemon.runtime import settings as settings_module
 
 ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
@@ -96,23 +97,11 @@ def test_link_check_catches_a_broken_link_and_anchor(tmp_path: Path) -> None:
     assert "operations.md#no-such-heading: no heading" in problems[1]
 
 
-def _settings_module() -> Any:
-    """``daemon/settings.py`` (or ``daemon/runtime/settings.py`` once the layout moves it)."""
-    for name in ("daemon.runtime.settings", "daemon.settings"):
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError:
-            continue
-        if hasattr(module, "Settings"):
-            return module
-    raise AssertionError("no Settings class found")
-
-
 def settings_variables() -> dict[str, Any]:
     """Each setting's environment variable and its default (the factory's value for lists
     and dicts), read from the ``Settings`` class: an alias is used as it is, otherwise
     the variable is the prefix and the field name in capitals."""
-    module = _settings_module()
+    module = settings_module
     settings = module.Settings
     prefix = settings.model_config.get("env_prefix", "")
     variables = {}
@@ -120,7 +109,7 @@ def settings_variables() -> dict[str, Any]:
         alias = field.validation_alias if isinstance(field.validation_alias, str) else None
         alias = alias or field.alias
         variable = alias.upper() if alias else f"{prefix}{name}".upper()
-        default = field.default_factory() if field.default_factory is not None else field.default
+        default = field.get_default(call_default_factory=True)
         variables[variable] = default
     return variables
 

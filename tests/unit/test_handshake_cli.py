@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from daemon.cli_handshake import (
+from daemon.cli.handshake import (
     ApiError,
     SseEvent,
     api_token,
@@ -20,8 +20,8 @@ from daemon.cli_handshake import (
     parse_sse,
 )
 from daemon.handshake_api import reply_problem, sse_frame
-from daemon.runtime import RuntimeInfo, write_runtime
-from daemon.settings import load_settings
+from daemon.runtime.runtime_file import RuntimeInfo, write_runtime
+from daemon.runtime.settings import load_settings
 
 
 def test_sse_frames_round_trip() -> None:
@@ -108,7 +108,7 @@ def test_moves_are_printed_as_arrows() -> None:
 def test_unreachable_daemon_is_a_clear_error(tmp_path: Path,
                                              monkeypatch: pytest.MonkeyPatch) -> None:
     """No daemon at the address: exit status 1 and a sentence saying so."""
-    from daemon.embedded import free_port
+    from daemon.runtime.embedded import free_port
 
     monkeypatch.delenv("SYNCD_CONFIG", raising=False)
     settings = load_settings(data_dir=tmp_path, http_listen=f"127.0.0.1:{free_port()}")

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from daemon.logs import redact
+from daemon.runtime.logs import redact
 
 
 def test_redact_masks_url_password_and_bearer() -> None:

@@ -6,7 +6,7 @@ from typing import Any
 
 from aiokafka import TopicPartition
 
-from daemon.projector import Projector
+from daemon.consumer import ConsumerLoop
 
 
 class FakeConn:
@@ -31,7 +31,7 @@ class RebalancingConsumer:
     """Reports a lost log on two partitions, and loses one of them to a rebalance while
     the beginning offsets are being asked for."""
 
-    def __init__(self, projector: Projector) -> None:
+    def __init__(self, projector: ConsumerLoop) -> None:
         self.projector = projector
         self.seeks: list[tuple[TopicPartition, int]] = []
 
@@ -50,7 +50,7 @@ async def test_reset_detection_survives_a_rebalance_during_its_await() -> None:
     """A partition revoked while a broker reset is being handled is left to its new
     owner; the handling neither crashes nor resets it (it once raised KeyError)."""
     pool = FakePool()
-    projector = Projector(pool=pool, bootstrap="unused", topic="t", group_id="g",  # type: ignore[arg-type]
+    projector = ConsumerLoop(pool=pool, bootstrap="unused", topic="t", group_id="g",  # type: ignore[arg-type]
                           projections=[])
     projector.positions = {("t", 0): 50, ("t", 1): 70}
     consumer = RebalancingConsumer(projector)
@@ -69,10 +69,10 @@ class Record:
 async def test_partition_revoked_during_a_batch_does_not_crash(monkeypatch: Any) -> None:
     """A partition revoked while its batch was being applied is dropped from the
     positions, not crashed on (it once raised KeyError and stopped the daemon)."""
-    from daemon import projector as module
-    from projections.projector import BatchOutcome
+    from daemon import consumer as module
+    from projections.batch import BatchOutcome
 
-    projector = Projector(pool=FakePool(), bootstrap="unused", topic="t",  # type: ignore[arg-type]
+    projector = ConsumerLoop(pool=FakePool(), bootstrap="unused", topic="t",  # type: ignore[arg-type]
                           group_id="g", projections=[])
     projector.positions = {("t", 0): 5, ("t", 1): 9}
 

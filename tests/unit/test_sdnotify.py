@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from daemon.sdnotify import Notifier
+from daemon.runtime.sdnotify import Notifier
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ import pytest
 from click.testing import CliRunner
 
 from daemon.cli import cli
-from daemon.settings import SettingsError, load_settings
+from daemon.runtime.settings import SettingsError, load_settings
 
 
 def test_defaults_mean_embedded_services() -> None:

@@ -4,7 +4,7 @@ import asyncio
 
 from structlog.testing import capture_logs
 
-from daemon.supervisor import supervise
+from daemon.runtime.supervisor import supervise
 
 
 async def test_work_in_flight_finishes_before_exit() -> None:

@@ -1,4 +1,4 @@
-"""``daemon.waiting.wait_for``: capped exponential backoff with jitter, one log line per
+"""``daemon.runtime.waiting.wait_for``: capped exponential backoff with jitter, one log line per
 failed attempt, a reason for /readyz, a limit, and a prompt stop (issue 13, part 7)."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import random
 import pytest
 import structlog
 
-from daemon.waiting import Backoff, GaveUp, Stopped, wait_for
+from daemon.runtime.waiting import Backoff, GaveUp, Stopped, wait_for
 
 FAST = Backoff(first=0.01, factor=2.0, cap=0.04)
 

@@ -11,7 +11,7 @@ import os
 import secrets
 from pathlib import Path
 
-from daemon.settings import Role, Settings
+from daemon.runtime.settings import Role, Settings
 
 LOCAL_NAME = "local-admin"
 

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import structlog
 
-from daemon.embedded import EmbeddedBroker, EmbeddedPostgres
-from daemon.settings import Settings
+from daemon.runtime.embedded import EmbeddedBroker, EmbeddedPostgres
+from daemon.runtime.settings import Settings
 
 log = structlog.get_logger(__name__)
 

@@ -13,11 +13,11 @@ import click
 import structlog
 
 from daemon.chaos import chaos, soak
-from daemon.cli_admin import COMMANDS
-from daemon.cli_db import db
-from daemon.cli_handshake import handshake
-from daemon.logs import command_log_level, configure_logging
-from daemon.settings import Settings, SettingsError, load_settings
+from daemon.cli.admin import COMMANDS
+from daemon.cli.db import db
+from daemon.cli.handshake import handshake
+from daemon.runtime.logs import command_log_level, configure_logging
+from daemon.runtime.settings import Settings, SettingsError, load_settings
 
 log = structlog.get_logger(__name__)
 
@@ -83,7 +83,7 @@ def migrate(ctx: click.Context) -> None:
     from adapters.migrate import MigrationError
     from adapters.migrate import migrate as apply_migrations
     from daemon.app import create_pool
-    from daemon.services import open_services
+    from daemon.runtime.services import open_services
 
     settings = _settings(ctx)
 
@@ -130,7 +130,7 @@ def sync_command(ctx: click.Context, initial: bool, window_days: int | None,
     from adapters import initial_sync
     from adapters.migrate import migrate as apply_migrations
     from daemon.app import create_pool
-    from daemon.services import open_services
+    from daemon.runtime.services import open_services
 
     settings = _settings(ctx)
 
@@ -198,7 +198,7 @@ from daemon.bench import bench  # noqa: E402
 
 cli.add_command(bench)
 
-from daemon.cli_replay import replay  # noqa: E402
+from daemon.cli.replay import replay  # noqa: E402
 
 cli.add_command(replay)
 

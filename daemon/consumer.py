@@ -20,20 +20,20 @@ from aiokafka.errors import KafkaError
 
 from adapters import metrics
 from adapters.kafka import make_consumer
-from projections.events import InvalidEvent, decode_event
-from projections.ledger import Outcome
-from projections.projector import (
+from projections.batch import (
     Message,
     Projection,
     apply_batch,
     reset_offset,
     stored_offsets,
 )
+from projections.events import InvalidEvent, decode_event
+from projections.ledger import Outcome
 
 log = structlog.get_logger(__name__)
 
 
-class Projector:
+class ConsumerLoop:
     def __init__(
         self,
         *,
@@ -326,7 +326,7 @@ class _Watchdog:
         return self.idle() > self.stall_after
 
 
-_DRAIN_MARGIN = 0.1  # seconds; see Projector.drained
+_DRAIN_MARGIN = 0.1  # seconds; see ConsumerLoop.drained
 
 Coordinates = tuple[str, int, int]
 """Where an event was read: topic, partition, offset."""

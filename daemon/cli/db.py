@@ -18,9 +18,9 @@ from pathlib import Path
 
 import click
 
-from daemon.embedded import EmbeddedPostgres, pid_alive
-from daemon.runtime import RuntimeInfo, read_runtime
-from daemon.settings import Settings
+from daemon.runtime.embedded import EmbeddedPostgres, pid_alive
+from daemon.runtime.runtime_file import RuntimeInfo, read_runtime
+from daemon.runtime.settings import Settings
 
 NOT_RUNNING = "run `syncd db start` or `syncd run`"
 

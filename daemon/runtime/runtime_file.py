@@ -11,7 +11,7 @@ import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from daemon.logs import redact
+from daemon.runtime.logs import redact
 
 
 @dataclass(frozen=True)

@@ -23,9 +23,9 @@ from urllib.parse import quote
 import aiohttp
 import click
 
-from daemon.runtime import read_runtime
-from daemon.settings import Settings, SettingsError, load_settings
-from daemon.tokens import token_path
+from daemon.runtime.runtime_file import read_runtime
+from daemon.runtime.settings import Settings, SettingsError, load_settings
+from daemon.runtime.tokens import token_path
 from projections.handshake import COLUMN_TITLES as TITLES
 
 API_PREFIX = "/api/v1/handshake"

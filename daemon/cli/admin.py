@@ -20,9 +20,9 @@ from typing import Any
 import click
 from tabulate import tabulate
 
-from daemon.runtime import read_runtime
-from daemon.settings import Settings
-from daemon.tokens import token_path
+from daemon.runtime.runtime_file import read_runtime
+from daemon.runtime.settings import Settings
+from daemon.runtime.tokens import token_path
 from projections.mapping import MappingError, build_mapping, resolve_field
 
 

@@ -23,7 +23,7 @@ import asyncpg
 import click
 from tabulate import tabulate
 
-from daemon.settings import Settings
+from daemon.runtime.settings import Settings
 from projections import registry
 from projections.catalog import SYNCED_MODULES
 from projections.replay import LEDGER, EventSource, Report, Window
@@ -132,7 +132,7 @@ def render(report: Report) -> str:
 def _kafka_bootstrap(settings: Settings) -> str:
     if settings.kafka_bootstrap:
         return settings.kafka_bootstrap
-    from daemon.runtime import read_runtime
+    from daemon.runtime.runtime_file import read_runtime
 
     runtime = read_runtime(settings.data_dir)
     if runtime is None or not runtime.broker:
@@ -225,7 +225,7 @@ def _serve_metrics(address: str) -> None:
 async def _main(settings: Settings, steps: list[str], names: set[str], window: Window, *,
                 dry_run: bool, bootstrap: str | None) -> tuple[int, list[Report]]:
     from adapters.migrate import pending
-    from daemon.services import open_services
+    from daemon.runtime.services import open_services
     from projections import replay as rp
 
     async with open_services(settings, need_broker=False, stop_adopted=False) as services:

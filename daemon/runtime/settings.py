@@ -7,6 +7,7 @@ setting stops the process before anything is started.
 
 from __future__ import annotations
 
+import contextvars
 import os
 from pathlib import Path
 from typing import Any, Literal
@@ -112,10 +113,14 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
-        toml_file = os.environ.get(f"{ENV_PREFIX}CONFIG")
+        toml_file = _CONFIG_FILE.get() or os.environ.get(f"{ENV_PREFIX}CONFIG")
         if toml_file:
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(toml_file)))
         return tuple(sources)
+
+
+_CONFIG_FILE: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "syncd_config_file", default=None)
 
 
 class SettingsError(Exception):
@@ -124,10 +129,12 @@ class SettingsError(Exception):
 
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
     """Build the settings, turning every validation problem into one clear message."""
-    if config_file is not None:
-        if not config_file.is_file():
-            raise SettingsError(f"config file {config_file}: no such file")
-        os.environ[f"{ENV_PREFIX}CONFIG"] = str(config_file)
+    if config_file is not None and not config_file.is_file():
+        raise SettingsError(f"config file {config_file}: no such file")
+    # Handed to the sources through a context variable, not the environment: setting
+    # SYNCD_CONFIG here would follow every later settings load of the process (and
+    # every child it starts).
+    token = _CONFIG_FILE.set(str(config_file) if config_file is not None else None)
     try:
         return Settings(**overrides)
     except ValidationError as err:
@@ -139,3 +146,5 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
         raise SettingsError("bad setting: " + "; ".join(lines)) from None
     except (OSError, ValueError) as err:  # an unreadable or malformed TOML file
         raise SettingsError(f"config file: {err}") from None
+    finally:
+        _CONFIG_FILE.reset(token)
