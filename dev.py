@@ -123,8 +123,8 @@ def main() -> int:
         os.execv(BIN / "syncd", [str(BIN / "syncd"), "run", "--demo", *rest])
     install(TEST_LOCK)
     try:
-        sh(BIN / "ruff", "check", "daemon", "projections", "adapters", "migrations", "tests",
-           "dev.py")
+        sh(BIN / "ruff", "check", "daemon", "projections", "adapters", "migrations", "ops",
+           "tests", "dev.py")
         sh(BIN / "mypy")
         sh(BIN / "lint-imports")
         sh(BIN / "python", "-m", "pytest", *rest)

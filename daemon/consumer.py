@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import asyncpg
 import structlog
@@ -21,6 +21,7 @@ from aiokafka.errors import KafkaError
 from adapters import metrics
 from adapters.kafka import make_consumer
 from projections.batch import (
+    BatchOutcome,
     Message,
     Projection,
     apply_batch,
@@ -32,8 +33,22 @@ from projections.ledger import Outcome
 
 log = structlog.get_logger(__name__)
 
+BatchHook = Callable[[BatchOutcome | None, float], None]
+"""``ConsumerLoop(on_batch=…)``: called after each batch attempt with its outcome (None
+when it rolled back) and ``time.perf_counter()`` when its transaction ended."""
+
 
 class ConsumerLoop:
+    """Consumes the topic and applies each fetched batch in one transaction.
+
+    ``on_batch`` is a hook for tools and tests (the benchmark times batches with it):
+    called after each batch attempt, on the event loop, with the committed
+    ``BatchOutcome`` (``applied`` holds the events new to the event log, in log order)
+    or ``None`` when the batch rolled back (a conflict or fencing; it is read again),
+    and the ``time.perf_counter()`` at which its transaction ended. It must return
+    quickly and not raise: an exception ends the consumer loop.
+    """
+
     def __init__(
         self,
         *,
@@ -45,6 +60,7 @@ class ConsumerLoop:
         batch_max: int = 5000,
         session_timeout_ms: int = 6_000,
         stall_after: float = 30.0,
+        on_batch: BatchHook | None = None,
     ) -> None:
         self.pool = pool
         self.bootstrap = bootstrap
@@ -54,6 +70,7 @@ class ConsumerLoop:
         self.batch_max = batch_max
         self.session_timeout_ms = session_timeout_ms
         self.stall_after = stall_after
+        self.on_batch = on_batch
         self.positions: dict[tuple[str, int], int] = {}
         self.joined = asyncio.Event()
         self.consumer: AIOKafkaConsumer | None = None
@@ -175,6 +192,7 @@ class ConsumerLoop:
                 outcome = await apply_batch(conn, group_id=self.group_id, messages=messages,
                                             starts=starts, projections=self.projections)
         except (asyncpg.DeadlockDetectedError, asyncpg.SerializationError) as err:
+            self._batch_ended(None)
             # Another replica (or the resume drain) holds the same links or match keys:
             # the whole batch rolled back. Not fencing: the offsets are still ours.
             # Read the batch again from the stored offsets.
@@ -183,12 +201,14 @@ class ConsumerLoop:
                         partitions=sorted(p for _, p in starts), events=len(messages))
             await self._rewind(consumer, starts)
             return False
+        ended = time.perf_counter()
         if outcome.fenced is not None:
+            self._batch_ended(None, ended)
             metrics.FENCED_BATCHES.inc()
             log.warning("batch_fenced", topic=outcome.fenced[0], partition=outcome.fenced[1])
             await self._rewind(consumer, starts)
             return False
-        metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
+        metrics.BATCH_SECONDS.observe(ended - started)
         metrics.BATCH_SIZE.observe(len(messages))
         for message in messages:
             key = (message.topic, message.partition)
@@ -210,7 +230,12 @@ class ConsumerLoop:
                         offset=message.offset, reason=problem.reason,
                         detail=problem.detail[:300])
         self.last_applied_at = now
+        self._batch_ended(outcome, ended)
         return True
+
+    def _batch_ended(self, outcome: BatchOutcome | None, at: float | None = None) -> None:
+        if self.on_batch is not None:
+            self.on_batch(outcome, time.perf_counter() if at is None else at)
 
     async def _rewind(self, consumer: AIOKafkaConsumer,
                       starts: dict[tuple[str, int], int]) -> None:

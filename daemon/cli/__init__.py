@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import functools
 import signal
 from pathlib import Path
 from typing import Any
@@ -12,7 +11,6 @@ from typing import Any
 import click
 import structlog
 
-from daemon.chaos import chaos, soak
 from daemon.cli.admin import COMMANDS
 from daemon.cli.db import db
 from daemon.cli.handshake import handshake
@@ -166,37 +164,11 @@ def sync_command(ctx: click.Context, initial: bool, window_days: int | None,
 for _command in COMMANDS:
     cli.add_command(_command)
 
-TOOLS_EXTRA = ("pip install 'deskcrm-sync[tools]' (from a checkout: pip install -e '.[tools]';"
-               " `python3 dev.py test` installs it)")
-
-
-def needs_tools(command: click.Command) -> click.Command:
-    """Make a harness command refuse, naming the ``[tools]`` extra, when psutil is missing."""
-    callback = command.callback
-    assert callback is not None
-
-    @functools.wraps(callback)
-    def guarded(*args: Any, **kwargs: Any) -> Any:
-        try:
-            import psutil  # noqa: F401 - only whether it is there
-        except ImportError:
-            raise click.ClickException(
-                f"`syncd {command.name}` needs the tools extra (psutil): {TOOLS_EXTRA}"
-            ) from None
-        return callback(*args, **kwargs)
-
-    command.callback = guarded
-    return command
-
-
-cli.add_command(needs_tools(chaos))
-cli.add_command(needs_tools(soak))
+# The benchmark and the chaos, two-replica and soak harnesses are not commands of the
+# installed daemon: they live in ops/ and run from a checkout (`python -m ops.bench`,
+# `python -m ops.chaos`; docs/performance.md, docs/reliability.md).
 cli.add_command(db)
 cli.add_command(handshake)
-
-from daemon.bench import bench  # noqa: E402
-
-cli.add_command(bench)
 
 from daemon.cli.replay import replay  # noqa: E402
 

@@ -1,5 +1,6 @@
-"""``syncd bench``: a smoke run of every scenario with tiny numbers (the real figures
-come from ``syncd bench --scenario all`` on a quiet machine; see ops/bench/README.md)."""
+"""The benchmark (``python -m ops.bench``): a smoke run of every scenario with tiny numbers
+(the real figures come from ``python -m ops.bench --scenario all`` on a quiet machine; see
+ops/bench/README.md)."""
 
 from __future__ import annotations
 
@@ -8,9 +9,8 @@ import math
 
 from click.testing import CliRunner
 
-from daemon.bench import SCENARIOS
-from daemon.cli import cli
 from daemon.runtime.logs import configure_logging
+from ops.bench.cli import SCENARIOS, bench
 
 HEADLINE = {"steady": "events_per_s", "capture": "changes_per_s", "initial": "events_per_s",
             "latency": "p50_ms", "replay": "events_per_s", "handshake": "median_ms"}
@@ -22,7 +22,7 @@ def test_bench_all_scenarios_tiny(pg_server_dsn: str, kafka_bootstrap: str) -> N
            "SYNCD_PARTITIONS": "3"}
     try:
         result = CliRunner().invoke(
-            cli, ["bench", "--scenario", "all", "--records", "200", "--duration", "1",
+            bench, ["--scenario", "all", "--records", "200", "--duration", "1",
                   "--json"], env=env, catch_exceptions=False)
     finally:
         configure_logging()  # the bench quiets logging; give the session its default back

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from daemon.chaos import run_chaos
+from ops.chaos.harness import run_chaos
 
 
 async def test_short_chaos_run_loses_doubles_and_diverges_nothing(tmp_path: Path) -> None:
@@ -26,7 +26,7 @@ async def test_short_chaos_run_loses_doubles_and_diverges_nothing(tmp_path: Path
 
 async def test_two_replicas_share_the_work_and_survive_one_killed(tmp_path: Path) -> None:
     """OWN-05: two daemons in one group, one killed midway: every change applied once."""
-    from daemon.chaos import run_two_replicas
+    from ops.chaos.harness import run_two_replicas
 
     figures = await run_two_replicas(changes=3000, root=tmp_path, echo=lambda _line: None)
     assert figures.kills == 1 and figures.events_expected >= 3000

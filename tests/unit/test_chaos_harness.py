@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from daemon.chaos import (
+from ops.chaos.harness import (
     FAULTS,
     Driver,
     Figures,

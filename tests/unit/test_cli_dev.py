@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from pathlib import Path
 
+import click
 import pytest
 from click.testing import CliRunner
 
@@ -36,12 +38,47 @@ def test_one_shot_commands_log_warnings_unless_verbose() -> None:
 
 
 def test_chaos_without_psutil_names_the_tools_extra(monkeypatch: pytest.MonkeyPatch) -> None:
-    """`syncd chaos` and `syncd soak` without psutil refuse, naming the [tools] extra."""
+    """`python -m ops.chaos` and `python -m ops.chaos soak` without psutil refuse, naming
+    the [tools] extra."""
+    from ops.chaos.cli import chaos
+
     monkeypatch.setitem(sys.modules, "psutil", None)  # import psutil raises ImportError
-    for command in ("chaos", "soak"):
-        result = CliRunner().invoke(cli, [command], env={"SYNCD_DATA_DIR": "/nonexistent"})
+    for args in ([], ["soak"]):
+        result = CliRunner().invoke(chaos, args, env={"SYNCD_DATA_DIR": "/nonexistent"})
         assert result.exit_code == 1, result.output
         assert "[tools]" in result.output and "psutil" in result.output
+
+
+def test_the_daemon_ships_no_tooling_commands() -> None:
+    """`syncd --help` lists no bench, chaos or soak: the tools run from a checkout
+    (`python -m ops.bench`, `python -m ops.chaos`), and the product never imports them."""
+    result = CliRunner().invoke(cli, ["--help"], env={"SYNCD_DATA_DIR": "/nonexistent"})
+    assert result.exit_code == 0, result.output
+    listed = set()
+    commands = result.output.split("Commands:", 1)[1]
+    for line in commands.splitlines():
+        if line.startswith("  ") and line.strip():
+            listed.add(line.split()[0])
+    assert "run" in listed and "replay" in listed
+    assert not listed & {"bench", "chaos", "soak"}, listed
+    for name in ("bench", "chaos", "soak"):
+        assert cli.get_command(click.Context(cli), name) is None
+
+
+def test_the_tools_run_as_modules_from_the_repository_root() -> None:
+    """`python -m ops.bench --help` and `python -m ops.chaos --help` answer from the root
+    of a checkout, with every option the old `syncd bench|chaos|soak` had."""
+    root = Path(__file__).resolve().parents[2]
+    for module, options in (("ops.bench", ["--scenario", "--records", "--duration", "--json",
+                                           "--config"]),
+                            ("ops.chaos", ["--changes", "--kills", "--seed", "--two-replicas",
+                                           "--json", "soak"])):
+        shown = subprocess.run([sys.executable, "-m", module, "--help"], cwd=root,
+                               capture_output=True, text=True, timeout=60, check=True).stdout
+        assert all(option in shown for option in options), (module, shown)
+    shown = subprocess.run([sys.executable, "-m", "ops.chaos", "soak", "--help"], cwd=root,
+                           capture_output=True, text=True, timeout=60, check=True).stdout
+    assert "--rate" in shown and "--minutes" in shown
 
 
 def test_embedded_stop_logs_when_forgetting_the_server_fails(

@@ -1,4 +1,8 @@
-"""``syncd chaos``: fault injection with nothing lost, doubled or diverged (OWN-02, OWN-05).
+"""The chaos harness: fault injection with nothing lost, doubled or diverged (OWN-02, OWN-05).
+
+Run with ``python -m ops.chaos`` (``ops.chaos.cli``); the two-replica run
+(``run_two_replicas``) and the soak run (``run_soak``) share its services helper
+(``services``) and its replicas.
 
 The run owns an embedded PostgreSQL and broker and runs the daemon as
 subprocesses against them (configured, so the daemons start nothing). A
@@ -9,7 +13,8 @@ field. Meanwhile, at random points, it kills the daemon with SIGKILL and
 restarts it, freezes it with SIGSTOP beyond the consumer session timeout
 while a second replica takes over (a zombie consumer that then wakes up),
 restarts the broker (it comes back empty) and PostgreSQL, and kills a daemon
-whose relay is told to die in the middle of a batch. It also switches the
+whose relay is in the middle of a batch (the broker frozen with SIGSTOP while it
+sends, then SIGKILL: from outside, no switch in the product). It also switches the
 integration to one-way CRM -> desk mid-stream and back (``mode_switches``):
 between two quiescent points the driver makes desk updates that the CRM never
 gets and creates records on the CRM only, and the model marks those desk edits
@@ -17,7 +22,7 @@ as one-way; a SIGKILL follows the switch back. A replica that dies on
 its own (at start-up or later) is restarted and counted (``crashes_restarted``),
 never the end of the run. At the end it waits for quiescence, checks the stores
 against the model, and runs a dry-run rebuild of every projection
-(``syncd replay --projection all --dry-run``): the rows it would change are
+(what ``syncd replay --projection all --dry-run`` does): the rows it would change are
 ``rebuild_changes``, which must be 0. A run always ends with its figures; one
 that could not finish says why in ``aborted``.
 """
@@ -32,16 +37,14 @@ import random
 import signal
 import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import asyncpg
-import click
 
 from daemon.runtime.embedded import EmbeddedBroker, EmbeddedPostgres, free_port
 
@@ -141,6 +144,60 @@ class Replica:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             return self.proc.wait()
+
+
+# Settings of the replicas of the runs that inject faults: a short drain on SIGTERM and a
+# short consumer session, so a SIGSTOPped replica's partitions move within seconds.
+FAULT_SETTINGS = {"SYNCD_SHUTDOWN_DEADLINE": "5",
+                  "SYNCD_CONSUMER_SESSION_TIMEOUT_MS": str(SESSION_TIMEOUT_MS)}
+
+
+@dataclass
+class Services:
+    """An embedded PostgreSQL and broker of a run, and the environment of its replicas
+    (configured on them, so the daemons start nothing of their own)."""
+
+    root: Path
+    postgres: EmbeddedPostgres
+    broker: EmbeddedBroker
+    env: dict[str, str]
+    replicas: list[Replica] = field(default_factory=list)
+
+    def replica(self, name: str) -> Replica:
+        """A daemon subprocess on these services (not started); stopped at the end."""
+        replica = Replica(name, self.root, self.env)
+        self.replicas.append(replica)
+        return replica
+
+
+@contextlib.asynccontextmanager
+async def services(root: Path, name: str, settings: Mapping[str, str] | None = None
+                   ) -> AsyncIterator[Services]:
+    """Start PostgreSQL and the broker under ``root / "services"``; yield them with the
+    replicas' environment: this process's, less any ``SYNCD_*``, plus the services'
+    addresses, topic prefix and group ``name``, JSON logs and ``settings``. At the end
+    every replica made with ``Services.replica`` is stopped, then the broker and
+    PostgreSQL."""
+    postgres = EmbeddedPostgres(root / "services")
+    broker = EmbeddedBroker(root / "services")
+    await asyncio.to_thread(postgres.start)
+    try:
+        await asyncio.to_thread(broker.start)
+        try:
+            env = {k: v for k, v in os.environ.items() if not k.startswith("SYNCD_")} | {
+                "SYNCD_DATABASE_URL": postgres.dsn, "SYNCD_KAFKA_BOOTSTRAP": broker.bootstrap,
+                "SYNCD_TOPIC_PREFIX": name, "SYNCD_GROUP_ID": name,
+                "SYNCD_LOG_FORMAT": "json", **(settings or {})}
+            running = Services(root=root, postgres=postgres, broker=broker, env=env)
+            try:
+                yield running
+            finally:
+                for replica in running.replicas:
+                    replica.stop()
+        finally:
+            await asyncio.to_thread(broker.stop)
+    finally:
+        await asyncio.to_thread(postgres.stop)
 
 
 class Driver:
@@ -416,28 +473,16 @@ async def run_chaos(*, changes: int, kills: int, seed: int, root: Path,
     rng = random.Random(seed)
     figures = Figures()
     started = time.monotonic()
-    postgres = EmbeddedPostgres(root / "services")
-    broker = EmbeddedBroker(root / "services")
-    await asyncio.to_thread(postgres.start)
-    await asyncio.to_thread(broker.start)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SYNCD_")} | {
-        "SYNCD_DATABASE_URL": postgres.dsn, "SYNCD_KAFKA_BOOTSTRAP": broker.bootstrap,
-        "SYNCD_TOPIC_PREFIX": "chaos", "SYNCD_GROUP_ID": "chaos", "SYNCD_PARTITIONS": "4",
-        "SYNCD_LOG_FORMAT": "json", "SYNCD_SHUTDOWN_DEADLINE": "5",
-        "SYNCD_CONSUMER_SESSION_TIMEOUT_MS": str(SESSION_TIMEOUT_MS),
-        "SYNCD_RELAY_RESEND_AFTER": "5", "SYNCD_RELAY_POLL_INTERVAL": "0.2"}
-    a, b = Replica("replica-a", root, env), Replica("replica-b", root, env)
-    try:
-        await _chaos(a, b, postgres, broker, figures, rng, changes=changes, kills=kills,
-                     echo=echo)
-    except Exception as err:  # the run ends with its figures, whatever happened
-        figures.aborted = f"{type(err).__name__}: {err}"
-        echo(f"chaos run aborted: {figures.aborted}")
-    finally:
-        for replica in (a, b):
-            replica.stop()
-        await asyncio.to_thread(broker.stop)
-        await asyncio.to_thread(postgres.stop)
+    async with services(root, "chaos", {
+            "SYNCD_PARTITIONS": "4", **FAULT_SETTINGS,
+            "SYNCD_RELAY_RESEND_AFTER": "5", "SYNCD_RELAY_POLL_INTERVAL": "0.2"}) as stack:
+        a, b = stack.replica("replica-a"), stack.replica("replica-b")
+        try:
+            await _chaos(a, b, stack.postgres, stack.broker, figures, rng, changes=changes,
+                         kills=kills, echo=echo)
+        except Exception as err:  # the run ends with its figures, whatever happened
+            figures.aborted = f"{type(err).__name__}: {err}"
+            echo(f"chaos run aborted: {figures.aborted}")
     figures.seconds = round(time.monotonic() - started, 1)
     return figures
 
@@ -649,26 +694,14 @@ async def run_two_replicas(*, changes: int, root: Path, seed: int = 1,
     rng = random.Random(seed)
     figures = Figures()
     started = time.monotonic()
-    postgres = EmbeddedPostgres(root / "services")
-    broker = EmbeddedBroker(root / "services")
-    await asyncio.to_thread(postgres.start)
-    await asyncio.to_thread(broker.start)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SYNCD_")} | {
-        "SYNCD_DATABASE_URL": postgres.dsn, "SYNCD_KAFKA_BOOTSTRAP": broker.bootstrap,
-        "SYNCD_TOPIC_PREFIX": "pair", "SYNCD_GROUP_ID": "pair", "SYNCD_PARTITIONS": "6",
-        "SYNCD_LOG_FORMAT": "json", "SYNCD_SHUTDOWN_DEADLINE": "5",
-        "SYNCD_CONSUMER_SESSION_TIMEOUT_MS": str(SESSION_TIMEOUT_MS)}
-    a, b = Replica("replica-a", root, env), Replica("replica-b", root, env)
-    try:
-        await _two_replicas(a, b, postgres, figures, rng, changes=changes, echo=echo)
-    except Exception as err:  # the run ends with its figures, whatever happened
-        figures.aborted = f"{type(err).__name__}: {err}"
-        echo(f"two-replica run aborted: {figures.aborted}")
-    finally:
-        for replica in (a, b):
-            replica.stop()
-        await asyncio.to_thread(broker.stop)
-        await asyncio.to_thread(postgres.stop)
+    async with services(root, "pair", {"SYNCD_PARTITIONS": "6", **FAULT_SETTINGS}) as stack:
+        a, b = stack.replica("replica-a"), stack.replica("replica-b")
+        try:
+            await _two_replicas(a, b, stack.postgres, figures, rng, changes=changes,
+                                echo=echo)
+        except Exception as err:  # the run ends with its figures, whatever happened
+            figures.aborted = f"{type(err).__name__}: {err}"
+            echo(f"two-replica run aborted: {figures.aborted}")
     figures.seconds = round(time.monotonic() - started, 1)
     return figures
 
@@ -721,16 +754,9 @@ async def run_soak(*, rate: int, seconds: int, root: Path, sample_every: float =
     """A steady load for a long time; resident memory and consumer lag must stay flat."""
     import psutil
 
-    postgres = EmbeddedPostgres(root / "services")
-    broker = EmbeddedBroker(root / "services")
-    await asyncio.to_thread(postgres.start)
-    await asyncio.to_thread(broker.start)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SYNCD_")} | {
-        "SYNCD_DATABASE_URL": postgres.dsn, "SYNCD_KAFKA_BOOTSTRAP": broker.bootstrap,
-        "SYNCD_TOPIC_PREFIX": "soak", "SYNCD_GROUP_ID": "soak", "SYNCD_LOG_FORMAT": "json"}
-    replica = Replica("replica-a", root, env)
     samples: list[dict[str, float]] = []
-    try:
+    async with services(root, "soak") as stack:
+        postgres, replica = stack.postgres, stack.replica("replica-a")
         replica.start()
         await _wait_ready(replica, Figures())
         assert replica.proc is not None
@@ -766,10 +792,6 @@ async def run_soak(*, rate: int, seconds: int, root: Path, sample_every: float =
                     echo(json.dumps(sample))
                 await asyncio.sleep(tick)
         await conn.close()
-    finally:
-        replica.stop()
-        await asyncio.to_thread(broker.stop)
-        await asyncio.to_thread(postgres.stop)
     quarter = max(1, len(samples) // 4)
     first, last = samples[:quarter], samples[-quarter:]
 
@@ -782,42 +804,3 @@ async def run_soak(*, rate: int, seconds: int, root: Path, sample_every: float =
             "lag_first_quarter": round(mean(first, "lag"), 1),
             "lag_last_quarter": round(mean(last, "lag"), 1),
             "outbox_last_quarter": round(mean(last, "outbox"), 1), "samples": samples}
-
-
-@click.command()
-@click.option("--rate", type=click.IntRange(1), default=2000, show_default=True)
-@click.option("--minutes", type=float, default=10.0, show_default=True)
-def soak(rate: int, minutes: float) -> None:
-    """Soak: a steady change rate for a long time, sampling RSS and lag every 10 s."""
-    with tempfile.TemporaryDirectory(prefix="syncd-soak-") as tmp:
-        result = asyncio.run(run_soak(rate=rate, seconds=int(minutes * 60), root=Path(tmp),
-                                      echo=click.echo))
-    click.echo(json.dumps({k: v for k, v in result.items() if k != "samples"}))
-
-
-@click.command()
-@click.option("--changes", type=click.IntRange(10), default=20_000, show_default=True)
-@click.option("--kills", type=click.IntRange(0), default=34, show_default=True,
-              help="Faults to inject (SIGKILLs, a zombie, broker and PostgreSQL restarts, "
-                   "a relay killed mid-batch, a switch to one-way CRM -> desk and back).")
-@click.option("--seed", type=int, default=1, show_default=True)
-@click.option("--two-replicas", is_flag=True,
-              help="Instead: two daemons in one group, one killed midway (OWN-05).")
-@click.option("--json", "as_json", is_flag=True)
-def chaos(changes: int, kills: int, seed: int, two_replicas: bool, as_json: bool) -> None:
-    """Fault injection run: prints lost, duplicated and diverged (all must be 0)."""
-    with tempfile.TemporaryDirectory(prefix="syncd-chaos-") as tmp:
-        if two_replicas:
-            figures = asyncio.run(run_two_replicas(changes=changes, seed=seed,
-                                                   root=Path(tmp), echo=click.echo))
-        else:
-            figures = asyncio.run(run_chaos(changes=changes, kills=kills, seed=seed,
-                                            root=Path(tmp), echo=click.echo))
-    data = {k: v for k, v in figures.__dict__.items()}
-    if as_json:
-        click.echo(json.dumps(data))
-    else:
-        for key, value in data.items():
-            click.echo(f"{key:>20}: {value}")
-    if not figures.ok:
-        raise SystemExit(1)

@@ -1,8 +1,10 @@
-"""Workloads for ``syncd bench``: realistic stores, change streams and the raw limit.
+"""Workloads for the benchmark: realistic stores, change streams and the raw limit.
 
 Everything here is data generation and measurement plumbing; the product code
 under test (relays, projector, sync projection, first sync) is used exactly as
-the daemon wires it. ``ops/bench/README.md`` describes each workload.
+the daemon wires it, observed through its public hooks (``BatchProbe`` for the
+consumer loop's ``on_batch``, ``SendCounter`` for the relay's ``on_sent``).
+``ops/bench/README.md`` describes each workload.
 
 Seeding of records that exist *before* the scenario runs is done in SQL with
 ``generate_series`` under ``syncd.capture = 'off'`` (not captured), so seeding a
@@ -29,9 +31,8 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from adapters.demo import COMPANIES, FIRST, LAST, SUFFIX
 from adapters.kafka import FETCH_MAX_WAIT_MS, ensure_topics, make_producer
-from adapters.relay import FETCH_OUTBOX, OutboxRelay
-from daemon.consumer import ConsumerLoop
-from projections.batch import LoggedEvent
+from adapters.relay import FETCH_OUTBOX
+from projections.batch import BatchOutcome, LoggedEvent
 from projections.db import Conn
 from projections.events import decode_event
 
@@ -151,17 +152,15 @@ def percentile(values: Sequence[float], q: float) -> float:
     return ordered[rank]
 
 
-# -- the product, instrumented ------------------------------------------------------
+# -- the product, observed through its hooks ------------------------------------------------------
 
 
-class Probe:
-    """An extra projection, last in the list, that notes which events each batch
-    applied; ``BenchConsumerLoop`` stamps them with the time their transaction committed."""
-
-    name = "bench-probe"
+class BatchProbe:
+    """The consumer loop's ``on_batch`` hook: notes each committed batch's events and
+    the time its transaction committed (``time.perf_counter()``); a batch that rolled
+    back (``None``) counts for nothing, its events come again."""
 
     def __init__(self) -> None:
-        self.pending: list[LoggedEvent] = []
         self.applied = 0
         self.batches = 0
         self.progress: list[tuple[float, int]] = []  # (perf_counter, applied so far)
@@ -169,12 +168,10 @@ class Probe:
         self.done = asyncio.Event()
         self.expect: int | None = None
 
-    async def apply(self, conn: Conn, events: Sequence[LoggedEvent]) -> None:
-        del conn
-        self.pending.extend(events)
-
-    def committed(self, at: float) -> None:
-        events, self.pending = self.pending, []
+    def __call__(self, outcome: BatchOutcome | None, at: float) -> None:
+        if outcome is None:
+            return
+        events = outcome.applied
         self.applied += len(events)
         self.batches += 1
         self.progress.append((at, self.applied))
@@ -183,39 +180,17 @@ class Probe:
         if self.expect is not None and self.applied >= self.expect:
             self.done.set()
 
-    def rolled_back(self) -> None:
-        self.pending = []
 
+class SendCounter:
+    """An outbox relay's ``on_sent`` hook: counts the events the broker acknowledged,
+    and when the last acknowledgement came (``time.perf_counter()``)."""
 
-class BenchConsumerLoop(ConsumerLoop):
-    """The daemon's projector, telling the probe when a batch has committed."""
-
-    def __init__(self, *, probe: Probe, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.probe = probe
-
-    async def _apply(self, consumer: AIOKafkaConsumer,
-                     batch: dict[TopicPartition, list[object]]) -> bool:
-        self.probe.pending = []
-        committed = await super()._apply(consumer, batch)
-        if committed:
-            self.probe.committed(time.perf_counter())
-        else:
-            self.probe.rolled_back()
-        return committed
-
-
-class CountingRelay(OutboxRelay):
-    """The daemon's outbox relay, counting the events the broker acknowledged."""
-
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+    def __init__(self) -> None:
         self.acked = 0
         self.last_ack = 0.0
 
-    async def _send(self, producer: object, rows: list[asyncpg.Record]) -> None:
-        await super()._send(producer, rows)
-        self.acked += len(rows)
+    def __call__(self, sent: int) -> None:
+        self.acked += sent
         self.last_ack = time.perf_counter()
 
 
@@ -301,7 +276,9 @@ class Pools:
         return pools
 
 
-_UPDATE_CONTACTS = """
+# The steady stream's updates (and the latency scenario's writers): one statement per
+# batch of rows, values in arrays; public for the scenarios.
+UPDATE_CONTACTS = """
 UPDATE {schema}.contacts t
 SET phone = v.phone, first_name = coalesce(v.first_name, t.first_name),
     mobile = coalesce(v.mobile, t.mobile)
@@ -309,7 +286,7 @@ FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[]) AS v(id, phone, fi
 WHERE t.id = v.id
 """
 
-_UPDATE_ACCOUNTS = """
+UPDATE_ACCOUNTS = """
 UPDATE {schema}.accounts t
 SET phone = v.phone, industry = coalesce(v.industry, t.industry)
 FROM unnest($1::bigint[], $2::text[], $3::text[]) AS v(id, phone, industry)
@@ -405,12 +382,12 @@ class SteadyStream:
                     names = [self.rng.choice(FIRST) if self.rng.random() < 0.3 else None
                              for _ in ids]
                     mobiles = [self._phone() if self.rng.random() < 0.1 else None for _ in ids]
-                    await conn.execute(_UPDATE_CONTACTS.format(schema=side), ids, phones,
+                    await conn.execute(UPDATE_CONTACTS.format(schema=side), ids, phones,
                                        names, mobiles)
                 else:
                     industries = [self.rng.choice(INDUSTRIES) if self.rng.random() < 0.3
                                   else None for _ in ids]
-                    await conn.execute(_UPDATE_ACCOUNTS.format(schema=side), ids, phones,
+                    await conn.execute(UPDATE_ACCOUNTS.format(schema=side), ids, phones,
                                        industries)
             else:
                 victims = [pool.pop(self.rng.randrange(len(pool))) for _ in range(rows)]

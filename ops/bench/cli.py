@@ -1,10 +1,10 @@
-"""``syncd bench``: the product's performance, measured against the stack's raw limit.
+"""``python -m ops.bench``: the product's performance, measured against the stack's raw limit.
 
 The command only parses options and prints; the scenarios live in
-``daemon.bench_scenarios`` and the workloads in ``daemon.bench_workloads``,
-imported when the command runs so that every other ``syncd`` command starts
-as fast as before. ``ops/bench/README.md`` has the workloads, the targets,
-the figures and where the time goes.
+``ops.bench.scenarios`` and the workloads in ``ops.bench.workloads``, imported
+when the command runs so that ``--help`` answers at once. It is run from a
+checkout (the installed daemon ships no tooling). ``ops/bench/README.md`` has the
+workloads, the targets, the figures and where the time goes.
 """
 
 from __future__ import annotations
@@ -12,12 +12,13 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+from pathlib import Path
 from typing import Any
 
 import click
 
 from daemon.runtime.logs import configure_logging
-from daemon.runtime.settings import Settings
+from daemon.runtime.settings import SettingsError, load_settings
 
 SCENARIOS = ("steady", "capture", "initial", "latency", "replay", "handshake")
 FULL_RECORDS = 1_000_000
@@ -46,13 +47,19 @@ def render(report: dict[str, Any]) -> str:
             rows.append([name, target["figure"], target["value"], target["target"],
                          "yes" if target["met"] else "NO", detail])
     machine = report["machine"]
-    header = (f"syncd bench: --records {report['records']} on {machine['cores']} cores"
+    header = (f"ops.bench: --records {report['records']} on {machine['cores']} cores"
               f" ({machine['cpu']}), load {report['load_before']} -> {report['load_after']}")
     table = tabulate(rows, headers=["scenario", "figure", "value", "target", "met", "detail"])
     return f"{header}\n{table}"
 
 
 @click.command("bench")
+@click.option("--config", "config_file", type=click.Path(path_type=Path),
+              help="TOML file of settings (environment variables SYNCD_* win over it), as"
+                   " `syncd --config`.")
+@click.option("-v", "--verbose", is_flag=True,
+              help="Log at the configured level; otherwise warnings and errors only"
+                   " (unless SYNCD_LOG_LEVEL=debug).")
 @click.option("--scenario", type=click.Choice([*SCENARIOS, "all"]), default="all",
               show_default=True, help="Which scenario to run.")
 @click.option("--records", type=click.IntRange(100, 100_000_000), default=FULL_RECORDS,
@@ -62,14 +69,22 @@ def render(report: dict[str, Any]) -> str:
               help="Seconds of the latency run (default 60, less for tiny --records).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object with every figure.")
 @click.pass_context
-def bench(ctx: click.Context, scenario: str, records: int, duration: float | None,
-          as_json: bool) -> None:
-    """Measure throughput and latency on generated data, against the raw limit."""
-    from daemon.bench_scenarios import run_bench
+def bench(ctx: click.Context, config_file: Path | None, verbose: bool, scenario: str,
+          records: int, duration: float | None, as_json: bool) -> None:
+    """Measure throughput and latency on generated data, against the raw limit.
 
-    settings = ctx.obj
-    assert isinstance(settings, Settings)
-    if settings.log_level != "debug":
+    Runs on the embedded services (in a temporary directory) unless SYNCD_DATABASE_URL
+    and SYNCD_KAFKA_BOOTSTRAP are configured; see ops/bench/README.md."""
+    from ops.bench.scenarios import run_bench
+
+    try:
+        settings = load_settings(config_file)
+    except SettingsError as err:
+        click.echo(f"ops.bench: {err}", err=True)
+        ctx.exit(2)
+    if verbose or settings.log_level == "debug":
+        configure_logging(level=settings.log_level, fmt=settings.log_format)
+    else:
         configure_logging(level="warning", fmt=settings.log_format)
     scenarios = list(SCENARIOS) if scenario == "all" else [scenario]
 
@@ -87,3 +102,7 @@ def bench(ctx: click.Context, scenario: str, records: int, duration: float | Non
     failed = [name for name, outcome in report["scenarios"].items()
               if str(outcome.get("reason", "")).startswith("failed")]
     ctx.exit(1 if failed else 0)
+
+
+def main() -> None:
+    bench(prog_name="python -m ops.bench")
