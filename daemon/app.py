@@ -29,10 +29,11 @@ from adapters.kafka import (
 )
 from adapters.migrate import migrate, pending
 from adapters.relay import OutboxRelay
-from daemon.api import ApiContext, api_routes
 from daemon.consumer import ConsumerLoop, Coordinates, report_problems
-from daemon.handshake_api import API_PREFIX, admin_api_roles, handshake_app
-from daemon.http import Handler, ReadinessCheck, build_app, error_body, serve, watch_readiness
+from daemon.http.api import ApiContext
+from daemon.http.board import BoardContext
+from daemon.http.errors import error_body
+from daemon.http.server import Handler, ReadinessCheck, build_app, serve, watch_readiness
 from daemon.runtime.runtime_file import RuntimeInfo, remove_runtime, write_runtime
 from daemon.runtime.sdnotify import Notifier
 from daemon.runtime.services import Services, open_services
@@ -245,16 +246,14 @@ class _Daemon:
     async def listen(self, stack: contextlib.AsyncExitStack) -> None:
         """Start the HTTP listener and write ``runtime.json``."""
         settings = self.settings
-        routes, middleware = api_routes(self.api)
-        app = build_app(self.checks, routes=routes,
-                        middlewares=[self.startup.gate, middleware])
-        app.add_subapp(API_PREFIX, handshake_app(
-            self.readers, edition=settings.edition,
-            integration_active=lambda: self.read_config().active,
-            authorize=admin_api_roles()))
+        board = BoardContext(self.readers, edition=settings.edition,
+                             integration_active=lambda: self.read_config().active)
+        app = build_app(self.checks, api=self.api, board=board,
+                        middlewares=[self.startup.gate])
         runner, port = await serve(app, settings.http_host, settings.http_port)
         stack.push_async_callback(runner.cleanup)
-        self.http_address = f"{settings.http_host}:{port}"
+        host = settings.http_host
+        self.http_address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         write_runtime(settings.data_dir, RuntimeInfo(
             pid=os.getpid(), http=self.http_address, broker=self.services.bootstrap,
             database=self.services.dsn))

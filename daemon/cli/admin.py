@@ -1,74 +1,48 @@
 """Operator commands: they talk to the running daemon's admin API.
 
-The address comes from ``SYNCD_HTTP_LISTEN`` or the running daemon's
-``runtime.json``; the token from ``SYNCD_API_TOKEN``, or on the embedded
-default from ``<data dir>/api-token``. Tables for people, ``--json`` for
-scripts, and a non-zero exit status when the daemon refuses.
+Through the CLI's one client (``daemon.cli.client``): the address from the running
+daemon's ``runtime.json`` or ``SYNCD_HTTP_LISTEN``; the token from
+``SYNCD_API_TOKEN``, or on the embedded default from ``<data dir>/api-token``.
+Tables for people, ``--json`` for scripts, and a non-zero exit status when the
+daemon refuses.
 """
 
 from __future__ import annotations
 
 import difflib
 import json
-import os
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
 from typing import Any
 
 import click
 from tabulate import tabulate
 
-from daemon.runtime.runtime_file import read_runtime
+from daemon.cli.client import DaemonClient, Unreachable
+from daemon.http import API_PREFIX
+from daemon.http.errors import ApiError
 from daemon.runtime.settings import Settings
-from daemon.runtime.tokens import token_path
 from projections.mapping import MappingError, build_mapping, resolve_field
 
 
-class ApiClient:
-    def __init__(self, settings: Settings) -> None:
-        runtime = read_runtime(settings.data_dir)
-        address = runtime.http if runtime is not None else settings.http_listen
-        host, _, port = address.rpartition(":")
-        if host in ("0.0.0.0", "::", "[::]"):
-            host = "127.0.0.1"
-        self.base = f"http://{host}:{port}"
-        self.token = os.environ.get("SYNCD_API_TOKEN") or self._local_token(settings)
-
-    @staticmethod
-    def _local_token(settings: Settings) -> str | None:
-        try:
-            return token_path(settings.data_dir).read_text().strip()
-        except OSError:
-            return None
-
-    def call(self, method: str, path: str, body: Any = None) -> Any:
-        data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(self.base + path, data=data, method=method)
-        request.add_header("Content-Type", "application/json")
-        if self.token:
-            request.add_header("Authorization", f"Bearer {self.token}")
-        try:
-            with urllib.request.urlopen(request, timeout=30) as response:
-                return json.loads(response.read() or b"null")
-        except urllib.error.HTTPError as err:
-            try:
-                problem = json.loads(err.read())["error"]
-                message = f"{problem['code']}: {problem['message']}"
-            except (ValueError, KeyError, TypeError):
-                message = f"HTTP {err.code}"
-            raise click.ClickException(message) from None
-        except OSError as err:
-            raise click.ClickException(
-                f"cannot reach the daemon at {self.base} ({err}); is `syncd run` running?"
-            ) from None
-
-
-def _client(ctx: click.Context) -> ApiClient:
+def _client(ctx: click.Context) -> DaemonClient:
     settings = ctx.find_root().obj
     assert isinstance(settings, Settings)
-    return ApiClient(settings)
+    try:
+        return DaemonClient.from_settings(settings)
+    except Unreachable as err:
+        raise click.ClickException(str(err)) from None
+
+
+def request(client: DaemonClient, method: str, path: str, body: Any = None, *,
+            query: dict[str, str] | None = None) -> Any:
+    """``client.call`` on an admin API path (under ``API_PREFIX``), a refusal or no
+    daemon answering as the command's error."""
+    try:
+        return client.call(method, API_PREFIX + path, body, query=query)
+    except ApiError as err:
+        raise click.ClickException(f"{err.code}: {err.message}") from None
+    except Unreachable as err:
+        raise click.ClickException(str(err)) from None
 
 
 def _show(data: Any, as_json: bool, rows: list[dict[str, Any]] | None = None) -> None:
@@ -99,10 +73,10 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Machine-read
 @click.pass_context
 def status(ctx: click.Context, as_json: bool) -> None:
     """Paused or running, consumer lag per partition, last applied event."""
-    _show(_client(ctx).call("GET", "/api/v1/status"), as_json)
+    _show(request(_client(ctx), "GET", "/status"), as_json)
 
 
-def wait_for_state(client: ApiClient, want: str, timeout: float, *,
+def wait_for_state(client: DaemonClient, want: str, timeout: float, *,
                    interval: float = 0.1) -> bool:
     """Poll ``/api/v1/status`` until its ``state`` is ``want``; False on timeout.
 
@@ -111,7 +85,7 @@ def wait_for_state(client: ApiClient, want: str, timeout: float, *,
     """
     deadline = time.monotonic() + timeout
     while True:
-        state = client.call("GET", "/api/v1/status")["state"]
+        state = request(client, "GET", "/status")["state"]
         if state == want:
             return True
         if state == "deleted":
@@ -138,7 +112,7 @@ def _with_wait_options(command: Any) -> Any:
 def _switch(ctx: click.Context, action: str, want: str, as_json: bool, timeout: float,
             no_wait: bool, effect: str) -> None:
     client = _client(ctx)
-    data = client.call("POST", f"/api/v1/integration/{action}")
+    data = request(client, "POST", f"/integration/{action}")
     if no_wait:
         _show(data, as_json)
         if not as_json:
@@ -188,8 +162,7 @@ def resume(ctx: click.Context, as_json: bool, timeout: float, no_wait: bool) -> 
 @click.pass_context
 def history(ctx: click.Context, tz: str | None, as_json: bool) -> None:
     """Seven-day sync history: added, updated and failed per day, direction and type."""
-    query = f"?{urllib.parse.urlencode({'tz': tz})}" if tz else ""
-    data = _client(ctx).call("GET", f"/api/v1/history{query}")
+    data = request(_client(ctx), "GET", "/history", query={"tz": tz} if tz else None)
     _show(data, as_json, rows=data["days"])
 
 
@@ -210,8 +183,7 @@ def failures(ctx: click.Context, state: str, reason: str | None, module: str | N
         params["reason"] = reason
     if module:
         params["module"] = module
-    query = urllib.parse.urlencode(params)
-    data = _client(ctx).call("GET", f"/api/v1/failures?{query}")
+    data = request(_client(ctx), "GET", "/failures", query=params)
     rows = [{k: f[k] for k in ("id", "module", "source", "record_id", "reason", "attempts",
                                  "last_failed_at", "status")} for f in data["failures"]]
     _show(data, as_json, rows=rows)
@@ -231,7 +203,7 @@ def retry(ctx: click.Context, ids: tuple[int, ...], reason: str | None, everythi
     if not (ids or reason or everything):
         raise click.UsageError("give --id, --reason or --all")
     body = {"ids": list(ids) or None, "reason": reason, "all": everything}
-    _show(_client(ctx).call("POST", "/api/v1/failures/retry", body), as_json)
+    _show(request(_client(ctx), "POST", "/failures/retry", body), as_json)
 
 
 @click.group()
@@ -244,7 +216,7 @@ def integration() -> None:
 @click.pass_context
 def integration_show(ctx: click.Context, as_json: bool) -> None:
     """The integration's configuration."""
-    _show(_client(ctx).call("GET", "/api/v1/integration"), as_json)
+    _show(request(_client(ctx), "GET", "/integration"), as_json)
 
 
 @integration.command("setup")
@@ -256,7 +228,7 @@ def integration_setup(ctx: click.Context, desk_portal: str, crm_org: str,
                       as_json: bool) -> None:
     """Link one desk portal with one CRM organisation (SYNC-13)."""
     body = {"desk_portal": desk_portal, "crm_org": crm_org}
-    _show(_client(ctx).call("POST", "/api/v1/integration", body), as_json)
+    _show(request(_client(ctx), "POST", "/integration", body), as_json)
 
 
 @integration.command("sync-type")
@@ -266,7 +238,7 @@ def integration_setup(ctx: click.Context, desk_portal: str, crm_org: str,
 def integration_sync_type(ctx: click.Context, sync_type: str, as_json: bool) -> None:
     """Two-way, or one-way CRM → desk (SYNC-02)."""
     body = {"sync_type": sync_type}
-    _show(_client(ctx).call("PUT", "/api/v1/integration/sync-type", body), as_json)
+    _show(request(_client(ctx), "PUT", "/integration/sync-type", body), as_json)
 
 
 @integration.command("switch-to-sync")
@@ -274,7 +246,7 @@ def integration_sync_type(ctx: click.Context, sync_type: str, as_json: bool) -> 
 @click.pass_context
 def integration_switch(ctx: click.Context, as_json: bool) -> None:
     """Switch a legacy one-way import to sync; this cannot be undone (SYNC-03)."""
-    _show(_client(ctx).call("POST", "/api/v1/integration/switch-to-sync"), as_json)
+    _show(request(_client(ctx), "POST", "/integration/switch-to-sync"), as_json)
 
 
 @integration.command("mapping")
@@ -293,7 +265,7 @@ def integration_mapping(ctx: click.Context, module: str, mapping_file: Any,
     entries = (read_mapping_file(mapping_file.read(), module, name=mapping_file.name)
                if mapping_file is not None else None)
     body = {"entries": entries}
-    _show(_client(ctx).call("PUT", f"/api/v1/integration/mapping/{module}", body), as_json)
+    _show(request(_client(ctx), "PUT", f"/integration/mapping/{module}", body), as_json)
 
 
 MAPPING_KEYS = ("desk", "crm", "desk_type", "crm_type")
@@ -399,7 +371,7 @@ def read_mapping_file(text: str, module: str, *, name: str = "mapping file"
 def integration_matching(ctx: click.Context, secondary_email: bool, as_json: bool) -> None:
     """Match contacts on the secondary e-mail too (SYNC-06)."""
     body = {"match_secondary_email": secondary_email}
-    _show(_client(ctx).call("PUT", "/api/v1/integration/matching", body), as_json)
+    _show(request(_client(ctx), "PUT", "/integration/matching", body), as_json)
 
 
 @integration.command("products-department")
@@ -409,7 +381,7 @@ def integration_matching(ctx: click.Context, secondary_email: bool, as_json: boo
 def integration_products(ctx: click.Context, department_id: int, as_json: bool) -> None:
     """The desk department products sync with (SYNC-12)."""
     body = {"department_id": department_id}
-    _show(_client(ctx).call("PUT", "/api/v1/integration/products-department", body), as_json)
+    _show(request(_client(ctx), "PUT", "/integration/products-department", body), as_json)
 
 
 @integration.command("delete")
@@ -418,7 +390,7 @@ def integration_products(ctx: click.Context, department_id: int, as_json: bool) 
 @click.pass_context
 def integration_delete(ctx: click.Context, as_json: bool) -> None:
     """Delete the integration: sync stops, the handshake board is gone (OPS-02)."""
-    _show(_client(ctx).call("DELETE", "/api/v1/integration"), as_json)
+    _show(request(_client(ctx), "DELETE", "/integration"), as_json)
 
 
 @integration.command("audit")
@@ -426,7 +398,7 @@ def integration_delete(ctx: click.Context, as_json: bool) -> None:
 @click.pass_context
 def integration_audit(ctx: click.Context, as_json: bool) -> None:
     """Who changed what, and when."""
-    data = _client(ctx).call("GET", "/api/v1/integration/audit")
+    data = request(_client(ctx), "GET", "/integration/audit")
     rows = [{"when": e["when"], "who": e["who"], "what": e["what"],
              "details": json.dumps(e["details"], ensure_ascii=False)} for e in data]
     _show(data, as_json, rows=rows)

@@ -1,9 +1,9 @@
 """``syncd handshake DEPARTMENT``: the handshake board in a terminal.
 
-It talks to the running daemon's HTTP API (the address from
-``<data dir>/runtime.json``, else the configured ``http_listen``; the bearer
-token from ``SYNCD_API_TOKEN``, else ``<data dir>/api-token``, as the other
-operator commands), so it shows exactly what a board in a browser shows.
+It talks to the running daemon's HTTP API through the CLI's one client
+(``daemon.cli.client``: the address from ``<data dir>/runtime.json``, else the
+configured ``http_listen``; the bearer token from ``SYNCD_API_TOKEN``, else
+``<data dir>/api-token``), so it shows exactly what a board in a browser shows.
 ``--watch`` follows the server-sent event stream and reconnects with
 ``Last-Event-ID`` after a dropped connection, so no move is printed twice or
 skipped.
@@ -11,98 +11,18 @@ skipped.
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import json
-import os
-from collections.abc import AsyncIterator, Iterable
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-import aiohttp
 import click
 
-from daemon.runtime.runtime_file import read_runtime
+from daemon.cli.client import DaemonClient, Unreachable
+from daemon.http import BOARD_PREFIX
+from daemon.http.errors import ApiError
 from daemon.runtime.settings import Settings, SettingsError, load_settings
-from daemon.runtime.tokens import token_path
 from projections.handshake import COLUMN_TITLES as TITLES
-
-API_PREFIX = "/api/v1/handshake"
-RECONNECT_SECONDS = 1.0
-
-
-class ApiError(Exception):
-    """The daemon refused or could not be reached; the message says why."""
-
-
-@dataclass(frozen=True, slots=True)
-class SseEvent:
-    event: str
-    data: str
-    id: str | None
-
-
-class SseParser:
-    """Incremental parser of a ``text/event-stream`` (the WHATWG rules we need:
-    ``event``, ``data`` over several lines, ``id``; comments and ``retry`` ignored)."""
-
-    def __init__(self) -> None:
-        self._event = ""
-        self._data: list[str] = []
-        self._id: str | None = None
-
-    def feed(self, line: str) -> SseEvent | None:
-        line = line.rstrip("\r\n")
-        if not line:
-            if not self._data:
-                self._event = ""
-                return None
-            event = SseEvent(self._event or "message", "\n".join(self._data), self._id)
-            self._event, self._data = "", []
-            return event
-        if line.startswith(":"):
-            return None
-        name, _, value = line.partition(":")
-        value = value.removeprefix(" ")
-        if name == "event":
-            self._event = value
-        elif name == "data":
-            self._data.append(value)
-        elif name == "id" and "\x00" not in value:
-            self._id = value
-        return None
-
-
-def parse_sse(lines: Iterable[str]) -> list[SseEvent]:
-    parser = SseParser()
-    return [event for line in lines if (event := parser.feed(line)) is not None]
-
-
-def base_url(settings: Settings) -> str:
-    """Where the daemon answers: its runtime file, else the configured address."""
-    info = read_runtime(settings.data_dir)
-    address = info.http if info is not None else settings.http_listen
-    host, _, port = address.rpartition(":")
-    host = host.strip("[]")
-    if host in ("0.0.0.0", ""):
-        host = "127.0.0.1"
-    elif host == "::":
-        host = "::1"
-    if port == "0":
-        raise ApiError("the daemon is not running (no runtime.json and http_listen port 0)")
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
-
-
-def api_token(settings: Settings) -> str | None:
-    """``SYNCD_API_TOKEN``, else the embedded default's local token file."""
-    token = os.environ.get("SYNCD_API_TOKEN")
-    if token:
-        return token.strip()
-    try:
-        return token_path(settings.data_dir).read_text().strip() or None
-    except OSError:
-        return None
 
 
 def _local_time(stamp: str | None) -> str:
@@ -160,75 +80,28 @@ def format_move(move: dict[str, Any]) -> str:
     return f"{_local_time(move.get('at'))}  {label}: {what}"
 
 
-async def _error(response: aiohttp.ClientResponse) -> ApiError:
-    try:
-        body = await response.json(content_type=None)
-        error = body.get("error") if isinstance(body, dict) else None
-        message = error.get("message") if isinstance(error, dict) else error
-    except (ValueError, aiohttp.ClientError):
-        message = None
-    return ApiError(f"{message or response.reason} (HTTP {response.status})")
+def fetch_board(client: DaemonClient, department: str) -> dict[str, Any]:
+    board: dict[str, Any] = client.call("GET", f"{BOARD_PREFIX}/{quote(department, safe='')}")
+    return board
 
 
-async def fetch_board(session: aiohttp.ClientSession, url: str, department: str
-                      ) -> dict[str, Any]:
-    async with session.get(f"{url}{API_PREFIX}/{quote(department, safe='')}") as response:
-        if response.status != 200:
-            raise await _error(response)
-        board: dict[str, Any] = await response.json()
-        return board
-
-
-async def follow(session: aiohttp.ClientSession, url: str, department: str
-                 ) -> AsyncIterator[SseEvent]:
-    """The board's events, forever, reconnecting after a drop where it left off."""
-    last_id: str | None = None
-    while True:
-        headers = {"Accept": "text/event-stream"}
-        if last_id is not None:
-            headers["Last-Event-ID"] = last_id
-        try:
-            async with session.get(f"{url}{API_PREFIX}/{quote(department, safe='')}/stream",
-                                   headers=headers,
-                                   timeout=aiohttp.ClientTimeout(total=None, sock_read=60)
-                                   ) as response:
-                if response.status != 200:
-                    raise await _error(response)
-                parser = SseParser()
-                async for raw in response.content:
-                    event = parser.feed(raw.decode("utf-8", "replace"))
-                    if event is None:
-                        continue
-                    if event.id is not None:
-                        last_id = event.id
-                    yield event
-                    if event.event == "gone":
-                        return
-        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, TimeoutError):
-            if last_id is None:
-                raise
-        await asyncio.sleep(RECONNECT_SECONDS)
-
-
-async def run_handshake(url: str, department: str, *, watch: bool, as_json: bool,
-                        token: str | None = None) -> None:
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    async with aiohttp.ClientSession(headers=headers) as session:
-        if not watch:
-            board = await fetch_board(session, url, department)
-            click.echo(json.dumps(board, indent=2) if as_json else format_board(board))
-            return
-        async for event in follow(session, url, department):
-            data = json.loads(event.data)
-            if as_json:
-                click.echo(json.dumps({"event": event.event, "id": event.id, "data": data}))
-            elif event.event == "board":
-                click.echo(format_board(data))
-                click.echo("")
-            elif event.event == "move":
-                click.echo(format_move(data))
-            elif event.event == "gone":
-                click.echo(data.get("message", "the board is gone"), err=True)
+def run_handshake(client: DaemonClient, department: str, *, watch: bool,
+                  as_json: bool) -> None:
+    if not watch:
+        board = fetch_board(client, department)
+        click.echo(json.dumps(board, indent=2) if as_json else format_board(board))
+        return
+    for event in client.follow(f"{BOARD_PREFIX}/{quote(department, safe='')}/stream"):
+        data = json.loads(event.data)
+        if as_json:
+            click.echo(json.dumps({"event": event.event, "id": event.id, "data": data}))
+        elif event.event == "board":
+            click.echo(format_board(data))
+            click.echo("")
+        elif event.event == "move":
+            click.echo(format_move(data))
+        elif event.event == "gone":
+            click.echo(data.get("message", "the board is gone"), err=True)
 
 
 @click.command("handshake")
@@ -247,14 +120,13 @@ def handshake(ctx: click.Context, department: str, watch: bool, as_json: bool) -
             click.echo(f"syncd: {err}", err=True)
             ctx.exit(2)
     try:
-        url = base_url(settings)
-        asyncio.run(run_handshake(url, department, watch=watch, as_json=as_json,
-                                  token=api_token(settings)))
+        run_handshake(DaemonClient.from_settings(settings), department, watch=watch,
+                      as_json=as_json)
     except ApiError as err:
-        click.echo(f"syncd: {err}", err=True)
+        click.echo(f"syncd: {err.message} (HTTP {err.status})", err=True)
         ctx.exit(1)
-    except aiohttp.ClientConnectionError as err:
-        click.echo(f"syncd: no daemon answering ({err}); is `syncd run` running?", err=True)
+    except Unreachable as err:
+        click.echo(f"syncd: {err}", err=True)
         ctx.exit(1)
     except KeyboardInterrupt:
         ctx.exit(0)

@@ -12,12 +12,16 @@ from typing import Any
 
 import asyncpg
 import pytest
-from aiohttp import ClientSession, ClientTimeout, web
+from aiohttp import ClientSession, ClientTimeout
 from aiohttp.test_utils import TestServer
 from click.testing import CliRunner, Result
 
-from daemon.cli.handshake import SseEvent, SseParser, handshake
-from daemon.handshake_api import API_PREFIX, REASON_FREE, REASON_GONE, handshake_app
+from daemon.cli.client import SseEvent, SseParser
+from daemon.cli.handshake import handshake
+from daemon.http import BOARD_PREFIX
+from daemon.http.auth import open_access
+from daemon.http.board import REASON_FREE, REASON_GONE, BoardContext
+from daemon.http.server import build_app
 from daemon.runtime.settings import load_settings
 from projections import events as envelope
 from projections.batch import LoggedEvent
@@ -107,19 +111,18 @@ class Api:
     state: dict[str, bool] = field(default_factory=dict)
 
     async def get(self, path: str, **kwargs: Any) -> tuple[int, Any]:
-        async with self.session.get(f"{self.url}{API_PREFIX}{path}", **kwargs) as response:
+        async with self.session.get(f"{self.url}{BOARD_PREFIX}{path}", **kwargs) as response:
             return response.status, await response.json()
 
     async def post(self, path: str, body: Any = None) -> tuple[int, Any]:
-        async with self.session.post(f"{self.url}{API_PREFIX}{path}", json=body) as response:
+        async with self.session.post(f"{self.url}{BOARD_PREFIX}{path}", json=body) as response:
             return response.status, await response.json()
 
 
 async def serve_api(pool: asyncpg.Pool, *, edition: str, active: Callable[[], bool]
                     ) -> TestServer:
-    app = web.Application()
-    app.add_subapp(API_PREFIX, handshake_app(pool, edition=edition, integration_active=active,
-                                             keepalive=0.5))
+    app = build_app({}, board=BoardContext(pool, edition=edition, integration_active=active,
+                                           authorize=open_access, keepalive=0.5))
     server = TestServer(app)
     await server.start_server()
     return server
@@ -414,7 +417,7 @@ async def test_stream_delivers_each_move_once_and_in_order(board: Board, api: Ap
     dept = await board.department("Support")
     elsewhere = await board.department("Billing")
     ticket = await board.ticket(dept, email="eve@x.org")
-    url = f"{api.url}{API_PREFIX}/{dept}/stream"
+    url = f"{api.url}{BOARD_PREFIX}/{dept}/stream"
     async with Stream(api.session, url, {}) as stream:
         assert stream.status == 200
         first = await stream.next()
@@ -462,7 +465,7 @@ async def test_free_edition_is_refused_and_deleted_integration_is_gone(
         base = str(server.make_url("")).rstrip("/")
         for method, path in (("GET", "/1"), ("GET", "/1/stream"),
                              ("POST", "/1/tickets/1/close")):
-            async with api.session.request(method, f"{base}{API_PREFIX}{path}") as response:
+            async with api.session.request(method, f"{base}{BOARD_PREFIX}{path}") as response:
                 assert response.status == 403
                 assert (await response.json())["error"] == {
                     "code": "not_in_edition", "message": REASON_FREE, "edition": "free"}
@@ -479,14 +482,14 @@ async def test_free_edition_is_refused_and_deleted_integration_is_gone(
 async def test_open_streams_end_on_deletion_and_on_shutdown(pool: asyncpg.Pool,
                                                             api: Api) -> None:
     """HS-06: an open stream says gone on deletion and ends at once on server shutdown."""
-    async with Stream(api.session, f"{api.url}{API_PREFIX}/1/stream", {}) as stream:
+    async with Stream(api.session, f"{api.url}{BOARD_PREFIX}/1/stream", {}) as stream:
         assert (await stream.next()).event == "board"
         api.state["active"] = False
         gone = await stream.next(timeout=5)
         assert (gone.event, json.loads(gone.data)["message"]) == ("gone", REASON_GONE)
     server = await serve_api(pool, edition="enterprise", active=lambda: True)
     async with ClientSession() as session:
-        url = str(server.make_url(f"{API_PREFIX}/1/stream"))
+        url = str(server.make_url(f"{BOARD_PREFIX}/1/stream"))
         async with Stream(session, url, {}) as stream:
             assert (await stream.next()).event == "board"
             loop = asyncio.get_running_loop()

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from adapters.kafka import make_producer
-from daemon.api import sign
+from daemon.http.auth import sign
 from tests.support.daemon import WEBHOOK_SECRET, RunningDaemon, running_daemon
 
 

@@ -12,15 +12,17 @@ from typing import Any
 
 import aiohttp
 import asyncpg
-from aiohttp import web
 from aiohttp.test_utils import TestServer
 from prometheus_client import REGISTRY
 from structlog.testing import capture_logs
 
 from adapters import metrics
 from adapters.replay_kafka import KafkaEventSource
-from daemon.api import retry_failures
-from daemon.handshake_api import API_PREFIX, handshake_app
+from daemon.http import BOARD_PREFIX
+from daemon.http.auth import open_access
+from daemon.http.board import BoardContext
+from daemon.http.server import build_app
+from daemon.service.failures import retry_failures
 from projections.batch import NOTHING_TO_REPORT, LoggedEvent, ProjectionReport
 from projections.db import Conn
 from projections.replay import Window
@@ -159,15 +161,15 @@ async def test_retry_all_works_in_bounded_chunks(pipeline: Pipeline) -> None:
 async def test_board_streams_are_capped(pool: asyncpg.Pool) -> None:
     """D8: past ``max_streams`` open streams, one more is a 503 in the error shape; a
     stream that ends frees its place."""
-    app = web.Application()
-    app.add_subapp(API_PREFIX, handshake_app(pool, edition="professional",
-                                             integration_active=lambda: True,
-                                             keepalive=0.2, max_streams=1))
+    app = build_app({}, board=BoardContext(pool, edition="professional",
+                                           integration_active=lambda: True,
+                                           authorize=open_access, keepalive=0.2,
+                                           max_streams=1))
     server = TestServer(app)
     await server.start_server()
     try:
         async with aiohttp.ClientSession() as session:
-            url = str(server.make_url(f"{API_PREFIX}/1/stream"))
+            url = str(server.make_url(f"{BOARD_PREFIX}/1/stream"))
             first = await session.get(url)
             assert first.status == 200
             await first.content.readuntil(b"\n\n")  # retry: ...

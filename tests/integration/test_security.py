@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-from daemon.api import sign
+from daemon.http.auth import sign
 from daemon.runtime.logs import configure_logging
 from tests.support.daemon import TOKENS, WEBHOOK_SECRET, running_daemon
 

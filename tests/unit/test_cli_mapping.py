@@ -58,11 +58,11 @@ def test_missing_field_types_and_pairs_are_named() -> None:
 
 
 def test_the_command_refuses_a_bad_file_before_calling_the_daemon(tmp_path: Path) -> None:
-    """No daemon runs here: the error is the file's, not "cannot reach the daemon"."""
+    """No daemon runs here: the error is the file's, not "no daemon answering"."""
     path = tmp_path / "m.json"
     path.write_text('[\n  {"desk": "email", "crm": "emial"}\n]\n')
     result = CliRunner().invoke(cli, ["integration", "mapping", "contacts", str(path)],
                                 env={"SYNCD_DATA_DIR": str(tmp_path)})
     assert result.exit_code == 1
     assert f"{path}:2: entry 1, field 'crm'" in result.output
-    assert "cannot reach" not in result.output
+    assert "no daemon answering" not in result.output

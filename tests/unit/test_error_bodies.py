@@ -13,8 +13,9 @@ import structlog
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from daemon.api import ApiContext, api_routes, sign
-from daemon.http import CLIENT_MAX_SIZE, build_app
+from daemon.http.api import ApiContext
+from daemon.http.auth import sign
+from daemon.http.server import CLIENT_MAX_SIZE, build_app
 from projections.config import SyncConfig
 
 SECRET = b"error-bodies-secret"
@@ -42,9 +43,7 @@ async def client() -> AsyncIterator[TestClient[web.Request, web.Application]]:
     ctx = ApiContext(pool=FakePool(), integration=None, tokens={},  # type: ignore[arg-type]
                      webhook_secrets={"desk": SECRET}, history_timezone="UTC",
                      config=SyncConfig, lag=dict, last_applied_at=lambda: None)
-    routes, middleware = api_routes(ctx)
-    app = build_app({}, routes=[*routes, web.get("/boom", _boom), web.get("/teapot", _teapot)],
-                    middlewares=[middleware])
+    app = build_app({}, api=ctx, routes=[web.get("/boom", _boom), web.get("/teapot", _teapot)])
     async with TestClient(TestServer(app)) as test_client:
         yield test_client
 

@@ -3,24 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
-from daemon.cli.handshake import (
-    ApiError,
-    SseEvent,
-    api_token,
-    base_url,
-    format_board,
-    format_move,
-    handshake,
-    parse_sse,
-)
-from daemon.handshake_api import reply_problem, sse_frame
-from daemon.runtime.runtime_file import RuntimeInfo, write_runtime
+from daemon.cli.client import SseEvent, parse_sse
+from daemon.cli.handshake import format_board, format_move, handshake
+from daemon.http.board import reply_problem, sse_frame
 from daemon.runtime.settings import load_settings
 
 
@@ -36,32 +26,6 @@ def test_sse_multi_line_data_and_defaults() -> None:
     """Data lines join with newlines; no event name means "message"; the id sticks."""
     events = parse_sse(["id: 3\n", "data: one\n", "data:two\n", "\n", "data: three\r\n", "\n"])
     assert events == [SseEvent("message", "one\ntwo", "3"), SseEvent("message", "three", "3")]
-
-
-def test_address_comes_from_the_runtime_file_first(tmp_path: Path,
-                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    """The running daemon's own address wins over the configured one."""
-    monkeypatch.delenv("SYNCD_CONFIG", raising=False)
-    settings = load_settings(data_dir=tmp_path, http_listen="0.0.0.0:9100")
-    assert base_url(settings) == "http://127.0.0.1:9100"
-    write_runtime(tmp_path, RuntimeInfo(pid=os.getpid(), http="[::1]:8123", broker="b",
-                                        database="postgresql://u@h/d"))
-    assert base_url(settings) == "http://[::1]:8123"
-    with pytest.raises(ApiError, match="not running"):
-        base_url(load_settings(data_dir=tmp_path / "none", http_listen="127.0.0.1:0"))
-
-
-def test_token_comes_from_the_environment_then_the_local_file(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """As the other operator commands: SYNCD_API_TOKEN, else <data dir>/api-token."""
-    monkeypatch.delenv("SYNCD_CONFIG", raising=False)
-    monkeypatch.delenv("SYNCD_API_TOKEN", raising=False)
-    settings = load_settings(data_dir=tmp_path)
-    assert api_token(settings) is None
-    (tmp_path / "api-token").write_text("local-secret\n")
-    assert api_token(settings) == "local-secret"
-    monkeypatch.setenv("SYNCD_API_TOKEN", "from-env")
-    assert api_token(settings) == "from-env"
 
 
 BOARD = {

@@ -8,12 +8,13 @@ import json
 import time
 from typing import Any
 
-from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from daemon.api import ApiContext, api_routes, sign
+from daemon.http.api import ApiContext
+from daemon.http.auth import sign
+from daemon.http.server import build_app
 from projections.config import SyncConfig
 
 SECRET = b"fuzz-secret"
@@ -56,9 +57,7 @@ async def post(raw: bytes) -> tuple[int, int]:
     ctx = ApiContext(pool=pool, integration=None, tokens={},  # type: ignore[arg-type]
                      webhook_secrets={"desk": SECRET}, history_timezone="UTC",
                      config=SyncConfig, lag=dict, last_applied_at=lambda: None)
-    routes, middleware = api_routes(ctx)
-    app = web.Application(middlewares=[middleware])
-    app.router.add_routes(routes)
+    app = build_app({}, api=ctx)
     now = int(time.time())
     async with TestClient(TestServer(app)) as client:
         response = await client.post("/webhooks/desk", data=raw, headers={

@@ -1,13 +1,14 @@
-"""The HTTP listener: health, readiness, metrics (and, later, the admin API).
+"""The HTTP listener: the admin API and the board (from the route table), health,
+readiness, metrics.
 
 ``/healthz`` only proves the event loop answers; ``/readyz`` checks what the
 daemon needs to do its job and names what is missing.
 
-Every error it answers has the admin API's shape, ``{"error": {"code",
-"message"}}``: the framework's own (404 unknown path, 405 wrong method, 413
-body over the size limit, …) are rewritten by ``error_bodies``, and an
-unexpected exception is a 500 ``internal_error`` whose traceback goes to the
-log, never to the client.
+Every error it answers has the one shape of ``errors.py``, ``{"error": {"code",
+"message"}}``: an ``ApiError`` a handler raises, a refused command or use case, the
+framework's own (404 unknown path, 405 wrong method, 413 body over the size limit,
+…) are all shaped by ``error_bodies``, and an unexpected exception is a 500
+``internal_error`` whose traceback goes to the log, never to the client.
 """
 
 from __future__ import annotations
@@ -22,6 +23,14 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from adapters import metrics
+from daemon.http import openapi
+from daemon.http.api import DOCUMENT, ApiContext
+from daemon.http.auth import authenticate, by_role
+from daemon.http.board import BoardContext
+from daemon.http.errors import ApiError, error_body, from_http_exception, from_refusal
+from daemon.http.routes import API_ROUTES, BOARD_ROUTES, Route, aiohttp_routes
+from daemon.service import ServiceError
+from projections.integration import InvalidCommand
 
 log = structlog.get_logger(__name__)
 
@@ -33,35 +42,6 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 CLIENT_MAX_SIZE = 1 << 20
 """The largest request body aiohttp reads; a larger one is a 413 ``body_too_large``."""
 
-# Stable codes for the framework's own errors; any other status gets its reason
-# phrase in snake case ("418 I'm a teapot" -> "im_a_teapot").
-_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
-          405: "method_not_allowed", 413: "body_too_large", 500: "internal_error"}
-# Headers of the framework's exception that describe its plain-text body.
-_BODY_HEADERS = frozenset({"content-type", "content-length", "content-encoding"})
-
-
-def error_body(status: int, code: str, message: str, *,
-               headers: dict[str, str] | None = None) -> web.Response:
-    """The documented error shape: ``{"error": {"code", "message"}}``."""
-    return web.json_response({"error": {"code": code, "message": message}}, status=status,
-                             headers=headers)
-
-
-def _code_for(status: int, reason: str) -> str:
-    if status in _CODES:
-        return _CODES[status]
-    words = "".join(ch if ch.isalnum() else " " for ch in reason.lower().replace("'", ""))
-    return "_".join(words.split()) or f"http_{status}"
-
-
-def _from_http_exception(err: web.HTTPException) -> web.Response:
-    text = (err.text or "").strip()
-    # aiohttp's default text is "<status>: <reason>"; keep a specific one as the message.
-    message = err.reason if not text or text == f"{err.status}: {err.reason}" else text
-    headers = {k: v for k, v in err.headers.items() if k.lower() not in _BODY_HEADERS}
-    return error_body(err.status, _code_for(err.status, err.reason), message, headers=headers)
-
 
 @web.middleware
 async def error_bodies(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -71,7 +51,11 @@ async def error_bodies(request: web.Request, handler: Handler) -> web.StreamResp
     except web.HTTPException as err:
         if err.status < 400:  # a redirect or a success raised as an exception
             raise
-        return _from_http_exception(err)
+        return from_http_exception(err)
+    except ApiError as err:
+        return err.response()
+    except (InvalidCommand, ServiceError) as err:
+        return from_refusal(err).response()
     except (asyncio.CancelledError, ConnectionError):
         raise
     except Exception:
@@ -81,7 +65,7 @@ async def error_bodies(request: web.Request, handler: Handler) -> web.StreamResp
         return error_body(500, "internal_error",
                           "internal error; the daemon's log has the details")
     if isinstance(response, web.HTTPException) and response.status >= 400:
-        return _from_http_exception(response)  # returned rather than raised (deprecated)
+        return from_http_exception(response)  # returned rather than raised (deprecated)
     return response
 
 
@@ -110,8 +94,12 @@ async def watch_readiness(checks: dict[str, ReadinessCheck], stop: asyncio.Event
             await asyncio.wait_for(stop.wait(), interval)
 
 
-def build_app(checks: dict[str, ReadinessCheck], *, routes: Sequence[web.RouteDef] = (),
+def build_app(checks: dict[str, ReadinessCheck], *, api: ApiContext | None = None,
+              board: BoardContext | None = None, routes: Sequence[web.RouteDef] = (),
               middlewares: Sequence[Any] = ()) -> web.Application:
+    """The application: the admin API's routes (with ``api``: its bearer tokens are read
+    on every ``/api/v1/`` path) and the board's (with ``board``), from the route table,
+    and the OpenAPI document of those; ``routes`` and ``middlewares`` besides."""
     async def healthz(_request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
 
@@ -126,10 +114,22 @@ def build_app(checks: dict[str, ReadinessCheck], *, routes: Sequence[web.RouteDe
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     # error_bodies first, so it is outermost: it also shapes the errors of the other
-    # middlewares, of sub-applications and of /healthz, /readyz and /metrics.
-    app = web.Application(middlewares=[error_bodies, *middlewares],
-                          client_max_size=CLIENT_MAX_SIZE)
+    # middlewares and of /healthz, /readyz and /metrics.
+    chain = [error_bodies, *middlewares]
+    if api is not None:
+        chain.append(authenticate(api.tokens))
+    app = web.Application(middlewares=chain, client_max_size=CLIENT_MAX_SIZE)
     app.router.add_routes(routes)
+    served: list[Route[Any]] = []
+    if api is not None:
+        app.router.add_routes(aiohttp_routes(API_ROUTES, api, by_role))
+        served.extend(API_ROUTES)
+    if board is not None:
+        app.router.add_routes(aiohttp_routes(BOARD_ROUTES, board, board.authorize))
+        served.extend(BOARD_ROUTES)
+        app.on_shutdown.append(board.on_shutdown)  # ends open streams
+        app.on_cleanup.append(board.on_cleanup)
+    app[DOCUMENT] = openapi.document(served)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_view)

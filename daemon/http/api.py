@@ -1,0 +1,212 @@
+"""The admin API's handlers (OPS-01 … OPS-05) and the webhook intake.
+
+Each handler gets its context, the request and its decoded body (the route table
+authorises and decodes first), calls a use case of ``daemon.service`` and shapes
+the answer. The paths, roles and bodies are in ``routes.py``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import asyncpg
+import msgspec
+import structlog
+from aiohttp import web
+
+from adapters.integration_store import IntegrationService
+from daemon.http import bodies
+from daemon.http.auth import WHO, verify_signature
+from daemon.http.errors import ApiError
+from daemon.runtime.settings import Role
+from daemon.service import failures as failure_log
+from daemon.service import history as sync_history
+from daemon.service import integration, webhooks
+from daemon.service import status as daemon_status
+from projections.config import SyncConfig
+from projections.events import ChangeEvent, InvalidEvent, decode_event, encode_event
+
+log = structlog.get_logger(__name__)
+
+DOCUMENT = web.AppKey("openapi", dict)
+"""The application's OpenAPI document, built by ``server.build_app`` from its routes."""
+
+
+@dataclass
+class ApiContext:
+    pool: asyncpg.Pool
+    integration: IntegrationService
+    tokens: dict[str, tuple[str, Role]]  # token -> (name, role)
+    webhook_secrets: dict[str, bytes]
+    history_timezone: str
+    config: Callable[[], SyncConfig]
+    lag: Callable[[], dict[int, int]]
+    last_applied_at: Callable[[], float | None]
+
+
+def _by(request: web.Request) -> str:
+    """Who gives a command: the bearer token's name (the route has checked there is one)."""
+    return request[WHO]
+
+
+def _dumps(value: Any) -> str:
+    return msgspec.json.encode(value, enc_hook=_enc).decode()
+
+
+def _enc(value: Any) -> Any:
+    if isinstance(value, (dt.datetime, dt.date)):
+        return value.isoformat()
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    raise NotImplementedError(type(value))
+
+
+async def openapi_json(_ctx: ApiContext, request: web.Request, _body: None) -> web.Response:
+    return web.json_response(request.app[DOCUMENT])
+
+
+async def status(ctx: ApiContext, _request: web.Request, _body: None) -> web.Response:
+    return web.json_response(await daemon_status.status(
+        ctx.pool, config=ctx.config(), lag=ctx.lag(), last_applied_at=ctx.last_applied_at(),
+        config_position=ctx.integration.followed))
+
+
+# -- the integration (OPS-05): each command answers with the integration's state -------
+
+async def integration_state(ctx: ApiContext, _request: web.Request, _body: None
+                            ) -> web.Response:
+    return web.json_response(await integration.state(ctx.integration))
+
+
+async def _state(ctx: ApiContext) -> web.Response:
+    return web.json_response(await integration.state(ctx.integration))
+
+
+async def set_up(ctx: ApiContext, request: web.Request, body: bodies.SetUp) -> web.Response:
+    await integration.set_up(ctx.integration, body.desk_portal, body.crm_org, by=_by(request))
+    return await _state(ctx)
+
+
+async def sync_type(ctx: ApiContext, request: web.Request, body: bodies.SyncType
+                    ) -> web.Response:
+    await integration.choose_sync_type(ctx.integration, body.sync_type, by=_by(request))
+    return await _state(ctx)
+
+
+async def legacy_import(ctx: ApiContext, request: web.Request, _body: None) -> web.Response:
+    await integration.start_legacy_import(ctx.integration, by=_by(request))
+    return await _state(ctx)
+
+
+async def switch_to_sync(ctx: ApiContext, request: web.Request, _body: None) -> web.Response:
+    await integration.switch_to_sync(ctx.integration, by=_by(request))
+    return await _state(ctx)
+
+
+async def mapping(ctx: ApiContext, request: web.Request, body: bodies.Mapping) -> web.Response:
+    await integration.change_field_mapping(ctx.integration, request.match_info["module"],
+                                           body.entries, by=_by(request))
+    return await _state(ctx)
+
+
+async def matching(ctx: ApiContext, request: web.Request, body: bodies.Matching
+                   ) -> web.Response:
+    await integration.change_matching_options(ctx.integration, body.match_secondary_email,
+                                              by=_by(request))
+    return await _state(ctx)
+
+
+async def products_department(ctx: ApiContext, request: web.Request,
+                              body: bodies.ProductsDepartment) -> web.Response:
+    await integration.choose_products_department(ctx.integration, body.department_id,
+                                                 by=_by(request))
+    return await _state(ctx)
+
+
+async def pause(ctx: ApiContext, request: web.Request, _body: None) -> web.Response:
+    await integration.pause(ctx.integration, by=_by(request))
+    return await _state(ctx)
+
+
+async def resume(ctx: ApiContext, request: web.Request, _body: None) -> web.Response:
+    await integration.resume(ctx.integration, by=_by(request))
+    return await _state(ctx)
+
+
+async def delete(ctx: ApiContext, request: web.Request, _body: None) -> web.Response:
+    await integration.delete(ctx.integration, by=_by(request))
+    return await _state(ctx)
+
+
+async def audit(ctx: ApiContext, _request: web.Request, _body: None) -> web.Response:
+    return web.json_response(await integration.audit(ctx.integration), dumps=_dumps)
+
+
+# -- history, failures, retry (OPS-03, OPS-04) -------------------------------------------
+
+async def history(ctx: ApiContext, request: web.Request, _body: None) -> web.Response:
+    zone = request.query.get("tz", ctx.history_timezone)
+    try:
+        ZoneInfo(zone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ApiError(400, "invalid_parameter", f"tz: unknown time zone {zone!r}") from None
+    return web.json_response({"timezone": zone,
+                              "days": await sync_history.seven_days(ctx.pool, zone)})
+
+
+async def failures(ctx: ApiContext, request: web.Request, _body: None) -> web.Response:
+    query = request.query
+    try:
+        limit = min(500, max(1, int(query.get("limit", "50"))))
+        offset = max(0, int(query.get("offset", "0")))
+    except ValueError:
+        raise ApiError(400, "invalid_parameter", "limit and offset are integers") from None
+    state = query.get("status", "open")
+    if state not in ("open", "resolved", "all"):
+        raise ApiError(400, "invalid_parameter", "status: open, resolved or all")
+    page = await failure_log.list_failures(
+        ctx.pool, state=state, reason=query.get("reason"),  # type: ignore[arg-type]
+        module=query.get("module"), limit=limit, offset=offset)
+    return web.json_response(page, dumps=_dumps)
+
+
+async def retry(ctx: ApiContext, request: web.Request, body: bodies.Retry) -> web.Response:
+    if not (body.ids or body.reason or body.all):
+        raise ApiError(400, "invalid_body", "give ids, a reason, or all: true")
+    result = await failure_log.retry_failures(ctx.pool, ids=body.ids, reason=body.reason,
+                                              everything=body.all)
+    log.info("failures_retried", by=_by(request), **result)
+    return web.json_response(result)
+
+
+# -- the webhook intake -------------------------------------------------------------------
+
+async def webhook(ctx: ApiContext, request: web.Request, _body: None) -> web.Response:
+    """Signed first (the raw body), decoded after: an unsigned body is a 401 whatever
+    it holds. Accepted notifications are in the outbox before the 202."""
+    source = request.match_info["source"]
+    secret = ctx.webhook_secrets.get(source)
+    if secret is None:
+        raise ApiError(404, "not_configured", f"no webhook intake for {source!r}")
+    raw = await bodies.read_raw(request)
+    verify_signature(secret, raw, request.headers.get("X-Syncd-Timestamp", ""),
+                     request.headers.get("X-Syncd-Signature", ""), now=time.time())
+    try:
+        change = msgspec.json.decode(raw, type=bodies.WebhookChange)
+        event = ChangeEvent(
+            event_id=change.event_id or uuid.uuid4(), source=source,  # type: ignore[arg-type]
+            module=change.module, record_id=change.record_id, op=change.op,
+            values=change.values, changed=change.changed, modified_at=change.modified_at,
+            created_at=change.created_at or change.modified_at, origin="user",
+            captured_at=dt.datetime.now(dt.UTC))
+        decode_event(encode_event(event))  # the same checks as every event
+    except (msgspec.ValidationError, msgspec.DecodeError, InvalidEvent) as err:
+        raise ApiError(400, "invalid_body", str(err)) from None
+    await webhooks.accept(ctx.pool, event)
+    return web.json_response({"event_id": str(event.event_id)}, status=202)

@@ -1,0 +1,80 @@
+"""The request bodies: strict msgspec structs, decoded once by the route table.
+
+A malformed body is a 400 ``invalid_body`` naming the field, never a 500; a body
+over :data:`MAX_BODY` is a 413. The OpenAPI document takes its schemas from these.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Any, Literal, TypeVar
+
+import msgspec
+from aiohttp import web
+
+from daemon.http.errors import ApiError
+
+MAX_BODY = 256 * 1024
+"""The largest body the API and the webhook intake take (the listener's own limit,
+``server.CLIENT_MAX_SIZE``, is larger)."""
+
+S = TypeVar("S", bound=msgspec.Struct)
+
+
+class SetUp(msgspec.Struct, forbid_unknown_fields=True):
+    desk_portal: str
+    crm_org: str
+
+
+class SyncType(msgspec.Struct, forbid_unknown_fields=True):
+    sync_type: Literal["two_way", "crm_to_desk"]
+
+
+class Mapping(msgspec.Struct, forbid_unknown_fields=True):
+    entries: list[dict[str, str]] | None
+
+
+class Matching(msgspec.Struct, forbid_unknown_fields=True):
+    match_secondary_email: bool
+
+
+class ProductsDepartment(msgspec.Struct, forbid_unknown_fields=True):
+    department_id: int
+
+
+class Retry(msgspec.Struct, forbid_unknown_fields=True):
+    ids: list[int] | None = None
+    reason: str | None = None
+    all: bool = False
+
+
+class WebhookChange(msgspec.Struct, forbid_unknown_fields=True):
+    """A change notification from a remote desk or CRM."""
+
+    module: str
+    record_id: str
+    op: Literal["create", "update", "delete", "restore"]
+    values: dict[str, Any]
+    modified_at: dt.datetime
+    created_at: dt.datetime | None = None
+    changed: list[str] | None = None
+    event_id: uuid.UUID | None = None
+
+
+async def read_raw(request: web.Request) -> bytes:
+    raw = await request.read()
+    if len(raw) > MAX_BODY:
+        raise ApiError(413, "body_too_large", f"body over {MAX_BODY} bytes")
+    return raw
+
+
+def decode(raw: bytes, kind: type[S]) -> S:
+    try:
+        return msgspec.json.decode(raw or b"{}", type=kind)
+    except (msgspec.ValidationError, msgspec.DecodeError) as err:
+        raise ApiError(400, "invalid_body", str(err)) from None
+
+
+async def body_of(request: web.Request, kind: type[S]) -> S:
+    return decode(await read_raw(request), kind)

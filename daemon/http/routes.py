@@ -1,0 +1,126 @@
+"""The route table: every path the API answers, once.
+
+Each entry names the method, the path, who may call it (a token role, a webhook
+signature, or anyone), the body it takes (a msgspec struct, decoded and checked
+before the handler runs), the handler and a summary. ``server.build_app`` makes
+the aiohttp routes from the table and ``openapi.document`` the OpenAPI document,
+so the two cannot disagree.
+
+A handler is ``async (context, request, body) -> response``: the admin API's take
+an ``api.ApiContext``, the board's a ``board.BoardContext``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, Literal, TypeVar, cast
+
+import msgspec
+from aiohttp import web
+
+from daemon.http import API_PREFIX, BOARD_PREFIX, api, board, bodies
+from daemon.http.auth import RANK, Authorize
+from daemon.runtime.settings import Role
+
+C = TypeVar("C")
+
+Access = Literal["viewer", "operator", "admin", "signature", "public"]
+"""A token role (and those above it); ``signature``: an HMAC-signed webhook, checked by
+its handler over the raw body; ``public``: anyone."""
+
+
+@dataclass(frozen=True)
+class Route(Generic[C]):
+    method: str  # lower case, as OpenAPI writes it: get, post, put, delete
+    path: str
+    role: Access
+    body: type[msgspec.Struct] | None
+    handler: Callable[[C, web.Request, Any], Awaitable[web.StreamResponse]]
+    summary: str
+
+
+def _api(method: str, path: str, role: Access, body: type[msgspec.Struct] | None,
+         handler: Callable[[api.ApiContext, web.Request, Any], Awaitable[web.StreamResponse]],
+         summary: str) -> Route[api.ApiContext]:
+    return Route(method, path, role, body, handler, summary)
+
+
+def _board(method: str, path: str, role: Access,
+           handler: Callable[[board.BoardContext, web.Request, Any],
+                             Awaitable[web.StreamResponse]],
+           summary: str) -> Route[board.BoardContext]:
+    return Route(method, BOARD_PREFIX + path, role, None, handler, summary)
+
+
+_I = f"{API_PREFIX}/integration"
+
+API_ROUTES: list[Route[api.ApiContext]] = [
+    _api("get", f"{API_PREFIX}/openapi.json", "public", None, api.openapi_json,
+         "This document"),
+    _api("get", f"{API_PREFIX}/status", "viewer", None, api.status,
+         "Paused or running, consumer lag, last applied event"),
+    _api("get", _I, "viewer", None, api.integration_state, "The integration's configuration"),
+    _api("post", _I, "admin", bodies.SetUp, api.set_up,
+         "Set up: one desk portal per CRM organisation"),
+    _api("put", f"{_I}/sync-type", "admin", bodies.SyncType, api.sync_type,
+         "Two-way or one-way CRM → desk"),
+    _api("post", f"{_I}/legacy-import", "admin", None, api.legacy_import,
+         "Start a legacy one-way import"),
+    _api("post", f"{_I}/switch-to-sync", "admin", None, api.switch_to_sync,
+         "Switch an import to sync (final)"),
+    _api("put", f"{_I}/mapping/{{module}}", "admin", bodies.Mapping, api.mapping,
+         "Field mapping of a module"),
+    _api("put", f"{_I}/matching", "admin", bodies.Matching, api.matching, "Matching options"),
+    _api("put", f"{_I}/products-department", "admin", bodies.ProductsDepartment,
+         api.products_department, "Department for products"),
+    _api("post", f"{_I}/pause", "operator", None, api.pause, "Pause sync (capture goes on)"),
+    _api("post", f"{_I}/resume", "operator", None, api.resume,
+         "Resume and apply what accumulated"),
+    _api("delete", _I, "admin", None, api.delete, "Delete the integration"),
+    _api("get", f"{_I}/audit", "viewer", None, api.audit, "Who changed what, when"),
+    _api("get", f"{API_PREFIX}/history", "viewer", None, api.history,
+         "Seven-day history per day (?tz=)"),
+    _api("get", f"{API_PREFIX}/failures", "viewer", None, api.failures,
+         "Failure log (?status=&reason=&module=&limit=&offset=)"),
+    _api("post", f"{API_PREFIX}/failures/retry", "operator", bodies.Retry, api.retry,
+         "Retry by ids, by reason, or all"),
+    _api("post", "/webhooks/{source:desk|crm}", "signature", bodies.WebhookChange,
+         api.webhook, "Change notification (HMAC-SHA256)"),
+]
+"""The admin API and the webhook intake."""
+
+BOARD_ROUTES: list[Route[board.BoardContext]] = [
+    _board("get", "/{department}", "viewer", board.board,
+           "The handshake board: open tickets by the customer's CRM standing (?limit=)"),
+    _board("get", "/{department}/stream", "viewer", board.stream,
+           "Server-sent events: board, then each move (added, moved, removed) once, in order"),
+    _board("post", "/{department}/tickets/{ticket}/close", "operator", board.close,
+           "Close a ticket from the board (a person's edit of the desk store)"),
+    _board("post", "/{department}/tickets/{ticket}/replies", "operator", board.reply,
+           "Reply to a ticket from the board: {content, author?}"),
+]
+"""The handshake board (HS-04 … HS-07)."""
+
+
+def aiohttp_routes(table: Sequence[Route[C]], context: C, authorize: Authorize
+                   ) -> list[web.RouteDef]:
+    """The aiohttp routes of ``table``: each checks the caller's role with ``authorize``,
+    decodes the body into the entry's struct, then calls the handler."""
+    return [web.route(r.method.upper(), r.path, _handler(r, context, authorize))
+            for r in table]
+
+
+def _handler(route: Route[C], context: C, authorize: Authorize
+             ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    role = cast(Role, route.role) if route.role in RANK else None
+    decoded = route.body if route.role != "signature" else None  # signed first, then decoded
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        if role is not None:
+            authorize(request, role)
+        body = None if decoded is None else await bodies.body_of(request, decoded)
+        return await route.handler(context, request, body)
+
+    handle.__name__ = handle.__qualname__ = route.handler.__name__
+    return handle

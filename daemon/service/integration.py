@@ -1,0 +1,80 @@
+"""The integration's commands and state (OPS-05), thin over ``IntegrationService``.
+
+Every command is recorded with who gave it (``by``) and audited; a refused
+command raises ``InvalidCommand`` and records nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from adapters.integration_store import IntegrationService
+from daemon.service import NotFound
+
+
+async def state(integration: IntegrationService) -> dict[str, Any]:
+    """The integration's configuration, at the position it was read at."""
+    current = await integration.current()
+    if current is None:
+        raise NotFound("not_set_up", "the integration is not set up")
+    cfg = current.to_sync_config()
+    return {
+        "position": await integration.position(),
+        "desk_portal": current.desk_portal, "crm_org": current.crm_org,
+        "mode": current.mode, "sync_type": current.direction, "paused": current.paused,
+        "deleted": current.deleted, "match_secondary_email": current.match_secondary_email,
+        "products_department_id": current.products_department_id,
+        "mappings": {m: [{"desk": p.desk.name, "crm": p.crm.name, "desk_type": p.desk.type,
+                          "crm_type": p.crm.type} for p in mapping.pairs]
+                     for m, mapping in cfg.mappings.items()},
+    }
+
+
+async def audit(integration: IntegrationService) -> list[dict[str, Any]]:
+    """Who changed what, when."""
+    return [entry.as_dict() for entry in await integration.audit()]
+
+
+async def set_up(integration: IntegrationService, desk_portal: str, crm_org: str, *,
+                 by: str) -> None:
+    await integration.set_up(desk_portal, crm_org, by=by)
+
+
+async def choose_sync_type(integration: IntegrationService,
+                           sync_type: Literal["two_way", "crm_to_desk"], *, by: str) -> None:
+    await integration.choose_sync_type(sync_type, by=by)
+
+
+async def start_legacy_import(integration: IntegrationService, *, by: str) -> None:
+    await integration.start_legacy_import(by=by)
+
+
+async def switch_to_sync(integration: IntegrationService, *, by: str) -> None:
+    await integration.switch_to_sync(by=by)
+
+
+async def change_field_mapping(integration: IntegrationService, module: str,
+                               entries: list[dict[str, Any]] | None, *, by: str) -> None:
+    await integration.change_field_mapping(module, entries, by=by)
+
+
+async def change_matching_options(integration: IntegrationService,
+                                  match_secondary_email: bool, *, by: str) -> None:
+    await integration.change_matching_options(match_secondary_email, by=by)
+
+
+async def choose_products_department(integration: IntegrationService, department_id: int, *,
+                                     by: str) -> None:
+    await integration.choose_products_department(department_id, by=by)
+
+
+async def pause(integration: IntegrationService, *, by: str) -> None:
+    await integration.pause(by=by)
+
+
+async def resume(integration: IntegrationService, *, by: str) -> None:
+    await integration.resume(by=by)
+
+
+async def delete(integration: IntegrationService, *, by: str) -> None:
+    await integration.delete(by=by)
