@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import signal
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import click
 import structlog
 
@@ -74,25 +77,36 @@ def run(ctx: click.Context, demo: bool) -> None:
     ctx.exit(status)
 
 
+@contextlib.asynccontextmanager
+async def _migrated_pool(settings: Settings, *, max_size: int
+                         ) -> AsyncIterator[tuple[asyncpg.Pool, int]]:
+    """The daemon's database (the embedded one started if need be), migrated, as a pool;
+    with the number of migrations applied. For the one-shot commands."""
+    from adapters.migrate import migrate as apply_migrations
+    from daemon.app import create_pool
+    from daemon.runtime.services import open_services
+
+    async with open_services(settings, need_broker=False, stop_adopted=False) as services:
+        pool = await create_pool(services.dsn, max_size=max_size)
+        try:
+            async with pool.acquire() as conn:
+                applied = await apply_migrations(conn)
+            yield pool, applied
+        finally:
+            await pool.close()
+
+
 @cli.command()
 @click.pass_context
 def migrate(ctx: click.Context) -> None:
     """Apply pending database migrations and exit."""
     from adapters.migrate import MigrationError
-    from adapters.migrate import migrate as apply_migrations
-    from daemon.app import create_pool
-    from daemon.runtime.services import open_services
 
     settings = _settings(ctx)
 
     async def main() -> int:
-        async with open_services(settings, need_broker=False, stop_adopted=False) as services:
-            pool = await create_pool(services.dsn, max_size=2)
-            try:
-                async with pool.acquire() as conn:
-                    applied = await apply_migrations(conn)
-            finally:
-                await pool.close()
+        async with _migrated_pool(settings, max_size=2) as (_pool, applied):
+            pass
         click.echo(f"applied {applied} migration(s)")
         return 0
 
@@ -126,34 +140,26 @@ def sync_command(ctx: click.Context, initial: bool, window_days: int | None,
     from tqdm import tqdm
 
     from adapters import initial_sync
-    from adapters.migrate import migrate as apply_migrations
-    from daemon.app import create_pool
-    from daemon.runtime.services import open_services
 
     settings = _settings(ctx)
 
     async def main() -> int:
-        async with open_services(settings, need_broker=False, stop_adopted=False) as services:
-            pool = await create_pool(services.dsn, max_size=3)
-            try:
-                async with pool.acquire() as conn:
-                    await apply_migrations(conn)
-                    done = await initial_sync.finished(conn)
-                if done is not None:
-                    click.echo(already_done(done))
-                    return 0
-                with tqdm(total=0, unit="rec", desc="first sync", disable=None) as bar:
-                    def show(progress: initial_sync.Progress) -> None:
-                        bar.total = progress.total
-                        bar.n = progress.applied
-                        bar.set_postfix(captured=progress.captured, refresh=False)
-                        bar.refresh()
+        async with _migrated_pool(settings, max_size=3) as (pool, _applied):
+            async with pool.acquire() as conn:
+                done = await initial_sync.finished(conn)
+            if done is not None:
+                click.echo(already_done(done))
+                return 0
+            with tqdm(total=0, unit="rec", desc="first sync", disable=None) as bar:
+                def show(progress: initial_sync.Progress) -> None:
+                    bar.total = progress.total
+                    bar.n = progress.applied
+                    bar.set_postfix(captured=progress.captured, refresh=False)
+                    bar.refresh()
 
-                    result = await initial_sync.run(
-                        pool, window_days=window_days or settings.initial_sync_window_days,
-                        wait=not no_wait, on_progress=show)
-            finally:
-                await pool.close()
+                result = await initial_sync.run(
+                    pool, window_days=window_days or settings.initial_sync_window_days,
+                    wait=not no_wait, on_progress=show)
         click.echo(f"first sync: {result.applied} of {result.total} records applied"
                    f" ({result.captured} captured)")
         return 0

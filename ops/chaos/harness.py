@@ -38,7 +38,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Coroutine, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -477,14 +477,21 @@ async def run_chaos(*, changes: int, kills: int, seed: int, root: Path,
             "SYNCD_PARTITIONS": "4", **FAULT_SETTINGS,
             "SYNCD_RELAY_RESEND_AFTER": "5", "SYNCD_RELAY_POLL_INTERVAL": "0.2"}) as stack:
         a, b = stack.replica("replica-a"), stack.replica("replica-b")
-        try:
-            await _chaos(a, b, stack.postgres, stack.broker, figures, rng, changes=changes,
-                         kills=kills, echo=echo)
-        except Exception as err:  # the run ends with its figures, whatever happened
-            figures.aborted = f"{type(err).__name__}: {err}"
-            echo(f"chaos run aborted: {figures.aborted}")
+        await _to_the_end("chaos run", figures, echo, _chaos(
+            a, b, stack.postgres, stack.broker, figures, rng, changes=changes, kills=kills,
+            echo=echo))
     figures.seconds = round(time.monotonic() - started, 1)
     return figures
+
+
+async def _to_the_end(what: str, figures: Figures, echo: Any,
+                      run: Coroutine[Any, Any, None]) -> None:
+    """Run a harness; whatever happens to it, the run ends with its figures."""
+    try:
+        await run
+    except Exception as err:
+        figures.aborted = f"{type(err).__name__}: {err}"
+        echo(f"{what} aborted: {figures.aborted}")
 
 
 async def _chaos(a: Replica, b: Replica, postgres: EmbeddedPostgres, broker: EmbeddedBroker,
@@ -696,12 +703,8 @@ async def run_two_replicas(*, changes: int, root: Path, seed: int = 1,
     started = time.monotonic()
     async with services(root, "pair", {"SYNCD_PARTITIONS": "6", **FAULT_SETTINGS}) as stack:
         a, b = stack.replica("replica-a"), stack.replica("replica-b")
-        try:
-            await _two_replicas(a, b, stack.postgres, figures, rng, changes=changes,
-                                echo=echo)
-        except Exception as err:  # the run ends with its figures, whatever happened
-            figures.aborted = f"{type(err).__name__}: {err}"
-            echo(f"two-replica run aborted: {figures.aborted}")
+        await _to_the_end("two-replica run", figures, echo, _two_replicas(
+            a, b, stack.postgres, figures, rng, changes=changes, echo=echo))
     figures.seconds = round(time.monotonic() - started, 1)
     return figures
 
