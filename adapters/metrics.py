@@ -99,6 +99,11 @@ HANDSHAKE_TICKETS = Gauge(
     "syncd_handshake_tickets", "Open tickets on the handshake board.",
     ["department", "column"],
 )
+PROJECTION_GAUGES: dict[str, Gauge] = {
+    metric.name: gauge for gauge in (FAILURES_OPEN, HISTORY_RECORDS, HANDSHAKE_TICKETS)
+    for metric in gauge.describe()}
+"""The gauges the projections' specifications name (``projections.registry``): the
+stats export sets them from the queries there."""
 PAUSED = Gauge("syncd_paused", "1 while sync is paused, else 0.")
 READY = Gauge("syncd_ready", "1 while the daemon is ready, else 0.")
 REPLAY_PROGRESS = Gauge("syncd_replay_progress_ratio", "Progress of a running replay, 0 to 1.")

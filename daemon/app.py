@@ -1,5 +1,6 @@
-"""The composition root: the one place where adapters, projections and the
-daemon's parts are wired together. Nothing connects at import time."""
+"""The daemon process: the HTTP listener first, then the wait for the database and
+the broker, then the pipeline (wired by ``daemon.bootstrap``) and the daemon's own
+root tasks under one supervisor. Nothing connects at import time."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import contextlib
 import functools
 import os
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar, cast
 
 import asyncpg
@@ -28,8 +29,7 @@ from adapters.kafka import (
     quiet_client_logs,
 )
 from adapters.migrate import migrate, pending
-from adapters.relay import OutboxRelay
-from daemon.consumer import ConsumerLoop, Coordinates, report_problems
+from daemon import bootstrap
 from daemon.http.api import ApiContext
 from daemon.http.board import BoardContext
 from daemon.http.errors import error_body
@@ -41,12 +41,9 @@ from daemon.runtime.settings import Settings
 from daemon.runtime.supervisor import RootTask, supervise
 from daemon.runtime.tokens import token_table
 from daemon.runtime.waiting import GaveUp, Stopped, wait_for
-from projections import registry
+from daemon.stats import export_stats
 from projections.config import SyncConfig
-from projections.db import Conn
 from projections.integration import InvalidCommand
-from projections.ledger import Outcome
-from projections.sync import SyncProjection
 
 log = structlog.get_logger(__name__)
 
@@ -195,14 +192,11 @@ class _Daemon:
         # replica changes the integration (OPS-05), so a change applies to the next
         # batch. Until start-up has read it, nothing runs that reads it.
         self.sync_config = SyncConfig()
-        # Every projection, in its registry order (projections/registry.py).
-        live = registry.live_projections(self.read_config)
-        self.sync = next(p for p in live if isinstance(p, SyncProjection))
-        self.projector = ConsumerLoop(
-            pool=pool, bootstrap=services.bootstrap, topic=settings.events_topic,
-            group_id=settings.group_id, projections=live,
-            batch_max=settings.batch_max,
-            session_timeout_ms=settings.consumer_session_timeout_ms)
+        # Every projection, in its registry order (projections/registry.py), the
+        # consumer loop, the relays and the resume drain: daemon/bootstrap.py.
+        self.pipeline = bootstrap.build(settings, services=services, pool=pool,
+                                        config=self.read_config)
+        self.projector = self.pipeline.consumer
         self.checks: dict[str, ReadinessCheck] = {
             "database": self.database_ready, "broker": self.broker_ready,
             "consumer": self.consumer_ready}
@@ -307,20 +301,11 @@ class _Daemon:
         log.info("daemon_started", http=self.http_address, broker=services.bootstrap,
                  topic=settings.events_topic, group_id=settings.group_id)
         roots: dict[str, RootTask] = {
-            "projector": self.projector.run,
+            **self.pipeline.roots(),
             "integration": functools.partial(integration.follow, on_change=self.swap_config),
-            "resume-drain": functools.partial(drain_deferred, self.pool, self.sync,
-                                              topic=settings.events_topic),
             "readiness": functools.partial(watch_readiness, self.checks),
             "stats": functools.partial(export_stats, self.pool),
         }
-        for source in ("desk", "crm"):
-            relay = OutboxRelay(dsn=services.dsn, bootstrap=services.bootstrap,
-                                topic=settings.events_topic, source=source,
-                                partitions=settings.partitions,
-                                poll_interval=settings.relay_poll_interval,
-                                resend_after=settings.relay_resend_after)
-            roots[f"relay-{source}"] = relay.run
         if self.first_start:
             roots["initial-sync"] = functools.partial(
                 _initial_sync, self.pool, direction=self.sync_config.direction,
@@ -347,90 +332,3 @@ async def _initial_sync(pool: asyncpg.Pool, stop: asyncio.Event, *, direction: s
     await initial_sync.run(pool, direction=direction, window_days=window_days,
                            on_progress=report, stop=stop)
     await stop.wait()
-
-
-_DRAIN_ERRORS = (asyncpg.DeadlockDetectedError, asyncpg.SerializationError, OSError,
-                 asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
-                 asyncpg.CannotConnectNowError)
-
-
-async def drain_deferred(pool: asyncpg.Pool, sync: SyncProjection, stop: asyncio.Event, *,
-                         topic: str = "", retry_after: float = 0.5) -> None:
-    """After a resume, apply what accumulated while paused, oldest first (OPS-01).
-
-    Each round logs and counts its failures as the consumer loop does
-    (``report_problems``); a round that fails (a conflict with a live batch, the
-    database away) is logged, and the next round tries again."""
-    while not stop.is_set():
-        drained = None
-        try:
-            async with pool.acquire() as conn:
-                async with conn.transaction():
-                    drained = await sync.drain_deferred(conn)
-                problems = drained.report.problems
-                located = await _event_coordinates(conn, problems) if problems else {}
-        except _DRAIN_ERRORS as err:
-            log.warning("deferred_drain_failed", error=f"{type(err).__name__}: {err}",
-                        sqlstate=getattr(err, "sqlstate", None), retry_in=retry_after)
-        else:
-            if problems:
-                report_problems(problems, located, topic=topic)
-        if drained is not None and drained.events:
-            log.info("deferred_applied", events=drained.events,
-                     failed=len(drained.report.problems))
-            continue
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), retry_after)
-
-
-async def _event_coordinates(conn: Conn, problems: Sequence[Outcome]
-                             ) -> dict[object, Coordinates]:
-    """Where the event log says the failed events were read from Kafka."""
-    rows = await conn.fetch(
-        "SELECT event_id, kafka_topic, kafka_partition, kafka_offset FROM syncd.event_log"
-        " WHERE event_id = ANY($1::uuid[])", [o.event_id for o in problems])
-    return {r["event_id"]: (r["kafka_topic"], r["kafka_partition"], r["kafka_offset"])
-            for r in rows}
-
-
-async def export_stats(pool: asyncpg.Pool, stop: asyncio.Event, *,
-                       interval: float = 15.0) -> None:
-    """Gauges read from the database: open failures by reason, the seven-day history."""
-    failing: str | None = None  # the error of the last round, while rounds fail
-    while not stop.is_set():
-        try:
-            async with pool.acquire() as conn:
-                failures = await conn.fetch(
-                    "SELECT reason, count(*) AS n FROM sync.failures WHERE status = 'open'"
-                    " GROUP BY reason")
-                history = await conn.fetch(
-                    "SELECT direction, module, sum(added) AS added, sum(updated) AS updated,"
-                    " sum(failed) AS failed FROM sync.history WHERE hour >"
-                    " (SELECT max(hour) FROM sync.history) - interval '7 days'"
-                    " GROUP BY direction, module")
-                board = await conn.fetch(
-                    "SELECT coalesce(d.name, b.department_id) AS department,"
-                    " b.board_column AS column, count(*) AS n FROM handshake.board b"
-                    " LEFT JOIN handshake.departments d USING (department_id)"
-                    " WHERE b.board_column IS NOT NULL GROUP BY 1, 2")
-            metrics.HANDSHAKE_TICKETS.clear()
-            for row in board:
-                metrics.HANDSHAKE_TICKETS.labels(row["department"], row["column"]).set(row["n"])
-            metrics.FAILURES_OPEN.clear()
-            for row in failures:
-                metrics.FAILURES_OPEN.labels(row["reason"]).set(row["n"])
-            for row in history:
-                for outcome in ("added", "updated", "failed"):
-                    metrics.HISTORY_RECORDS.labels(row["direction"], row["module"],
-                                                   outcome).set(row[outcome])
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as err:
-            # The gauges keep their last values; the next round tries again.
-            metrics.STATS_EXPORT_FAILURES.inc()
-            failing = f"{type(err).__name__}: {err}"
-            log.warning("stats_export_failed", error=failing, retry_in=interval)
-        else:
-            if failing:
-                log.info("stats_export_recovered")
-            failing = None
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), interval)

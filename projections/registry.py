@@ -37,6 +37,19 @@ ConfigSource = Callable[[], SyncConfig]
 
 
 @dataclass(frozen=True)
+class GaugeQuery:
+    """A gauge read from a projection's tables, every stats round.
+
+    ``query`` returns one row per series: the label values, in the gauge's label
+    order, then the value in the last column. The series the query no longer returns
+    are removed, so a gauge never shows a state the tables do not hold."""
+
+    metric: str
+    """The gauge's name (one of ``adapters.metrics.PROJECTION_GAUGES``)."""
+    query: str
+
+
+@dataclass(frozen=True)
 class ProjectionSpec:
     name: str
     order: int
@@ -54,7 +67,25 @@ class ProjectionSpec:
     synced modules."""
     aliases: tuple[str, ...] = ()
     not_rebuilt: str | None = None
+    gauges: tuple[GaugeQuery, ...] = ()
+    """Its metrics: gauges the daemon's stats export reads from its tables."""
 
+
+_FAILURES_OPEN = GaugeQuery(
+    "syncd_failures_open",
+    "SELECT reason, count(*) FROM sync.failures WHERE status = 'open' GROUP BY reason")
+_HISTORY_RECORDS = GaugeQuery(
+    "syncd_history_records",
+    "SELECT direction, module, outcome, sum(n) FROM sync.history,"
+    " LATERAL (VALUES ('added', added), ('updated', updated), ('failed', failed))"
+    " AS o(outcome, n)"
+    " WHERE hour > (SELECT max(hour) FROM sync.history) - interval '7 days'"
+    " GROUP BY direction, module, outcome")
+_HANDSHAKE_TICKETS = GaugeQuery(
+    "syncd_handshake_tickets",
+    "SELECT coalesce(d.name, b.department_id), b.board_column, count(*)"
+    " FROM handshake.board b LEFT JOIN handshake.departments d USING (department_id)"
+    " WHERE b.board_column IS NOT NULL GROUP BY 1, 2")
 
 _MAPPING_TABLE = ("the mapping table depends on what the stores held when records were"
                   " matched; it is not a projection of the event log (re-apply a window"
@@ -65,14 +96,16 @@ SPECS: tuple[ProjectionSpec, ...] = (
         name="sync", order=0, make=SyncProjection,
         tables=("sync.links", "sync.outcomes", "sync.deferred"), rebuild=None,
         aliases=("links", "mapping"), not_rebuilt=_MAPPING_TABLE),
-    ProjectionSpec(name="history", order=0, tables=("sync.history",), rebuild="outcomes"),
-    ProjectionSpec(name="failures", order=0, tables=("sync.failures",), rebuild="outcomes"),
+    ProjectionSpec(name="history", order=0, tables=("sync.history",), rebuild="outcomes",
+                   gauges=(_HISTORY_RECORDS,)),
+    ProjectionSpec(name="failures", order=0, tables=("sync.failures",), rebuild="outcomes",
+                   gauges=(_FAILURES_OPEN,)),
     ProjectionSpec(
         name="handshake", order=1, make=lambda _config: HandshakeProjection(),
         tables=("handshake.board", "handshake.crm_keys", "handshake.deals",
                 "handshake.departments"),
         stream_tables=("handshake.moves", "handshake.stream_state"),
-        reset_stream=reset_stream, rebuild="events",
+        reset_stream=reset_stream, rebuild="events", gauges=(_HANDSHAKE_TICKETS,),
         first_sync=(("crm", "leads"), ("crm", "deals"), ("desk", "departments"),
                     ("desk", "ticket_statuses"), ("desk", "tickets"))),
 )
@@ -103,6 +136,11 @@ def live_projections(config: ConfigSource) -> list[Projection]:
     the benchmark's: one list)."""
     return [s.make(config) for s in sorted(SPECS, key=lambda s: s.order)
             if s.make is not None]
+
+
+def gauges() -> tuple[GaugeQuery, ...]:
+    """Every projection's gauges, for the stats export."""
+    return tuple(g for s in SPECS for g in s.gauges)
 
 
 def first_sync_modules() -> tuple[tuple[str, str], ...]:

@@ -35,14 +35,16 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import click
 import structlog
+from pydantic import SecretStr
 
 from adapters import initial_sync
 from adapters.kafka import ensure_topics
 from adapters.migrate import migrate
-from adapters.relay import OutboxRelay
 from daemon.app import create_pool
+from daemon.bootstrap import SOURCES, Overrides, Pipeline, build
 from daemon.consumer import ConsumerLoop
 from daemon.runtime.embedded import EmbeddedBroker, EmbeddedPostgres
+from daemon.runtime.services import Services
 from daemon.runtime.settings import Settings
 from ops.bench import workloads as wl
 from projections import registry
@@ -178,14 +180,16 @@ async def open_env(settings: Settings) -> AsyncIterator[Env]:
 
 
 class Product:
-    """Relays and projector as the daemon wires them (see ``daemon.app``), each started
-    and stopped on its own so that a scenario can time exactly the part it measures."""
+    """Relays and projector wired as the daemon wires them (``daemon.bootstrap.build``),
+    each started and stopped on its own so that a scenario can time exactly the part
+    it measures; observed through the hooks ``build`` takes (``on_batch``, ``on_sent``)."""
 
-    def __init__(self, env: Env, dsn: str, topic: str, *,
+    def __init__(self, env: Env, dsn: str, topic_prefix: str, *,
                  extra: Sequence[Projection] | None = None, resend_after: float = 30.0) -> None:
         self.env = env
         self.dsn = dsn
-        self.topic = topic
+        self.topic_prefix = topic_prefix
+        self.topic = f"{topic_prefix}.events"
         self.resend_after = resend_after
         self.probe = wl.BatchProbe()
         self.config = SyncConfig()
@@ -196,13 +200,24 @@ class Product:
         self.extra = [p for p in live if p is not self.sync] if extra is None else list(extra)
         self.pool: asyncpg.Pool | None = None
         self.projector: ConsumerLoop | None = None
-        self.sent: list[wl.SendCounter] = []
+        self.sent: dict[str, wl.SendCounter] = {}
         self._tasks: dict[str, tuple[asyncio.Event, asyncio.Task[None]]] = {}
 
     async def open(self) -> asyncpg.Pool:
         await ensure_topics(self.env.bootstrap, [self.topic], partitions=self.env.partitions)
         self.pool = await create_pool(self.dsn)
         return self.pool
+
+    def _build(self, group: str = "bench", **hooks: Any) -> Pipeline:
+        """The daemon's wiring, for this scenario's topic, group and projections."""
+        assert self.pool is not None, "open() first"
+        settings = Settings(database_url=SecretStr(self.dsn), kafka_bootstrap=self.env.bootstrap,
+                            topic_prefix=self.topic_prefix, group_id=group,
+                            partitions=self.env.partitions, batch_max=self.env.batch_max,
+                            relay_poll_interval=1.0, relay_resend_after=self.resend_after)
+        return build(settings, services=Services(dsn=self.dsn, bootstrap=self.env.bootstrap),
+                     pool=self.pool, config=lambda: self.config,
+                     overrides=Overrides(projections=[self.sync, *self.extra], **hooks))
 
     def _start(self, name: str, run: Callable[[asyncio.Event], Coroutine[Any, Any, None]]
                ) -> None:
@@ -216,33 +231,24 @@ class Product:
             await asyncio.wait_for(task, 30)
 
     def start_relays(self) -> None:
-        self.sent = []
-        for source in ("desk", "crm"):
-            counter = wl.SendCounter()
-            relay = OutboxRelay(dsn=self.dsn, bootstrap=self.env.bootstrap,
-                                topic=self.topic, source=source,
-                                partitions=self.env.partitions, poll_interval=1.0,
-                                resend_after=self.resend_after,
-                                batch_max=self.env.batch_max, on_sent=counter)
-            self.sent.append(counter)
+        self.sent = {source: wl.SendCounter() for source in SOURCES}
+        pipeline = self._build(on_sent=lambda source, sent: self.sent[source](sent))
+        for source, relay in pipeline.relays.items():
             self._start(f"relay-{source}", relay.run)
 
     @property
     def acked(self) -> int:
-        return sum(counter.acked for counter in self.sent)
+        return sum(counter.acked for counter in self.sent.values())
 
     async def stop_relays(self) -> None:
-        for source in ("desk", "crm"):
+        for source in SOURCES:
             await self._stop(f"relay-{source}")
 
     async def start_projector(self, group: str) -> float:
         """Start consuming; return the moment the consumer had its partitions."""
         assert self.pool is not None
         self.probe = wl.BatchProbe()
-        self.projector = ConsumerLoop(
-            pool=self.pool, bootstrap=self.env.bootstrap, topic=self.topic,
-            group_id=group, projections=[self.sync, *self.extra],
-            batch_max=self.env.batch_max, on_batch=self.probe)
+        self.projector = self._build(group, on_batch=self.probe).consumer
         self._start("projector", self.projector.run)
         await asyncio.wait_for(self.projector.joined.wait(), 60)
         return time.perf_counter()
@@ -295,7 +301,7 @@ class Product:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"relays acknowledged {self.acked} of {count} in {timeout} s")
             await asyncio.sleep(0.01)
-        return max(counter.last_ack for counter in self.sent)
+        return max(counter.last_ack for counter in self.sent.values())
 
     async def close(self) -> None:
         for name in list(self._tasks):
@@ -371,8 +377,8 @@ async def steady(env: Env, records: int) -> Result:
     dsn = await env.database()
     prefix = env.prefix()
     result: Result = {"events": events, "base_pairs": base_pairs}
-    base = Product(env, dsn, f"{prefix}.base")
-    product = Product(env, dsn, f"{prefix}.events", resend_after=3600)
+    base = Product(env, dsn, f"{prefix}-base")
+    product = Product(env, dsn, prefix, resend_after=3600)
     try:
         pool = await base.open()
         _say(f"steady: linking {base_pairs} base pairs through the product (untimed)")
@@ -515,7 +521,7 @@ async def capture(env: Env, records: int) -> Result:
     per_store = max(bulk, updates) + 1
     dsn = await env.database()
     prefix = env.prefix()
-    product = Product(env, dsn, f"{prefix}.events", resend_after=3600)
+    product = Product(env, dsn, prefix, resend_after=3600)
     pool = await product.open()
     result: Result = {"changes": changes, "inserts": inserts, "updates": updates,
                       "bulk_update_rows": bulk, "statement_rows": 100}
@@ -599,7 +605,7 @@ async def initial(env: Env, records: int) -> Result:
     matching = desk_contacts // 2
     dsn = await env.database()
     prefix = env.prefix()
-    product = Product(env, dsn, f"{prefix}.events")
+    product = Product(env, dsn, prefix)
     pool = await product.open()
     result: Result = {"crm_contacts": crm_contacts, "crm_accounts": crm_accounts,
                       "desk_contacts": desk_contacts, "matching": matching}
@@ -674,7 +680,7 @@ async def latency(env: Env, records: int, *, rate: float = 2000.0,
     pairs = min(20_000, max(200, records // 10))
     dsn = await env.database()
     prefix = env.prefix()
-    product = Product(env, dsn, f"{prefix}.events")
+    product = Product(env, dsn, prefix)
     pool = await product.open()
     result: Result = {"rate_per_s": rate, "duration_s": duration, "linked_pairs": pairs}
     try:
@@ -803,7 +809,7 @@ async def handshake(env: Env, records: int, *, samples: int | None = None) -> Re
     dsn = await env.database()
     prefix = env.prefix()
     projection = HandshakeProjection()
-    product = Product(env, dsn, f"{prefix}.events", extra=[projection])
+    product = Product(env, dsn, prefix, extra=[projection])
     pool = await product.open()
     result: Result = {"open_tickets": tickets, "samples": samples}
     try:

@@ -94,12 +94,12 @@ class Board:
 @pytest.fixture
 async def board(database_url: str, kafka_bootstrap: str,
                 topic_prefix: str) -> AsyncIterator[Board]:
-    """Relays and projector, with the handshake projection after the sync."""
-    projection = HandshakeProjection()
-    pipe = Pipeline(database_url, kafka_bootstrap, topic_prefix, extra_projections=[projection])
+    """Relays and projector as the daemon runs them: the handshake projection after
+    the sync."""
+    pipe = Pipeline(database_url, kafka_bootstrap, topic_prefix)
     await pipe.start()
     try:
-        yield Board(pipe, projection)
+        yield Board(pipe, pipe.parts.projection(HandshakeProjection))
     finally:
         await pipe.close()
 

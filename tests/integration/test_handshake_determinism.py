@@ -79,7 +79,7 @@ class Driver:
             self.offset += len(chunk)
 
     async def drain(self) -> None:
-        """The resume drain (daemon.app.drain_deferred), one round."""
+        """The resume drain (daemon.resume_drain.drain_deferred), one round."""
         async with self.conn.transaction():
             await self.sync.drain_deferred(self.conn, limit=self.batch)
 

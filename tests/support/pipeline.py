@@ -1,23 +1,24 @@
-"""The capture → Kafka → projector pipeline, in-process, on one test database."""
+"""The capture → Kafka → projector pipeline, in-process, on one test database, wired
+as the daemon wires it (``daemon.bootstrap.build``): every projection of the
+registry, then a test's own."""
 
 from __future__ import annotations
 
 import asyncio
-import functools
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
 import asyncpg
+from pydantic import SecretStr
 
 from adapters.kafka import ensure_topics
-from adapters.relay import OutboxRelay
-from daemon.app import drain_deferred
-from daemon.consumer import ConsumerLoop
-from daemon.runtime.supervisor import RootTask, supervise
+from daemon.bootstrap import Overrides, build
+from daemon.runtime.services import Services
+from daemon.runtime.settings import Settings
+from daemon.runtime.supervisor import supervise
 from projections.batch import Projection
 from projections.config import SyncConfig
-from projections.sync import SyncProjection
 
 
 class Pipeline:
@@ -26,6 +27,7 @@ class Pipeline:
                  extra_projections: Sequence[Projection] = ()) -> None:
         self.dsn = dsn
         self.bootstrap = bootstrap
+        self.prefix = prefix
         self.topic = f"{prefix}.events"
         self.group = f"{prefix}-group"
         self.partitions = partitions
@@ -42,20 +44,20 @@ class Pipeline:
         await ensure_topics(self.bootstrap, [self.topic], partitions=self.partitions)
         self.pool = await asyncpg.create_pool(self.dsn, min_size=1, max_size=6,
                                               server_settings={"timezone": "UTC"})
-        self.sync = SyncProjection(lambda: self.config)
-        self.projector = ConsumerLoop(pool=self.pool, bootstrap=self.bootstrap, topic=self.topic,
-                                   group_id=self.group, stall_after=10,
-                                   projections=[self.sync, *self.extra_projections])
-        roots: dict[str, RootTask] = {"projector": self.projector.run,
-                 "resume-drain": functools.partial(drain_deferred, self.pool, self.sync,
-                                                   topic=self.topic, retry_after=0.1)}
-        for source in ("desk", "crm"):
-            relay = OutboxRelay(dsn=self.dsn, bootstrap=self.bootstrap, topic=self.topic,
-                                source=source, partitions=self.partitions,
-                                poll_interval=0.2, resend_after=5)
-            roots[f"relay-{source}"] = relay.run
+        # The daemon's wiring (daemon.bootstrap), with shorter intervals.
+        settings = Settings(database_url=SecretStr(self.dsn), kafka_bootstrap=self.bootstrap,
+                            topic_prefix=self.prefix, group_id=self.group,
+                            partitions=self.partitions, relay_poll_interval=0.2,
+                            relay_resend_after=5)
+        self.parts = build(
+            settings, services=Services(dsn=self.dsn, bootstrap=self.bootstrap),
+            pool=self.pool, config=lambda: self.config,
+            overrides=Overrides(extra_projections=self.extra_projections, stall_after=10,
+                                drain_retry_after=0.1))
+        self.sync = self.parts.sync
+        self.projector = self.parts.consumer
         self.stop = asyncio.Event()
-        self._task = asyncio.create_task(supervise(roots, self.stop, deadline=5))
+        self._task = asyncio.create_task(supervise(self.parts.roots(), self.stop, deadline=5))
         await asyncio.wait_for(self.projector.joined.wait(), 30)
 
     async def close(self) -> None:

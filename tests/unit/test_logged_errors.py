@@ -11,7 +11,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from adapters import metrics
-from daemon import app
+from daemon import app, resume_drain, stats
 from projections.integration import InvalidCommand
 
 
@@ -43,7 +43,7 @@ async def test_export_stats_logs_a_failing_query_and_goes_on() -> None:
                         stop, after=2)
     before = metrics.STATS_EXPORT_FAILURES._value.get()
     with capture_logs() as logs:
-        await asyncio.wait_for(app.export_stats(pool, stop, interval=0.01), 5)  # type: ignore[arg-type]
+        await asyncio.wait_for(stats.export_stats(pool, stop, interval=0.01), 5)  # type: ignore[arg-type]
     failed = [e for e in logs if e["event"] == "stats_export_failed"]
     assert pool.attempts == 2 and len(failed) == 2
     assert failed[0]["log_level"] == "warning" and "UndefinedTableError" in failed[0]["error"]
@@ -54,7 +54,7 @@ async def test_drain_deferred_logs_a_failing_round_and_goes_on() -> None:
     stop = asyncio.Event()
     pool = _FailingPool(asyncpg.DeadlockDetectedError("deadlock detected"), stop, after=2)
     with capture_logs() as logs:
-        await asyncio.wait_for(app.drain_deferred(pool, None, stop,  # type: ignore[arg-type]
+        await asyncio.wait_for(resume_drain.drain_deferred(pool, None, stop,  # type: ignore[arg-type]
                                                   retry_after=0.01), 5)
     failed = [e for e in logs if e["event"] == "deferred_drain_failed"]
     assert pool.attempts == 2 and len(failed) == 2

@@ -1,0 +1,122 @@
+"""The composition root of the event pipeline: ``build`` wires the projections,
+the consumer loop, the outbox relays and the resume drain, once, for ``syncd run``
+(``daemon.app``), the tests' pipeline (``tests/support/pipeline.py``) and the
+benchmark (``ops/bench``).
+
+What differs between them is passed in as ``Overrides``: hooks for tools (a
+callback when a batch commits, when a relay has sent) and the projection list of
+a test or a benchmark scenario. Nothing connects here: the caller owns the pool
+and starts the root tasks (``Pipeline.roots``) under its supervisor.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+import asyncpg
+
+from adapters.relay import OutboxRelay
+from daemon.consumer import BatchHook, ConsumerLoop
+from daemon.resume_drain import drain_deferred
+from daemon.runtime.services import Services
+from daemon.runtime.settings import Settings
+from daemon.runtime.supervisor import RootTask
+from projections import registry
+from projections.batch import Projection
+from projections.sync import SyncProjection
+
+P = TypeVar("P", bound=Projection)
+
+SOURCES = ("desk", "crm")
+"""The stores whose outboxes a relay each sends to the topic."""
+
+SentHook = Callable[[str, int], None]
+"""``Overrides(on_sent=…)``: called with the relay's source and how many events it
+has just sent (acknowledged by the broker)."""
+
+
+@dataclass(frozen=True)
+class Overrides:
+    """What a caller changes in the daemon's wiring. The defaults are ``syncd run``'s."""
+
+    projections: Sequence[Projection] | None = None
+    """The projections a batch runs, in order, instead of the registry's; the sync
+    projection must be one of them."""
+    extra_projections: Sequence[Projection] = ()
+    """Run after the others (a test's own projection)."""
+    on_batch: BatchHook | None = None
+    """See ``ConsumerLoop``: the benchmark times batches with it."""
+    on_sent: SentHook | None = None
+    stall_after: float = 30.0
+    """Seconds without progress after which the consumer loop is considered stalled."""
+    drain_retry_after: float = 0.5
+    """Seconds between the resume drain's rounds when there is nothing to drain."""
+
+
+NO_OVERRIDES = Overrides()
+
+
+@dataclass
+class Pipeline:
+    """The parts that move events: capture outboxes → relays → Kafka → consumer loop
+    → projections, and the resume drain beside them."""
+
+    settings: Settings
+    pool: asyncpg.Pool
+    sync: SyncProjection
+    projections: list[Projection]
+    consumer: ConsumerLoop
+    relays: dict[str, OutboxRelay] = field(default_factory=dict)
+    drain_retry_after: float = 0.5
+
+    def projection(self, kind: type[P]) -> P:
+        """The running instance of a projection class (tests look into theirs)."""
+        return next(p for p in self.projections if isinstance(p, kind))
+
+    def resume_drain(self) -> RootTask:
+        return functools.partial(drain_deferred, self.pool, self.sync,
+                                 topic=self.settings.events_topic,
+                                 retry_after=self.drain_retry_after)
+
+    def roots(self) -> dict[str, RootTask]:
+        """Every part as a root task for ``supervise``, by its name in the logs."""
+        roots: dict[str, RootTask] = {"projector": self.consumer.run,
+                                      "resume-drain": self.resume_drain()}
+        for source, relay in self.relays.items():
+            roots[f"relay-{source}"] = relay.run
+        return roots
+
+
+def build(settings: Settings, *, services: Services, pool: asyncpg.Pool,
+          config: registry.ConfigSource, overrides: Overrides = NO_OVERRIDES) -> Pipeline:
+    """Wire the pipeline for ``settings`` on ``services`` (the database's and the
+    broker's addresses) and ``pool`` (the batches' connections). ``config`` is read
+    by the sync projection once per batch."""
+    if overrides.projections is None:
+        projections = registry.live_projections(config)
+    else:
+        projections = list(overrides.projections)
+    projections += overrides.extra_projections
+    sync = next((p for p in projections if isinstance(p, SyncProjection)), None)
+    if sync is None:
+        raise ValueError("the projections must include the sync projection")
+    consumer = ConsumerLoop(
+        pool=pool, bootstrap=services.bootstrap, topic=settings.events_topic,
+        group_id=settings.group_id, projections=projections,
+        batch_max=settings.batch_max,
+        session_timeout_ms=settings.consumer_session_timeout_ms,
+        stall_after=overrides.stall_after, on_batch=overrides.on_batch)
+    on_sent = overrides.on_sent
+    relays = {source: OutboxRelay(
+        dsn=services.dsn, bootstrap=services.bootstrap, topic=settings.events_topic,
+        source=source, partitions=settings.partitions,
+        poll_interval=settings.relay_poll_interval,
+        resend_after=settings.relay_resend_after, batch_max=settings.batch_max,
+        on_sent=None if on_sent is None else functools.partial(on_sent, source))
+        for source in SOURCES}
+    return Pipeline(settings=settings, pool=pool, sync=sync, projections=projections,
+                    consumer=consumer, relays=relays,
+                    drain_retry_after=overrides.drain_retry_after)
