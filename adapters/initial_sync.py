@@ -105,6 +105,15 @@ async def progress(conn: asyncpg.Connection | asyncpg.pool.PoolConnectionProxy) 
                     int(row["captured"]) - int(waiting))
 
 
+async def captured_all(conn: asyncpg.Connection | asyncpg.pool.PoolConnectionProxy) -> bool:
+    """Whether a first sync was planned and every record of its plan captured (what is
+    left is the pipeline's to apply)."""
+    row = await conn.fetchrow(
+        "SELECT count(*) AS plans, count(*) FILTER (WHERE finished_at IS NULL) AS open"
+        " FROM syncd.initial_sync")
+    return row is not None and row["plans"] > 0 and row["open"] == 0
+
+
 @dataclass(frozen=True)
 class Finished:
     """A first sync that is over: every record of its plan captured and applied."""

@@ -19,7 +19,7 @@ from aiohttp import web
 from eventsourcing.persistence import InterfaceError as PersistenceInterfaceError
 from eventsourcing.persistence import OperationalError as PersistenceOperationalError
 
-from adapters import initial_sync, metrics
+from adapters import metrics
 from adapters.demo import seed as seed_demo
 from adapters.integration_store import IntegrationService
 from adapters.kafka import (
@@ -30,6 +30,7 @@ from adapters.kafka import (
 )
 from adapters.migrate import migrate, pending
 from daemon import bootstrap
+from daemon.first_sync import first_sync
 from daemon.http.api import ApiContext
 from daemon.http.board import BoardContext
 from daemon.http.errors import error_body
@@ -187,7 +188,6 @@ class _Daemon:
         self.readers = readers  # HTTP handlers' (API and board), see READER_POOL_SIZE
         self.startup = startup
         self.http_address = ""  # host:port, once listening
-        self.first_start = False  # no initial sync has run yet: start one
         # The projection reads the config once per batch; follow() swaps it when any
         # replica changes the integration (OPS-05), so a change applies to the next
         # batch. Until start-up has read it, nothing runs that reads it.
@@ -210,6 +210,10 @@ class _Daemon:
 
     def read_config(self) -> SyncConfig:
         return self.sync_config
+
+    def not_applying(self) -> str | None:
+        """Why changes are not applied, once start-up has read the integration."""
+        return self.sync_config.waiting_for if self.startup.done else None
 
     def swap_config(self, new: SyncConfig) -> None:
         self.sync_config = new
@@ -243,7 +247,7 @@ class _Daemon:
         board = BoardContext(self.readers, edition=settings.edition,
                              integration_active=lambda: self.read_config().active)
         app = build_app(self.checks, api=self.api, board=board,
-                        middlewares=[self.startup.gate])
+                        middlewares=[self.startup.gate], not_applying=self.not_applying)
         runner, port = await serve(app, settings.http_host, settings.http_port)
         stack.push_async_callback(runner.cleanup)
         host = settings.http_host
@@ -282,7 +286,6 @@ class _Daemon:
         self.sync_config = await need("database", integration.current_config,
                                       database_unavailable)
         metrics.PAUSED.set(1 if self.sync_config.paused else 0)
-        self.first_start = await need("database", self._first_start, database_unavailable)
         startup.ready.add("database")
         with quiet_client_logs():  # one line per attempt: ours, not aiokafka's too
             await need("broker", lambda: ensure_topics(
@@ -291,10 +294,6 @@ class _Daemon:
         startup.ready.add("broker")
         startup.done = True
         return integration
-
-    async def _first_start(self) -> bool:
-        async with self.pool.acquire() as conn:
-            return await initial_sync.progress(conn) is None
 
     async def serve(self, integration: IntegrationService, stop: asyncio.Event) -> int:
         settings, services = self.settings, self.services
@@ -306,10 +305,10 @@ class _Daemon:
             "readiness": functools.partial(watch_readiness, self.checks),
             "stats": functools.partial(export_stats, self.pool),
         }
-        if self.first_start:
-            roots["initial-sync"] = functools.partial(
-                _initial_sync, self.pool, direction=self.sync_config.direction,
-                window_days=settings.initial_sync_window_days)
+        # Waits for sync to be enabled on the integration, resumes an interrupted one.
+        roots["initial-sync"] = functools.partial(
+            first_sync, self.pool, self.read_config,
+            window_days=settings.initial_sync_window_days)
         notifier = Notifier.from_environ()
         if notifier.enabled:
             # READY=1 waits for the consumer's join: systemd says "started" only once
@@ -321,14 +320,3 @@ class _Daemon:
                 roots["sd-watchdog"] = functools.partial(notifier.watchdog_loop,
                                                          interval=interval)
         return await supervise(roots, stop, deadline=settings.shutdown_deadline)
-
-
-async def _initial_sync(pool: asyncpg.Pool, stop: asyncio.Event, *, direction: str,
-                        window_days: int) -> None:
-    """The first sync runs once, when the daemon first starts (SYNC-08), then idles."""
-    def report(progress: initial_sync.Progress) -> None:
-        metrics.INITIAL_SYNC_PROGRESS.set(progress.ratio)
-
-    await initial_sync.run(pool, direction=direction, window_days=window_days,
-                           on_progress=report, stop=stop)
-    await stop.wait()

@@ -270,6 +270,7 @@ class Integration(Aggregate):
             products_department_id=self.products_department_id,
             paused=self.paused or self.mode != "sync",
             active=not self.deleted,
+            enabled=self.mode == "sync",
         )
 
     def _check_live(self) -> None:

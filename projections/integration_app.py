@@ -22,7 +22,7 @@ from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.persistence import RecordConflictError
 from eventsourcing.utils import Environment, EnvType
 
-from projections.config import SyncConfig
+from projections.config import NOT_SET_UP, SyncConfig
 from projections.integration import (
     INTEGRATION_ID,
     AuditEntry,
@@ -117,11 +117,13 @@ class IntegrationApplication(Application[UUID]):
     def current_config(self) -> SyncConfig:
         """What the sync projection should run with now.
 
-        Before any set-up the daemon keeps its built-in defaults (two-way,
-        standard mappings), so a fresh deployment syncs out of the box (OWN-01).
+        Before any set-up nothing is applied: changes are captured and wait
+        (``NOT_SET_UP``) until an administrator sets the integration up and enables
+        sync, as the sources describe; ``syncd run --demo`` does that as the demo's
+        administrator, so the zero-configuration start still syncs (OWN-01).
         """
         integration = self.current()
-        return SyncConfig() if integration is None else integration.to_sync_config()
+        return NOT_SET_UP if integration is None else integration.to_sync_config()
 
     def audit(self) -> list[AuditEntry]:
         """Every change, oldest first: when, who, what, and its values (OPS-05)."""

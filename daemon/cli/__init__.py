@@ -19,6 +19,7 @@ from daemon.cli.db import db
 from daemon.cli.handshake import handshake
 from daemon.runtime.logs import command_log_level, configure_logging
 from daemon.runtime.settings import Settings, SettingsError, load_settings
+from projections.config import SyncConfig
 
 log = structlog.get_logger(__name__)
 
@@ -79,9 +80,9 @@ def run(ctx: click.Context, demo: bool) -> None:
 
 @contextlib.asynccontextmanager
 async def _migrated_pool(settings: Settings, *, max_size: int
-                         ) -> AsyncIterator[tuple[asyncpg.Pool, int]]:
+                         ) -> AsyncIterator[tuple[asyncpg.Pool, int, str]]:
     """The daemon's database (the embedded one started if need be), migrated, as a pool;
-    with the number of migrations applied. For the one-shot commands."""
+    with the number of migrations applied and its address. For the one-shot commands."""
     from adapters.migrate import migrate as apply_migrations
     from daemon.app import create_pool
     from daemon.runtime.services import open_services
@@ -91,7 +92,7 @@ async def _migrated_pool(settings: Settings, *, max_size: int
         try:
             async with pool.acquire() as conn:
                 applied = await apply_migrations(conn)
-            yield pool, applied
+            yield pool, applied, services.dsn
         finally:
             await pool.close()
 
@@ -105,7 +106,7 @@ def migrate(ctx: click.Context) -> None:
     settings = _settings(ctx)
 
     async def main() -> int:
-        async with _migrated_pool(settings, max_size=2) as (_pool, applied):
+        async with _migrated_pool(settings, max_size=2) as (_pool, applied, _dsn):
             pass
         click.echo(f"applied {applied} migration(s)")
         return 0
@@ -115,6 +116,16 @@ def migrate(ctx: click.Context) -> None:
     except MigrationError as err:
         click.echo(f"syncd: {err}", err=True)
         ctx.exit(1)
+
+
+async def _integration_config(dsn: str) -> SyncConfig:
+    from adapters.integration_store import IntegrationService
+
+    service = await IntegrationService.open(dsn)
+    try:
+        return await service.current_config()
+    finally:
+        await service.close()
 
 
 def already_done(done: Any) -> str:
@@ -144,12 +155,17 @@ def sync_command(ctx: click.Context, initial: bool, window_days: int | None,
     settings = _settings(ctx)
 
     async def main() -> int:
-        async with _migrated_pool(settings, max_size=3) as (pool, _applied):
+        async with _migrated_pool(settings, max_size=3) as (pool, _applied, dsn):
             async with pool.acquire() as conn:
                 done = await initial_sync.finished(conn)
             if done is not None:
                 click.echo(already_done(done))
                 return 0
+            config = await _integration_config(dsn)
+            if not (config.enabled and config.active):
+                # The first sync follows the integration: it starts when sync is enabled.
+                click.echo(f"syncd: no first sync: {config.waiting_for}", err=True)
+                return 1
             with tqdm(total=0, unit="rec", desc="first sync", disable=None) as bar:
                 def show(progress: initial_sync.Progress) -> None:
                     bar.total = progress.total
@@ -158,7 +174,8 @@ def sync_command(ctx: click.Context, initial: bool, window_days: int | None,
                     bar.refresh()
 
                 result = await initial_sync.run(
-                    pool, window_days=window_days or settings.initial_sync_window_days,
+                    pool, direction=config.direction,
+                    window_days=window_days or settings.initial_sync_window_days,
                     wait=not no_wait, on_progress=show)
         click.echo(f"first sync: {result.applied} of {result.total} records applied"
                    f" ({result.captured} captured)")

@@ -85,12 +85,16 @@ def wait_for_state(client: DaemonClient, want: str, timeout: float, *,
     """
     deadline = time.monotonic() + timeout
     while True:
-        state = request(client, "GET", "/status")["state"]
+        status = request(client, "GET", "/status")
+        state = status["state"]
         if state == want:
             return True
-        if state == "deleted":
-            raise click.ClickException("the integration has been deleted: sync has stopped")
+        if state == "deleted":  # for good: waiting would not bring it
+            raise click.ClickException(str(status.get("waiting_for") or state))
         if time.monotonic() >= deadline:
+            if state in ("not_set_up", "sync_not_enabled"):
+                # Not a slow daemon: the integration itself says what is missing.
+                raise click.ClickException(str(status.get("waiting_for") or state))
             return False
         time.sleep(interval)
 

@@ -96,18 +96,27 @@ async def watch_readiness(checks: dict[str, ReadinessCheck], stop: asyncio.Event
 
 def build_app(checks: dict[str, ReadinessCheck], *, api: ApiContext | None = None,
               board: BoardContext | None = None, routes: Sequence[web.RouteDef] = (),
-              middlewares: Sequence[Any] = ()) -> web.Application:
+              middlewares: Sequence[Any] = (),
+              not_applying: Callable[[], str | None] | None = None) -> web.Application:
     """The application: the admin API's routes (with ``api``: its bearer tokens are read
     on every ``/api/v1/`` path) and the board's (with ``board``), from the route table,
-    and the OpenAPI document of those; ``routes`` and ``middlewares`` besides."""
+    and the OpenAPI document of those; ``routes`` and ``middlewares`` besides.
+
+    ``not_applying`` says why changes are not applied (not set up, paused, ...):
+    ``/readyz`` shows it as ``sync`` but stays ready, because the daemon is doing what
+    it was told and its API must stay reachable to set up or resume (a pod that is
+    not ready gets no traffic)."""
     async def healthz(_request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
 
     async def readyz(_request: web.Request) -> web.Response:
         failing = await run_checks(checks)
-        if failing:
-            return web.json_response({"status": "not ready", "failing": failing}, status=503)
-        return web.json_response({"status": "ready", "checks": list(checks)})
+        body: dict[str, Any] = ({"status": "not ready", "failing": failing} if failing
+                                else {"status": "ready", "checks": list(checks)})
+        note = not_applying() if not_applying is not None else None
+        if note is not None:
+            body["sync"] = note
+        return web.json_response(body, status=503 if failing else 200)
 
     async def metrics_view(_request: web.Request) -> web.Response:
         body = await asyncio.to_thread(generate_latest, REGISTRY)

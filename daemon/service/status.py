@@ -20,7 +20,8 @@ async def status(pool: asyncpg.Pool, *, config: SyncConfig, lag: dict[int, int],
             " (SELECT count(*) FROM sync.deferred) AS deferred")
     assert backlog is not None
     return {
-        "state": "deleted" if not config.active else ("paused" if config.paused else "running"),
+        "state": config.state,
+        "waiting_for": config.waiting_for,
         "consumer_lag": {str(p): n for p, n in sorted(lag.items())},
         "last_applied_at": (dt.datetime.fromtimestamp(last_applied_at, dt.UTC).isoformat()
                             if last_applied_at else None),

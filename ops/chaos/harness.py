@@ -327,7 +327,8 @@ async def _step(driver: Driver, dsn: str) -> None:
 
 async def _choose_sync_type(dsn: str, sync_type: str, *, attempts: int = 20) -> None:
     """Choose the sync type as an administrator would (setting the integration up
-    first if nobody has), through the integration store on psycopg: retried while
+    first if nobody has: until then nothing is applied), through the integration
+    store on psycopg: retried while
     the database is away (a restart), and idempotent, so a retry changes nothing
     that a lost answer had already changed."""
     import psycopg
@@ -713,6 +714,7 @@ async def _two_replicas(a: Replica, b: Replica, postgres: EmbeddedPostgres, figu
                         rng: random.Random, *, changes: int, echo: Any) -> None:
     a.start()
     await _wait_ready(a, figures)
+    await _choose_sync_type(postgres.dsn, "two_way")  # nothing is applied before
     b.start()
     await _wait_ready(b, figures)
     conn = await _connect(postgres.dsn)
@@ -762,6 +764,7 @@ async def run_soak(*, rate: int, seconds: int, root: Path, sample_every: float =
         postgres, replica = stack.postgres, stack.replica("replica-a")
         replica.start()
         await _wait_ready(replica, Figures())
+        await _choose_sync_type(postgres.dsn, "two_way")  # nothing is applied before
         assert replica.proc is not None
         process = psutil.Process(replica.proc.pid)
         address = json.loads((replica.data_dir / "runtime.json").read_text())["http"]

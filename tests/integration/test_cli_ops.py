@@ -17,6 +17,7 @@ from click.testing import CliRunner, Result
 from adapters import initial_sync
 from daemon.cli import cli
 from tests.support.daemon import TOKENS, RunningDaemon, running_daemon
+from tests.support.integration import enable_sync
 from tests.support.pipeline import Pipeline
 
 
@@ -25,10 +26,7 @@ async def daemon(database_url: str, kafka_bootstrap: str, topic_prefix: str,
                  data_dir: Path) -> AsyncIterator[RunningDaemon]:
     async with running_daemon(database_url, kafka_bootstrap, topic_prefix,
                               data_dir) as running:
-        for method, path, body in (
-                ("POST", "/api/v1/integration", {"desk_portal": "d", "crm_org": "c"}),
-                ("PUT", "/api/v1/integration/sync-type", {"sync_type": "two_way"})):
-            assert (await running.call(method, path, body=body))[0] == 200
+        await running.enable_sync()
         yield running
 
 
@@ -76,14 +74,18 @@ async def test_pause_times_out_with_a_message(daemon: RunningDaemon, data_dir: P
 
 async def test_initial_sync_after_it_is_done_says_so(pipeline: Pipeline, database_url: str,
                                                      data_dir: Path) -> None:
-    """A second `syncd sync --initial` says the first one is done (when, how many) and
-    that it does not run again, instead of repeating the old total."""
+    """`syncd sync --initial` waits for sync to be enabled on the integration (it says
+    so); a second one says the first one is done (when, how many) and that it does not
+    run again, instead of repeating the old total."""
     assert pipeline.pool is not None
     async with pipeline.pool.acquire() as conn, conn.transaction():
         await conn.execute("SET LOCAL syncd.origin = 'sync'")
         await conn.execute("SET LOCAL syncd.capture = 'off'")
         await conn.execute("INSERT INTO crm.contacts (last_name, email)"
                            " SELECT 'n' || g, 'r' || g || '@x.com' FROM generate_series(1, 5) g")
+    refused = await syncd(data_dir, "sync", "--initial", SYNCD_DATABASE_URL=database_url)
+    assert refused.exit_code == 1 and "the integration is not set up" in refused.output
+    await enable_sync(database_url)
     first = await syncd(data_dir, "sync", "--initial", SYNCD_DATABASE_URL=database_url)
     assert first.exit_code == 0, first.output
     assert "5 of 5 records applied" in first.output

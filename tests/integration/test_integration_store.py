@@ -16,7 +16,7 @@ from adapters.integration_store import (
     environment,
     open_application,
 )
-from projections.config import SyncConfig
+from projections.config import NOT_SET_UP, SyncConfig
 from projections.integration import IntegrationDeleted
 from projections.integration_app import IntegrationApplication, in_memory
 from projections.mapping import build_mapping
@@ -212,7 +212,7 @@ async def test_follow_without_baseline_reports_the_current_config() -> None:
     stop = asyncio.Event()
     task = asyncio.create_task(service.follow(stop, configs.put_nowait, interval=0.05))
     try:
-        assert await wait_for_config(configs, timeout=1.0) == SyncConfig()
+        assert await wait_for_config(configs, timeout=1.0) == NOT_SET_UP
     finally:
         stop.set()
         await task
@@ -239,7 +239,7 @@ async def test_follow_survives_a_database_error() -> None:
     with capture_logs() as logs:
         task = asyncio.create_task(service.follow(stop, configs.put_nowait, interval=0.05))
         try:
-            assert await wait_for_config(configs, timeout=1.0) == SyncConfig()
+            assert await wait_for_config(configs, timeout=1.0) == NOT_SET_UP
         finally:
             stop.set()
             await task

@@ -20,12 +20,7 @@ async def daemon(database_url: str, kafka_bootstrap: str, topic_prefix: str,
                  tmp_path: Path) -> AsyncIterator[RunningDaemon]:
     async with running_daemon(database_url, kafka_bootstrap, topic_prefix,
                               tmp_path / "data") as running:
-        status, _ = await running.call("POST", "/api/v1/integration",
-                                       body={"desk_portal": "desk-1", "crm_org": "crm-1"})
-        assert status == 200
-        status, _ = await running.call("PUT", "/api/v1/integration/sync-type",
-                                       body={"sync_type": "two_way"})
-        assert status == 200
+        await running.enable_sync()
         yield running
 
 

@@ -33,10 +33,7 @@ async def test_planted_secret_never_appears(database_url: str, kafka_bootstrap: 
     try:
         async with running_daemon(with_password(database_url, PLANTED), kafka_bootstrap,
                                   topic_prefix, tmp_path / "data") as daemon:
-            await daemon.call("POST", "/api/v1/integration",
-                              body={"desk_portal": "d", "crm_org": "c"})
-            await daemon.call("PUT", "/api/v1/integration/sync-type",
-                              body={"sync_type": "two_way"})
+            await daemon.enable_sync()
             exposed: list[str] = []
             status, body = await daemon.call(
                 "GET", "/api/v1/status", role=None,

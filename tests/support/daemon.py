@@ -16,6 +16,7 @@ from pydantic import SecretStr
 
 from daemon.app import run
 from daemon.runtime.settings import ApiToken, Settings
+from tests.support.pipeline import TEST_SESSION_TIMEOUT_MS
 
 TOKENS = {"viewer": "viewer-token-0123456789", "operator": "operator-token-0123456789",
           "admin": "admin-token-0123456789"}
@@ -40,6 +41,21 @@ class RunningDaemon:
             text = await response.text()
             return response.status, (json.loads(text) if text else None)
 
+    async def enable_sync(self, sync_type: str = "two_way") -> None:
+        """Set the integration up and enable sync as an administrator, over the API, and
+        return once this daemon runs with it (nothing is applied before)."""
+        for method, path, body in (
+                ("POST", "/api/v1/integration", {"desk_portal": "d", "crm_org": "c"}),
+                ("PUT", "/api/v1/integration/sync-type", {"sync_type": sync_type})):
+            status, answer = await self.call(method, path, body=body)
+            assert status == 200, answer
+        for _ in range(200):
+            _, now = await self.call("GET", "/api/v1/status", role="viewer")
+            if now["config_position"] >= answer["position"]:
+                return
+            await asyncio.sleep(0.02)
+        raise TimeoutError("the daemon did not follow the integration's set-up")
+
     async def wait_until(self, query: str, expected: Any, timeout: float = 60) -> None:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
@@ -57,6 +73,7 @@ async def running_daemon(database_url: str, kafka_bootstrap: str, topic_prefix: 
         topic_prefix=topic_prefix,
         group_id=f"{topic_prefix}-g", partitions=3, http_listen="127.0.0.1:0",
         data_dir=data_dir, shutdown_deadline=5, relay_poll_interval=0.2,
+        consumer_session_timeout_ms=TEST_SESSION_TIMEOUT_MS,
         api_tokens=[ApiToken(name=role if role != "operator" else "ops", role=role,  # type: ignore[arg-type]
                              token=SecretStr(token)) for role, token in TOKENS.items()],
         webhook_secrets={"desk": SecretStr(WEBHOOK_SECRET), "crm": SecretStr(WEBHOOK_SECRET)},

@@ -20,6 +20,11 @@ from daemon.runtime.supervisor import supervise
 from projections.batch import Projection
 from projections.config import SyncConfig
 
+TEST_SESSION_TIMEOUT_MS = 2_000
+"""The embedded broker holds a consumer's first join for about half its session
+timeout (waiting for other members), rounded up to a second: 3 s at the daemon's
+default of 6 s, 1 s at 2 s. The tests' consumers join a hundred times a run."""
+
 
 class Pipeline:
     def __init__(self, dsn: str, bootstrap: str, prefix: str,
@@ -48,7 +53,8 @@ class Pipeline:
         settings = Settings(database_url=SecretStr(self.dsn), kafka_bootstrap=self.bootstrap,
                             topic_prefix=self.prefix, group_id=self.group,
                             partitions=self.partitions, relay_poll_interval=0.2,
-                            relay_resend_after=5)
+                            relay_resend_after=5,
+                            consumer_session_timeout_ms=TEST_SESSION_TIMEOUT_MS)
         self.parts = build(
             settings, services=Services(dsn=self.dsn, bootstrap=self.bootstrap),
             pool=self.pool, config=lambda: self.config,

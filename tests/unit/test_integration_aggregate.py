@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from projections.config import SyncConfig
+from projections.config import NOT_SET_UP, SyncConfig
 from projections.integration import (
     INTEGRATION_ID,
     AlreadySetUp,
@@ -325,19 +325,26 @@ def test_deleted_integration_accepts_no_command(live: IntegrationApplication,
 
 # -- config --------------------------------------------------------------------
 
-def test_config_before_set_up_is_the_default(app: IntegrationApplication) -> None:
-    """With no integration yet, the daemon keeps its built-in config."""
-    assert app.current_config() == SyncConfig()
+def test_config_before_set_up_applies_nothing(app: IntegrationApplication) -> None:
+    """With no integration yet nothing is applied: changes wait until an administrator
+    sets it up and enables sync (issue 15: the first sync follows the integration)."""
+    config = app.current_config()
+    assert config == NOT_SET_UP
+    assert config.paused and not config.enabled and config.state == "not_set_up"
+    assert "not set up" in str(config.waiting_for)
 
 
 def test_config_waits_until_sync_is_enabled(app: IntegrationApplication) -> None:
     """Set up but not yet syncing (or a legacy import), changes wait: the config is paused."""
     app.set_up("p", "o", by="alice")
     assert app.current_config().paused is True
+    assert app.current_config().state == "sync_not_enabled"
     app.start_legacy_import(by="alice")
     assert app.current_config().paused is True
+    assert app.current_config().enabled is False
     app.switch_to_sync(by="alice")
     assert app.current_config().paused is False
+    assert app.current_config().state == "running"
 
 
 def test_config_carries_every_setting(live: IntegrationApplication) -> None:
