@@ -4,11 +4,15 @@ For each batch, in one transaction (the projector's):
 
 1. lock the match keys of every unlinked record in the batch (sorted, so two
    replicas take them in the same order) and the batch's link rows;
-2. read, in bulk, the links and the match candidates;
+2. read, in bulk, the links, the match candidates and the account links the
+   contacts' references name;
 3. walk the events in log order in memory: match or create, merge per field
    (newest wins, see ``merge``), check every value against its target field,
    and decide what each side must hold;
-4. write, in bulk: new records, updated records, links, failures, history.
+4. write, in bulk: accounts first, then the contacts' account references are
+   decided (``projections.refs``: translated through the account links, left
+   waiting in ``sync.pending_refs``, or failed), then contacts, products, links,
+   waiting references, failures, history.
 
 Writes carry ``syncd.origin = 'sync'`` so capture ignores them (SYNC-14); each
 link also keeps a fingerprint of what each side is known to hold, and a
@@ -28,7 +32,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import msgspec
@@ -51,11 +55,22 @@ from projections.merge import (
     project,
     side_values,
 )
+from projections.refs import (
+    REFS_LOCK,
+    Ref,
+    existing_accounts,
+    merge_ref,
+    ref_of,
+    ref_problem,
+    store_waiting,
+    waiting_for,
+)
 
 REASON_ALREADY_MAPPED = "the CRM id is already mapped to another desk entity"
 REASON_AMBIGUOUS = "more than one matching record"
 REASON_UNSEEN_EDIT = ("the record changed after the sync last saw it, and the change"
                       " was not captured")
+REASON_UNKNOWN_ACCOUNT = "the contact's account does not exist"
 
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
@@ -274,6 +289,18 @@ class _Batch:
         self.outcomes: list[Outcome] = []
         self.result = BatchResult()
         self._fps: dict[int, str] = {}  # id(event) -> fingerprint of its mapped values
+        # Account references (projections.refs). Account links read only to translate a
+        # reference, keyed like ``links`` (which wins: it holds the batch's own changes).
+        self.ref_links: dict[tuple[str, Side, str], Link] = {}
+        # Contact pairs whose reference on a side must be decided at flush time (it
+        # names, or named, the other side's account), with the event that set it.
+        self.ref_checks: dict[tuple[int, Side], tuple[Link, Side, Outcome]] = {}
+        self.created_accounts: set[int] = set()  # id(link) of accounts created this batch
+        self.ref_outcomes: list[Outcome] = []  # recorded when they failed (see _settle_refs)
+        self.earlier_causes: set[int] = set()  # id() of those of events of earlier batches
+        self.refs_settled: list[tuple[Link, Side]] = []
+        self.refs_waiting: list[tuple[Link, Side, int, int]] = []
+        self.stale_refs: list[tuple[Side, str]] = []
 
     # -- reading ---------------------------------------------------------------
 
@@ -299,6 +326,7 @@ class _Batch:
                 link.desk_fp = link.crm_fp = None
         else:
             await self._load_candidates(events)
+        await self._load_ref_links(events)
         for item in logged:
             e = item.event
             self.outcome = Outcome(item.seq, e.event_id, e.source, e.module, e.record_id,
@@ -392,6 +420,84 @@ class _Batch:
         if rows:
             await self._read_links(module, side, [row["id"] for row in rows])
 
+    async def _load_ref_links(self, events: list[ChangeEvent]) -> None:
+        """Read the account links the batch's contact references name (their events',
+        their pairs', their match candidates'), so most resolve while deciding."""
+        refs: set[Ref] = set()
+        for e in events:
+            account = e.values.get("account_id")
+            if e.module == "contacts" and account is not None and ref_problem(account) is None:
+                refs.add((e.source, account))
+        for (module, _, _), link in self.links.items():
+            ref = ref_of(link.state) if module == "contacts" else None
+            if ref is not None:
+                refs.add(ref)
+        for (module, side, _), found in self.candidates.items():
+            for cand in found if module == "contacts" else []:
+                account = cand.values.get("account_id")
+                if account is not None:
+                    refs.add((side, account))
+        await self._read_ref_links(refs)
+
+    async def _read_ref_links(self, refs: set[Ref]) -> None:
+        """The account links of ``refs`` that the batch does not hold, as committed now.
+        No row lock: they are only read (REFS_LOCK orders what must not be missed)."""
+        wanted = {side: sorted({str(account) for s, account in refs if s == side
+                                and ("accounts", side, str(account)) not in self.links})
+                  for side in ("desk", "crm")}
+        if not wanted["desk"] and not wanted["crm"]:
+            return
+        rows = await self.conn.fetch(
+            "SELECT * FROM sync.links WHERE module = 'accounts'"
+            " AND (desk_id = ANY($1::text[]) OR crm_id = ANY($2::text[]))",
+            wanted["desk"], wanted["crm"])
+        for row in rows:
+            link = self._link_from_row(row)
+            for side in ("desk", "crm"):
+                self.ref_links[("accounts", side, link.id_on(side) or "")] = link
+
+    def _account_on(self, ref: Ref | None, side: Side) -> int | None:
+        """The account of ``side`` a reference names: its own, or the twin its link
+        pairs it with; None when there is none (yet)."""
+        if ref is None:
+            return None
+        if ref[0] == side:
+            return ref[1]
+        key = ("accounts", ref[0], str(ref[1]))
+        link = self.links.get(key) or self.ref_links.get(key)
+        if link is None or link.gone(side) == "hard":
+            return None
+        twin = link.id_on(side)
+        return int(twin) if twin else None  # "": created at flush time, not yet
+
+    def _merge(self, state: State, mapping: ModuleMapping, *, side: Side,
+               values: dict[str, Any], changed: list[str] | None, modified_at: dt.datetime,
+               created_at: dt.datetime) -> State:
+        """``merge_change``, and a contact's account reference merged like a field."""
+        merged = merge_change(state, mapping, side=side, values=values, changed=changed,
+                              modified_at=modified_at, created_at=created_at)
+        if mapping.module == "contacts":
+            merge_ref(merged, side=side, values=values, changed=changed,
+                      modified_at=modified_at, created_at=created_at)
+        return merged
+
+    @staticmethod
+    def _held(values: dict[str, Any], mapping: ModuleMapping, side: Side) -> dict[str, Any]:
+        """What a side's record holds of what the sync keeps (fingerprinted, for echoes
+        and the guard): the mapped fields, and a contact's ``account_id``."""
+        held = side_values(values, mapping, side)
+        if mapping.module == "contacts":
+            held["account_id"] = values.get("account_id")
+        return held
+
+    def _wanted(self, state: State, mapping: ModuleMapping, side: Side) -> dict[str, Any]:
+        """What a side's record must hold: the merged mapped fields, and for a contact
+        the side's account its reference names (null while there is none)."""
+        wanted = project(state, mapping, side)
+        if mapping.module == "contacts":
+            wanted["account_id"] = self._account_on(ref_of(state), side)
+        return wanted
+
     # -- deciding ----------------------------------------------------------------
 
     def _fail(self, event: ChangeEvent, reason: str, detail: str = "") -> None:
@@ -433,7 +539,8 @@ class _Batch:
             if link is None:
                 return
         elif (self._source_fp(event, mapping) == link.fp(source)
-              and not in_bin and link.gone(source) is None):
+              and not in_bin and link.gone(source) is None
+              and not self._ref_unsettled(link, mapping, OTHER[source])):
             self.result.echoes += 1  # what that side already holds: nothing to sync
             self.outcome.outcome = "echo"
             link.saw(source, event.modified_at)
@@ -460,7 +567,7 @@ class _Batch:
             link.set_gone("desk", None)  # it changed, so it exists (restored)
         held = link.fp("desk") is None and "desk" not in link.pending
         link.set_fp("desk", self._source_fp(event, mapping))
-        wanted = project(link.state, mapping, "desk")
+        wanted = self._wanted(link.state, mapping, "desk")
         if held and link.state and fingerprint(wanted) != link.fp("desk"):
             stamp = EPOCH + dt.timedelta(microseconds=newest(link.state))
             self._write(link, "desk", wanted, event, create=False, stamp=stamp, claim=None)
@@ -471,8 +578,8 @@ class _Batch:
         for the link (computed once; the events live as long as the batch)."""
         fp = self._fps.get(id(event))
         if fp is None:
-            fp = self._fps[id(event)] = fingerprint(side_values(event.values, mapping,
-                                                                event.source))
+            fp = self._fps[id(event)] = fingerprint(self._held(event.values, mapping,
+                                                               event.source))
         return fp
 
     def _match_or_create(self, event: ChangeEvent, mapping: ModuleMapping) -> Link | None:
@@ -513,11 +620,11 @@ class _Batch:
                            f"{target} record {cand.record_id} is linked to another record")
                 return None
             link.set_id(target, cand.record_id)
-            link.state = merge_change(
+            link.state = self._merge(
                 {}, mapping, side=target, values=cand.values, changed=None,
                 modified_at=_parse_time(cand.values.get("modified_time")),
                 created_at=_parse_time(cand.values.get("created_time")))
-            link.set_fp(target, fingerprint(side_values(cand.values, mapping, target)))
+            link.set_fp(target, fingerprint(self._held(cand.values, mapping, target)))
             link.saw(target, _parse_time(cand.values.get("modified_time")))
             secondary_match = cand.via_secondary or (
                 email_key(event.values.get("email")) != email_key(cand.values.get("email")))
@@ -535,13 +642,18 @@ class _Batch:
     def _apply(self, event: ChangeEvent, link: Link, mapping: ModuleMapping, *,
                in_bin: bool) -> None:
         source: Side = event.source
-        state = merge_change(link.state, mapping, side=source, values=event.values,
-                             changed=event.changed, modified_at=event.modified_at,
-                             created_at=event.created_at)
+        if event.module == "contacts":
+            problem = ref_problem(event.values.get("account_id"))
+            if problem is not None:
+                self._fail(event, problem, f"{source} field account_id")
+                return
+        state = self._merge(link.state, mapping, side=source, values=event.values,
+                            changed=event.changed, modified_at=event.modified_at,
+                            created_at=event.created_at)
         sides: list[Side] = [OTHER[source], source]
         if self.cfg.direction == "crm_to_desk" and source == "crm":
             sides = ["desk"]  # in a replay, a desk event was applied two-way (its outcome)
-        desired = {side: project(state, mapping, side) for side in sides}
+        desired = {side: self._wanted(state, mapping, side) for side in sides}
         for side in sides:
             for fld in mapping.fields(side):
                 problem = value_problem(desired[side].get(fld.name), fld)
@@ -572,6 +684,14 @@ class _Batch:
                         claim=claim)
             link.pending[side] = wanted
             link.set_gone(side, None)
+        if event.module == "contacts" and not self.replay:
+            # A reference naming the other side's account (now, or before this change:
+            # then a reference may be waiting) is decided at flush time, once the
+            # batch's accounts have their ids (_settle_refs).
+            before, after = ref_of(link.state), ref_of(state)
+            for side in sides:
+                if any(ref is not None and ref[0] != side for ref in (before, after)):
+                    self.ref_checks[(id(link), side)] = (link, side, self.outcome)
         link.state = state
         link.updated_at = max(link.updated_at, event.modified_at)
         link.dirty = True
@@ -599,19 +719,163 @@ class _Batch:
 
     async def _flush(self) -> None:
         await self.conn.execute("SET LOCAL syncd.origin = 'sync'")
-        by_table: dict[tuple[Side, str], list[Write]] = {}
-        for write in self.writes.values():
-            by_table.setdefault((write.side, write.link.module), []).append(write)
-        for (side, module), writes in sorted(by_table.items()):
-            await self._write_table(side, module, writes)
+        # Accounts first, on both sides: a contact is written the id its account has
+        # on that side, which a created account only has once it is written.
+        await self._write_module("accounts")
+        await self._settle_refs()
+        await self._write_module("contacts")
+        await self._write_module("products")
+        if not self.replay:
+            # Now that created contacts have their ids.
+            await store_waiting(
+                self.conn,
+                [*self.stale_refs, *((side, contact) for link, side in self.refs_settled
+                                     if (contact := link.id_on(side)))],
+                [(side, contact, account, seq) for link, side, account, seq
+                 in self.refs_waiting if (contact := link.id_on(side))])
         await self._flush_links()
         if not self.replay:
+            self.outcomes.extend(o for o in self.ref_outcomes if o.outcome == "failed")
             await record_outcomes(self.conn, self.outcomes)
+
+    async def _write_module(self, module: str) -> None:
+        for side in ("crm", "desk"):
+            writes = [w for w in self.writes.values()
+                      if w.link.module == module and w.side == side]
+            if writes:
+                await self._write_table(side, module, writes)
+
+    async def _settle_refs(self) -> None:
+        """Decide the account references of the batch's contacts, before they are
+        written (projections.refs): each side is written the twin of the account its
+        pair's reference names; a reference to an account not linked yet waits in
+        sync.pending_refs; one to an account its store does not hold is a failure of
+        its own (the contact is written without it). References that were waiting for
+        an account this batch linked are decided too, and written if they must be.
+
+        A replay only translates (links as they are): it leaves no reference waiting,
+        resolves none and records no failure."""
+        linked = [] if self.replay else self._new_account_links()
+        if not self.replay and (linked or any(
+                self._crosses_unresolved(link, side) for link, side, _ in
+                self.ref_checks.values())):
+            await self.conn.execute("SELECT pg_advisory_xact_lock($1)", REFS_LOCK)
+            if linked:
+                await self._load_waiting(linked)
+        pairs = [*((w.link, w.side) for w in self.writes.values()),
+                 *((link, side) for link, side, _ in self.ref_checks.values())]
+        await self._read_ref_links({ref for link, side in pairs
+                                    if self._crosses_unresolved(link, side)
+                                    and (ref := ref_of(link.state)) is not None})
+        if self.replay:
+            return
+        unknown: dict[Side, set[int]] = {}
+        for link, side, _ in self.ref_checks.values():
+            ref = ref_of(link.state)
+            if ref is not None and self._crosses_unresolved(link, side):
+                unknown.setdefault(ref[0], set()).add(ref[1])
+        exists = {side: await existing_accounts(self.conn, side, ids)
+                  for side, ids in sorted(unknown.items())}
+        mapping = self.cfg.mappings["contacts"]
+        for link, side, cause in self.ref_checks.values():
+            if self.cfg.direction == "crm_to_desk" and side == "crm":
+                continue  # one-way: nothing goes to the CRM; a waiting reference stays
+            ref = ref_of(link.state)
+            twin = self._account_on(ref, side)
+            if ref is None or ref[0] == side or twin is not None:
+                self.refs_settled.append((link, side))
+                if (twin is not None and ref is not None and ref[0] != side
+                        and ("contacts", side, id(link)) not in self.writes
+                        and link.id_on(side) and link.gone(side) is None
+                        and fingerprint(self._wanted(link.state, mapping, side))
+                        != link.pending.get(side, link.fp(side))):
+                    self._ref_write(link, side, cause)
+            elif ref[1] in exists.get(ref[0], set()):
+                if cause.seq is not None:
+                    self.refs_waiting.append((link, side, ref[1], cause.seq))
+            else:
+                self.refs_settled.append((link, side))
+                failed = replace(cause, outcome="unchanged", reason=None, detail="", id=None)
+                self._fail_outcome(failed, REASON_UNKNOWN_ACCOUNT,
+                                   f"{ref[0]} account {ref[1]} does not exist; the {side}"
+                                   " contact is written without an account")
+                self.ref_outcomes.append(failed)
+
+    def _ref_unsettled(self, link: Link, mapping: ModuleMapping, side: Side) -> bool:
+        """The pair's reference names an account of the other side that ``side`` does
+        not point at the twin of: there is none (waiting, or no such account), or
+        ``side`` was written without it and the twin exists now (an account created
+        after its failure). Then a change equal to what the other side holds (a retry,
+        say) is applied, not dropped as an echo."""
+        if self._crosses_unresolved(link, side):
+            return True
+        ref = ref_of(link.state) if link.module == "contacts" else None
+        if ref is None or ref[0] == side:
+            return False
+        without = {**self._wanted(link.state, mapping, side), "account_id": None}
+        return link.fp(side) == fingerprint(without)
+
+    def _crosses_unresolved(self, link: Link, side: Side) -> bool:
+        """A contact pair's reference names an account of the other side than ``side``
+        that has no twin on ``side`` (yet)."""
+        ref = ref_of(link.state) if link.module == "contacts" else None
+        return ref is not None and ref[0] != side and self._account_on(ref, side) is None
+
+    def _new_account_links(self) -> list[tuple[Side, str]]:
+        """(side, id) of both accounts of each pair that got an id this batch (newly
+        linked, or a side created again): references may be waiting for them."""
+        out: set[tuple[Side, str]] = set()
+        for (module, _, _), link in self.links.items():
+            if (module == "accounts" and link.dirty and link.desk_id and link.crm_id
+                    and (link.link_id is None or id(link) in self.created_accounts)):
+                out.update((("desk", link.desk_id), ("crm", link.crm_id)))
+        return sorted(out)
+
+    async def _load_waiting(self, accounts: list[tuple[Side, str]]) -> None:
+        """The references waiting for ``accounts``: their pairs join the checks, with
+        the event that set each reference (what fails if the write cannot land)."""
+        rows = await waiting_for(self.conn, accounts)
+        # These pairs' row locks come late, after REFS_LOCK: a batch holding one of them
+        # and waiting for REFS_LOCK deadlocks with this one. PostgreSQL detects it and
+        # the consumer reads the rolled-back batch again, as for any conflicted batch;
+        # it takes two replicas (or the resume drain) and a new account link at once.
+        for side in ("desk", "crm"):
+            ids = sorted({r["contact_id"] for r in rows if r["side"] == side}
+                         - {i for (m, s, i) in self.links if m == "contacts" and s == side})
+            if ids:
+                await self._read_links("contacts", side, ids)
+        for row in rows:
+            waiting: Side = row["side"]
+            link = self.links.get(("contacts", waiting, row["contact_id"]))
+            if link is None:  # that contact is no longer linked under this id
+                self.stale_refs.append((waiting, row["contact_id"]))
+                continue
+            cause = Outcome(row["seq"], row["event_id"], row["source"], "contacts",
+                            row["record_id"], row["captured_at"])
+            self.ref_outcomes.append(cause)
+            self.earlier_causes.add(id(cause))
+            self.ref_checks.setdefault((id(link), waiting), (link, waiting, cause))
+
+    def _ref_write(self, link: Link, side: Side, cause: Outcome) -> None:
+        """Write a contact again for its reference alone (its account has just linked);
+        guarded like every write. Its values are the merged state's, at flush time."""
+        stamp = EPOCH + dt.timedelta(microseconds=newest(link.state))
+        # The event of this batch that set the reference counts the write; one of an
+        # earlier batch was counted then.
+        claims = [] if id(cause) in self.earlier_causes else [(cause, "updated")]
+        self.writes[("contacts", side, id(link))] = Write(
+            link=link, side=side, values={}, modified_at=stamp, created_at=stamp,
+            create=False, outcomes=claims, cause=cause)
+        link.dirty = True
+        self.result.written += 1
 
     async def _write_table(self, side: Side, module: str, writes: list[Write]) -> None:
         mapping = self.cfg.mappings[module]
-        columns = sorted({f.name for f in mapping.fields(side) if not f.name.startswith("custom.")})
+        columns = sorted({f.name for f in mapping.fields(side) if not f.name.startswith("custom.")}
+                         | ({"account_id"} if module == "contacts" else set()))
         creates = [w for w in writes if w.create]
+        if module == "accounts":
+            self.created_accounts.update(id(w.link) for w in creates)
         if creates:
             ids = await self.conn.fetch(
                 "SELECT nextval(pg_get_serial_sequence($1, 'id')) AS id"
@@ -622,7 +886,7 @@ class _Batch:
         for write in writes:
             # Decided per event, written once: what the side must hold is what the
             # final merged state says, not what an earlier event of the batch said.
-            write.values = project(write.link.state, mapping, side)
+            write.values = self._wanted(write.link.state, mapping, side)
             write.modified_at = max(write.modified_at,
                                     EPOCH + dt.timedelta(microseconds=newest(write.link.state)))
         if self.replay:
@@ -719,7 +983,7 @@ class _Batch:
             row = rows.get(record_id)
             known = write.link.fp(side)
             if row is not None and known is not None and known == fingerprint(
-                    side_values(json.loads(row["v"]), mapping, side)):
+                    self._held(json.loads(row["v"]), mapping, side)):
                 write.link.saw(side, row["modified_time"])
                 now.append(write)
                 continue
@@ -767,7 +1031,7 @@ class _Batch:
             seen = write.link.seen(side)
             if values is None:
                 write.create = write.keep_id = True
-            elif (not values.get("deleted") and fingerprint(side_values(values, mapping, side))
+            elif (not values.get("deleted") and fingerprint(self._held(values, mapping, side))
                   == fingerprint(write.values)):
                 write.link.set_fp(side, fingerprint(write.values))
                 continue
