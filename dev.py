@@ -74,6 +74,16 @@ def demo_note(directory: Path) -> str | None:
             f" (to start over: stop syncd, then rm -rf {directory})")
 
 
+def parallel(args: list[str]) -> list[str]:
+    """Two pytest workers (one per core of the machines this runs on), each with its
+    embedded services, unless the caller chose (``-n``, ``-p no:xdist``); the tests of
+    one ``xdist_group`` (the heavy harness runs, the real cluster's) share a worker."""
+    chosen = any(a == "-n" or a.startswith("-n") or a.startswith("--numprocesses")
+                 or a == "no:xdist" for a in args)
+    workers = min(2, os.cpu_count() or 1)
+    return [] if chosen or workers < 2 else ["-n", str(workers), "--dist", "loadgroup"]
+
+
 def lock(upgrade: bool) -> int:
     """Compile both locks with uv, keeping the versions .venv has unless ``upgrade``."""
     if not (LOCK_TOOLS / "bin" / "uv").exists():
@@ -127,7 +137,7 @@ def main() -> int:
            "tests", "dev.py")
         sh(BIN / "mypy")
         sh(BIN / "lint-imports")
-        sh(BIN / "python", "-m", "pytest", *rest)
+        sh(BIN / "python", "-m", "pytest", *parallel(rest), *rest)
     except subprocess.CalledProcessError as err:
         return err.returncode or 1
     return 0

@@ -75,10 +75,19 @@ def environment(dsn: str, *, schema: str = DEFAULT_SCHEMA) -> dict[str, str]:
     }
 
 
-def open_application(dsn: str, *, schema: str = DEFAULT_SCHEMA) -> IntegrationApplication:
-    """The integration application on PostgreSQL, its schema and tables created if missing.
+class IntegrationStoreMissing(RuntimeError):
+    """The integration's schema is not there and this role may not create it (not a
+    transient error: waiting would not bring it)."""
 
-    Blocking: call it through ``asyncio.to_thread``.
+
+def open_application(dsn: str, *, schema: str = DEFAULT_SCHEMA) -> IntegrationApplication:
+    """The integration application on PostgreSQL, its schema and tables created if missing
+    and if this role may create them.
+
+    A least-privilege role (docs/reliability.md) may not create anything, not even
+    with ``IF NOT EXISTS`` on what exists (PostgreSQL checks the privilege first): it
+    opens what ``syncd migrate``, run as the owner, created. Blocking: call it through
+    ``asyncio.to_thread``.
     """
     env = environment(dsn, schema=schema)
     # Replicas start together: CREATE SCHEMA/TABLE/TYPE IF NOT EXISTS can still
@@ -87,8 +96,20 @@ def open_application(dsn: str, *, schema: str = DEFAULT_SCHEMA) -> IntegrationAp
     with psycopg.connect(dsn, autocommit=True, connect_timeout=timeout) as conn:
         conn.execute("SELECT pg_advisory_lock(%s)", (LOCK_KEY,))
         try:
-            conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
-            return IntegrationApplication(env=env)
+            row = conn.execute(
+                "SELECT n.oid IS NOT NULL, coalesce(has_schema_privilege(n.oid, 'CREATE'),"
+                " has_database_privilege(current_database(), 'CREATE'))"
+                " FROM (SELECT 1) one LEFT JOIN pg_namespace n ON n.nspname = %s",
+                (schema,)).fetchone()
+            exists, may_create = row if row is not None else (False, False)
+            if not exists:
+                if not may_create:
+                    raise IntegrationStoreMissing(
+                        f"schema {schema!r} does not exist and this role may not create it:"
+                        " run `syncd migrate` as the database owner first")
+                conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+            return IntegrationApplication(env={**env, "CREATE_TABLE": "y" if may_create
+                                               else "n"})
         finally:
             conn.execute("SELECT pg_advisory_unlock(%s)", (LOCK_KEY,))
 

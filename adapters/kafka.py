@@ -11,6 +11,8 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
 
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -20,22 +22,63 @@ from aiokafka.errors import KafkaError, KafkaTimeoutError, TopicAlreadyExistsErr
 log = structlog.get_logger(__name__)
 
 
-async def ensure_topics(bootstrap: str, topics: list[str], *, partitions: int) -> list[str]:
-    """Create the missing topics; safe when several replicas race to do it."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
+@dataclass(frozen=True)
+class KafkaSecurity:
+    """How the clients authenticate to the brokers: ``PLAINTEXT`` (none, the default),
+    or ``SASL_PLAINTEXT`` / ``SASL_SSL`` with a SASL mechanism (``SCRAM-SHA-512``,
+    ``SCRAM-SHA-256``, ``PLAIN``) and its user name and password."""
+
+    protocol: str = "PLAINTEXT"
+    sasl_mechanism: str | None = None
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+
+    def options(self) -> dict[str, Any]:
+        """The aiokafka client arguments; empty for ``PLAINTEXT``, so unauthenticated
+        clients are built exactly as before."""
+        if self.protocol == "PLAINTEXT":
+            return {}
+        options: dict[str, Any] = {"security_protocol": self.protocol}
+        if self.sasl_mechanism is not None:
+            options.update(sasl_mechanism=self.sasl_mechanism,
+                           sasl_plain_username=self.username,
+                           sasl_plain_password=self.password)
+        return options
+
+
+NO_SECURITY = KafkaSecurity()
+
+MAX_REPLICATION = 3
+"""Replicas per partition of the topics this daemon creates, at most: three, or as many
+brokers as the cluster has when it has fewer (one, for the embedded broker)."""
+
+
+async def ensure_topics(bootstrap: str, topics: list[str], *, partitions: int,
+                        replication: int | None = None,
+                        security: KafkaSecurity = NO_SECURITY) -> list[str]:
+    """Create the missing topics; safe when several replicas race to do it.
+
+    ``replication`` None: ``MAX_REPLICATION`` capped at the cluster's broker count
+    (the brokers' own ``min.insync.replicas`` then applies to them)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000,
+                                **security.options())
     try:
         await admin.start()  # inside the try: a broker that is not up must not leak the client
         existing = set(await admin.list_topics())
         missing = [t for t in topics if t not in existing]
+        if missing and replication is None:
+            brokers = len((await admin.describe_cluster())["brokers"])
+            replication = max(1, min(MAX_REPLICATION, brokers))
         created: list[str] = []
         for topic in missing:
             try:
-                await admin.create_topics([NewTopic(topic, partitions, 1)])
+                await admin.create_topics([NewTopic(topic, partitions, replication or 1)])
                 created.append(topic)
             except TopicAlreadyExistsError:
                 pass  # another replica won the race: same outcome
         if created:
-            log.info("kafka_topics_created", topics=created, partitions=partitions)
+            log.info("kafka_topics_created", topics=created, partitions=partitions,
+                     replication=replication)
         return created
     finally:
         with contextlib.suppress(KafkaError, OSError):
@@ -62,8 +105,10 @@ def broker_unavailable(err: BaseException) -> bool:
     return isinstance(err, (OSError, TimeoutError))
 
 
-def make_producer(bootstrap: str) -> AIOKafkaProducer:
+def make_producer(bootstrap: str, *, security: KafkaSecurity = NO_SECURITY
+                  ) -> AIOKafkaProducer:
     return AIOKafkaProducer(
+        **security.options(),
         bootstrap_servers=bootstrap,
         acks="all",
         linger_ms=2,
@@ -77,11 +122,12 @@ def make_producer(bootstrap: str) -> AIOKafkaProducer:
 FETCH_MAX_WAIT_MS = 20
 
 
-def make_consumer(bootstrap: str, *, group_id: str, session_timeout_ms: int = 6_000
-                  ) -> AIOKafkaConsumer:
+def make_consumer(bootstrap: str, *, group_id: str, session_timeout_ms: int = 6_000,
+                  security: KafkaSecurity = NO_SECURITY) -> AIOKafkaConsumer:
     # A short rebalance timeout matters: the embedded broker waits for it in full
     # when a member left, and the projector's batches finish well inside it.
     return AIOKafkaConsumer(
+        **security.options(),
         bootstrap_servers=bootstrap,
         group_id=group_id,
         enable_auto_commit=False,

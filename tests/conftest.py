@@ -23,7 +23,12 @@ from adapters.migrate import migrate
 from daemon.runtime.embedded import EmbeddedBroker, EmbeddedPostgres
 from tests.support.pipeline import Pipeline
 
-TEMPLATE_DB = "syncd_test_template"
+# One template per pytest-xdist worker: on an external server (SYNCD_TEST_DATABASE_URL)
+# the workers share the server, and each builds its own template.
+TEMPLATE_DB = f"syncd_test_template_{os.environ.get('PYTEST_XDIST_WORKER', 'main')}"
+
+# The real Kafka cluster and the system PostgreSQL (started only for the tests that ask).
+pytest_plugins = ["tests.support.cluster_fixtures"]
 
 
 def with_database(dsn: str, name: str) -> str:

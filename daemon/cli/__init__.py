@@ -106,8 +106,12 @@ def migrate(ctx: click.Context) -> None:
     settings = _settings(ctx)
 
     async def main() -> int:
-        async with _migrated_pool(settings, max_size=2) as (_pool, applied, _dsn):
-            pass
+        async with _migrated_pool(settings, max_size=2) as (_pool, applied, dsn):
+            # The integration store's tables too, so that a least-privilege role running
+            # the daemon finds everything created (docs/reliability.md).
+            from adapters.integration_store import IntegrationService
+
+            await (await IntegrationService.open(dsn)).close()
         click.echo(f"applied {applied} migration(s)")
         return 0
 

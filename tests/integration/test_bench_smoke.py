@@ -7,10 +7,15 @@ from __future__ import annotations
 import json
 import math
 
+import pytest
 from click.testing import CliRunner
 
 from daemon.runtime.logs import configure_logging
 from ops.bench.cli import SCENARIOS, bench
+
+# One worker runs the harness-sized runs one after the other (dev.py runs two
+# pytest workers): side by side on two cores their timings would be each other's.
+pytestmark = pytest.mark.xdist_group("heavy")
 
 HEADLINE = {"steady": "events_per_s", "capture": "changes_per_s", "initial": "events_per_s",
             "latency": "p50_ms", "replay": "events_per_s", "handshake": "median_ms"}

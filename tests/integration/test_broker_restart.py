@@ -5,8 +5,14 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import pytest
+
 from daemon.runtime.embedded import EmbeddedBroker
 from tests.support.pipeline import Pipeline
+
+# One worker runs the harness-sized runs one after the other (dev.py runs two
+# pytest workers): side by side on two cores their timings would be each other's.
+pytestmark = pytest.mark.xdist_group("heavy")
 
 
 async def test_broker_restart_loses_and_doubles_nothing(database_url: str, tmp_path: Path,

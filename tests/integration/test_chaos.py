@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from ops.chaos.harness import run_chaos
+
+# One worker runs the harness-sized runs one after the other (dev.py runs two
+# pytest workers): side by side on two cores their timings would be each other's.
+pytestmark = pytest.mark.xdist_group("heavy")
 
 
 async def test_short_chaos_run_loses_doubles_and_diverges_nothing(tmp_path: Path) -> None:

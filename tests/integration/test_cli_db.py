@@ -7,9 +7,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from daemon.runtime.embedded import EmbeddedPostgres, free_port
 from tests.integration.test_daemon import start as start_daemon
 from tests.integration.test_daemon import terminate, wait_ready
+
+# One worker runs the harness-sized runs one after the other (dev.py runs two
+# pytest workers): side by side on two cores their timings would be each other's.
+pytestmark = pytest.mark.xdist_group("heavy")
 
 
 def db(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:

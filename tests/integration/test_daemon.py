@@ -12,7 +12,13 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import pytest
+
 from daemon.runtime.embedded import EmbeddedPostgres, free_port
+
+# One worker runs the harness-sized runs one after the other (dev.py runs two
+# pytest workers): side by side on two cores their timings would be each other's.
+pytestmark = pytest.mark.xdist_group("heavy")
 
 
 def get(url: str) -> tuple[int, dict[str, object]]:

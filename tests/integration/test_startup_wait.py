@@ -14,8 +14,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from daemon.runtime.embedded import EmbeddedBroker, EmbeddedPostgres, free_port
 from tests.integration.test_daemon import get
+
+# One worker runs the harness-sized runs one after the other (dev.py runs two
+# pytest workers): side by side on two cores their timings would be each other's.
+pytestmark = pytest.mark.xdist_group("heavy")
 
 
 def start(data_dir: Path, port: int, dsn: str, bootstrap: str, log: Path,
