@@ -66,12 +66,6 @@ def ref_of(state: State) -> Ref | None:
     return side, int(account)
 
 
-async def existing_accounts(conn: Conn, side: Side, ids: set[int]) -> set[int]:
-    """Which of ``ids`` are accounts of ``side``'s store (in the recycle bin or not)."""
-    rows = await conn.fetch(f"SELECT id FROM {side}.accounts WHERE id = ANY($1::bigint[])",
-                            sorted(ids))
-    return {row["id"] for row in rows}
-
 
 async def waiting_for(conn: Conn, accounts: list[tuple[Side, str]]) -> list[Any]:
     """The references waiting for these accounts (``(side, id)`` of each account): the

@@ -58,13 +58,14 @@ from projections.merge import (
 from projections.refs import (
     REFS_LOCK,
     Ref,
-    existing_accounts,
     merge_ref,
     ref_of,
     ref_problem,
     store_waiting,
     waiting_for,
 )
+from projections.stores.embedded import EmbeddedStore
+from projections.stores.port import Store
 
 REASON_ALREADY_MAPPED = "the CRM id is already mapped to another desk entity"
 REASON_AMBIGUOUS = "more than one matching record"
@@ -207,8 +208,10 @@ class SyncProjection:
 
     name = "sync"
 
-    def __init__(self, config: Callable[[], SyncConfig]) -> None:
+    def __init__(self, config: Callable[[], SyncConfig], *,
+                 stores: StoreFactory = EmbeddedStore) -> None:
         self.config = config
+        self.stores = stores  # the port's adapter for each store (projections.stores)
 
     async def apply(self, conn: Conn, events: Sequence[LoggedEvent]) -> ProjectionReport:
         cfg = self.config()
@@ -224,7 +227,7 @@ class SyncProjection:
                 "INSERT INTO sync.deferred (seq) SELECT unnest($1::bigint[])"
                 " ON CONFLICT DO NOTHING", [item.seq for item in relevant])
             return NOTHING_TO_REPORT
-        return (await _Batch(conn, cfg).run(relevant)).report()
+        return (await _Batch(conn, cfg, self.stores).run(relevant)).report()
 
     async def drain_deferred(self, conn: Conn, *, limit: int = 2000) -> Drained:
         """Apply the oldest events queued while paused; say how many were applied and
@@ -247,7 +250,7 @@ class SyncProjection:
             return Drained(0, NOTHING_TO_REPORT)
         events = [LoggedEvent(row["seq"], decode_event(row["payload"].encode()))
                   for row in sorted(rows, key=lambda r: r["seq"])]
-        result = await _Batch(conn, cfg).run(events)
+        result = await _Batch(conn, cfg, self.stores).run(events)
         return Drained(len(events), result.report())
 
     async def reapply(self, conn: Conn, events: Sequence[LoggedEvent]) -> BatchResult:
@@ -274,13 +277,21 @@ class SyncProjection:
         relevant = [item for item in relevant if item.seq in applied]
         if not relevant:
             return BatchResult()
-        return await _Batch(conn, cfg, replay=True).run(relevant)
+        return await _Batch(conn, cfg, self.stores, replay=True).run(relevant)
+
+
+StoreFactory = Callable[[Conn, Side], Store]
+"""Makes the store adapter of a side for a batch, on the batch's connection."""
 
 
 class _Batch:
-    def __init__(self, conn: Conn, cfg: SyncConfig, *, replay: bool = False) -> None:
+    def __init__(self, conn: Conn, cfg: SyncConfig, stores: StoreFactory, *,
+                 replay: bool = False) -> None:
         self.conn = conn
         self.cfg = cfg
+        # The stores, through the port: the sync's own tables (links, outcomes, the
+        # pause queue, waiting references) it reads and writes itself.
+        self.stores: dict[Side, Store] = {side: stores(conn, side) for side in ("desk", "crm")}
         self.replay = replay
         self.links: dict[tuple[str, Side, str], Link] = {}
         self.candidates: dict[tuple[str, Side, str], list[Candidate]] = {}
@@ -391,34 +402,13 @@ class _Batch:
             await self._read_candidates(module, side, sorted(keys))
 
     async def _read_candidates(self, module: str, side: Side, keys: list[str]) -> None:
-        if module == "contacts":
-            # The expressions of the key indexes (migrations/0012_match_keys.sql), the
-            # same keys as projections.keys computes.
-            primary = "syncd.email_key(email)"
-            secondary = "syncd.email_key(secondary_email)"
-            where = f"({primary} = ANY($1)"
-            if self.cfg.match_secondary_email:
-                where += f" OR {secondary} = ANY($1)"
-            where += ")"
-        else:
-            primary = "syncd.account_key(account_name)"
-            secondary = "NULL"
-            where = f"{primary} = ANY($1)"
-        rows = await self.conn.fetch(
-            f"SELECT id::text AS id, to_jsonb(t) AS v, {primary} AS k1, {secondary} AS k2"
-            f" FROM {side}.{module} t WHERE NOT deleted AND {where} ORDER BY id",
-            keys,
-        )
-        for row in rows:
-            values = json.loads(row["v"])
-            if row["k1"] in keys:
-                self.candidates.setdefault((module, side, row["k1"]), []).append(
-                    Candidate(row["id"], values, via_secondary=False))
-            if row["k2"] is not None and row["k2"] in keys and row["k2"] != row["k1"]:
-                self.candidates.setdefault((module, side, row["k2"]), []).append(
-                    Candidate(row["id"], values, via_secondary=True))
-        if rows:
-            await self._read_links(module, side, [row["id"] for row in rows])
+        found = await self.stores[side].find(module, keys,
+                                             secondary=self.cfg.match_secondary_email)
+        for item in found:
+            self.candidates.setdefault((module, side, item.key), []).append(
+                Candidate(item.id, item.values, via_secondary=item.via_secondary))
+        if found:
+            await self._read_links(module, side, sorted({item.id for item in found}))
 
     async def _load_ref_links(self, events: list[ChangeEvent]) -> None:
         """Read the account links the batch's contact references name (their events',
@@ -529,6 +519,15 @@ class _Batch:
                 link.saw(source, event.modified_at)
                 link.dirty = True
             self.outcome.outcome = "deleted"
+            return
+        if event.origin == "import" and link is not None:
+            # The first sync's capture of a record the sync links already brings nothing
+            # it has not seen: the record's captured changes before it were applied (one
+            # partition per record, in order), and its values are those and the sync's
+            # own writes. Merged as a change touching every field at the record's
+            # modification time (that of its newest change only), it would restamp the
+            # older fields and beat a newer edit of the other side still on its way.
+            self.outcome.outcome = "skipped"
             return
         in_bin = bool(event.values.get("deleted"))
         if link is None:
@@ -718,7 +717,8 @@ class _Batch:
     # -- writing -----------------------------------------------------------------
 
     async def _flush(self) -> None:
-        await self.conn.execute("SET LOCAL syncd.origin = 'sync'")
+        for store in self.stores.values():
+            await store.mark_own_writes()
         # Accounts first, on both sides: a contact is written the id its account has
         # on that side, which a created account only has once it is written.
         await self._write_module("accounts")
@@ -774,7 +774,7 @@ class _Batch:
             ref = ref_of(link.state)
             if ref is not None and self._crosses_unresolved(link, side):
                 unknown.setdefault(ref[0], set()).add(ref[1])
-        exists = {side: await existing_accounts(self.conn, side, ids)
+        exists = {side: await self.stores[side].existing("accounts", sorted(ids))
                   for side, ids in sorted(unknown.items())}
         mapping = self.cfg.mappings["contacts"]
         for link, side, cause in self.ref_checks.values():
@@ -876,12 +876,11 @@ class _Batch:
         creates = [w for w in writes if w.create]
         if module == "accounts":
             self.created_accounts.update(id(w.link) for w in creates)
+        store = self.stores[side]
         if creates:
-            ids = await self.conn.fetch(
-                "SELECT nextval(pg_get_serial_sequence($1, 'id')) AS id"
-                " FROM generate_series(1, $2)", f"{side}.{module}", len(creates))
-            for write, row in zip(creates, ids, strict=True):
-                write.link.set_id(side, str(row["id"]))
+            ids = await store.allocate_ids(module, len(creates))
+            for write, new_id in zip(creates, ids, strict=True):
+                write.link.set_id(side, new_id)
                 self._remember(write.link)
         for write in writes:
             # Decided per event, written once: what the side must hold is what the
@@ -896,22 +895,13 @@ class _Batch:
         extra = ["department_id"] if side == "desk" and module == "products" else []
         create_rows = [r for r, w in zip(rows, writes, strict=True) if w.create]
         update_rows = [r for r, w in zip(rows, writes, strict=True) if not w.create]
-        table = f"{side}.{module}"
-        if create_rows:
-            cols = ["id", *columns, *extra, "custom", "created_time", "modified_time"]
-            select = ", ".join(
-                "jsonb_strip_nulls(coalesce(r.custom, '{}'))" if c == "custom" else f"r.{c}"
-                for c in cols)
-            await self.conn.execute(
-                f"INSERT INTO {table} ({', '.join(cols)}) SELECT {select}"
-                f" FROM jsonb_populate_recordset(NULL::{table}, $1::jsonb) r",
-                _json(create_rows),
-            )
+        await store.create(module, [*columns, *extra], create_rows)
         landed: dict[str, dt.datetime] = {str(r["id"]): w.modified_at for r, w in
                                           zip(create_rows, creates, strict=True)}
         if update_rows:
             updates = [w for w in writes if not w.create]
-            landed.update(await self._update(table, columns, update_rows, updates, side))
+            landed.update(await store.update(module, columns, update_rows,
+                                             [w.link.seen(side) for w in updates]))
             refused = [w for w in updates if (w.link.id_on(side) or "") not in landed]
             if refused and not self.replay:
                 landed.update(await self._held_back(side, module, columns, refused))
@@ -929,26 +919,6 @@ class _Batch:
                 # not know what this side holds.
                 write.link.set_fp(side, None)
 
-    async def _update(self, table: str, columns: list[str], rows: list[dict[str, Any]],
-                      writes: list[Write], side: Side) -> dict[str, dt.datetime]:
-        """Guarded updates: a row only takes the write when it is not newer than the
-        newest change the sync has seen of it. Returns the ids that took it."""
-        sets = ", ".join(f"{c} = r.{c}" for c in columns)
-        written = await self.conn.fetch(
-            # A custom key set to null is removed: absent and null are one value.
-            f"UPDATE {table} t SET {sets},"
-            " custom = jsonb_strip_nulls(t.custom || coalesce(r.custom, '{}')),"
-            " modified_time = greatest(t.modified_time, r.modified_time), deleted = false"
-            f" FROM jsonb_populate_recordset(NULL::{table}, $1::jsonb) r"
-            " JOIN unnest($2::bigint[], $3::timestamptz[]) AS g(id, seen) ON g.id = r.id"
-            " WHERE t.id = r.id AND t.modified_time <= g.seen"
-            " RETURNING t.id, t.modified_time",
-            _json(rows),
-            [int(w.link.id_on(side) or 0) for w in writes],
-            [w.link.seen(side) for w in writes],
-        )
-        return {str(r["id"]): r["modified_time"] for r in written}
-
     async def _held_back(self, side: Side, module: str, columns: list[str],
                          refused: list[Write]) -> dict[str, dt.datetime]:
         """Writes the guard refused: each lands later or fails now, never neither
@@ -964,16 +934,14 @@ class _Batch:
           change that was not captured): nothing would ever bring the write, so it
           is a failure with its reason, retried like any failure.
         """
+        store = self.stores[side]
         ids = [w.link.id_on(side) or "" for w in refused]
-        pending = {row["record_id"] for row in await self.conn.fetch(
-            f"SELECT record_id FROM {side}.outbox WHERE module = $1 AND record_id = ANY($2)"
-            " AND origin <> 'sync'"  # the sync's own logged writes bring nothing to it
-            " UNION SELECT e.record_id FROM sync.deferred d JOIN syncd.event_log e"
-            "  ON e.seq = d.seq WHERE e.source = $3 AND e.module = $1"
-            "  AND e.record_id = ANY($2)", module, ids, side)}
-        rows = {row["id"]: row for row in await self.conn.fetch(
-            f"SELECT id::text AS id, modified_time, to_jsonb(t) AS v FROM {side}.{module} t"
-            " WHERE id = ANY($1::bigint[])", [int(i) for i in ids if i.isdigit()])}
+        pending = await store.changes_in_flight(module, ids) | {
+            row["record_id"] for row in await self.conn.fetch(
+                "SELECT e.record_id FROM sync.deferred d JOIN syncd.event_log e"
+                " ON e.seq = d.seq WHERE e.source = $3 AND e.module = $1"
+                " AND e.record_id = ANY($2)", module, ids, side)}
+        rows = await store.read(module, ids)
         mapping = self.cfg.mappings[module]
         now: list[Write] = []
         for write in refused:
@@ -983,8 +951,8 @@ class _Batch:
             row = rows.get(record_id)
             known = write.link.fp(side)
             if row is not None and known is not None and known == fingerprint(
-                    self._held(json.loads(row["v"]), mapping, side)):
-                write.link.saw(side, row["modified_time"])
+                    self._held(row.values, mapping, side)):
+                write.link.saw(side, row.modified_time)
                 now.append(write)
                 continue
             detail = (f"{side} record {record_id} changed after the sync last saw it"
@@ -995,8 +963,8 @@ class _Batch:
                     self._fail_outcome(outcome, REASON_UNSEEN_EDIT, detail)
         if not now:
             return {}
-        return await self._update(f"{side}.{module}", columns,
-                                  [self._row(w, side, module) for w in now], now, side)
+        return await store.update(module, columns, [self._row(w, side, module) for w in now],
+                                  [w.link.seen(side) for w in now])
 
     async def _replay_writes(self, side: Side, module: str, writes: list[Write]) -> list[Write]:
         """Replay: keep only the writes a row needs. A row that holds the values already
@@ -1007,22 +975,17 @@ class _Batch:
         missing one (lost with a restore) is created again under its linked id, so the
         link stays right."""
         mapping = self.cfg.mappings[module]
-        rows = await self.conn.fetch(
-            f"SELECT id::text AS id, modified_time, to_jsonb(t) AS v FROM {side}.{module} t"
-            " WHERE id = ANY($1::bigint[])",
-            [int(w.link.id_on(side) or 0) for w in writes])
-        held = {row["id"]: json.loads(row["v"]) for row in rows}
-        current = {row["id"]: row["modified_time"] for row in rows}
+        store = self.stores[side]
+        rows = await store.read(module, [w.link.id_on(side) or "" for w in writes])
+        held = {record_id: row.values for record_id, row in rows.items()}
+        current = {record_id: row.modified_time for record_id, row in rows.items()}
         missing = [w.link.id_on(side) or "" for w in writes
                    if (w.link.id_on(side) or "") not in held]
         deleting: set[str] = set()
         if missing:
             # A row deleted by hand whose delete is still on its way (in the outbox
             # until the event log has it) is not missing: it must not come back.
-            deleting = {row["record_id"] for row in await self.conn.fetch(
-                f"SELECT DISTINCT record_id FROM {side}.outbox"
-                " WHERE module = $1 AND op = 'delete' AND record_id = ANY($2::text[])",
-                module, missing)}
+            deleting = await store.deletes_in_flight(module, missing)
         needed: list[Write] = []
         for write in writes:
             values = held.get(write.link.id_on(side) or "")
@@ -1131,12 +1094,6 @@ def _loads(text: str) -> Any:
     except msgspec.DecodeError:
         return json.loads(text)
 
-
-def _json(rows: list[dict[str, Any]]) -> str:
-    """Rows as JSON text for jsonb_populate_recordset (transport only: nothing keeps
-    this text, so any valid JSON of the same values will do, and msgspec writes it
-    several times faster than the json module)."""
-    return msgspec.json.encode(rows).decode()
 
 
 def _parse_time(value: Any) -> dt.datetime:
