@@ -24,6 +24,7 @@ from typing import Protocol
 from projections.db import Conn
 from projections.events import MODULES, ChangeEvent, InvalidEvent, decode_event
 from projections.ledger import Outcome, record_outcomes
+from projections.stores.outbox import Outbox
 
 TopicPartition = tuple[str, int]
 
@@ -274,10 +275,8 @@ async def record_rejected(conn: Conn, rejected: Sequence[tuple[Message, InvalidE
 async def release_outbox_rows(conn: Conn, decoded: Sequence[tuple[Message, ChangeEvent]]) -> None:
     """The event log now holds these events: their outbox rows may go."""
     for source in ("desk", "crm"):
-        ids = [event.event_id for _, event in decoded if event.source == source]
-        if ids:
-            await conn.execute(
-                f"DELETE FROM {source}.outbox WHERE event_id = ANY($1::uuid[])", ids)
+        await Outbox(conn, source).release(
+            [event.event_id for _, event in decoded if event.source == source])
 
 
 async def release_rejected_rows(conn: Conn, rejected: Sequence[tuple[Message, InvalidEvent]]
@@ -291,7 +290,5 @@ async def release_rejected_rows(conn: Conn, rejected: Sequence[tuple[Message, In
             ids.append(uuid.UUID(str(data["event_id"])))
         except (ValueError, TypeError, KeyError, AttributeError):
             continue
-    if ids:
-        for source in ("desk", "crm"):
-            await conn.execute(
-                f"DELETE FROM {source}.outbox WHERE event_id = ANY($1::uuid[])", ids)
+    for source in ("desk", "crm"):
+        await Outbox(conn, source).release(ids)

@@ -5,11 +5,12 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import asyncpg
-import msgspec
 
 from projections.catalog import SYNCED_MODULES
 from projections.db import Conn
 from projections.events import ChangeEvent, decode_event
+from projections.stores.embedded import EmbeddedStore
+from projections.stores.outbox import Outbox
 from projections.sync import REASON_UNSEEN_EDIT
 
 State = Literal["open", "resolved", "all"]
@@ -67,17 +68,8 @@ async def retry_failures(pool: asyncpg.Pool, *, ids: list[int] | None, reason: s
                 event = decode_event(row["payload"].encode())
                 if row["reason"] == REASON_UNSEEN_EDIT:
                     await _acknowledge_rows(conn, event)
-                await conn.execute(
-                    f"INSERT INTO {event.source}.outbox (module, record_id, op, \"values\","
-                    " changed, modified_at, created_at, origin) VALUES ($1, $2, $3, $4::jsonb,"
-                    " $5, $6, $7, 'user')",
-                    event.module, event.record_id, event.op,
-                    msgspec.json.encode(event.values).decode(), event.changed,
-                    event.modified_at, event.created_at)
+                await Outbox(conn, event.source).append(event, keep_id=False)
                 retried += 1
-            sources = {row["source"] for row in rows} & {"desk", "crm"}
-            for source in sorted(sources):
-                await conn.execute("SELECT pg_notify('syncd_outbox', $1)", source)
         selected += len(rows)
         if len(rows) < chunk:
             break
@@ -99,9 +91,11 @@ async def _acknowledge_rows(conn: Conn, event: ChangeEvent) -> None:
         return
     for side in ("desk", "crm"):
         record_id = link[f"{side}_id"]
-        if record_id is None or not record_id.isdigit():
+        if record_id is None:
+            continue
+        held = (await EmbeddedStore(conn, side).read(event.module, [record_id])).get(record_id)
+        if held is None:
             continue
         await conn.execute(
-            f"UPDATE sync.links l SET {side}_seen = greatest(l.{side}_seen, t.modified_time),"
-            f" {side}_fp = NULL FROM {side}.{event.module} t"
-            " WHERE l.link_id = $1 AND t.id = $2", link["link_id"], int(record_id))
+            f"UPDATE sync.links SET {side}_seen = greatest({side}_seen, $2), {side}_fp = NULL"
+            " WHERE link_id = $1", link["link_id"], held.modified_time)

@@ -67,7 +67,8 @@ class RunningDaemon:
 
 @asynccontextmanager
 async def running_daemon(database_url: str, kafka_bootstrap: str, topic_prefix: str,
-                         data_dir: Path, **overrides: Any) -> AsyncIterator[RunningDaemon]:
+                         data_dir: Path, *, demo: bool = False,
+                         **overrides: Any) -> AsyncIterator[RunningDaemon]:
     settings = Settings(
         database_url=SecretStr(database_url), kafka_bootstrap=kafka_bootstrap,
         topic_prefix=topic_prefix,
@@ -79,7 +80,7 @@ async def running_daemon(database_url: str, kafka_bootstrap: str, topic_prefix: 
         webhook_secrets={"desk": SecretStr(WEBHOOK_SECRET), "crm": SecretStr(WEBHOOK_SECRET)},
         **overrides)
     stop = asyncio.Event()
-    task = asyncio.create_task(run(settings, stop))
+    task = asyncio.create_task(run(settings, stop, demo=demo))
     pool = await asyncpg.create_pool(database_url, min_size=1, max_size=4)
     assert pool is not None
     session = aiohttp.ClientSession()

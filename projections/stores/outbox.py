@@ -1,0 +1,64 @@
+"""A store's outbox in the daemon's database: its change feed, on its way to Kafka.
+
+Every store kind has one (``<side>.outbox``): the embedded stores' capture triggers
+fill it, the webhook intake and a retry append to it, the relay sends it, and the
+batch that logs an event releases its row. One implementation for every store kind,
+since the outbox is the daemon's own table whatever the store is.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+
+import msgspec
+
+from projections.catalog import Side
+from projections.db import Conn
+from projections.events import ChangeEvent
+
+NOTIFY_CHANNEL = "syncd_outbox"
+"""Woken with the side as payload when rows are appended (the relay listens)."""
+
+
+class Outbox:
+    def __init__(self, conn: Conn, side: Side) -> None:
+        if side not in ("desk", "crm"):
+            raise ValueError(f"unknown store {side!r}")
+        self.conn = conn
+        self.side: Side = side
+
+    async def append(self, event: ChangeEvent, *, keep_id: bool) -> None:
+        """Append a person's change (``origin`` user) and wake the relay. ``keep_id``:
+        under the event's own id, once (a sender's retry with the same id adds nothing);
+        otherwise as a new event (a retry of a failure: same values and source times)."""
+        values = msgspec.json.encode(event.values).decode()
+        if keep_id:
+            await self.conn.execute(
+                f"INSERT INTO {self.side}.outbox (event_id, module, record_id, op, \"values\","
+                " changed, modified_at, created_at, origin) VALUES ($1, $2, $3, $4, $5::jsonb,"
+                " $6, $7, $8, 'user') ON CONFLICT (event_id) DO NOTHING",
+                event.event_id, event.module, event.record_id, event.op, values,
+                event.changed, event.modified_at, event.created_at)
+        else:
+            await self.conn.execute(
+                f"INSERT INTO {self.side}.outbox (module, record_id, op, \"values\", changed,"
+                " modified_at, created_at, origin) VALUES ($1, $2, $3, $4::jsonb, $5, $6, $7,"
+                " 'user')",
+                event.module, event.record_id, event.op, values, event.changed,
+                event.modified_at, event.created_at)
+        await self.wake()
+
+    async def wake(self) -> None:
+        await self.conn.execute("SELECT pg_notify($1, $2)", NOTIFY_CHANNEL, self.side)
+
+    async def release(self, event_ids: Sequence[uuid.UUID]) -> None:
+        """The event log holds these events now: their rows may go."""
+        if event_ids:
+            await self.conn.execute(
+                f"DELETE FROM {self.side}.outbox WHERE event_id = ANY($1::uuid[])",
+                list(event_ids))
+
+    async def backlog(self) -> int:
+        """Rows not yet released: captured changes the event log does not hold yet."""
+        return int(await self.conn.fetchval(f"SELECT count(*) FROM {self.side}.outbox"))
