@@ -1,4 +1,4 @@
-"""SYNC-08: the first sync, on the real embedded services."""
+"""SYNC-08: the first sync, on the embedded services and on a real Kafka cluster."""
 
 from __future__ import annotations
 
@@ -6,9 +6,18 @@ import asyncio
 import datetime as dt
 
 import asyncpg
+import pytest
 
 from adapters import initial_sync
+from tests.support.brokers import BROKERS, on_both_brokers
 from tests.support.pipeline import Pipeline
+
+
+@pytest.fixture(params=BROKERS)
+def kafka_bootstrap(kafka_bootstrap: str, request: pytest.FixtureRequest) -> str:
+    """Each Kafka-facing case here on the embedded broker and on the real cluster."""
+    return on_both_brokers(request.param, kafka_bootstrap, request)
+
 
 NOW = dt.datetime.now(dt.UTC)
 

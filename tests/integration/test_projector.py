@@ -4,6 +4,7 @@ import asyncio
 from collections.abc import Sequence
 
 import asyncpg
+import pytest
 
 from adapters.kafka import ensure_topics, make_producer
 from daemon.consumer import ConsumerLoop
@@ -17,7 +18,14 @@ from projections.batch import (
 )
 from projections.db import Conn
 from projections.events import encode_event
+from tests.support.brokers import BROKERS, on_both_brokers
 from tests.support.events import change
+
+
+@pytest.fixture(params=BROKERS)
+def kafka_bootstrap(kafka_bootstrap: str, request: pytest.FixtureRequest) -> str:
+    """Each Kafka-facing case here on the embedded broker and on the real cluster."""
+    return on_both_brokers(request.param, kafka_bootstrap, request)
 
 
 class Recording:
