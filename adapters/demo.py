@@ -118,3 +118,9 @@ async def seed(pool: asyncpg.Pool, *, contacts: int = 3000, seed_value: int = 7,
               "deals": len(deals), "leads": len(leads)}
     log.info("demo_data_seeded", **counts)
     return counts
+
+
+async def products_department(pool: asyncpg.Pool) -> int | None:
+    """The demo desk's department that products sync with (SYNC-12): Support."""
+    found = await pool.fetchval("SELECT min(id) FROM desk.departments WHERE name = 'Support'")
+    return None if found is None else int(found)

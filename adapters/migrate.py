@@ -71,7 +71,10 @@ async def migrate(conn: Conn, migrations: list[Migration] | None = None) -> int:
     applied_count = 0
     await conn.execute("SELECT pg_advisory_lock($1)", LOCK_KEY)
     try:
-        await conn.execute(_BOOKKEEPING)
+        # Only the owner may create: a least-privilege role (docs/reliability.md) runs
+        # this at every start, and CREATE ... IF NOT EXISTS checks the privilege first.
+        if await conn.fetchval("SELECT to_regclass('syncd.schema_migrations')") is None:
+            await conn.execute(_BOOKKEEPING)
         rows = await conn.fetch("SELECT version, name, checksum FROM syncd.schema_migrations")
         applied = {row["version"]: row for row in rows}
         for migration in todo:

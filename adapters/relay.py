@@ -31,10 +31,18 @@ from collections.abc import Callable
 
 import asyncpg
 import structlog
+from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from adapters import metrics
-from adapters.kafka import ensure_topics, make_producer
+from adapters.kafka import (
+    AUTHORIZATION_ERRORS,
+    NO_SECURITY,
+    KafkaSecurity,
+    ensure_topics,
+    make_producer,
+    refusal,
+)
 from projections.events import ENVELOPE_VERSION
 
 log = structlog.get_logger(__name__)
@@ -85,6 +93,8 @@ class OutboxRelay:
         resend_after: float = 15.0,
         batch_max: int = 5000,
         on_sent: Callable[[int], None] | None = None,
+        security: KafkaSecurity = NO_SECURITY,
+        idempotence: bool | None = False,
     ) -> None:
         if source not in ("desk", "crm"):
             raise ValueError(f"unknown source {source!r}")
@@ -97,6 +107,11 @@ class OutboxRelay:
         self.resend_after = resend_after
         self.batch_max = batch_max
         self.on_sent = on_sent
+        self.security = security
+        self.idempotence = idempotence
+        """The producer's idempotence: True, False, or None (``auto``) to try it and go
+        without when the broker cannot grant a producer id (the embedded broker); once
+        a producer has started, what it is."""
         self.cursor = 0
         self.active = False
         self._fetch = FETCH_OUTBOX.format(schema=source)
@@ -124,8 +139,12 @@ class OutboxRelay:
 
     async def _run_once(self, stop: asyncio.Event) -> None:
         conn = await asyncpg.connect(self.dsn, server_settings={"timezone": "UTC"})
-        producer = make_producer(self.bootstrap)
-        await producer.start()
+        try:
+            producer = await self._start_producer()
+        except BaseException:
+            with contextlib.suppress(OSError, asyncpg.PostgresError):
+                await conn.close()
+            raise
         try:
             await conn.add_listener("syncd_outbox", self._notified)
             while not stop.is_set() and not await self._take_lock(conn):
@@ -139,6 +158,35 @@ class OutboxRelay:
                 await producer.stop()
             with contextlib.suppress(OSError, asyncpg.PostgresError):
                 await conn.close()
+
+    async def _start_producer(self) -> AIOKafkaProducer:
+        """A started producer; a refusal (credentials, ACLs) raised as ``KafkaRefused``."""
+        idempotent = self.idempotence is not False
+        producer = make_producer(self.bootstrap, security=self.security, idempotent=idempotent)
+        try:
+            await producer.start()
+            self.idempotence = idempotent  # ``auto`` is decided now
+            return producer
+        except KafkaError as err:
+            with contextlib.suppress(KafkaError, OSError):
+                await producer.stop()
+            doing = (f"produce idempotently (InitProducerId: Write on topic {self.topic!r})"
+                     if idempotent else "connect")
+            refused = await refusal(err, bootstrap=self.bootstrap, security=self.security,
+                                    doing=doing)
+            if refused is not None:
+                log.error("kafka_refused", task=f"relay-{self.source}", error=str(refused))
+                raise refused from None
+            if self.idempotence is not None or err.retriable:
+                raise
+            # ``kafka_idempotence = auto``: a broker that answers InitProducerId with an
+            # error that is neither transient nor a refusal cannot do it (the embedded
+            # broker's "unknown error"). Without it the copies a retry may write are
+            # dropped by the event log, as they always were.
+            log.warning("kafka_idempotence_unsupported", source=self.source,
+                        error=repr(err))
+            self.idempotence = False
+            return await self._start_producer()
 
     def _notified(self, _conn: object, _pid: int, _channel: str, payload: object) -> None:
         if payload == self.source:
@@ -169,12 +217,25 @@ class OutboxRelay:
                 try:
                     await self._send(producer, rows)
                 except KafkaError as err:
+                    if isinstance(err, AUTHORIZATION_ERRORS):  # permanent: said, and ended
+                        refused = await refusal(err, bootstrap=self.bootstrap,
+                                                security=self.security,
+                                                doing=f"write to topic {self.topic!r}")
+                        log.error("kafka_refused", task=f"relay-{self.source}",
+                                  error=str(refused))
+                        assert refused is not None
+                        raise refused from None
                     log.warning("relay_send_failed", source=self.source, error=repr(err))
                     with contextlib.suppress(KafkaError, OSError):
                         await ensure_topics(self.bootstrap, [self.topic],
-                                            partitions=self.partitions)
+                                            partitions=self.partitions,
+                                            security=self.security)
                     await self._rewind(conn, force=True)
                     await self._sleep(stop, 1.0)
+                    if self.idempotence:
+                        # An idempotent producer's state may be broken for good (an
+                        # OutOfOrderSequenceNumber ends aiokafka's sender): a new one.
+                        return
                     continue
                 self.cursor = max(self.cursor, rows[-1]["seq"])
                 self._sent.append((self.cursor, time.monotonic()))

@@ -23,6 +23,7 @@ from collections.abc import AsyncIterator
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
+from adapters.kafka import NO_SECURITY, KafkaSecurity, refusal
 from projections.batch import LoggedEvent
 from projections.db import Conn
 from projections.events import InvalidEvent, decode_event
@@ -36,8 +37,9 @@ class KafkaEventSource:
     name = "Kafka topic"
 
     def __init__(self, bootstrap: str, *, topic: str, group_id: str,
-                 idle_timeout: float = 15.0) -> None:
+                 idle_timeout: float = 15.0, security: KafkaSecurity = NO_SECURITY) -> None:
         self.bootstrap = bootstrap
+        self.security = security
         self.topic = topic
         self.group_id = group_id
         self.idle_timeout = idle_timeout
@@ -65,7 +67,8 @@ class KafkaEventSource:
             deferred = {row["event_id"] for row in await conn.fetch(
                 "SELECT e.event_id FROM sync.deferred d JOIN syncd.event_log e USING (seq)")}
         consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap, group_id=None, enable_auto_commit=False,
+            **self.security.options(), bootstrap_servers=self.bootstrap, group_id=None,
+            enable_auto_commit=False,
             auto_offset_reset="earliest", isolation_level="read_uncommitted",
             max_partition_fetch_bytes=8 << 20, fetch_max_bytes=32 << 20)
         try:
@@ -131,6 +134,10 @@ class KafkaEventSource:
             if pending or scanned:
                 yield Chunk(await _with_seq(conn, pending), scanned)
         except KafkaError as err:
+            refused = await refusal(err, bootstrap=self.bootstrap, security=self.security,
+                                    doing=f"read topic {self.topic!r} (Describe and Read)")
+            if refused is not None:
+                raise ReplayError(str(refused)) from None
             raise ReplayError(f"cannot read {self.topic} from {self.bootstrap}: {err}") from None
         finally:
             await consumer.stop()

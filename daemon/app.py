@@ -20,9 +20,11 @@ from eventsourcing.persistence import InterfaceError as PersistenceInterfaceErro
 from eventsourcing.persistence import OperationalError as PersistenceOperationalError
 
 from adapters import metrics
+from adapters.demo import products_department
 from adapters.demo import seed as seed_demo
 from adapters.integration_store import IntegrationService
 from adapters.kafka import (
+    KafkaRefused,
     broker_reachable,
     broker_unavailable,
     ensure_topics,
@@ -148,6 +150,9 @@ async def run(settings: Settings, stop: asyncio.Event, *, demo: bool = False) ->
         except GaveUp as err:
             log.error("startup_failed", error=str(err))
             return 1
+        except KafkaRefused as err:  # credentials or ACLs: waiting would not help
+            log.error("startup_failed", what="broker", error=str(err))
+            return 1
         return await daemon.serve(integration, stop)
     raise AssertionError("unreachable")  # pragma: no cover
 
@@ -157,12 +162,12 @@ async def _seed_demo(pool: asyncpg.Pool, integration: IntegrationService) -> Non
     await seed_demo(pool)
     if await integration.current() is not None:
         return
-    support = await pool.fetchval("SELECT min(id) FROM desk.departments WHERE name = 'Support'")
+    support = await products_department(pool)
     try:
         await integration.set_up("demo-desk", "demo-crm", by=DEMO_ACTOR)
         await integration.choose_sync_type("two_way", by=DEMO_ACTOR)
         if support is not None:
-            await integration.choose_products_department(int(support), by=DEMO_ACTOR)
+            await integration.choose_products_department(support, by=DEMO_ACTOR)
     except InvalidCommand as err:
         # Another replica set it up meanwhile, or someone deleted it: theirs stands.
         log.warning("demo_integration_skipped", code=err.code, error=str(err))
@@ -235,7 +240,8 @@ class _Daemon:
     async def broker_ready(self) -> str | None:
         if "broker" in self.startup.waiting:
             return self.startup.waiting["broker"]
-        ok = await broker_reachable(self.services.bootstrap)
+        ok = await broker_reachable(self.services.bootstrap,
+                                    security=self.settings.kafka_security())
         return None if ok else "broker unreachable"
 
     async def consumer_ready(self) -> str | None:
@@ -290,7 +296,8 @@ class _Daemon:
         with quiet_client_logs():  # one line per attempt: ours, not aiokafka's too
             await need("broker", lambda: ensure_topics(
                 self.services.bootstrap, [settings.events_topic],
-                partitions=settings.partitions), broker_unavailable)
+                partitions=settings.partitions, security=settings.kafka_security()),
+                broker_unavailable)
         startup.ready.add("broker")
         startup.done = True
         return integration

@@ -103,19 +103,22 @@ def build(settings: Settings, *, services: Services, pool: asyncpg.Pool,
     sync = next((p for p in projections if isinstance(p, SyncProjection)), None)
     if sync is None:
         raise ValueError("the projections must include the sync projection")
+    security = settings.kafka_security()  # every Kafka client of the pipeline
     consumer = ConsumerLoop(
         pool=pool, bootstrap=services.bootstrap, topic=settings.events_topic,
         group_id=settings.group_id, projections=projections,
         batch_max=settings.batch_max,
         session_timeout_ms=settings.consumer_session_timeout_ms,
-        stall_after=overrides.stall_after, on_batch=overrides.on_batch)
+        stall_after=overrides.stall_after, on_batch=overrides.on_batch, security=security)
+    idempotence = settings.kafka_idempotent(embedded=services.broker is not None)
     on_sent = overrides.on_sent
     relays = {source: OutboxRelay(
         dsn=services.dsn, bootstrap=services.bootstrap, topic=settings.events_topic,
         source=source, partitions=settings.partitions,
         poll_interval=settings.relay_poll_interval,
         resend_after=settings.relay_resend_after, batch_max=settings.batch_max,
-        on_sent=None if on_sent is None else functools.partial(on_sent, source))
+        on_sent=None if on_sent is None else functools.partial(on_sent, source),
+        security=security, idempotence=idempotence)
         for source in SOURCES}
     return Pipeline(settings=settings, pool=pool, sync=sync, projections=projections,
                     consumer=consumer, relays=relays,

@@ -19,7 +19,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 
 from adapters import metrics
-from adapters.kafka import make_consumer
+from adapters.kafka import NO_SECURITY, KafkaSecurity, make_consumer, refusal
 from projections.batch import (
     BatchOutcome,
     Message,
@@ -61,6 +61,7 @@ class ConsumerLoop:
         session_timeout_ms: int = 6_000,
         stall_after: float = 30.0,
         on_batch: BatchHook | None = None,
+        security: KafkaSecurity = NO_SECURITY,
     ) -> None:
         self.pool = pool
         self.bootstrap = bootstrap
@@ -71,6 +72,7 @@ class ConsumerLoop:
         self.session_timeout_ms = session_timeout_ms
         self.stall_after = stall_after
         self.on_batch = on_batch
+        self.security = security
         self.positions: dict[tuple[str, int], int] = {}
         self.joined = asyncio.Event()
         self.consumer: AIOKafkaConsumer | None = None
@@ -88,6 +90,14 @@ class ConsumerLoop:
             for tp in assigned:
                 key = (tp.topic, tp.partition)
                 offset = stored.get(key)
+                if offset is not None and offset < beginnings[tp]:
+                    # Retention deleted messages this group had not applied (the log
+                    # start offset passed ours): not a broker reset, and nothing is
+                    # lost, as their outbox rows stay until the event log holds them
+                    # and the relays send them again (``relay_resend_after``).
+                    log.warning("offsets_below_log_start", topic=tp.topic,
+                                partition=tp.partition, stored_offset=offset,
+                                log_start_offset=beginnings[tp])
                 if offset is None or offset < beginnings[tp]:
                     offset = beginnings[tp]
                     await reset_offset(conn, self.group_id, key, offset)
@@ -115,7 +125,8 @@ class ConsumerLoop:
     async def _consume(self, stop: asyncio.Event) -> bool:
         """Run one consumer; return True when it stalled and must be replaced."""
         consumer = make_consumer(self.bootstrap, group_id=self.group_id,
-                                 session_timeout_ms=self.session_timeout_ms)
+                                 session_timeout_ms=self.session_timeout_ms,
+                                 security=self.security)
         self.consumer = consumer
         projector = self
         watchdog = _Watchdog(stall_after=self.stall_after)
@@ -147,12 +158,28 @@ class ConsumerLoop:
                                 assigned=len(consumer.assignment()))
                     return True
             return False
+        except KafkaError as err:
+            # Wrong credentials or a missing ACL are permanent: said once, clearly, and
+            # the daemon ends (a consumer replaced every second would hide them).
+            refused = await refusal(err, bootstrap=self.bootstrap, security=self.security,
+                                    doing=self._refused_doing(err))
+            if refused is None:
+                raise
+            log.error("kafka_refused", task="projector", error=str(refused))
+            raise refused from None
         finally:
             self.joined.clear()
             self.positions.clear()
             with contextlib.suppress(KafkaError, OSError):
                 await consumer.stop()
             self.consumer = None
+
+    def _refused_doing(self, err: KafkaError) -> str:
+        from aiokafka.errors import GroupAuthorizationFailedError
+
+        if isinstance(err, GroupAuthorizationFailedError):
+            return f"use consumer group {self.group_id!r} (Read on the group)"
+        return f"read topic {self.topic!r} (Describe and Read on the topic)"
 
     async def _advisory_commit(self, consumer: AIOKafkaConsumer) -> bool:
         """Tell Kafka our positions now and then (lag tooling only; PostgreSQL holds

@@ -248,7 +248,8 @@ async def _main(settings: Settings, steps: list[str], names: set[str], window: W
                 from adapters.replay_kafka import KafkaEventSource
 
                 source = KafkaEventSource(bootstrap, topic=settings.events_topic,
-                                          group_id=settings.group_id)
+                                          group_id=settings.group_id,
+                                          security=settings.kafka_security())
             try:
                 reports = await _run(conn, services.dsn, steps, names, window, source,
                                      dry_run=dry_run, progress=progress)

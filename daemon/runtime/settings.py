@@ -10,10 +10,18 @@ from __future__ import annotations
 import contextvars
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -21,7 +29,13 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+if TYPE_CHECKING:
+    from adapters.kafka import KafkaSecurity
+
 ENV_PREFIX = "SYNCD_"
+
+SASL_PROTOCOLS = ("SASL_PLAINTEXT", "SASL_SSL")
+TLS_PROTOCOLS = ("SSL", "SASL_SSL")
 
 
 Role = Literal["viewer", "operator", "admin"]
@@ -48,6 +62,22 @@ class Settings(BaseSettings):
     kafka_bootstrap: str | None = Field(
         default=None, description="Kafka bootstrap servers; unset starts an embedded broker."
     )
+    kafka_security_protocol: Literal["PLAINTEXT", "SASL_PLAINTEXT", "SASL_SSL", "SSL"] = Field(
+        default="PLAINTEXT", description="How every Kafka client of the daemon connects.")
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = Field(
+        default=None, validate_default=True,
+        description="SASL mechanism; required with a SASL protocol, refused without.")
+    kafka_sasl_username: str | None = Field(
+        default=None, min_length=1, validate_default=True,
+        description="SASL user name (the principal User:<name>).")
+    kafka_sasl_password: SecretStr | None = Field(
+        default=None, validate_default=True, description="SASL password; never logged.")
+    kafka_ssl_cafile: Path | None = Field(
+        default=None, validate_default=True, description="PEM file of the CA that signed the "
+        "brokers' certificates (SSL, SASL_SSL); unset: the system's CAs.")
+    kafka_idempotence: Literal["auto", "on", "off"] = Field(
+        default="auto", description="The relays' idempotent producer (acks=all either way): "
+        "auto is on unless the broker cannot grant a producer id (the embedded broker).")
     topic_prefix: str = Field(default="syncd", pattern=r"^[A-Za-z0-9._-]{1,100}$")
     group_id: str = Field(default="syncd", pattern=r"^[A-Za-z0-9._-]{1,200}$")
     partitions: int = Field(default=6, ge=1, le=1000)
@@ -73,6 +103,42 @@ class Settings(BaseSettings):
     startup_wait: float = Field(
         default=600.0, ge=0, le=7 * 86_400, description="Seconds start-up waits for the "
         "database and the broker (capped backoff) before giving up; 0 waits for ever.")
+
+    @field_validator("kafka_security_protocol")
+    @classmethod
+    def _protocol(cls, value: str, info: ValidationInfo) -> str:
+        if value != "PLAINTEXT" and info.data.get("kafka_bootstrap") is None:
+            raise ValueError(f"{value} needs kafka_bootstrap: the embedded broker speaks"
+                             " PLAINTEXT only")
+        return value
+
+    @field_validator("kafka_sasl_mechanism", "kafka_sasl_username", "kafka_sasl_password")
+    @classmethod
+    def _sasl(cls, value: object, info: ValidationInfo) -> object:
+        protocol = info.data.get("kafka_security_protocol")
+        if protocol is None:
+            return value  # the protocol itself is wrong: said there
+        if protocol in SASL_PROTOCOLS and value is None:
+            raise ValueError(f"required with kafka_security_protocol {protocol}")
+        if protocol not in SASL_PROTOCOLS and value is not None:
+            raise ValueError(f"only with a SASL kafka_security_protocol (SASL_PLAINTEXT,"
+                             f" SASL_SSL), not {protocol}")
+        if isinstance(value, SecretStr) and not value.get_secret_value():
+            raise ValueError("empty")
+        return value
+
+    @field_validator("kafka_ssl_cafile")
+    @classmethod
+    def _cafile(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        protocol = info.data.get("kafka_security_protocol")
+        if value is None or protocol is None:
+            return value
+        if protocol not in TLS_PROTOCOLS:
+            raise ValueError(f"only with a TLS kafka_security_protocol (SSL, SASL_SSL), not"
+                             f" {protocol}")
+        if not value.is_file():
+            raise ValueError(f"{value}: no such file")
+        return value
 
     @field_validator("history_timezone")
     @classmethod
@@ -102,6 +168,24 @@ class Settings(BaseSettings):
     @property
     def events_topic(self) -> str:
         return f"{self.topic_prefix}.events"
+
+    def kafka_security(self) -> KafkaSecurity:
+        """The one ``KafkaSecurity`` every Kafka client of the process is given."""
+        from adapters.kafka import KafkaSecurity
+
+        password = self.kafka_sasl_password
+        return KafkaSecurity(
+            protocol=self.kafka_security_protocol, sasl_mechanism=self.kafka_sasl_mechanism,
+            username=self.kafka_sasl_username,
+            password=None if password is None else password.get_secret_value(),
+            ssl_cafile=None if self.kafka_ssl_cafile is None else str(self.kafka_ssl_cafile))
+
+    def kafka_idempotent(self, *, embedded: bool) -> bool | None:
+        """The relays' idempotence: True, False, or None (``auto`` on a configured
+        broker: try it, and go without if the broker cannot grant a producer id)."""
+        if self.kafka_idempotence == "auto":
+            return False if embedded else None
+        return self.kafka_idempotence == "on"
 
     @classmethod
     def settings_customise_sources(

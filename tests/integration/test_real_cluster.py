@@ -25,6 +25,7 @@ from aiokafka.errors import KafkaError, TopicAuthorizationFailedError
 
 from adapters.integration_store import IntegrationService
 from adapters.kafka import KafkaSecurity, ensure_topics, make_consumer, make_producer
+from adapters.migrate import migrate
 from tests.support.kafka_cluster import (
     ADMIN_USER,
     CLIENT_USER,
@@ -290,3 +291,15 @@ async def test_scram_clients_authenticate_and_are_authorized(
             await unauthorized.send_and_wait(topic, b"denied")
     finally:
         await unauthorized.stop()
+
+
+async def test_least_privilege_role_passes_the_start_up_migration_check(
+        system_postgres: SystemPostgres) -> None:
+    """`syncd run` applies pending migrations at start: with none pending, the role
+    the docs grant (which may create nothing) gets through it."""
+    dsn = await least_privilege_database(system_postgres)
+    conn = await asyncpg.connect(dsn)
+    try:
+        assert await migrate(conn) == 0
+    finally:
+        await conn.close()

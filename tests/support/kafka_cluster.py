@@ -9,11 +9,13 @@ quorum; ports are chosen free at start. Topics default to replication factor 3 a
 
 Listeners of each node:
 
-- ``PLAIN`` (PLAINTEXT): what the product's clients use today, as the product has no
-  security settings yet;
+- ``PLAIN`` (PLAINTEXT): the product's default;
 - ``SCRAM`` (SASL_PLAINTEXT, SCRAM-SHA-512): authenticated clients; the users are
   created at format time (``--add-scram``), ``StandardAuthorizer`` checks ACLs, and
-  ``admin`` is a super user while ``client`` has no ACL at all;
+  ``admin`` is a super user while ``client`` and ``syncd`` have no ACL until a test
+  grants one (``KafkaCluster.grant``, Kafka's own ``AclCommand``);
+- ``TLS`` (SASL_SSL, SCRAM-SHA-512 over TLS): the same users, the brokers' certificate
+  for 127.0.0.1 signed by a CA made at start with ``openssl`` (``KafkaCluster.ca_file``);
 - ``INTERNAL`` (between brokers) and ``CONTROLLER`` (the quorum): PLAINTEXT on loopback.
 
 Principals of PLAINTEXT connections are ``User:ANONYMOUS``, which is a super user
@@ -59,6 +61,9 @@ ADMIN_USER = ("admin", "admin-secret")
 """A super user on the SCRAM listener."""
 CLIENT_USER = ("client", "client-secret")
 """A user with no ACL: authenticated, authorized for nothing."""
+DAEMON_USER = ("syncd", "syncd-secret")
+"""The daemon's principal in the ACL tests: no ACL until a test grants its own."""
+ACL_TOOL = "org.apache.kafka.tools.AclCommand"
 
 
 class ToolMissing(RuntimeError):
@@ -66,8 +71,9 @@ class ToolMissing(RuntimeError):
 
 
 def missing_tools() -> str | None:
-    """Why the cluster cannot run here (``java``/``mvn`` not on PATH), or None."""
-    absent = [tool for tool in ("java", "mvn") if shutil.which(tool) is None]
+    """Why the cluster cannot run here (``java``/``mvn``/``openssl`` not on PATH), or
+    None."""
+    absent = [tool for tool in ("java", "mvn", "openssl") if shutil.which(tool) is None]
     if absent:
         return f"{' and '.join(absent)} not found on PATH (needed for the real Kafka cluster)"
     return None
@@ -130,6 +136,28 @@ def _free_ports(count: int) -> list[int]:
             sock.close()
 
 
+def _make_certificates(directory: Path) -> None:
+    """A CA (``ca.pem``) and the brokers' key and certificate for 127.0.0.1 signed by it
+    (``broker.pem``), made with ``openssl``."""
+    directory.mkdir(parents=True, exist_ok=True)
+
+    def openssl(*args: str) -> None:
+        done = subprocess.run(["openssl", *args], cwd=directory, capture_output=True,
+                              text=True, check=False, stdin=subprocess.DEVNULL)
+        if done.returncode != 0:
+            raise RuntimeError(f"openssl {args[0]} failed: {done.stderr[-2000:]}")
+
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "7",
+            "-subj", "/CN=syncd test CA", "-keyout", "ca.key", "-out", "ca.pem")
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1",
+            "-keyout", "broker.key", "-out", "broker.csr")
+    (directory / "san.cnf").write_text("subjectAltName=IP:127.0.0.1\n")
+    openssl("x509", "-req", "-in", "broker.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+            "-CAcreateserial", "-days", "7", "-extfile", "san.cnf", "-out", "broker.crt")
+    (directory / "broker.pem").write_text(
+        (directory / "broker.key").read_text() + (directory / "broker.crt").read_text())
+
+
 def _cluster_id() -> str:
     return base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
 
@@ -158,6 +186,7 @@ class Node:
     directory: Path
     plain_port: int
     scram_port: int
+    tls_port: int
     internal_port: int
     controller_port: int
     proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
@@ -182,6 +211,10 @@ class Node:
     @property
     def scram_bootstrap(self) -> str:
         return f"127.0.0.1:{self.scram_port}"
+
+    @property
+    def tls_bootstrap(self) -> str:
+        return f"127.0.0.1:{self.tls_port}"
 
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -209,6 +242,16 @@ class KafkaCluster:
         """The SASL SCRAM-SHA-512 listeners of every node."""
         return ",".join(node.scram_bootstrap for node in self.nodes.values())
 
+    @property
+    def tls_bootstrap(self) -> str:
+        """The SASL_SSL (SCRAM-SHA-512 over TLS) listeners of every node."""
+        return ",".join(node.tls_bootstrap for node in self.nodes.values())
+
+    @property
+    def ca_file(self) -> Path:
+        """The PEM certificate of the CA that signed the brokers' TLS certificates."""
+        return self.base_dir / "tls" / "ca.pem"
+
     def _voters(self) -> str:
         return ",".join(f"{n.node_id}@127.0.0.1:{n.controller_port}"
                         for n in self.nodes.values())
@@ -222,18 +265,27 @@ class KafkaCluster:
             "controller.quorum.voters": self._voters(),
             "listeners": (f"PLAIN://127.0.0.1:{node.plain_port},"
                           f"SCRAM://127.0.0.1:{node.scram_port},"
+                          f"TLS://127.0.0.1:{node.tls_port},"
                           f"INTERNAL://127.0.0.1:{node.internal_port},"
                           f"CONTROLLER://127.0.0.1:{node.controller_port}"),
             "advertised.listeners": (f"PLAIN://127.0.0.1:{node.plain_port},"
                                      f"SCRAM://127.0.0.1:{node.scram_port},"
+                                     f"TLS://127.0.0.1:{node.tls_port},"
                                      f"INTERNAL://127.0.0.1:{node.internal_port}"),
-            "listener.security.protocol.map": ("PLAIN:PLAINTEXT,SCRAM:SASL_PLAINTEXT,"
+            "listener.security.protocol.map": ("PLAIN:PLAINTEXT,SCRAM:SASL_PLAINTEXT,TLS:SASL_SSL,"
                                                "INTERNAL:PLAINTEXT,CONTROLLER:PLAINTEXT"),
             "inter.broker.listener.name": "INTERNAL",
             "controller.listener.names": "CONTROLLER",
             "listener.name.scram.sasl.enabled.mechanisms": SCRAM_MECHANISM,
             "listener.name.scram.scram-sha-512.sasl.jaas.config":
                 "org.apache.kafka.common.security.scram.ScramLoginModule required;",
+            "listener.name.tls.sasl.enabled.mechanisms": SCRAM_MECHANISM,
+            "listener.name.tls.scram-sha-512.sasl.jaas.config":
+                "org.apache.kafka.common.security.scram.ScramLoginModule required;",
+            # The key and the certificate (for 127.0.0.1, signed by ``ca_file``) in one
+            # PEM file, unencrypted (test data only).
+            "listener.name.tls.ssl.keystore.type": "PEM",
+            "listener.name.tls.ssl.keystore.location": str(self.base_dir / "tls" / "broker.pem"),
             "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
             "super.users": f"User:ANONYMOUS;User:{ADMIN_USER[0]}",
             "allow.everyone.if.no.acl.found": "false",
@@ -260,6 +312,11 @@ class KafkaCluster:
             "num.recovery.threads.per.data.dir": "1",
             "num.replica.fetchers": "1",
             "log.segment.bytes": str(16 << 20),
+            # Retention is checked every half second (Kafka's default: 5 minutes), from
+            # the start, so that a test topic with a tiny retention.ms loses its old
+            # segments within seconds; topics without one keep Kafka's 7 days.
+            "log.retention.check.interval.ms": "500",
+            "log.initial.task.delay.ms": "500",
             # A killed broker is noticed within seconds, not the default 9 s / 18 s.
             "broker.session.timeout.ms": "4000",
             "broker.heartbeat.interval.ms": "500",
@@ -285,13 +342,15 @@ class KafkaCluster:
         if self._jars is None:
             self._jars = fetch_jars()
         self.base_dir.mkdir(parents=True, exist_ok=True)
-        ports = _free_ports(4 * self.size)
+        ports = _free_ports(5 * self.size)
         for i in range(self.size):
             node_id = i + 1
             directory = self.base_dir / f"node{node_id}"
             directory.mkdir(parents=True, exist_ok=True)
-            plain, scram, internal, controller = ports[4 * i:4 * i + 4]
-            self.nodes[node_id] = Node(node_id, directory, plain, scram, internal, controller)
+            plain, scram, tls, internal, controller = ports[5 * i:5 * i + 5]
+            self.nodes[node_id] = Node(node_id, directory, plain, scram, tls, internal,
+                                       controller)
+        _make_certificates(self.base_dir / "tls")
         for node in self.nodes.values():
             node.properties.write_text(self._properties(node))
             (node.directory / "log4j2.properties").write_text(LOG4J2.format(log=node.log_file))
@@ -312,7 +371,7 @@ class KafkaCluster:
         for node in self.nodes.values():
             args = ["format", "-t", self.cluster_id, "-c", str(node.properties),
                     "--ignore-formatted"]
-            for user, password in (ADMIN_USER, CLIENT_USER):
+            for user, password in (ADMIN_USER, CLIENT_USER, DAEMON_USER):
                 args += ["--add-scram", f"{SCRAM_MECHANISM}=[name={user},password={password}]"]
             out = open(node.directory / "format.log", "wb")  # noqa: SIM115 - closed below
             procs.append((node, out, subprocess.Popen(
@@ -394,6 +453,29 @@ class KafkaCluster:
                 proc.wait(10)
             node.proc = None
         atexit.unregister(self.stop)
+
+    # -- ACLs ----------------------------------------------------------------------
+
+    def grant(self, principal: str, operations: list[str], *, topic: str | None = None,
+              group: str | None = None, cluster: bool = False) -> None:
+        """Allow ``principal`` (``User:<name>``) ``operations`` on a topic, a consumer
+        group or the cluster (LITERAL names), with Kafka's own ``kafka-acls`` tool
+        (``AclCommand``) over the PLAINTEXT listener, whose principal is a super user."""
+        if self._jars is None:
+            raise RuntimeError("start the cluster first")
+        resource = (["--topic", topic] if topic is not None else
+                    ["--group", group] if group is not None else ["--cluster"])
+        if (topic is None) + (group is None) + (not cluster) != 2:
+            raise ValueError("grant on one of topic, group or cluster")
+        args = ["--bootstrap-server", self.bootstrap, "--add", "--allow-principal", principal,
+                *resource]
+        for operation in operations:
+            args += ["--operation", operation]
+        done = subprocess.run(self._java(ACL_TOOL, *args), capture_output=True, text=True,
+                              stdin=subprocess.DEVNULL, timeout=120, check=False)
+        if done.returncode != 0:
+            raise RuntimeError(f"kafka-acls failed (exit {done.returncode}):"
+                               f" {done.stdout[-2000:]} {done.stderr[-2000:]}")
 
     # -- faults --------------------------------------------------------------------
 

@@ -5,7 +5,7 @@ registry, then a test's own."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -29,7 +29,10 @@ default of 6 s, 1 s at 2 s. The tests' consumers join a hundred times a run."""
 class Pipeline:
     def __init__(self, dsn: str, bootstrap: str, prefix: str,
                  config: SyncConfig | None = None, partitions: int = 3,
-                 extra_projections: Sequence[Projection] = ()) -> None:
+                 extra_projections: Sequence[Projection] = (),
+                 settings: Mapping[str, Any] | None = None) -> None:
+        """``settings``: fields of ``Settings`` to set besides the pipeline's own (the
+        Kafka security settings of a test on an authenticated listener, say)."""
         self.dsn = dsn
         self.bootstrap = bootstrap
         self.prefix = prefix
@@ -38,6 +41,7 @@ class Pipeline:
         self.partitions = partitions
         self.config = config or SyncConfig()
         self.extra_projections = list(extra_projections)
+        self.settings_overrides = dict(settings or {})
         self.stop = asyncio.Event()
         self.pool: asyncpg.Pool | None = None
         self._task: asyncio.Task[int] | None = None
@@ -46,15 +50,18 @@ class Pipeline:
         self.config = replace(self.config, **changes)
 
     async def start(self) -> None:
-        await ensure_topics(self.bootstrap, [self.topic], partitions=self.partitions)
+        # The daemon's wiring (daemon.bootstrap), with shorter intervals.
+        settings = Settings(**{
+            "database_url": SecretStr(self.dsn), "kafka_bootstrap": self.bootstrap,
+            "topic_prefix": self.prefix, "group_id": self.group,
+            "partitions": self.partitions, "relay_poll_interval": 0.2,
+            "relay_resend_after": 5,
+            "consumer_session_timeout_ms": TEST_SESSION_TIMEOUT_MS,
+            **self.settings_overrides})
+        await ensure_topics(self.bootstrap, [self.topic], partitions=self.partitions,
+                            security=settings.kafka_security())
         self.pool = await asyncpg.create_pool(self.dsn, min_size=1, max_size=6,
                                               server_settings={"timezone": "UTC"})
-        # The daemon's wiring (daemon.bootstrap), with shorter intervals.
-        settings = Settings(database_url=SecretStr(self.dsn), kafka_bootstrap=self.bootstrap,
-                            topic_prefix=self.prefix, group_id=self.group,
-                            partitions=self.partitions, relay_poll_interval=0.2,
-                            relay_resend_after=5,
-                            consumer_session_timeout_ms=TEST_SESSION_TIMEOUT_MS)
         self.parts = build(
             settings, services=Services(dsn=self.dsn, bootstrap=self.bootstrap),
             pool=self.pool, config=lambda: self.config,

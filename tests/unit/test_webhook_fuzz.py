@@ -4,8 +4,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 from aiohttp.test_utils import TestClient, TestServer
@@ -43,6 +45,8 @@ bodies = st.one_of(
 
 
 class FakePool:
+    """Counts the outbox inserts its connections are asked for."""
+
     def __init__(self) -> None:
         self.inserts = 0
 
@@ -50,6 +54,10 @@ class FakePool:
         if query.lstrip().startswith("INSERT"):
             self.inserts += 1
         return "OK"
+
+    @contextlib.asynccontextmanager
+    async def acquire(self) -> AsyncIterator[FakePool]:
+        yield self
 
 
 async def post(raw: bytes) -> tuple[int, int]:
