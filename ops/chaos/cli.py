@@ -3,7 +3,7 @@
 From a checkout, with the ``tools`` extra (psutil) installed::
 
     python -m ops.chaos [--changes N] [--kills N] [--seed N] [--json]
-    python -m ops.chaos --two-replicas [--changes N] [--seed N] [--json]
+    python -m ops.chaos --two-replicas [--kafka BOOTSTRAP] [--changes N] [--seed N] [--json]
     python -m ops.chaos soak [--rate N] [--minutes M]
 
 Each run starts an embedded PostgreSQL and broker of its own in a temporary
@@ -13,9 +13,12 @@ directory and the daemon (``python -m daemon run``) as subprocesses on them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -43,13 +46,20 @@ def _need_psutil(command: str) -> None:
 @click.option("--seed", type=int, default=1, show_default=True)
 @click.option("--two-replicas", is_flag=True,
               help="Instead: two daemons in one group, one killed midway (OWN-05).")
+@click.option("--kafka", metavar="BOOTSTRAP", default=None,
+              help="With --two-replicas: run on this Kafka cluster instead of an embedded"
+                   " broker (topic and group names unique to the run).")
+@click.option("--real-kafka", is_flag=True,
+              help="Start a three-broker Apache Kafka cluster (tests/support/kafka_cluster.py:"
+                   " Java and Maven needed) and run on it; the chaos run then also kills,"
+                   " pauses and restarts its brokers.")
 @click.option("--json", "as_json", is_flag=True)
 @click.option("-v", "--verbose", is_flag=True,
               help="Log this process's info lines too (embedded services started, stopped);"
                    " otherwise warnings and errors only.")
 @click.pass_context
 def chaos(ctx: click.Context, changes: int, kills: int, seed: int, two_replicas: bool,
-          as_json: bool, verbose: bool) -> None:
+          kafka: str | None, real_kafka: bool, as_json: bool, verbose: bool) -> None:
     """Fault injection run: prints lost, duplicated and diverged (all must be 0).
 
     With the `soak` command instead: a steady change rate for a long time."""
@@ -58,15 +68,22 @@ def chaos(ctx: click.Context, changes: int, kills: int, seed: int, two_replicas:
     if ctx.invoked_subcommand is not None:
         return  # `soak`: the options above are not used
     _need_psutil("")
+    if kafka and not two_replicas:
+        raise click.UsageError("--kafka goes with --two-replicas (the chaos run restarts"
+                               " an embedded broker of its own)")
     from ops.chaos.harness import run_chaos, run_two_replicas
 
-    with tempfile.TemporaryDirectory(prefix="syncd-chaos-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="syncd-chaos-") as tmp, \
+            contextlib.ExitStack() as stack:
+        cluster = stack.enter_context(_real_kafka(Path(tmp))) if real_kafka else None
         if two_replicas:
-            figures = asyncio.run(run_two_replicas(changes=changes, seed=seed,
-                                                   root=Path(tmp), echo=click.echo))
+            figures = asyncio.run(run_two_replicas(
+                changes=changes, seed=seed, root=Path(tmp), echo=click.echo,
+                kafka=kafka or (cluster.bootstrap if cluster else None)))
         else:
             figures = asyncio.run(run_chaos(changes=changes, kills=kills, seed=seed,
-                                            root=Path(tmp), echo=click.echo))
+                                            root=Path(tmp), echo=click.echo,
+                                            cluster=cluster))
     data = dict(figures.__dict__)
     if as_json:
         click.echo(json.dumps(data))
@@ -75,6 +92,23 @@ def chaos(ctx: click.Context, changes: int, kills: int, seed: int, two_replicas:
             click.echo(f"{key:>20}: {value}")
     if not figures.ok:
         raise SystemExit(1)
+
+
+@contextlib.contextmanager
+def _real_kafka(root: Path) -> Iterator[Any]:
+    """The tests' three-broker cluster (from a checkout), for the run, then stopped."""
+    from tests.support.kafka_cluster import KafkaCluster, fetch_jars, missing_tools
+
+    missing = missing_tools()
+    if missing:
+        raise click.ClickException(f"--real-kafka: {missing}")
+    cluster = KafkaCluster(root / "kafka", jars=fetch_jars())
+    click.echo("starting a three-broker Kafka cluster", err=True)
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
 
 
 @chaos.command()

@@ -38,10 +38,11 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import AsyncIterator, Coroutine, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 import asyncpg
@@ -55,6 +56,34 @@ ACTOR = "chaos"
 # number of kills in a run is what it was before that fault existed.
 FAULTS = ("one_way", "broker", "kill", "postgres", "kill", "relay", "kill", "zombie",
           "kill", "kill")
+CLUSTER_FAULTS = ("broker", "kill", "one_way", "broker", "kill", "postgres", "broker", "kill",
+                  "relay", "broker", "kill", "zombie")
+"""On a Kafka cluster (``run_chaos(cluster=…)``) broker faults come more often, each
+the next of ``BROKER_FAULTS``."""
+BROKER_FAULTS = ("leader", "two_down", "paused", "rolling")
+"""The partition leader SIGKILLed and restarted; two brokers killed (one in-sync replica
+left: producers wait for ``min.insync.replicas``), then restarted; a broker SIGSTOPped
+past its session timeout; every broker restarted one after the other."""
+
+
+class ClusterControl(Protocol):
+    """A Kafka cluster a chaos run may break (``tests/support/kafka_cluster.py``'s)."""
+
+    @property
+    def bootstrap(self) -> str: ...
+
+    @property
+    def nodes(self) -> Mapping[int, Any]: ...
+
+    def kill(self, node_id: int) -> None: ...
+
+    def restart(self, node_id: int, timeout: float = 60.0) -> None: ...
+
+    def pause(self, node_id: int) -> None: ...
+
+    def resume(self, node_id: int) -> None: ...
+
+    async def leader(self, topic: str, partition: int, timeout: float = 30.0) -> int: ...
 
 
 @dataclass
@@ -66,6 +95,7 @@ class Figures:
     broker_restarts: int = 0
     postgres_restarts: int = 0
     relay_kills: int = 0
+    rolling_restarts: int = 0  # on a cluster: every broker restarted, one after the other
     mode_switches: int = 0  # sync type changes, two per one-way fault (there and back)
     crashes_restarted: int = 0
     lost: int = 0
@@ -159,7 +189,8 @@ class Services:
 
     root: Path
     postgres: EmbeddedPostgres
-    broker: EmbeddedBroker
+    broker: EmbeddedBroker | None
+    """None when the run uses a Kafka cluster of its own (``services(kafka=…)``)."""
     env: dict[str, str]
     replicas: list[Replica] = field(default_factory=list)
 
@@ -171,21 +202,24 @@ class Services:
 
 
 @contextlib.asynccontextmanager
-async def services(root: Path, name: str, settings: Mapping[str, str] | None = None
-                   ) -> AsyncIterator[Services]:
-    """Start PostgreSQL and the broker under ``root / "services"``; yield them with the
-    replicas' environment: this process's, less any ``SYNCD_*``, plus the services'
-    addresses, topic prefix and group ``name``, JSON logs and ``settings``. At the end
-    every replica made with ``Services.replica`` is stopped, then the broker and
-    PostgreSQL."""
+async def services(root: Path, name: str, settings: Mapping[str, str] | None = None, *,
+                   kafka: str | None = None) -> AsyncIterator[Services]:
+    """Start PostgreSQL and the broker under ``root / "services"`` (no broker with
+    ``kafka``, the bootstrap servers of a Kafka cluster to run on instead); yield them
+    with the replicas' environment: this process's, less any ``SYNCD_*``, plus the
+    services' addresses, topic prefix and group ``name``, JSON logs and ``settings``.
+    At the end every replica made with ``Services.replica`` is stopped, then the broker
+    and PostgreSQL."""
     postgres = EmbeddedPostgres(root / "services")
-    broker = EmbeddedBroker(root / "services")
+    broker = None if kafka else EmbeddedBroker(root / "services")
     await asyncio.to_thread(postgres.start)
     try:
-        await asyncio.to_thread(broker.start)
+        if broker is not None:
+            await asyncio.to_thread(broker.start)
         try:
             env = {k: v for k, v in os.environ.items() if not k.startswith("SYNCD_")} | {
-                "SYNCD_DATABASE_URL": postgres.dsn, "SYNCD_KAFKA_BOOTSTRAP": broker.bootstrap,
+                "SYNCD_DATABASE_URL": postgres.dsn,
+                "SYNCD_KAFKA_BOOTSTRAP": kafka or (broker.bootstrap if broker else ""),
                 "SYNCD_TOPIC_PREFIX": name, "SYNCD_GROUP_ID": name,
                 "SYNCD_LOG_FORMAT": "json", **(settings or {})}
             running = Services(root=root, postgres=postgres, broker=broker, env=env)
@@ -195,7 +229,8 @@ async def services(root: Path, name: str, settings: Mapping[str, str] | None = N
                 for replica in running.replicas:
                     replica.stop()
         finally:
-            await asyncio.to_thread(broker.stop)
+            if broker is not None:
+                await asyncio.to_thread(broker.stop)
     finally:
         await asyncio.to_thread(postgres.stop)
 
@@ -470,16 +505,22 @@ async def _rebuild_check(dsn: str, figures: Figures, echo: Any) -> None:
 
 
 async def run_chaos(*, changes: int, kills: int, seed: int, root: Path,
-                    echo: Any = print) -> Figures:
+                    echo: Any = print, cluster: ClusterControl | None = None) -> Figures:
+    """The chaos run; with ``cluster``, on that Kafka cluster, whose brokers it breaks
+    (``BROKER_FAULTS``) besides the daemon's faults."""
     rng = random.Random(seed)
     figures = Figures()
     started = time.monotonic()
-    async with services(root, "chaos", {
+    name = "chaos" if cluster is None else f"chaos-{uuid.uuid4().hex[:8]}"
+    async with services(root, name, {
             "SYNCD_PARTITIONS": "4", **FAULT_SETTINGS,
-            "SYNCD_RELAY_RESEND_AFTER": "5", "SYNCD_RELAY_POLL_INTERVAL": "0.2"}) as stack:
+            "SYNCD_RELAY_RESEND_AFTER": "5", "SYNCD_RELAY_POLL_INTERVAL": "0.2"},
+            kafka=None if cluster is None else cluster.bootstrap) as stack:
         a, b = stack.replica("replica-a"), stack.replica("replica-b")
+        breaker = _EmbeddedBroker(stack.broker) if cluster is None else _Cluster(
+            cluster, f"{name}.events", rng)
         await _to_the_end("chaos run", figures, echo, _chaos(
-            a, b, stack.postgres, stack.broker, figures, rng, changes=changes, kills=kills,
+            a, b, stack.postgres, breaker, figures, rng, changes=changes, kills=kills,
             echo=echo))
     figures.seconds = round(time.monotonic() - started, 1)
     return figures
@@ -495,9 +536,84 @@ async def _to_the_end(what: str, figures: Figures, echo: Any,
         echo(f"{what} aborted: {figures.aborted}")
 
 
-async def _chaos(a: Replica, b: Replica, postgres: EmbeddedPostgres, broker: EmbeddedBroker,
-                 figures: Figures, rng: random.Random, *, changes: int, kills: int,
-                 echo: Any) -> None:
+class _EmbeddedBroker:
+    """The chaos run's broker faults on its embedded broker."""
+
+    faults = FAULTS
+
+    def __init__(self, broker: EmbeddedBroker | None) -> None:
+        assert broker is not None
+        self.broker = broker
+
+    async def fault(self, figures: Figures, echo: Any) -> None:
+        await asyncio.to_thread(self.broker.restart)
+        figures.broker_restarts += 1
+
+    @contextlib.contextmanager
+    def frozen(self) -> Iterator[None]:
+        with _frozen(self.broker):
+            yield
+
+
+class _Cluster:
+    """The chaos run's broker faults on a Kafka cluster, each the next of BROKER_FAULTS."""
+
+    faults = CLUSTER_FAULTS
+
+    def __init__(self, cluster: ClusterControl, topic: str, rng: random.Random) -> None:
+        self.cluster, self.topic, self.rng = cluster, topic, rng
+        self.done = 0
+
+    async def fault(self, figures: Figures, echo: Any) -> None:
+        kind = BROKER_FAULTS[self.done % len(BROKER_FAULTS)]
+        self.done += 1
+        nodes = sorted(self.cluster.nodes)
+        if kind == "leader":
+            leader = await self.cluster.leader(self.topic, 0)
+            await self._down(figures, leader)
+            await asyncio.sleep(2)
+            await asyncio.to_thread(self.cluster.restart, leader)
+        elif kind == "two_down":
+            first, second = self.rng.sample(nodes, 2)
+            await self._down(figures, first)
+            await asyncio.sleep(1)
+            await self._down(figures, second)  # one in-sync replica left: producers wait
+            await asyncio.sleep(3)
+            # Together: each is ready once the metadata lists every broker again.
+            await asyncio.gather(asyncio.to_thread(self.cluster.restart, first),
+                                 asyncio.to_thread(self.cluster.restart, second))
+        elif kind == "paused":
+            node = self.rng.choice(nodes)
+            self.cluster.pause(node)
+            figures.broker_restarts += 1
+            await asyncio.sleep(6)  # past the brokers' session timeout
+            self.cluster.resume(node)
+        else:
+            for node in nodes:
+                await asyncio.to_thread(self.cluster.restart, node)
+                figures.broker_restarts += 1
+            figures.rolling_restarts += 1
+        echo(f"broker fault {kind} done")
+
+    async def _down(self, figures: Figures, node: int) -> None:
+        await asyncio.to_thread(self.cluster.kill, node)
+        figures.broker_restarts += 1
+
+    @contextlib.contextmanager
+    def frozen(self) -> Iterator[None]:
+        nodes = sorted(self.cluster.nodes)
+        for node in nodes:
+            self.cluster.pause(node)
+        try:
+            yield
+        finally:
+            for node in nodes:
+                self.cluster.resume(node)
+
+
+async def _chaos(a: Replica, b: Replica, postgres: EmbeddedPostgres,
+                 broker: _EmbeddedBroker | _Cluster, figures: Figures, rng: random.Random, *,
+                 changes: int, kills: int, echo: Any) -> None:
     a.start()
     await _wait_ready(a, figures)
     # Set up as an administrator would, two-way: what the one-way faults switch.
@@ -513,7 +629,7 @@ async def _chaos(a: Replica, b: Replica, postgres: EmbeddedPostgres, broker: Emb
             if done_faults >= kills or figures.changes >= changes:
                 continue
             done_faults += 1
-            fault = FAULTS[(done_faults - 1) % len(FAULTS)]
+            fault = broker.faults[(done_faults - 1) % len(broker.faults)]
             await asyncio.sleep(rng.uniform(0.05, 0.6))
             if fault == "one_way":
                 await _one_way(driver, a, postgres.dsn, figures, steps=per_fault // 2)
@@ -534,8 +650,7 @@ async def _chaos(a: Replica, b: Replica, postgres: EmbeddedPostgres, broker: Emb
                 await asyncio.sleep(2)
                 b.stop()
             elif fault == "broker":
-                await asyncio.to_thread(broker.restart)
-                figures.broker_restarts += 1
+                await broker.fault(figures, echo)
             elif fault == "postgres":
                 await driver.conn.close()
                 await asyncio.to_thread(postgres.restart)
@@ -547,7 +662,7 @@ async def _chaos(a: Replica, b: Replica, postgres: EmbeddedPostgres, broker: Emb
                 # produced, the rest in flight), then SIGKILL.
                 await driver.bulk_update("desk")
                 await asyncio.sleep(rng.uniform(0.05, 0.3))
-                with _frozen(broker):
+                with broker.frozen():
                     await asyncio.sleep(0.5)
                     a.kill()
                 figures.relay_kills += 1
@@ -696,13 +811,17 @@ def _order(value: str) -> int:
 
 
 async def run_two_replicas(*, changes: int, root: Path, seed: int = 1,
-                           echo: Any = print) -> Figures:
+                           echo: Any = print, kafka: str | None = None) -> Figures:
     """OWN-05: two daemons in one group share the partitions; one is killed midway and
-    the other carries on from the stored offsets. Every change applied exactly once."""
+    the other carries on from the stored offsets. Every change applied exactly once.
+    ``kafka``: on that cluster (bootstrap servers) instead of an embedded broker; the
+    run's topic and group names are then unique to it."""
     rng = random.Random(seed)
     figures = Figures()
     started = time.monotonic()
-    async with services(root, "pair", {"SYNCD_PARTITIONS": "6", **FAULT_SETTINGS}) as stack:
+    name = "pair" if kafka is None else f"pair-{uuid.uuid4().hex[:8]}"
+    async with services(root, name, {"SYNCD_PARTITIONS": "6", **FAULT_SETTINGS},
+                        kafka=kafka) as stack:
         a, b = stack.replica("replica-a"), stack.replica("replica-b")
         await _to_the_end("two-replica run", figures, echo, _two_replicas(
             a, b, stack.postgres, figures, rng, changes=changes, echo=echo))

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -303,3 +304,34 @@ async def test_least_privilege_role_passes_the_start_up_migration_check(
         assert await migrate(conn) == 0
     finally:
         await conn.close()
+
+
+async def test_two_replicas_on_the_cluster_share_the_work_and_survive_one_killed(
+        kafka_cluster: KafkaCluster, tmp_path: Path) -> None:
+    """OWN-05 on the real cluster (the ops.chaos two-replica run, `--kafka`): two daemons
+    in one group, one SIGKILLed midway; every change applied once, nothing diverged."""
+    from ops.chaos.harness import run_two_replicas
+
+    figures = await run_two_replicas(changes=2000, root=tmp_path, echo=lambda _line: None,
+                                     kafka=kafka_cluster.bootstrap)
+    assert figures.kills == 1 and figures.events_expected >= 2000
+    assert (figures.lost, figures.duplicated, figures.diverged) == (0, 0, 0), figures.problems
+    assert figures.ok, figures.problems
+
+
+async def test_short_chaos_run_on_the_cluster(kafka_cluster: KafkaCluster,
+                                              tmp_path: Path) -> None:
+    """The chaos run on the real cluster (`python -m ops.chaos --real-kafka`): the
+    partition leader killed and restarted, two brokers down at once, a broker paused
+    past its session timeout, a rolling restart, besides daemon SIGKILLs, a PostgreSQL
+    restart and a switch to one-way and back: lost, duplicated, diverged all 0."""
+    from ops.chaos.harness import run_chaos
+
+    figures = await run_chaos(changes=600, kills=10, seed=3, root=tmp_path,
+                              echo=lambda _line: None, cluster=kafka_cluster)
+    assert not figures.aborted, figures.problems
+    assert figures.rolling_restarts == 1 and figures.broker_restarts >= 6
+    assert figures.kills >= 3 and figures.postgres_restarts == 1
+    assert (figures.lost, figures.duplicated, figures.diverged) == (0, 0, 0), figures.problems
+    assert figures.rebuild_changes == 0, "\n".join(figures.problems)
+    assert figures.ok, figures.problems
