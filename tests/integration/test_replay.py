@@ -37,6 +37,7 @@ from projections.replay import (
     rebuild_ledger,
 )
 from projections.sync import SyncProjection
+from tests.support.brokers import on_both_brokers
 from tests.support.events import change
 from tests.support.pipeline import Pipeline
 
@@ -343,7 +344,27 @@ async def test_a_killed_replay_leaves_live_state_as_it_was_and_a_second_is_refus
 # -- re-applying a window after a store came back from an older backup -------------
 
 
-@pytest.mark.parametrize("from_kafka", [False, True], ids=["event-log", "kafka"])
+@pytest.fixture
+def kafka_bootstrap(kafka_bootstrap: str, request: pytest.FixtureRequest) -> str:
+    """The embedded broker, or what a case asks for (``indirect``: the real cluster)."""
+    return on_both_brokers(getattr(request, "param", "embedded"), kafka_bootstrap, request)
+
+
+_CLUSTER = pytest.mark.xdist_group("kafka-cluster")
+_REPLAY_DEFECT = pytest.mark.xfail(strict=True, reason=(
+    "known defect (issue 18): replay --from-kafka on the real three-broker cluster finds"
+    " none of the window's events (the dry run reports no change); on the embedded broker"
+    " it does. Not diagnosed yet."))
+REAPPLY_CASES = [
+    pytest.param("embedded", False, id="event-log-embedded"),
+    pytest.param("embedded", True, id="kafka-embedded"),
+    pytest.param("cluster", False, id="event-log-kafka-cluster", marks=_CLUSTER),
+    pytest.param("cluster", True, id="kafka-kafka-cluster", marks=[_CLUSTER, _REPLAY_DEFECT]),
+]
+
+
+@pytest.mark.parametrize(("kafka_bootstrap", "from_kafka"), REAPPLY_CASES,
+                         indirect=["kafka_bootstrap"])
 async def test_a_window_reapply_writes_back_what_a_restored_backup_lost(
         pipeline: Pipeline, kafka_bootstrap: str, from_kafka: bool) -> None:
     """A window re-apply writes back what a CRM restore lost, same ids, counting no sync."""
