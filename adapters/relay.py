@@ -123,14 +123,21 @@ class OutboxRelay:
         self._log_mark: tuple[int, float] | None = None  # (newest event-log seq, seen at)
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Relay until ``stop``; a lost database connection is opened again (the rows
-        wait in the outbox meanwhile, and are sent again from the oldest)."""
+        """Relay until ``stop``; a lost database connection, or a producer that found no
+        broker, is opened again (the rows wait in the outbox meanwhile, and are sent
+        again from the oldest)."""
         while not stop.is_set():
             try:
                 await self._run_once(stop)
             except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
-                    asyncpg.CannotConnectNowError, asyncpg.AdminShutdownError) as err:
-                log.warning("database_unavailable", task=f"relay-{self.source}",
+                    asyncpg.CannotConnectNowError, asyncpg.AdminShutdownError,
+                    KafkaError) as err:
+                # The database away, or no broker answering the producer's start (one
+                # restarting, two down at once): the rows wait in the outbox; start
+                # over. A refusal (credentials, ACLs) is KafkaRefused, not a KafkaError:
+                # it ends the relay, said.
+                away = "broker" if isinstance(err, KafkaError) else "database"
+                log.warning(f"{away}_unavailable", task=f"relay-{self.source}",
                             error=f"{type(err).__name__}: {err}")
                 self.cursor = 0
                 self._sent.clear()

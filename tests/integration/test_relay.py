@@ -10,6 +10,7 @@ from collections.abc import Callable
 
 import asyncpg
 import pytest
+from structlog.testing import capture_logs
 
 from adapters.relay import OutboxRelay
 
@@ -146,3 +147,23 @@ async def test_each_outbox_numbers_its_rows_without_holes(database_url: str) -> 
             assert seqs == list(range(seqs[0], seqs[0] + 3)), (source, seqs)
     finally:
         await conn.close()
+
+
+async def test_a_broker_away_when_the_producer_starts_is_waited_for(
+        database_url: str) -> None:
+    """The relay's producer meeting no broker (one restarting, two down at once on a
+    cluster: the chaos run on the real cluster found it) waits and tries again; it
+    used to end the relay, and with it the daemon."""
+    from daemon.runtime.embedded import free_port
+
+    relay = OutboxRelay(dsn=database_url, bootstrap=f"127.0.0.1:{free_port('127.0.0.1')}",
+                        topic="t", source="crm", partitions=1)
+    stop = asyncio.Event()
+    with capture_logs() as logs:
+        task = asyncio.create_task(relay.run(stop))
+        await asyncio.sleep(3)
+        assert not task.done(), task.exception() if task.done() else None
+        stop.set()
+        await asyncio.wait_for(task, 10)
+    assert any(e["event"] == "broker_unavailable" and e.get("task") == "relay-crm"
+               for e in logs)
