@@ -73,10 +73,13 @@ class KafkaEventSource:
             max_partition_fetch_bytes=8 << 20, fetch_max_bytes=32 << 20)
         try:
             await consumer.start()
-            await consumer.topics()  # metadata
-            partitions = consumer.partitions_for_topic(self.topic) or set()
-            ends = {TopicPartition(self.topic, p): stored[p] for p in sorted(partitions)
-                    if stored.get(p, 0) > 0}
+            # The partitions the projector stored offsets for: a consumer with no
+            # subscription knows no topic's partitions from its metadata on a real
+            # Kafka cluster (``topics()`` fetches a copy it keeps to itself; the
+            # embedded broker happened to answer for every topic), and the topic has
+            # at least those (partitions are never removed). Assigning fetches the rest.
+            ends = {TopicPartition(self.topic, p): offset for p, offset in sorted(stored.items())
+                    if offset > 0}
             if not ends:
                 return
             consumer.assign(list(ends))
