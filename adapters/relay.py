@@ -28,6 +28,7 @@ import contextlib
 import time
 from collections import deque
 from collections.abc import Callable
+from typing import cast
 
 import asyncpg
 import structlog
@@ -43,7 +44,9 @@ from adapters.kafka import (
     make_producer,
     refusal,
 )
+from projections.catalog import Side
 from projections.events import ENVELOPE_VERSION
+from projections.stores.outbox import Outbox
 
 log = structlog.get_logger(__name__)
 
@@ -101,7 +104,7 @@ class OutboxRelay:
         self.dsn = dsn
         self.bootstrap = bootstrap
         self.topic = topic
-        self.source = source
+        self.source: Side = cast(Side, source)  # checked above
         self.partitions = partitions
         self.poll_interval = poll_interval
         self.resend_after = resend_after
@@ -254,7 +257,7 @@ class OutboxRelay:
                 await self._rewind(conn, force=False)
             if now - last_backlog >= 5:
                 last_backlog = now
-                backlog = await conn.fetchval(f"SELECT count(*) FROM {self.source}.outbox")
+                backlog = await Outbox(conn, self.source).backlog()
                 metrics.OUTBOX_BACKLOG.labels(self.source).set(backlog)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.poll_interval)

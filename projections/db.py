@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import zlib
 from collections.abc import Iterable
-from typing import TypeAlias
+from typing import Any, TypeAlias
 
 import asyncpg
+import msgspec
 from asyncpg.pool import PoolConnectionProxy
 
 Conn: TypeAlias = "asyncpg.Connection[asyncpg.Record] | PoolConnectionProxy[asyncpg.Record]"
@@ -44,3 +46,13 @@ async def lock_keys(conn: Conn, lock_class: int, keys: Iterable[str]) -> None:
         await conn.execute(
             "SELECT pg_advisory_xact_lock($1::int, b) FROM unnest($2::int[]) AS b",
             lock_class, buckets)
+
+
+def loads_json(text: str) -> Any:
+    """JSON text from PostgreSQL as Python values: msgspec, several times faster than the
+    json module and giving the same values; the json module for what msgspec refuses
+    (a number beyond a float's range, which json reads as infinity)."""
+    try:
+        return msgspec.json.decode(text)
+    except msgspec.DecodeError:
+        return json.loads(text)

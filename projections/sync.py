@@ -30,7 +30,6 @@ deleted since, and writes a row only where it differs.
 from __future__ import annotations
 
 import datetime as dt
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -40,7 +39,7 @@ import msgspec
 from projections.batch import APPLY_LOCK, NOTHING_TO_REPORT, LoggedEvent, ProjectionReport
 from projections.catalog import OTHER, SYNCED_MODULES, Side
 from projections.config import SyncConfig
-from projections.db import SYNC_MATCH_KEYS, Conn, lock_keys
+from projections.db import SYNC_MATCH_KEYS, Conn, loads_json, lock_keys
 from projections.events import ChangeEvent, decode_event
 from projections.keys import account_key, email_key
 from projections.ledger import Outcome, record_outcomes
@@ -368,7 +367,7 @@ class _Batch:
     def _link_from_row(self, row: Any) -> Link:
         return Link(
             module=row["module"], desk_id=row["desk_id"], crm_id=row["crm_id"],
-            state=_loads(row["state"]), desk_fp=row["desk_fp"], crm_fp=row["crm_fp"],
+            state=loads_json(row["state"]), desk_fp=row["desk_fp"], crm_fp=row["crm_fp"],
             desk_gone=row["desk_gone"], crm_gone=row["crm_gone"],
             desk_seen=row["desk_seen"], crm_seen=row["crm_seen"],
             linked_at=row["linked_at"], updated_at=row["updated_at"], link_id=row["link_id"],
@@ -1084,15 +1083,6 @@ def _link_columns(links: list[Link]) -> list[list[Any]]:
         [link.updated_at for link in links],
     ]
 
-
-def _loads(text: str) -> Any:
-    """JSON text from PostgreSQL as Python values: msgspec, several times faster than the
-    json module and giving the same values; the json module for what msgspec refuses
-    (a number beyond a float's range, which json reads as infinity)."""
-    try:
-        return msgspec.json.decode(text)
-    except msgspec.DecodeError:
-        return json.loads(text)
 
 
 

@@ -10,14 +10,12 @@ from the catalogue (``projections.catalog``), never from outside.
 from __future__ import annotations
 
 import datetime as dt
-import json
 from collections.abc import Sequence
-from typing import Any
 
 import msgspec
 
 from projections.catalog import SYNCED_MODULES, Side
-from projections.db import Conn
+from projections.db import Conn, loads_json
 from projections.stores.port import Found, Held, Values
 
 # The expressions of the key indexes (migrations/0012_match_keys.sql): the same keys
@@ -57,7 +55,7 @@ class EmbeddedStore:
         wanted = set(keys)
         found: list[Found] = []
         for row in rows:
-            values = _loads(row["v"])
+            values = loads_json(row["v"])
             if row["k1"] in wanted:
                 found.append(Found(row["id"], values, row["k1"], via_secondary=False))
             if row["k2"] is not None and row["k2"] in wanted and row["k2"] != row["k1"]:
@@ -69,7 +67,7 @@ class EmbeddedStore:
             f"SELECT id::text AS id, modified_time, to_jsonb(t) AS v"
             f" FROM {self._table(module)} t WHERE id = ANY($1::bigint[])",
             [int(i) for i in ids if i.isdigit()])
-        return {row["id"]: Held(_loads(row["v"]), row["modified_time"]) for row in rows}
+        return {row["id"]: Held(loads_json(row["v"]), row["modified_time"]) for row in rows}
 
     async def existing(self, module: str, ids: Sequence[int]) -> set[int]:
         rows = await self.conn.fetch(
@@ -133,15 +131,6 @@ class EmbeddedStore:
     async def mark_own_writes(self) -> None:
         await self.conn.execute("SET LOCAL syncd.origin = 'sync'")
 
-
-def _loads(text: str) -> Any:
-    """JSON text from PostgreSQL as Python values: msgspec, several times faster than the
-    json module and giving the same values; the json module for what msgspec refuses
-    (a number beyond a float's range, which json reads as infinity)."""
-    try:
-        return msgspec.json.decode(text)
-    except msgspec.DecodeError:
-        return json.loads(text)
 
 
 def _json(rows: Sequence[Values]) -> str:
