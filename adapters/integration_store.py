@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import getpass
+import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 import structlog
@@ -27,6 +29,8 @@ from psycopg.conninfo import conninfo_to_dict
 from projections.config import SyncConfig
 from projections.integration import AuditEntry, Integration
 from projections.integration_app import Change, IntegrationApplication
+
+T = TypeVar("T")
 
 log = structlog.get_logger(__name__)
 
@@ -112,6 +116,44 @@ def open_application(dsn: str, *, schema: str = DEFAULT_SCHEMA) -> IntegrationAp
                                                else "n"})
         finally:
             conn.execute("SELECT pg_advisory_unlock(%s)", (LOCK_KEY,))
+
+
+async def _unless_stopped(query: Callable[[], T], stop: asyncio.Event) -> T | None:
+    """``query()`` in a thread, or ``None`` as soon as ``stop`` is set.
+
+    A poll waiting for a database that went away holds its thread up to the connect
+    timeout; the shutdown must not wait for it. So the thread is a daemon thread
+    (``asyncio.to_thread``'s pool is joined at exit) and an abandoned poll's outcome
+    is dropped.
+    """
+    loop = asyncio.get_running_loop()
+    outcome: asyncio.Future[T] = loop.create_future()
+
+    def deliver(settle: Callable[[], None]) -> None:
+        if not outcome.done():
+            settle()
+
+    def run() -> None:
+        try:
+            result = query()
+        except BaseException as err:  # handed to the awaiting task
+            failure = err
+            call = functools.partial(deliver, lambda: outcome.set_exception(failure))
+        else:
+            call = functools.partial(deliver, lambda: outcome.set_result(result))
+        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+            loop.call_soon_threadsafe(call)
+
+    threading.Thread(target=run, name="integration-poll", daemon=True).start()
+    stopped: asyncio.Future[Any] = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait([outcome, stopped], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopped.cancel()
+    if outcome.done():
+        return outcome.result()
+    outcome.cancel()
+    return None
 
 
 class IntegrationService:
@@ -213,9 +255,13 @@ class IntegrationService:
         failing = False
         while not stop.is_set():
             try:
-                position = await asyncio.to_thread(self.app.position)
+                position = await _unless_stopped(self.app.position, stop)
+                if position is None:
+                    return
                 if position != seen:
-                    config = await asyncio.to_thread(self.app.current_config)
+                    config = await _unless_stopped(self.app.current_config, stop)
+                    if config is None:
+                        return
                     seen = position
                     on_change(config)
                     self.followed = position

@@ -319,14 +319,26 @@ class ConsumerLoop:
         everything not yet in the event log is still in the outboxes and is sent
         again; the event log drops the copies it already holds.
 
-        The high watermark of fetch responses is used rather than ListOffsets, which
-        the embedded broker answers wrongly for batched produce requests.
+        The high watermark of fetch responses finds the suspects (ListOffsets, asked
+        every round, would cost a round trip each; the embedded broker also answers it
+        wrongly for batched produce requests). A suspect is confirmed by ListOffsets
+        before anything is read again: a real Kafka partition's new leader sends a
+        high watermark that lags the old one until its followers fetch again, which
+        is not a lost log, while ListOffsets waits for the true end (KIP-207).
         """
         lost = []
         for (topic, partition), position in self.positions.items():
             high = consumer.highwater(TopicPartition(topic, partition))
             if high is not None and high < position:
                 lost.append(TopicPartition(topic, partition))
+        if not lost:
+            return
+        try:
+            ends = await asyncio.wait_for(consumer.end_offsets(lost), 5)
+        except (KafkaError, TimeoutError):
+            return  # not confirmed now (a leader still being elected): asked again
+        lost = [tp for tp in lost
+                if ends.get(tp, 0) < self.positions.get((tp.topic, tp.partition), -1)]
         if not lost:
             return
         beginnings = await consumer.beginning_offsets(lost)

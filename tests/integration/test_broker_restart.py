@@ -6,6 +6,7 @@ import asyncio
 from pathlib import Path
 
 import pytest
+import structlog
 
 from daemon.runtime.embedded import EmbeddedBroker
 from tests.support.pipeline import Pipeline
@@ -26,11 +27,15 @@ async def test_broker_restart_loses_and_doubles_nothing(database_url: str, tmp_p
         await pipe.execute("INSERT INTO desk.contacts (last_name)"
                            " SELECT 'before' || g FROM generate_series(1, 300) g")
         await pipe.settle()
-        await asyncio.to_thread(broker.restart)  # back on the same port, empty
-        await pipe.execute("INSERT INTO desk.contacts (last_name)"
-                           " SELECT 'after' || g FROM generate_series(1, 300) g")
-        await pipe.execute("UPDATE desk.contacts SET mobile = 'm' WHERE last_name LIKE 'before%'")
-        await pipe.settle(timeout=90)
+        with structlog.testing.capture_logs() as logs:
+            await asyncio.to_thread(broker.restart)  # back on the same port, empty
+            await pipe.execute("INSERT INTO desk.contacts (last_name)"
+                               " SELECT 'after' || g FROM generate_series(1, 300) g")
+            await pipe.execute(
+                "UPDATE desk.contacts SET mobile = 'm' WHERE last_name LIKE 'before%'")
+            await pipe.settle(timeout=90)
+        # The lost log was noticed (and confirmed by ListOffsets) and read again.
+        assert any(e.get("event") == "broker_offsets_reset" for e in logs)
         assert await pipe.fetchval("SELECT count(*) FROM crm.contacts") == 600
         assert await pipe.fetchval(
             "SELECT count(*) FROM crm.contacts WHERE mobile = 'm'") == 300

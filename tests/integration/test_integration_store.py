@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
@@ -255,3 +256,25 @@ async def test_follow_refuses_an_interval_that_breaks_the_one_second_promise(
     service = IntegrationService(in_memory())
     with pytest.raises(ValueError, match="interval"):
         await service.follow(asyncio.Event(), lambda config: None, interval=interval)
+
+
+class StuckApplication(IntegrationApplication):
+    """The database went away: a poll waits for a connection until its timeout."""
+
+    def position(self) -> int:
+        time.sleep(3)
+        raise OperationalError("connection timeout expired")
+
+
+async def test_follow_stops_at_once_while_a_poll_waits_for_the_database() -> None:
+    """Stop ends follow even while its poll waits for a database that is gone (the
+    daemon's shutdown once waited for such a poll until the deadline cancelled it)."""
+    service = IntegrationService(StuckApplication(env={"PERSISTENCE_MODULE": "eventsourcing.popo"}))
+    stop = asyncio.Event()
+    task = asyncio.create_task(service.follow(stop, lambda config: None, interval=0.05))
+    await asyncio.sleep(0.2)  # the first poll is waiting
+    loop = asyncio.get_running_loop()
+    stopping = loop.time()
+    stop.set()
+    await asyncio.wait_for(task, timeout=5)
+    assert loop.time() - stopping < 0.5

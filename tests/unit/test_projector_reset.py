@@ -38,6 +38,9 @@ class RebalancingConsumer:
     def highwater(self, _tp: TopicPartition) -> int:
         return 0
 
+    async def end_offsets(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
+        return {tp: 0 for tp in tps}
+
     async def beginning_offsets(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
         self.projector.positions.pop(("t", 1), None)  # revoked meanwhile
         return {tp: 0 for tp in tps}
@@ -58,6 +61,42 @@ async def test_reset_detection_survives_a_rebalance_during_its_await() -> None:
     assert consumer.seeks == [(TopicPartition("t", 0), 0)]
     assert projector.positions == {("t", 0): 0}
     assert [(args[1], args[2]) for args in pool.conn.resets] == [("t", 0)]
+
+
+class NewLeaderConsumer:
+    """A real Kafka partition just after its leader died: the new leader's fetch
+    responses carry a high watermark one behind the old leader's, which its followers
+    had not yet acknowledged; ListOffsets answers the true end."""
+
+    def __init__(self) -> None:
+        self.seeks: list[tuple[TopicPartition, int]] = []
+
+    def highwater(self, _tp: TopicPartition) -> int:
+        return 51
+
+    async def end_offsets(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
+        return {tp: 52 for tp in tps}
+
+    async def beginning_offsets(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
+        return {tp: 0 for tp in tps}
+
+    def seek(self, tp: TopicPartition, offset: int) -> None:
+        self.seeks.append((tp, offset))
+
+
+async def test_a_new_leaders_lagging_high_watermark_is_not_a_lost_log() -> None:
+    """A high watermark below the stored position that ListOffsets does not confirm
+    reads nothing again (on a real cluster a leader kill once re-read a partition
+    from its beginning: stored offset 52, the new leader's high watermark 51)."""
+    pool = FakePool()
+    projector = ConsumerLoop(pool=pool, bootstrap="unused", topic="t", group_id="g",  # type: ignore[arg-type]
+                             projections=[])
+    projector.positions = {("t", 0): 52}
+    consumer = NewLeaderConsumer()
+    await projector._detect_broker_reset(consumer)
+    assert consumer.seeks == []
+    assert projector.positions == {("t", 0): 52}
+    assert pool.conn.resets == []
 
 
 class Record:
