@@ -108,7 +108,7 @@ def build(settings: Settings, *, services: Services, pool: asyncpg.Pool,
         pool=pool, bootstrap=services.bootstrap, topic=settings.events_topic,
         group_id=settings.group_id, projections=projections,
         batch_max=settings.batch_max,
-        session_timeout_ms=settings.consumer_session_timeout_ms,
+        session_timeout_ms=settings.session_timeout_ms(embedded=services.broker is not None),
         stall_after=overrides.stall_after, on_batch=overrides.on_batch, security=security)
     idempotence = settings.kafka_idempotent(embedded=services.broker is not None)
     on_sent = overrides.on_sent

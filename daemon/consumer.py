@@ -164,14 +164,18 @@ class ConsumerLoop:
             refused = await refusal(err, bootstrap=self.bootstrap, security=self.security,
                                     doing=self._refused_doing(err))
             if refused is None:
-                raise
+                # Anything else is the cluster being away or in flux (no broker to
+                # bootstrap from while all restart, a coordinator moving): the consumer
+                # is replaced and starts again from the stored offsets.
+                log.warning("broker_unavailable", task="projector",
+                            error=f"{type(err).__name__}: {err}")
+                return True
             log.error("kafka_refused", task="projector", error=str(refused))
             raise refused from None
         finally:
             self.joined.clear()
             self.positions.clear()
-            with contextlib.suppress(KafkaError, OSError):
-                await consumer.stop()
+            await _stop_quietly(consumer, self.topic)
             self.consumer = None
 
     def _refused_doing(self, err: KafkaError) -> str:
@@ -370,6 +374,39 @@ class ConsumerLoop:
             high = consumer.highwater(TopicPartition(topic, partition))
             out[partition] = max(0, (high or position) - position)
         return out
+
+
+async def _stop_quietly(consumer: AIOKafkaConsumer, topic: str) -> None:
+    """Stop a consumer being replaced or shut down, whatever state its group is in.
+
+    aiokafka's ``stop()`` can raise ``CancelledError`` of its own (it awaits a task of
+    its coordinator that it cancelled; aio-libs/aiokafka#647): after a cluster outage
+    that once ended the projector's task without a word. Only a cancellation of this
+    task itself goes on; a hung stop is abandoned after 10 s.
+    """
+    try:
+        await asyncio.wait_for(consumer.stop(), 10)
+        return
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise
+        log.warning("consumer_stop_failed", topic=topic, error="CancelledError inside stop()")
+    except (KafkaError, OSError, TimeoutError) as err:
+        log.warning("consumer_stop_failed", topic=topic, error=f"{type(err).__name__}: {err}")
+    # stop() ended at its coordinator, before its fetcher and its client: close those
+    # too, or each replaced consumer leaves connections and a metadata task behind.
+    for part in (getattr(consumer, "_fetcher", None), getattr(consumer, "_client", None)):
+        if part is None:
+            continue
+        try:
+            await asyncio.wait_for(part.close(), 5)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise
+        except (KafkaError, OSError, TimeoutError):
+            pass
 
 
 class _Watchdog:

@@ -24,6 +24,15 @@ async def _guard(name: str, task: RootTask, stop: asyncio.Event, failures: list[
     try:
         await task(stop)
     except asyncio.CancelledError:
+        current = asyncio.current_task()
+        if current is not None and not current.cancelling():
+            # A CancelledError nobody asked for (a library's own, escaping): the task
+            # ended while the daemon runs, which must not pass without a word.
+            failures.append(name)
+            metrics.ROOT_TASK_FAILURES.labels(name).inc()
+            log.error("root_task_failed", task=name, error="CancelledError raised inside it")
+            stop.set()
+            return
         if not stop.is_set():
             failures.append(name)
         raise

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
@@ -123,3 +124,87 @@ async def test_partition_revoked_during_a_batch_does_not_crash(monkeypatch: Any)
     batch = {TopicPartition("t", 0): [Record(5), Record(6)], TopicPartition("t", 1): [Record(9)]}
     assert await projector._apply(object(), batch) is True  # type: ignore[arg-type]
     assert projector.positions == {("t", 1): 10}
+
+
+class StopRaisesCancelled:
+    """A consumer whose group coordinator is gone: it is never assigned anything, and
+    its ``stop()`` raises ``CancelledError`` of its own (aio-libs/aiokafka#647)."""
+
+    made = 0
+
+    def __init__(self) -> None:
+        StopRaisesCancelled.made += 1
+
+    def subscribe(self, _topics: list[str], listener: Any = None) -> None:
+        pass
+
+    async def start(self) -> None:
+        pass
+
+    async def getmany(self, **_options: Any) -> dict[Any, Any]:
+        await asyncio.sleep(0.01)
+        return {}
+
+    def assignment(self) -> set[Any]:
+        return set()
+
+    def highwater(self, _tp: TopicPartition) -> None:
+        return None
+
+    async def stop(self) -> None:
+        raise asyncio.CancelledError
+
+
+async def test_a_consumer_whose_stop_raises_cancelled_is_replaced(monkeypatch: Any) -> None:
+    """The watchdog replaces a stalled consumer even when its ``stop()`` raises
+    CancelledError: the loop goes on with a new consumer (after a cluster outage the
+    CancelledError once ended the projector's task)."""
+    from daemon import consumer as module
+
+    StopRaisesCancelled.made = 0
+    monkeypatch.setattr(module, "make_consumer", lambda *_a, **_k: StopRaisesCancelled())
+    projector = ConsumerLoop(pool=FakePool(), bootstrap="unused", topic="t",  # type: ignore[arg-type]
+                             group_id="g", projections=[], stall_after=0.1)
+    stop = asyncio.Event()
+    task = asyncio.create_task(projector.run(stop))
+    await asyncio.sleep(1.5)  # stalled after 0.1 s, replaced 1 s later
+    assert not task.done(), task
+    stop.set()
+    await asyncio.wait_for(task, 5)
+    assert StopRaisesCancelled.made >= 2
+
+
+
+class NoBrokerToBootstrap(StopRaisesCancelled):
+    """Every broker of the cluster is down: ``start()`` cannot bootstrap."""
+
+    async def start(self) -> None:
+        from aiokafka.errors import KafkaConnectionError
+
+        raise KafkaConnectionError("Unable to bootstrap from [('127.0.0.1', 9092)]")
+
+    async def stop(self) -> None:
+        pass
+
+
+async def test_a_cluster_with_no_broker_up_is_waited_for(monkeypatch: Any) -> None:
+    """A consumer that cannot bootstrap (the whole cluster restarting) is replaced
+    and tried again; it once ended the projector's task, and with it the daemon."""
+    from daemon import consumer as module
+
+    StopRaisesCancelled.made = 0
+    monkeypatch.setattr(module, "make_consumer", lambda *_a, **_k: NoBrokerToBootstrap())
+
+    async def not_refused(*_args: Any, **_kwargs: Any) -> None:
+        return None
+
+    monkeypatch.setattr(module, "refusal", not_refused)
+    projector = ConsumerLoop(pool=FakePool(), bootstrap="unused", topic="t",  # type: ignore[arg-type]
+                             group_id="g", projections=[])
+    stop = asyncio.Event()
+    task = asyncio.create_task(projector.run(stop))
+    await asyncio.sleep(1.5)
+    assert not task.done(), task
+    stop.set()
+    await asyncio.wait_for(task, 5)
+    assert StopRaisesCancelled.made >= 2

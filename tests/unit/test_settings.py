@@ -6,7 +6,7 @@ import pytest
 from click.testing import CliRunner
 
 from daemon.cli import cli
-from daemon.runtime.settings import SettingsError, load_settings
+from daemon.runtime.settings import Settings, SettingsError, load_settings
 
 
 def test_defaults_mean_embedded_services() -> None:
@@ -60,3 +60,14 @@ def test_cli_exits_non_zero_and_starts_nothing(tmp_path: Path,
     assert result.exit_code == 2
     assert "SYNCD_SHUTDOWN_DEADLINE" in result.output
     assert not (tmp_path / "data").exists()
+
+
+def test_session_timeout_default_follows_the_broker_kind() -> None:
+    """Unset, the consumer's session timeout is 6 s on the embedded broker and 10 s on a
+    configured cluster (where the group coordinator can move); set, it is what is set."""
+    unset = Settings()
+    assert unset.session_timeout_ms(embedded=True) == 6_000
+    assert unset.session_timeout_ms(embedded=False) == 10_000
+    chosen = Settings(consumer_session_timeout_ms=20_000)
+    assert chosen.session_timeout_ms(embedded=True) == 20_000
+    assert chosen.session_timeout_ms(embedded=False) == 20_000

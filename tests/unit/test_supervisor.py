@@ -84,3 +84,24 @@ async def test_root_task_returning_early_is_a_failure() -> None:
         status = await supervise({"quitter": quitter, "other": other}, stop, deadline=2)
     assert status == 1
     assert any(e["event"] == "root_task_exited" and e["task"] == "quitter" for e in logs)
+
+
+async def test_a_cancelled_error_nobody_asked_for_is_a_failure_said_aloud() -> None:
+    """A root task ended by a CancelledError raised inside it (a library's own, as
+    aiokafka's consumer stop can raise) is a failure: logged, and the daemon stops
+    with status 1. It once ended the projector's task without a word while the rest
+    of the daemon ran on."""
+    stop = asyncio.Event()
+
+    async def victim(stop: asyncio.Event) -> None:
+        await asyncio.sleep(0.05)
+        raise asyncio.CancelledError
+
+    async def other(stop: asyncio.Event) -> None:
+        await stop.wait()
+
+    with capture_logs() as logs:
+        status = await asyncio.wait_for(
+            supervise({"victim": victim, "other": other}, stop, deadline=2), 5)
+    assert status == 1
+    assert any(e["event"] == "root_task_failed" and e["task"] == "victim" for e in logs)
