@@ -87,6 +87,29 @@ OUTBOX_BACKLOG = Gauge(
     "syncd_outbox_backlog_events", "Outbox rows not yet recorded in the event log.",
     ["source"],
 )
+COMMANDS_QUEUED = Gauge(
+    "syncd_commands_queued", "Writes in a remote store's command outbox, not yet landed.",
+    ["store"],
+)
+COMMAND_OLDEST_AGE = Gauge(
+    "syncd_command_oldest_age_seconds",
+    "Age of the oldest write waiting in a remote store's command outbox (0 when empty).",
+    ["store"],
+)
+COMMAND_ATTEMPTS = Counter(
+    "syncd_command_attempts_total", "Deliveries of a remote store's writes, by result"
+    " (landed, transient: retried later, refused: in the failure log, expired: failed"
+    " as target unreachable after the retry budget).", ["store", "result"],
+)
+COMMAND_HELD_SECONDS = Counter(
+    "syncd_command_held_seconds_total",
+    "Seconds a remote store's writer held all writes back because the target asked"
+    " for it (Retry-After).", ["store"],
+)
+COMMAND_DELIVERY_SECONDS = Histogram(
+    "syncd_command_delivery_seconds", "Time of a write that landed on a remote store.",
+    ["store"], buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
 FAILURES_OPEN = Gauge(
     "syncd_failures_open", "Open entries in the failure log, by reason.", ["reason"],
 )

@@ -30,7 +30,7 @@ shares a key with another waits for it and then reads what it committed. The
 moves lock, held to commit, makes move sequence numbers visible in order, which is
 what lets a stream reader never miss one.
 
-The board reads no store: only events. The sync's own writes to ``crm.contacts``
+The board reads no store: only events. The sync's own writes to the CRM's contacts
 are captured as CRM contact events with origin ``sync`` (migration
 ``0013_capture_sync_writes.sql``; the sync projection ignores them, SYNC-14), so
 a CRM contact the sync creates or updates from a desk contact reaches the board

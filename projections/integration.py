@@ -391,10 +391,10 @@ def _entries(mapping: ModuleMapping) -> list[dict[str, str]]:
     """A mapping as plain, JSON-ready entries that ``build_mapping`` rebuilds unchanged."""
     entries = []
     for pair in mapping.pairs:
-        entry = {"desk": pair.desk.name, "crm": pair.crm.name}
-        if pair.desk.name.startswith("custom."):
-            entry["desk_type"] = pair.desk.type
-        if pair.crm.name.startswith("custom."):
-            entry["crm_type"] = pair.crm.type
+        entry = {"desk": pair.desk_field.name, "crm": pair.crm_field.name}
+        if pair.desk_field.name.startswith("custom."):
+            entry["desk_type"] = pair.desk_field.type
+        if pair.crm_field.name.startswith("custom."):
+            entry["crm_type"] = pair.crm_field.type
         entries.append(entry)
     return entries

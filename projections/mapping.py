@@ -41,16 +41,16 @@ class MappingError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class FieldPair:
-    desk: Field
-    crm: Field
+    desk_field: Field
+    crm_field: Field
 
     @property
     def key(self) -> str:
         """The name the merged state uses for this pair."""
-        return f"{self.desk.name}>{self.crm.name}"
+        return f"{self.desk_field.name}>{self.crm_field.name}"
 
     def on(self, side: Side) -> Field:
-        return self.desk if side == "desk" else self.crm
+        return self.desk_field if side == "desk" else self.crm_field
 
 
 def resolve_field(side: Side, module: str, name: str, declared: str | None = None) -> Field:
@@ -100,17 +100,17 @@ def build_mapping(module: str, entries: list[dict[str, Any]] | None = None) -> M
     for entry in entries:
         if not isinstance(entry, dict):
             raise MappingError("each mapping entry must be an object")
-        desk = resolve_field("desk", module, entry.get("desk"), entry.get("desk_type"))  # type: ignore[arg-type]
-        crm = resolve_field("crm", module, entry.get("crm"), entry.get("crm_type"))  # type: ignore[arg-type]
-        if crm.type not in _COMPATIBLE[desk.type] or desk.type not in _COMPATIBLE[crm.type]:
+        desk_f = resolve_field("desk", module, entry.get("desk"), entry.get("desk_type"))  # type: ignore[arg-type]
+        crm_f = resolve_field("crm", module, entry.get("crm"), entry.get("crm_type"))  # type: ignore[arg-type]
+        if crm_f.type not in _COMPATIBLE[desk_f.type] or desk_f.type not in _COMPATIBLE[crm_f.type]:
             raise MappingError(
-                f"desk {desk.name} ({desk.type}) and crm {crm.name} ({crm.type}) "
+                f"desk {desk_f.name} ({desk_f.type}) and crm {crm_f.name} ({crm_f.type}) "
                 "have incompatible types")
-        if desk.name in seen_desk or crm.name in seen_crm:
-            raise MappingError(f"field mapped twice: {desk.name} / {crm.name}")
-        seen_desk.add(desk.name)
-        seen_crm.add(crm.name)
-        pairs.append(FieldPair(desk, crm))
+        if desk_f.name in seen_desk or crm_f.name in seen_crm:
+            raise MappingError(f"field mapped twice: {desk_f.name} / {crm_f.name}")
+        seen_desk.add(desk_f.name)
+        seen_crm.add(crm_f.name)
+        pairs.append(FieldPair(desk_f, crm_f))
     if module == "contacts" and "secondary_email" not in seen_desk:
         std = STANDARD_FIELDS[("desk", module)]["secondary_email"]
         if "secondary_email" not in seen_crm:

@@ -629,7 +629,7 @@ class _Batch:
             if event.module == "contacts" and secondary_match:
                 # Matched through a secondary e-mail: the CRM's primary e-mail wins (SYNC-06).
                 crm_values = cand.values if target == "crm" else event.values
-                pair = next(p for p in mapping.pairs if p.crm.name == "email")
+                pair = next(p for p in mapping.pairs if p.crm_field.name == "email")
                 stamp = max(newest(link.state), micros(event.modified_at)) + 1
                 offer(link.state, pair.key, crm_values.get("email"), stamp, "crm")
         for key in keys:

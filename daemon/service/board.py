@@ -26,7 +26,8 @@ import asyncpg
 
 from daemon.service import Conflict, NotFound
 from projections.db import Conn
-from projections.handshake import COLUMN_TITLES, COLUMNS, NOTIFY_CHANNEL, STANDARD_STATUSES
+from projections.handshake import COLUMN_TITLES, COLUMNS, NOTIFY_CHANNEL
+from projections.stores.embedded_tickets import EmbeddedDeskTickets
 
 RECORD_ID = re.compile(r"^[0-9]{1,18}$")
 """A desk record id: digits, at most 18 (a bigint)."""
@@ -139,34 +140,20 @@ async def close_ticket(pool: asyncpg.Pool, department: Department, ticket_id: in
                        ) -> dict[str, Any]:
     """Close an open ticket of the department (a person's edit); ``changed`` says
     whether it was open."""
-    department_id = int(department.id)
-    async with pool.acquire() as conn, conn.transaction():
-        await conn.execute("SELECT set_config('syncd.origin', 'user', true)")
-        row = await conn.fetchrow(
-            "SELECT status, status_type FROM desk.tickets"
-            " WHERE id = $1 AND department_id = $2 AND NOT deleted FOR UPDATE",
-            ticket_id, department_id)
-        if row is None:
-            raise NotFound("not_found", f"no ticket {ticket_id} in department {department.id}")
-        if row["status_type"] == STANDARD_STATUSES["closed"]:
-            return {"ticket": str(ticket_id), "status": row["status"], "changed": False}
-        await conn.execute("UPDATE desk.tickets SET status = 'Closed' WHERE id = $1",
-                           ticket_id)
-    return {"ticket": str(ticket_id), "status": "Closed", "previous_status": row["status"],
-            "changed": True}
+    closed = await EmbeddedDeskTickets(pool).close(int(department.id), ticket_id)
+    if closed is None:
+        raise NotFound("not_found", f"no ticket {ticket_id} in department {department.id}")
+    if not closed.changed:
+        return {"ticket": str(ticket_id), "status": closed.previous_status, "changed": False}
+    return {"ticket": str(ticket_id), "status": "Closed",
+            "previous_status": closed.previous_status, "changed": True}
 
 
 async def reply(pool: asyncpg.Pool, department: Department, ticket_id: int, *, content: str,
                 author: str | None) -> dict[str, Any]:
     """Add an outgoing reply to a ticket of the department (a person's edit)."""
-    department_id = int(department.id)
-    async with pool.acquire() as conn, conn.transaction():
-        await conn.execute("SELECT set_config('syncd.origin', 'user', true)")
-        thread_id = await conn.fetchval(
-            "INSERT INTO desk.ticket_threads (ticket_id, direction, kind, author, channel,"
-            " content) SELECT t.id, 'out', 'reply', $3, t.channel, $4 FROM desk.tickets t"
-            " WHERE t.id = $1 AND t.department_id = $2 AND NOT t.deleted RETURNING id",
-            ticket_id, department_id, author, content)
+    thread_id = await EmbeddedDeskTickets(pool).reply(int(department.id), ticket_id,
+                                                      content=content, author=author)
     if thread_id is None:
         raise NotFound("not_found", f"no ticket {ticket_id} in department {department.id}")
     return {"ticket": str(ticket_id), "thread": str(thread_id)}

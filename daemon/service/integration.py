@@ -24,8 +24,9 @@ async def state(integration: IntegrationService) -> dict[str, Any]:
         "mode": current.mode, "sync_type": current.direction, "paused": current.paused,
         "deleted": current.deleted, "match_secondary_email": current.match_secondary_email,
         "products_department_id": current.products_department_id,
-        "mappings": {m: [{"desk": p.desk.name, "crm": p.crm.name, "desk_type": p.desk.type,
-                          "crm_type": p.crm.type} for p in mapping.pairs]
+        "mappings": {m: [{"desk": p.desk_field.name, "crm": p.crm_field.name,
+                          "desk_type": p.desk_field.type, "crm_type": p.crm_field.type}
+                         for p in mapping.pairs]
                      for m, mapping in cfg.mappings.items()},
     }
 

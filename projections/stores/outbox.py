@@ -15,7 +15,7 @@ import msgspec
 
 from projections.catalog import Side
 from projections.db import Conn
-from projections.events import ChangeEvent
+from projections.events import ChangeEvent, Origin
 
 NOTIFY_CHANNEL = "syncd_outbox"
 """Woken with the side as payload when rows are appended (the relay listens)."""
@@ -28,25 +28,27 @@ class Outbox:
         self.conn = conn
         self.side: Side = side
 
-    async def append(self, event: ChangeEvent, *, keep_id: bool) -> None:
-        """Append a person's change (``origin`` user) and wake the relay. ``keep_id``:
-        under the event's own id, once (a sender's retry with the same id adds nothing);
+    async def append(self, event: ChangeEvent, *, keep_id: bool,
+                     origin: Origin = "user") -> None:
+        """Append a change (a person's, by default; the sync's own write that landed on
+        a remote store, from its writer) and wake the relay. ``keep_id``: under the
+        event's own id, once (a sender's retry with the same id adds nothing);
         otherwise as a new event (a retry of a failure: same values and source times)."""
         values = msgspec.json.encode(event.values).decode()
         if keep_id:
             await self.conn.execute(
                 f"INSERT INTO {self.side}.outbox (event_id, module, record_id, op, \"values\","
                 " changed, modified_at, created_at, origin) VALUES ($1, $2, $3, $4, $5::jsonb,"
-                " $6, $7, $8, 'user') ON CONFLICT (event_id) DO NOTHING",
+                " $6, $7, $8, $9) ON CONFLICT (event_id) DO NOTHING",
                 event.event_id, event.module, event.record_id, event.op, values,
-                event.changed, event.modified_at, event.created_at)
+                event.changed, event.modified_at, event.created_at, origin)
         else:
             await self.conn.execute(
                 f"INSERT INTO {self.side}.outbox (module, record_id, op, \"values\", changed,"
                 " modified_at, created_at, origin) VALUES ($1, $2, $3, $4::jsonb, $5, $6, $7,"
-                " 'user')",
+                " $8)",
                 event.module, event.record_id, event.op, values, event.changed,
-                event.modified_at, event.created_at)
+                event.modified_at, event.created_at, origin)
         await self.wake()
 
     async def wake(self) -> None:

@@ -1,0 +1,235 @@
+"""A remote store's writer: delivers the command outbox (``sync.commands``) to it.
+
+One writer is active per store across replicas (a session advisory lock on a
+connection of its own: a replica that dies releases it with its connection; the
+others wait as standbys). It takes the oldest due command of up to
+``concurrency`` records at a time, delivers them concurrently, and settles each in
+one transaction with what came of it:
+
+* landed: the command goes and the write's outcome, the record as the target now
+  holds it (its id, its modification time), is appended to the store's outbox as
+  a change of origin ``sync``, the way the embedded stores capture the sync's own
+  writes; the projector records it like any event, exactly once;
+* refused (``write_errors.Refused``): the command goes and its cause event's
+  outcome is a failure with the refusal's reason, retryable like any failure; the
+  record's later commands go on;
+* transient (``write_errors.Transient``, a timeout, a lost connection): tried
+  again after a capped exponential backoff with jitter, or the ``Retry-After`` the
+  target asked for if longer; a record whose head waits holds back its own later
+  commands only, but a ``Retry-After`` holds back the whole target (it speaks for
+  the organisation's rate limit or outage, not for one record). Past ``budget``
+  seconds since it was enqueued, the command fails as *target unreachable*.
+
+A crash between the target's write and the settling transaction delivers the
+command again with the same idempotency key, which the target adapter must honour
+(an upsert by an external id, a look-up of the key before a create): one effect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import random
+import time
+import uuid
+import zlib
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import asyncpg
+import structlog
+
+from adapters import metrics
+from adapters.write_errors import REASON_TARGET_UNREACHABLE, Refused, Transient
+from projections.catalog import Side
+from projections.db import Conn
+from projections.events import ChangeEvent
+from projections.ledger import Outcome, record_outcomes
+from projections.stores import commands
+from projections.stores.commands import Command
+from projections.stores.outbox import Outbox
+
+log = structlog.get_logger(__name__)
+
+_LOCK_BASE = 0x5359_4E43_574B_0000  # "SYNCWK" and the store's checksum
+
+
+@dataclass(frozen=True, slots=True)
+class Landed:
+    """A write the target took: the record's id there, its values as it holds them
+    now, and the modification time it gave them."""
+
+    record_id: str
+    values: dict[str, Any]
+    modified_time: dt.datetime
+    created_time: dt.datetime
+
+
+class Target(Protocol):
+    """A remote store, as its writer sees it."""
+
+    store: Side
+
+    async def write(self, command: Command) -> Landed:
+        """Carry ``command`` out once, whatever the number of deliveries of its
+        ``idempotency_key``; raise ``Transient`` or ``Refused`` if it did not land."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    """Capped exponential backoff with full jitter, and the time a command may keep
+    failing transiently before it is a failure."""
+
+    base: float = 0.5
+    cap: float = 300.0
+    budget: float = 24 * 3600.0
+
+    def delay(self, attempts: int, *, asked: float | None = None) -> float:
+        ceiling = min(self.cap, self.base * 2 ** min(attempts, 30))
+        wait = random.uniform(ceiling / 2, ceiling)
+        return max(wait, asked or 0.0)
+
+
+class CommandWriter:
+    def __init__(self, pool: asyncpg.Pool, target: Target, *, concurrency: int = 8,
+                 backoff: Backoff | None = None, poll_interval: float = 0.2,
+                 attempt_timeout: float = 30.0) -> None:
+        self.pool = pool
+        self.target = target
+        self.store: Side = target.store
+        self.concurrency = concurrency
+        self.backoff = backoff or Backoff()
+        self.poll_interval = poll_interval
+        self.attempt_timeout = attempt_timeout
+        self.active = asyncio.Event()
+        self.hold_until = 0.0  # time.monotonic(): a Retry-After holds the whole target
+
+    @property
+    def lock_key(self) -> int:
+        return _LOCK_BASE + zlib.crc32(self.store.encode()) % 0xFFFF
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """A root task: wait to be the store's one writer, then deliver until
+        ``stop``."""
+        while not stop.is_set():
+            try:
+                async with self.pool.acquire() as lock_conn:
+                    if await lock_conn.fetchval("SELECT pg_try_advisory_lock($1)",
+                                                self.lock_key):
+                        try:
+                            await self._deliver_while_held(lock_conn, stop)
+                        finally:
+                            self.active.clear()
+                            with contextlib.suppress(asyncpg.PostgresError, OSError):
+                                await lock_conn.execute("SELECT pg_advisory_unlock($1)",
+                                                        self.lock_key)
+            except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
+                    asyncpg.CannotConnectNowError) as err:
+                log.warning("database_unavailable", task=f"writer-{self.store}",
+                            error=f"{type(err).__name__}: {err}")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 1.0)
+
+    async def _deliver_while_held(self, lock_conn: Conn,
+                                  stop: asyncio.Event) -> None:
+        self.active.set()
+        log.info("writer_active", store=self.store)
+        while not stop.is_set():
+            delivered = await self.deliver_once()
+            await self.export_depth()
+            if not delivered:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), self.poll_interval)
+            # The lock's connection must still be ours: a lost one released the lock.
+            await lock_conn.fetchval("SELECT 1")
+
+    async def deliver_once(self) -> int:
+        """Deliver the due heads once; return how many commands were taken."""
+        if time.monotonic() < self.hold_until:
+            return 0
+        async with self.pool.acquire() as conn:
+            heads = await commands.due_heads(conn, self.store, limit=self.concurrency)
+        await asyncio.gather(*(self._deliver(command) for command in heads))
+        return len(heads)
+
+    async def _deliver(self, command: Command) -> None:
+        started = time.perf_counter()
+        try:
+            landed = await asyncio.wait_for(self.target.write(command), self.attempt_timeout)
+        except Refused as err:
+            metrics.COMMAND_ATTEMPTS.labels(self.store, "refused").inc()
+            log.warning("write_refused", store=self.store, module=command.module,
+                        record=command.record_key, reason=err.reason, detail=err.detail)
+            await self._fail(command, err.reason, err.detail)
+        except (Transient, TimeoutError, OSError) as err:
+            detail = _describe(err)
+            metrics.COMMAND_ATTEMPTS.labels(self.store, "transient").inc()
+            asked = err.retry_after if isinstance(err, Transient) else None
+            if asked is not None:
+                # The target said when to come back: a rate limit or an outage of the
+                # whole organisation, not of this record.
+                self.hold_until = max(self.hold_until, time.monotonic() + asked)
+                metrics.COMMAND_HELD_SECONDS.labels(self.store).inc(asked)
+            await self._transient(command, detail, asked)
+        else:
+            metrics.COMMAND_ATTEMPTS.labels(self.store, "landed").inc()
+            metrics.COMMAND_DELIVERY_SECONDS.labels(self.store).observe(
+                time.perf_counter() - started)
+            await self._landed(command, landed)
+
+    async def _landed(self, command: Command, landed: Landed) -> None:
+        event = ChangeEvent(
+            event_id=uuid.uuid4(), source=self.store, module=command.module,
+            record_id=landed.record_id, op="create" if command.op == "create" else "update",
+            values=landed.values, changed=None if command.op == "create"
+            else sorted(command.payload), modified_at=landed.modified_time,
+            created_at=landed.created_time, origin="sync",
+            captured_at=dt.datetime.now(dt.UTC))
+        async with self.pool.acquire() as conn, conn.transaction():
+            await commands.done(conn, command)
+            await Outbox(conn, self.store).append(event, keep_id=False, origin="sync")
+
+    async def _transient(self, command: Command, detail: str, asked: float | None) -> None:
+        enqueued = command.enqueued_at or dt.datetime.now(dt.UTC)
+        waited = (dt.datetime.now(dt.UTC) - enqueued).total_seconds()
+        if waited > self.backoff.budget:
+            await self._fail(command, REASON_TARGET_UNREACHABLE,
+                             f"still failing after {waited:.0f} s ({command.attempts + 1}"
+                             f" attempts): {detail}")
+            return
+        delay = self.backoff.delay(command.attempts, asked=asked)
+        log.info("write_retry_scheduled", store=self.store, module=command.module,
+                 record=command.record_key, attempts=command.attempts + 1,
+                 retry_in=round(delay, 2), error=detail)
+        async with self.pool.acquire() as conn:
+            await commands.retry_later(conn, command, after=delay, error=detail)
+
+    async def _fail(self, command: Command, reason: str, detail: str) -> None:
+        if reason == REASON_TARGET_UNREACHABLE:
+            metrics.COMMAND_ATTEMPTS.labels(self.store, "expired").inc()
+        cause = command.cause
+        outcome = Outcome(
+            seq=None, event_id=cause.event_id if cause else None,
+            source=cause.source if cause else self.store,
+            module=cause.module if cause else command.module,
+            record_id=cause.record_id if cause else command.record_key,
+            captured_at=dt.datetime.now(dt.UTC), outcome="failed", reason=reason,
+            detail=f"writing to the {self.store}: {detail}"[:2000])
+        async with self.pool.acquire() as conn, conn.transaction():
+            await commands.done(conn, command)
+            await record_outcomes(conn, [outcome])
+
+    async def export_depth(self) -> None:
+        async with self.pool.acquire() as conn:
+            depth = await commands.depth(conn, self.store)
+        metrics.COMMANDS_QUEUED.labels(self.store).set(depth.queued)
+        metrics.COMMAND_OLDEST_AGE.labels(self.store).set(depth.oldest_age)
+
+
+def _describe(err: BaseException) -> str:
+    if isinstance(err, TimeoutError):
+        return "timed out"
+    return f"{type(err).__name__}: {err}" if not isinstance(err, Transient) else err.detail
+
