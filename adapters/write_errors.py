@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from projections.mapping import REASON_MANDATORY
-from projections.sync import REASON_ALREADY_MAPPED
+from projections.sync_plan import REASON_ALREADY_MAPPED
 
 REASON_MISSING_PARAMETER = "missing parameter"
 REASON_INCORRECT_VALUE = "incorrect API parameter or value"

@@ -11,7 +11,7 @@ from projections.db import Conn
 from projections.events import ChangeEvent, decode_event
 from projections.stores.embedded import EmbeddedStore
 from projections.stores.outbox import Outbox
-from projections.sync import REASON_UNSEEN_EDIT
+from projections.sync_plan import REASON_UNSEEN_EDIT
 
 State = Literal["open", "resolved", "all"]
 

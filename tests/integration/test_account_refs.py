@@ -13,7 +13,8 @@ from adapters.relay import FETCH_OUTBOX
 from daemon.service.failures import retry_failures
 from projections.batch import Message, apply_batch, reset_offset
 from projections.config import SyncConfig
-from projections.sync import REASON_UNKNOWN_ACCOUNT, SyncProjection
+from projections.sync import SyncProjection
+from projections.sync_plan import REASON_UNKNOWN_ACCOUNT
 from tests.support.pipeline import Pipeline
 
 

@@ -4,7 +4,7 @@ reason, never vanishes; one-way mode treats the desk's own changes as seen."""
 from __future__ import annotations
 
 from daemon.service.failures import retry_failures
-from projections.sync import REASON_UNSEEN_EDIT
+from projections.sync_plan import REASON_UNSEEN_EDIT
 from tests.integration.test_sync_rules import linked, open_failures
 from tests.support.pipeline import Pipeline
 

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from projections.batch import reset_offset
 from projections.config import SyncConfig
 from projections.keys import email_key
-from projections.sync import REASON_ALREADY_MAPPED, REASON_AMBIGUOUS
+from projections.sync_plan import REASON_ALREADY_MAPPED, REASON_AMBIGUOUS
 from tests.integration.test_convergence import TABLES, deliver, drain
 
 KEYS = ("ann@x.org", "bo@y.net", "cy@z.com")

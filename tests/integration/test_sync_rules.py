@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from projections.mapping import build_mapping
-from projections.sync import REASON_ALREADY_MAPPED, REASON_AMBIGUOUS
+from projections.sync_plan import REASON_ALREADY_MAPPED, REASON_AMBIGUOUS
 from tests.support.pipeline import Pipeline
 
 
