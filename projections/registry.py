@@ -94,7 +94,8 @@ _MAPPING_TABLE = ("the mapping table depends on what the stores held when record
 SPECS: tuple[ProjectionSpec, ...] = (
     ProjectionSpec(
         name="sync", order=0, make=SyncProjection,
-        tables=("sync.links", "sync.outcomes", "sync.deferred", "sync.pending_refs"),
+        tables=("sync.links", "sync.outcomes", "sync.deferred", "sync.pending_refs",
+                "sync.commands"),
         rebuild=None,
         aliases=("links", "mapping"), not_rebuilt=_MAPPING_TABLE),
     ProjectionSpec(name="history", order=0, tables=("sync.history",), rebuild="outcomes",

@@ -303,7 +303,7 @@ class Planner:
             link = self._match_or_create(event, mapping)
             if link is None:
                 return
-        elif (self._source_fp(event, mapping) == link.fp(source)
+        elif (self._is_echo(event, link, mapping)
               and not in_bin and link.gone(source) is None
               and not self._ref_unsettled(link, mapping, OTHER[source])):
             self.result.echoes += 1  # what that side already holds: nothing to sync
@@ -312,6 +312,22 @@ class Planner:
             link.dirty = True
             return
         self._apply(event, link, mapping, in_bin=in_bin)
+
+    def _is_echo(self, event: ChangeEvent, link: Link, mapping: ModuleMapping) -> bool:
+        """Whether the change brings what its side is known to hold already.
+
+        Not when this batch plans to write that side otherwise and the change is newer
+        than what the sync last saw of it: then a person set the side (back) after
+        the change the plan follows, and the newest edit is theirs (SYNC-15).
+        """
+        source: Side = event.source
+        fp = self._source_fp(event, mapping)
+        if fp != link.fp(source):
+            return False
+        planned = link.pending.get(source)
+        seen = link.seen(source)
+        return planned is None or planned == fp or (
+            seen is not None and event.modified_at <= seen)
 
     def _seen_one_way(self, event: ChangeEvent, link: Link | None,
                       mapping: ModuleMapping) -> None:

@@ -171,3 +171,24 @@ def test_a_delete_is_recorded_and_never_propagated() -> None:
     assert plan.writes == {}
     assert [o.outcome for o in plan.outcomes] == ["deleted"]
     assert link.gone("crm") == "soft" and link.dirty
+
+
+def test_a_person_setting_a_side_back_in_the_batch_is_not_an_echo() -> None:
+    """SYNC-15, found by the planner's convergence property: desk sets a, the CRM sets
+    b, the desk sets a again, all in one batch. The third change equals what the desk
+    held when the sync last saw it, but the sync had planned to write b there: it is
+    the newest edit, not an echo, and both sides end with a (it once ended with b on
+    both, the person's last edit lost)."""
+    plan = planner()
+    values = contact("ana@example.com", account_id=None)
+    linked(plan, values)
+    at = [T0 + dt.timedelta(milliseconds=k) for k in (1, 2, 3)]
+    plan.decide([
+        event("desk", "1", {**values, "first_name": "a"}, op="update", at=at[0]),
+        event("crm", "900", {**values, "first_name": "b"}, op="update", at=at[1]),
+        event("desk", "1", {**values, "first_name": "a"}, op="update", at=at[2])])
+    assert [o.outcome for o in plan.outcomes][2] != "echo"
+    final = {write.side: plan._wanted(write.link.state, plan.cfg.mappings["contacts"],
+                                      write.side)["first_name"]
+             for write in plan.writes.values()}
+    assert final == {"desk": "a", "crm": "a"}

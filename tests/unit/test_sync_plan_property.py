@@ -17,6 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from projections.batch import LoggedEvent
+from projections.catalog import Side
 from projections.config import SyncConfig
 from projections.events import ChangeEvent
 from projections.merge import fingerprint, merge_change
@@ -37,7 +38,7 @@ class Memory:
     def __init__(self, cfg: SyncConfig) -> None:
         self.cfg = cfg
         self.rows: dict[tuple[str, str], dict[str, Any]] = {}
-        self.links: dict[tuple[str, str, str], Link] = {}
+        self.links: dict[tuple[str, Side, str], Link] = {}
         mapping = cfg.mappings["contacts"]
         for n in range(PAIRS):
             base = {"first_name": "x", "last_name": "L", "email": f"p{n}@example.com",
@@ -49,9 +50,10 @@ class Memory:
                         state=merge_change({}, mapping, side="desk", values=base,
                                            changed=None, modified_at=T0, created_at=T0),
                         linked_at=T0, updated_at=T0)
-            for side in ("desk", "crm"):
-                link.set_fp(side, fingerprint(Planner._held(base, mapping, side)))  # type: ignore[arg-type]
-                link.saw(side, T0)  # type: ignore[arg-type]
+            sides: tuple[Side, Side] = ("desk", "crm")
+            for side in sides:
+                link.set_fp(side, fingerprint(Planner._held(base, mapping, side)))
+                link.saw(side, T0)
             self.links[("contacts", "desk", desk_id)] = link
             self.links[("contacts", "crm", crm_id)] = link
 
@@ -69,6 +71,9 @@ class Memory:
 
     def apply(self, batch: list[LoggedEvent]) -> None:
         plan = Planner(self.cfg)
+        for link in self.links.values():  # as read again from sync.links
+            link.pending.clear()
+            link.dirty = False
         plan.links = dict(self.links)
         plan.decide(batch)
         for write in plan.writes.values():
