@@ -19,6 +19,9 @@ import asyncpg
 import structlog
 
 from projections import registry
+from projections.catalog import Side
+from projections.stores.embedded_capture import EmbeddedCapture
+from projections.stores.outbox import Outbox
 
 log = structlog.get_logger(__name__)
 
@@ -39,8 +42,8 @@ class Progress:
         return 1.0 if self.total == 0 else min(1.0, self.applied / self.total)
 
 
-def plan(direction: str) -> list[tuple[str, str]]:
-    sources = ["crm"] if direction == "crm_to_desk" else ["crm", "desk"]
+def plan(direction: str) -> list[tuple[Side, str]]:
+    sources: list[Side] = ["crm"] if direction == "crm_to_desk" else ["crm", "desk"]
     synced = [(source, module) for module in ORDER for source in sources]
     return synced + list(registry.first_sync_modules())
 
@@ -53,16 +56,14 @@ async def start(pool: asyncpg.Pool, *, direction: str, window_days: int,
         for source, module in plan(direction):
             # The count and the id bound from one snapshot: the plan is exactly the
             # records that exist now (later ones are captured live, or are the sync's own).
+            total, until_id = await EmbeddedCapture(conn, source).window(module, cutoff)
             await conn.execute(
                 "INSERT INTO syncd.initial_sync (source, module, cutoff, total, until_id)"
-                " SELECT $1, $2, $3, count(*) FILTER (WHERE NOT deleted"
-                "  AND created_time >= $3), coalesce(max(id), 0)"
-                f" FROM {source}.{module}"  # fixed identifiers
-                " ON CONFLICT (source, module) DO NOTHING",
-                source, module, cutoff)
+                " VALUES ($1, $2, $3, $4, $5) ON CONFLICT (source, module) DO NOTHING",
+                source, module, cutoff, total, until_id)
 
 
-async def capture_chunk(pool: asyncpg.Pool, source: str, module: str, chunk: int) -> int:
+async def capture_chunk(pool: asyncpg.Pool, source: Side, module: str, chunk: int) -> int:
     """Capture the next chunk of one source and module; return how many rows."""
     async with pool.acquire() as conn, conn.transaction():
         state = await conn.fetchrow(
@@ -70,26 +71,20 @@ async def capture_chunk(pool: asyncpg.Pool, source: str, module: str, chunk: int
             " WHERE source = $1 AND module = $2 FOR UPDATE", source, module)
         if state is None or state["finished_at"] is not None:
             return 0
-        rows = await conn.fetch(
-            f"INSERT INTO {source}.outbox (module, record_id, op, \"values\", changed,"
-            " modified_at, created_at, origin)"
-            f" SELECT $1, t.id::text, 'create', to_jsonb(t), NULL, t.modified_time,"
-            f" t.created_time, 'import' FROM {source}.{module} t"
-            " WHERE t.id > $2 AND NOT t.deleted AND t.created_time >= $3"
-            " AND ($5::bigint IS NULL OR t.id <= $5)"
-            " ORDER BY t.id LIMIT $4 RETURNING record_id::bigint AS id",
-            module, state["last_id"], state["cutoff"], chunk, state["until_id"])
-        if rows:
+        ids = await EmbeddedCapture(conn, source).capture(
+            module, after_id=state["last_id"], cutoff=state["cutoff"],
+            until_id=state["until_id"], limit=chunk)
+        if ids:
             await conn.execute(
                 "UPDATE syncd.initial_sync SET last_id = $3, captured = captured + $4"
                 " WHERE source = $1 AND module = $2",
-                source, module, max(r["id"] for r in rows), len(rows))
-            await conn.execute("SELECT pg_notify('syncd_outbox', $1)", source)
+                source, module, max(ids), len(ids))
+            await Outbox(conn, source).wake()
         else:
             await conn.execute(
                 "UPDATE syncd.initial_sync SET finished_at = now()"
                 " WHERE source = $1 AND module = $2", source, module)
-        return len(rows)
+        return len(ids)
 
 
 async def progress(conn: asyncpg.Connection | asyncpg.pool.PoolConnectionProxy) -> Progress | None:
@@ -98,9 +93,8 @@ async def progress(conn: asyncpg.Connection | asyncpg.pool.PoolConnectionProxy) 
         " count(*) AS plans FROM syncd.initial_sync")
     if row is None or row["plans"] == 0:
         return None
-    waiting = await conn.fetchval(
-        "SELECT (SELECT count(*) FROM desk.outbox WHERE origin = 'import')"
-        " + (SELECT count(*) FROM crm.outbox WHERE origin = 'import')")
+    sides: tuple[Side, Side] = ("desk", "crm")
+    waiting = sum([await Outbox(conn, side).imports_waiting() for side in sides])
     return Progress(int(row["total"]), int(row["captured"]),
                     int(row["captured"]) - int(waiting))
 

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from projections.batch import Projection
+from projections.catalog import Side
 from projections.config import SyncConfig
 from projections.db import Conn
 from projections.handshake import HandshakeProjection, reset_stream
@@ -62,7 +63,7 @@ class ProjectionSpec:
     as the ledger is by the sync's)."""
     stream_tables: tuple[str, ...] = ()
     reset_stream: Callable[[Conn], Awaitable[None]] | None = None
-    first_sync: tuple[tuple[str, str], ...] = ()
+    first_sync: tuple[tuple[Side, str], ...] = ()
     """(source, module) the first sync must put into the outbox for it, beyond the
     synced modules."""
     aliases: tuple[str, ...] = ()
@@ -145,6 +146,6 @@ def gauges() -> tuple[GaugeQuery, ...]:
     return tuple(g for s in SPECS for g in s.gauges)
 
 
-def first_sync_modules() -> tuple[tuple[str, str], ...]:
+def first_sync_modules() -> tuple[tuple[Side, str], ...]:
     """What the first sync captures for the projections, beyond the synced modules."""
     return tuple(pair for s in SPECS for pair in s.first_sync)

@@ -61,6 +61,11 @@ class Outbox:
                 f"DELETE FROM {self.side}.outbox WHERE event_id = ANY($1::uuid[])",
                 list(event_ids))
 
+    async def imports_waiting(self) -> int:
+        """Rows of the first sync's capture (origin ``import``) not yet released."""
+        return int(await self.conn.fetchval(
+            f"SELECT count(*) FROM {self.side}.outbox WHERE origin = 'import'"))
+
     async def backlog(self) -> int:
         """Rows not yet released: captured changes the event log does not hold yet."""
         return int(await self.conn.fetchval(f"SELECT count(*) FROM {self.side}.outbox"))

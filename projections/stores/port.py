@@ -100,3 +100,24 @@ class Store(Protocol):
         records them as the sync's (``origin = 'sync'``), so that they are not synced
         back (SYNC-14)."""
         ...
+
+
+class WindowCapture(Protocol):
+    """A store's change feed for the first sync (SYNC-08): its existing records put
+    into its outbox, so that the ordinary pipeline matches, links and writes them."""
+
+    side: Side
+
+    async def window(self, module: str, cutoff: dt.datetime) -> tuple[int, int]:
+        """How many live records of ``module`` were created at or after ``cutoff``, and
+        the highest record id now: the plan of the first sync, from one snapshot
+        (records created later are captured live)."""
+        ...
+
+    async def capture(self, module: str, *, after_id: int, cutoff: dt.datetime,
+                      until_id: int | None, limit: int) -> list[int]:
+        """Append to the outbox, in the caller's transaction, the next ``limit`` live
+        records of the window (ids above ``after_id``, at most ``until_id``, created at
+        or after ``cutoff``), in id order, as ``create`` events of origin ``import``;
+        return their ids (none: the window is done)."""
+        ...
