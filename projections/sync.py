@@ -563,7 +563,7 @@ class _Batch(Planner):
         return needed
 
     def _row(self, write: Write, side: Side, module: str) -> dict[str, Any]:
-        row: dict[str, Any] = {"id": int(write.link.id_on(side) or 0)}
+        row: dict[str, Any] = {"id": write.link.id_on(side) or ""}  # text on the port
         custom: dict[str, Any] = {}
         for name, value in write.values.items():
             if name.startswith("custom."):
