@@ -353,7 +353,8 @@ class _Batch(Planner):
             ref = ref_of(link.state)
             if ref is not None and self._crosses_unresolved(link, side):
                 unknown.setdefault(ref[0], set()).add(ref[1])
-        exists = {side: await self.stores[side].existing("accounts", sorted(ids))
+        exists = {side: {int(i) for i in await self.stores[side].existing(
+                      "accounts", sorted(str(i) for i in ids))}
                   for side, ids in sorted(unknown.items())}
         mapping = self.cfg.mappings["contacts"]
         for link, side, cause in self.ref_checks.values():

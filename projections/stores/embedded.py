@@ -69,10 +69,11 @@ class EmbeddedStore:
             [int(i) for i in ids if i.isdigit()])
         return {row["id"]: Held(loads_json(row["v"]), row["modified_time"]) for row in rows}
 
-    async def existing(self, module: str, ids: Sequence[int]) -> set[int]:
+    async def existing(self, module: str, ids: Sequence[str]) -> set[str]:
         rows = await self.conn.fetch(
-            f"SELECT id FROM {self._table(module)} WHERE id = ANY($1::bigint[])", sorted(ids))
-        return {row["id"] for row in rows}
+            f"SELECT id FROM {self._table(module)} WHERE id = ANY($1::bigint[])",
+            sorted({int(i) for i in ids if i.isdigit()}))
+        return {str(row["id"]) for row in rows}
 
     async def allocate_ids(self, module: str, count: int) -> list[str]:
         rows = await self.conn.fetch(

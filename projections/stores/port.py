@@ -59,7 +59,7 @@ class Store(Protocol):
         """The records of ``ids`` that exist (deleted ones included), by id."""
         ...
 
-    async def existing(self, module: str, ids: Sequence[int]) -> set[int]:
+    async def existing(self, module: str, ids: Sequence[str]) -> set[str]:
         """Which of ``ids`` are records of ``module`` (in the recycle bin or not)."""
         ...
 

@@ -87,8 +87,9 @@ class FakeStore:
         return {i: Held(self._values(table[int(i)]), table[int(i)]["modified_time"])
                 for i in ids if i.isdigit() and int(i) in table}
 
-    async def existing(self, module: str, ids: Sequence[int]) -> set[int]:
-        return set(ids) & set(self.records.get(module, {}))
+    async def existing(self, module: str, ids: Sequence[str]) -> set[str]:
+        table = self.records.get(module, {})
+        return {i for i in ids if i.isdigit() and int(i) in table}
 
     async def allocate_ids(self, module: str, count: int) -> list[str]:
         first, self.next_id = self.next_id, self.next_id + count
