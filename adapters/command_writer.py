@@ -163,7 +163,14 @@ class CommandWriter:
             log.warning("write_refused", store=self.store, module=command.module,
                         record=command.record_key, reason=err.reason, detail=err.detail)
             await self._fail(command, err.reason, err.detail)
-        except (Transient, TimeoutError, OSError) as err:
+        except Exception as err:  # Transient, TimeoutError, OSError, or a defect
+            # Anything else a target adapter raises is its own defect: said loudly, and
+            # retried like a transient error (the budget still ends it as a failure),
+            # never allowed to stop the other records' deliveries.
+            if not isinstance(err, (Transient, TimeoutError, OSError)):
+                log.error("write_failed_unexpectedly", store=self.store,
+                          module=command.module, record=command.record_key,
+                          error=f"{type(err).__name__}: {err}", exc_info=True)
             detail = _describe(err)
             metrics.COMMAND_ATTEMPTS.labels(self.store, "transient").inc()
             asked = err.retry_after if isinstance(err, Transient) else None

@@ -15,9 +15,10 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+from structlog.testing import capture_logs
 
 from adapters import metrics
-from adapters.command_writer import Backoff, CommandWriter
+from adapters.command_writer import Backoff, CommandWriter, Landed
 from adapters.write_errors import REASON_TARGET_UNREACHABLE
 from projections.db import loads_json
 from projections.mapping import REASON_MANDATORY
@@ -188,3 +189,37 @@ async def test_sigkill_between_the_remote_write_and_its_acknowledgement(
     assert len(service.records["contacts"]) == 1
     assert len([r for r in service.received if r.answered == 200]) == 2  # delivered twice
     assert await pool.fetchval("SELECT count(*) FROM crm.outbox WHERE seq > $1", first) == 1
+
+
+class BrokenTarget(RecordServiceTarget):
+    """A target adapter with a defect for one record: it raises a KeyError."""
+
+    async def write(self, command: Command) -> Landed:
+        if command.record_key == "broken":
+            raise KeyError("id")
+        return await super().write(command)
+
+
+async def test_a_target_adapters_own_error_holds_back_only_its_record(
+        pool: asyncpg.Pool, service: RecordService) -> None:
+    """An unexpected exception from the target adapter is logged and retried like a
+    transient error; the other records' writes land meanwhile, and past the budget
+    the broken one fails as target unreachable."""
+    async with pool.acquire() as conn:
+        await commands.enqueue(conn, [command("broken", 0), command("fine", 0)])
+    target = BrokenTarget(service.url)
+    writer = CommandWriter(pool, target, backoff=Backoff(base=0.05, cap=0.1, budget=0.5))
+    stop = asyncio.Event()
+    with capture_logs() as logs:
+        task = asyncio.create_task(writer.run(stop))
+        try:
+            await until_empty(pool)
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, 10)
+            await target.close()
+    assert [r["Last_Name"] for r in service.records["contacts"].values()] == ["fine-0"]
+    failures = await pool.fetch("SELECT record_id, reason FROM sync.failures")
+    assert [(f["record_id"], f["reason"]) for f in failures] == [
+        ("broken", REASON_TARGET_UNREACHABLE)]
+    assert any(e["event"] == "write_failed_unexpectedly" for e in logs)
