@@ -20,7 +20,7 @@ import structlog
 
 from projections import registry
 from projections.catalog import Side
-from projections.stores.embedded_capture import EmbeddedCapture
+from projections.stores.embedded import EmbeddedStore
 from projections.stores.outbox import Outbox
 
 log = structlog.get_logger(__name__)
@@ -56,7 +56,7 @@ async def start(pool: asyncpg.Pool, *, direction: str, window_days: int,
         for source, module in plan(direction):
             # The count and the id bound from one snapshot: the plan is exactly the
             # records that exist now (later ones are captured live, or are the sync's own).
-            total, until_id = await EmbeddedCapture(conn, source).window(module, cutoff)
+            total, until_id = await EmbeddedStore(conn, source).window(module, cutoff)
             await conn.execute(
                 "INSERT INTO syncd.initial_sync (source, module, cutoff, total, until_id)"
                 " VALUES ($1, $2, $3, $4, $5) ON CONFLICT (source, module) DO NOTHING",
@@ -71,7 +71,7 @@ async def capture_chunk(pool: asyncpg.Pool, source: Side, module: str, chunk: in
             " WHERE source = $1 AND module = $2 FOR UPDATE", source, module)
         if state is None or state["finished_at"] is not None:
             return 0
-        ids = await EmbeddedCapture(conn, source).capture(
+        ids = await EmbeddedStore(conn, source).capture(
             module, after_id=state["last_id"], cutoff=state["cutoff"],
             until_id=state["until_id"], limit=chunk)
         if ids:

@@ -1,6 +1,7 @@
 """The embedded stores' adapter: the desk and the CRM as schemas ``desk`` and ``crm``
 of the daemon's database, read and written on the batch's connection (inside the
-batch transaction), their capture triggers filling ``<side>.outbox``.
+batch transaction), their capture triggers filling ``<side>.outbox``; and the first
+sync's capture of a window of existing records into that outbox (``WindowCapture``).
 
 The only module, with the migrations, that names those schemas' tables for the sync
 (``projections.stores.port`` has the contract of each operation). Table names come
@@ -16,6 +17,7 @@ import msgspec
 
 from projections.catalog import SYNCED_MODULES, Side
 from projections.db import Conn, loads_json
+from projections.events import MODULES
 from projections.stores.port import Found, Held, Values
 
 # The expressions of the key indexes (migrations/0012_match_keys.sql): the same keys
@@ -33,6 +35,13 @@ class EmbeddedStore:
             raise ValueError(f"unknown store {side!r}")
         self.conn = conn
         self.side: Side = side
+
+    def _any_table(self, module: str) -> str:
+        """A table of the store, synced or not (the first sync also captures what
+        only the other projections read: leads, deals, tickets, ...)."""
+        if module not in MODULES:
+            raise ValueError(f"not a module of the stores: {module!r}")
+        return f"{self.side}.{module}"
 
     def _table(self, module: str) -> str:
         if module not in (*SYNCED_MODULES, "departments"):
@@ -131,6 +140,33 @@ class EmbeddedStore:
 
     async def mark_own_writes(self) -> None:
         await self.conn.execute("SET LOCAL syncd.origin = 'sync'")
+
+    # -- the first sync's capture (WindowCapture) ----------------------------
+
+    async def window(self, module: str, cutoff: dt.datetime) -> tuple[int, int]:
+        """How many live records were created at or after ``cutoff``, and the highest id
+        now (one snapshot: later records are captured live, or are the sync's own)."""
+        row = await self.conn.fetchrow(
+            "SELECT count(*) FILTER (WHERE NOT deleted AND created_time >= $1) AS total,"
+            f" coalesce(max(id), 0) AS until_id FROM {self._any_table(module)}", cutoff)
+        assert row is not None
+        return int(row["total"]), int(row["until_id"])
+
+    async def capture(self, module: str, *, after_id: int, cutoff: dt.datetime,
+                      until_id: int | None, limit: int) -> list[int]:
+        """Append to the outbox the next ``limit`` live records of the window (ids above
+        ``after_id``, at most ``until_id``, created at or after ``cutoff``), in id order,
+        as ``create`` events of origin ``import``; return their ids."""
+        rows = await self.conn.fetch(
+            f"INSERT INTO {self.side}.outbox (module, record_id, op, \"values\", changed,"
+            " modified_at, created_at, origin)"
+            " SELECT $1, t.id::text, 'create', to_jsonb(t), NULL, t.modified_time,"
+            f" t.created_time, 'import' FROM {self._any_table(module)} t"
+            " WHERE t.id > $2 AND NOT t.deleted AND t.created_time >= $3"
+            " AND ($5::bigint IS NULL OR t.id <= $5)"
+            " ORDER BY t.id LIMIT $4 RETURNING record_id::bigint AS id",
+            module, after_id, cutoff, limit, until_id)
+        return [int(r["id"]) for r in rows]
 
 
 
