@@ -13,12 +13,20 @@ one transaction with what came of it:
 * refused (``write_errors.Refused``): the command goes and its cause event's
   outcome is a failure with the refusal's reason, retryable like any failure; the
   record's later commands go on;
+* stale (``write_errors.Stale``: the record changed after the newest change of it
+  the sync had seen): the command goes, for that newer change, whose event the
+  store's capture brings (the port's contract for a deferred store); until then what
+  the store holds is unknown to the link;
 * transient (``write_errors.Transient``, a timeout, a lost connection): tried
   again after a capped exponential backoff with jitter, or the ``Retry-After`` the
   target asked for if longer; a record whose head waits holds back its own later
   commands only, but a ``Retry-After`` holds back the whole target (it speaks for
   the organisation's rate limit or outage, not for one record). Past ``budget``
   seconds since it was enqueued, the command fails as *target unreachable*.
+
+A command naming a record the sync is still creating in the same store (a contact's
+account, by its placeholder) waits until that create has landed, so the store can
+resolve the placeholder by its external-id field.
 
 A crash between the target's write and the settling transaction delivers the
 command again with the same idempotency key, which the target adapter must honour
@@ -41,7 +49,7 @@ import asyncpg
 import structlog
 
 from adapters import metrics
-from adapters.write_errors import REASON_TARGET_UNREACHABLE, Refused, Transient
+from adapters.write_errors import REASON_TARGET_UNREACHABLE, Refused, Stale, Transient
 from projections.catalog import Side
 from projections.db import Conn
 from projections.events import ChangeEvent
@@ -49,6 +57,7 @@ from projections.ledger import Outcome, record_outcomes
 from projections.stores import commands
 from projections.stores.commands import Command
 from projections.stores.outbox import Outbox
+from projections.stores.port import is_placeholder
 
 log = structlog.get_logger(__name__)
 
@@ -155,9 +164,21 @@ class CommandWriter:
         return len(heads)
 
     async def _deliver(self, command: Command) -> None:
+        if await self._creating(command):
+            async with self.pool.acquire() as conn:
+                await commands.retry_later(conn, command, after=self.backoff.base,
+                                           error="waiting for a record it names to be created")
+            return
         started = time.perf_counter()
         try:
             landed = await asyncio.wait_for(self.target.write(command), self.attempt_timeout)
+        except Stale as err:
+            metrics.COMMAND_ATTEMPTS.labels(self.store, "stale").inc()
+            log.info("write_superseded", store=self.store, module=command.module,
+                     record=command.record_key, detail=err.detail)
+            async with self.pool.acquire() as conn, conn.transaction():
+                await commands.done(conn, command)
+                await commands.forget_held(conn, command)
         except Refused as err:
             metrics.COMMAND_ATTEMPTS.labels(self.store, "refused").inc()
             log.warning("write_refused", store=self.store, module=command.module,
@@ -196,7 +217,20 @@ class CommandWriter:
             captured_at=dt.datetime.now(dt.UTC))
         async with self.pool.acquire() as conn, conn.transaction():
             await commands.done(conn, command)
+            await commands.landed(conn, command, record_id=landed.record_id,
+                                  modified_time=landed.modified_time)
             await Outbox(conn, self.store).append(event, keep_id=False, origin="sync")
+
+    async def _creating(self, command: Command) -> bool:
+        """Whether the command names (as a value) a record whose create is still queued."""
+        named = sorted({v for v in command.payload.values()
+                        if isinstance(v, str) and is_placeholder(v)} - {command.record_key})
+        if not named:
+            return False
+        async with self.pool.acquire() as conn:
+            return bool(await conn.fetchval(
+                "SELECT EXISTS (SELECT 1 FROM sync.commands WHERE store = $1"
+                " AND record_key = ANY($2::text[]))", self.store, named))
 
     async def _transient(self, command: Command, detail: str, asked: float | None) -> None:
         enqueued = command.enqueued_at or dt.datetime.now(dt.UTC)
@@ -226,6 +260,7 @@ class CommandWriter:
             detail=f"writing to the {self.store}: {detail}"[:2000])
         async with self.pool.acquire() as conn, conn.transaction():
             await commands.done(conn, command)
+            await commands.forget_held(conn, command)
             await record_outcomes(conn, [outcome])
 
     async def export_depth(self) -> None:

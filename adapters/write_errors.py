@@ -3,7 +3,8 @@
 Every remote store adapter raises one of these from its writes, so the command
 writer (``adapters.command_writer``) treats every store alike: a ``Transient``
 error is retried with backoff (honouring ``retry_after``), a ``Refused`` one goes
-to the failure log with its reason and does not hold up the record's later writes.
+to the failure log with its reason and does not hold up the record's later writes,
+a ``Stale`` one (the guard's refusal) gives way to the newer change.
 ``classify_http`` maps an HTTP answer to one of them, for the HTTP adapters.
 """
 
@@ -50,6 +51,12 @@ class Transient(WriteError):
         self.retry_after = retry_after
 
 
+class Stale(WriteError):
+    """The guard refused the write: the record changed after the newest change of it
+    the sync had seen when it decided (HTTP 412 to a conditional write). That change's
+    event brings the sync's decision again."""
+
+
 class Refused(WriteError):
     """The target will not take this write as it is: ``reason`` is the failure
     log's, ``detail`` what the target said."""
@@ -80,6 +87,8 @@ def classify_http(status: int, headers: Mapping[str, str], body: Any) -> WriteEr
     Zoho error envelope, or anything)."""
     if status == 429 or status >= 500 or status == 408:
         return Transient(f"HTTP {status}", retry_after=retry_after(headers.get("Retry-After")))
+    if status == 412:
+        return Stale("HTTP 412: the record changed since the sync last saw it")
     code, message = _error_code(body)
     reason = REASON_BY_CODE.get(code or "", REASON_REFUSED if status != 400
                                 else REASON_INCORRECT_VALUE)

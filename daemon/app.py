@@ -9,7 +9,7 @@ import contextlib
 import functools
 import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar, cast
 
 import asyncpg
@@ -31,6 +31,7 @@ from adapters.kafka import (
     quiet_client_logs,
 )
 from adapters.migrate import migrate, pending
+from adapters.remote_store import RemoteStore
 from daemon import bootstrap
 from daemon.first_sync import first_sync
 from daemon.http.api import ApiContext
@@ -45,6 +46,7 @@ from daemon.runtime.supervisor import RootTask, supervise
 from daemon.runtime.tokens import token_table
 from daemon.runtime.waiting import GaveUp, Stopped, wait_for
 from daemon.stats import export_stats
+from projections.catalog import Side
 from projections.config import SyncConfig
 from projections.integration import InvalidCommand
 
@@ -126,8 +128,10 @@ LISTEN connection included), apart from the batches' pool: a crowd of readers wa
 for these and never for a connection the projector needs."""
 
 
-async def run(settings: Settings, stop: asyncio.Event, *, demo: bool = False) -> int:
+async def run(settings: Settings, stop: asyncio.Event, *, demo: bool = False,
+              remote: Mapping[Side, RemoteStore] | None = None) -> int:
     """Run the daemon until ``stop`` is set or a root task fails; return the exit status.
+    ``remote``: sides that are remote stores (``bootstrap.Overrides.remote``).
 
     The HTTP listener comes up first, then the daemon waits for the database and the
     broker (capped backoff, one log line per attempt, ``/readyz`` naming what is
@@ -140,7 +144,8 @@ async def run(settings: Settings, stop: asyncio.Event, *, demo: bool = False) ->
         readers = await create_pool(services.dsn, max_size=READER_POOL_SIZE, connect=False)
         stack.push_async_callback(readers.close)
         startup = Startup()
-        daemon = _Daemon(settings, services, pool, startup, readers=readers)
+        daemon = _Daemon(settings, services, pool, startup, readers=readers,
+                         remote=remote or {})
         await daemon.listen(stack)
         try:
             integration = await daemon.connect(stack, stop, demo=demo)
@@ -186,7 +191,8 @@ class _Daemon:
     can answer while start-up waits for the database and the broker."""
 
     def __init__(self, settings: Settings, services: Services, pool: asyncpg.Pool,
-                 startup: Startup, *, readers: asyncpg.Pool) -> None:
+                 startup: Startup, *, readers: asyncpg.Pool,
+                 remote: Mapping[Side, RemoteStore]) -> None:
         self.settings = settings
         self.services = services
         self.pool = pool  # the batches': projector, resume drain, stats, start-up
@@ -200,7 +206,8 @@ class _Daemon:
         # Every projection, in its registry order (projections/registry.py), the
         # consumer loop, the relays and the resume drain: daemon/bootstrap.py.
         self.pipeline = bootstrap.build(settings, services=services, pool=pool,
-                                        config=self.read_config)
+                                        config=self.read_config,
+                                        overrides=bootstrap.Overrides(remote=remote))
         self.projector = self.pipeline.consumer
         self.checks: dict[str, ReadinessCheck] = {
             "database": self.database_ready, "broker": self.broker_ready,

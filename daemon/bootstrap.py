@@ -1,5 +1,6 @@
 """The composition root of the event pipeline: ``build`` wires the projections,
-the consumer loop, the outbox relays and the resume drain, once, for ``syncd run``
+the consumer loop, the outbox relays, the resume drain and a remote store's
+command writer, once, for ``syncd run``
 (``daemon.app``), the tests' pipeline (``tests/support/pipeline.py``) and the
 benchmark (``ops/bench``).
 
@@ -12,13 +13,15 @@ and starts the root tasks (``Pipeline.roots``) under its supervisor.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
 import asyncpg
 
+from adapters.command_writer import CommandWriter
 from adapters.relay import OutboxRelay
+from adapters.remote_store import RemoteStore
 from daemon.consumer import BatchHook, ConsumerLoop
 from daemon.resume_drain import drain_deferred
 from daemon.runtime.services import Services
@@ -26,6 +29,8 @@ from daemon.runtime.settings import Settings
 from daemon.runtime.supervisor import RootTask
 from projections import registry
 from projections.batch import Projection
+from projections.catalog import Side
+from projections.stores.kinds import StoreKinds
 from projections.sync import SyncProjection
 
 P = TypeVar("P", bound=Projection)
@@ -54,6 +59,9 @@ class Overrides:
     """Seconds without progress after which the consumer loop is considered stalled."""
     drain_retry_after: float = 0.5
     """Seconds between the resume drain's rounds when there is nothing to drain."""
+    remote: Mapping[Side, RemoteStore] = field(default_factory=dict)
+    """Sides that are remote stores, written through the command outbox by a writer
+    of their own (``adapters.command_writer``); the others are the embedded stores."""
 
 
 NO_OVERRIDES = Overrides()
@@ -70,6 +78,7 @@ class Pipeline:
     projections: list[Projection]
     consumer: ConsumerLoop
     relays: dict[str, OutboxRelay] = field(default_factory=dict)
+    writers: dict[Side, CommandWriter] = field(default_factory=dict)
     drain_retry_after: float = 0.5
 
     def projection(self, kind: type[P]) -> P:
@@ -87,6 +96,8 @@ class Pipeline:
                                       "resume-drain": self.resume_drain()}
         for source, relay in self.relays.items():
             roots[f"relay-{source}"] = relay.run
+        for store, writer in self.writers.items():
+            roots[f"writer-{store}"] = writer.run
         return roots
 
 
@@ -103,6 +114,13 @@ def build(settings: Settings, *, services: Services, pool: asyncpg.Pool,
     sync = next((p for p in projections if isinstance(p, SyncProjection)), None)
     if sync is None:
         raise ValueError("the projections must include the sync projection")
+    # The registry makes the sync projection for the embedded stores; remote sides
+    # are read and written through their own adapters.
+    sync.stores = StoreKinds(remote={side: store.reads
+                                     for side, store in overrides.remote.items()})
+    writers = {side: CommandWriter(pool, store.target, concurrency=store.concurrency,
+                                   backoff=store.backoff)
+               for side, store in overrides.remote.items()}
     security = settings.kafka_security()  # every Kafka client of the pipeline
     consumer = ConsumerLoop(
         pool=pool, bootstrap=services.bootstrap, topic=settings.events_topic,
@@ -121,5 +139,5 @@ def build(settings: Settings, *, services: Services, pool: asyncpg.Pool,
         security=security, idempotence=idempotence)
         for source in SOURCES}
     return Pipeline(settings=settings, pool=pool, sync=sync, projections=projections,
-                    consumer=consumer, relays=relays,
+                    consumer=consumer, relays=relays, writers=writers,
                     drain_retry_after=overrides.drain_retry_after)

@@ -54,8 +54,8 @@ from projections.refs import (
     store_waiting,
     waiting_for,
 )
-from projections.stores.embedded import EmbeddedStore
-from projections.stores.port import Store
+from projections.stores.kinds import EMBEDDED, StoreKinds
+from projections.stores.port import SYNC_KEY_FIELD, Store, is_placeholder
 from projections.sync_plan import (
     APPLIED_OUTCOMES,
     EPOCH,
@@ -84,16 +84,20 @@ class SyncProjection:
     name = "sync"
 
     def __init__(self, config: Callable[[], SyncConfig], *,
-                 stores: StoreFactory = EmbeddedStore) -> None:
+                 stores: StoreKinds = EMBEDDED) -> None:
         self.config = config
         self.stores = stores  # the port's adapter for each store (projections.stores)
 
+    def _relevant(self, events: Sequence[LoggedEvent]) -> list[LoggedEvent]:
+        """The events the sync decides: of synced modules, and not the sync's own
+        writes, but for a deferred store's landings (they bring the record's id and
+        modification time, see ``projections.stores.deferred``)."""
+        return [item for item in events if item.event.module in SYNCED_MODULES and (
+            item.event.origin != "sync" or self.stores.deferred(item.event.source))]
+
     async def apply(self, conn: Conn, events: Sequence[LoggedEvent]) -> ProjectionReport:
         cfg = self.config()
-        relevant = [
-            item for item in events
-            if item.event.module in SYNCED_MODULES and item.event.origin != "sync"
-        ]
+        relevant = self._relevant(events)
         if not relevant or not cfg.active:
             return NOTHING_TO_REPORT
         # Paused, or still catching up after a pause: keep log order by queueing.
@@ -139,10 +143,7 @@ class SyncProjection:
         a re-apply honours the sync type in force when each event was applied, not
         the one in force now."""
         cfg = self.config()
-        relevant = [
-            item for item in events
-            if item.event.module in SYNCED_MODULES and item.event.origin != "sync"
-        ]
+        relevant = self._relevant(events)
         if not relevant or not cfg.active:
             return BatchResult()
         applied = {row["seq"] for row in await conn.fetch(
@@ -155,21 +156,18 @@ class SyncProjection:
         return await _Batch(conn, cfg, self.stores, replay=True).run(relevant)
 
 
-StoreFactory = Callable[[Conn, Side], Store]
-"""Makes the store adapter of a side for a batch, on the batch's connection."""
-
-
 class _Batch(Planner):
     """One batch of the sync: load the planner's state (through the store port and
     the sync's tables), decide (``Planner.decide``), carry the plan out."""
 
-    def __init__(self, conn: Conn, cfg: SyncConfig, stores: StoreFactory, *,
+    def __init__(self, conn: Conn, cfg: SyncConfig, stores: StoreKinds, *,
                  replay: bool = False) -> None:
         super().__init__(cfg, replay=replay)
         self.conn = conn
         # The stores, through the port: the sync's own tables (links, outcomes, the
         # pause queue, waiting references) it reads and writes itself.
-        self.stores: dict[Side, Store] = {side: stores(conn, side) for side in ("desk", "crm")}
+        self.stores: dict[Side, Store] = {side: stores.adapter(conn, side)
+                                          for side in ("desk", "crm")}
         self.created_accounts: set[int] = set()  # id(link) of accounts created this batch
         self.ref_outcomes: list[Outcome] = []  # recorded when they failed (see _settle_refs)
         self.earlier_causes: set[int] = set()  # id() of those of events of earlier batches
@@ -202,7 +200,10 @@ class _Batch(Planner):
     async def _load_links(self, events: list[ChangeEvent]) -> None:
         wanted: dict[tuple[str, Side], set[str]] = {}
         for e in events:
-            wanted.setdefault((e.module, e.source), set()).add(e.record_id)
+            ids = wanted.setdefault((e.module, e.source), set())
+            ids.add(e.record_id)
+            if isinstance(key := e.values.get(SYNC_KEY_FIELD), str) and is_placeholder(key):
+                ids.add(key)  # a deferred store's record the sync created, linked under it
         for (module, side), ids in sorted(wanted.items()):
             await self._read_links(module, side, sorted(ids))
 
@@ -249,11 +250,18 @@ class _Batch(Planner):
     async def _read_candidates(self, module: str, side: Side, keys: list[str]) -> None:
         found = await self.stores[side].find(module, keys,
                                              secondary=self.cfg.match_secondary_email)
-        for item in found:
-            self.candidates.setdefault((module, side, item.key), []).append(
-                Candidate(item.id, item.values, via_secondary=item.via_secondary))
         if found:
-            await self._read_links(module, side, sorted({item.id for item in found}))
+            await self._read_links(module, side, sorted(
+                {item.id for item in found} | {key for item in found if isinstance(
+                    key := item.values.get(SYNC_KEY_FIELD), str) and is_placeholder(key)}))
+        for item in found:
+            # A record the sync created whose link still names its placeholder (its
+            # landing is on its way) is that linked record, not a free candidate.
+            key = item.values.get(SYNC_KEY_FIELD)
+            record_id = key if isinstance(key, str) and (module, side, key) in self.links \
+                else item.id
+            self.candidates.setdefault((module, side, item.key), []).append(
+                Candidate(record_id, item.values, via_secondary=item.via_secondary))
 
     async def _load_ref_links(self, events: list[ChangeEvent]) -> None:
         """Read the account links the batch's contact references name (their events',
@@ -437,6 +445,10 @@ class _Batch(Planner):
         if module == "accounts":
             self.created_accounts.update(id(w.link) for w in creates)
         store = self.stores[side]
+        if self.replay and store.deferred:
+            # A replay repairs the stores in the daemon's database; a remote store is
+            # its own record (its reconciliation poll brings what it holds).
+            return
         if creates:
             ids = await store.allocate_ids(module, len(creates))
             for write, new_id in zip(creates, ids, strict=True):
@@ -455,20 +467,23 @@ class _Batch(Planner):
         extra = ["department_id"] if side == "desk" and module == "products" else []
         create_rows = [r for r, w in zip(rows, writes, strict=True) if w.create]
         update_rows = [r for r, w in zip(rows, writes, strict=True) if not w.create]
-        await store.create(module, [*columns, *extra], create_rows)
-        landed: dict[str, dt.datetime] = {str(r["id"]): w.modified_at for r, w in
-                                          zip(create_rows, creates, strict=True)}
+        landed = await store.create(module, [*columns, *extra], create_rows,
+                                    causes=[w.cause for w in creates])
         if update_rows:
             updates = [w for w in writes if not w.create]
             landed.update(await store.update(module, columns, update_rows,
-                                             [w.link.seen(side) for w in updates]))
+                                             [w.link.seen(side) for w in updates],
+                                             causes=[w.cause for w in updates]))
             refused = [w for w in updates if (w.link.id_on(side) or "") not in landed]
             if refused and not self.replay:
                 landed.update(await self._held_back(side, module, columns, refused))
         for write in writes:
-            moment = landed.get(write.link.id_on(side) or "")
-            if moment is not None:
-                write.link.saw(side, moment)
+            record_id = write.link.id_on(side) or ""
+            if record_id in landed:
+                # Made (at that modification time), or accepted by a deferred store:
+                # its landing event brings the time the store gave it.
+                if (moment := landed[record_id]) is not None:
+                    write.link.saw(side, moment)
                 write.link.set_fp(side, fingerprint(write.values))
                 write.link.rewritten = True
                 for outcome, what in write.outcomes:
@@ -480,7 +495,7 @@ class _Batch(Planner):
                 write.link.set_fp(side, None)
 
     async def _held_back(self, side: Side, module: str, columns: list[str],
-                         refused: list[Write]) -> dict[str, dt.datetime]:
+                         refused: list[Write]) -> dict[str, dt.datetime | None]:
         """Writes the guard refused: each lands later or fails now, never neither
         (ARCHITECTURE invariant 5).
 
@@ -524,7 +539,8 @@ class _Batch(Planner):
         if not now:
             return {}
         return await store.update(module, columns, [self._row(w, side, module) for w in now],
-                                  [w.link.seen(side) for w in now])
+                                  [w.link.seen(side) for w in now],
+                                  causes=[w.cause for w in now])
 
     async def _replay_writes(self, side: Side, module: str, writes: list[Write]) -> list[Write]:
         """Replay: keep only the writes a row needs. A row that holds the values already

@@ -34,6 +34,7 @@ from projections.merge import (
     side_values,
 )
 from projections.refs import Ref, merge_ref, ref_of, ref_problem
+from projections.stores.port import SYNC_KEY_FIELD, is_placeholder
 
 REASON_ALREADY_MAPPED = "the CRM id is already mapped to another desk entity"
 REASON_AMBIGUOUS = "more than one matching record"
@@ -214,9 +215,11 @@ class Planner:
             if record_id is not None:
                 self.links[(link.module, side, record_id)] = link
 
-    def _account_on(self, ref: Ref | None, side: Side) -> int | None:
+    def _account_on(self, ref: Ref | None, side: Side) -> int | str | None:
         """The account of ``side`` a reference names: its own, or the twin its link
-        pairs it with; None when there is none (yet)."""
+        pairs it with; None when there is none (yet). A twin a deferred store is still
+        creating is named by its placeholder, which its writer sends as the sync key
+        (the store resolves it, as a lookup by its external-id field)."""
         if ref is None:
             return None
         if ref[0] == side:
@@ -226,7 +229,9 @@ class Planner:
         if link is None or link.gone(side) == "hard":
             return None
         twin = link.id_on(side)
-        return int(twin) if twin else None  # "": created at flush time, not yet
+        if not twin:
+            return None  # "": created at flush time, not yet
+        return twin if is_placeholder(twin) else int(twin)
 
     def _merge(self, state: State, mapping: ModuleMapping, *, side: Side,
                values: dict[str, Any], changed: list[str] | None, modified_at: dt.datetime,
@@ -269,7 +274,10 @@ class Planner:
     def _process(self, event: ChangeEvent) -> None:
         source: Side = event.source
         mapping = self.cfg.mappings[event.module]
-        link = self.links.get((event.module, source, event.record_id))
+        link = self.links.get((event.module, source, event.record_id)) or self._rekeyed(event)
+        if event.origin == "sync":
+            self._landed(event, link, mapping)
+            return
         if self.cfg.direction == "crm_to_desk" and source == "desk" and not self.replay:
             self._seen_one_way(event, link, mapping)
             return
@@ -312,6 +320,32 @@ class Planner:
             link.dirty = True
             return
         self._apply(event, link, mapping, in_bin=in_bin)
+
+    def _rekeyed(self, event: ChangeEvent) -> Link | None:
+        """The link of a record the sync created in a deferred store, still under the
+        placeholder it was created with (the record's sync key): it moves onto the id
+        the store gave the record, the first time a change of it says so."""
+        key = event.values.get(SYNC_KEY_FIELD)
+        if not isinstance(key, str) or not is_placeholder(key):
+            return None
+        link = self.links.pop((event.module, event.source, key), None)
+        if link is not None:
+            link.set_id(event.source, event.record_id)
+            link.dirty = True
+            self._remember(link)
+        return link
+
+    def _landed(self, event: ChangeEvent, link: Link | None, mapping: ModuleMapping) -> None:
+        """A write of the sync's own landed on a deferred store (its writer's event):
+        the side is known to hold what the store answered, as of the time it gave it.
+        Never synced back (SYNC-14); a later capture of the same values is an echo."""
+        self.outcome.outcome = "echo"
+        if link is None:
+            self.outcome.outcome = "skipped"  # the pair was unlinked since
+            return
+        link.saw(event.source, event.modified_at)
+        link.set_fp(event.source, self._source_fp(event, mapping))
+        link.dirty = True
 
     def _is_echo(self, event: ChangeEvent, link: Link, mapping: ModuleMapping) -> bool:
         """Whether the change brings what its side is known to hold already.

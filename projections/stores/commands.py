@@ -89,6 +89,26 @@ async def done(conn: Conn, command: Command) -> None:
     await conn.execute("DELETE FROM sync.commands WHERE seq = $1", command.seq)
 
 
+async def landed(conn: Conn, command: Command, *, record_id: str,
+                 modified_time: dt.datetime) -> None:
+    """``command`` landed: the record's later commands are guarded by the time it gave
+    the record (the sync's own write is seen) and know its id."""
+    await conn.execute(
+        "UPDATE sync.commands SET seen = greatest(seen, $3),"
+        " record_id = coalesce(record_id, $4)"
+        " WHERE store = $1 AND record_key = $2", command.store, command.record_key,
+        modified_time, record_id)
+
+
+async def forget_held(conn: Conn, command: Command) -> None:
+    """``command`` did not land (refused, or given up): the link no longer claims to
+    know what the store holds of the record, so the sync writes it again next time."""
+    column = {"desk": "desk", "crm": "crm"}[command.store]
+    await conn.execute(
+        f"UPDATE sync.links SET {column}_fp = NULL WHERE module = $1 AND {column}_id = $2",
+        command.module, command.record_key)
+
+
 async def retry_later(conn: Conn, command: Command, *, after: float, error: str) -> None:
     """One more failed attempt; the next in ``after`` seconds."""
     await conn.execute(

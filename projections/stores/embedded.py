@@ -18,6 +18,8 @@ import msgspec
 from projections.catalog import SYNCED_MODULES, Side
 from projections.db import Conn, loads_json
 from projections.events import MODULES
+from projections.ledger import Outcome
+from projections.stores.outbox import Outbox
 from projections.stores.port import Found, Held, Values
 
 # The expressions of the key indexes (migrations/0012_match_keys.sql): the same keys
@@ -29,6 +31,8 @@ _SECONDARY_KEY = "syncd.email_key(secondary_email)"
 
 class EmbeddedStore:
     """One embedded store on one connection (the batch's)."""
+
+    deferred = False
 
     def __init__(self, conn: Conn, side: Side) -> None:
         if side not in ("desk", "crm"):
@@ -90,10 +94,11 @@ class EmbeddedStore:
             " FROM generate_series(1, $2)", self._table(module), count)
         return [str(row["id"]) for row in rows]
 
-    async def create(self, module: str, columns: Sequence[str],
-                     rows: Sequence[Values]) -> None:
+    async def create(self, module: str, columns: Sequence[str], rows: Sequence[Values],
+                     *, causes: Sequence[Outcome | None] = ()
+                     ) -> dict[str, dt.datetime | None]:
         if not rows:
-            return
+            return {}
         table = self._table(module)
         cols = ["id", *columns, "custom", "created_time", "modified_time"]
         select = ", ".join(
@@ -102,9 +107,12 @@ class EmbeddedStore:
         await self.conn.execute(
             f"INSERT INTO {table} ({', '.join(cols)}) SELECT {select}"
             f" FROM jsonb_populate_recordset(NULL::{table}, $1::jsonb) r", _json(rows))
+        return {str(row["id"]): row["modified_time"] for row in rows}
 
     async def update(self, module: str, columns: Sequence[str], rows: Sequence[Values],
-                     seen: Sequence[dt.datetime | None]) -> dict[str, dt.datetime]:
+                     seen: Sequence[dt.datetime | None], *,
+                     causes: Sequence[Outcome | None] = ()
+                     ) -> dict[str, dt.datetime | None]:
         if not rows:
             return {}
         table = self._table(module)
@@ -123,20 +131,11 @@ class EmbeddedStore:
 
     async def changes_in_flight(self, module: str, ids: Sequence[str]) -> set[str]:
         self._table(module)
-        rows = await self.conn.fetch(
-            f"SELECT DISTINCT record_id FROM {self.side}.outbox WHERE module = $1"
-            " AND record_id = ANY($2::text[])"
-            " AND origin <> 'sync'",  # the sync's own logged writes bring nothing to it
-            module, list(ids))
-        return {row["record_id"] for row in rows}
+        return await Outbox(self.conn, self.side).changes_in_flight(module, ids)
 
     async def deletes_in_flight(self, module: str, ids: Sequence[str]) -> set[str]:
         self._table(module)
-        rows = await self.conn.fetch(
-            f"SELECT DISTINCT record_id FROM {self.side}.outbox"
-            " WHERE module = $1 AND op = 'delete' AND record_id = ANY($2::text[])",
-            module, list(ids))
-        return {row["record_id"] for row in rows}
+        return await Outbox(self.conn, self.side).deletes_in_flight(module, ids)
 
     async def mark_own_writes(self) -> None:
         await self.conn.execute("SET LOCAL syncd.origin = 'sync'")

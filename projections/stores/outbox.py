@@ -61,6 +61,24 @@ class Outbox:
                 f"DELETE FROM {self.side}.outbox WHERE event_id = ANY($1::uuid[])",
                 list(event_ids))
 
+    async def changes_in_flight(self, module: str, ids: Sequence[str]) -> set[str]:
+        """Which of ``ids`` have a change here that is not the sync's own (the port's
+        ``Store.changes_in_flight``, for the stores whose capture fills this outbox)."""
+        rows = await self.conn.fetch(
+            f"SELECT DISTINCT record_id FROM {self.side}.outbox WHERE module = $1"
+            " AND record_id = ANY($2::text[])"
+            " AND origin <> 'sync'",  # the sync's own logged writes bring nothing to it
+            module, list(ids))
+        return {row["record_id"] for row in rows}
+
+    async def deletes_in_flight(self, module: str, ids: Sequence[str]) -> set[str]:
+        """Which of ``ids`` have a delete here (``Store.deletes_in_flight``)."""
+        rows = await self.conn.fetch(
+            f"SELECT DISTINCT record_id FROM {self.side}.outbox"
+            " WHERE module = $1 AND op = 'delete' AND record_id = ANY($2::text[])",
+            module, list(ids))
+        return {row["record_id"] for row in rows}
+
     async def imports_waiting(self) -> int:
         """Rows of the first sync's capture (origin ``import``) not yet released."""
         return int(await self.conn.fetchval(

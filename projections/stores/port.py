@@ -17,8 +17,19 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from projections.catalog import Side
+from projections.ledger import Outcome
 
 Values = dict[str, Any]
+
+SYNC_KEY_FIELD = "syncd_key"
+"""The field of a remote store's record that holds the sync's key of it (its
+external-id field): the placeholder it was created under (``projections.stores.
+deferred``). The store's adapter reports it in the values of every change."""
+
+
+def is_placeholder(record_id: str) -> bool:
+    """A record the sync is creating in a remote store, before the store gave it an id."""
+    return record_id.startswith("new:")
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,9 +53,18 @@ class Held:
 
 
 class Store(Protocol):
-    """One store, for one batch."""
+    """One store, for one batch.
+
+    ``deferred``: its writes are not made in the batch transaction but recorded there
+    as commands for its writer (``projections.stores.deferred``); what ``create`` and
+    ``update`` accepted lands later, and its landing comes back as an event of origin
+    ``sync``. Such a store's capture must report every change of it (a reconciliation
+    poll behind its notifications): a write its guard refuses when delivered is dropped
+    for the newer change, whose event brings the sync's decision again.
+    """
 
     side: Side
+    deferred: bool
 
     async def find(self, module: str, keys: Sequence[str], *,
                    secondary: bool) -> list[Found]:
@@ -68,22 +88,29 @@ class Store(Protocol):
         records ``create`` will write."""
         ...
 
-    async def create(self, module: str, columns: Sequence[str],
-                     rows: Sequence[Values]) -> None:
+    async def create(self, module: str, columns: Sequence[str], rows: Sequence[Values],
+                     *, causes: Sequence[Outcome | None] = ()
+                     ) -> dict[str, dt.datetime | None]:
         """Create one record per row, under the row's ``id`` (from ``allocate_ids``,
         or the id a record had before it was lost): ``columns`` of the row, its
         ``custom`` fields (null ones left out), ``created_time`` and
-        ``modified_time``. Created as the sync (``mark_own_writes``)."""
+        ``modified_time``. Created as the sync (``mark_own_writes``). ``causes``: the
+        event each row is written for (what fails if a deferred write cannot land).
+        Returns each created id with the record's modification time, or None where
+        the write lands later (a deferred store)."""
         ...
 
     async def update(self, module: str, columns: Sequence[str], rows: Sequence[Values],
-                     seen: Sequence[dt.datetime | None]) -> dict[str, dt.datetime]:
+                     seen: Sequence[dt.datetime | None], *,
+                     causes: Sequence[Outcome | None] = ()
+                     ) -> dict[str, dt.datetime | None]:
         """Write ``columns`` and the ``custom`` fields of each row to the record of its
         ``id``, only if that record is not newer than ``seen`` (the newest change of it
         the sync has seen, one per row): a record changed since keeps its values.
         A custom field set to null is removed; the record leaves the recycle bin; its
         modification time becomes the later of its own and the row's. Returns the
-        records written, with their new modification times; the others were refused."""
+        records written, with their new modification times (None: accepted, it lands
+        later, guarded then); the others were refused."""
         ...
 
     async def changes_in_flight(self, module: str, ids: Sequence[str]) -> set[str]:

@@ -24,19 +24,15 @@ from projections.db import loads_json
 from projections.mapping import REASON_MANDATORY
 from projections.stores import commands
 from projections.stores.commands import Cause, Command
-from tests.support.record_service import Fault, RecordService, RecordServiceTarget
+from tests.support.record_service import Fault, RecordService, RecordServiceTarget, running_service
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
 async def service() -> AsyncIterator[RecordService]:
-    svc = RecordService()
-    await svc.start()
-    try:
+    async with running_service() as svc:
         yield svc
-    finally:
-        await svc.stop()
 
 
 @contextlib.asynccontextmanager

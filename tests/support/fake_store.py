@@ -12,6 +12,7 @@ from typing import Any
 
 from projections.catalog import Side
 from projections.keys import account_key, email_key
+from projections.ledger import Outcome
 from projections.stores.port import Found, Held, Values
 
 _KEYS = {"contacts": ("email", "secondary_email"), "accounts": ("account_name", None)}
@@ -35,6 +36,7 @@ class FakeStore:
     captured: list[Captured] = field(default_factory=list)
     next_id: int = 1
     own_writes: bool = False
+    deferred: bool = False
 
     # -- what a person (or the store's own UI) does: captured ----------------------
 
@@ -95,8 +97,9 @@ class FakeStore:
         first, self.next_id = self.next_id, self.next_id + count
         return [str(i) for i in range(first, first + count)]
 
-    async def create(self, module: str, columns: Sequence[str],
-                     rows: Sequence[Values]) -> None:
+    async def create(self, module: str, columns: Sequence[str], rows: Sequence[Values],
+                     *, causes: Sequence[Outcome | None] = ()
+                     ) -> dict[str, dt.datetime | None]:
         table = self.records.setdefault(module, {})
         for row in rows:
             record_id = int(row["id"])
@@ -107,11 +110,14 @@ class FakeStore:
                 "deleted": False, "created_time": _time(row["created_time"]),
                 "modified_time": _time(row["modified_time"])}
             self._capture(module, record_id, "create")
+        return {str(row["id"]): _time(row["modified_time"]) for row in rows}
 
     async def update(self, module: str, columns: Sequence[str], rows: Sequence[Values],
-                     seen: Sequence[dt.datetime | None]) -> dict[str, dt.datetime]:
+                     seen: Sequence[dt.datetime | None], *,
+                     causes: Sequence[Outcome | None] = ()
+                     ) -> dict[str, dt.datetime | None]:
         table = self.records.get(module, {})
-        written: dict[str, dt.datetime] = {}
+        written: dict[str, dt.datetime | None] = {}
         for row, limit in zip(rows, seen, strict=True):
             record = table.get(int(row["id"]))
             if record is None or limit is None or record["modified_time"] > limit:

@@ -13,11 +13,13 @@ import asyncpg
 from pydantic import SecretStr
 
 from adapters.kafka import ensure_topics
+from adapters.remote_store import RemoteStore
 from daemon.bootstrap import Overrides, build
 from daemon.runtime.services import Services
 from daemon.runtime.settings import Settings
 from daemon.runtime.supervisor import supervise
 from projections.batch import Projection
+from projections.catalog import Side
 from projections.config import SyncConfig
 
 TEST_SESSION_TIMEOUT_MS = 2_000
@@ -30,9 +32,11 @@ class Pipeline:
     def __init__(self, dsn: str, bootstrap: str, prefix: str,
                  config: SyncConfig | None = None, partitions: int = 3,
                  extra_projections: Sequence[Projection] = (),
-                 settings: Mapping[str, Any] | None = None) -> None:
+                 settings: Mapping[str, Any] | None = None,
+                 remote: Mapping[Side, RemoteStore] | None = None) -> None:
         """``settings``: fields of ``Settings`` to set besides the pipeline's own (the
-        Kafka security settings of a test on an authenticated listener, say)."""
+        Kafka security settings of a test on an authenticated listener, say);
+        ``remote``: sides that are remote stores (``Overrides.remote``)."""
         self.dsn = dsn
         self.bootstrap = bootstrap
         self.prefix = prefix
@@ -42,6 +46,7 @@ class Pipeline:
         self.config = config or SyncConfig()
         self.extra_projections = list(extra_projections)
         self.settings_overrides = dict(settings or {})
+        self.remote = dict(remote or {})
         self.stop = asyncio.Event()
         self.pool: asyncpg.Pool | None = None
         self._task: asyncio.Task[int] | None = None
@@ -66,7 +71,7 @@ class Pipeline:
             settings, services=Services(dsn=self.dsn, bootstrap=self.bootstrap),
             pool=self.pool, config=lambda: self.config,
             overrides=Overrides(extra_projections=self.extra_projections, stall_after=10,
-                                drain_retry_after=0.1))
+                                drain_retry_after=0.1, remote=self.remote))
         self.sync = self.parts.sync
         self.projector = self.parts.consumer
         self.stop = asyncio.Event()
@@ -84,10 +89,11 @@ class Pipeline:
         assert self.pool is not None
         return int(await self.pool.fetchval(
             "SELECT (SELECT count(*) FROM desk.outbox) + (SELECT count(*) FROM crm.outbox)"
-            " + (SELECT count(*) FROM sync.deferred)"))
+            " + (SELECT count(*) FROM sync.deferred) + (SELECT count(*) FROM sync.commands)"))
 
     async def settle(self, timeout: float = 30.0) -> None:
-        """Wait until every captured change has been recorded and applied."""
+        """Wait until every captured change has been recorded and applied, and every
+        command for a remote store delivered."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while True:

@@ -192,3 +192,58 @@ def test_a_person_setting_a_side_back_in_the_batch_is_not_an_echo() -> None:
                                       write.side)["first_name"]
              for write in plan.writes.values()}
     assert final == {"desk": "a", "crm": "a"}
+
+
+def _created_under_placeholder(plan: Planner, values: dict[str, Any]) -> Link:
+    """A pair whose CRM twin the sync is creating in a deferred store: linked under
+    the placeholder, the CRM known to hold what was written."""
+    plan.decide([event("desk", "1", values)])
+    (write,) = plan.writes.values()
+    link = write.link
+    plan.links.pop(("contacts", "crm", ""), None)
+    link.crm_id = "new:k1"
+    link.set_fp("crm", fingerprint(plan._held(write.values, plan.cfg.mappings["contacts"],
+                                              "crm")))
+    plan._remember(link)
+    plan.writes.clear()
+    plan.outcomes.clear()
+    return link
+
+
+def test_a_deferred_stores_landing_moves_the_link_onto_its_id_and_is_never_synced_back(
+        ) -> None:
+    """The writer's landing (origin sync, the record's sync key in its values): the
+    link moves from the placeholder to the store's id, the CRM is seen as of the time
+    the store gave the record, and nothing is written back to the desk."""
+    plan = planner()
+    values = contact("ana@example.com")
+    link = _created_under_placeholder(plan, values)
+    landed_at = T0 + dt.timedelta(seconds=3)
+    plan.decide([event("crm", "5001", {**values, "syncd_key": "new:k1",
+                                       "last_name": "DOE"},  # the store normalised it
+                       op="update", at=landed_at, origin="sync")])
+    assert link.crm_id == "5001"
+    assert plan.links[("contacts", "crm", "5001")] is link
+    assert ("contacts", "crm", "new:k1") not in plan.links
+    assert link.crm_seen == landed_at
+    assert plan.writes == {}  # the sync's own write: never synced back (SYNC-14)
+    assert [o.outcome for o in plan.outcomes] == ["echo"]
+    # The store's own capture of the same record afterwards is an echo too.
+    plan.decide([event("crm", "5001", {**values, "syncd_key": "new:k1",
+                                       "last_name": "DOE"}, op="update", at=landed_at)])
+    assert plan.writes == {}
+    assert [o.outcome for o in plan.outcomes] == ["echo", "echo"]
+
+
+def test_the_stores_capture_of_a_create_before_its_landing_finds_the_pair() -> None:
+    """The store reports the sync's create (with its sync key) before the writer's
+    landing is applied: the link moves onto the store's id then, and the change is
+    an echo, not a new record to match or create."""
+    plan = planner()
+    values = contact("ana@example.com")
+    link = _created_under_placeholder(plan, values)
+    plan.decide([event("crm", "5001", {**values, "syncd_key": "new:k1"}, op="create",
+                       at=T0 + dt.timedelta(seconds=2))])
+    assert link.crm_id == "5001"
+    assert plan.writes == {}
+    assert [o.outcome for o in plan.outcomes] == ["echo"]

@@ -1,0 +1,20 @@
+"""A store the daemon reaches over its API, as the composition root wires it: what
+the batch reads of it (``projections.stores.deferred.RemoteReads``) and the target
+its command writer delivers to (``adapters.command_writer.Target``). The hosted
+desk's and CRM's adapters are each one of these."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from adapters.command_writer import Backoff, Target
+from projections.stores.deferred import RemoteReads
+
+
+@dataclass(frozen=True)
+class RemoteStore:
+    reads: RemoteReads
+    target: Target
+    concurrency: int = 8
+    """Records written at once (each record's writes stay in order)."""
+    backoff: Backoff = field(default_factory=Backoff)
