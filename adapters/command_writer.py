@@ -51,7 +51,7 @@ import structlog
 from adapters import metrics
 from adapters.write_errors import REASON_TARGET_UNREACHABLE, Refused, Stale, Transient
 from projections.catalog import Side
-from projections.db import Conn
+from projections.db import CONNECTION_LOST, Conn
 from projections.events import ChangeEvent
 from projections.ledger import Outcome, record_outcomes
 from projections.stores import commands
@@ -134,8 +134,7 @@ class CommandWriter:
                             with contextlib.suppress(asyncpg.PostgresError, OSError):
                                 await lock_conn.execute("SELECT pg_advisory_unlock($1)",
                                                         self.lock_key)
-            except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
-                    asyncpg.CannotConnectNowError) as err:
+            except CONNECTION_LOST as err:
                 log.warning("database_unavailable", task=f"writer-{self.store}",
                             error=f"{type(err).__name__}: {err}")
             with contextlib.suppress(TimeoutError):

@@ -45,6 +45,7 @@ from adapters.kafka import (
     refusal,
 )
 from projections.catalog import Side
+from projections.db import CONNECTION_LOST
 from projections.events import ENVELOPE_VERSION
 from projections.stores.outbox import Outbox
 
@@ -132,9 +133,7 @@ class OutboxRelay:
         while not stop.is_set():
             try:
                 await self._run_once(stop)
-            except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
-                    asyncpg.CannotConnectNowError, asyncpg.AdminShutdownError,
-                    KafkaError) as err:
+            except (*CONNECTION_LOST, KafkaError) as err:
                 # The database away, or no broker answering the producer's start (one
                 # restarting, two down at once): the rows wait in the outbox; start
                 # over. A refusal (credentials, ACLs) is KafkaRefused, not a KafkaError:

@@ -28,6 +28,7 @@ from projections.batch import (
     reset_offset,
     stored_offsets,
 )
+from projections.db import CONNECTION_LOST
 from projections.events import InvalidEvent, decode_event
 from projections.ledger import Outcome
 
@@ -112,8 +113,7 @@ class ConsumerLoop:
         while not stop.is_set():
             try:
                 replace = await self._consume(stop)
-            except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
-                    asyncpg.CannotConnectNowError, asyncpg.AdminShutdownError) as err:
+            except CONNECTION_LOST as err:
                 log.warning("database_unavailable", task="projector",
                             error=f"{type(err).__name__}: {err}")
                 replace = True

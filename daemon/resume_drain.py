@@ -10,15 +10,14 @@ import asyncpg
 import structlog
 
 from daemon.consumer import Coordinates, report_problems
-from projections.db import Conn
+from projections.db import CONNECTION_LOST, Conn
 from projections.ledger import Outcome
 from projections.sync import SyncProjection
 
 log = structlog.get_logger(__name__)
 
-_DRAIN_ERRORS = (asyncpg.DeadlockDetectedError, asyncpg.SerializationError, OSError,
-                 asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
-                 asyncpg.CannotConnectNowError)
+_DRAIN_ERRORS: tuple[type[BaseException], ...] = (
+    asyncpg.DeadlockDetectedError, asyncpg.SerializationError, *CONNECTION_LOST)
 
 
 async def drain_deferred(pool: asyncpg.Pool, sync: SyncProjection, stop: asyncio.Event, *,

@@ -13,6 +13,13 @@ from asyncpg.pool import PoolConnectionProxy
 
 Conn: TypeAlias = "asyncpg.Connection[asyncpg.Record] | PoolConnectionProxy[asyncpg.Record]"
 
+CONNECTION_LOST: tuple[type[BaseException], ...] = (
+    OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError, asyncpg.AdminShutdownError)
+"""What asyncpg raises when the database went away under a task (refused, reset or
+terminated connections, a server shutting down): the long-running tasks log it, wait
+and start over, since what they did not commit is done again."""
+
 
 # Match-key locks (OWN-05) live in the two-int advisory lock space, apart from the
 # single-key locks (APPLY_LOCK, the relays', replay's): (class, bucket). A key is

@@ -219,3 +219,37 @@ async def test_a_target_adapters_own_error_holds_back_only_its_record(
     assert [(f["record_id"], f["reason"]) for f in failures] == [
         ("broken", REASON_TARGET_UNREACHABLE)]
     assert any(e["event"] == "write_failed_unexpectedly" for e in logs)
+
+
+async def test_database_connections_cut_mid_delivery_lose_and_double_nothing(
+        pool: asyncpg.Pool, database_url: str, service: RecordService) -> None:
+    """Every connection of the writer is terminated three times while it delivers:
+    it starts over each time (the lock taken again), and every command has landed
+    once, each record's in order, with one landing each."""
+    first = await pool.fetchval("SELECT coalesce(max(seq), 0) FROM crm.outbox")
+    async with pool.acquire() as conn:
+        await commands.enqueue(conn, [command(f"r{r}", n) for n in range(4) for r in range(8)])
+    service.faults.extend(Fault("hang", seconds=0.05) for _ in range(32))
+    killer = await asyncpg.connect(database_url)
+    try:
+        async with writing(pool, service.url, backoff=Backoff(base=0.05, cap=0.2)):
+            for _ in range(3):
+                await asyncio.sleep(0.15)
+                await killer.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                    " WHERE datname = current_database() AND pid <> pg_backend_pid()")
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 30
+            while await killer.fetchval("SELECT count(*) FROM sync.commands"):
+                assert loop.time() < deadline
+                await asyncio.sleep(0.05)
+        landings = await killer.fetchval(
+            "SELECT count(*) FROM crm.outbox WHERE seq > $1", first)
+    finally:
+        await killer.close()
+    assert service.effects() == 32
+    for r in range(8):
+        names = [r_["Last_Name"] for r_ in service.records["contacts"].values()
+                 if r_["Last_Name"].startswith(f"r{r}-")]
+        assert names == [f"r{r}-{n}" for n in range(4)]
+    assert landings == 32
