@@ -103,7 +103,7 @@ class Backoff:
 
 class CommandWriter:
     def __init__(self, pool: asyncpg.Pool, target: Target, *, concurrency: int = 8,
-                 backoff: Backoff | None = None, poll_interval: float = 0.2,
+                 backoff: Backoff | None = None, poll_interval: float = 5.0,
                  attempt_timeout: float = 30.0) -> None:
         self.pool = pool
         self.target = target
@@ -142,16 +142,48 @@ class CommandWriter:
 
     async def _deliver_while_held(self, lock_conn: Conn,
                                   stop: asyncio.Event) -> None:
+        """Deliver while due commands are there; otherwise sleep until the next one is
+        due, a batch enqueues some (NOTIFY on the lock's connection), or at most
+        ``poll_interval`` (a missed notification costs that much delay, no more)."""
         self.active.set()
         log.info("writer_active", store=self.store)
-        while not stop.is_set():
-            delivered = await self.deliver_once()
-            await self.export_depth()
-            if not delivered:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), self.poll_interval)
-            # The lock's connection must still be ours: a lost one released the lock.
-            await lock_conn.fetchval("SELECT 1")
+        wake = asyncio.Event()
+
+        def woken(*_: object) -> None:
+            wake.set()
+
+        await lock_conn.add_listener(commands.NOTIFY_CHANNEL, woken)
+        exported = 0.0
+        try:
+            while not stop.is_set():
+                wake.clear()
+                delivered = await self.deliver_once()
+                if time.monotonic() - exported >= 1.0 or not delivered:
+                    await self.export_depth()
+                    exported = time.monotonic()
+                if delivered:
+                    continue
+                async with self.pool.acquire() as conn:
+                    due_in = await commands.next_due_in(conn, self.store)
+                held = self.hold_until - time.monotonic()
+                if held > 0:  # a Retry-After: nothing goes to the target before
+                    sleep = held
+                else:
+                    sleep = self.poll_interval if due_in is None else min(
+                        self.poll_interval, max(due_in, 0.01))
+                stopped = asyncio.ensure_future(stop.wait())
+                notified = asyncio.ensure_future(wake.wait())
+                try:
+                    await asyncio.wait({stopped, notified}, timeout=sleep,
+                                       return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    stopped.cancel()
+                    notified.cancel()
+                # The lock's connection must still be ours: a lost one released the lock.
+                await lock_conn.fetchval("SELECT 1")
+        finally:
+            with contextlib.suppress(*CONNECTION_LOST, asyncpg.PostgresError):
+                await lock_conn.remove_listener(commands.NOTIFY_CHANNEL, woken)
 
     async def deliver_once(self) -> int:
         """Deliver the due heads once; return how many commands were taken."""

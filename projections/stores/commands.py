@@ -49,8 +49,13 @@ class Command:
     enqueued_at: dt.datetime | None = None
 
 
+NOTIFY_CHANNEL = "syncd_commands"
+"""Woken with the store as payload when commands are enqueued (its writer listens)."""
+
+
 async def enqueue(conn: Conn, commands: Sequence[Command]) -> None:
-    """Record ``commands`` (in the caller's transaction: the batch's)."""
+    """Record ``commands`` (in the caller's transaction: the batch's) and wake their
+    stores' writers when it commits."""
     if not commands:
         return
     await conn.executemany(
@@ -61,17 +66,33 @@ async def enqueue(conn: Conn, commands: Sequence[Command]) -> None:
           msgspec.json.encode(c.payload).decode(), c.seen,
           *((c.cause.event_id, c.cause.source, c.cause.module, c.cause.record_id)
             if c.cause else (None, None, None, None))) for c in commands])
+    for store in sorted({c.store for c in commands}):
+        await conn.execute("SELECT pg_notify($1, $2)", NOTIFY_CHANNEL, store)
 
 
 async def due_heads(conn: Conn, store: Side, *, limit: int) -> list[Command]:
     """Up to ``limit`` records' oldest commands whose next attempt is due, oldest
     first. A record whose oldest command waits for a retry has none taken: its later
-    commands wait behind it."""
+    commands wait behind it. Walks the due commands in order and stops at ``limit``
+    heads (each checked for an older command of its record through
+    ``commands_per_record``), rather than grouping the whole queue."""
     rows = await conn.fetch(
-        "SELECT * FROM (SELECT DISTINCT ON (record_key) * FROM sync.commands"
-        " WHERE store = $1 ORDER BY record_key, seq) head"
-        " WHERE next_attempt_at <= clock_timestamp() ORDER BY seq LIMIT $2", store, limit)
+        "SELECT * FROM sync.commands c WHERE store = $1"
+        " AND next_attempt_at <= clock_timestamp() AND NOT EXISTS (SELECT 1 FROM"
+        " sync.commands o WHERE o.store = c.store AND o.record_key = c.record_key"
+        " AND o.seq < c.seq) ORDER BY seq LIMIT $2", store, limit)
     return [_command(row) for row in rows]
+
+
+async def next_due_in(conn: Conn, store: Side) -> float | None:
+    """Seconds until the store's next record's head command is due (0 or less: one
+    is), or None when its queue is empty. Asked when the writer is idle only."""
+    due = await conn.fetchval(
+        "SELECT extract(epoch FROM min(next_attempt_at) - clock_timestamp())"
+        " FROM sync.commands c WHERE store = $1 AND NOT EXISTS (SELECT 1 FROM"
+        " sync.commands o WHERE o.store = c.store AND o.record_key = c.record_key"
+        " AND o.seq < c.seq)", store)
+    return None if due is None else float(due)
 
 
 def _command(row: Any) -> Command:
