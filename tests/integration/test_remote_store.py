@@ -19,7 +19,6 @@ import asyncpg
 import pytest
 
 from adapters import metrics
-from projections.stores.outbox import Outbox
 from projections.stores.port import SYNC_KEY_FIELD
 from projections.sync_plan import REASON_ALREADY_MAPPED
 from tests.support.pipeline import Pipeline
@@ -46,15 +45,6 @@ async def remote_crm(database_url: str, kafka_bootstrap: str, topic_prefix: str,
         await pipe.close()
         await reads.close()
         await target.close()
-
-
-async def captured(pipe: Pipeline, service: RecordService, module: str,
-                   record_id: str, event: Any = None) -> None:
-    """The remote store's capture reports a change (its notification intake would)."""
-    assert pipe.pool is not None
-    async with pipe.pool.acquire() as conn:
-        await Outbox(conn, "crm").append(event or service.change(module, record_id),
-                                         keep_id=True)
 
 
 async def until(check: Callable[[], Any], timeout: float = 20) -> None:
@@ -106,7 +96,7 @@ async def test_desk_records_reach_the_remote_crm_linked_by_its_ids(
 
     # The remote store's own capture of the sync's create: an echo, nothing written.
     effects = service.effects()
-    await captured(pipe, service, "contacts", remote_contact["id"])
+    await pipe.captured("crm", service.change("contacts", remote_contact["id"]))
     await pipe.drain()
     assert service.effects() == effects
     assert await pipe.fetchval(
@@ -125,8 +115,7 @@ async def test_edits_flow_both_ways_without_a_loop(
     remote_id = only(service, "contacts")["id"]
 
     # A person edits the contact in the remote CRM: the desk follows.
-    await captured(pipe, service, "contacts", remote_id,
-                   service.edit("contacts", remote_id, {"phone": "+44 20 7946 0000"}))
+    await pipe.captured("crm", service.edit("contacts", remote_id, {"phone": "+44 20 7946 0000"}))
     await pipe.drain()
     assert await pipe.fetchval("SELECT phone FROM desk.contacts WHERE id = $1",
                                contact) == "+44 20 7946 0000"
@@ -138,7 +127,7 @@ async def test_edits_flow_both_ways_without_a_loop(
     assert only(service, "contacts")["phone"] == "+44 20 7946 0000"
 
     # Quiet: the landing of that update and the store's capture of it are echoes.
-    await captured(pipe, service, "contacts", remote_id)
+    await pipe.captured("crm", service.change("contacts", remote_id))
     await pipe.drain()
     logged = await pipe.fetchval("SELECT count(*) FROM syncd.event_log")
     effects = service.effects()
@@ -224,7 +213,7 @@ async def test_a_stale_write_gives_way_to_the_newer_remote_change(
     assert only(service, "contacts")["last_name"] == "Old"  # the guard held
     assert stale_writes() == stale_before + 1
     assert only(service, "contacts")["mobile"] == "555"
-    await captured(pipe, service, "contacts", remote_id, late)
+    await pipe.captured("crm", late)
     await pipe.drain()
     assert only(service, "contacts")["last_name"] == "New"
     assert await pipe.fetchval("SELECT mobile FROM desk.contacts WHERE id = $1",

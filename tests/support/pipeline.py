@@ -21,6 +21,8 @@ from daemon.runtime.supervisor import supervise
 from projections.batch import Projection
 from projections.catalog import Side
 from projections.config import SyncConfig
+from projections.events import ChangeEvent
+from projections.stores.outbox import Outbox
 
 TEST_SESSION_TIMEOUT_MS = 2_000
 """The embedded broker holds a consumer's first join for about half its session
@@ -131,6 +133,13 @@ class Pipeline:
         # And whatever else the topic held by then is applied too (the batch that did
         # it, and messages sent after it: undecodable ones, say).
         await self.projector.drained(timeout=max(0.1, deadline - loop.time()))
+
+    async def captured(self, side: Side, event: ChangeEvent) -> None:
+        """A store's capture reports a change (a remote store's notification intake
+        would): appended to its outbox, as a person's."""
+        assert self.pool is not None
+        async with self.pool.acquire() as conn:
+            await Outbox(conn, side).append(event, keep_id=True)
 
     async def fetch(self, query: str, *args: Any) -> list[asyncpg.Record]:
         assert self.pool is not None

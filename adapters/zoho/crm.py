@@ -1,0 +1,264 @@
+"""Zoho CRM REST v8 as a remote store (``adapters.remote_store.RemoteStore``): what
+the batch reads of it (``find``, ``read``) and the target its command writer
+delivers to (``write``). Field names are translated by ``crm_fields``.
+
+- Reads: ``GET /crm/v8/{Module}?ids=…`` (at most 100 ids a call) and
+  ``GET /crm/v8/{Module}/search`` (``email=`` for contacts, which Zoho matches
+  against every e-mail field; ``criteria=(Account_Name:equals:…)`` for accounts),
+  one call per key; what comes back is checked against the sync's own normalised
+  keys (Zoho's matching is not the sync's). 204 is "nothing". Zoho's ``equals``
+  ignores case but not inner spaces: an account named with two spaces where the
+  other side has one is not found (the sync's key collapses them).
+- Writes: a record the sync creates is upserted by its external-id field
+  (``POST …/upsert`` with ``duplicate_check_fields``), so a create delivered twice
+  is one record; an update of a record with an id is ``PUT …/{id}``. Zoho has no
+  conditional write, so the guard is a read of ``Modified_Time`` just before
+  (a change in between is the store's capture's to report). ``trigger: []`` keeps
+  the CRM's workflows, approvals and blueprints out of the sync's writes (set
+  ``workflow_triggers`` to let them run).
+- Errors: 429, 5xx, timeouts and lost connections are transient (``Retry-After``
+  honoured); an expired access token (401 ``INVALID_TOKEN``) is refreshed once and
+  the call made again; a record's error code (``MANDATORY_NOT_FOUND``,
+  ``INVALID_DATA``, ``DUPLICATE_DATA``, …) is a refusal with the failure log's
+  reason (``write_errors.REASON_BY_CODE``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+
+from adapters.command_writer import Backoff, Landed
+from adapters.remote_store import RemoteStore
+from adapters.write_errors import (
+    REASON_BY_CODE,
+    REASON_REFUSED,
+    Refused,
+    Stale,
+    Transient,
+    classify_http,
+)
+from adapters.zoho.crm_fields import FIELDS, from_zoho, module_name, to_zoho, zoho_time
+from adapters.zoho.oauth import AuthenticationFailed, Credentials, TokenSource
+from projections.catalog import Side
+from projections.stores.commands import Command
+from projections.stores.port import SYNC_KEY_FIELD, Found, Held, is_placeholder
+from projections.sync_plan import match_keys
+
+IDS_PER_READ = 100
+API_PATH = "/crm/v8"
+
+
+@dataclass(frozen=True)
+class ZohoCrmOptions:
+    credentials: Credentials
+    api_url: str | None = None
+    """The API host (``https://www.zohoapis.eu``, say); by default the one the
+    accounts server names with the token (``api_domain``)."""
+    sync_key_field: str = "Syncd_Key"
+    workflow_triggers: bool = False
+    timeout: float = 30.0
+
+
+class ZohoCrm:
+    """One organisation's Zoho CRM: its reads and its writes, on one HTTP session."""
+
+    store: Side = "crm"
+
+    def __init__(self, options: ZohoCrmOptions) -> None:
+        self.options = options
+        self._session: aiohttp.ClientSession | None = None
+        self._tokens: TokenSource | None = None
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    # -- reads (RemoteReads) ---------------------------------------------------
+
+    async def find(self, module: str, keys: Sequence[str], *,
+                   secondary: bool) -> list[Found]:
+        if module not in ("contacts", "accounts") or not keys:
+            return []
+        found: dict[tuple[str, str], Found] = {}
+        for key in dict.fromkeys(keys):
+            query = {"email": key} if module == "contacts" else {
+                "criteria": f"(Account_Name:equals:{_escape(key)})"}
+            for record in await self._records("GET", f"/{module_name(module)}/search",
+                                              params=query):
+                values = self._values(module, record)
+                for held, via in _keys(module, values, secondary=secondary):
+                    if held == key:
+                        found[(values["id"], key)] = Found(values["id"], values, key, via)
+        return sorted(found.values(), key=lambda f: f.id)
+
+    async def read(self, module: str, ids: Sequence[str]) -> dict[str, Held]:
+        held: dict[str, Held] = {}
+        wanted = list(dict.fromkeys(ids))
+        for start in range(0, len(wanted), IDS_PER_READ):
+            chunk = wanted[start:start + IDS_PER_READ]
+            for record in await self._records("GET", f"/{module_name(module)}",
+                                              params={"ids": ",".join(chunk)}):
+                values = self._values(module, record)
+                held[values["id"]] = Held(values, zoho_time(record["Modified_Time"]))
+        return held
+
+    def _values(self, module: str, record: dict[str, Any]) -> dict[str, Any]:
+        values = from_zoho(module, record, sync_key_field=self.options.sync_key_field)
+        values["id"] = str(record["id"])
+        return values
+
+    # -- writes (Target) ---------------------------------------------------------
+
+    async def write(self, command: Command) -> Landed:
+        module, zoho_module = command.module, module_name(command.module)
+        resolved = await self._resolve(command)
+        record = to_zoho(module, command.payload, sync_key_field=self.options.sync_key_field,
+                         resolved=resolved)
+        body: dict[str, Any] = {"data": [record]}
+        if not self.options.workflow_triggers:
+            body["trigger"] = []
+        if command.record_id is not None:
+            if command.seen is not None:
+                current = (await self.read(module, [command.record_id])).get(
+                    command.record_id)
+                if current is not None and current.modified_time > command.seen:
+                    raise Stale(f"{zoho_module} {command.record_id} was modified at"
+                                f" {current.modified_time.isoformat()}")
+            answer = await self._call("PUT", f"/{zoho_module}/{command.record_id}", json=body)
+        else:
+            record[self.options.sync_key_field] = command.record_key
+            body["duplicate_check_fields"] = [self.options.sync_key_field]
+            answer = await self._call("POST", f"/{zoho_module}/upsert", json=body)
+        details = _outcome(answer)
+        values = {**command.payload}
+        if is_placeholder(command.record_key):
+            values[SYNC_KEY_FIELD] = command.record_key
+        for name in FIELDS[module]:
+            values.setdefault(name, None)
+        if isinstance(values.get("account_id"), str) and resolved:
+            values["account_id"] = int(resolved[values["account_id"]])
+        modified = zoho_time(details["Modified_Time"])
+        created = zoho_time(details["Created_Time"]) if details.get("Created_Time") else modified
+        values.update(deleted=False, modified_time=details["Modified_Time"],
+                      created_time=details.get("Created_Time") or details["Modified_Time"])
+        return Landed(record_id=str(details["id"]), values=values, modified_time=modified,
+                      created_time=created)
+
+    async def _resolve(self, command: Command) -> dict[str, str]:
+        """The Zoho ids of the placeholders a command names (its writer waited for
+        their creates to land): found by the external-id field."""
+        resolved: dict[str, str] = {}
+        for ours, value in command.payload.items():
+            if not (isinstance(value, str) and is_placeholder(value)) or ours == SYNC_KEY_FIELD:
+                continue
+            target = "accounts" if ours == "account_id" else command.module
+            found = await self._records("GET", f"/{module_name(target)}/search", params={
+                "criteria": f"({self.options.sync_key_field}:equals:{_escape(value)})"})
+            if not found:
+                # Zoho indexes new records for search a little later: not yet.
+                raise Transient(f"the {target} record created as {value} is not found yet")
+            resolved[value] = str(found[0]["id"])
+        return resolved
+
+    # -- HTTP ----------------------------------------------------------------------
+
+    async def _records(self, method: str, path: str, **request: Any) -> list[dict[str, Any]]:
+        answer = await self._call(method, path, **request)
+        return list(answer.get("data") or []) if isinstance(answer, dict) else []
+
+    async def _call(self, method: str, path: str, **request: Any) -> Any:
+        """One API call, with a fresh token (refreshed once if the CRM says it
+        expired); raises ``Transient`` or ``Refused`` for an answer that is an error
+        for the whole call."""
+        tokens = await self._token_source()
+        for attempt in (1, 2):
+            try:
+                headers = await tokens.header()
+                url = self._api_url(tokens) + API_PATH + path
+                async with self._client().request(
+                        method, url, headers=headers, **request,
+                        timeout=aiohttp.ClientTimeout(total=self.options.timeout)) as response:
+                    if response.status == 204:
+                        return {}
+                    answer = await response.json(content_type=None)
+                    if response.status == 401 and attempt == 1 and _code(answer) in (
+                            "INVALID_TOKEN", "AUTHENTICATION_FAILURE"):
+                        tokens.expired()
+                        continue
+                    if response.status >= 300 and not _per_record(answer):
+                        raise classify_http(response.status, response.headers, answer)
+                    return answer
+            except (aiohttp.ClientError, TimeoutError) as err:
+                raise Transient(f"{type(err).__name__}: {err}") from None
+            except AuthenticationFailed as err:
+                raise Refused(REASON_REFUSED, str(err)) from None
+        raise Refused(REASON_REFUSED, "Zoho CRM refused a freshly refreshed access token")
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession()
+        return self._session
+
+    async def _token_source(self) -> TokenSource:
+        if self._tokens is None:
+            self._tokens = TokenSource(self.options.credentials, self._client())
+        return self._tokens
+
+    def _api_url(self, tokens: TokenSource) -> str:
+        url = self.options.api_url or tokens.api_domain
+        if not url:
+            raise Transient("the accounts server named no API host")
+        return url.rstrip("/")
+
+    @property
+    def token_refreshes(self) -> int:
+        return 0 if self._tokens is None else self._tokens.refreshes
+
+
+def zoho_crm_store(options: ZohoCrmOptions, *, concurrency: int = 5,
+                   backoff: Backoff | None = None) -> tuple[RemoteStore, ZohoCrm]:
+    """Zoho CRM as the CRM side (``Overrides.remote``), and its client (to close)."""
+    crm = ZohoCrm(options)
+    return RemoteStore(reads=crm, target=crm, concurrency=concurrency,
+                       backoff=backoff or Backoff()), crm
+
+
+def _outcome(answer: Any) -> dict[str, Any]:
+    """The one record's outcome of a write's answer, or its refusal."""
+    data = answer.get("data") if isinstance(answer, dict) else None
+    if not data:
+        raise Transient(f"an answer without a record outcome: {str(answer)[:200]}")
+    first = data[0]
+    code = str(first.get("code"))
+    if code != "SUCCESS":
+        detail = f"{code}: {first.get('message', '')} {first.get('details') or ''}".strip()
+        raise Refused(REASON_BY_CODE.get(code, REASON_REFUSED), detail)
+    return dict(first["details"])
+
+
+def _code(answer: Any) -> str | None:
+    return answer.get("code") if isinstance(answer, dict) else None
+
+
+def _per_record(answer: Any) -> bool:
+    """A write answered per record (``{"data": [{"code": …}]}``): a record's error
+    is not the whole call's."""
+    return isinstance(answer, dict) and isinstance(answer.get("data"), list) and bool(
+        answer["data"]) and isinstance(answer["data"][0], dict) and "code" in answer["data"][0]
+
+
+def _escape(value: str) -> str:
+    """A value inside search ``criteria``: parentheses and commas escaped."""
+    return "".join("\\" + c if c in "(),\\" else c for c in value)
+
+
+def _keys(module: str, values: dict[str, Any], *,
+          secondary: bool) -> list[tuple[str, bool]]:
+    """The record's match keys, each with whether it is its secondary e-mail's."""
+    primary = match_keys(module, values, secondary=False)
+    return [(key, key not in primary)
+            for key in dict.fromkeys(match_keys(module, values, secondary=secondary))]

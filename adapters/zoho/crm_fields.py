@@ -1,0 +1,99 @@
+"""The Zoho CRM's names for the sync's modules and fields, both ways.
+
+The sync speaks the embedded stores' names (``projections.catalog``): ``contacts``
+with ``last_name``, ``email``, ``account_id``... Zoho CRM v8 names modules and
+fields by their API names (``Contacts``, ``Last_Name``, ``Email``, the lookup
+``Account_Name`` holding ``{"id", "name"}``). Standard fields are translated by
+the tables below; any other field of a record that is not Zoho's own bookkeeping
+is a custom field, kept under ``custom`` by its API name. The sync's key of a
+record it created is kept in an external-id field (``sync_key_field``, a custom
+field the administrator adds, ``Syncd_Key`` by default) and reported as
+``SYNC_KEY_FIELD``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from projections.stores.port import SYNC_KEY_FIELD, Values
+
+MODULES = {"contacts": "Contacts", "accounts": "Accounts", "products": "Products"}
+
+FIELDS = {
+    "contacts": {"first_name": "First_Name", "last_name": "Last_Name", "email": "Email",
+                 "secondary_email": "Secondary_Email", "phone": "Phone",
+                 "mobile": "Mobile", "account_id": "Account_Name"},
+    "accounts": {"account_name": "Account_Name", "website": "Website", "phone": "Phone",
+                 "industry": "Industry"},
+    "products": {"product_name": "Product_Name", "product_code": "Product_Code",
+                 "unit_price": "Unit_Price"},
+}
+LOOKUPS = {("contacts", "account_id")}
+"""Fields that are lookups in Zoho (``{"id": ...}``) and record ids in the sync."""
+
+MANDATORY = {"contacts": "Last_Name", "accounts": "Account_Name", "products": "Product_Name"}
+
+SYSTEM_FIELDS = frozenset({
+    "id", "Owner", "Created_By", "Modified_By", "Created_Time", "Modified_Time",
+    "Last_Activity_Time", "Tag", "Record_Status__s", "Layout", "Full_Name",
+    "Unsubscribed_Mode", "Unsubscribed_Time", "Locked__s", "Data_Source",
+    "Data_Processing_Basis_Details", "Enrich_Status__s", "Change_Log_Time__s"})
+"""Zoho's bookkeeping on every record: never a custom field of the sync's."""
+
+
+def module_name(module: str) -> str:
+    try:
+        return MODULES[module]
+    except KeyError:
+        raise ValueError(f"the Zoho CRM adapter does not sync {module!r}") from None
+
+
+def zoho_time(value: str) -> dt.datetime:
+    """Zoho's ISO 8601 times carry the org's offset (``2026-12-02T10:00:00+05:30``)."""
+    parsed = dt.datetime.fromisoformat(value)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
+
+
+def from_zoho(module: str, record: dict[str, Any], *, sync_key_field: str) -> Values:
+    """A Zoho record as the port's values (the sync's names, ``custom``, the times)."""
+    names = FIELDS[module]
+    by_api = {api: ours for ours, api in names.items()}
+    values: Values = {ours: None for ours in names}
+    custom: dict[str, Any] = {}
+    for api, value in record.items():
+        if api in by_api:
+            ours = by_api[api]
+            if (module, ours) in LOOKUPS:
+                value = int(value["id"]) if isinstance(value, dict) and value.get("id") \
+                    else None
+            values[ours] = value
+        elif api == sync_key_field:
+            values[SYNC_KEY_FIELD] = value
+        elif api not in SYSTEM_FIELDS and not api.startswith("$"):
+            custom[api] = value
+    values["custom"] = custom
+    values["deleted"] = False  # the recycle bin's records are not returned by reads
+    values["created_time"] = record.get("Created_Time")
+    values["modified_time"] = record.get("Modified_Time")
+    return values
+
+
+def to_zoho(module: str, payload: Values, *, sync_key_field: str,
+            resolved: dict[str, str] | None = None) -> dict[str, Any]:
+    """A command's values as a Zoho record. ``resolved``: the Zoho ids of placeholders
+    the values name (a contact's account the sync created)."""
+    names = FIELDS[module]
+    record: dict[str, Any] = {}
+    for ours, value in payload.items():
+        if ours == "custom":
+            record.update(value or {})
+        elif ours == SYNC_KEY_FIELD:
+            record[sync_key_field] = value
+        elif ours in names:
+            if (module, ours) in LOOKUPS:
+                if isinstance(value, str) and resolved and value in resolved:
+                    value = resolved[value]
+                value = None if value is None else {"id": str(value)}
+            record[names[ours]] = value
+    return record

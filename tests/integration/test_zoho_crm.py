@@ -1,0 +1,208 @@
+"""The Zoho CRM adapter (issue 16, part 1: records, OAuth, errors) against the
+emulator of the documented v8 API (tests/support/zoho_crm_emulator.py): its reads
+and writes alone, and as the CRM side of the sync, with the embedded desk."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+from pydantic import SecretStr
+
+from adapters.command_writer import Backoff
+from adapters.write_errors import Refused
+from adapters.zoho.crm import ZohoCrm, ZohoCrmOptions, zoho_crm_store
+from adapters.zoho.oauth import Credentials
+from projections.mapping import REASON_MANDATORY
+from projections.stores.commands import Command
+from projections.stores.port import SYNC_KEY_FIELD
+from tests.support.pipeline import Pipeline
+from tests.support.zoho_crm_emulator import (
+    CLIENT_ID,
+    CLIENT_SECRET,
+    REFRESH_TOKEN,
+    Fault,
+    ZohoCrmEmulator,
+    running_emulator,
+)
+
+
+def options(emulator: ZohoCrmEmulator, *, secret: str = CLIENT_SECRET) -> ZohoCrmOptions:
+    return ZohoCrmOptions(Credentials(
+        client_id=CLIENT_ID, client_secret=SecretStr(secret),
+        refresh_token=SecretStr(REFRESH_TOKEN), accounts_url=emulator.url))
+
+
+@pytest.fixture
+async def emulator() -> AsyncIterator[ZohoCrmEmulator]:
+    async with running_emulator() as emu:
+        yield emu
+
+
+@pytest.fixture
+async def crm(emulator: ZohoCrmEmulator) -> AsyncIterator[ZohoCrm]:
+    client = ZohoCrm(options(emulator))
+    try:
+        yield client
+    finally:
+        await client.close()
+
+
+def create(module: str, values: dict[str, object], key: str | None = None) -> Command:
+    return Command(store="crm", module=module, record_key=key or f"new:{uuid.uuid4()}",
+                   op="create", payload=values)
+
+
+async def test_reads_find_by_normalised_keys_and_read_by_id_in_chunks(
+        crm: ZohoCrm, emulator: ZohoCrmEmulator) -> None:
+    ann = await crm.write(create("contacts", {"last_name": "Ann", "email": " Ann@Example.com",
+                                              "secondary_email": "ann@home.example"}))
+    await crm.write(create("contacts", {"last_name": "Bob", "email": "bob@example.com"}))
+    acme = await crm.write(create("accounts", {"account_name": "ACME (EU), Ltd"}))
+    found = await crm.find("contacts", ["ann@example.com"], secondary=False)
+    assert [(f.id, f.key, f.via_secondary) for f in found] == [
+        (ann.record_id, "ann@example.com", False)]
+    assert found[0].values["last_name"] == "Ann"
+    assert found[0].values[SYNC_KEY_FIELD].startswith("new:")
+    assert await crm.find("contacts", ["ann@home.example"], secondary=False) == []
+    (by_secondary,) = await crm.find("contacts", ["ann@home.example"], secondary=True)
+    assert by_secondary.via_secondary
+    (account,) = await crm.find("accounts", ["acme (eu), ltd"], secondary=False)
+    assert account.id == acme.record_id  # criteria escaping of ( ) ,
+    ids = [(await crm.write(create("products", {"product_name": f"P{n}"}))).record_id
+           for n in range(130)]
+    held = await crm.read("products", [*ids, "999"])
+    assert sorted(held) == sorted(ids)  # two calls of at most 100 ids; unknown ids absent
+    assert all(h.modified_time.tzinfo is not None for h in held.values())
+    assert len([c for c in emulator.calls if c[0] == "GET" and c[1] == "/crm/v8/Products"]) == 2
+
+
+async def test_a_create_delivered_twice_is_one_record_and_an_update_is_guarded(
+        crm: ZohoCrm, emulator: ZohoCrmEmulator) -> None:
+    command = create("contacts", {"last_name": "Once", "email": "once@example.com"})
+    first = await crm.write(command)
+    again = await crm.write(command)  # the writer's crash-and-retry
+    assert first.record_id == again.record_id
+    assert len(emulator.module("contacts")) == 1
+    record = emulator.only("contacts")
+    assert record["Syncd_Key"] == command.record_key
+    update = Command(store="crm", module="contacts", record_key=first.record_id,
+                     op="update", record_id=first.record_id,
+                     payload={"last_name": "Twice"}, seen=again.modified_time)
+    landed = await crm.write(update)
+    assert emulator.only("contacts")["Last_Name"] == "Twice"
+    emulator.edit("contacts", first.record_id, {"Phone": "1"})  # a person, after
+    stale = Command(store="crm", module="contacts", record_key=first.record_id,
+                    op="update", record_id=first.record_id,
+                    payload={"last_name": "Lost"}, seen=landed.modified_time)
+    with pytest.raises(Exception, match="was modified at"):
+        await crm.write(stale)
+    assert emulator.only("contacts")["Last_Name"] == "Twice"
+
+
+async def test_tokens_are_refreshed_before_expiry_and_when_refused(
+        emulator: ZohoCrmEmulator) -> None:
+    emulator.token_ttl = 301.0  # inside the adapter's 300 s margin: every call refreshes
+    client = ZohoCrm(options(emulator))
+    try:
+        await client.write(create("accounts", {"account_name": "A"}))
+        await asyncio.sleep(1.1)
+        await client.write(create("accounts", {"account_name": "B"}))
+        assert client.token_refreshes == 2
+        await client.write(create("accounts", {"account_name": "C"}))  # at once: reused
+        assert client.token_refreshes == 2
+        emulator.revoke_tokens()  # the CRM answers INVALID_TOKEN: refreshed, sent again
+        await client.write(create("accounts", {"account_name": "D"}))
+        assert client.token_refreshes == 3
+        assert len(emulator.module("accounts")) == 4
+    finally:
+        await client.close()
+
+
+async def test_a_refused_refresh_token_is_a_refusal_that_names_no_secret(
+        emulator: ZohoCrmEmulator) -> None:
+    client = ZohoCrm(options(emulator, secret="wrong-secret"))
+    try:
+        with pytest.raises(Refused) as refused:
+            await client.write(create("accounts", {"account_name": "A"}))
+        assert "invalid_client" in str(refused.value)
+        assert "wrong-secret" not in str(refused.value)
+        assert REFRESH_TOKEN not in str(refused.value)
+    finally:
+        await client.close()
+
+
+@pytest.fixture
+async def zoho_crm(database_url: str, kafka_bootstrap: str, topic_prefix: str,
+                   emulator: ZohoCrmEmulator) -> AsyncIterator[Pipeline]:
+    store, client = zoho_crm_store(options(emulator),
+                                   backoff=Backoff(base=0.05, cap=0.2))
+    pipe = Pipeline(database_url, kafka_bootstrap, topic_prefix, remote={"crm": store})
+    await pipe.start()
+    try:
+        yield pipe
+    finally:
+        await pipe.close()
+        await client.close()
+
+
+async def test_the_sync_with_zoho_crm_as_its_crm(
+        zoho_crm: Pipeline, emulator: ZohoCrmEmulator) -> None:
+    """Desk records reach the CRM (the contact's Account_Name lookup naming the
+    account's Zoho id); the links hold Zoho's ids; the CRM's capture of them is an
+    echo; a person's edit in the CRM reaches the desk and a desk edit the CRM, with
+    a 429 and a 503 on the way; nothing fails, nothing loops."""
+    pipe = zoho_crm
+    account = await pipe.fetchval(
+        "INSERT INTO desk.accounts (account_name) VALUES ('Acme') RETURNING id")
+    contact = await pipe.fetchval(
+        "INSERT INTO desk.contacts (first_name, last_name, email, account_id)"
+        " VALUES ('Ana', 'Diaz', 'ana@acme.example', $1) RETURNING id", account)
+    await pipe.drain()
+    zoho_account, zoho_contact = emulator.only("accounts"), emulator.only("contacts")
+    assert zoho_contact["Email"] == "ana@acme.example"
+    assert zoho_contact["First_Name"] == "Ana" and zoho_contact["Last_Name"] == "Diaz"
+    assert zoho_contact["Account_Name"]["id"] == zoho_account["id"]
+    assert await pipe.fetchval("SELECT crm_id FROM sync.links WHERE module = 'contacts'"
+                               " AND desk_id = $1", str(contact)) == zoho_contact["id"]
+    await pipe.captured("crm", emulator.change("contacts", zoho_contact["id"]))
+    await pipe.drain()
+    assert await pipe.fetchval("SELECT outcome FROM sync.outcomes WHERE source = 'crm'"
+                               " ORDER BY id DESC LIMIT 1") == "echo"
+
+    await pipe.captured("crm", emulator.edit("contacts", zoho_contact["id"], {"Mobile": "+34 600"}))
+    await pipe.drain()
+    assert await pipe.fetchval("SELECT mobile FROM desk.contacts WHERE id = $1",
+                               contact) == "+34 600"
+    emulator.faults.extend([Fault(429, {"Retry-After": "1"}), Fault(503)])
+    await pipe.execute("UPDATE desk.contacts SET last_name = 'Diaz Ruiz' WHERE id = $1",
+                       contact)
+    await pipe.drain()
+    assert emulator.only("contacts")["Last_Name"] == "Diaz Ruiz"
+    assert emulator.only("contacts")["Mobile"] == "+34 600"
+    assert [c[2] for c in emulator.calls if c[2] in (429, 503)] == [429, 503]
+    assert await pipe.fetchval("SELECT count(*) FROM sync.failures") == 0
+    assert len(emulator.module("contacts")) == 1
+
+
+async def test_a_field_the_crm_requires_is_a_failure_with_its_reason(
+        zoho_crm: Pipeline, emulator: ZohoCrmEmulator) -> None:
+    emulator.mandatory["Contacts"].add("Phone")  # a layout's mandatory field
+    contact = await zoho_crm.fetchval(
+        "INSERT INTO desk.contacts (last_name, email) VALUES ('Nophone', 'np@x.example')"
+        " RETURNING id")
+    await zoho_crm.drain()
+    row = await zoho_crm.fetchrow("SELECT record_id, reason, detail FROM sync.failures")
+    assert row is not None and row["record_id"] == str(contact)
+    assert row["reason"] == REASON_MANDATORY
+    assert "Phone" in row["detail"]
+    assert emulator.module("contacts") == {}
+
+
+def test_zoho_times_carry_the_orgs_offset() -> None:
+    from adapters.zoho.crm_fields import zoho_time
+    assert zoho_time("2026-12-02T10:00:00+05:30") == dt.datetime(2026, 12, 2, 4, 30,
+                                                                 tzinfo=dt.UTC)

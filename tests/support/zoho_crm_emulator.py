@@ -1,0 +1,301 @@
+"""An emulator of the Zoho CRM REST v8 records API and its OAuth token endpoint, for
+the Zoho CRM adapter's tests (``adapters/zoho/crm.py``).
+
+It follows Zoho's OpenAPI file ``v8.0/record.json`` (``zoho/crm-oas`` at 45dff2c)
+and the OAuth guide, for what the adapter uses:
+
+- ``POST /oauth/v2/token`` (``grant_type=refresh_token``): an access token for
+  ``token_ttl`` seconds and the ``api_domain``; unknown credentials get Zoho's
+  ``{"error": "invalid_client"}`` (with 200, as Zoho answers).
+- Every ``/crm/v8`` call needs ``Authorization: Zoho-oauthtoken …`` of a live token,
+  else 401 ``INVALID_TOKEN``.
+- ``GET /crm/v8/{Module}?ids=a,b`` (at most 100), ``GET /crm/v8/{Module}/{id}``,
+  ``GET /crm/v8/{Module}/search`` with ``email`` (every e-mail field, case aside)
+  or ``criteria=(Field:equals:value)`` (backslash escapes): ``{"data", "info"}``,
+  or 204 when nothing matches.
+- ``POST /crm/v8/{Module}/upsert`` (``duplicate_check_fields``) and
+  ``PUT /crm/v8/{Module}/{id}``: at most 100 records a call (else
+  ``LIMIT_EXCEEDED``); an outcome per record, ``SUCCESS`` with ``details`` (id,
+  times) or an error (``MANDATORY_NOT_FOUND`` with the field's ``api_name``,
+  ``INVALID_DATA`` for a lookup to no record).
+- ``faults``: scripted answers for the next calls (429 with ``Retry-After``, 5xx).
+
+Not emulated (not used yet): notifications, bulk read, deleted records, COQL,
+paging past one page, credits.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+import time
+import uuid
+from collections import deque
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+from adapters.zoho.crm_fields import FIELDS, MANDATORY, MODULES, from_zoho
+from projections.events import ChangeEvent
+
+ORG_ZONE = dt.timezone(dt.timedelta(hours=5, minutes=30))
+CLIENT_ID, CLIENT_SECRET, REFRESH_TOKEN = "1000.TESTCLIENT", "test-secret", "1000.refresh"
+
+
+@dataclass
+class Fault:
+    status: int
+    headers: dict[str, str] = field(default_factory=dict)
+    body: dict[str, Any] = field(default_factory=lambda: {"code": "INTERNAL_ERROR"})
+
+
+class ZohoCrmEmulator:
+    def __init__(self, *, token_ttl: float = 3600.0) -> None:
+        self.records: dict[str, dict[str, dict[str, Any]]] = {m: {} for m in MODULES.values()}
+        self.tokens: dict[str, float] = {}  # access token -> expiry (loop time)
+        self.token_ttl = token_ttl
+        self.tokens_granted = 0
+        self.mandatory: dict[str, set[str]] = {MODULES[m]: {f} for m, f in MANDATORY.items()}
+        self.faults: deque[Fault] = deque()
+        self.calls: list[tuple[str, str, int]] = []  # method, path, status
+        self.writes = 0
+        self._ids = itertools.count(4_876_000_000_000_001)
+        self._last = dt.datetime.now(ORG_ZONE)
+        self.url = ""
+        self._runner: web.AppRunner | None = None
+
+    # -- test-facing -----------------------------------------------------------
+
+    def module(self, module: str) -> dict[str, dict[str, Any]]:
+        return self.records[MODULES[module]]
+
+    def only(self, module: str) -> dict[str, Any]:
+        (record,) = self.module(module).values()
+        return record
+
+    def edit(self, module: str, record_id: str, fields: dict[str, Any],
+             *, sync_key_field: str = "Syncd_Key") -> ChangeEvent:
+        """A person edits a record in the CRM: the change its capture reports."""
+        record = self.module(module)[record_id]
+        record.update(fields)
+        record["Modified_Time"] = self._now()
+        return self.change(module, record_id, sync_key_field=sync_key_field,
+                           changed=sorted(fields))
+
+    def change(self, module: str, record_id: str, *, sync_key_field: str = "Syncd_Key",
+               changed: list[str] | None = None) -> ChangeEvent:
+        """The change the CRM's capture reports of a record as it is now (in the
+        sync's names, as the adapter's capture will)."""
+        record = self.module(module)[record_id]
+        values = from_zoho(module, record, sync_key_field=sync_key_field)
+        names = {api: ours for ours, api in FIELDS[module].items()}
+        return ChangeEvent(
+            event_id=uuid.uuid4(), source="crm", module=module, record_id=record_id,
+            op="update", values=values,
+            changed=None if changed is None else [names.get(c, c) for c in changed],
+            modified_at=dt.datetime.fromisoformat(record["Modified_Time"]),
+            created_at=dt.datetime.fromisoformat(record["Created_Time"]), origin="user",
+            captured_at=dt.datetime.now(dt.UTC))
+
+    def revoke_tokens(self) -> None:
+        self.tokens.clear()
+
+    # -- the service -------------------------------------------------------------
+
+    async def start(self) -> str:
+        app = web.Application(middlewares=[self._faults_and_auth])
+        app.router.add_post("/oauth/v2/token", self._token)
+        app.router.add_get("/crm/v8/{module}/search", self._search)
+        app.router.add_post("/crm/v8/{module}/upsert", self._upsert)
+        app.router.add_get("/crm/v8/{module}/{id}", self._get_one)
+        app.router.add_put("/crm/v8/{module}/{id}", self._update)
+        app.router.add_get("/crm/v8/{module}", self._get)
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.url = f"http://127.0.0.1:{port}"
+        return self.url
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    def _now(self) -> str:
+        """Increasing times at the org's offset (Zoho answers in the org's time zone).
+        Zoho's have whole seconds; these have milliseconds, so that a test's edits a
+        moment apart are ordered."""
+        now = dt.datetime.now(ORG_ZONE).replace(microsecond=0) + dt.timedelta(
+            milliseconds=dt.datetime.now().microsecond // 1000)
+        self._last = max(now, self._last + dt.timedelta(milliseconds=1))
+        return self._last.isoformat(timespec="milliseconds")
+
+    @web.middleware
+    async def _faults_and_auth(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        if request.path.startswith("/crm/"):
+            if self.faults:
+                fault = self.faults.popleft()
+                self.calls.append((request.method, request.path, fault.status))
+                return web.json_response(fault.body, status=fault.status,
+                                         headers=fault.headers)
+            header = request.headers.get("Authorization", "")
+            expiry = self.tokens.get(header.removeprefix("Zoho-oauthtoken "))
+            if not header.startswith("Zoho-oauthtoken ") or expiry is None or \
+                    expiry < time.monotonic():
+                self.calls.append((request.method, request.path, 401))
+                return web.json_response({"code": "INVALID_TOKEN", "details": {},
+                                          "message": "invalid oauth token",
+                                          "status": "error"}, status=401)
+        response: web.StreamResponse = await handler(request)
+        self.calls.append((request.method, request.path, response.status))
+        return response
+
+    async def _token(self, request: web.Request) -> web.Response:
+        form = await request.post()
+        if (form.get("grant_type"), form.get("client_id"), form.get("client_secret"),
+                form.get("refresh_token")) != ("refresh_token", CLIENT_ID, CLIENT_SECRET,
+                                               REFRESH_TOKEN):
+            return web.json_response({"error": "invalid_client"})
+        token = f"1000.{uuid.uuid4().hex}"
+        self.tokens[token] = time.monotonic() + self.token_ttl
+        self.tokens_granted += 1
+        return web.json_response({"access_token": token, "api_domain": self.url,
+                                  "token_type": "Bearer", "expires_in": self.token_ttl})
+
+    def _table(self, request: web.Request) -> dict[str, dict[str, Any]]:
+        module = request.match_info["module"]
+        if module not in self.records:
+            raise web.HTTPBadRequest(text='{"code": "INVALID_MODULE"}',
+                                     content_type="application/json")
+        return self.records[module]
+
+    async def _get(self, request: web.Request) -> web.Response:
+        table = self._table(request)
+        ids = [i for i in request.query.get("ids", "").split(",") if i]
+        if len(ids) > 100:
+            return _error(400, "LIMIT_EXCEEDED", "more than 100 ids")
+        return _page([table[i] for i in ids if i in table] if ids else list(table.values()))
+
+    async def _get_one(self, request: web.Request) -> web.Response:
+        record = self._table(request).get(request.match_info["id"])
+        return _page([record] if record else [])
+
+    async def _search(self, request: web.Request) -> web.Response:
+        table = self._table(request)
+        if "email" in request.query:
+            wanted = request.query["email"].strip().lower()
+            found = [r for r in table.values() if any(
+                isinstance(v, str) and v.strip().lower() == wanted
+                for k, v in r.items() if k in ("Email", "Secondary_Email"))]
+        elif "criteria" in request.query:
+            name, value = _criteria(request.query["criteria"])
+            found = [r for r in table.values()
+                     if str(r.get(name, "")).strip().lower() == value.strip().lower()]
+        else:
+            return _error(400, "REQUIRED_PARAM_MISSING", "criteria, email, phone or word")
+        return _page(found)
+
+    async def _upsert(self, request: web.Request) -> web.Response:
+        table = self._table(request)
+        body = await request.json()
+        data, checks = body.get("data") or [], body.get("duplicate_check_fields") or []
+        if len(data) > 100:
+            return _error(400, "LIMIT_EXCEEDED", "more than 100 records")
+        outcomes = []
+        for record in data:
+            current = next((r for r in table.values() if any(
+                record.get(c) is not None and r.get(c) == record.get(c) for c in checks)),
+                None)
+            outcomes.append(self._write(request.match_info["module"], table, current,
+                                        record))
+        return web.json_response({"data": outcomes})
+
+    async def _update(self, request: web.Request) -> web.Response:
+        table = self._table(request)
+        current = table.get(request.match_info["id"])
+        if current is None:
+            return _error(400, "INVALID_DATA", "the id given seems to be invalid")
+        body = await request.json()
+        return web.json_response({"data": [
+            self._write(request.match_info["module"], table, current, record)
+            for record in body.get("data") or []]})
+
+    def _write(self, module: str, table: dict[str, dict[str, Any]],
+               current: dict[str, Any] | None, record: dict[str, Any]) -> dict[str, Any]:
+        merged = {**(current or {}), **record}
+        for name in sorted(self.mandatory.get(module, ())):
+            if merged.get(name) in (None, ""):
+                return {"code": "MANDATORY_NOT_FOUND", "details": {"api_name": name},
+                        "message": "required field not found", "status": "error"}
+        for name, value in record.items():
+            if isinstance(value, dict) and "id" in value and not any(
+                    value["id"] in t for t in self.records.values()):
+                return {"code": "INVALID_DATA", "details": {"api_name": name},
+                        "message": "invalid data", "status": "error"}
+        now = self._now()
+        if current is None:
+            record_id = str(next(self._ids))
+            current = table[record_id] = {"id": record_id, "Created_Time": now}
+            action = "insert"
+        else:
+            action = "update"
+        for name, value in record.items():
+            if isinstance(value, dict) and "id" in value:
+                value = {"id": value["id"], "name": _name_of(self.records, value["id"])}
+            current[name] = value
+        current["Modified_Time"] = now
+        self.writes += 1
+        return {"code": "SUCCESS", "status": "success", "action": action,
+                "message": "record added" if action == "insert" else "record updated",
+                "details": {"id": current["id"], "Modified_Time": now,
+                            "Created_Time": current["Created_Time"]}}
+
+
+@asynccontextmanager
+async def running_emulator(**options: Any) -> AsyncIterator[ZohoCrmEmulator]:
+    emulator = ZohoCrmEmulator(**options)
+    await emulator.start()
+    try:
+        yield emulator
+    finally:
+        await emulator.stop()
+
+
+def _page(records: list[dict[str, Any]]) -> web.Response:
+    if not records:
+        return web.Response(status=204)
+    return web.json_response({"data": records, "info": {
+        "per_page": 200, "count": len(records), "page": 1, "more_records": False}})
+
+
+def _error(status: int, code: str, message: str) -> web.Response:
+    return web.json_response({"code": code, "details": {}, "message": message,
+                              "status": "error"}, status=status)
+
+
+def _criteria(text: str) -> tuple[str, str]:
+    """``(Field:equals:value)``, the value's ``(``, ``)``, ``,`` and ``\\`` escaped."""
+    inner = text.strip()[1:-1]
+    name, op, value = inner.split(":", 2)
+    if op != "equals":
+        raise web.HTTPBadRequest(text='{"code": "INVALID_QUERY"}',
+                                 content_type="application/json")
+    out, escaped = [], False
+    for char in value:
+        if escaped or char != "\\":
+            out.append(char)
+            escaped = False
+        else:
+            escaped = True
+    return name, "".join(out)
+
+
+def _name_of(records: dict[str, dict[str, dict[str, Any]]], record_id: str) -> str | None:
+    for table in records.values():
+        if record_id in table:
+            return table[record_id].get("Account_Name") or table[record_id].get("Last_Name")
+    return None
