@@ -184,7 +184,7 @@ class Planner:
         self.writes: dict[tuple[str, Side, int], Write] = {}
         self.outcomes: list[Outcome] = []
         self.result = BatchResult()
-        self._fps: dict[int, str] = {}  # id(event) -> fingerprint of its mapped values
+        self._fps: dict[int, tuple[ChangeEvent, str]] = {}  # id(event) -> it, its fingerprint
         # Account references (projections.refs). Account links read only to translate a
         # reference, keyed like ``links`` (which wins: it holds the batch's own changes).
         self.ref_links: dict[tuple[str, Side, str], Link] = {}
@@ -390,11 +390,14 @@ class Planner:
 
     def _source_fp(self, event: ChangeEvent, mapping: ModuleMapping) -> str:
         """The fingerprint of what the event's record holds: for the echo check, then
-        for the link (computed once; the events live as long as the batch)."""
-        fp = self._fps.get(id(event))
-        if fp is None:
-            fp = self._fps[id(event)] = fingerprint(self._held(event.values, mapping,
-                                                               event.source))
+        for the link (computed once per event). Cached by ``id(event)`` with the event
+        itself, so an event freed after an earlier ``decide`` cannot lend its id, and
+        its fingerprint, to a later one."""
+        cached = self._fps.get(id(event))
+        if cached is not None and cached[0] is event:
+            return cached[1]
+        fp = fingerprint(self._held(event.values, mapping, event.source))
+        self._fps[id(event)] = (event, fp)
         return fp
 
     def _match_or_create(self, event: ChangeEvent, mapping: ModuleMapping) -> Link | None:

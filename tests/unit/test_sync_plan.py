@@ -247,3 +247,19 @@ def test_the_stores_capture_of_a_create_before_its_landing_finds_the_pair() -> N
     assert link.crm_id == "5001"
     assert plan.writes == {}
     assert [o.outcome for o in plan.outcomes] == ["echo"]
+
+
+def test_an_event_freed_after_one_decide_lends_no_fingerprint_to_the_next() -> None:
+    """The planner caches each event's fingerprint by ``id(event)``; an event freed
+    after a ``decide`` can hand its id to a new one (CPython reuses addresses). The
+    cache must not give the new event the old one's fingerprint (it did: the CI run
+    of the landing test above failed that way)."""
+    plan = planner()
+    mapping = plan.cfg.mappings["contacts"]
+    for n in range(200):
+        old = event("crm", "7", contact(f"old{n}@example.com")).event
+        plan._source_fp(old, mapping)
+        del old
+        new = event("crm", "7", contact(f"new{n}@example.com")).event
+        assert plan._source_fp(new, mapping) == fingerprint(
+            plan._held(new.values, mapping, "crm"))
