@@ -49,6 +49,7 @@ import asyncpg
 import structlog
 
 from adapters import metrics
+from adapters.remote_capture import remember
 from adapters.write_errors import REASON_TARGET_UNREACHABLE, Refused, Stale, Transient
 from projections.catalog import Side
 from projections.db import CONNECTION_LOST, Conn
@@ -250,6 +251,9 @@ class CommandWriter:
             await commands.done(conn, command)
             await commands.landed(conn, command, record_id=landed.record_id,
                                   modified_time=landed.modified_time)
+            # So that the store's capture takes its copy of this write for old news.
+            await remember(conn, self.store, command.module, landed.record_id,
+                           landed.values, landed.modified_time)
             await Outbox(conn, self.store).append(event, keep_id=False, origin="sync")
 
     async def _creating(self, command: Command) -> bool:

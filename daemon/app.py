@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import functools
 import os
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, TypeVar, cast
 
 import asyncpg
@@ -32,6 +33,9 @@ from adapters.kafka import (
 )
 from adapters.migrate import migrate, pending
 from adapters.remote_store import RemoteStore
+from adapters.zoho.crm import ZohoCrmOptions
+from adapters.zoho.crm_store import zoho_crm_store
+from adapters.zoho.oauth import Credentials
 from daemon import bootstrap
 from daemon.first_sync import first_sync
 from daemon.http.api import ApiContext
@@ -144,8 +148,9 @@ async def run(settings: Settings, stop: asyncio.Event, *, demo: bool = False,
         readers = await create_pool(services.dsn, max_size=READER_POOL_SIZE, connect=False)
         stack.push_async_callback(readers.close)
         startup = Startup()
-        daemon = _Daemon(settings, services, pool, startup, readers=readers,
-                         remote=remote or {})
+        if remote is None:
+            remote = await stack.enter_async_context(hosted_stores(settings))
+        daemon = _Daemon(settings, services, pool, startup, readers=readers, remote=remote)
         await daemon.listen(stack)
         try:
             integration = await daemon.connect(stack, stop, demo=demo)
@@ -160,6 +165,32 @@ async def run(settings: Settings, stop: asyncio.Event, *, demo: bool = False,
             return 1
         return await daemon.serve(integration, stop)
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+@contextlib.asynccontextmanager
+async def hosted_stores(settings: Settings) -> AsyncIterator[dict[Side, RemoteStore]]:
+    """The sides the settings make hosted stores (``crm_store = "zoho"``), their
+    clients closed at the end."""
+    if settings.crm_store != "zoho":
+        yield {}
+        return
+    assert settings.zoho_crm_client_id and settings.zoho_crm_client_secret \
+        and settings.zoho_crm_refresh_token  # the settings' validation
+    options = ZohoCrmOptions(
+        Credentials(client_id=settings.zoho_crm_client_id,
+                    client_secret=settings.zoho_crm_client_secret,
+                    refresh_token=settings.zoho_crm_refresh_token,
+                    data_centre=settings.zoho_crm_data_centre,
+                    accounts_url=settings.zoho_crm_accounts_url),
+        api_url=settings.zoho_crm_api_url, sync_key_field=settings.zoho_crm_sync_key_field)
+    store, client = zoho_crm_store(
+        options, concurrency=settings.zoho_crm_concurrency,
+        poll_interval=settings.zoho_crm_poll_interval,
+        first_window=dt.timedelta(days=settings.initial_sync_window_days))
+    try:
+        yield {"crm": store}
+    finally:
+        await client.close()
 
 
 async def _seed_demo(pool: asyncpg.Pool, integration: IntegrationService) -> None:

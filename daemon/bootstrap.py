@@ -79,6 +79,7 @@ class Pipeline:
     consumer: ConsumerLoop
     relays: dict[str, OutboxRelay] = field(default_factory=dict)
     writers: dict[Side, CommandWriter] = field(default_factory=dict)
+    captures: dict[Side, RootTask] = field(default_factory=dict)
     drain_retry_after: float = 0.5
 
     def projection(self, kind: type[P]) -> P:
@@ -98,6 +99,8 @@ class Pipeline:
             roots[f"relay-{source}"] = relay.run
         for store, writer in self.writers.items():
             roots[f"writer-{store}"] = writer.run
+        for store, capture in self.captures.items():
+            roots[f"capture-{store}"] = capture
         return roots
 
 
@@ -121,6 +124,8 @@ def build(settings: Settings, *, services: Services, pool: asyncpg.Pool,
     writers = {side: CommandWriter(pool, store.target, concurrency=store.concurrency,
                                    backoff=store.backoff)
                for side, store in overrides.remote.items()}
+    captures = {side: store.capture(pool) for side, store in overrides.remote.items()
+                if store.capture is not None}
     security = settings.kafka_security()  # every Kafka client of the pipeline
     consumer = ConsumerLoop(
         pool=pool, bootstrap=services.bootstrap, topic=settings.events_topic,
@@ -139,5 +144,5 @@ def build(settings: Settings, *, services: Services, pool: asyncpg.Pool,
         security=security, idempotence=idempotence)
         for source in SOURCES}
     return Pipeline(settings=settings, pool=pool, sync=sync, projections=projections,
-                    consumer=consumer, relays=relays, writers=writers,
+                    consumer=consumer, relays=relays, writers=writers, captures=captures,
                     drain_retry_after=overrides.drain_retry_after)

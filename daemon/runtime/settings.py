@@ -103,6 +103,35 @@ class Settings(BaseSettings):
     batch_max: int = Field(default=5000, ge=1, le=100_000)
     relay_poll_interval: float = Field(default=1.0, gt=0, le=60)
     relay_resend_after: float = Field(default=30.0, gt=0, le=3600)
+    crm_store: Literal["embedded", "zoho"] = Field(
+        default="embedded", description="The CRM: the embedded store in the daemon's "
+        "database, or a Zoho CRM organisation (docs/hosted.md).")
+    zoho_crm_client_id: str | None = Field(
+        default=None, min_length=1, validate_default=True,
+        description="The Zoho API client's id (crm_store zoho).")
+    zoho_crm_client_secret: SecretStr | None = Field(
+        default=None, validate_default=True,
+        description="The Zoho API client's secret; never logged.")
+    zoho_crm_refresh_token: SecretStr | None = Field(
+        default=None, validate_default=True,
+        description="A refresh token of the integration user, with the scope "
+        "ZohoCRM.modules.ALL; never logged.")
+    zoho_crm_data_centre: Literal["com", "eu", "in", "com.au", "jp", "com.cn"] = Field(
+        default="com", description="The data centre of the Zoho organisation.")
+    zoho_crm_accounts_url: str | None = Field(
+        default=None, description="Overrides the data centre's accounts server (a "
+        "sandbox's, an emulator's).")
+    zoho_crm_api_url: str | None = Field(
+        default=None, description="Overrides the API host the accounts server names.")
+    zoho_crm_sync_key_field: str = Field(
+        default="Syncd_Key", pattern=r"^[A-Za-z][A-Za-z0-9_]{0,99}$",
+        description="API name of the external-id field holding the sync's key of a record.")
+    zoho_crm_poll_interval: float = Field(
+        default=60.0, gt=0, le=86_400, description="Seconds between the polls that "
+        "capture the CRM's changes.")
+    zoho_crm_concurrency: int = Field(
+        default=5, ge=1, le=25, description="Writes to the CRM at once (the edition's "
+        "API concurrency is 5 to 25).")
     startup_wait: float = Field(
         default=600.0, ge=0, le=7 * 86_400, description="Seconds start-up waits for the "
         "database and the broker (capped backoff) before giving up; 0 waits for ever.")
@@ -141,6 +170,13 @@ class Settings(BaseSettings):
                              f" {protocol}")
         if not value.is_file():
             raise ValueError(f"{value}: no such file")
+        return value
+
+    @field_validator("zoho_crm_client_id", "zoho_crm_client_secret", "zoho_crm_refresh_token")
+    @classmethod
+    def _zoho_crm(cls, value: object, info: ValidationInfo) -> object:
+        if info.data.get("crm_store") == "zoho" and value is None:
+            raise ValueError("required with crm_store zoho")
         return value
 
     @field_validator("history_timezone")

@@ -10,30 +10,21 @@ import uuid
 from collections.abc import AsyncIterator
 
 import pytest
-from pydantic import SecretStr
 
 from adapters.command_writer import Backoff
 from adapters.write_errors import Refused
-from adapters.zoho.crm import ZohoCrm, ZohoCrmOptions, zoho_crm_store
-from adapters.zoho.oauth import Credentials
+from adapters.zoho.crm import ZohoCrm
+from adapters.zoho.crm_store import zoho_crm_store
 from projections.mapping import REASON_MANDATORY
 from projections.stores.commands import Command
 from projections.stores.port import SYNC_KEY_FIELD
 from tests.support.pipeline import Pipeline
 from tests.support.zoho_crm_emulator import (
-    CLIENT_ID,
-    CLIENT_SECRET,
     REFRESH_TOKEN,
     Fault,
     ZohoCrmEmulator,
     running_emulator,
 )
-
-
-def options(emulator: ZohoCrmEmulator, *, secret: str = CLIENT_SECRET) -> ZohoCrmOptions:
-    return ZohoCrmOptions(Credentials(
-        client_id=CLIENT_ID, client_secret=SecretStr(secret),
-        refresh_token=SecretStr(REFRESH_TOKEN), accounts_url=emulator.url))
 
 
 @pytest.fixture
@@ -44,7 +35,7 @@ async def emulator() -> AsyncIterator[ZohoCrmEmulator]:
 
 @pytest.fixture
 async def crm(emulator: ZohoCrmEmulator) -> AsyncIterator[ZohoCrm]:
-    client = ZohoCrm(options(emulator))
+    client = ZohoCrm(emulator.options())
     try:
         yield client
     finally:
@@ -106,7 +97,7 @@ async def test_a_create_delivered_twice_is_one_record_and_an_update_is_guarded(
 async def test_tokens_are_refreshed_before_expiry_and_when_refused(
         emulator: ZohoCrmEmulator) -> None:
     emulator.token_ttl = 301.0  # inside the adapter's 300 s margin: every call refreshes
-    client = ZohoCrm(options(emulator))
+    client = ZohoCrm(emulator.options())
     try:
         await client.write(create("accounts", {"account_name": "A"}))
         await asyncio.sleep(1.1)
@@ -124,7 +115,7 @@ async def test_tokens_are_refreshed_before_expiry_and_when_refused(
 
 async def test_a_refused_refresh_token_is_a_refusal_that_names_no_secret(
         emulator: ZohoCrmEmulator) -> None:
-    client = ZohoCrm(options(emulator, secret="wrong-secret"))
+    client = ZohoCrm(emulator.options(secret="wrong-secret"))
     try:
         with pytest.raises(Refused) as refused:
             await client.write(create("accounts", {"account_name": "A"}))
@@ -138,7 +129,7 @@ async def test_a_refused_refresh_token_is_a_refusal_that_names_no_secret(
 @pytest.fixture
 async def zoho_crm(database_url: str, kafka_bootstrap: str, topic_prefix: str,
                    emulator: ZohoCrmEmulator) -> AsyncIterator[Pipeline]:
-    store, client = zoho_crm_store(options(emulator),
+    store, client = zoho_crm_store(emulator.options(),
                                    backoff=Backoff(base=0.05, cap=0.2))
     pipe = Pipeline(database_url, kafka_bootstrap, topic_prefix, remote={"crm": store})
     await pipe.start()

@@ -37,8 +37,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
+from pydantic import SecretStr
 
+from adapters.zoho.crm import ZohoCrmOptions
 from adapters.zoho.crm_fields import FIELDS, MANDATORY, MODULES, from_zoho
+from adapters.zoho.oauth import Credentials
 from projections.events import ChangeEvent
 
 ORG_ZONE = dt.timezone(dt.timedelta(hours=5, minutes=30))
@@ -99,6 +102,13 @@ class ZohoCrmEmulator:
             modified_at=dt.datetime.fromisoformat(record["Modified_Time"]),
             created_at=dt.datetime.fromisoformat(record["Created_Time"]), origin="user",
             captured_at=dt.datetime.now(dt.UTC))
+
+    def options(self, *, secret: str = CLIENT_SECRET) -> ZohoCrmOptions:
+        """The adapter's options for this emulator (its accounts server names it as
+        the API host)."""
+        return ZohoCrmOptions(Credentials(
+            client_id=CLIENT_ID, client_secret=SecretStr(secret),
+            refresh_token=SecretStr(REFRESH_TOKEN), accounts_url=self.url))
 
     def revoke_tokens(self) -> None:
         self.tokens.clear()
@@ -178,7 +188,51 @@ class ZohoCrmEmulator:
         ids = [i for i in request.query.get("ids", "").split(",") if i]
         if len(ids) > 100:
             return _error(400, "LIMIT_EXCEEDED", "more than 100 ids")
-        return _page([table[i] for i in ids if i in table] if ids else list(table.values()))
+        if ids:
+            return _page([table[i] for i in ids if i in table])
+        return self._list(request, list(table.values()))
+
+    def _list(self, request: web.Request, records: list[dict[str, Any]]) -> web.Response:
+        """A records list: ``If-Modified-Since`` (modified after it), ``sort_by`` and
+        ``sort_order``, ``page``/``per_page`` (200 at most) up to the 2,000th record,
+        ``page_token`` past it (not together with ``page``)."""
+        query = request.query
+        if "page" in query and "page_token" in query:
+            return _error(400, "INVALID_REQUEST", "page and page_token together")
+        since = request.headers.get("If-Modified-Since")
+        if since:
+            limit = dt.datetime.fromisoformat(since)
+            records = [r for r in records
+                       if dt.datetime.fromisoformat(r["Modified_Time"]) > limit]
+        if query.get("sort_by") == "Modified_Time":
+            records.sort(key=lambda r: (dt.datetime.fromisoformat(r["Modified_Time"]),
+                                        r["id"]), reverse=query.get("sort_order") == "desc")
+        per_page = min(int(query.get("per_page", "200")), 200)
+        if "page_token" in query:
+            start = int(query["page_token"])
+        else:
+            start = (int(query.get("page", "1")) - 1) * per_page
+            if start + per_page > 2000 and start >= 2000:
+                return _error(400, "LIMIT_EXCEEDED", "use page_token past 2,000 records")
+        chunk = records[start:start + per_page]
+        if not chunk:
+            return web.Response(status=204)
+        more = start + per_page < len(records)
+        info: dict[str, Any] = {"per_page": per_page, "count": len(chunk),
+                                "more_records": more}
+        if "page_token" not in query:
+            info["page"] = int(query.get("page", "1"))
+        if more:
+            info["next_page_token"] = str(start + per_page)
+        return web.json_response({"data": chunk, "info": info})
+
+    def person_creates(self, module: str, fields: dict[str, Any]) -> str:
+        """A person creates a record in the CRM (not through the API under test)."""
+        now = self._now()
+        record_id = str(next(self._ids))
+        self.module(module)[record_id] = {"id": record_id, **fields, "Created_Time": now,
+                                          "Modified_Time": now}
+        return record_id
 
     async def _get_one(self, request: web.Request) -> web.Response:
         record = self._table(request).get(request.match_info["id"])

@@ -71,3 +71,14 @@ def test_session_timeout_default_follows_the_broker_kind() -> None:
     chosen = Settings(consumer_session_timeout_ms=20_000)
     assert chosen.session_timeout_ms(embedded=True) == 20_000
     assert chosen.session_timeout_ms(embedded=False) == 20_000
+
+
+def test_a_zoho_crm_needs_its_credentials_and_keeps_them_secret(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SYNCD_CRM_STORE", "zoho")
+    with pytest.raises(SettingsError, match="SYNCD_ZOHO_CRM_REFRESH_TOKEN"):
+        load_settings(zoho_crm_client_id="1000.X", zoho_crm_client_secret="s3cret-value")
+    settings = load_settings(zoho_crm_client_id="1000.X", zoho_crm_client_secret="s3cret-value",
+                             zoho_crm_refresh_token="1000.r3fresh")
+    assert settings.crm_store == "zoho" and settings.zoho_crm_data_centre == "com"
+    assert "s3cret-value" not in repr(settings) and "r3fresh" not in repr(settings)

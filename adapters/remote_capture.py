@@ -1,0 +1,119 @@
+"""A remote store's change capture: records fetched from it become change events in
+its outbox, each naming only the fields that changed since the daemon last saw the
+record.
+
+A hosted store reports changes by record, not by field (a notification names the
+record, the reconciliation poll returns records modified since a time), and a
+change event must say which fields it touched: merged as touching every field, a
+change would restamp the fields it did not touch and beat a newer edit of them on
+the other side. So the daemon keeps the values it last saw of each remote record
+(``syncd.remote_records``): a record fetched again is compared with them, and only
+a newer copy that differs is a change. The sync's own writes are remembered when
+they land (the writer's ``remember``), so their copy fetched back is not a change.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+import asyncpg
+import msgspec
+
+from projections.catalog import Side
+from projections.db import Conn, loads_json
+from projections.events import ChangeEvent, Origin
+from projections.stores.outbox import Outbox
+from projections.stores.port import Values
+
+_TIMES = ("modified_time", "created_time")
+
+
+async def remember(conn: Conn, store: Side, module: str, record_id: str, values: Values,
+                   modified_time: dt.datetime) -> None:
+    """The store holds ``values`` of the record as of ``modified_time`` (kept only if
+    newer than what is remembered)."""
+    await conn.execute(
+        "INSERT INTO syncd.remote_records (store, module, record_id, \"values\","
+        " modified_time) VALUES ($1, $2, $3, $4::jsonb, $5)"
+        " ON CONFLICT (store, module, record_id) DO UPDATE"
+        " SET \"values\" = EXCLUDED.\"values\", modified_time = EXCLUDED.modified_time"
+        " WHERE syncd.remote_records.modified_time < EXCLUDED.modified_time",
+        store, module, record_id, msgspec.json.encode(values).decode(), modified_time)
+
+
+def changed_fields(before: Values, after: Values) -> list[str]:
+    """The fields of ``after`` (what was fetched: a poll may not ask for every field)
+    whose values differ from ``before``, times aside."""
+    return sorted(n for n in set(after) - {*_TIMES, "id"} if before.get(n) != after.get(n))
+
+
+class RemoteCapture:
+    """Turns fetched records of one remote store into change events, once each."""
+
+    def __init__(self, pool: asyncpg.Pool, store: Side) -> None:
+        self.pool = pool
+        self.store: Side = store
+
+    async def observed(self, module: str, records: Sequence[tuple[str, Values]], *,
+                       origin: Origin = "user") -> int:
+        """Capture ``records`` (``(id, values)``, the values with ``modified_time`` and
+        ``created_time`` as the store gave them) in one transaction: a record not
+        seen before is a ``create``, a newer copy that differs an ``update`` of the
+        fields that differ; anything else is old news. Returns the events appended."""
+        if not records:
+            return 0
+        appended = 0
+        async with self.pool.acquire() as conn, conn.transaction():
+            known = {row["record_id"]: row for row in await conn.fetch(
+                "SELECT record_id, \"values\", modified_time FROM syncd.remote_records"
+                " WHERE store = $1 AND module = $2 AND record_id = ANY($3::text[])"
+                " FOR UPDATE", self.store, module, [record_id for record_id, _ in records])}
+            outbox = Outbox(conn, self.store)
+            for record_id, values in records:
+                modified = _time(values["modified_time"])
+                seen = known.get(record_id)
+                if seen is not None and seen["modified_time"] >= modified:
+                    continue  # this copy, or a newer one, was seen already
+                before = {} if seen is None else loads_json(seen["values"])
+                changed = None if seen is None else changed_fields(before, values)
+                values = {**before, **values}  # what was not fetched is as it was
+                if changed == []:
+                    # Only its time moved (a field the sync does not read, say).
+                    await remember(conn, self.store, module, record_id, values, modified)
+                    continue
+                await outbox.append(ChangeEvent(
+                    event_id=uuid.uuid4(), source=self.store, module=module,
+                    record_id=record_id, op="create" if seen is None else "update",
+                    values=values, changed=changed, modified_at=modified,
+                    created_at=_time(values.get("created_time") or values["modified_time"]),
+                    origin=origin if seen is None else "user",
+                    captured_at=dt.datetime.now(dt.UTC)), keep_id=False,
+                    origin=origin if seen is None else "user")
+                await remember(conn, self.store, module, record_id, values, modified)
+                appended += 1
+        return appended
+
+    async def cursor(self, module: str) -> dt.datetime | None:
+        async with self.pool.acquire() as conn:
+            value: dt.datetime | None = await conn.fetchval(
+                "SELECT modified_since FROM syncd.remote_cursors WHERE store = $1"
+                " AND module = $2", self.store, module)
+        return value
+
+    async def advance(self, module: str, since: dt.datetime) -> None:
+        async with self.pool.acquire() as conn:
+            await conn.execute(
+                "INSERT INTO syncd.remote_cursors (store, module, modified_since)"
+                " VALUES ($1, $2, $3) ON CONFLICT (store, module) DO UPDATE"
+                " SET modified_since = greatest(syncd.remote_cursors.modified_since,"
+                " EXCLUDED.modified_since)", self.store, module, since)
+
+
+def _time(value: Any) -> dt.datetime:
+    if isinstance(value, dt.datetime):
+        return value
+    parsed = dt.datetime.fromisoformat(str(value))
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
