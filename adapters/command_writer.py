@@ -13,6 +13,9 @@ one transaction with what came of it:
 * refused (``write_errors.Refused``): the command goes and its cause event's
   outcome is a failure with the refusal's reason, retryable like any failure; the
   record's later commands go on;
+* unavailable (``write_errors.Unavailable``: credentials, a scope or the licence
+  refused): nothing is failed; every write to the target waits ``recheck`` seconds
+  and is tried again, and ``unavailable`` says why (``/readyz``, a metric);
 * stale (``write_errors.Stale``: the record changed after the newest change of it
   the sync had seen): the command goes, for that newer change, whose event the
   store's capture brings (the port's contract for a deferred store); until then what
@@ -50,7 +53,13 @@ import structlog
 
 from adapters import metrics
 from adapters.remote_capture import remember
-from adapters.write_errors import REASON_TARGET_UNREACHABLE, Refused, Stale, Transient
+from adapters.write_errors import (
+    REASON_TARGET_UNREACHABLE,
+    Refused,
+    Stale,
+    Transient,
+    Unavailable,
+)
 from projections.catalog import Side
 from projections.db import CONNECTION_LOST, Conn
 from projections.events import ChangeEvent
@@ -105,7 +114,7 @@ class Backoff:
 class CommandWriter:
     def __init__(self, pool: asyncpg.Pool, target: Target, *, concurrency: int = 8,
                  backoff: Backoff | None = None, poll_interval: float = 5.0,
-                 attempt_timeout: float = 30.0) -> None:
+                 attempt_timeout: float = 30.0, recheck: float = 60.0) -> None:
         self.pool = pool
         self.target = target
         self.store: Side = target.store
@@ -115,6 +124,9 @@ class CommandWriter:
         self.attempt_timeout = attempt_timeout
         self.active = asyncio.Event()
         self.hold_until = 0.0  # time.monotonic(): a Retry-After holds the whole target
+        self.recheck = recheck
+        self.unavailable: str | None = None
+        """Why no write can go to the target (``Unavailable``), until one lands."""
 
     @property
     def lock_key(self) -> int:
@@ -204,6 +216,9 @@ class CommandWriter:
         started = time.perf_counter()
         try:
             landed = await asyncio.wait_for(self.target.write(command), self.attempt_timeout)
+        except Unavailable as err:
+            metrics.COMMAND_ATTEMPTS.labels(self.store, "unavailable").inc()
+            self._unavailable(err.detail)
         except Stale as err:
             metrics.COMMAND_ATTEMPTS.labels(self.store, "stale").inc()
             log.info("write_superseded", store=self.store, module=command.module,
@@ -234,10 +249,23 @@ class CommandWriter:
                 metrics.COMMAND_HELD_SECONDS.labels(self.store).inc(asked)
             await self._transient(command, detail, asked)
         else:
+            if self.unavailable is not None:
+                log.info("store_available_again", store=self.store)
+                self.unavailable = None
+                metrics.STORE_UNAVAILABLE.labels(self.store).set(0)
             metrics.COMMAND_ATTEMPTS.labels(self.store, "landed").inc()
             metrics.COMMAND_DELIVERY_SECONDS.labels(self.store).observe(
                 time.perf_counter() - started)
             await self._landed(command, landed)
+
+    def _unavailable(self, detail: str) -> None:
+        """Hold every write until ``recheck`` seconds from now, and say so once."""
+        if self.unavailable is None:
+            log.error("store_unavailable", store=self.store, detail=detail,
+                      retry_in=self.recheck)
+        self.unavailable = detail
+        metrics.STORE_UNAVAILABLE.labels(self.store).set(1)
+        self.hold_until = max(self.hold_until, time.monotonic() + self.recheck)
 
     async def _landed(self, command: Command, landed: Landed) -> None:
         event = ChangeEvent(

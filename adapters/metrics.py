@@ -101,6 +101,16 @@ COMMAND_ATTEMPTS = Counter(
     " (landed, transient: retried later, refused: in the failure log, expired: failed"
     " as target unreachable after the retry budget).", ["store", "result"],
 )
+STORE_WAITS = Counter(
+    "syncd_batch_store_waits_total",
+    "Batches rolled back to be read again because a remote store they had to read"
+    " (match candidates, records) did not answer.",
+)
+STORE_UNAVAILABLE = Gauge(
+    "syncd_store_unavailable",
+    "1 while a remote store takes no write until a person acts (credentials, a scope"
+    " or the licence refused); its writes wait, none fails.", ["store"],
+)
 COMMAND_HELD_SECONDS = Counter(
     "syncd_command_held_seconds_total",
     "Seconds a remote store's writer held all writes back because the target asked"

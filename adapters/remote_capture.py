@@ -30,6 +30,13 @@ from projections.stores.port import Values
 
 _TIMES = ("modified_time", "created_time")
 
+WAKE_CHANNEL = "syncd_capture"
+"""Woken with the store as payload when it notified a change (its capture listens)."""
+
+
+async def wake(conn: Conn, store: Side) -> None:
+    await conn.execute("SELECT pg_notify($1, $2)", WAKE_CHANNEL, store)
+
 
 async def remember(conn: Conn, store: Side, module: str, record_id: str, values: Values,
                    modified_time: dt.datetime) -> None:

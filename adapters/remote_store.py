@@ -25,6 +25,8 @@ class RemoteStore:
     concurrency: int = 8
     """Records written at once (each record's writes stay in order)."""
     backoff: Backoff = field(default_factory=Backoff)
+    recheck: float = 60.0
+    """Seconds between tries while the store takes no write (``Unavailable``)."""
     capture: Callable[[asyncpg.Pool], RootTask] | None = None
     """Makes the store's change capture (a root task on the daemon's pool: a poll,
     a notification intake), which puts its changes into its outbox."""

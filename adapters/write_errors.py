@@ -57,6 +57,12 @@ class Stale(WriteError):
     event brings the sync's decision again."""
 
 
+class Unavailable(WriteError):
+    """No write can go to the target until a person acts: its credentials refused, a
+    scope or licence missing. Nothing is failed: every write waits, the writer says
+    so (its status, ``/readyz``, a metric) and tries again now and then."""
+
+
 class Refused(WriteError):
     """The target will not take this write as it is: ``reason`` is the failure
     log's, ``detail`` what the target said."""

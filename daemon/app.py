@@ -21,6 +21,7 @@ from eventsourcing.persistence import InterfaceError as PersistenceInterfaceErro
 from eventsourcing.persistence import OperationalError as PersistenceOperationalError
 
 from adapters import metrics
+from adapters.command_writer import CommandWriter
 from adapters.demo import products_department
 from adapters.demo import seed as seed_demo
 from adapters.integration_store import IntegrationService
@@ -34,9 +35,11 @@ from adapters.kafka import (
 from adapters.migrate import migrate, pending
 from adapters.remote_store import RemoteStore
 from adapters.zoho.crm import ZohoCrmOptions
+from adapters.zoho.crm_poll import Notifications
 from adapters.zoho.crm_store import zoho_crm_store
 from adapters.zoho.oauth import Credentials
 from daemon import bootstrap
+from daemon.consumer import ConsumerLoop
 from daemon.first_sync import first_sync
 from daemon.http.api import ApiContext
 from daemon.http.board import BoardContext
@@ -183,10 +186,17 @@ async def hosted_stores(settings: Settings) -> AsyncIterator[dict[Side, RemoteSt
                     data_centre=settings.zoho_crm_data_centre,
                     accounts_url=settings.zoho_crm_accounts_url),
         api_url=settings.zoho_crm_api_url, sync_key_field=settings.zoho_crm_sync_key_field)
+    notifications = None
+    if settings.zoho_crm_notify_url and settings.zoho_crm_channel_token:
+        notifications = Notifications(
+            notify_url=settings.zoho_crm_notify_url, token=settings.zoho_crm_channel_token,
+            channel_id=settings.zoho_crm_channel_id,
+            span=dt.timedelta(hours=settings.zoho_crm_channel_hours))
     store, client = zoho_crm_store(
         options, concurrency=settings.zoho_crm_concurrency,
         poll_interval=settings.zoho_crm_poll_interval,
-        first_window=dt.timedelta(days=settings.initial_sync_window_days))
+        first_window=dt.timedelta(days=settings.initial_sync_window_days),
+        notifications=notifications)
     try:
         yield {"crm": store}
     finally:
@@ -207,6 +217,14 @@ async def _seed_demo(pool: asyncpg.Pool, integration: IntegrationService) -> Non
     except InvalidCommand as err:
         # Another replica set it up meanwhile, or someone deleted it: theirs stands.
         log.warning("demo_integration_skipped", code=err.code, error=str(err))
+
+
+async def _store_ready(writer: CommandWriter, projector: ConsumerLoop) -> str | None:
+    if writer.unavailable is not None:
+        return f"unavailable: {writer.unavailable}"
+    if projector.store_wait is not None:
+        return f"batches wait for it: {projector.store_wait}"
+    return None
 
 
 class _NotOpenYet:
@@ -243,12 +261,19 @@ class _Daemon:
         self.checks: dict[str, ReadinessCheck] = {
             "database": self.database_ready, "broker": self.broker_ready,
             "consumer": self.consumer_ready}
+        for side, writer in self.pipeline.writers.items():
+            # A remote store that takes no write until a person acts, by name; or one
+            # the batches cannot read.
+            self.checks[f"{side}-store"] = functools.partial(
+                _store_ready, writer, self.projector)
         self.api = ApiContext(
             pool=readers, integration=cast(IntegrationService, _NotOpenYet()),
             tokens=token_table(settings),
             webhook_secrets={k: v.get_secret_value().encode()
                              for k, v in settings.webhook_secrets.items()},
             history_timezone=settings.history_timezone, config=self.read_config,
+            zoho_crm_channel_token=None if settings.zoho_crm_channel_token is None
+            else settings.zoho_crm_channel_token.get_secret_value().encode(),
             lag=self.projector.lag, last_applied_at=lambda: self.projector.last_applied_at)
 
     def read_config(self) -> SyncConfig:

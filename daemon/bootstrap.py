@@ -122,7 +122,7 @@ def build(settings: Settings, *, services: Services, pool: asyncpg.Pool,
     sync.stores = StoreKinds(remote={side: store.reads
                                      for side, store in overrides.remote.items()})
     writers = {side: CommandWriter(pool, store.target, concurrency=store.concurrency,
-                                   backoff=store.backoff)
+                                   backoff=store.backoff, recheck=store.recheck)
                for side, store in overrides.remote.items()}
     captures = {side: store.capture(pool) for side, store in overrides.remote.items()
                 if store.capture is not None}

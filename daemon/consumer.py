@@ -20,6 +20,7 @@ from aiokafka.errors import KafkaError
 
 from adapters import metrics
 from adapters.kafka import NO_SECURITY, KafkaSecurity, make_consumer, refusal
+from adapters.write_errors import WriteError
 from projections.batch import (
     BatchOutcome,
     Message,
@@ -76,6 +77,10 @@ class ConsumerLoop:
         self.security = security
         self.positions: dict[tuple[str, int], int] = {}
         self.joined = asyncio.Event()
+        self.store_wait: str | None = None
+        """Why the last batch could not be decided: a remote store it must read (until
+        a batch commits)."""
+        self._store_waits = 0
         self.consumer: AIOKafkaConsumer | None = None
         self.last_applied_at: float | None = None
         self._last_kafka_commit = 0.0
@@ -145,7 +150,16 @@ class ConsumerLoop:
         try:
             await consumer.start()
             while not stop.is_set():
-                batch = await consumer.getmany(timeout_ms=200, max_records=self.batch_max)
+                try:
+                    # Bounded: the watchdog below runs between fetches, and a fetch stuck
+                    # in a group rejoin that never ends would keep it from ever firing.
+                    batch = await asyncio.wait_for(
+                        consumer.getmany(timeout_ms=200, max_records=self.batch_max),
+                        self.stall_after)
+                except TimeoutError:
+                    log.warning("consumer_stalled_restarting", topic=self.topic,
+                                seconds=self.stall_after, reason="fetch did not return")
+                    return True
                 if batch and await self._apply(consumer, batch):
                     watchdog.progress()
                 await self._detect_broker_reset(consumer)
@@ -222,6 +236,20 @@ class ConsumerLoop:
             async with self.pool.acquire() as conn:
                 outcome = await apply_batch(conn, group_id=self.group_id, messages=messages,
                                             starts=starts, projections=self.projections)
+        except WriteError as err:
+            # A remote store could not be read while the batch decided (away, rate
+            # limited, its credentials refused): the batch rolled back; it is read
+            # again from the stored offsets after a pause, and nothing is failed.
+            self._batch_ended(None)
+            self.store_wait = err.detail
+            self._store_waits += 1
+            metrics.STORE_WAITS.inc()
+            delay = min(10.0, 0.5 * 2 ** min(self._store_waits - 1, 5))
+            log.warning("batch_waits_for_store", error=f"{type(err).__name__}: {err.detail}",
+                        retry_in=delay, partitions=sorted(p for _, p in starts))
+            await asyncio.sleep(delay)
+            await self._rewind(consumer, starts)
+            return False
         except (asyncpg.DeadlockDetectedError, asyncpg.SerializationError) as err:
             self._batch_ended(None)
             # Another replica (or the resume drain) holds the same links or match keys:
@@ -233,6 +261,7 @@ class ConsumerLoop:
             await self._rewind(consumer, starts)
             return False
         ended = time.perf_counter()
+        self.store_wait, self._store_waits = None, 0
         if outcome.fenced is not None:
             self._batch_ended(None, ended)
             metrics.FENCED_BATCHES.inc()

@@ -20,7 +20,8 @@ delivers to (``write``). Field names are translated by ``crm_fields``.
   honoured); an expired access token (401 ``INVALID_TOKEN``) is refreshed once and
   the call made again; a record's error code (``MANDATORY_NOT_FOUND``,
   ``INVALID_DATA``, ``DUPLICATE_DATA``, …) is a refusal with the failure log's
-  reason (``write_errors.REASON_BY_CODE``).
+  reason (``write_errors.REASON_BY_CODE``); credentials, scopes, permissions or the
+  licence refused are ``Unavailable``: every write waits, none fails.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from adapters.write_errors import (
     Refused,
     Stale,
     Transient,
+    Unavailable,
     classify_http,
 )
 from adapters.zoho.crm_fields import FIELDS, from_zoho, module_name, to_zoho, zoho_time
@@ -49,6 +51,11 @@ from projections.stores.port import SYNC_KEY_FIELD, Found, Held, is_placeholder
 from projections.sync_plan import match_keys
 
 IDS_PER_READ = 100
+UNAVAILABLE_CODES = frozenset({"OAUTH_SCOPE_MISMATCH", "NO_PERMISSION", "AUTHENTICATION_FAILURE",
+                               "INVALID_TOKEN", "LICENSE_LIMIT_EXCEEDED"})
+"""Whole-call errors only a person can mend (a scope, a permission, the licence):
+``Unavailable``, not a failure of each record (``AUTHENTICATION_FAILURE`` and
+``INVALID_TOKEN`` after the one refresh)."""
 PAGED_RECORDS = 2000
 """Records a list call reaches by ``page``; past them, only ``page_token``."""
 API_PATH = "/crm/v8"
@@ -138,6 +145,21 @@ class ZohoCrm:
                 params.pop("page", None)
                 params["page_token"] = str(info["next_page_token"])
 
+    async def watch(self, *, channel_id: int, events: Sequence[str], notify_url: str,
+                    token: str, expiry: dt.datetime, renew: bool) -> dt.datetime:
+        """Subscribe the notification channel (``POST /crm/v8/actions/watch``), or
+        renew it (``PATCH``), until ``expiry`` (a week at most); returns the expiry
+        Zoho granted."""
+        body = {"watch": [{"channel_id": channel_id, "events": list(events),
+                           "notify_url": notify_url, "token": token,
+                           "channel_expiry": expiry.isoformat(timespec="seconds")}]}
+        answer = await self._call("PATCH" if renew else "POST", "/actions/watch", json=body)
+        outcome = (answer.get("watch") or [{}])[0] if isinstance(answer, dict) else {}
+        if outcome.get("code") != "SUCCESS":
+            raise Refused(REASON_REFUSED, f"the notification channel was refused: {outcome}")
+        granted = [e.get("channel_expiry") for e in outcome["details"].get("events", [])]
+        return min((zoho_time(g) for g in granted if g), default=expiry)
+
     def _values(self, module: str, record: dict[str, Any]) -> dict[str, Any]:
         values = from_zoho(module, record, sync_key_field=self.options.sync_key_field)
         values["id"] = str(record["id"])
@@ -222,14 +244,17 @@ class ZohoCrm:
                             "INVALID_TOKEN", "AUTHENTICATION_FAILURE"):
                         tokens.expired()
                         continue
+                    if _code(answer) in UNAVAILABLE_CODES:
+                        raise Unavailable(f"Zoho CRM: {_code(answer)}"
+                                          f" {answer.get('message', '')}".strip())
                     if response.status >= 300 and not _per_record(answer):
                         raise classify_http(response.status, response.headers, answer)
                     return answer
             except (aiohttp.ClientError, TimeoutError) as err:
                 raise Transient(f"{type(err).__name__}: {err}") from None
             except AuthenticationFailed as err:
-                raise Refused(REASON_REFUSED, str(err)) from None
-        raise Refused(REASON_REFUSED, "Zoho CRM refused a freshly refreshed access token")
+                raise Unavailable(str(err)) from None
+        raise Unavailable("Zoho CRM refused a freshly refreshed access token")
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None:

@@ -11,20 +11,22 @@ from adapters.command_writer import Backoff
 from adapters.remote_capture import RemoteCapture
 from adapters.remote_store import RemoteStore, RootTask
 from adapters.zoho.crm import ZohoCrm, ZohoCrmOptions
-from adapters.zoho.crm_poll import ZohoCrmPoll
+from adapters.zoho.crm_poll import Notifications, ZohoCrmPoll
 
 
 def zoho_crm_store(options: ZohoCrmOptions, *, concurrency: int = 5,
                    backoff: Backoff | None = None, poll_interval: float = 60.0,
-                   first_window: dt.timedelta = dt.timedelta(days=30)
+                   first_window: dt.timedelta = dt.timedelta(days=30),
+                   notifications: Notifications | None = None
                    ) -> tuple[RemoteStore, ZohoCrm]:
     """Zoho CRM as the CRM side (``Overrides.remote``), its capture the poll every
-    ``poll_interval`` seconds (``crm_poll``), and its client (to close)."""
+    ``poll_interval`` seconds, woken by ``notifications`` (``crm_poll``), and its
+    client (to close)."""
     crm = ZohoCrm(options)
 
     def capture(pool: asyncpg.Pool) -> RootTask:
         return ZohoCrmPoll(crm, RemoteCapture(pool, "crm"), interval=poll_interval,
-                           first_window=first_window).run
+                           first_window=first_window, notifications=notifications).run
 
     return RemoteStore(reads=crm, target=crm, concurrency=concurrency,
                        backoff=backoff or Backoff(), capture=capture), crm

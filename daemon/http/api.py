@@ -8,6 +8,7 @@ the answer. The paths, roles and bodies are in ``routes.py``.
 from __future__ import annotations
 
 import datetime as dt
+import hmac
 import time
 import uuid
 from collections.abc import Callable
@@ -48,6 +49,8 @@ class ApiContext:
     config: Callable[[], SyncConfig]
     lag: Callable[[], dict[int, int]]
     last_applied_at: Callable[[], float | None]
+    zoho_crm_channel_token: bytes | None = None
+    """The token Zoho CRM's notifications must carry (none: no notification intake)."""
 
 
 def _by(request: web.Request) -> str:
@@ -210,3 +213,24 @@ async def webhook(ctx: ApiContext, request: web.Request, _body: None) -> web.Res
         raise ApiError(400, "invalid_body", str(err)) from None
     await webhooks.accept(ctx.pool, event)
     return web.json_response({"event_id": str(event.event_id)}, status=202)
+
+
+async def zoho_crm_notification(ctx: ApiContext, request: web.Request,
+                                _body: None) -> web.Response:
+    """A Zoho CRM notification: its channel token checked, then the CRM's capture is
+    woken (on whichever replica polls) and Zoho answered at once. Nothing else is
+    written: the poll the notification wakes is what captures the records, so a
+    notification lost, or answered and then the daemon killed, costs one poll
+    interval of delay, not a change."""
+    expected = ctx.zoho_crm_channel_token
+    if expected is None:
+        raise ApiError(404, "not_configured", "no Zoho CRM notification intake")
+    raw = await bodies.read_raw(request)
+    try:
+        notice = msgspec.json.decode(raw, type=bodies.ZohoCrmNotification)
+    except (msgspec.ValidationError, msgspec.DecodeError) as err:
+        raise ApiError(400, "invalid_body", str(err)) from None
+    if not hmac.compare_digest((notice.token or "").encode(), expected):
+        raise ApiError(401, "bad_channel_token", "the notification's channel token is wrong")
+    await webhooks.wake_capture(ctx.pool, "crm")
+    return web.json_response({"accepted": len(notice.ids)})

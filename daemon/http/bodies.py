@@ -62,6 +62,17 @@ class WebhookChange(msgspec.Struct, forbid_unknown_fields=True):
     event_id: uuid.UUID | None = None
 
 
+class ZohoCrmNotification(msgspec.Struct):
+    """A Zoho CRM notification (``actions/watch``): which records of a module changed.
+    Zoho sends more fields than these (``resource_uri``, ``query_params``, ...)."""
+
+    channel_id: int | str
+    module: str
+    operation: str
+    token: str | None = None
+    ids: list[str] = []
+
+
 async def read_raw(request: web.Request) -> bytes:
     raw = await request.read()
     if len(raw) > MAX_BODY:

@@ -87,6 +87,8 @@ API_ROUTES: list[Route[api.ApiContext]] = [
          "Retry by ids, by reason, or all"),
     _api("post", "/webhooks/{source:desk|crm}", "signature", bodies.WebhookChange,
          api.webhook, "Change notification (HMAC-SHA256)"),
+    _api("post", "/webhooks/zoho-crm", "signature", bodies.ZohoCrmNotification,
+         api.zoho_crm_notification, "Zoho CRM notification (its channel token)"),
 ]
 """The admin API and the webhook intake."""
 

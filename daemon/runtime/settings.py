@@ -129,6 +129,17 @@ class Settings(BaseSettings):
     zoho_crm_poll_interval: float = Field(
         default=60.0, gt=0, le=86_400, description="Seconds between the polls that "
         "capture the CRM's changes.")
+    zoho_crm_notify_url: str | None = Field(
+        default=None, pattern=r"^https?://", description="The daemon's /webhooks/zoho-crm "
+        "as Zoho reaches it; unset: no notifications, the poll alone.")
+    zoho_crm_channel_token: SecretStr | None = Field(
+        default=None, validate_default=True, description="The token Zoho sends with "
+        "each notification (required with a notify URL); never logged.")
+    zoho_crm_channel_id: int = Field(
+        default=1_480_000_001, ge=1, description="The notification channel's id.")
+    zoho_crm_channel_hours: float = Field(
+        default=24.0, gt=0, le=168, description="How long a notification channel is "
+        "subscribed for (renewed with a quarter left; a week at most).")
     zoho_crm_concurrency: int = Field(
         default=5, ge=1, le=25, description="Writes to the CRM at once (the edition's "
         "API concurrency is 5 to 25).")
@@ -177,6 +188,15 @@ class Settings(BaseSettings):
     def _zoho_crm(cls, value: object, info: ValidationInfo) -> object:
         if info.data.get("crm_store") == "zoho" and value is None:
             raise ValueError("required with crm_store zoho")
+        return value
+
+    @field_validator("zoho_crm_channel_token")
+    @classmethod
+    def _channel_token(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        if info.data.get("zoho_crm_notify_url") and value is None:
+            raise ValueError("required with zoho_crm_notify_url")
+        if value is not None and len(value.get_secret_value()) < 16:
+            raise ValueError("at least 16 characters")
         return value
 
     @field_validator("history_timezone")

@@ -5,14 +5,16 @@ and writes alone, and as the CRM side of the sync, with the embedded desk."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 
+from adapters import metrics
 from adapters.command_writer import Backoff
-from adapters.write_errors import Refused
+from adapters.write_errors import Unavailable
 from adapters.zoho.crm import ZohoCrm
 from adapters.zoho.crm_store import zoho_crm_store
 from projections.mapping import REASON_MANDATORY
@@ -113,11 +115,11 @@ async def test_tokens_are_refreshed_before_expiry_and_when_refused(
         await client.close()
 
 
-async def test_a_refused_refresh_token_is_a_refusal_that_names_no_secret(
+async def test_a_refused_refresh_token_makes_the_crm_unavailable_naming_no_secret(
         emulator: ZohoCrmEmulator) -> None:
     client = ZohoCrm(emulator.options(secret="wrong-secret"))
     try:
-        with pytest.raises(Refused) as refused:
+        with pytest.raises(Unavailable) as refused:
             await client.write(create("accounts", {"account_name": "A"}))
         assert "invalid_client" in str(refused.value)
         assert "wrong-secret" not in str(refused.value)
@@ -197,3 +199,54 @@ def test_zoho_times_carry_the_orgs_offset() -> None:
     from adapters.zoho.crm_fields import zoho_time
     assert zoho_time("2026-12-02T10:00:00+05:30") == dt.datetime(2026, 12, 2, 4, 30,
                                                                  tzinfo=dt.UTC)
+
+
+async def test_credentials_refused_hold_every_write_without_a_failure(
+        database_url: str, kafka_bootstrap: str, topic_prefix: str,
+        emulator: ZohoCrmEmulator) -> None:
+    """The CRM's refresh token is revoked: nothing can be read or written there. None
+    fails: a write waits in the command outbox (the writer says why: its status, the
+    gauge), a batch that must read the CRM waits and is read again (the projector says
+    why); once the token works again, everything lands."""
+    store, client = zoho_crm_store(emulator.options(), backoff=Backoff(base=0.05, cap=0.2))
+    pipe = Pipeline(database_url, kafka_bootstrap, topic_prefix,
+                    remote={"crm": dataclasses.replace(store, recheck=0.3)})
+    await pipe.start()
+    try:
+        contact = await pipe.fetchval("INSERT INTO desk.contacts (last_name, email)"
+                                      " VALUES ('Known', 'known@x.example') RETURNING id")
+        await pipe.drain()
+        emulator.revoke_tokens()
+        emulator.refresh_refused = True
+        await pipe.execute("UPDATE desk.contacts SET phone = '1' WHERE id = $1", contact)
+        writer = pipe.parts.writers["crm"]
+        await until(lambda: writer.unavailable is not None)
+        assert "invalid_client" in (writer.unavailable or "")
+        assert metrics.STORE_UNAVAILABLE.labels("crm")._value.get() == 1
+        await pipe.execute("INSERT INTO desk.contacts (last_name, email)"
+                           " VALUES ('New', 'new@x.example')")  # its batch must search
+        await until(lambda: pipe.projector.store_wait is not None)
+        await asyncio.sleep(1.0)  # a few rechecks, a few batch retries
+        assert await pipe.fetchval("SELECT count(*) FROM sync.commands") == 1
+        assert await pipe.fetchval("SELECT max(attempts) FROM sync.commands") == 0
+        assert await pipe.fetchval("SELECT count(*) FROM sync.failures") == 0
+        emulator.refresh_refused = False
+        await pipe.drain()
+        assert sorted(r["Last_Name"] for r in emulator.module("contacts").values()) == [
+            "Known", "New"]
+        assert [r.get("Phone") for r in emulator.module("contacts").values()
+                if r["Last_Name"] == "Known"] == ["1"]
+        assert writer.unavailable is None and pipe.projector.store_wait is None
+        assert metrics.STORE_UNAVAILABLE.labels("crm")._value.get() == 0
+        assert await pipe.fetchval("SELECT count(*) FROM sync.failures") == 0
+    finally:
+        await pipe.close()
+        await client.close()
+
+
+async def until(check: Callable[[], bool], timeout: float = 20) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not check():
+        assert loop.time() < deadline, "timed out"
+        await asyncio.sleep(0.05)

@@ -18,8 +18,9 @@ from structlog.testing import capture_logs
 from adapters.command_writer import Backoff, CommandWriter
 from adapters.remote_capture import RemoteCapture
 from adapters.zoho.crm import ZohoCrm
-from adapters.zoho.crm_poll import ZohoCrmPoll
+from adapters.zoho.crm_poll import Notifications, ZohoCrmPoll
 from adapters.zoho.crm_store import zoho_crm_store
+from daemon.runtime.embedded import free_port
 from projections.db import loads_json
 from projections.stores import commands
 from projections.stores.commands import Command
@@ -160,3 +161,71 @@ async def test_the_daemon_configured_for_zoho_crm(
     text = repr(logs)
     assert CLIENT_SECRET not in text and REFRESH_TOKEN not in text
     assert not any(token in text for token in emulator.tokens)
+
+
+async def test_a_notification_wakes_the_poll_and_a_wrong_token_is_refused(
+        database_url: str, kafka_bootstrap: str, topic_prefix: str, data_dir: Path,
+        emulator: ZohoCrmEmulator) -> None:
+    """With a notify URL the daemon subscribes a channel; Zoho's notification of a
+    person's edit (its token checked) wakes the poll at once: the desk has the edit
+    long before the 60 s poll interval. A notification with another token is a 401
+    and captures nothing."""
+    port = free_port()
+    token = "channel-token-0123456789"
+    async with running_daemon(
+            database_url, kafka_bootstrap, topic_prefix, data_dir, crm_store="zoho",
+            http_listen=f"127.0.0.1:{port}", zoho_crm_client_id=CLIENT_ID,
+            zoho_crm_client_secret=SecretStr(CLIENT_SECRET),
+            zoho_crm_refresh_token=SecretStr(REFRESH_TOKEN),
+            zoho_crm_accounts_url=emulator.url, zoho_crm_poll_interval=60,
+            zoho_crm_notify_url=f"http://127.0.0.1:{port}/webhooks/zoho-crm",
+            zoho_crm_channel_token=SecretStr(token)) as daemon:
+        await daemon.enable_sync()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 20
+        while not emulator.channels:
+            assert loop.time() < deadline, "no channel subscribed"
+            await asyncio.sleep(0.05)
+        (channel,) = emulator.channels.values()
+        assert channel["events"] == ["Accounts.all", "Contacts.all", "Products.all"]
+        assert channel["token"] == token
+        await asyncio.sleep(1.5)  # the first poll round is over: the next is 60 s away
+        created = emulator.person_creates("contacts", {"Last_Name": "Woken",
+                                                       "Email": "w@x.example"})
+        status, answer = await daemon.call(
+            "POST", "/webhooks/zoho-crm", role=None, body={
+                "channel_id": channel["channel_id"], "module": "Contacts",
+                "operation": "insert", "ids": [created], "token": "another-token-000000"})
+        assert status == 401 and answer["error"]["code"] == "bad_channel_token"
+        started = loop.time()
+        assert await emulator.notify("contacts", [created], "insert") == 1
+        await daemon.wait_until(
+            "SELECT count(*) FROM desk.contacts WHERE email = 'w@x.example'", 1, timeout=20)
+        assert loop.time() - started < 20
+
+
+async def test_the_notification_channel_is_renewed_before_it_expires(
+        pool: asyncpg.Pool, emulator: ZohoCrmEmulator) -> None:
+    crm = ZohoCrm(emulator.options())
+    poll = ZohoCrmPoll(crm, RemoteCapture(pool, "crm"), interval=30, notifications=Notifications(
+        notify_url="http://127.0.0.1:9/webhooks/zoho-crm", token=SecretStr("t" * 20),
+        channel_id=7, span=dt.timedelta(seconds=4)))
+    stop = asyncio.Event()
+    task = asyncio.create_task(poll.run(stop))
+    try:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 15
+        while len(emulator.subscriptions) < 3:
+            assert loop.time() < deadline, emulator.subscriptions
+            await asyncio.sleep(0.05)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)
+        await crm.close()
+    (first, *renewals) = emulator.subscriptions[:3]
+    assert first[0] == "POST" and [r[0] for r in renewals] == ["PATCH", "PATCH"]
+    # Each renewal came before the expiry it replaced: the channel never lapsed.
+    for (_, _, expiry, _), (_, _, later, asked) in zip(
+            emulator.subscriptions, renewals, strict=False):
+        assert asked < expiry < later
+    assert emulator.channels[7]["expires"] > dt.datetime.now(dt.UTC)

@@ -69,10 +69,11 @@ class RunningDaemon:
 async def running_daemon(database_url: str, kafka_bootstrap: str, topic_prefix: str,
                          data_dir: Path, *, demo: bool = False,
                          **overrides: Any) -> AsyncIterator[RunningDaemon]:
+    overrides.setdefault("http_listen", "127.0.0.1:0")
     settings = Settings(
         database_url=SecretStr(database_url), kafka_bootstrap=kafka_bootstrap,
         topic_prefix=topic_prefix,
-        group_id=f"{topic_prefix}-g", partitions=3, http_listen="127.0.0.1:0",
+        group_id=f"{topic_prefix}-g", partitions=3,
         data_dir=data_dir, shutdown_deadline=5, relay_poll_interval=0.2,
         consumer_session_timeout_ms=TEST_SESSION_TIMEOUT_MS,
         api_tokens=[ApiToken(name=role if role != "operator" else "ops", role=role,  # type: ignore[arg-type]

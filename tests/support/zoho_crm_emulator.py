@@ -20,8 +20,13 @@ and the OAuth guide, for what the adapter uses:
   ``INVALID_DATA`` for a lookup to no record).
 - ``faults``: scripted answers for the next calls (429 with ``Retry-After``, 5xx).
 
-Not emulated (not used yet): notifications, bulk read, deleted records, COQL,
-paging past one page, credits.
+- ``POST``/``PATCH /crm/v8/actions/watch`` (``notifications.json``): channels with
+  their events, token, notify URL and expiry (a week at most); ``notify`` posts a
+  notification to each live channel watching a module.
+- Lists: ``If-Modified-Since``, ``sort_by``, ``page``/``per_page``, ``page_token``.
+
+Not emulated (not used yet): bulk read, deleted records, COQL, credits. Times
+have milliseconds (Zoho's whole seconds), so a test's edits a moment apart order.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import aiohttp
 from aiohttp import web
 from pydantic import SecretStr
 
@@ -65,6 +71,10 @@ class ZohoCrmEmulator:
         self.faults: deque[Fault] = deque()
         self.calls: list[tuple[str, str, int]] = []  # method, path, status
         self.writes = 0
+        self.refresh_refused = False  # the refresh token revoked (by an admin, say)
+        self.channels: dict[Any, dict[str, Any]] = {}  # channel id -> its subscription
+        # method, channel id, expiry, when it was asked
+        self.subscriptions: list[tuple[str, Any, dt.datetime, dt.datetime]] = []
         self._ids = itertools.count(4_876_000_000_000_001)
         self._last = dt.datetime.now(ORG_ZONE)
         self.url = ""
@@ -110,6 +120,26 @@ class ZohoCrmEmulator:
             client_id=CLIENT_ID, client_secret=SecretStr(secret),
             refresh_token=SecretStr(REFRESH_TOKEN), accounts_url=self.url))
 
+    async def notify(self, module: str, ids: list[str], operation: str = "update") -> int:
+        """Zoho's notification of a change: posted to each live channel watching the
+        module (``{Module}.all`` or ``{Module}.{operation}``); returns the statuses'
+        count of 200s."""
+        zoho_module, ok = MODULES[module], 0
+        async with aiohttp.ClientSession() as session:
+            for channel in list(self.channels.values()):
+                if channel["expires"] < dt.datetime.now(dt.UTC) or not {
+                        f"{zoho_module}.all", f"{zoho_module}.{operation}"} & set(
+                        channel["events"]):
+                    continue
+                body = {"server_time": int(time.time() * 1000), "query_params": {},
+                        "module": zoho_module, "resource_uri": f"{self.url}/crm/v8/"
+                        f"{zoho_module}", "ids": ids, "affected_fields": [],
+                        "operation": operation, "channel_id": channel["channel_id"],
+                        "token": channel["token"]}
+                async with session.post(channel["notify_url"], json=body) as response:
+                    ok += response.status == 200
+        return ok
+
     def revoke_tokens(self) -> None:
         self.tokens.clear()
 
@@ -118,6 +148,8 @@ class ZohoCrmEmulator:
     async def start(self) -> str:
         app = web.Application(middlewares=[self._faults_and_auth])
         app.router.add_post("/oauth/v2/token", self._token)
+        app.router.add_post("/crm/v8/actions/watch", self._watch)
+        app.router.add_patch("/crm/v8/actions/watch", self._watch)
         app.router.add_get("/crm/v8/{module}/search", self._search)
         app.router.add_post("/crm/v8/{module}/upsert", self._upsert)
         app.router.add_get("/crm/v8/{module}/{id}", self._get_one)
@@ -166,15 +198,42 @@ class ZohoCrmEmulator:
 
     async def _token(self, request: web.Request) -> web.Response:
         form = await request.post()
-        if (form.get("grant_type"), form.get("client_id"), form.get("client_secret"),
-                form.get("refresh_token")) != ("refresh_token", CLIENT_ID, CLIENT_SECRET,
-                                               REFRESH_TOKEN):
+        asked = (form.get("grant_type"), form.get("client_id"), form.get("client_secret"),
+                 form.get("refresh_token"))
+        if self.refresh_refused or asked != ("refresh_token", CLIENT_ID, CLIENT_SECRET,
+                                             REFRESH_TOKEN):
             return web.json_response({"error": "invalid_client"})
         token = f"1000.{uuid.uuid4().hex}"
         self.tokens[token] = time.monotonic() + self.token_ttl
         self.tokens_granted += 1
         return web.json_response({"access_token": token, "api_domain": self.url,
                                   "token_type": "Bearer", "expires_in": self.token_ttl})
+
+    async def _watch(self, request: web.Request) -> web.Response:
+        """Subscribe (POST) or update (PATCH) channels; an expiry past a week is
+        refused, none means an hour (Zoho's default)."""
+        out = []
+        for item in (await request.json()).get("watch") or []:
+            now = dt.datetime.now(dt.UTC)
+            expiry = dt.datetime.fromisoformat(item["channel_expiry"]) \
+                if item.get("channel_expiry") else now + dt.timedelta(hours=1)
+            if expiry > now + dt.timedelta(days=7, minutes=1):
+                return _error(400, "INVALID_DATA", "channel_expiry more than a week away")
+            if request.method == "PATCH" and item["channel_id"] not in self.channels:
+                return _error(400, "INVALID_DATA", "no such channel")
+            self.channels[item["channel_id"]] = {**item, "expires": expiry}
+            self.subscriptions.append((request.method, item["channel_id"], expiry, now))
+            out.append({"code": "SUCCESS", "status": "success",
+                        "message": "Successfully subscribed for actions-watch of the given"
+                        " module" if request.method == "POST"
+                        else "Successfully updated the subscribe details",
+                        "details": {"events": [{
+                            "channel_expiry": expiry.isoformat(), "resource_uri":
+                            f"{self.url}/crm/v8/{e.split('.')[0]}", "resource_id": "1",
+                            "resource_name": e.split(".")[0],
+                            "channel_id": str(item["channel_id"])}
+                            for e in item.get("events", [])]}})
+        return web.json_response({"watch": out})
 
     def _table(self, request: web.Request) -> dict[str, dict[str, Any]]:
         module = request.match_info["module"]

@@ -208,3 +208,34 @@ async def test_a_cluster_with_no_broker_up_is_waited_for(monkeypatch: Any) -> No
     stop.set()
     await asyncio.wait_for(task, 5)
     assert StopRaisesCancelled.made >= 2
+
+
+class FetchHangs(StopRaisesCancelled):
+    """A consumer whose fetch never returns (its group rejoining for ever, as the
+    embedded broker's coordinator once left one in a chaos run)."""
+
+    async def getmany(self, **_options: Any) -> dict[Any, Any]:
+        await asyncio.Event().wait()
+        return {}
+
+    async def stop(self) -> None:
+        pass
+
+
+async def test_a_consumer_whose_fetch_hangs_is_replaced(monkeypatch: Any) -> None:
+    """The watchdog runs between fetches, so a fetch that never returns would keep
+    it from ever firing: the fetch is bounded by the stall time, and a consumer
+    stuck in it is replaced like a stalled one (and stop is not held up by it)."""
+    from daemon import consumer as module
+
+    StopRaisesCancelled.made = 0
+    monkeypatch.setattr(module, "make_consumer", lambda *_a, **_k: FetchHangs())
+    projector = ConsumerLoop(pool=FakePool(), bootstrap="unused", topic="t",  # type: ignore[arg-type]
+                             group_id="g", projections=[], stall_after=0.2)
+    stop = asyncio.Event()
+    task = asyncio.create_task(projector.run(stop))
+    await asyncio.sleep(2.0)  # stuck 0.2 s, replaced 1 s later, stuck again
+    assert not task.done(), task
+    assert StopRaisesCancelled.made >= 2
+    stop.set()
+    await asyncio.wait_for(task, 5)
