@@ -34,10 +34,7 @@ from adapters.kafka import (
 )
 from adapters.migrate import migrate, pending
 from adapters.remote_store import RemoteStore
-from adapters.zoho.crm import ZohoCrmOptions
-from adapters.zoho.crm_poll import Notifications
 from adapters.zoho.crm_store import zoho_crm_store
-from adapters.zoho.oauth import Credentials
 from daemon import bootstrap
 from daemon.consumer import ConsumerLoop
 from daemon.first_sync import first_sync
@@ -45,6 +42,7 @@ from daemon.http.api import ApiContext
 from daemon.http.board import BoardContext
 from daemon.http.errors import error_body
 from daemon.http.server import Handler, ReadinessCheck, build_app, serve, watch_readiness
+from daemon.runtime.hosted import zoho_crm_notifications, zoho_crm_options
 from daemon.runtime.runtime_file import RuntimeInfo, remove_runtime, write_runtime
 from daemon.runtime.sdnotify import Notifier
 from daemon.runtime.services import Services, open_services
@@ -177,26 +175,11 @@ async def hosted_stores(settings: Settings) -> AsyncIterator[dict[Side, RemoteSt
     if settings.crm_store != "zoho":
         yield {}
         return
-    assert settings.zoho_crm_client_id and settings.zoho_crm_client_secret \
-        and settings.zoho_crm_refresh_token  # the settings' validation
-    options = ZohoCrmOptions(
-        Credentials(client_id=settings.zoho_crm_client_id,
-                    client_secret=settings.zoho_crm_client_secret,
-                    refresh_token=settings.zoho_crm_refresh_token,
-                    data_centre=settings.zoho_crm_data_centre,
-                    accounts_url=settings.zoho_crm_accounts_url),
-        api_url=settings.zoho_crm_api_url, sync_key_field=settings.zoho_crm_sync_key_field)
-    notifications = None
-    if settings.zoho_crm_notify_url and settings.zoho_crm_channel_token:
-        notifications = Notifications(
-            notify_url=settings.zoho_crm_notify_url, token=settings.zoho_crm_channel_token,
-            channel_id=settings.zoho_crm_channel_id,
-            span=dt.timedelta(hours=settings.zoho_crm_channel_hours))
     store, client = zoho_crm_store(
-        options, concurrency=settings.zoho_crm_concurrency,
+        zoho_crm_options(settings), concurrency=settings.zoho_crm_concurrency,
         poll_interval=settings.zoho_crm_poll_interval,
         first_window=dt.timedelta(days=settings.initial_sync_window_days),
-        notifications=notifications)
+        notifications=zoho_crm_notifications(settings))
     try:
         yield {"crm": store}
     finally:

@@ -145,6 +145,17 @@ class ZohoCrm:
                 params.pop("page", None)
                 params["page_token"] = str(info["next_page_token"])
 
+    async def fields(self, module: str) -> list[dict[str, Any]]:
+        """The module's field metadata (``GET /crm/v8/settings/fields?module=…``)."""
+        answer = await self._call("GET", "/settings/fields",
+                                  params={"module": module_name(module)})
+        return list(answer.get("fields") or []) if isinstance(answer, dict) else []
+
+    async def sample(self, module: str) -> int:
+        """One page of one record of ``module``: whether the records can be read."""
+        return len(await self._records("GET", f"/{module_name(module)}",
+                                       params={"fields": "id", "per_page": "1"}))
+
     async def watch(self, *, channel_id: int, events: Sequence[str], notify_url: str,
                     token: str, expiry: dt.datetime, renew: bool) -> dt.datetime:
         """Subscribe the notification channel (``POST /crm/v8/actions/watch``), or

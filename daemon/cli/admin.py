@@ -409,3 +409,39 @@ def integration_audit(ctx: click.Context, as_json: bool) -> None:
 
 
 COMMANDS = [status, pause, resume, history, failures, retry, integration]
+
+
+@integration.command("check")
+@json_option
+@click.pass_context
+def integration_check(ctx: click.Context, as_json: bool) -> None:
+    """Check the hosted stores the settings name, with their own credentials (not the
+    daemon's API): what is wrong, and what to do. Exit status 1 when anything is."""
+    import asyncio
+
+    from adapters.zoho.crm import ZohoCrm
+    from adapters.zoho.crm_check import check
+    from daemon.runtime.hosted import zoho_crm_notifications, zoho_crm_options
+
+    settings = ctx.find_root().obj
+    assert isinstance(settings, Settings)
+    if settings.crm_store != "zoho":
+        rows = [{"store": "crm", "check": "embedded", "ok": True,
+                 "detail": "the CRM is the embedded store: nothing to check"}]
+    else:
+        async def run() -> list[Any]:
+            crm = ZohoCrm(zoho_crm_options(settings))
+            try:
+                return await check(crm, notifications=zoho_crm_notifications(settings))
+            finally:
+                await crm.close()
+
+        rows = [{"store": "crm", "check": c.name, "ok": c.ok, "detail": c.detail}
+                for c in asyncio.run(run())]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+    else:
+        click.echo(tabulate([[r["check"], "ok" if r["ok"] else "PROBLEM", r["detail"]]
+                             for r in rows], headers=["crm", "", "detail"]))
+    if not all(r["ok"] for r in rows):
+        ctx.exit(1)

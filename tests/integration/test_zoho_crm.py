@@ -22,6 +22,8 @@ from projections.stores.commands import Command
 from projections.stores.port import SYNC_KEY_FIELD
 from tests.support.pipeline import Pipeline
 from tests.support.zoho_crm_emulator import (
+    CLIENT_ID,
+    CLIENT_SECRET,
     REFRESH_TOKEN,
     Fault,
     ZohoCrmEmulator,
@@ -250,3 +252,43 @@ async def until(check: Callable[[], bool], timeout: float = 20) -> None:
     while not check():
         assert loop.time() < deadline, "timed out"
         await asyncio.sleep(0.05)
+
+
+def check_command(emulator: ZohoCrmEmulator, *, secret: str = CLIENT_SECRET,
+                  **env: str) -> tuple[int, str]:
+    from click.testing import CliRunner
+
+    from daemon.cli import cli
+
+    result = CliRunner().invoke(cli, ["integration", "check"], env={
+        "SYNCD_CRM_STORE": "zoho", "SYNCD_ZOHO_CRM_CLIENT_ID": CLIENT_ID,
+        "SYNCD_ZOHO_CRM_CLIENT_SECRET": secret, "SYNCD_ZOHO_CRM_REFRESH_TOKEN": REFRESH_TOKEN,
+        "SYNCD_ZOHO_CRM_ACCOUNTS_URL": emulator.url, **env})
+    return result.exit_code, result.output
+
+
+async def test_integration_check_says_what_is_wrong_and_what_to_do(
+        emulator: ZohoCrmEmulator) -> None:
+    """``syncd integration check``: each check with one call; a missing external-id
+    field, refused credentials and an unreachable notify URL each said with what to
+    do, exit status 1; all well, exit status 0. No secret is printed."""
+    status, output = await asyncio.to_thread(check_command, emulator)
+    assert status == 0, output
+    assert "credentials" in output and "Contacts.Syncd_Key" in output
+    assert "PROBLEM" not in output
+
+    emulator.without_sync_key.add("Products")
+    status, output = await asyncio.to_thread(check_command, emulator)
+    assert status == 1
+    assert "missing: add to Products a single-line field marked External" in output
+    emulator.without_sync_key.clear()
+
+    status, output = await asyncio.to_thread(
+        check_command, emulator, SYNCD_ZOHO_CRM_NOTIFY_URL="http://127.0.0.1:9/webhooks/zoho-crm",
+        SYNCD_ZOHO_CRM_CHANNEL_TOKEN="channel-token-0123456789")
+    assert status == 1 and "is not reachable" in output
+    assert "channel-token-0123456789" not in output
+
+    status, output = await asyncio.to_thread(check_command, emulator, secret="wrong-secret")
+    assert status == 1 and "invalid_client" in output
+    assert "wrong-secret" not in output and REFRESH_TOKEN not in output

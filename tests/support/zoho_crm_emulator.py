@@ -72,6 +72,7 @@ class ZohoCrmEmulator:
         self.calls: list[tuple[str, str, int]] = []  # method, path, status
         self.writes = 0
         self.refresh_refused = False  # the refresh token revoked (by an admin, say)
+        self.without_sync_key: set[str] = set()  # modules lacking the external-id field
         self.channels: dict[Any, dict[str, Any]] = {}  # channel id -> its subscription
         # method, channel id, expiry, when it was asked
         self.subscriptions: list[tuple[str, Any, dt.datetime, dt.datetime]] = []
@@ -148,6 +149,7 @@ class ZohoCrmEmulator:
     async def start(self) -> str:
         app = web.Application(middlewares=[self._faults_and_auth])
         app.router.add_post("/oauth/v2/token", self._token)
+        app.router.add_get("/crm/v8/settings/fields", self._fields)
         app.router.add_post("/crm/v8/actions/watch", self._watch)
         app.router.add_patch("/crm/v8/actions/watch", self._watch)
         app.router.add_get("/crm/v8/{module}/search", self._search)
@@ -208,6 +210,23 @@ class ZohoCrmEmulator:
         self.tokens_granted += 1
         return web.json_response({"access_token": token, "api_domain": self.url,
                                   "token_type": "Bearer", "expires_in": self.token_ttl})
+
+    async def _fields(self, request: web.Request) -> web.Response:
+        """``GET /crm/v8/settings/fields?module=…`` (``fields.json``): the standard
+        fields, and the external-id field unless ``without_sync_key`` names the module."""
+        module = request.query.get("module", "")
+        ours = next((m for m, z in MODULES.items() if z == module), None)
+        if ours is None:
+            return _error(400, "INVALID_MODULE", "the module name given seems to be invalid")
+        fields: list[dict[str, Any]] = [
+            {"api_name": api, "data_type": "text", "custom_field": False, "external": None}
+            for api in FIELDS[ours].values()]
+        if module not in self.without_sync_key:
+            fields.append({"api_name": "Syncd_Key", "data_type": "text",
+                           "custom_field": True,
+                           "external": {"show": True, "type": "user",
+                                        "allow_multiple_config": False}})
+        return web.json_response({"fields": fields})
 
     async def _watch(self, request: web.Request) -> web.Response:
         """Subscribe (POST) or update (PATCH) channels; an expiry past a week is

@@ -1,0 +1,96 @@
+"""``syncd integration check`` for Zoho CRM: what the daemon needs of the CRM, each
+checked with one call, each problem said with what to do.
+
+Checked: the credentials (a token refreshed), reading each synced module (its
+scope and the user's permission), the external-id field on each module, and the
+notification URL answering with the channel token. Not checked: the API credits
+left, which Zoho CRM's API does not report to a client (its API dashboard does).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import aiohttp
+
+from adapters.write_errors import WriteError
+from adapters.zoho.crm import ZohoCrm
+from adapters.zoho.crm_fields import module_name
+from adapters.zoho.crm_poll import MODULES, Notifications
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    ok: bool
+    detail: str
+
+
+async def check(crm: ZohoCrm, *, notifications: Notifications | None) -> list[Check]:
+    checks = [await _credentials(crm)]
+    if not checks[0].ok:
+        return checks  # nothing else can be asked
+    for module in MODULES:
+        checks.append(await _readable(crm, module))
+        checks.append(await _sync_key_field(crm, module))
+    checks.append(await _notifications(notifications))
+    checks.append(Check("API credits", True, "not checked: Zoho CRM's API does not report"
+                        " the credits left (see Setup > Developer Space > APIs)"))
+    return checks
+
+
+async def _credentials(crm: ZohoCrm) -> Check:
+    try:
+        await crm.sample("accounts")
+    except WriteError as err:
+        return Check("credentials", False, f"{err.detail}: create a refresh token for the"
+                     " integration user with the scope ZohoCRM.modules.ALL")
+    return Check("credentials", True, "a token was granted and used")
+
+
+async def _readable(crm: ZohoCrm, module: str) -> Check:
+    name = f"read {module_name(module)}"
+    try:
+        await crm.sample(module)
+    except WriteError as err:
+        return Check(name, False, f"{err.detail}: give the integration user's profile"
+                     f" access to {module_name(module)}")
+    return Check(name, True, "readable")
+
+
+async def _sync_key_field(crm: ZohoCrm, module: str) -> Check:
+    wanted = crm.options.sync_key_field
+    name = f"{module_name(module)}.{wanted}"
+    try:
+        fields = await crm.fields(module)
+    except WriteError as err:
+        return Check(name, False, f"the fields could not be read: {err.detail}")
+    field = next((f for f in fields if f.get("api_name") == wanted), None)
+    if field is None:
+        return Check(name, False, f"missing: add to {module_name(module)} a single-line field"
+                     f" marked External with the API name {wanted}")
+    if not (field.get("external") or {}).get("show"):
+        return Check(name, False, f"{wanted} is not marked External: edit the field and"
+                     " tick External Field")
+    return Check(name, True, "an external-id field")
+
+
+async def _notifications(notifications: Notifications | None) -> Check:
+    if notifications is None:
+        return Check("notifications", True, "not configured: changes are captured by the"
+                     " poll alone")
+    body = {"channel_id": notifications.channel_id, "module": "Contacts",
+            "operation": "update", "ids": [],
+            "token": notifications.token.get_secret_value()}
+    try:
+        async with aiohttp.ClientSession() as session, session.post(
+                notifications.notify_url, json=body,
+                timeout=aiohttp.ClientTimeout(total=10)) as response:
+            status = response.status
+    except (aiohttp.ClientError, TimeoutError) as err:
+        return Check("notifications", False, f"{notifications.notify_url} is not reachable"
+                     f" ({type(err).__name__}): Zoho could not call it either")
+    if status != 200:
+        return Check("notifications", False, f"{notifications.notify_url} answered {status}:"
+                     " is the daemon running with this channel token?")
+    return Check("notifications", True, f"{notifications.notify_url} takes the channel token")

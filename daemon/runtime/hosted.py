@@ -1,0 +1,33 @@
+"""The hosted stores the settings name (``crm_store = "zoho"``): their adapters'
+options, built once from ``Settings`` for the daemon (``daemon.app``) and for
+``syncd integration check``."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from adapters.zoho.crm import ZohoCrmOptions
+from adapters.zoho.crm_poll import Notifications
+from adapters.zoho.oauth import Credentials
+from daemon.runtime.settings import Settings
+
+
+def zoho_crm_options(settings: Settings) -> ZohoCrmOptions:
+    assert settings.zoho_crm_client_id and settings.zoho_crm_client_secret \
+        and settings.zoho_crm_refresh_token  # the settings' validation
+    return ZohoCrmOptions(
+        Credentials(client_id=settings.zoho_crm_client_id,
+                    client_secret=settings.zoho_crm_client_secret,
+                    refresh_token=settings.zoho_crm_refresh_token,
+                    data_centre=settings.zoho_crm_data_centre,
+                    accounts_url=settings.zoho_crm_accounts_url),
+        api_url=settings.zoho_crm_api_url, sync_key_field=settings.zoho_crm_sync_key_field)
+
+
+def zoho_crm_notifications(settings: Settings) -> Notifications | None:
+    if not (settings.zoho_crm_notify_url and settings.zoho_crm_channel_token):
+        return None
+    return Notifications(
+        notify_url=settings.zoho_crm_notify_url, token=settings.zoho_crm_channel_token,
+        channel_id=settings.zoho_crm_channel_id,
+        span=dt.timedelta(hours=settings.zoho_crm_channel_hours))
