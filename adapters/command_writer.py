@@ -52,6 +52,7 @@ import asyncpg
 import structlog
 
 from adapters import metrics
+from adapters.exclusive import run_exclusively
 from adapters.remote_capture import remember
 from adapters.write_errors import (
     REASON_TARGET_UNREACHABLE,
@@ -135,30 +136,14 @@ class CommandWriter:
     async def run(self, stop: asyncio.Event) -> None:
         """A root task: wait to be the store's one writer, then deliver until
         ``stop``."""
-        while not stop.is_set():
-            try:
-                async with self.pool.acquire() as lock_conn:
-                    if await lock_conn.fetchval("SELECT pg_try_advisory_lock($1)",
-                                                self.lock_key):
-                        try:
-                            await self._deliver_while_held(lock_conn, stop)
-                        finally:
-                            self.active.clear()
-                            with contextlib.suppress(asyncpg.PostgresError, OSError):
-                                await lock_conn.execute("SELECT pg_advisory_unlock($1)",
-                                                        self.lock_key)
-            except CONNECTION_LOST as err:
-                log.warning("database_unavailable", task=f"writer-{self.store}",
-                            error=f"{type(err).__name__}: {err}")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), 1.0)
+        await run_exclusively(self.pool, self.lock_key, stop, self._deliver_while_held,
+                              task=f"writer-{self.store}", active=self.active)
 
     async def _deliver_while_held(self, lock_conn: Conn,
                                   stop: asyncio.Event) -> None:
         """Deliver while due commands are there; otherwise sleep until the next one is
         due, a batch enqueues some (NOTIFY on the lock's connection), or at most
         ``poll_interval`` (a missed notification costs that much delay, no more)."""
-        self.active.set()
         log.info("writer_active", store=self.store)
         wake = asyncio.Event()
 

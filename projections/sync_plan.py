@@ -164,6 +164,15 @@ def match_keys(module: str, values: dict[str, Any], *, secondary: bool) -> list[
     return []
 
 
+def held_keys(module: str, values: dict[str, Any], *,
+              secondary: bool) -> list[tuple[str, bool]]:
+    """The keys a record can be found by (``match_keys``, each once), each with
+    whether it is its secondary e-mail's rather than its primary key (``Found``)."""
+    primary = match_keys(module, values, secondary=False)
+    return [(key, key not in primary)
+            for key in dict.fromkeys(match_keys(module, values, secondary=secondary))]
+
+
 class Planner:
     """The sync's decisions for one batch, made in memory over what was loaded: the
     links of the batch's records, the match candidates found through the store

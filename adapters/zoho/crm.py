@@ -48,7 +48,7 @@ from adapters.zoho.oauth import AuthenticationFailed, Credentials, TokenSource
 from projections.catalog import Side
 from projections.stores.commands import Command
 from projections.stores.port import SYNC_KEY_FIELD, Found, Held, is_placeholder
-from projections.sync_plan import match_keys
+from projections.sync_plan import held_keys
 
 IDS_PER_READ = 100
 UNAVAILABLE_CODES = frozenset({"OAUTH_SCOPE_MISMATCH", "NO_PERMISSION", "AUTHENTICATION_FAILURE",
@@ -99,7 +99,7 @@ class ZohoCrm:
             for record in await self._records("GET", f"/{module_name(module)}/search",
                                               params=query):
                 values = self._values(module, record)
-                for held, via in _keys(module, values, secondary=secondary):
+                for held, via in held_keys(module, values, secondary=secondary):
                     if held == key:
                         found[(values["id"], key)] = Found(values["id"], values, key, via)
         return sorted(found.values(), key=lambda f: f.id)
@@ -315,11 +315,3 @@ def _per_record(answer: Any) -> bool:
 def _escape(value: str) -> str:
     """A value inside search ``criteria``: parentheses and commas escaped."""
     return "".join("\\" + c if c in "(),\\" else c for c in value)
-
-
-def _keys(module: str, values: dict[str, Any], *,
-          secondary: bool) -> list[tuple[str, bool]]:
-    """The record's match keys, each with whether it is its secondary e-mail's."""
-    primary = match_keys(module, values, secondary=False)
-    return [(key, key not in primary)
-            for key in dict.fromkeys(match_keys(module, values, secondary=secondary))]

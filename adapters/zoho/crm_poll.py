@@ -31,6 +31,7 @@ from dataclasses import dataclass
 import structlog
 from pydantic import SecretStr
 
+from adapters.exclusive import run_exclusively
 from adapters.remote_capture import WAKE_CHANNEL, RemoteCapture
 from adapters.write_errors import WriteError
 from adapters.zoho.crm import ZohoCrm
@@ -75,21 +76,8 @@ class ZohoCrmPoll:
     async def run(self, stop: asyncio.Event) -> None:
         """A root task: wait to be the store's one poller, then poll until ``stop``."""
         key = _LOCK_BASE + zlib.crc32(b"crm") % 0xFFFF
-        while not stop.is_set():
-            try:
-                async with self.capture.pool.acquire() as conn:
-                    if await conn.fetchval("SELECT pg_try_advisory_lock($1)", key):
-                        try:
-                            await self._poll_while_held(conn, stop)
-                        finally:
-                            self.active.clear()
-                            with contextlib.suppress(*CONNECTION_LOST):
-                                await conn.execute("SELECT pg_advisory_unlock($1)", key)
-            except CONNECTION_LOST as err:
-                log.warning("database_unavailable", task="capture-crm",
-                            error=f"{type(err).__name__}: {err}")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), 1.0)
+        await run_exclusively(self.capture.pool, key, stop, self._poll_while_held,
+                              task="capture-crm", active=self.active)
 
     async def _poll_while_held(self, conn: Conn, stop: asyncio.Event) -> None:
         wake = asyncio.Event()
@@ -98,7 +86,6 @@ class ZohoCrmPoll:
             wake.set()
 
         await conn.add_listener(WAKE_CHANNEL, woken)
-        self.active.set()
         try:
             while not stop.is_set():
                 wake.clear()

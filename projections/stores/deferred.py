@@ -31,7 +31,7 @@ from projections.stores import commands
 from projections.stores.commands import Cause, Command
 from projections.stores.outbox import Outbox
 from projections.stores.port import SYNC_KEY_FIELD, Found, Held, Values, is_placeholder
-from projections.sync_plan import match_keys
+from projections.sync_plan import held_keys
 
 
 class RemoteReads(Protocol):
@@ -63,10 +63,9 @@ class DeferredStore:
         found = await self.remote.find(module, keys, secondary=secondary)
         wanted = set(keys)
         for record_key, payload in await self._queued_creates(module):
-            primary = match_keys(module, payload, secondary=False)
-            for key in dict.fromkeys(match_keys(module, payload, secondary=secondary)):
+            for key, via_secondary in held_keys(module, payload, secondary=secondary):
                 if key in wanted:
-                    found.append(Found(record_key, payload, key, key not in primary))
+                    found.append(Found(record_key, payload, key, via_secondary))
         return sorted(found, key=lambda f: f.id)
 
     async def read(self, module: str, ids: Sequence[str]) -> dict[str, Held]:

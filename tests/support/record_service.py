@@ -35,9 +35,9 @@ from adapters.remote_store import RemoteStore
 from adapters.write_errors import Transient, classify_http
 from projections.catalog import Side
 from projections.events import ChangeEvent
-from projections.keys import account_key, email_key
 from projections.stores.commands import Command
 from projections.stores.port import SYNC_KEY_FIELD, Found, Held, is_placeholder
+from projections.sync_plan import held_keys
 
 
 @dataclass
@@ -158,7 +158,7 @@ class RecordService:
         for record in self.records.get(module, {}).values():
             if record.get("deleted"):
                 continue
-            for key, via in _keys(module, record, secondary=secondary):
+            for key, via in held_keys(module, record, secondary=secondary):
                 if key in keys:
                     found.append({"id": record["id"], "key": key, "via_secondary": via,
                                   "record": record})
@@ -305,14 +305,3 @@ def remote_store(url: str, *, concurrency: int = 8, **backoff: float) -> tuple[
 
 def _now() -> str:
     return dt.datetime.now(dt.UTC).isoformat()
-
-
-def _keys(module: str, record: dict[str, Any], *,
-          secondary: bool) -> list[tuple[str, bool]]:
-    if module == "accounts":
-        key = account_key(record.get("account_name"))
-        return [(key, False)] if key else []
-    keys = [(email_key(record.get("email")), False)]
-    if secondary:
-        keys.append((email_key(record.get("secondary_email")), True))
-    return [(k, via) for k, via in keys if k]
