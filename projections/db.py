@@ -15,10 +15,13 @@ Conn: TypeAlias = "asyncpg.Connection[asyncpg.Record] | PoolConnectionProxy[asyn
 
 CONNECTION_LOST: tuple[type[BaseException], ...] = (
     OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
-    asyncpg.CannotConnectNowError, asyncpg.AdminShutdownError)
+    asyncpg.CannotConnectNowError, asyncpg.AdminShutdownError, asyncpg.InternalClientError)
 """What asyncpg raises when the database went away under a task (refused, reset or
 terminated connections, a server shutting down): the long-running tasks log it, wait
-and start over, since what they did not commit is done again."""
+and start over, since what they did not commit is done again. A connection the server
+terminates mid-operation sometimes surfaces as ``InternalClientError`` ("cannot switch
+to state …; another operation is in progress", MagicStack/asyncpg#1069) rather than
+``InterfaceError``; the pool terminates such a connection when its reset fails."""
 
 
 # Match-key locks (OWN-05) live in the two-int advisory lock space, apart from the
