@@ -31,8 +31,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import aiohttp
-
 from adapters.command_writer import Landed
 from adapters.write_errors import (
     REASON_BY_CODE,
@@ -40,11 +38,10 @@ from adapters.write_errors import (
     Refused,
     Stale,
     Transient,
-    Unavailable,
-    classify_http,
 )
+from adapters.zoho.client import Dialect, ZohoClient
 from adapters.zoho.crm_fields import FIELDS, from_zoho, module_name, to_zoho, zoho_time
-from adapters.zoho.oauth import AuthenticationFailed, Credentials, TokenSource
+from adapters.zoho.oauth import Credentials
 from projections.catalog import Side
 from projections.stores.commands import Command
 from projections.stores.port import SYNC_KEY_FIELD, Found, Held, is_placeholder
@@ -79,12 +76,11 @@ class ZohoCrm:
 
     def __init__(self, options: ZohoCrmOptions) -> None:
         self.options = options
-        self._session: aiohttp.ClientSession | None = None
-        self._tokens: TokenSource | None = None
+        self.client = ZohoClient(options.credentials, DIALECT, api_url=options.api_url,
+                                 timeout=options.timeout)
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
+        await self.client.close()
 
     # -- reads (RemoteReads) ---------------------------------------------------
 
@@ -235,57 +231,12 @@ class ZohoCrm:
         answer = await self._call(method, path, **request)
         return list(answer.get("data") or []) if isinstance(answer, dict) else []
 
-    async def _call(self, method: str, path: str, *,
-                    extra_headers: dict[str, str] | None = None, **request: Any) -> Any:
-        """One API call, with a fresh token (refreshed once if the CRM says it
-        expired); raises ``Transient`` or ``Refused`` for an answer that is an error
-        for the whole call."""
-        tokens = await self._token_source()
-        for attempt in (1, 2):
-            try:
-                headers = {**await tokens.header(), **(extra_headers or {})}
-                url = self._api_url(tokens) + API_PATH + path
-                async with self._client().request(
-                        method, url, headers=headers, **request,
-                        timeout=aiohttp.ClientTimeout(total=self.options.timeout)) as response:
-                    if response.status == 204:
-                        return {}
-                    answer = await response.json(content_type=None)
-                    if response.status == 401 and attempt == 1 and _code(answer) in (
-                            "INVALID_TOKEN", "AUTHENTICATION_FAILURE"):
-                        tokens.expired()
-                        continue
-                    if _code(answer) in UNAVAILABLE_CODES:
-                        raise Unavailable(f"Zoho CRM: {_code(answer)}"
-                                          f" {answer.get('message', '')}".strip())
-                    if response.status >= 300 and not _per_record(answer):
-                        raise classify_http(response.status, response.headers, answer)
-                    return answer
-            except (aiohttp.ClientError, TimeoutError) as err:
-                raise Transient(f"{type(err).__name__}: {err}") from None
-            except AuthenticationFailed as err:
-                raise Unavailable(str(err)) from None
-        raise Unavailable("Zoho CRM refused a freshly refreshed access token")
-
-    def _client(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            self._session = aiohttp.ClientSession()
-        return self._session
-
-    async def _token_source(self) -> TokenSource:
-        if self._tokens is None:
-            self._tokens = TokenSource(self.options.credentials, self._client())
-        return self._tokens
-
-    def _api_url(self, tokens: TokenSource) -> str:
-        url = self.options.api_url or tokens.api_domain
-        if not url:
-            raise Transient("the accounts server named no API host")
-        return url.rstrip("/")
+    async def _call(self, method: str, path: str, **request: Any) -> Any:
+        return await self.client.call(method, API_PATH + path, **request)
 
     @property
     def token_refreshes(self) -> int:
-        return 0 if self._tokens is None else self._tokens.refreshes
+        return self.client.token_refreshes
 
 
 def _outcome(answer: Any) -> dict[str, Any]:
@@ -315,3 +266,7 @@ def _per_record(answer: Any) -> bool:
 def _escape(value: str) -> str:
     """A value inside search ``criteria``: parentheses and commas escaped."""
     return "".join("\\" + c if c in "(),\\" else c for c in value)
+
+
+DIALECT = Dialect(name="Zoho CRM", expired=frozenset({"INVALID_TOKEN", "AUTHENTICATION_FAILURE"}),
+                  unavailable=UNAVAILABLE_CODES, code=_code, per_record=_per_record)
