@@ -23,7 +23,7 @@ import asyncpg
 import msgspec
 
 from projections.catalog import Side
-from projections.db import Conn, loads_json
+from projections.db import REMOTE_CAPTURE, Conn, loads_json
 from projections.events import ChangeEvent, Origin
 from projections.stores.outbox import Outbox
 from projections.stores.port import Values
@@ -74,6 +74,10 @@ class RemoteCapture:
             return 0
         appended = 0
         async with self.pool.acquire() as conn, conn.transaction():
+            # A webhook's callback and the poll may bring the same new record at once:
+            # one of them at a time, so it is created once.
+            await conn.execute("SELECT pg_advisory_xact_lock($1, hashtext($2))",
+                               REMOTE_CAPTURE, f"{self.store}.{module}")
             known = {row["record_id"]: row for row in await conn.fetch(
                 "SELECT record_id, \"values\", modified_time FROM syncd.remote_records"
                 " WHERE store = $1 AND module = $2 AND record_id = ANY($3::text[])"

@@ -6,16 +6,35 @@ desk's and CRM's adapters are each one of these."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import asyncpg
 
 from adapters.command_writer import Backoff, Target
 from projections.stores.deferred import RemoteReads
+from projections.stores.port import Found, Values
+from projections.sync_plan import held_keys
 
 RootTask = Callable[[asyncio.Event], Awaitable[None]]
 """A task the supervisor runs until the stop event (as ``daemon.runtime.supervisor``'s)."""
+
+
+class WebhookIntake(Protocol):
+    """A store's callbacks to the daemon (``POST /webhooks/{name}``), as its adapter
+    reads them: checked, then captured into its outbox before they are answered."""
+
+    name: str
+
+    def authentic(self, query: Mapping[str, str]) -> bool:
+        """Whether the callback carries the secret the store was given."""
+        ...
+
+    async def accept(self, pool: asyncpg.Pool, raw: bytes) -> int:
+        """Capture the callback's changes; return how many; ``ValueError`` for a body
+        that is not the store's."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -30,3 +49,19 @@ class RemoteStore:
     capture: Callable[[asyncpg.Pool], RootTask] | None = None
     """Makes the store's change capture (a root task on the daemon's pool: a poll,
     a notification intake), which puts its changes into its outbox."""
+    intake: WebhookIntake | None = None
+    """The store's callbacks, when it makes them (the HTTP listener routes them)."""
+
+
+async def find_by_keys(module: str, keys: Sequence[str], *, secondary: bool,
+                       search: Callable[[str], Awaitable[list[Values]]]) -> list[Found]:
+    """The port's ``find`` over a store's own search, one call of ``search`` per key
+    (each record's values with its ``id``): what comes back is checked against the
+    sync's normalised keys, since a store's matching is not the sync's."""
+    found: dict[tuple[str, str], Found] = {}
+    for key in dict.fromkeys(keys):
+        for values in await search(key):
+            for held, via in held_keys(module, values, secondary=secondary):
+                if held == key:
+                    found[(values["id"], key)] = Found(values["id"], values, key, via)
+    return sorted(found.values(), key=lambda f: f.id)

@@ -102,15 +102,16 @@ def classify_http(status: int, headers: Mapping[str, str], body: Any) -> WriteEr
 
 
 def _error_code(body: Any) -> tuple[str | None, str]:
-    """The code and message of an error envelope: the top level's, or the first
-    record's of a ``{"data": [...]}`` answer."""
+    """The code and message of an error envelope (the CRM's ``{"code", "message",
+    "details"}``, the desk's ``{"errorCode", "message", "errors"}``): the top level's,
+    or the first record's of a ``{"data": [...]}`` answer."""
     if isinstance(body, dict) and isinstance(body.get("data"), list) and body["data"]:
         body = body["data"][0]
     if not isinstance(body, dict):
         return None, str(body)[:300]
-    code = body.get("code") if isinstance(body.get("code"), str) else None
+    code = next((body[k] for k in ("code", "errorCode") if isinstance(body.get(k), str)), None)
     message = body.get("message")
-    details = body.get("details")
+    details = body.get("details") or body.get("errors")  # the CRM's, the desk's
     text = str(message) if message is not None else ""
     if details:
         text = f"{text} {details}".strip()

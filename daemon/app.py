@@ -35,6 +35,7 @@ from adapters.kafka import (
 from adapters.migrate import migrate, pending
 from adapters.remote_store import RemoteStore
 from adapters.zoho.crm_store import zoho_crm_store
+from adapters.zoho.desk_store import zoho_desk_store
 from daemon import bootstrap
 from daemon.consumer import ConsumerLoop
 from daemon.first_sync import first_sync
@@ -42,7 +43,12 @@ from daemon.http.api import ApiContext
 from daemon.http.board import BoardContext
 from daemon.http.errors import error_body
 from daemon.http.server import Handler, ReadinessCheck, build_app, serve, watch_readiness
-from daemon.runtime.hosted import zoho_crm_notifications, zoho_crm_options
+from daemon.runtime.hosted import (
+    zoho_crm_notifications,
+    zoho_crm_options,
+    zoho_desk_options,
+    zoho_desk_webhooks,
+)
 from daemon.runtime.runtime_file import RuntimeInfo, remove_runtime, write_runtime
 from daemon.runtime.sdnotify import Notifier
 from daemon.runtime.services import Services, open_services
@@ -170,20 +176,24 @@ async def run(settings: Settings, stop: asyncio.Event, *, demo: bool = False,
 
 @contextlib.asynccontextmanager
 async def hosted_stores(settings: Settings) -> AsyncIterator[dict[Side, RemoteStore]]:
-    """The sides the settings make hosted stores (``crm_store = "zoho"``), their
-    clients closed at the end."""
-    if settings.crm_store != "zoho":
-        yield {}
-        return
-    store, client = zoho_crm_store(
-        zoho_crm_options(settings), concurrency=settings.zoho_crm_concurrency,
-        poll_interval=settings.zoho_crm_poll_interval,
-        first_window=dt.timedelta(days=settings.initial_sync_window_days),
-        notifications=zoho_crm_notifications(settings))
-    try:
-        yield {"crm": store}
-    finally:
-        await client.close()
+    """The sides the settings make hosted stores (``crm_store``, ``desk_store``
+    ``zoho``), their clients closed at the end."""
+    window = dt.timedelta(days=settings.initial_sync_window_days)
+    async with contextlib.AsyncExitStack() as clients:
+        stores: dict[Side, RemoteStore] = {}
+        if settings.crm_store == "zoho":
+            stores["crm"], crm = zoho_crm_store(
+                zoho_crm_options(settings), concurrency=settings.zoho_crm_concurrency,
+                poll_interval=settings.zoho_crm_poll_interval, first_window=window,
+                notifications=zoho_crm_notifications(settings))
+            clients.push_async_callback(crm.close)
+        if settings.desk_store == "zoho":
+            stores["desk"], desk = zoho_desk_store(
+                zoho_desk_options(settings), concurrency=settings.zoho_desk_concurrency,
+                poll_interval=settings.zoho_desk_poll_interval, first_window=window,
+                webhooks=zoho_desk_webhooks(settings))
+            clients.push_async_callback(desk.close)
+        yield stores
 
 
 async def _seed_demo(pool: asyncpg.Pool, integration: IntegrationService) -> None:
@@ -257,7 +267,9 @@ class _Daemon:
             history_timezone=settings.history_timezone, config=self.read_config,
             zoho_crm_channel_token=None if settings.zoho_crm_channel_token is None
             else settings.zoho_crm_channel_token.get_secret_value().encode(),
-            lag=self.projector.lag, last_applied_at=lambda: self.projector.last_applied_at)
+            lag=self.projector.lag, last_applied_at=lambda: self.projector.last_applied_at,
+            intakes={store.intake.name: store.intake for store in remote.values()
+                     if store.intake is not None})
 
     def read_config(self) -> SyncConfig:
         return self.sync_config

@@ -42,6 +42,7 @@ SYNC_MATCH_KEYS = 1
 HANDSHAKE_CONTACTS = 2
 HANDSHAKE_KEYS = 3
 HANDSHAKE_MOVES = 4
+REMOTE_CAPTURE = 5  # (class, hashtext of "store.module"): adapters.remote_capture
 
 
 def key_buckets(keys: Iterable[str]) -> list[int]:

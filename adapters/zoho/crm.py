@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from adapters.command_writer import Landed
+from adapters.remote_store import find_by_keys
 from adapters.write_errors import (
     REASON_BY_CODE,
     REASON_REFUSED,
@@ -44,8 +45,7 @@ from adapters.zoho.crm_fields import FIELDS, from_zoho, module_name, to_zoho, zo
 from adapters.zoho.oauth import Credentials
 from projections.catalog import Side
 from projections.stores.commands import Command
-from projections.stores.port import SYNC_KEY_FIELD, Found, Held, is_placeholder
-from projections.sync_plan import held_keys
+from projections.stores.port import SYNC_KEY_FIELD, Found, Held, Values, is_placeholder
 
 IDS_PER_READ = 100
 UNAVAILABLE_CODES = frozenset({"OAUTH_SCOPE_MISMATCH", "NO_PERMISSION", "AUTHENTICATION_FAILURE",
@@ -88,17 +88,14 @@ class ZohoCrm:
                    secondary: bool) -> list[Found]:
         if module not in ("contacts", "accounts") or not keys:
             return []
-        found: dict[tuple[str, str], Found] = {}
-        for key in dict.fromkeys(keys):
+
+        async def search(key: str) -> list[Values]:
             query = {"email": key} if module == "contacts" else {
                 "criteria": f"(Account_Name:equals:{_escape(key)})"}
-            for record in await self._records("GET", f"/{module_name(module)}/search",
-                                              params=query):
-                values = self._values(module, record)
-                for held, via in held_keys(module, values, secondary=secondary):
-                    if held == key:
-                        found[(values["id"], key)] = Found(values["id"], values, key, via)
-        return sorted(found.values(), key=lambda f: f.id)
+            return [self._values(module, record) for record in await self._records(
+                "GET", f"/{module_name(module)}/search", params=query)]
+
+        return await find_by_keys(module, keys, secondary=secondary, search=search)
 
     async def read(self, module: str, ids: Sequence[str]) -> dict[str, Held]:
         held: dict[str, Held] = {}

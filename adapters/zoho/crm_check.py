@@ -13,10 +13,11 @@ from dataclasses import dataclass
 
 import aiohttp
 
+from adapters.remote_poll import MODULES
 from adapters.write_errors import WriteError
 from adapters.zoho.crm import ZohoCrm
 from adapters.zoho.crm_fields import module_name
-from adapters.zoho.crm_poll import MODULES, Notifications
+from adapters.zoho.crm_poll import Notifications
 
 
 @dataclass(frozen=True)

@@ -11,8 +11,8 @@ import datetime as dt
 import hmac
 import time
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -22,6 +22,7 @@ import structlog
 from aiohttp import web
 
 from adapters.integration_store import IntegrationService
+from adapters.remote_store import WebhookIntake
 from daemon.http import bodies
 from daemon.http.auth import WHO, verify_signature
 from daemon.http.errors import ApiError
@@ -51,6 +52,8 @@ class ApiContext:
     last_applied_at: Callable[[], float | None]
     zoho_crm_channel_token: bytes | None = None
     """The token Zoho CRM's notifications must carry (none: no notification intake)."""
+    intakes: Mapping[str, WebhookIntake] = field(default_factory=dict)
+    """The remote stores' callbacks, by name (``zoho-desk``)."""
 
 
 def _by(request: web.Request) -> str:
@@ -234,3 +237,30 @@ async def zoho_crm_notification(ctx: ApiContext, request: web.Request,
         raise ApiError(401, "bad_channel_token", "the notification's channel token is wrong")
     await webhooks.wake_capture(ctx.pool, "crm")
     return web.json_response({"accepted": len(notice.ids)})
+
+
+async def zoho_desk_validation(ctx: ApiContext, request: web.Request,
+                               _body: None) -> web.Response:
+    """Zoho Desk checks a webhook's URL with a GET when the webhook is made."""
+    if "zoho-desk" not in ctx.intakes:
+        raise ApiError(404, "not_configured", "no Zoho Desk webhook intake")
+    return web.json_response({"ok": True})
+
+
+async def zoho_desk_webhook(ctx: ApiContext, request: web.Request,
+                            _body: None) -> web.Response:
+    """A Zoho Desk callback: the URL's token checked, the records it carries captured
+    into the desk's outbox (``adapters.zoho.desk_capture``), and only then answered
+    (Zoho gives it 5 seconds). A callback answered with an error is sent again by
+    Zoho; one lost is caught by the desk's poll."""
+    intake = ctx.intakes.get("zoho-desk")
+    if intake is None:
+        raise ApiError(404, "not_configured", "no Zoho Desk webhook intake")
+    if not intake.authentic(request.query):
+        raise ApiError(401, "bad_webhook_token", "the callback's token is wrong")
+    raw = await bodies.read_raw(request)
+    try:
+        captured = await intake.accept(ctx.pool, raw)
+    except ValueError as err:
+        raise ApiError(400, "invalid_body", str(err)) from None
+    return web.json_response({"captured": captured})

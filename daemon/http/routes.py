@@ -89,6 +89,10 @@ API_ROUTES: list[Route[api.ApiContext]] = [
          api.webhook, "Change notification (HMAC-SHA256)"),
     _api("post", "/webhooks/zoho-crm", "signature", bodies.ZohoCrmNotification,
          api.zoho_crm_notification, "Zoho CRM notification (its channel token)"),
+    _api("get", "/webhooks/zoho-desk", "public", None, api.zoho_desk_validation,
+         "Zoho Desk's check of the webhook URL (200)"),
+    _api("post", "/webhooks/zoho-desk", "signature", None, api.zoho_desk_webhook,
+         "Zoho Desk webhook callback (the URL's token): captured, then answered"),
 ]
 """The admin API and the webhook intake."""
 

@@ -1,6 +1,6 @@
-"""The hosted stores the settings name (``crm_store = "zoho"``): their adapters'
-options, built once from ``Settings`` for the daemon (``daemon.app``) and for
-``syncd integration check``."""
+"""The hosted stores the settings name (``crm_store = "zoho"``, ``desk_store =
+"zoho"``): their adapters' options, built once from ``Settings`` for the daemon
+(``daemon.app``) and for ``syncd integration check``."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ import datetime as dt
 
 from adapters.zoho.crm import ZohoCrmOptions
 from adapters.zoho.crm_poll import Notifications
+from adapters.zoho.desk import ZohoDeskOptions
+from adapters.zoho.desk_capture import Webhooks
 from adapters.zoho.oauth import Credentials
 from daemon.runtime.settings import Settings
 
@@ -31,3 +33,23 @@ def zoho_crm_notifications(settings: Settings) -> Notifications | None:
         notify_url=settings.zoho_crm_notify_url, token=settings.zoho_crm_channel_token,
         channel_id=settings.zoho_crm_channel_id,
         span=dt.timedelta(hours=settings.zoho_crm_channel_hours))
+
+
+def zoho_desk_options(settings: Settings) -> ZohoDeskOptions:
+    assert settings.zoho_desk_client_id and settings.zoho_desk_client_secret \
+        and settings.zoho_desk_refresh_token and settings.zoho_desk_org_id  # validated
+    return ZohoDeskOptions(
+        Credentials(client_id=settings.zoho_desk_client_id,
+                    client_secret=settings.zoho_desk_client_secret,
+                    refresh_token=settings.zoho_desk_refresh_token,
+                    data_centre=settings.zoho_desk_data_centre,
+                    accounts_url=settings.zoho_desk_accounts_url),
+        org_id=settings.zoho_desk_org_id, api_url=settings.zoho_desk_api_url,
+        sync_key_field=settings.zoho_desk_sync_key_field,
+        source_id=settings.zoho_desk_source_id)
+
+
+def zoho_desk_webhooks(settings: Settings) -> Webhooks | None:
+    if not (settings.zoho_desk_webhook_url and settings.zoho_desk_webhook_token):
+        return None
+    return Webhooks(url=settings.zoho_desk_webhook_url, token=settings.zoho_desk_webhook_token)

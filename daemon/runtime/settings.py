@@ -143,6 +143,53 @@ class Settings(BaseSettings):
     zoho_crm_concurrency: int = Field(
         default=5, ge=1, le=25, description="Writes to the CRM at once (the edition's "
         "API concurrency is 5 to 25).")
+    desk_store: Literal["embedded", "zoho"] = Field(
+        default="embedded", description="The desk: the embedded store in the daemon's "
+        "database, or a Zoho Desk organisation (docs/hosted.md).")
+    zoho_desk_client_id: str | None = Field(
+        default=None, min_length=1, validate_default=True,
+        description="The Zoho API client's id (desk_store zoho).")
+    zoho_desk_client_secret: SecretStr | None = Field(
+        default=None, validate_default=True,
+        description="The Zoho API client's secret; never logged.")
+    zoho_desk_refresh_token: SecretStr | None = Field(
+        default=None, validate_default=True,
+        description="A refresh token of the integration agent, with the scopes "
+        "Desk.contacts.ALL, Desk.products.ALL, Desk.search.READ, Desk.basic.READ, "
+        "Desk.settings.ALL "
+        "(webhooks); never logged.")
+    zoho_desk_org_id: str | None = Field(
+        default=None, pattern=r"^[0-9]{1,20}$", validate_default=True,
+        description="The Zoho Desk organisation's id (the orgId header of every call).")
+    zoho_desk_data_centre: Literal["com", "eu", "in", "com.au", "jp", "com.cn"] = Field(
+        default="com", description="The data centre of the Zoho Desk organisation.")
+    zoho_desk_accounts_url: str | None = Field(
+        default=None, description="Overrides the data centre's accounts server (a "
+        "sandbox's, an emulator's).")
+    zoho_desk_api_url: str | None = Field(
+        default=None, description="Overrides the data centre's desk host "
+        "(https://desk.zoho.com, ...).")
+    zoho_desk_sync_key_field: str = Field(
+        default="cf_syncd_key", pattern=r"^cf_[a-z0-9_]{1,60}$",
+        description="API name of the custom field holding the sync's key of a record.")
+    zoho_desk_poll_interval: float = Field(
+        default=60.0, gt=0, le=86_400, description="Seconds between the polls that "
+        "capture the desk's changes (behind its webhooks, or alone without them).")
+    zoho_desk_webhook_url: str | None = Field(
+        default=None, pattern=r"^https?://", description="The daemon's /webhooks/zoho-desk "
+        "as Zoho reaches it; unset: no webhooks, the poll alone (editions without them).")
+    zoho_desk_webhook_token: SecretStr | None = Field(
+        default=None, validate_default=True, description="A secret the webhook URL "
+        "carries (?token=), checked on every callback (required with a webhook URL); "
+        "never logged.")
+    zoho_desk_source_id: str = Field(
+        default="5f1c2a7e-8d3b-4c6a-9e0f-73736e636400",
+        pattern=r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$",
+        description="The webhook's ignoreSourceId: the sync's own writes carry it, so "
+        "they raise no webhook (SYNC-14).")
+    zoho_desk_concurrency: int = Field(
+        default=5, ge=1, le=25, description="Writes to the desk at once (the edition's "
+        "API concurrency is 5 to 25).")
     startup_wait: float = Field(
         default=600.0, ge=0, le=7 * 86_400, description="Seconds start-up waits for the "
         "database and the broker (capped backoff) before giving up; 0 waits for ever.")
@@ -188,6 +235,23 @@ class Settings(BaseSettings):
     def _zoho_crm(cls, value: object, info: ValidationInfo) -> object:
         if info.data.get("crm_store") == "zoho" and value is None:
             raise ValueError("required with crm_store zoho")
+        return value
+
+    @field_validator("zoho_desk_client_id", "zoho_desk_client_secret",
+                     "zoho_desk_refresh_token", "zoho_desk_org_id")
+    @classmethod
+    def _zoho_desk(cls, value: object, info: ValidationInfo) -> object:
+        if info.data.get("desk_store") == "zoho" and value is None:
+            raise ValueError("required with desk_store zoho")
+        return value
+
+    @field_validator("zoho_desk_webhook_token")
+    @classmethod
+    def _webhook_token(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        if info.data.get("zoho_desk_webhook_url") and value is None:
+            raise ValueError("required with zoho_desk_webhook_url")
+        if value is not None and len(value.get_secret_value()) < 16:
+            raise ValueError("at least 16 characters")
         return value
 
     @field_validator("zoho_crm_channel_token")

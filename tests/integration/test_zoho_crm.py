@@ -21,14 +21,8 @@ from projections.mapping import REASON_MANDATORY
 from projections.stores.commands import Command
 from projections.stores.port import SYNC_KEY_FIELD
 from tests.support.pipeline import Pipeline
-from tests.support.zoho_crm_emulator import (
-    CLIENT_ID,
-    CLIENT_SECRET,
-    REFRESH_TOKEN,
-    Fault,
-    ZohoCrmEmulator,
-    running_emulator,
-)
+from tests.support.zoho_crm_emulator import ZohoCrmEmulator, running_emulator
+from tests.support.zoho_emulator import CLIENT_ID, CLIENT_SECRET, REFRESH_TOKEN, Fault
 
 
 @pytest.fixture

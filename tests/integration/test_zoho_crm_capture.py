@@ -26,13 +26,8 @@ from projections.stores import commands
 from projections.stores.commands import Command
 from tests.support.daemon import running_daemon
 from tests.support.pipeline import Pipeline
-from tests.support.zoho_crm_emulator import (
-    CLIENT_ID,
-    CLIENT_SECRET,
-    REFRESH_TOKEN,
-    ZohoCrmEmulator,
-    running_emulator,
-)
+from tests.support.zoho_crm_emulator import ZohoCrmEmulator, running_emulator
+from tests.support.zoho_emulator import CLIENT_ID, CLIENT_SECRET, REFRESH_TOKEN
 
 
 @pytest.fixture

@@ -35,10 +35,8 @@ import datetime as dt
 import itertools
 import time
 import uuid
-from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
@@ -49,37 +47,23 @@ from adapters.zoho.crm import ZohoCrmOptions
 from adapters.zoho.crm_fields import FIELDS, MANDATORY, MODULES, from_zoho
 from adapters.zoho.oauth import Credentials
 from projections.events import ChangeEvent
+from tests.support.zoho_emulator import CLIENT_ID, CLIENT_SECRET, REFRESH_TOKEN, ZohoEmulator
 
 ORG_ZONE = dt.timezone(dt.timedelta(hours=5, minutes=30))
-CLIENT_ID, CLIENT_SECRET, REFRESH_TOKEN = "1000.TESTCLIENT", "test-secret", "1000.refresh"
+class ZohoCrmEmulator(ZohoEmulator):
+    api_prefix = "/crm/"
 
-
-@dataclass
-class Fault:
-    status: int
-    headers: dict[str, str] = field(default_factory=dict)
-    body: dict[str, Any] = field(default_factory=lambda: {"code": "INTERNAL_ERROR"})
-
-
-class ZohoCrmEmulator:
     def __init__(self, *, token_ttl: float = 3600.0) -> None:
+        super().__init__(token_ttl=token_ttl)
         self.records: dict[str, dict[str, dict[str, Any]]] = {m: {} for m in MODULES.values()}
-        self.tokens: dict[str, float] = {}  # access token -> expiry (loop time)
-        self.token_ttl = token_ttl
-        self.tokens_granted = 0
         self.mandatory: dict[str, set[str]] = {MODULES[m]: {f} for m, f in MANDATORY.items()}
-        self.faults: deque[Fault] = deque()
-        self.calls: list[tuple[str, str, int]] = []  # method, path, status
         self.writes = 0
-        self.refresh_refused = False  # the refresh token revoked (by an admin, say)
         self.without_sync_key: set[str] = set()  # modules lacking the external-id field
         self.channels: dict[Any, dict[str, Any]] = {}  # channel id -> its subscription
         # method, channel id, expiry, when it was asked
         self.subscriptions: list[tuple[str, Any, dt.datetime, dt.datetime]] = []
         self._ids = itertools.count(4_876_000_000_000_001)
         self._last = dt.datetime.now(ORG_ZONE)
-        self.url = ""
-        self._runner: web.AppRunner | None = None
 
     # -- test-facing -----------------------------------------------------------
 
@@ -141,14 +125,14 @@ class ZohoCrmEmulator:
                     ok += response.status == 200
         return ok
 
-    def revoke_tokens(self) -> None:
-        self.tokens.clear()
-
     # -- the service -------------------------------------------------------------
 
-    async def start(self) -> str:
-        app = web.Application(middlewares=[self._faults_and_auth])
-        app.router.add_post("/oauth/v2/token", self._token)
+    def unauthorized(self) -> web.Response:
+        return web.json_response({"code": "INVALID_TOKEN", "details": {},
+                                  "message": "invalid oauth token", "status": "error"},
+                                 status=401)
+
+    def routes(self, app: web.Application) -> None:
         app.router.add_get("/crm/v8/settings/fields", self._fields)
         app.router.add_post("/crm/v8/actions/watch", self._watch)
         app.router.add_patch("/crm/v8/actions/watch", self._watch)
@@ -157,17 +141,6 @@ class ZohoCrmEmulator:
         app.router.add_get("/crm/v8/{module}/{id}", self._get_one)
         app.router.add_put("/crm/v8/{module}/{id}", self._update)
         app.router.add_get("/crm/v8/{module}", self._get)
-        self._runner = web.AppRunner(app)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self.url = f"http://127.0.0.1:{port}"
-        return self.url
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
 
     def _now(self) -> str:
         """Increasing times at the org's offset (Zoho answers in the org's time zone).
@@ -177,39 +150,6 @@ class ZohoCrmEmulator:
             milliseconds=dt.datetime.now().microsecond // 1000)
         self._last = max(now, self._last + dt.timedelta(milliseconds=1))
         return self._last.isoformat(timespec="milliseconds")
-
-    @web.middleware
-    async def _faults_and_auth(self, request: web.Request, handler: Any) -> web.StreamResponse:
-        if request.path.startswith("/crm/"):
-            if self.faults:
-                fault = self.faults.popleft()
-                self.calls.append((request.method, request.path, fault.status))
-                return web.json_response(fault.body, status=fault.status,
-                                         headers=fault.headers)
-            header = request.headers.get("Authorization", "")
-            expiry = self.tokens.get(header.removeprefix("Zoho-oauthtoken "))
-            if not header.startswith("Zoho-oauthtoken ") or expiry is None or \
-                    expiry < time.monotonic():
-                self.calls.append((request.method, request.path, 401))
-                return web.json_response({"code": "INVALID_TOKEN", "details": {},
-                                          "message": "invalid oauth token",
-                                          "status": "error"}, status=401)
-        response: web.StreamResponse = await handler(request)
-        self.calls.append((request.method, request.path, response.status))
-        return response
-
-    async def _token(self, request: web.Request) -> web.Response:
-        form = await request.post()
-        asked = (form.get("grant_type"), form.get("client_id"), form.get("client_secret"),
-                 form.get("refresh_token"))
-        if self.refresh_refused or asked != ("refresh_token", CLIENT_ID, CLIENT_SECRET,
-                                             REFRESH_TOKEN):
-            return web.json_response({"error": "invalid_client"})
-        token = f"1000.{uuid.uuid4().hex}"
-        self.tokens[token] = time.monotonic() + self.token_ttl
-        self.tokens_granted += 1
-        return web.json_response({"access_token": token, "api_domain": self.url,
-                                  "token_type": "Bearer", "expires_in": self.token_ttl})
 
     async def _fields(self, request: web.Request) -> web.Response:
         """``GET /crm/v8/settings/fields?module=…`` (``fields.json``): the standard

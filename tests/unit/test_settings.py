@@ -82,3 +82,18 @@ def test_a_zoho_crm_needs_its_credentials_and_keeps_them_secret(
                              zoho_crm_refresh_token="1000.r3fresh")
     assert settings.crm_store == "zoho" and settings.zoho_crm_data_centre == "com"
     assert "s3cret-value" not in repr(settings) and "r3fresh" not in repr(settings)
+
+
+def test_a_zoho_desk_needs_its_credentials_and_organisation(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SYNCD_DESK_STORE", "zoho")
+    credentials = {"zoho_desk_client_id": "1000.X", "zoho_desk_client_secret": "s3cret-value",
+                   "zoho_desk_refresh_token": "1000.r3fresh"}
+    with pytest.raises(SettingsError, match="SYNCD_ZOHO_DESK_ORG_ID"):
+        load_settings(**credentials)
+    with pytest.raises(SettingsError, match="SYNCD_ZOHO_DESK_WEBHOOK_TOKEN"):
+        load_settings(**credentials, zoho_desk_org_id="600012",
+                      zoho_desk_webhook_url="https://syncd.example.com/webhooks/zoho-desk")
+    settings = load_settings(**credentials, zoho_desk_org_id="600012")
+    assert settings.desk_store == "zoho" and settings.zoho_desk_sync_key_field == "cf_syncd_key"
+    assert "s3cret-value" not in repr(settings) and "r3fresh" not in repr(settings)

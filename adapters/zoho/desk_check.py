@@ -1,0 +1,87 @@
+"""``syncd integration check`` for Zoho Desk: what the daemon needs of the desk, each
+checked with one call, each problem said with what to do.
+
+Checked: the credentials and the organisation (a token refreshed, ``orgId``
+accepted), reading each synced module (its scope and the agent's profile), the
+custom field holding the sync's key on each module (a search by it: Zoho Desk
+refuses one naming a field it does not have), and the webhook URL (Zoho's GET
+check answered, and a callback with the token accepted). Not checked: the API
+credits left, which Zoho Desk's API does not report to a client (its API
+dashboard does).
+"""
+
+from __future__ import annotations
+
+import aiohttp
+
+from adapters.remote_poll import MODULES
+from adapters.write_errors import WriteError
+from adapters.zoho.crm_check import Check
+from adapters.zoho.desk import ZohoDesk
+from adapters.zoho.desk_capture import Webhooks
+
+
+async def check(desk: ZohoDesk, *, webhooks: Webhooks | None) -> list[Check]:
+    checks = [await _credentials(desk)]
+    if not checks[0].ok:
+        return checks  # nothing else can be asked
+    for module in MODULES:
+        checks.append(await _readable(desk, module))
+        checks.append(await _sync_key_field(desk, module))
+    checks.append(await _webhook(webhooks))
+    checks.append(Check("API credits", True, "not checked: Zoho Desk's API does not report"
+                        " the credits left (see Setup > Developer Space > API Dashboard)"))
+    return checks
+
+
+async def _credentials(desk: ZohoDesk) -> Check:
+    try:
+        await desk.sample("accounts")
+    except WriteError as err:
+        return Check("credentials", False, f"{err.detail}: create a refresh token for the"
+                     " integration agent with the scopes Desk.contacts.ALL,"
+                     " Desk.products.ALL, Desk.search.READ, Desk.basic.READ and"
+                     " Desk.settings.ALL, and check SYNCD_ZOHO_DESK_ORG_ID")
+    return Check("credentials", True, "a token was granted and the organisation took it")
+
+
+async def _readable(desk: ZohoDesk, module: str) -> Check:
+    try:
+        await desk.sample(module)
+    except WriteError as err:
+        return Check(f"read {module}", False, f"{err.detail}: give the integration agent's"
+                     f" profile access to {module}")
+    return Check(f"read {module}", True, "readable")
+
+
+async def _sync_key_field(desk: ZohoDesk, module: str) -> Check:
+    wanted = desk.options.sync_key_field
+    name = f"{module}.{wanted}"
+    try:
+        await desk.by_sync_key(module, "new:check")
+    except WriteError as err:
+        return Check(name, False, f"{err.detail}: add to {module} a single-line custom field"
+                     f" whose API name is {wanted}")
+    return Check(name, True, "a custom field the sync can search")
+
+
+async def _webhook(webhooks: Webhooks | None) -> Check:
+    if webhooks is None:
+        return Check("webhook", True, "not configured: changes are captured by the poll"
+                     " alone")
+    try:
+        async with aiohttp.ClientSession() as session:
+            async with session.get(webhooks.url,
+                                   timeout=aiohttp.ClientTimeout(total=10)) as response:
+                checked = response.status
+            async with session.post(webhooks.callback(), json=[],
+                                    timeout=aiohttp.ClientTimeout(total=10)) as response:
+                called = response.status
+    except (aiohttp.ClientError, TimeoutError) as err:
+        return Check("webhook", False, f"{webhooks.url} is not reachable"
+                     f" ({type(err).__name__}): Zoho could not call it either")
+    if checked != 200 or called != 200:
+        return Check("webhook", False, f"{webhooks.url} answered {checked} to Zoho's check"
+                     f" and {called} to a callback: is the daemon running with"
+                     " SYNCD_DESK_STORE=zoho and this webhook token?")
+    return Check("webhook", True, "the daemon answers Zoho's check and takes its callbacks")

@@ -1,0 +1,103 @@
+"""The Zoho Desk's names for the sync's modules and fields, both ways.
+
+Zoho Desk v1 names fields in camel case (``lastName``, ``accountId``) and keeps
+custom fields apart, in the record's ``cf`` object (``{"cf_region": "EU"}``); the
+sync's key of a record it created is one of them (``sync_key_field``,
+``cf_syncd_key`` by default, a custom text field the administrator adds) and is
+reported as ``SYNC_KEY_FIELD``. Ids are long digit strings; the sync's
+``account_id`` is the account's id as a number, as in the embedded desk.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from projections.stores.port import SYNC_KEY_FIELD, Values
+
+PATHS = {"contacts": "contacts", "accounts": "accounts", "products": "products"}
+
+FIELDS = {
+    "contacts": {"first_name": "firstName", "last_name": "lastName", "email": "email",
+                 "secondary_email": "secondaryEmail", "phone": "phone",
+                 "mobile": "mobile", "account_id": "accountId"},
+    "accounts": {"account_name": "accountName", "website": "website", "phone": "phone",
+                 "industry": "industry"},
+    "products": {"product_name": "productName", "product_code": "productCode",
+                 "unit_price": "unitPrice"},
+}
+REFERENCES = {("contacts", "account_id")}
+"""Fields holding another record's id (text in Zoho Desk, a number in the sync)."""
+
+DEPARTMENTS = "departmentIds"
+"""A Zoho Desk product belongs to departments (a list of ids, at least one on a
+create); the sync's product has one ``department_id``, the integration's products
+department (SYNC-13)."""
+
+MANDATORY = {"contacts": "lastName", "accounts": "accountName", "products": "productName"}
+
+EVENT_MODULES = {"Contact": "contacts", "Account": "accounts"}
+"""The webhook event types' prefixes (``Contact_Add``, ``Account_Update``, …); Zoho
+Desk has no product events."""
+
+
+def module_path(module: str) -> str:
+    try:
+        return PATHS[module]
+    except KeyError:
+        raise ValueError(f"the Zoho Desk adapter does not sync {module!r}") from None
+
+
+def desk_time(value: str) -> dt.datetime:
+    """Zoho Desk's times are UTC with milliseconds (``2026-12-02T10:00:00.000Z``)."""
+    parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
+
+
+def from_desk(module: str, record: dict[str, Any], *, sync_key_field: str) -> Values:
+    """A Zoho Desk record as the port's values (the sync's names, ``custom``, times)."""
+    values: Values = {}
+    for ours, api in FIELDS[module].items():
+        value = record.get(api)
+        if (module, ours) in REFERENCES:
+            value = int(value) if value else None
+        values[ours] = value if value != "" else None
+    if module == "products":
+        departments = record.get(DEPARTMENTS) or []
+        values["department_id"] = int(departments[0]) if departments else None
+    custom = dict(record.get("cf") or {})
+    if sync_key_field in custom:
+        values[SYNC_KEY_FIELD] = custom.pop(sync_key_field)
+    values["custom"] = {k: v for k, v in custom.items() if v is not None}
+    values["deleted"] = False  # the recycle bin's records are not returned by reads
+    values["created_time"] = _iso(record.get("createdTime"))
+    values["modified_time"] = _iso(record.get("modifiedTime"))
+    return values
+
+
+def to_desk(module: str, payload: Values, *, sync_key_field: str,
+            resolved: dict[str, str] | None = None) -> dict[str, Any]:
+    """A command's values as a Zoho Desk record (custom fields under ``cf``).
+    ``resolved``: the Zoho ids of placeholders the values name (a contact's account
+    the sync created)."""
+    names = FIELDS[module]
+    record: dict[str, Any] = {}
+    custom: dict[str, Any] = {}
+    for ours, value in payload.items():
+        if ours == "custom":
+            custom.update(value or {})
+        elif ours == SYNC_KEY_FIELD:
+            custom[sync_key_field] = value
+        elif ours in names:
+            if (module, ours) in REFERENCES and value is not None:
+                value = (resolved or {}).get(str(value), str(value))
+            record[names[ours]] = value
+        elif module == "products" and ours == "department_id" and value is not None:
+            record[DEPARTMENTS] = [str(value)]
+    if custom:
+        record["cf"] = custom
+    return record
+
+
+def _iso(value: Any) -> str | None:
+    return None if not value else desk_time(str(value)).isoformat()

@@ -1,0 +1,101 @@
+"""What the Zoho emulators share: the accounts server's token endpoint, the check of
+the access token on every API call, scripted faults, the log of calls, and the
+HTTP server on loopback (``zoho_crm_emulator``, ``zoho_desk_emulator``).
+
+- ``POST /oauth/v2/token`` (``grant_type=refresh_token``): an access token for
+  ``token_ttl`` seconds and the ``api_domain``; unknown credentials get Zoho's
+  ``{"error": "invalid_client"}`` (with 200, as Zoho answers).
+- Every API call needs ``Authorization: Zoho-oauthtoken …`` of a live token, else
+  the service's 401.
+- ``faults``: scripted answers for the next API calls (429 with ``Retry-After``, 5xx).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+CLIENT_ID, CLIENT_SECRET, REFRESH_TOKEN = "1000.TESTCLIENT", "test-secret", "1000.refresh"
+
+
+@dataclass
+class Fault:
+    status: int
+    headers: dict[str, str] = field(default_factory=dict)
+    body: dict[str, Any] = field(default_factory=lambda: {"code": "INTERNAL_ERROR"})
+
+
+class ZohoEmulator:
+    api_prefix = "/"
+    """The paths that need an access token."""
+
+    def __init__(self, *, token_ttl: float = 3600.0) -> None:
+        self.tokens: dict[str, float] = {}  # access token -> expiry (monotonic)
+        self.token_ttl = token_ttl
+        self.tokens_granted = 0
+        self.refresh_refused = False  # the refresh token revoked (by an admin, say)
+        self.faults: deque[Fault] = deque()
+        self.calls: list[tuple[str, str, int]] = []  # method, path, status
+        self.url = ""
+        self._runner: web.AppRunner | None = None
+
+    def revoke_tokens(self) -> None:
+        self.tokens.clear()
+
+    def routes(self, app: web.Application) -> None:
+        raise NotImplementedError
+
+    def unauthorized(self) -> web.Response:
+        raise NotImplementedError
+
+    async def start(self) -> str:
+        app = web.Application(middlewares=[self._faults_and_auth])
+        app.router.add_post("/oauth/v2/token", self._token)
+        self.routes(app)
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.url = f"http://127.0.0.1:{port}"
+        return self.url
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    @web.middleware
+    async def _faults_and_auth(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        if request.path.startswith(self.api_prefix):
+            if self.faults:
+                fault = self.faults.popleft()
+                self.calls.append((request.method, request.path, fault.status))
+                return web.json_response(fault.body, status=fault.status,
+                                         headers=fault.headers)
+            header = request.headers.get("Authorization", "")
+            expiry = self.tokens.get(header.removeprefix("Zoho-oauthtoken "))
+            if not header.startswith("Zoho-oauthtoken ") or expiry is None or \
+                    expiry < time.monotonic():
+                self.calls.append((request.method, request.path, 401))
+                return self.unauthorized()
+        response: web.StreamResponse = await handler(request)
+        self.calls.append((request.method, request.path, response.status))
+        return response
+
+    async def _token(self, request: web.Request) -> web.Response:
+        form = await request.post()
+        asked = (form.get("grant_type"), form.get("client_id"), form.get("client_secret"),
+                 form.get("refresh_token"))
+        if self.refresh_refused or asked != ("refresh_token", CLIENT_ID, CLIENT_SECRET,
+                                             REFRESH_TOKEN):
+            return web.json_response({"error": "invalid_client"})
+        token = f"1000.{uuid.uuid4().hex}"
+        self.tokens[token] = time.monotonic() + self.token_ttl
+        self.tokens_granted += 1
+        return web.json_response({"access_token": token, "api_domain": self.url,
+                                  "token_type": "Bearer", "expires_in": self.token_ttl})
