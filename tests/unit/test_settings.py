@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -87,8 +88,9 @@ def test_a_zoho_crm_needs_its_credentials_and_keeps_them_secret(
 def test_a_zoho_desk_needs_its_credentials_and_organisation(
         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SYNCD_DESK_STORE", "zoho")
-    credentials = {"zoho_desk_client_id": "1000.X", "zoho_desk_client_secret": "s3cret-value",
-                   "zoho_desk_refresh_token": "1000.r3fresh"}
+    credentials: dict[str, Any] = {
+        "zoho_desk_client_id": "1000.X", "zoho_desk_client_secret": "s3cret-value",
+        "zoho_desk_refresh_token": "1000.r3fresh"}
     with pytest.raises(SettingsError, match="SYNCD_ZOHO_DESK_ORG_ID"):
         load_settings(**credentials)
     with pytest.raises(SettingsError, match="SYNCD_ZOHO_DESK_WEBHOOK_TOKEN"):
