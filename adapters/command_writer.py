@@ -16,6 +16,9 @@ one transaction with what came of it:
 * unavailable (``write_errors.Unavailable``: credentials, a scope or the licence
   refused): nothing is failed; every write to the target waits ``recheck`` seconds
   and is tried again, and ``unavailable`` says why (``/readyz``, a metric);
+* parked (``write_errors.Parked``: the store's credit budget, ``call_budget``):
+  every write to the target waits until credits return; nothing fails and
+  ``parked`` says why (the status, ``syncd_store_parked``);
 * stale (``write_errors.Stale``: the record changed after the newest change of it
   the sync had seen): the command goes, for that newer change, whose event the
   store's capture brings (the port's contract for a deferred store); until then what
@@ -56,6 +59,7 @@ from adapters.exclusive import run_exclusively
 from adapters.remote_capture import remember
 from adapters.write_errors import (
     REASON_TARGET_UNREACHABLE,
+    Parked,
     Refused,
     Stale,
     Transient,
@@ -128,6 +132,8 @@ class CommandWriter:
         self.recheck = recheck
         self.unavailable: str | None = None
         """Why no write can go to the target (``Unavailable``), until one lands."""
+        self.parked: str | None = None
+        """Why writes wait for the store's API credits (``Parked``), until one lands."""
 
     @property
     def lock_key(self) -> int:
@@ -204,6 +210,9 @@ class CommandWriter:
         except Unavailable as err:
             metrics.COMMAND_ATTEMPTS.labels(self.store, "unavailable").inc()
             self._unavailable(err.detail)
+        except Parked as err:
+            metrics.COMMAND_ATTEMPTS.labels(self.store, "parked").inc()
+            await self._park(command, err)
         except Stale as err:
             metrics.COMMAND_ATTEMPTS.labels(self.store, "stale").inc()
             log.info("write_superseded", store=self.store, module=command.module,
@@ -238,6 +247,9 @@ class CommandWriter:
                 log.info("store_available_again", store=self.store)
                 self.unavailable = None
                 metrics.STORE_UNAVAILABLE.labels(self.store).set(0)
+            if self.parked is not None:
+                log.info("store_writes_resumed", store=self.store)
+                self.parked = None
             metrics.COMMAND_ATTEMPTS.labels(self.store, "landed").inc()
             metrics.COMMAND_DELIVERY_SECONDS.labels(self.store).observe(
                 time.perf_counter() - started)
@@ -251,6 +263,26 @@ class CommandWriter:
         self.unavailable = detail
         metrics.STORE_UNAVAILABLE.labels(self.store).set(1)
         self.hold_until = max(self.hold_until, time.monotonic() + self.recheck)
+
+    async def _park(self, command: Command, err: Parked) -> None:
+        """The store's credit budget holds every write until ``err.retry_after``: the
+        command waits (not a failed attempt against its budget of time), said once."""
+        if self.parked is None:
+            log.warning("store_writes_parked", store=self.store, detail=err.detail,
+                        retry_in=round(err.retry_after, 1))
+        self.parked = err.detail
+        self.hold_until = max(self.hold_until, time.monotonic() + err.retry_after)
+        async with self.pool.acquire() as conn:
+            await commands.retry_later(conn, command, after=err.retry_after,
+                                       error=f"parked: {err.detail}")
+
+    def state(self) -> str:
+        """What the writer is doing, for the status: ``writing``, or why not."""
+        if self.unavailable is not None:
+            return f"unavailable: {self.unavailable}"
+        if self.parked is not None:
+            return f"parked: {self.parked}"
+        return "writing" if self.active.is_set() else "standby"
 
     async def _landed(self, command: Command, landed: Landed) -> None:
         event = ChangeEvent(

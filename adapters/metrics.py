@@ -111,6 +111,15 @@ STORE_UNAVAILABLE = Gauge(
     "1 while a remote store takes no write until a person acts (credentials, a scope"
     " or the licence refused); its writes wait, none fails.", ["store"],
 )
+STORE_PARKED = Gauge(
+    "syncd_store_parked",
+    "1 while a remote store's calls wait for API credits to return (the daemon's credit"
+    " budget); its writes wait, none fails.", ["store"],
+)
+STORE_CREDITS_SPENT = Gauge(
+    "syncd_store_credits_spent",
+    "API credits the daemon spent on a remote store in the budget's window.", ["store"],
+)
 COMMAND_HELD_SECONDS = Counter(
     "syncd_command_held_seconds_total",
     "Seconds a remote store's writer held all writes back because the target asked"

@@ -63,6 +63,16 @@ class Unavailable(WriteError):
     so (its status, ``/readyz``, a metric) and tries again now and then."""
 
 
+class Parked(WriteError):
+    """The store's API credits for its window are spent as far as the budget lets
+    this call go (``adapters.call_budget``): nothing is sent before ``retry_after``
+    seconds from now, and nothing fails for it."""
+
+    def __init__(self, detail: str, *, retry_after: float) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after
+
+
 class Refused(WriteError):
     """The target will not take this write as it is: ``reason`` is the failure
     log's, ``detail`` what the target said."""

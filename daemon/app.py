@@ -268,6 +268,8 @@ class _Daemon:
             zoho_crm_channel_token=None if settings.zoho_crm_channel_token is None
             else settings.zoho_crm_channel_token.get_secret_value().encode(),
             lag=self.projector.lag, last_applied_at=lambda: self.projector.last_applied_at,
+            remote_stores=lambda: {side: writer.state()
+                                   for side, writer in self.pipeline.writers.items()},
             intakes={store.intake.name: store.intake for store in remote.values()
                      if store.intake is not None})
 

@@ -2,7 +2,8 @@
 with a live access token (``oauth.TokenSource``), refreshed and made once more if
 the service says the token expired, and its failures said in the terms the command
 writer acts on (``write_errors``): a lost connection or a timeout is ``Transient``;
-credentials, scopes or a licence refused are ``Unavailable``; any other answer
+credentials, scopes or a licence refused are ``Unavailable``; a call the
+organisation's budget does not allow yet is ``Parked`` before it is sent; any other answer
 above 2xx is what ``classify_http`` makes of it, unless the service answered per
 record (the caller reads each record's outcome).
 
@@ -13,12 +14,14 @@ Zoho CRM and Zoho Desk say the same things in different envelopes (the CRM's
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 
+from adapters.call_budget import CallBudget
 from adapters.write_errors import Transient, Unavailable, classify_http
 from adapters.zoho.oauth import AuthenticationFailed, Credentials, TokenSource
 
@@ -40,8 +43,11 @@ class Dialect:
 class ZohoClient:
     def __init__(self, credentials: Credentials, dialect: Dialect, *,
                  api_url: str | None = None, timeout: float = 30.0,
-                 headers: dict[str, str] | None = None) -> None:
+                 headers: dict[str, str] | None = None,
+                 budget: CallBudget | None = None) -> None:
         self.credentials = credentials
+        self.budget = budget or CallBudget(dialect.name)
+        """Calls at once, calls a second and credits a window (``call_budget``)."""
         self.dialect = dialect
         self.api_url = api_url
         """The API host; by default the one the accounts server names (``api_domain``)."""
@@ -52,36 +58,54 @@ class ZohoClient:
         self._tokens: TokenSource | None = None
         self.calls = 0
 
-    async def call(self, method: str, path: str, *,
+    async def call(self, method: str, path: str, *, for_write: bool | None = None,
                    extra_headers: dict[str, str] | None = None, **request: Any) -> Any:
-        """One call of ``path`` (after the host); the decoded answer (``{}`` for 204)."""
+        """One call of ``path`` (after the host); the decoded answer (``{}`` for 204).
+        A read refused with 429 waits and is asked again, up to ``READ_WAIT`` seconds
+        in all: the batch or the poll that reads would otherwise start over and ask
+        again for everything it had read (a write's 429 is its writer's to wait out,
+        with every other write). ``for_write``: a read a write makes (its guard, a
+        key's look-up), spent from the writes' budget; by default a call is a write
+        unless it is a GET."""
+        write = method != "GET" if for_write is None else for_write
         tokens = self._token_source()
-        for attempt in (1, 2):
+        refreshed, waited = False, 0.0
+        while True:
             try:
                 headers = {**await tokens.header(), **self.headers, **(extra_headers or {})}
                 url = self._host(tokens) + path
                 self.calls += 1
-                async with self.session().request(
+                async with self.budget.call(write=write), self.session().request(
                         method, url, headers=headers, **request,
                         timeout=aiohttp.ClientTimeout(total=self.timeout)) as response:
                     if response.status == 204:
                         return {}
                     answer = await response.json(content_type=None)
                     code = self.dialect.code(answer)
-                    if response.status == 401 and attempt == 1 and code in self.dialect.expired:
+                    if response.status == 401 and code in self.dialect.expired:
+                        if refreshed:
+                            raise Unavailable(f"{self.dialect.name} refused a freshly"
+                                              " refreshed access token")
+                        refreshed = True
                         tokens.expired()
                         continue
                     if code in self.dialect.unavailable:
                         message = answer.get("message", "") if isinstance(answer, dict) else ""
                         raise Unavailable(f"{self.dialect.name}: {code} {message}".strip())
                     if response.status >= 300 and not self.dialect.per_record(answer):
-                        raise classify_http(response.status, response.headers, answer)
-                    return answer
+                        error = classify_http(response.status, response.headers, answer)
+                        wait = None if write else _read_wait(method, response.status,
+                                                             error, waited)
+                        if wait is None:
+                            raise error
+                    else:
+                        return answer
             except (aiohttp.ClientError, TimeoutError) as err:
                 raise Transient(f"{type(err).__name__}: {err}") from None
             except AuthenticationFailed as err:
                 raise Unavailable(str(err)) from None
-        raise Unavailable(f"{self.dialect.name} refused a freshly refreshed access token")
+            await asyncio.sleep(wait)
+            waited += wait
 
     def session(self) -> aiohttp.ClientSession:
         if self._session is None:
@@ -106,3 +130,16 @@ class ZohoClient:
         if not url:
             raise Transient("the accounts server named no API host")
         return url.rstrip("/")
+
+
+READ_WAIT = 30.0
+"""Seconds a read waits out 429s in all before its caller is told."""
+
+
+def _read_wait(method: str, status: int, error: Exception, waited: float) -> float | None:
+    """How long a read refused with 429 waits before it is asked again (what
+    ``Retry-After`` said, or a second); None: not a read's 429, or waited enough."""
+    if method != "GET" or status != 429:
+        return None
+    wait = getattr(error, "retry_after", None) or 1.0
+    return wait if waited + wait <= READ_WAIT else None

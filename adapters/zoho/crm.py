@@ -28,9 +28,10 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+from adapters.call_budget import ApiLimits
 from adapters.command_writer import Landed
 from adapters.remote_store import find_by_keys
 from adapters.write_errors import (
@@ -67,6 +68,7 @@ class ZohoCrmOptions:
     sync_key_field: str = "Syncd_Key"
     workflow_triggers: bool = False
     timeout: float = 30.0
+    limits: ApiLimits = field(default_factory=ApiLimits)
 
 
 class ZohoCrm:
@@ -77,7 +79,7 @@ class ZohoCrm:
     def __init__(self, options: ZohoCrmOptions) -> None:
         self.options = options
         self.client = ZohoClient(options.credentials, DIALECT, api_url=options.api_url,
-                                 timeout=options.timeout)
+                                 timeout=options.timeout, budget=options.limits.budget("crm"))
 
     async def close(self) -> None:
         await self.client.close()
@@ -97,13 +99,15 @@ class ZohoCrm:
 
         return await find_by_keys(module, keys, secondary=secondary, search=search)
 
-    async def read(self, module: str, ids: Sequence[str]) -> dict[str, Held]:
+    async def read(self, module: str, ids: Sequence[str], *,
+                   for_write: bool = False) -> dict[str, Held]:
         held: dict[str, Held] = {}
         wanted = list(dict.fromkeys(ids))
         for start in range(0, len(wanted), IDS_PER_READ):
             chunk = wanted[start:start + IDS_PER_READ]
             for record in await self._records("GET", f"/{module_name(module)}",
-                                              params={"ids": ",".join(chunk)}):
+                                              params={"ids": ",".join(chunk)},
+                                              for_write=for_write):
                 values = self._values(module, record)
                 held[values["id"]] = Held(values, zoho_time(record["Modified_Time"]))
         return held
@@ -181,8 +185,8 @@ class ZohoCrm:
             body["trigger"] = []
         if command.record_id is not None:
             if command.seen is not None:
-                current = (await self.read(module, [command.record_id])).get(
-                    command.record_id)
+                current = (await self.read(module, [command.record_id],
+                                           for_write=True)).get(command.record_id)
                 if current is not None and current.modified_time > command.seen:
                     raise Stale(f"{zoho_module} {command.record_id} was modified at"
                                 f" {current.modified_time.isoformat()}")
@@ -214,8 +218,9 @@ class ZohoCrm:
             if not (isinstance(value, str) and is_placeholder(value)) or ours == SYNC_KEY_FIELD:
                 continue
             target = "accounts" if ours == "account_id" else command.module
-            found = await self._records("GET", f"/{module_name(target)}/search", params={
-                "criteria": f"({self.options.sync_key_field}:equals:{_escape(value)})"})
+            criteria = f"({self.options.sync_key_field}:equals:{_escape(value)})"
+            found = await self._records("GET", f"/{module_name(target)}/search",
+                                        for_write=True, params={"criteria": criteria})
             if not found:
                 # Zoho indexes new records for search a little later: not yet.
                 raise Transient(f"the {target} record created as {value} is not found yet")

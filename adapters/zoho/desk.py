@@ -31,9 +31,10 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+from adapters.call_budget import ApiLimits
 from adapters.command_writer import Landed
 from adapters.remote_store import find_by_keys
 from adapters.write_errors import (
@@ -82,6 +83,7 @@ class ZohoDeskOptions:
     sync_key_field: str = "cf_syncd_key"
     source_id: str = "5f1c2a7e-8d3b-4c6a-9e0f-73736e636400"
     timeout: float = 30.0
+    limits: ApiLimits = field(default_factory=ApiLimits)
 
     def host(self) -> str:
         return self.api_url or DESK_HOSTS[self.credentials.data_centre]
@@ -95,7 +97,8 @@ class ZohoDesk:
     def __init__(self, options: ZohoDeskOptions) -> None:
         self.options = options
         self.client = ZohoClient(options.credentials, DIALECT, api_url=options.host(),
-                                 timeout=options.timeout, headers={"orgId": options.org_id})
+                                 timeout=options.timeout, budget=options.limits.budget("desk"),
+                                 headers={"orgId": options.org_id})
 
     async def close(self) -> None:
         await self.client.close()
@@ -168,14 +171,14 @@ class ZohoDesk:
         record = to_desk(module, command.payload, sync_key_field=self.options.sync_key_field,
                          resolved=resolved)
         if command.record_id is None:
-            existing = await self.by_sync_key(module, command.record_key)
+            existing = await self.by_sync_key(module, command.record_key, for_write=True)
             if existing is not None:  # delivered before, its settling lost: one record
                 return self._landed(module, existing)
             record.setdefault("cf", {})[self.options.sync_key_field] = command.record_key
             answer = await self._write("POST", f"/{path}", record)
         else:
             if command.seen is not None:
-                current = await self._get(module, command.record_id)
+                current = await self._get(module, command.record_id, for_write=True)
                 if current is not None and desk_time(current["modifiedTime"]) > command.seen:
                     raise Stale(f"{path} {command.record_id} was modified at"
                                 f" {current['modifiedTime']}")
@@ -197,29 +200,32 @@ class ZohoDesk:
         for ours, value in command.payload.items():
             if ours != "account_id" or not (isinstance(value, str) and is_placeholder(value)):
                 continue
-            found = await self.by_sync_key("accounts", value)
+            found = await self.by_sync_key("accounts", value, for_write=True)
             if found is None:
                 raise Transient(f"the accounts record created as {value} is not found yet")
             resolved[value] = str(found["id"])
         return resolved
 
-    async def by_sync_key(self, module: str, key: str) -> dict[str, Any] | None:
+    async def by_sync_key(self, module: str, key: str, *,
+                          for_write: bool = False) -> dict[str, Any] | None:
         found = await self._search(module, {
-            "customField1": f"{self.options.sync_key_field}:{key}"})
+            "customField1": f"{self.options.sync_key_field}:{key}"}, for_write=for_write)
         return next((r for r in found
                      if (r.get("cf") or {}).get(self.options.sync_key_field) == key), None)
 
     # -- HTTP ----------------------------------------------------------------------
 
-    async def _search(self, module: str, query: dict[str, str]) -> list[dict[str, Any]]:
+    async def _search(self, module: str, query: dict[str, str], *,
+                      for_write: bool = False) -> list[dict[str, Any]]:
         answer = await self.client.call("GET", f"{API_PATH}/{module_path(module)}/search",
-                                        params=query)
+                                        params=query, for_write=for_write)
         return list(answer.get("data") or []) if isinstance(answer, dict) else []
 
-    async def _get(self, module: str, record_id: str) -> dict[str, Any] | None:
+    async def _get(self, module: str, record_id: str, *,
+                   for_write: bool = False) -> dict[str, Any] | None:
         try:
             answer = await self.client.call(
-                "GET", f"{API_PATH}/{module_path(module)}/{record_id}")
+                "GET", f"{API_PATH}/{module_path(module)}/{record_id}", for_write=for_write)
         except Refused as err:
             if "URL_NOT_FOUND" in err.detail:
                 return None

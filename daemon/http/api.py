@@ -52,6 +52,8 @@ class ApiContext:
     last_applied_at: Callable[[], float | None]
     zoho_crm_channel_token: bytes | None = None
     """The token Zoho CRM's notifications must carry (none: no notification intake)."""
+    remote_stores: Callable[[], dict[str, str]] = dict
+    """Each remote store's writer's state (``CommandWriter.state``)."""
     intakes: Mapping[str, WebhookIntake] = field(default_factory=dict)
     """The remote stores' callbacks, by name (``zoho-desk``)."""
 
@@ -80,7 +82,7 @@ async def openapi_json(_ctx: ApiContext, request: web.Request, _body: None) -> w
 async def status(ctx: ApiContext, _request: web.Request, _body: None) -> web.Response:
     return web.json_response(await daemon_status.status(
         ctx.pool, config=ctx.config(), lag=ctx.lag(), last_applied_at=ctx.last_applied_at(),
-        config_position=ctx.integration.followed))
+        config_position=ctx.integration.followed, remote_stores=ctx.remote_stores()))
 
 
 # -- the integration (OPS-05): each command answers with the integration's state -------

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 
+from adapters.call_budget import ApiLimits
 from adapters.zoho.crm import ZohoCrmOptions
 from adapters.zoho.crm_poll import Notifications
 from adapters.zoho.desk import ZohoDeskOptions
@@ -23,7 +24,11 @@ def zoho_crm_options(settings: Settings) -> ZohoCrmOptions:
                     refresh_token=settings.zoho_crm_refresh_token,
                     data_centre=settings.zoho_crm_data_centre,
                     accounts_url=settings.zoho_crm_accounts_url),
-        api_url=settings.zoho_crm_api_url, sync_key_field=settings.zoho_crm_sync_key_field)
+        api_url=settings.zoho_crm_api_url, sync_key_field=settings.zoho_crm_sync_key_field,
+        limits=ApiLimits(concurrency=settings.zoho_crm_concurrency,
+                         calls_per_second=settings.zoho_crm_calls_per_second,
+                         credits=settings.zoho_crm_credits,
+                         credit_window=settings.zoho_crm_credit_hours * 3600))
 
 
 def zoho_crm_notifications(settings: Settings) -> Notifications | None:
@@ -46,7 +51,11 @@ def zoho_desk_options(settings: Settings) -> ZohoDeskOptions:
                     accounts_url=settings.zoho_desk_accounts_url),
         org_id=settings.zoho_desk_org_id, api_url=settings.zoho_desk_api_url,
         sync_key_field=settings.zoho_desk_sync_key_field,
-        source_id=settings.zoho_desk_source_id)
+        source_id=settings.zoho_desk_source_id,
+        limits=ApiLimits(concurrency=settings.zoho_desk_concurrency,
+                         calls_per_second=settings.zoho_desk_calls_per_second,
+                         credits=settings.zoho_desk_credits,
+                         credit_window=settings.zoho_desk_credit_hours * 3600))
 
 
 def zoho_desk_webhooks(settings: Settings) -> Webhooks | None:

@@ -140,6 +140,16 @@ class Settings(BaseSettings):
     zoho_crm_channel_hours: float = Field(
         default=24.0, gt=0, le=168, description="How long a notification channel is "
         "subscribed for (renewed with a quarter left; a week at most).")
+    zoho_crm_credits: int | None = Field(
+        default=None, ge=1, description="API credits the daemon may spend on the CRM in "
+        "each credit window; writes park at nine tenths, reads at all of it; unset: not "
+        "counted (docs/hosted.md).")
+    zoho_crm_credit_hours: float = Field(
+        default=24.0, gt=0, le=168, description="The credit window, in hours (Zoho: a "
+        "day).")
+    zoho_crm_calls_per_second: float | None = Field(
+        default=None, gt=0, le=1000, description="Calls a second to the CRM at most; "
+        "unset: only the concurrency limits them.")
     zoho_crm_concurrency: int = Field(
         default=5, ge=1, le=25, description="Writes to the CRM at once (the edition's "
         "API concurrency is 5 to 25).")
@@ -187,6 +197,16 @@ class Settings(BaseSettings):
         pattern=r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$",
         description="The webhook's ignoreSourceId: the sync's own writes carry it, so "
         "they raise no webhook (SYNC-14).")
+    zoho_desk_credits: int | None = Field(
+        default=None, ge=1, description="API credits the daemon may spend on the desk in "
+        "each credit window; writes park at nine tenths, reads at all of it; unset: not "
+        "counted (docs/hosted.md).")
+    zoho_desk_credit_hours: float = Field(
+        default=24.0, gt=0, le=168, description="The credit window, in hours (Zoho: a "
+        "day).")
+    zoho_desk_calls_per_second: float | None = Field(
+        default=None, gt=0, le=1000, description="Calls a second to the desk at most; "
+        "unset: only the concurrency limits them.")
     zoho_desk_concurrency: int = Field(
         default=5, ge=1, le=25, description="Writes to the desk at once (the edition's "
         "API concurrency is 5 to 25).")

@@ -12,7 +12,8 @@ from projections.stores.outbox import Outbox
 
 
 async def status(pool: asyncpg.Pool, *, config: SyncConfig, lag: dict[int, int],
-                 last_applied_at: float | None, config_position: int) -> dict[str, Any]:
+                 last_applied_at: float | None, config_position: int,
+                 remote_stores: dict[str, str] | None = None) -> dict[str, Any]:
     """What ``GET /api/v1/status`` and ``syncd status`` show."""
     async with pool.acquire() as conn:
         backlog = {side: await Outbox(conn, side).backlog() for side in ("desk", "crm")}
@@ -26,4 +27,7 @@ async def status(pool: asyncpg.Pool, *, config: SyncConfig, lag: dict[int, int],
         "outbox_backlog": backlog,
         "deferred_while_paused": deferred,
         "config_position": config_position,
+        # Each remote store's writer: writing, standby (another replica writes), or
+        # why its writes wait (parked for API credits, unavailable).
+        "remote_stores": remote_stores or {},
     }

@@ -1,7 +1,8 @@
 """The store port's contract (projections/stores/port.py), written once and run on
 every adapter: the in-memory fake (tests/support/fake_store.py) and the embedded
 PostgreSQL stores (projections/stores/embedded.py), each case on the desk and on the
-CRM. The hosted stores' adapters join the parametrisation when they come."""
+CRM. The remote stores' adapters (the hosted desk and CRM) have their own contract,
+what the deferred adapter asks of them: tests/integration/test_remote_store_contract.py."""
 
 from __future__ import annotations
 

@@ -169,6 +169,11 @@ class RecordService:
         ids = request.query.getall("id", [])
         return web.json_response({"data": [table[i] for i in ids if i in table]})
 
+    def person_creates(self, module: str, values: dict[str, Any]) -> str:
+        """A person creates a record in the service (not through the API under test)."""
+        record_id, _ = self._apply(module, None, f"person:{uuid.uuid4()}", values)
+        return record_id
+
     def edit(self, module: str, record_id: str, values: dict[str, Any]) -> ChangeEvent:
         """A person edits a record in the service: the change its capture reports."""
         record = self.records[module][record_id]

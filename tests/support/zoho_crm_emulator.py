@@ -25,7 +25,8 @@ and the OAuth guide, for what the adapter uses:
   notification to each live channel watching a module.
 - Lists: ``If-Modified-Since``, ``sort_by``, ``page``/``per_page``, ``page_token``.
 
-Not emulated (not used yet): bulk read, deleted records, COQL, credits. Times
+Not emulated (not used yet): bulk read, deleted records, COQL; credits only as
+a count per window (``zoho_emulator``), not Zoho's cost per call. Times
 have milliseconds (Zoho's whole seconds), so a test's edits a moment apart order.
 """
 
@@ -131,6 +132,11 @@ class ZohoCrmEmulator(ZohoEmulator):
         return web.json_response({"code": "INVALID_TOKEN", "details": {},
                                   "message": "invalid oauth token", "status": "error"},
                                  status=401)
+
+    def too_many_requests(self, retry_after: float) -> web.Response:
+        return web.json_response({"code": "TOO_MANY_REQUESTS", "details": {},
+                                  "message": "API credits exhausted", "status": "error"},
+                                 status=429, headers={"Retry-After": str(int(retry_after))})
 
     def routes(self, app: web.Application) -> None:
         app.router.add_get("/crm/v8/settings/fields", self._fields)

@@ -34,7 +34,8 @@ webhook guide, for what the adapter uses:
   deletes the webhook; ``drop_callbacks`` loses the next ones.
 
 Not emulated: tickets, threads, comments, departments' API, the recycle bin and
-deletes through the API, API credits, ``fields=`` and ``filters`` on lists.
+deletes through the API, ``fields=`` and ``filters`` on lists; API credits only as
+a count per window (``zoho_emulator``), not Zoho's cost per call.
 Times are UTC with milliseconds, strictly increasing.
 """
 
@@ -113,6 +114,11 @@ class ZohoDeskEmulator(ZohoEmulator):
 
     def unauthorized(self) -> web.Response:
         return _error(401, "INVALID_OAUTH", "The OAuth Token you provided is invalid.")
+
+    def too_many_requests(self, retry_after: float) -> web.Response:
+        return web.json_response(
+            {"errorCode": "TOO_MANY_REQUESTS", "message": "API credits exhausted"},
+            status=429, headers={"Retry-After": str(int(retry_after))})
 
     def routes(self, app: web.Application) -> None:
         app.router.add_get("/api/v1/webhooks", self._list_webhooks)

@@ -8,6 +8,9 @@ HTTP server on loopback (``zoho_crm_emulator``, ``zoho_desk_emulator``).
 - Every API call needs ``Authorization: Zoho-oauthtoken …`` of a live token, else
   the service's 401.
 - ``faults``: scripted answers for the next API calls (429 with ``Retry-After``, 5xx).
+- ``credits``: ``(calls, seconds)``, the API credits of a window: past them, the
+  service's 429 with ``Retry-After`` until the window ends (Zoho's own windows are a
+  day; a test's, seconds).
 """
 
 from __future__ import annotations
@@ -41,6 +44,9 @@ class ZohoEmulator:
         self.refresh_refused = False  # the refresh token revoked (by an admin, say)
         self.faults: deque[Fault] = deque()
         self.calls: list[tuple[str, str, int]] = []  # method, path, status
+        self.credits: tuple[int, float] | None = None
+        self._window: tuple[float, int] = (0.0, 0)  # its start, the calls spent in it
+        self.refused_for_credits = 0
         self.url = ""
         self._runner: web.AppRunner | None = None
 
@@ -52,6 +58,24 @@ class ZohoEmulator:
 
     def unauthorized(self) -> web.Response:
         raise NotImplementedError
+
+    def too_many_requests(self, retry_after: float) -> web.Response:
+        raise NotImplementedError
+
+    def _spend(self) -> web.Response | None:
+        """One credit of the window, or the 429 when they are spent."""
+        if self.credits is None:
+            return None
+        allowed, seconds = self.credits
+        started, spent = self._window
+        now = time.monotonic()
+        if now - started >= seconds:
+            started, spent = now, 0
+        if spent >= allowed:
+            self.refused_for_credits += 1
+            return self.too_many_requests(max(1.0, seconds - (now - started)))
+        self._window = (started, spent + 1)
+        return None
 
     async def start(self) -> str:
         app = web.Application(middlewares=[self._faults_and_auth])
@@ -83,6 +107,10 @@ class ZohoEmulator:
                     expiry < time.monotonic():
                 self.calls.append((request.method, request.path, 401))
                 return self.unauthorized()
+            refused = self._spend()
+            if refused is not None:
+                self.calls.append((request.method, request.path, refused.status))
+                return refused
         response: web.StreamResponse = await handler(request)
         self.calls.append((request.method, request.path, response.status))
         return response

@@ -1,0 +1,97 @@
+"""A hosted store's limits (issue 16, part 3): the daemon's own credit budget parks
+its writes before the service would refuse them and resumes when credits return;
+a service that answers 429 with ``Retry-After`` slows the sync down. Either way,
+every change lands once and nothing fails."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import pytest
+from structlog.testing import capture_logs
+
+from adapters.call_budget import ApiLimits, CallBudget
+from adapters.command_writer import Backoff
+from adapters.write_errors import Parked
+from adapters.zoho.desk import ZohoDeskOptions
+from adapters.zoho.desk_store import zoho_desk_store
+from tests.support.pipeline import Pipeline
+from tests.support.zoho_desk_emulator import ZohoDeskEmulator, running_emulator
+
+CONTACTS = 12
+
+
+async def test_the_budget_parks_reads_and_writes_apart() -> None:
+    budget = CallBudget("desk", credits=10, window=0.5, reserve=0.2)
+    for _ in range(8):
+        async with budget.call(write=True):
+            pass
+    with pytest.raises(Parked) as parked:
+        async with budget.call(write=True):
+            pass
+    assert 0 < parked.value.retry_after <= 0.5 and "8 of 10 API credits" in parked.value.detail
+    for _ in range(2):  # the reserve is the reads'
+        async with budget.call(write=False):
+            pass
+    assert budget.spent == 10
+    started = time.monotonic()
+    async with budget.call(write=False):  # past all of it: waits for credits to return
+        pass
+    assert time.monotonic() - started >= 0.3
+    daily = CallBudget("desk", credits=1, window=3600)
+    async with daily.call(write=False):
+        pass
+    with pytest.raises(Parked):  # a day away: said, not waited for
+        async with daily.call(write=False):
+            pass
+
+
+async def sync_crm_contacts_to(emulator: ZohoDeskEmulator, options: ZohoDeskOptions, *,
+                               database_url: str, kafka_bootstrap: str, topic_prefix: str,
+                               poll_interval: float) -> int:
+    """Create CONTACTS contacts in the embedded CRM and sync them to the emulated desk;
+    return how many the desk holds, and the failures logged."""
+    store, client = zoho_desk_store(options, backoff=Backoff(base=0.05, cap=0.5),
+                                    poll_interval=poll_interval)
+    pipe = Pipeline(database_url, kafka_bootstrap, topic_prefix, remote={"desk": store})
+    await pipe.start()
+    try:
+        await pipe.execute(
+            "INSERT INTO crm.contacts (last_name, email) SELECT 'C' || n, 'c' || n ||"
+            " '@limits.example' FROM generate_series(1, $1) AS n", CONTACTS)
+        await pipe.drain(timeout=90)
+        assert await pipe.fetchval("SELECT count(*) FROM sync.failures") == 0
+    finally:
+        await pipe.close()
+        await client.close()
+    return len([r for r in emulator.records["contacts"].values()
+                if str(r.get("email", "")).endswith("@limits.example")])
+
+
+async def test_a_credit_budget_parks_the_writes_and_resumes_when_credits_return(
+        database_url: str, kafka_bootstrap: str, topic_prefix: str) -> None:
+    async with running_emulator() as emulator:
+        options = dataclasses.replace(emulator.options(), limits=ApiLimits(
+            credits=16, credit_window=3.0))
+        with capture_logs() as logs:
+            # A poll every 10 s: the poll's own reads (three a round) stay a small
+            # part of the budget, as a minute's interval is of a day's credits.
+            made = await sync_crm_contacts_to(
+                emulator, options, database_url=database_url,
+                kafka_bootstrap=kafka_bootstrap, topic_prefix=topic_prefix, poll_interval=10)
+        assert made == CONTACTS  # each once, none failed
+        events = [e["event"] for e in logs]
+        assert "store_writes_parked" in events and "store_writes_resumed" in events
+        assert emulator.refused_for_credits == 0  # the daemon parked before Zoho refused
+
+
+async def test_a_service_answering_429_slows_the_sync_without_a_failure(
+        database_url: str, kafka_bootstrap: str, topic_prefix: str) -> None:
+    async with running_emulator() as emulator:
+        emulator.credits = (10, 1.0)  # ten calls a second, then 429 with Retry-After
+        made = await sync_crm_contacts_to(
+            emulator, emulator.options(), database_url=database_url,
+            kafka_bootstrap=kafka_bootstrap, topic_prefix=topic_prefix, poll_interval=0.5)
+        assert made == CONTACTS  # each once, none failed
+        assert emulator.refused_for_credits > 0  # it was rate-limited, and waited
