@@ -2,6 +2,7 @@
 """The project's commands, for a fresh machine with only Python 3.11+ and git.
 
     python3 dev.py run     create .venv, install the run lock, run the daemon on embedded services
+    python3 dev.py run --remote   the same between emulated Zoho CRM and Desk (ops/demo_remote.py)
     python3 dev.py test    create .venv, install the test lock, lint, type-check, test
     python3 dev.py lock    refresh requirements/run.txt and requirements/test.txt
 
@@ -125,6 +126,11 @@ def main() -> int:
             print("usage: python3 dev.py lock [--upgrade]", file=sys.stderr)
             return 2
         return lock(upgrade=bool(rest))
+    if command == "run" and "--remote" in rest:
+        install(RUN_LOCK)
+        rest.remove("--remote")
+        os.chdir(ROOT)  # ``ops`` is the repository's, not installed
+        os.execv(BIN / "python", [str(BIN / "python"), "-m", "ops.demo_remote", *rest])
     if command == "run":
         install(RUN_LOCK)
         note = demo_note(data_dir())

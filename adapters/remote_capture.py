@@ -91,6 +91,8 @@ class RemoteCapture:
                 before = {} if seen is None else loads_json(seen["values"])
                 changed = None if seen is None else changed_fields(before, values)
                 values = {**before, **values}  # what was not fetched is as it was
+                values.pop("hard_deleted", None)
+                values["deleted"] = False  # fetched, so live (back from a bin, say)
                 if changed == []:
                     # Only its time moved (a field the sync does not read, say).
                     await remember(conn, self.store, module, record_id, values, modified)
@@ -104,6 +106,48 @@ class RemoteCapture:
                     captured_at=dt.datetime.now(dt.UTC)), keep_id=False,
                     origin=origin if seen is None else "user")
                 await remember(conn, self.store, module, record_id, values, modified)
+                appended += 1
+        return appended
+
+    async def deleted(self, module: str, records: Sequence[tuple[str, dt.datetime, bool]]
+                      ) -> int:
+        """Capture deletes (``(id, deleted_time, permanently)``) in one transaction: a
+        record the daemon has seen and not seen deleted since becomes a ``delete``
+        event (its last values, ``deleted`` and ``hard_deleted``); a record it never
+        saw, or a delete it has seen, is old news. Returns the events appended.
+
+        A record in a hosted store's recycle bin is reported as deleted for good
+        (``hard_deleted``): the sync cannot bring it back through the API (SYNC-11's
+        restore), so a later change of its counterpart creates it again."""
+        if not records:
+            return 0
+        appended = 0
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock($1, hashtext($2))",
+                               REMOTE_CAPTURE, f"{self.store}.{module}")
+            known = {row["record_id"]: row for row in await conn.fetch(
+                "SELECT record_id, \"values\", modified_time FROM syncd.remote_records"
+                " WHERE store = $1 AND module = $2 AND record_id = ANY($3::text[])"
+                " FOR UPDATE", self.store, module, [record_id for record_id, *_ in records])}
+            outbox = Outbox(conn, self.store)
+            for record_id, when, _permanently in records:
+                seen = known.get(record_id)
+                if seen is None:
+                    continue  # never seen: nothing of it was synced
+                before = loads_json(seen["values"])
+                if before.get("deleted"):
+                    continue  # its delete was captured already
+                values = {**before, "deleted": True, "hard_deleted": True}
+                when = max(when, seen["modified_time"])
+                await outbox.append(ChangeEvent(
+                    event_id=uuid.uuid4(), source=self.store, module=module,
+                    record_id=record_id, op="delete", values=values, changed=None,
+                    modified_at=when,
+                    created_at=_time(before.get("created_time") or when),
+                    origin="user", captured_at=dt.datetime.now(dt.UTC)),
+                    keep_id=False, origin="user")
+                await remember(conn, self.store, module, record_id, values,
+                               when + dt.timedelta(microseconds=1))
                 appended += 1
         return appended
 

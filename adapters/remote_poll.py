@@ -13,6 +13,9 @@ cursor moves to the newest modification time seen, less ``OVERLAP``: a record
 changed later in the same second as the newest one is fetched again next time
 rather than missed (the capture takes a copy it has seen for old news).
 
+A store whose adapter reports deletes (``DeletesPollable``: Zoho CRM's
+``/deleted``) has them captured by the same rounds, from a cursor of their own.
+
 A ``Subscription`` (the CRM's notification channel, the desk's webhook) is kept by
 the poller: subscribed when it starts, renewed when the subscription says.
 """
@@ -25,7 +28,7 @@ import datetime as dt
 import time
 import zlib
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import structlog
 
@@ -51,6 +54,15 @@ class Pollable(Protocol):
                              ) -> list[tuple[str, Values]]:
         """The records of ``module`` modified after ``since`` (``(id, values)``, with
         ``modified_time`` and ``created_time``), each once."""
+        ...
+
+
+@runtime_checkable
+class DeletesPollable(Protocol):
+    async def deleted_since(self, module: str, since: dt.datetime
+                            ) -> list[tuple[str, dt.datetime, bool]]:
+        """The records of ``module`` deleted after ``since``: ``(id, deleted_time,
+        permanently)``."""
         ...
 
 
@@ -137,10 +149,28 @@ class RemotePoll:
         newest = max((dt.datetime.fromisoformat(v["modified_time"]) for _, v in records),
                      default=since + OVERLAP)
         await self.capture.advance(module, newest - OVERLAP)
+        if isinstance(self.source, DeletesPollable):
+            appended += await self._poll_deletes(module, first)
         if appended:
             log.info("capture_polled", store=self.capture.store, module=module,
                      records=len(records), changes=appended,
                      seconds=round(time.monotonic() - started, 3))
+        return appended
+
+
+    async def _poll_deletes(self, module: str, first: bool) -> int:
+        """Capture ``module``'s deletes since their own cursor (``module/deleted``);
+        the first poll starts it now: what was deleted before was never synced."""
+        key = f"{module}/deleted"
+        since = await self.capture.cursor(key)
+        if since is None or first:
+            await self.capture.advance(key, dt.datetime.now(dt.UTC) - OVERLAP)
+            return 0
+        assert isinstance(self.source, DeletesPollable)
+        deletes = await self.source.deleted_since(module, since)
+        appended = await self.capture.deleted(module, deletes)
+        newest = max((when for _, when, _ in deletes), default=since + OVERLAP)
+        await self.capture.advance(key, newest - OVERLAP)
         return appended
 
 

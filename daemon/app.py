@@ -196,12 +196,17 @@ async def hosted_stores(settings: Settings) -> AsyncIterator[dict[Side, RemoteSt
         yield stores
 
 
-async def _seed_demo(pool: asyncpg.Pool, integration: IntegrationService) -> None:
-    """Demo stores, and an integration set up the way an administrator would."""
-    await seed_demo(pool)
+async def _seed_demo(pool: asyncpg.Pool, integration: IntegrationService, *,
+                     embedded: bool = True) -> None:
+    """Demo stores (unless a side is hosted: ``embedded`` False; its records are its
+    own, and the embedded desk's products department is not a department of a hosted
+    desk, so products are not synced), and an integration set up the way an
+    administrator would."""
+    if embedded:
+        await seed_demo(pool)
     if await integration.current() is not None:
         return
-    support = await products_department(pool)
+    support = await products_department(pool) if embedded else None
     try:
         await integration.set_up("demo-desk", "demo-crm", by=DEMO_ACTOR)
         await integration.choose_sync_type("two_way", by=DEMO_ACTOR)
@@ -347,8 +352,9 @@ class _Daemon:
         stack.push_async_callback(integration.close)
         self.api.integration = integration
         if demo:
-            await need("database", lambda: _seed_demo(self.pool, integration),
-                       database_unavailable)
+            await need("database", lambda: _seed_demo(
+                self.pool, integration, embedded=not self.pipeline.writers),
+                database_unavailable)
         self.sync_config = await need("database", integration.current_config,
                                       database_unavailable)
         metrics.PAUSED.set(1 if self.sync_config.paused else 0)

@@ -14,8 +14,10 @@
   whatever a webhook missed (a callback lost, the daemon down, an edition without
   webhooks: Free and Standard have none) and is the only capture of products (Zoho
   Desk has no product events).
-- **Deletes** are not captured yet: a ``*_Delete`` callback only wakes the poll,
-  which does not see records leave (see docs/hosted.md).
+- **Deletes** come by the webhook only (``Contact_Delete``, ``Account_Delete``:
+  the record's id) and are captured as deletes (``remote_capture.deleted``); the
+  poll does not see records leave, so a delete made while no webhook could reach
+  the daemon is not seen (see docs/hosted.md).
 """
 
 from __future__ import annotations
@@ -31,11 +33,11 @@ import msgspec
 import structlog
 from pydantic import SecretStr
 
-from adapters.remote_capture import RemoteCapture, wake
+from adapters.remote_capture import RemoteCapture
 from adapters.remote_poll import MODULES, RemotePoll
 from adapters.write_errors import WriteError
 from adapters.zoho.desk import API_PATH, ZohoDesk
-from adapters.zoho.desk_fields import EVENT_MODULES, from_desk
+from adapters.zoho.desk_fields import EVENT_MODULES, desk_time, from_desk
 from projections.stores.port import Values
 
 log = structlog.get_logger(__name__)
@@ -127,11 +129,11 @@ class DeskWebhookIntake:
         if not isinstance(events, list):
             raise ValueError("not an array of events")
         records: dict[str, list[tuple[str, Values]]] = {}
-        deleted = False
+        deletes: dict[str, list[tuple[str, dt.datetime, bool]]] = {}
         for event in events:
             module, action = _event(event)
             if action == "Delete":
-                deleted = True
+                deletes.setdefault(module, []).append(_deleted(event))
                 continue
             payload = event.get("payload")
             if not isinstance(payload, dict) or not payload.get("id") \
@@ -144,10 +146,24 @@ class DeskWebhookIntake:
         appended = 0
         for module in ("accounts", "contacts"):  # accounts first: contacts name them
             appended += await capture.observed(module, records.get(module, []))
-        if deleted:
-            async with pool.acquire() as conn:
-                await wake(conn, "desk")
+            appended += await capture.deleted(module, deletes.get(module, []))
         return appended
+
+
+def _deleted(event: dict[str, Any]) -> tuple[str, dt.datetime, bool]:
+    """A ``*_Delete`` event's record (its payload names its id) and when: the
+    event's time (milliseconds since the epoch, or ISO 8601), else now. Zoho Desk
+    moves a deleted record to its recycle bin."""
+    payload = event.get("payload")
+    if not isinstance(payload, dict) or not payload.get("id"):
+        raise ValueError(f"a {event.get('eventType')} event without its record's id")
+    raw = event.get("eventTime")
+    when = dt.datetime.now(dt.UTC)
+    if isinstance(raw, (int, float)) or (isinstance(raw, str) and raw.isdigit()):
+        when = dt.datetime.fromtimestamp(int(raw) / 1000, dt.UTC)
+    elif isinstance(raw, str) and raw:
+        when = desk_time(raw)
+    return str(payload["id"]), when, False
 
 
 def _event(event: Any) -> tuple[str, str]:

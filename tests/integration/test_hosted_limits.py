@@ -16,8 +16,8 @@ from adapters.command_writer import Backoff
 from adapters.write_errors import Parked
 from adapters.zoho.desk import ZohoDeskOptions
 from adapters.zoho.desk_store import zoho_desk_store
+from ops.emulators.zoho_desk import ZohoDeskEmulator, running_emulator
 from tests.support.pipeline import Pipeline
-from tests.support.zoho_desk_emulator import ZohoDeskEmulator, running_emulator
 
 CONTACTS = 12
 

@@ -24,12 +24,13 @@ from adapters.zoho.crm import ZohoCrm
 from adapters.zoho.crm_fields import to_zoho
 from adapters.zoho.desk import ZohoDesk
 from adapters.zoho.desk_fields import to_desk
+from ops.emulators import zoho_crm as zoho_crm_emulator
+from ops.emulators import zoho_desk as zoho_desk_emulator
 from projections.catalog import Side
 from projections.mapping import REASON_MANDATORY
 from projections.stores.commands import Command
 from projections.stores.deferred import RemoteReads
 from projections.stores.port import SYNC_KEY_FIELD
-from tests.support import zoho_crm_emulator, zoho_desk_emulator
 from tests.support.record_service import RecordServiceReads, RecordServiceTarget, running_service
 
 

@@ -1,5 +1,5 @@
 """The Zoho CRM adapter (issue 16, part 1: records, OAuth, errors) against the
-emulator of the documented v8 API (tests/support/zoho_crm_emulator.py): its reads
+emulator of the documented v8 API (ops/emulators/zoho_crm.py): its reads
 and writes alone, and as the CRM side of the sync, with the embedded desk."""
 
 from __future__ import annotations
@@ -17,12 +17,12 @@ from adapters.command_writer import Backoff
 from adapters.write_errors import Unavailable
 from adapters.zoho.crm import ZohoCrm
 from adapters.zoho.crm_store import zoho_crm_store
+from ops.emulators.zoho import CLIENT_ID, CLIENT_SECRET, REFRESH_TOKEN, Fault
+from ops.emulators.zoho_crm import ZohoCrmEmulator, running_emulator
 from projections.mapping import REASON_MANDATORY
 from projections.stores.commands import Command
 from projections.stores.port import SYNC_KEY_FIELD
 from tests.support.pipeline import Pipeline
-from tests.support.zoho_crm_emulator import ZohoCrmEmulator, running_emulator
-from tests.support.zoho_emulator import CLIENT_ID, CLIENT_SECRET, REFRESH_TOKEN, Fault
 
 
 @pytest.fixture

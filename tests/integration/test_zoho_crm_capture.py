@@ -21,13 +21,13 @@ from adapters.zoho.crm import ZohoCrm
 from adapters.zoho.crm_poll import Notifications, ZohoCrmPoll
 from adapters.zoho.crm_store import zoho_crm_store
 from daemon.runtime.embedded import free_port
+from ops.emulators.zoho import CLIENT_ID, CLIENT_SECRET, REFRESH_TOKEN
+from ops.emulators.zoho_crm import ZohoCrmEmulator, running_emulator
 from projections.db import loads_json
 from projections.stores import commands
 from projections.stores.commands import Command
 from tests.support.daemon import running_daemon
 from tests.support.pipeline import Pipeline
-from tests.support.zoho_crm_emulator import ZohoCrmEmulator, running_emulator
-from tests.support.zoho_emulator import CLIENT_ID, CLIENT_SECRET, REFRESH_TOKEN
 
 
 @pytest.fixture
@@ -224,3 +224,38 @@ async def test_the_notification_channel_is_renewed_before_it_expires(
             emulator.subscriptions, renewals, strict=False):
         assert asked < expiry < later
     assert emulator.channels[7]["expires"] > dt.datetime.now(dt.UTC)
+
+
+async def test_a_contact_deleted_in_zoho_stays_on_the_desk_and_comes_back_when_it_changes(
+        database_url: str, kafka_bootstrap: str, topic_prefix: str,
+        emulator: ZohoCrmEmulator) -> None:
+    """SYNC-11 with Zoho CRM: a delete (the recycle bin's ``/deleted``) is captured
+    and recorded on the link, never propagated; a later change of the desk's record
+    creates it again in Zoho (Zoho's API restores nothing from its bin), linked."""
+    store, client = zoho_crm_store(emulator.options(), backoff=Backoff(base=0.05, cap=0.2),
+                                   poll_interval=0.2, first_window=dt.timedelta(hours=1))
+    pipe = Pipeline(database_url, kafka_bootstrap, topic_prefix, remote={"crm": store})
+    await pipe.start()
+    try:
+        await pipe.execute("INSERT INTO desk.contacts (last_name, email)"
+                           " VALUES ('Gone', 'gone@x.example')")
+        await pipe.drain()
+        (zoho_id,) = list(emulator.module("contacts"))
+        await asyncio.sleep(0.5)  # the poll has started its deletes' cursor
+        emulator.person_deletes("contacts", zoho_id)
+        await pipe.wait_for_count(
+            "SELECT count(*) FROM sync.links WHERE module = 'contacts' AND crm_gone = 'hard'", 1)
+        await pipe.drain()
+        assert await pipe.fetchval("SELECT count(*) FROM desk.contacts"
+                                   " WHERE email = 'gone@x.example' AND NOT deleted") == 1
+        assert emulator.module("contacts") == {}  # not re-created by the delete itself
+        await pipe.execute("UPDATE desk.contacts SET phone = '7' WHERE email = 'gone@x.example'")
+        await pipe.drain()
+        (again,) = list(emulator.module("contacts").values())
+        assert again["id"] != zoho_id and again["Phone"] == "7"
+        assert await pipe.fetchval("SELECT crm_id FROM sync.links WHERE module = 'contacts'"
+                                   ) == again["id"]
+        assert await pipe.fetchval("SELECT count(*) FROM sync.failures") == 0
+    finally:
+        await pipe.close()
+        await client.close()

@@ -1,5 +1,5 @@
 """The Zoho Desk adapter (issue 16, part 2) against the emulator of the documented v1
-API (tests/support/zoho_desk_emulator.py): its reads and writes alone; its capture
+API (ops/emulators/zoho_desk.py): its reads and writes alone; its capture
 (the search's modified-time range, the webhook and its intake); and as the desk
 side of the sync, with the embedded CRM, in a pipeline and in the daemon."""
 
@@ -23,13 +23,13 @@ from adapters.zoho.desk import ZohoDesk
 from adapters.zoho.desk_capture import ZohoDeskPoll
 from adapters.zoho.desk_store import zoho_desk_store
 from daemon.runtime.embedded import free_port
+from ops.emulators.zoho import CLIENT_ID, CLIENT_SECRET, REFRESH_TOKEN
+from ops.emulators.zoho_desk import ORG_ID, ZohoDeskEmulator, running_emulator
 from projections.mapping import REASON_MANDATORY
 from projections.stores.commands import Command
 from projections.stores.port import SYNC_KEY_FIELD
 from tests.support.daemon import running_daemon
 from tests.support.pipeline import Pipeline
-from tests.support.zoho_desk_emulator import ORG_ID, ZohoDeskEmulator, running_emulator
-from tests.support.zoho_emulator import CLIENT_ID, CLIENT_SECRET, REFRESH_TOKEN
 
 
 @pytest.fixture
@@ -231,6 +231,15 @@ async def test_the_daemon_configured_for_zoho_desk_with_its_webhook(
             await asyncio.sleep(0.5)
             await emulator.delivered()
             assert len(emulator.deliveries) == 1
+            # A person deletes the desk's contact: the callback brings the delete,
+            # recorded on the link; the CRM's contact stays (SYNC-11).
+            (hooked,) = [i for i, r in emulator.records["contacts"].items()
+                         if r.get("email") == "h@x.example"]
+            emulator.person_deletes("contacts", hooked)
+            await daemon.wait_until("SELECT count(*) FROM sync.links WHERE module = 'contacts'"
+                                    " AND desk_gone = 'hard'", 1, timeout=20)
+            assert await daemon.pool.fetchval(
+                "SELECT count(*) FROM crm.contacts WHERE email = 'h@x.example'") == 1
     text = repr(logs)
     assert CLIENT_SECRET not in text and REFRESH_TOKEN not in text and token not in text
     assert not any(t in text for t in emulator.tokens)

@@ -33,9 +33,12 @@ webhook guide, for what the adapter uses:
   ``sourceId`` equal to the webhook's ``ignoreSourceId``; a callback answered 410
   deletes the webhook; ``drop_callbacks`` loses the next ones.
 
-Not emulated: tickets, threads, comments, departments' API, the recycle bin and
-deletes through the API, ``fields=`` and ``filters`` on lists; API credits only as
-a count per window (``zoho_emulator``), not Zoho's cost per call.
+A person's delete (``person_deletes``) moves the record to ``trash`` and is
+announced as ``{"payload": {"id": …}}``.
+
+Not emulated: tickets, threads, comments, departments' API, the recycle bin's API
+and deletes through the API, ``fields=`` and ``filters`` on lists; API credits only as
+a count per window (``ops.emulators.zoho``), not Zoho's cost per call.
 Times are UTC with milliseconds, strictly increasing.
 """
 
@@ -55,7 +58,7 @@ from pydantic import SecretStr
 
 from adapters.zoho.desk import ZohoDeskOptions
 from adapters.zoho.oauth import Credentials
-from tests.support.zoho_emulator import CLIENT_ID, CLIENT_SECRET, REFRESH_TOKEN, ZohoEmulator
+from ops.emulators.zoho import CLIENT_ID, CLIENT_SECRET, REFRESH_TOKEN, ZohoEmulator
 
 ORG_ID = "60001234567"
 MODULES = ("contacts", "accounts", "products")
@@ -75,6 +78,7 @@ class ZohoDeskEmulator(ZohoEmulator):
         super().__init__(token_ttl=token_ttl)
         self.records: dict[str, dict[str, dict[str, Any]]] = {m: {} for m in MODULES}
         self.webhooks: dict[str, dict[str, Any]] = {}
+        self.trash: dict[str, dict[str, dict[str, Any]]] = {m: {} for m in MODULES}
         self.deliveries: list[tuple[str, list[str], int]] = []  # webhook, events, status
         self.drop_callbacks = 0
         self.without_sync_key: set[str] = set()  # modules lacking the cf_syncd_key field
@@ -105,6 +109,13 @@ class ZohoDeskEmulator(ZohoEmulator):
         record = self._update(module, self.records[module][record_id], fields)
         self._announce(module, "Update", record, source=None)
 
+    def person_deletes(self, module: str, record_id: str) -> None:
+        """A person deletes a record: to the recycle bin (announced with its id)."""
+        record = self.records[module].pop(record_id)
+        self.trash[module][record_id] = record
+        self._announce(module, "Delete", {"id": record_id, "modifiedTime": self._now()},
+                       source=None)
+
     async def delivered(self) -> None:
         """Wait for the callbacks under way."""
         while self._sending:
@@ -119,6 +130,15 @@ class ZohoDeskEmulator(ZohoEmulator):
         return web.json_response(
             {"errorCode": "TOO_MANY_REQUESTS", "message": "API credits exhausted"},
             status=429, headers={"Retry-After": str(int(retry_after))})
+
+    def table(self, module: str) -> dict[str, dict[str, Any]]:
+        return self.records[module]
+
+    async def person_create(self, module: str, fields: dict[str, Any]) -> str:
+        return self.person_creates(module, fields)
+
+    async def person_edit(self, module: str, record_id: str, fields: dict[str, Any]) -> None:
+        self.person_edits(module, record_id, fields)
 
     def routes(self, app: web.Application) -> None:
         app.router.add_get("/api/v1/webhooks", self._list_webhooks)
@@ -329,7 +349,7 @@ class ZohoDeskEmulator(ZohoEmulator):
                 continue
             event = {"eventType": event_type, "orgId": ORG_ID,
                      "eventTime": str(int(_time(record["modifiedTime"]).timestamp() * 1000)),
-                     "payload": dict(record)}
+                     "payload": {"id": record["id"]} if action == "Delete" else dict(record)}
             task = asyncio.ensure_future(self._send(hook, [event]))
             self._sending.add(task)
             task.add_done_callback(self._sending.discard)

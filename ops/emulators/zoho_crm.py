@@ -24,9 +24,11 @@ and the OAuth guide, for what the adapter uses:
   their events, token, notify URL and expiry (a week at most); ``notify`` posts a
   notification to each live channel watching a module.
 - Lists: ``If-Modified-Since``, ``sort_by``, ``page``/``per_page``, ``page_token``.
+- ``GET /crm/v8/{Module}/deleted`` (``getDeletedRecords``): ``type``, paging,
+  ``If-Modified-Since``; ``person_deletes`` puts a record there.
 
-Not emulated (not used yet): bulk read, deleted records, COQL; credits only as
-a count per window (``zoho_emulator``), not Zoho's cost per call. Times
+Not emulated (not used yet): bulk read, COQL, restoring from the recycle bin; credits only as
+a count per window (``ops.emulators.zoho``), not Zoho's cost per call. Times
 have milliseconds (Zoho's whole seconds), so a test's edits a moment apart order.
 """
 
@@ -47,8 +49,8 @@ from pydantic import SecretStr
 from adapters.zoho.crm import ZohoCrmOptions
 from adapters.zoho.crm_fields import FIELDS, MANDATORY, MODULES, from_zoho
 from adapters.zoho.oauth import Credentials
+from ops.emulators.zoho import CLIENT_ID, CLIENT_SECRET, REFRESH_TOKEN, ZohoEmulator
 from projections.events import ChangeEvent
-from tests.support.zoho_emulator import CLIENT_ID, CLIENT_SECRET, REFRESH_TOKEN, ZohoEmulator
 
 ORG_ZONE = dt.timezone(dt.timedelta(hours=5, minutes=30))
 class ZohoCrmEmulator(ZohoEmulator):
@@ -57,6 +59,7 @@ class ZohoCrmEmulator(ZohoEmulator):
     def __init__(self, *, token_ttl: float = 3600.0) -> None:
         super().__init__(token_ttl=token_ttl)
         self.records: dict[str, dict[str, dict[str, Any]]] = {m: {} for m in MODULES.values()}
+        self.deleted: dict[str, list[dict[str, Any]]] = {m: [] for m in MODULES.values()}
         self.mandatory: dict[str, set[str]] = {MODULES[m]: {f} for m, f in MANDATORY.items()}
         self.writes = 0
         self.without_sync_key: set[str] = set()  # modules lacking the external-id field
@@ -138,11 +141,24 @@ class ZohoCrmEmulator(ZohoEmulator):
                                   "message": "API credits exhausted", "status": "error"},
                                  status=429, headers={"Retry-After": str(int(retry_after))})
 
+    def table(self, module: str) -> dict[str, dict[str, Any]]:
+        return self.module(module)
+
+    async def person_create(self, module: str, fields: dict[str, Any]) -> str:
+        record_id = self.person_creates(module, fields)
+        await self.notify(module, [record_id], "insert")
+        return record_id
+
+    async def person_edit(self, module: str, record_id: str, fields: dict[str, Any]) -> None:
+        self.edit(module, record_id, fields)
+        await self.notify(module, [record_id], "update")
+
     def routes(self, app: web.Application) -> None:
         app.router.add_get("/crm/v8/settings/fields", self._fields)
         app.router.add_post("/crm/v8/actions/watch", self._watch)
         app.router.add_patch("/crm/v8/actions/watch", self._watch)
         app.router.add_get("/crm/v8/{module}/search", self._search)
+        app.router.add_get("/crm/v8/{module}/deleted", self._deleted)
         app.router.add_post("/crm/v8/{module}/upsert", self._upsert)
         app.router.add_get("/crm/v8/{module}/{id}", self._get_one)
         app.router.add_put("/crm/v8/{module}/{id}", self._update)
@@ -249,6 +265,41 @@ class ZohoCrmEmulator(ZohoEmulator):
         if more:
             info["next_page_token"] = str(start + per_page)
         return web.json_response({"data": chunk, "info": info})
+
+    def person_deletes(self, module: str, record_id: str, *, permanently: bool = False) -> None:
+        """A person deletes a record (into the recycle bin, or for good)."""
+        record = self.module(module).pop(record_id)
+        self.deleted[MODULES[module]].append({
+            "deleted_by": {"name": "A Person", "id": "410888000000086001"},
+            "id": record_id, "display_name": record.get("Last_Name")
+            or record.get("Account_Name") or record.get("Product_Name"),
+            "type": "permanent" if permanently else "recycle",
+            "created_by": {"name": "A Person", "id": "410888000000086001"},
+            "deleted_time": self._now()})
+
+    async def _deleted(self, request: web.Request) -> web.Response:
+        """``GET /crm/v8/{Module}/deleted`` (``type``, ``page``/``per_page`` up to
+        200, ``If-Modified-Since`` on the deletion time)."""
+        self._table(request)
+        entries = list(self.deleted[request.match_info["module"]])
+        kind = request.query.get("type", "all")
+        if kind not in ("all", "recycle", "permanent"):
+            return _error(400, "INVALID_DATA", "type is all, recycle or permanent")
+        if kind != "all":
+            entries = [e for e in entries if e["type"] == kind]
+        since = request.headers.get("If-Modified-Since")
+        if since:
+            limit = dt.datetime.fromisoformat(since)
+            entries = [e for e in entries
+                       if dt.datetime.fromisoformat(e["deleted_time"]) > limit]
+        per_page = min(int(request.query.get("per_page", "200")), 200)
+        page = int(request.query.get("page", "1"))
+        chunk = entries[(page - 1) * per_page:page * per_page]
+        if not chunk:
+            return web.Response(status=204)
+        return web.json_response({"data": chunk, "info": {
+            "per_page": per_page, "count": len(chunk), "page": page,
+            "more_records": page * per_page < len(entries)}})
 
     def person_creates(self, module: str, fields: dict[str, Any]) -> str:
         """A person creates a record in the CRM (not through the API under test)."""

@@ -1,6 +1,6 @@
 """What the Zoho emulators share: the accounts server's token endpoint, the check of
 the access token on every API call, scripted faults, the log of calls, and the
-HTTP server on loopback (``zoho_crm_emulator``, ``zoho_desk_emulator``).
+HTTP server on loopback (``zoho_crm``, ``zoho_desk``).
 
 - ``POST /oauth/v2/token`` (``grant_type=refresh_token``): an access token for
   ``token_ttl`` seconds and the ``api_domain``; unknown credentials get Zoho's
@@ -8,6 +8,10 @@ HTTP server on loopback (``zoho_crm_emulator``, ``zoho_desk_emulator``).
 - Every API call needs ``Authorization: Zoho-oauthtoken …`` of a live token, else
   the service's 401.
 - ``faults``: scripted answers for the next API calls (429 with ``Retry-After``, 5xx).
+- ``/ui/{contacts|accounts|products}``: a person's use of the service's web pages,
+  without a token: ``GET`` lists the records, ``POST`` creates one and ``PATCH
+  /ui/{module}/{id}`` edits one (the service's field names), each announced as the
+  service announces a person's change (the CRM's notifications, the desk's webhooks).
 - ``credits``: ``(calls, seconds)``, the API credits of a window: past them, the
   service's 429 with ``Retry-After`` until the window ends (Zoho's own windows are a
   day; a test's, seconds).
@@ -56,6 +60,38 @@ class ZohoEmulator:
     def routes(self, app: web.Application) -> None:
         raise NotImplementedError
 
+    def table(self, module: str) -> dict[str, dict[str, Any]]:
+        """The records of one of the sync's modules (``contacts``, ...), by id."""
+        raise NotImplementedError
+
+    async def person_create(self, module: str, fields: dict[str, Any]) -> str:
+        raise NotImplementedError
+
+    async def person_edit(self, module: str, record_id: str, fields: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    async def _ui_list(self, request: web.Request) -> web.Response:
+        return web.json_response({"data": list(self._ui_table(request).values())})
+
+    async def _ui_create(self, request: web.Request) -> web.Response:
+        self._ui_table(request)
+        record_id = await self.person_create(request.match_info["module"], await request.json())
+        return web.json_response(self._ui_table(request)[record_id], status=201)
+
+    async def _ui_edit(self, request: web.Request) -> web.Response:
+        table = self._ui_table(request)
+        record_id = request.match_info["id"]
+        if record_id not in table:
+            raise web.HTTPNotFound(text="no such record")
+        await self.person_edit(request.match_info["module"], record_id, await request.json())
+        return web.json_response(table[record_id])
+
+    def _ui_table(self, request: web.Request) -> dict[str, dict[str, Any]]:
+        module = request.match_info["module"]
+        if module not in ("contacts", "accounts", "products"):
+            raise web.HTTPNotFound(text="contacts, accounts or products")
+        return self.table(module)
+
     def unauthorized(self) -> web.Response:
         raise NotImplementedError
 
@@ -77,13 +113,16 @@ class ZohoEmulator:
         self._window = (started, spent + 1)
         return None
 
-    async def start(self) -> str:
+    async def start(self, port: int = 0) -> str:
         app = web.Application(middlewares=[self._faults_and_auth])
         app.router.add_post("/oauth/v2/token", self._token)
+        app.router.add_get("/ui/{module}", self._ui_list)
+        app.router.add_post("/ui/{module}", self._ui_create)
+        app.router.add_patch("/ui/{module}/{id}", self._ui_edit)
         self.routes(app)
         self._runner = web.AppRunner(app)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        site = web.TCPSite(self._runner, "127.0.0.1", port)
         await site.start()
         port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         self.url = f"http://127.0.0.1:{port}"
