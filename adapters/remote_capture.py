@@ -74,14 +74,7 @@ class RemoteCapture:
             return 0
         appended = 0
         async with self.pool.acquire() as conn, conn.transaction():
-            # A webhook's callback and the poll may bring the same new record at once:
-            # one of them at a time, so it is created once.
-            await conn.execute("SELECT pg_advisory_xact_lock($1, hashtext($2))",
-                               REMOTE_CAPTURE, f"{self.store}.{module}")
-            known = {row["record_id"]: row for row in await conn.fetch(
-                "SELECT record_id, \"values\", modified_time FROM syncd.remote_records"
-                " WHERE store = $1 AND module = $2 AND record_id = ANY($3::text[])"
-                " FOR UPDATE", self.store, module, [record_id for record_id, _ in records])}
+            known = await self._known(conn, module, [r[0] for r in records])
             outbox = Outbox(conn, self.store)
             for record_id, values in records:
                 modified = _time(values["modified_time"])
@@ -123,12 +116,7 @@ class RemoteCapture:
             return 0
         appended = 0
         async with self.pool.acquire() as conn, conn.transaction():
-            await conn.execute("SELECT pg_advisory_xact_lock($1, hashtext($2))",
-                               REMOTE_CAPTURE, f"{self.store}.{module}")
-            known = {row["record_id"]: row for row in await conn.fetch(
-                "SELECT record_id, \"values\", modified_time FROM syncd.remote_records"
-                " WHERE store = $1 AND module = $2 AND record_id = ANY($3::text[])"
-                " FOR UPDATE", self.store, module, [record_id for record_id, *_ in records])}
+            known = await self._known(conn, module, [r[0] for r in records])
             outbox = Outbox(conn, self.store)
             for record_id, when, _permanently in records:
                 seen = known.get(record_id)
@@ -150,6 +138,18 @@ class RemoteCapture:
                                when + dt.timedelta(microseconds=1))
                 appended += 1
         return appended
+
+    async def _known(self, conn: Conn, module: str,
+                     ids: list[str]) -> dict[str, asyncpg.Record]:
+        """What the daemon last saw of ``ids``, locked for the caller's transaction.
+        A webhook's callback and the poll may bring the same record at once: one of
+        them at a time (a lock per module), so a new record is created once."""
+        await conn.execute("SELECT pg_advisory_xact_lock($1, hashtext($2))",
+                           REMOTE_CAPTURE, f"{self.store}.{module}")
+        return {row["record_id"]: row for row in await conn.fetch(
+            "SELECT record_id, \"values\", modified_time FROM syncd.remote_records"
+            " WHERE store = $1 AND module = $2 AND record_id = ANY($3::text[])"
+            " FOR UPDATE", self.store, module, ids)}
 
     async def cursor(self, module: str) -> dt.datetime | None:
         async with self.pool.acquire() as conn:
