@@ -1,0 +1,360 @@
+"""The SYNC rules with each kind of store, one test matrix: both stores embedded;
+Zoho CRM as the CRM (its adapter against its emulator, captured by its poll); Zoho
+Desk as the desk (captured by its webhook, served here, and its poll). Each case
+is written from one side (the *near* store, always embedded, written with SQL) to
+the other (the *far* one, of the kind under test, used as a person would). The
+same cases, the same expectations: what a rule says does not depend on where the
+stores are. (tests/integration/test_sync_rules.py has every rule on the embedded
+stores.)"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+from collections.abc import AsyncIterator
+from typing import Any, Protocol
+
+import asyncpg
+import pytest
+from aiohttp import web
+from pydantic import SecretStr
+
+from adapters.command_writer import Backoff
+from adapters.zoho.crm_fields import from_zoho, to_zoho
+from adapters.zoho.crm_store import zoho_crm_store
+from adapters.zoho.desk_capture import DeskWebhookIntake, Webhooks
+from adapters.zoho.desk_fields import from_desk, to_desk
+from adapters.zoho.desk_store import zoho_desk_store
+from ops.emulators.zoho_crm import ZohoCrmEmulator
+from ops.emulators.zoho_crm import running_emulator as crm_emulator
+from ops.emulators.zoho_desk import ZohoDeskEmulator
+from ops.emulators.zoho_desk import running_emulator as desk_emulator
+from projections.mapping import REASON_MANDATORY
+from projections.sync_plan import REASON_ALREADY_MAPPED, REASON_AMBIGUOUS
+from tests.support.pipeline import Pipeline
+
+
+class Far(Protocol):
+    """The far store as a person uses it, and as a test reads it (the sync's names)."""
+
+    async def creates(self, module: str, values: dict[str, Any]) -> str: ...
+
+    async def edits(self, module: str, record_id: str, values: dict[str, Any]) -> None: ...
+
+    async def deletes(self, module: str, record_id: str) -> None: ...
+
+    async def live(self, module: str) -> dict[str, dict[str, Any]]:
+        """The live records by id."""
+        ...
+
+    async def captured(self) -> None:
+        """Until what a person did is in the far store's outbox."""
+        ...
+
+
+class EmbeddedFar:
+    def __init__(self, pipe: Pipeline, side: str) -> None:
+        self.pipe = pipe
+        self.side = side
+
+    async def creates(self, module: str, values: dict[str, Any]) -> str:
+        names = sorted(values)
+        marks = ", ".join(f"${i}" for i in range(1, len(names) + 1))
+        return str(await self.pipe.fetchval(
+            f"INSERT INTO {self.side}.{module} ({', '.join(names)}) VALUES ({marks}) RETURNING id",
+            *(values[n] for n in names)))
+
+    async def edits(self, module: str, record_id: str, values: dict[str, Any]) -> None:
+        names = sorted(values)
+        sets = ", ".join(f"{n} = ${i}" for i, n in enumerate(names, start=2))
+        await self.pipe.execute(f"UPDATE {self.side}.{module} SET {sets} WHERE id = $1",
+                                int(record_id), *(values[n] for n in names))
+
+    async def deletes(self, module: str, record_id: str) -> None:
+        await self.pipe.execute(f"DELETE FROM {self.side}.{module} WHERE id = $1", int(record_id))
+
+    async def live(self, module: str) -> dict[str, dict[str, Any]]:
+        rows = await self.pipe.fetch(f"SELECT * FROM {self.side}.{module} WHERE NOT deleted")
+        return {str(r["id"]): dict(r) for r in rows}
+
+    async def captured(self) -> None:
+        return  # the embedded store's capture is its trigger, in the same transaction
+
+
+async def _rounds_after(calls: list[tuple[str, str, int]], products: tuple[str, str]) -> None:
+    """Until two more polls of products (the last module of a round) than now: one
+    whole round began after the person's change."""
+    def rounds() -> int:
+        return sum(1 for c in calls if c[:2] == products)
+
+    wanted = rounds() + 2
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 30
+    while rounds() < wanted:
+        assert loop.time() < deadline, "the poll stopped"
+        await asyncio.sleep(0.05)
+
+
+class HostedCrm:
+    def __init__(self, emulator: ZohoCrmEmulator) -> None:
+        self.emulator = emulator
+
+    async def creates(self, module: str, values: dict[str, Any]) -> str:
+        return self.emulator.person_creates(module, to_zoho(module, values,
+                                                            sync_key_field="Syncd_Key"))
+
+    async def edits(self, module: str, record_id: str, values: dict[str, Any]) -> None:
+        self.emulator.edit(module, record_id, to_zoho(module, values,
+                                                      sync_key_field="Syncd_Key"))
+
+    async def deletes(self, module: str, record_id: str) -> None:
+        self.emulator.person_deletes(module, record_id, permanently=True)
+
+    async def live(self, module: str) -> dict[str, dict[str, Any]]:
+        return {i: from_zoho(module, r, sync_key_field="Syncd_Key")
+                for i, r in self.emulator.module(module).items()}
+
+    async def captured(self) -> None:
+        await _rounds_after(self.emulator.calls, ("GET", "/crm/v8/Products"))
+
+
+class HostedDesk:
+    def __init__(self, emulator: ZohoDeskEmulator) -> None:
+        self.emulator = emulator
+
+    async def creates(self, module: str, values: dict[str, Any]) -> str:
+        return self.emulator.person_creates(module, to_desk(module, values,
+                                                            sync_key_field="cf_syncd_key"))
+
+    async def edits(self, module: str, record_id: str, values: dict[str, Any]) -> None:
+        self.emulator.person_edits(module, record_id, to_desk(module, values,
+                                                              sync_key_field="cf_syncd_key"))
+
+    async def deletes(self, module: str, record_id: str) -> None:
+        self.emulator.person_deletes(module, record_id)
+
+    async def live(self, module: str) -> dict[str, dict[str, Any]]:
+        return {i: from_desk(module, r, sync_key_field="cf_syncd_key")
+                for i, r in self.emulator.records[module].items()}
+
+    async def captured(self) -> None:
+        await self.emulator.delivered()
+        await _rounds_after(self.emulator.calls, ("GET", "/api/v1/products/search"))
+
+
+World = tuple[Pipeline, str, Far]
+"""The pipeline, the near side's name, the far store."""
+
+
+@pytest.fixture(params=["embedded", "zoho-crm", "zoho-desk"])
+async def world(request: pytest.FixtureRequest, database_url: str, kafka_bootstrap: str,
+                topic_prefix: str) -> AsyncIterator[World]:
+    backoff = Backoff(base=0.05, cap=0.2)
+    window = dt.timedelta(hours=1)
+    if request.param == "embedded":
+        pipe = Pipeline(database_url, kafka_bootstrap, topic_prefix)
+        await pipe.start()
+        try:
+            yield pipe, "desk", EmbeddedFar(pipe, "crm")
+        finally:
+            await pipe.close()
+    elif request.param == "zoho-crm":
+        async with crm_emulator() as crm:
+            store, client = zoho_crm_store(crm.options(), backoff=backoff, poll_interval=0.1,
+                                           first_window=window)
+            pipe = Pipeline(database_url, kafka_bootstrap, topic_prefix, remote={"crm": store})
+            await pipe.start()
+            try:
+                yield pipe, "desk", HostedCrm(crm)
+            finally:
+                await pipe.close()
+                await client.close()
+    else:
+        async with desk_emulator() as desk, webhook_intake(database_url) as url:
+            store, desk_client = zoho_desk_store(
+                desk.options(), backoff=backoff, poll_interval=0.1, first_window=window,
+                webhooks=Webhooks(url=url, token=SecretStr(INTAKE_TOKEN)))
+            pipe = Pipeline(database_url, kafka_bootstrap, topic_prefix, remote={"desk": store})
+            await pipe.start()
+            try:
+                loop = asyncio.get_running_loop()
+                deadline = loop.time() + 20
+                while not desk.webhooks:  # the poller subscribes it first
+                    assert loop.time() < deadline, "no webhook subscribed"
+                    await asyncio.sleep(0.05)
+                yield pipe, "crm", HostedDesk(desk)
+            finally:
+                await pipe.close()
+                await desk_client.close()
+
+
+INTAKE_TOKEN = "intake-token-0123456789"
+
+
+@contextlib.asynccontextmanager
+async def webhook_intake(database_url: str) -> AsyncIterator[str]:
+    """The daemon's ``/webhooks/zoho-desk`` for a pipeline (which has no HTTP
+    listener): Zoho's check answered, each callback captured by the adapter's intake."""
+    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
+    assert pool is not None
+    intake = DeskWebhookIntake(SecretStr(INTAKE_TOKEN), sync_key_field="cf_syncd_key")
+
+    async def check(_request: web.Request) -> web.Response:
+        return web.json_response({"ok": True})
+
+    async def callback(request: web.Request) -> web.Response:
+        if not intake.authentic(request.query):
+            return web.json_response({}, status=401)
+        return web.json_response({"captured": await intake.accept(pool, await request.read())})
+
+    app = web.Application()
+    app.router.add_get("/webhooks/zoho-desk", check)
+    app.router.add_post("/webhooks/zoho-desk", callback)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        yield f"http://127.0.0.1:{port}/webhooks/zoho-desk"
+    finally:
+        await runner.cleanup()
+        await pool.close()
+
+
+async def settle(pipe: Pipeline, far: Far) -> None:
+    await far.captured()
+    await pipe.drain()
+
+
+async def far_of(pipe: Pipeline, near: str, module: str, near_id: int) -> str | None:
+    """The far record linked to the near one."""
+    other = "crm" if near == "desk" else "desk"
+    value = await pipe.fetchval(f"SELECT {other}_id FROM sync.links WHERE module = $1"
+                                f" AND {near}_id = $2", module, str(near_id))
+    return None if value is None else str(value)
+
+
+async def open_failures(pipe: Pipeline) -> list[tuple[str, str, str]]:
+    rows = await pipe.fetch("SELECT source, record_id, reason FROM sync.failures"
+                            " WHERE status = 'open' ORDER BY id")
+    return [(r["source"], r["record_id"], r["reason"]) for r in rows]
+
+
+async def test_contacts_match_on_email_and_a_second_claim_fails(
+        world: World) -> None:
+    """SYNC-06, SYNC-10: a far contact whose e-mail differs by case and spaces is
+    linked, not doubled; a second near contact with it is 'already mapped'."""
+    pipe, near, far = world
+    pipe.configure(active=False)
+    far_id = await far.creates("contacts", {"last_name": "Dupont",
+                                            "email": "  Marie@Example.COM "})
+    await settle(pipe, far)
+    pipe.configure(active=True)
+    near_id = await pipe.fetchval(f"INSERT INTO {near}.contacts (first_name, last_name, email)"
+                                  " VALUES ('Marie', 'Dupont', 'marie@example.com')"
+                                  " RETURNING id")
+    await settle(pipe, far)
+    assert await far_of(pipe, near, "contacts", near_id) == far_id
+    assert list(await far.live("contacts")) == [far_id]
+    assert (await far.live("contacts"))[far_id]["first_name"] == "Marie"
+    other = await pipe.fetchval(f"INSERT INTO {near}.contacts (last_name, email)"
+                                " VALUES ('Dupont', 'MARIE@example.com') RETURNING id")
+    await settle(pipe, far)
+    assert await open_failures(pipe) == [(near, str(other), REASON_ALREADY_MAPPED)]
+    assert len(await far.live("contacts")) == 1
+
+
+async def test_accounts_match_on_their_folded_name(world: World) -> None:
+    """SYNC-06: accounts match on the name, case and spaces folded."""
+    pipe, near, far = world
+    pipe.configure(active=False)
+    far_id = await far.creates("accounts", {"account_name": "Acme Corp"})
+    await settle(pipe, far)
+    pipe.configure(active=True)
+    near_id = await pipe.fetchval(f"INSERT INTO {near}.accounts (account_name, website)"
+                                  " VALUES (' ACME corp', 'acme.io') RETURNING id")
+    await settle(pipe, far)
+    assert await far_of(pipe, near, "accounts", near_id) == far_id
+    assert (await far.live("accounts"))[far_id]["website"] == "acme.io"
+
+
+async def test_more_than_one_candidate_is_a_failure_not_a_guess(
+        world: World) -> None:
+    """SYNC-06: two far contacts hold the e-mail: a failure, nothing linked."""
+    pipe, near, far = world
+    pipe.configure(active=False)
+    await far.creates("contacts", {"last_name": "A", "email": "twin@x.com"})
+    await far.creates("contacts", {"last_name": "B", "email": "TWIN@x.com"})
+    await settle(pipe, far)
+    pipe.configure(active=True)
+    near_id = await pipe.fetchval(f"INSERT INTO {near}.contacts (last_name, email)"
+                                  " VALUES ('C', 'twin@x.com') RETURNING id")
+    await settle(pipe, far)
+    assert (near, str(near_id), REASON_AMBIGUOUS) in await open_failures(pipe)
+    assert await far_of(pipe, near, "contacts", near_id) is None
+    assert len(await far.live("contacts")) == 2
+
+
+async def test_a_mandatory_field_left_empty_is_a_failure(world: World) -> None:
+    """SYNC-05: a near contact without the last name the far store requires fails
+    with that reason, and nothing is created; fixed, it syncs."""
+    pipe, near, far = world
+    near_id = await pipe.fetchval(f"INSERT INTO {near}.contacts (first_name, email)"
+                                  " VALUES ('Only', 'only@x.com') RETURNING id")
+    await settle(pipe, far)
+    assert await open_failures(pipe) == [(near, str(near_id), REASON_MANDATORY)]
+    assert await far.live("contacts") == {}
+    await pipe.execute(f"UPDATE {near}.contacts SET last_name = 'Fixed' WHERE id = $1", near_id)
+    await settle(pipe, far)
+    assert await open_failures(pipe) == []
+    assert [r["last_name"] for r in (await far.live("contacts")).values()] == ["Fixed"]
+
+
+async def test_deletes_do_not_propagate_and_a_change_brings_the_record_back(
+        world: World) -> None:
+    """SYNC-11: a far delete leaves the near record; the near record's next change
+    creates it again in the far store, linked."""
+    pipe, near, far = world
+    near_id = await pipe.fetchval(f"INSERT INTO {near}.contacts (last_name, email)"
+                                  " VALUES ('Kept', 'kept@x.com') RETURNING id")
+    await settle(pipe, far)
+    far_id = await far_of(pipe, near, "contacts", near_id)
+    assert far_id is not None
+    await asyncio.sleep(0.3)  # a hosted CRM's poll has started its deletes' cursor
+    await far.deletes("contacts", far_id)
+    await settle(pipe, far)
+    assert await pipe.fetchval(f"SELECT NOT deleted FROM {near}.contacts WHERE id = $1", near_id)
+    assert await far.live("contacts") == {}
+    await pipe.execute(f"UPDATE {near}.contacts SET phone = '5' WHERE id = $1", near_id)
+    await settle(pipe, far)
+    again = await far_of(pipe, near, "contacts", near_id)
+    assert again is not None and again != far_id
+    assert (await far.live("contacts"))[again]["phone"] == "5"
+    assert await open_failures(pipe) == []
+
+
+async def test_concurrent_edits_converge_per_field(world: World) -> None:
+    """SYNC-15: edits of one pair on both sides converge per field, newest wins."""
+    pipe, near, far = world
+    near_id = await pipe.fetchval(f"INSERT INTO {near}.contacts (last_name, phone, mobile)"
+                                  " VALUES ('C', 'p0', 'm0') RETURNING id")
+    await settle(pipe, far)
+    far_id = await far_of(pipe, near, "contacts", near_id)
+    assert far_id is not None
+    await pipe.execute(f"UPDATE {near}.contacts SET phone = 'desk-phone' WHERE id = $1", near_id)
+    await far.edits("contacts", far_id, {"mobile": "crm-mobile"})
+    await asyncio.sleep(0.01)
+    await far.edits("contacts", far_id, {"phone": "crm-phone"})
+    await pipe.execute(f"UPDATE {near}.contacts SET first_name = 'desk-first' WHERE id = $1",
+                       near_id)
+    await settle(pipe, far)
+    await settle(pipe, far)  # the writes each way have landed and been seen
+    desk = await pipe.fetchrow(f"SELECT * FROM {near}.contacts WHERE id = $1", near_id)
+    remote = (await far.live("contacts"))[far_id]
+    assert desk is not None
+    expected = {"first_name": "desk-first", "last_name": "C", "phone": "crm-phone",
+                "mobile": "crm-mobile"}
+    assert {f: desk[f] for f in expected} == expected
+    assert {f: remote[f] for f in expected} == expected
