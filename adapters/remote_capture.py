@@ -53,8 +53,15 @@ async def remember(conn: Conn, store: Side, module: str, record_id: str, values:
 
 def changed_fields(before: Values, after: Values) -> list[str]:
     """The fields of ``after`` (what was fetched: a poll may not ask for every field)
-    whose values differ from ``before``, times aside."""
-    return sorted(n for n in set(after) - {*_TIMES, "id"} if before.get(n) != after.get(n))
+    whose values differ from ``before``, times aside; custom fields by key
+    (``custom.<key>``, one that appeared or went away too), as the embedded stores'
+    capture names them, so that the merge sees which custom field a change touched."""
+    changed = {n for n in set(after) - {*_TIMES, "id", "custom"}
+               if before.get(n) != after.get(n)}
+    if "custom" in after:
+        old, new = before.get("custom") or {}, after.get("custom") or {}
+        changed |= {f"custom.{k}" for k in set(old) | set(new) if old.get(k) != new.get(k)}
+    return sorted(changed)
 
 
 class RemoteCapture:

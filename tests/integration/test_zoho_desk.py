@@ -25,7 +25,7 @@ from adapters.zoho.desk_store import zoho_desk_store
 from daemon.runtime.embedded import free_port
 from ops.emulators.zoho import CLIENT_ID, CLIENT_SECRET, REFRESH_TOKEN
 from ops.emulators.zoho_desk import ORG_ID, ZohoDeskEmulator, running_emulator
-from projections.mapping import REASON_MANDATORY
+from projections.mapping import REASON_MANDATORY, build_mapping
 from projections.stores.commands import Command
 from projections.stores.port import SYNC_KEY_FIELD
 from tests.support.daemon import running_daemon
@@ -288,3 +288,31 @@ async def test_integration_check_says_what_is_wrong_with_the_desk(
     status, output = await asyncio.to_thread(check_command, emulator, secret="wrong-secret")
     assert status == 1 and "invalid_client" in output
     assert "wrong-secret" not in output and REFRESH_TOKEN not in output
+
+
+async def test_a_custom_field_edited_in_the_desk_reaches_the_crm(
+        database_url: str, kafka_bootstrap: str, topic_prefix: str,
+        emulator: ZohoDeskEmulator) -> None:
+    """A custom field of the desk (``cf_region``) mapped to one of the CRM: created,
+    then edited alone in the desk, each value reaches the CRM (the capture names the
+    custom field that changed, as the embedded stores' capture does)."""
+    store, client = zoho_desk_store(emulator.options(), backoff=Backoff(base=0.05, cap=0.2),
+                                    poll_interval=0.2, first_window=dt.timedelta(hours=1))
+    pipe = Pipeline(database_url, kafka_bootstrap, topic_prefix, remote={"desk": store})
+    pipe.configure(mappings={**pipe.config.mappings, "contacts": build_mapping("contacts", [
+        {"desk": "last_name", "crm": "last_name"}, {"desk": "email", "crm": "email"},
+        {"desk": "custom.cf_region", "desk_type": "text",
+         "crm": "custom.region", "crm_type": "text"}])})
+    await pipe.start()
+    try:
+        desk_id = emulator.person_creates("contacts", {
+            "lastName": "Cf", "email": "cf@x.example", "cf": {"cf_region": "EU"}})
+        await pipe.wait_for_count("SELECT count(*) FROM crm.contacts"
+                                  " WHERE custom->>'region' = 'EU'", 1)
+        emulator.person_edits("contacts", desk_id, {"cf": {"cf_region": "US"}})
+        await pipe.wait_for_count("SELECT count(*) FROM crm.contacts"
+                                  " WHERE custom->>'region' = 'US'", 1)
+        assert await pipe.fetchval("SELECT count(*) FROM sync.failures") == 0
+    finally:
+        await pipe.close()
+        await client.close()
