@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime as dt
 import functools
 import os
 import time
@@ -34,8 +33,6 @@ from adapters.kafka import (
 )
 from adapters.migrate import migrate, pending
 from adapters.remote_store import RemoteStore
-from adapters.zoho.crm_store import zoho_crm_store
-from adapters.zoho.desk_store import zoho_desk_store
 from daemon import bootstrap
 from daemon.consumer import ConsumerLoop
 from daemon.first_sync import first_sync
@@ -43,12 +40,7 @@ from daemon.http.api import ApiContext
 from daemon.http.board import BoardContext
 from daemon.http.errors import error_body
 from daemon.http.server import Handler, ReadinessCheck, build_app, serve, watch_readiness
-from daemon.runtime.hosted import (
-    zoho_crm_notifications,
-    zoho_crm_options,
-    zoho_desk_options,
-    zoho_desk_webhooks,
-)
+from daemon.runtime.hosted import hosted_sides, hosted_store
 from daemon.runtime.runtime_file import RuntimeInfo, remove_runtime, write_runtime
 from daemon.runtime.sdnotify import Notifier
 from daemon.runtime.services import Services, open_services
@@ -178,21 +170,11 @@ async def run(settings: Settings, stop: asyncio.Event, *, demo: bool = False,
 async def hosted_stores(settings: Settings) -> AsyncIterator[dict[Side, RemoteStore]]:
     """The sides the settings make hosted stores (``crm_store``, ``desk_store``
     ``zoho``), their clients closed at the end."""
-    window = dt.timedelta(days=settings.initial_sync_window_days)
     async with contextlib.AsyncExitStack() as clients:
         stores: dict[Side, RemoteStore] = {}
-        if settings.crm_store == "zoho":
-            stores["crm"], crm = zoho_crm_store(
-                zoho_crm_options(settings), concurrency=settings.zoho_crm_concurrency,
-                poll_interval=settings.zoho_crm_poll_interval, first_window=window,
-                notifications=zoho_crm_notifications(settings))
-            clients.push_async_callback(crm.close)
-        if settings.desk_store == "zoho":
-            stores["desk"], desk = zoho_desk_store(
-                zoho_desk_options(settings), concurrency=settings.zoho_desk_concurrency,
-                poll_interval=settings.zoho_desk_poll_interval, first_window=window,
-                webhooks=zoho_desk_webhooks(settings))
-            clients.push_async_callback(desk.close)
+        for side in hosted_sides(settings):
+            stores[side], client = hosted_store(settings, side)
+            clients.push_async_callback(client.close)
         yield stores
 
 

@@ -41,12 +41,11 @@ class Dialect:
 
 
 class ZohoClient:
-    def __init__(self, credentials: Credentials, dialect: Dialect, *,
+    def __init__(self, credentials: Credentials, dialect: Dialect, *, budget: CallBudget,
                  api_url: str | None = None, timeout: float = 30.0,
-                 headers: dict[str, str] | None = None,
-                 budget: CallBudget | None = None) -> None:
+                 headers: dict[str, str] | None = None) -> None:
         self.credentials = credentials
-        self.budget = budget or CallBudget(dialect.name)
+        self.budget = budget
         """Calls at once, calls a second and credits a window (``call_budget``)."""
         self.dialect = dialect
         self.api_url = api_url

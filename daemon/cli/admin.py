@@ -435,32 +435,17 @@ def integration_check(ctx: click.Context, as_json: bool) -> None:
 async def _hosted_checks(settings: Settings) -> list[dict[str, Any]]:
     """Each side's checks: the hosted store's (``adapters/zoho/*_check.py``), or one
     row saying it is the embedded store."""
-    from adapters.zoho import crm_check, desk_check
-    from adapters.zoho.crm import ZohoCrm
-    from adapters.zoho.desk import ZohoDesk
-    from daemon.runtime import hosted
+    from daemon.runtime.hosted import hosted_checks, hosted_sides
 
     rows: list[dict[str, Any]] = []
-    for side, kind in (("desk", settings.desk_store), ("crm", settings.crm_store)):
-        if kind != "zoho":
+    hosted = hosted_sides(settings)
+    for side in ("desk", "crm"):
+        if side not in hosted:
             rows.append({"store": side, "check": "embedded", "ok": True, "detail":
                          f"the {side.upper() if side == 'crm' else side} is the embedded"
                          " store: nothing to check"})
             continue
-        if side == "crm":
-            crm = ZohoCrm(hosted.zoho_crm_options(settings))
-            try:
-                checks = await crm_check.check(
-                    crm, notifications=hosted.zoho_crm_notifications(settings))
-            finally:
-                await crm.close()
-        else:
-            desk = ZohoDesk(hosted.zoho_desk_options(settings))
-            try:
-                checks = await desk_check.check(
-                    desk, webhooks=hosted.zoho_desk_webhooks(settings))
-            finally:
-                await desk.close()
+        checks = await hosted_checks(settings, side)
         rows.extend({"store": side, "check": c.name, "ok": c.ok, "detail": c.detail}
                     for c in checks)
     return rows
