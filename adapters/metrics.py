@@ -149,6 +149,10 @@ stats export sets them from the queries there."""
 PAUSED = Gauge("syncd_paused", "1 while sync is paused, else 0.")
 READY = Gauge("syncd_ready", "1 while the daemon is ready, else 0.")
 REPLAY_PROGRESS = Gauge("syncd_replay_progress_ratio", "Progress of a running replay, 0 to 1.")
+REMOTE_FIRST_SYNC_RECORDS = Counter(
+    "syncd_remote_first_sync_records_total",
+    "Records a remote store's bulk read brought to the first sync.", ["store", "module"],
+)
 INITIAL_SYNC_PROGRESS = Gauge(
     "syncd_initial_sync_progress_ratio", "Progress of the first sync, 0 to 1.",
 )

@@ -30,6 +30,13 @@ from projections.stores.port import Values
 
 _TIMES = ("modified_time", "created_time")
 
+_REMEMBER = (
+    "INSERT INTO syncd.remote_records (store, module, record_id, \"values\","
+    " modified_time) VALUES ($1, $2, $3, $4::jsonb, $5)"
+    " ON CONFLICT (store, module, record_id) DO UPDATE"
+    " SET \"values\" = EXCLUDED.\"values\", modified_time = EXCLUDED.modified_time"
+    " WHERE syncd.remote_records.modified_time < EXCLUDED.modified_time")
+
 WAKE_CHANNEL = "syncd_capture"
 """Woken with the store as payload when it notified a change (its capture listens)."""
 
@@ -42,13 +49,16 @@ async def remember(conn: Conn, store: Side, module: str, record_id: str, values:
                    modified_time: dt.datetime) -> None:
     """The store holds ``values`` of the record as of ``modified_time`` (kept only if
     newer than what is remembered)."""
-    await conn.execute(
-        "INSERT INTO syncd.remote_records (store, module, record_id, \"values\","
-        " modified_time) VALUES ($1, $2, $3, $4::jsonb, $5)"
-        " ON CONFLICT (store, module, record_id) DO UPDATE"
-        " SET \"values\" = EXCLUDED.\"values\", modified_time = EXCLUDED.modified_time"
-        " WHERE syncd.remote_records.modified_time < EXCLUDED.modified_time",
-        store, module, record_id, msgspec.json.encode(values).decode(), modified_time)
+    await conn.execute(_REMEMBER, store, module, record_id,
+                       msgspec.json.encode(values).decode(), modified_time)
+
+
+async def remember_many(conn: Conn, store: Side, module: str,
+                        records: Sequence[tuple[str, Values, dt.datetime]]) -> None:
+    """``remember`` of each ``(record_id, values, modified_time)``, in one round."""
+    await conn.executemany(_REMEMBER, [
+        (store, module, record_id, msgspec.json.encode(values).decode(), modified)
+        for record_id, values, modified in records])
 
 
 def changed_fields(before: Values, after: Values) -> list[str]:
@@ -79,12 +89,12 @@ class RemoteCapture:
         fields that differ; anything else is old news. Returns the events appended."""
         if not records:
             return 0
-        appended = 0
+        events: list[ChangeEvent] = []
+        seen_now: list[tuple[str, Values, dt.datetime]] = []
         async with self.pool.acquire() as conn, conn.transaction():
             known = await self._known(conn, module, [r[0] for r in records])
-            outbox = Outbox(conn, self.store)
             for record_id, values in records:
-                modified = _time(values["modified_time"])
+                modified = record_time(values["modified_time"])
                 seen = known.get(record_id)
                 if seen is not None and seen["modified_time"] >= modified:
                     continue  # this copy, or a newer one, was seen already
@@ -93,21 +103,19 @@ class RemoteCapture:
                 values = {**before, **values}  # what was not fetched is as it was
                 values.pop("hard_deleted", None)
                 values["deleted"] = False  # fetched, so live (back from a bin, say)
+                seen_now.append((record_id, values, modified))
                 if changed == []:
-                    # Only its time moved (a field the sync does not read, say).
-                    await remember(conn, self.store, module, record_id, values, modified)
-                    continue
-                await outbox.append(ChangeEvent(
+                    continue  # only its time moved (a field the sync does not read, say)
+                events.append(ChangeEvent(
                     event_id=uuid.uuid4(), source=self.store, module=module,
                     record_id=record_id, op="create" if seen is None else "update",
                     values=values, changed=changed, modified_at=modified,
-                    created_at=_time(values.get("created_time") or values["modified_time"]),
+                    created_at=record_time(values.get("created_time") or modified),
                     origin=origin if seen is None else "user",
-                    captured_at=dt.datetime.now(dt.UTC)), keep_id=False,
-                    origin=origin if seen is None else "user")
-                await remember(conn, self.store, module, record_id, values, modified)
-                appended += 1
-        return appended
+                    captured_at=dt.datetime.now(dt.UTC)))
+            await Outbox(conn, self.store).append_many(events)
+            await remember_many(conn, self.store, module, seen_now)
+        return len(events)
 
     async def deleted(self, module: str, records: Sequence[tuple[str, dt.datetime, bool]]
                       ) -> int:
@@ -138,7 +146,7 @@ class RemoteCapture:
                     event_id=uuid.uuid4(), source=self.store, module=module,
                     record_id=record_id, op="delete", values=values, changed=None,
                     modified_at=when,
-                    created_at=_time(before.get("created_time") or when),
+                    created_at=record_time(before.get("created_time") or when),
                     origin="user", captured_at=dt.datetime.now(dt.UTC)),
                     keep_id=False, origin="user")
                 await remember(conn, self.store, module, record_id, values,
@@ -174,7 +182,8 @@ class RemoteCapture:
                 " EXCLUDED.modified_since)", self.store, module, since)
 
 
-def _time(value: Any) -> dt.datetime:
+def record_time(value: Any) -> dt.datetime:
+    """A record's time as a store gave it (a datetime, or ISO 8601 text)."""
     if isinstance(value, dt.datetime):
         return value
     parsed = dt.datetime.fromisoformat(str(value))

@@ -13,6 +13,9 @@ cursor moves to the newest modification time seen, less ``OVERLAP``: a record
 changed later in the same second as the newest one is fetched again next time
 rather than missed (the capture takes a copy it has seen for old news).
 
+A store with a bulk read (``remote_bulk.BulkReadable``: Zoho CRM's) has its first
+poll of a module made by it instead (``remote_bulk.BulkFirstRead``, resumable).
+
 A store whose adapter reports deletes (``DeletesPollable``: Zoho CRM's
 ``/deleted``) has them captured by the same rounds, from a cursor of their own.
 
@@ -33,6 +36,7 @@ from typing import Protocol, runtime_checkable
 import structlog
 
 from adapters.exclusive import run_exclusively
+from adapters.remote_bulk import BulkFirstRead, BulkReadable
 from adapters.remote_capture import WAKE_CHANNEL, RemoteCapture
 from adapters.write_errors import WriteError
 from projections.catalog import Side
@@ -77,8 +81,10 @@ class RemotePoll:
     def __init__(self, source: Pollable, capture: RemoteCapture, *, interval: float = 60.0,
                  first_window: dt.timedelta = dt.timedelta(days=30),
                  modules: Sequence[str] = MODULES,
-                 subscription: Subscription | None = None) -> None:
+                 subscription: Subscription | None = None,
+                 bulk: BulkReadable | None = None) -> None:
         self.source = source
+        self.bulk = bulk
         self.capture = capture
         self.interval = interval
         self.first_window = first_window
@@ -142,6 +148,11 @@ class RemotePoll:
         first = since is None
         if since is None:
             since = dt.datetime.now(dt.UTC) - self.first_window
+            if self.bulk is not None:
+                appended = await BulkFirstRead(self.bulk, self.capture).run(module, since)
+                if isinstance(self.source, DeletesPollable):
+                    await self._poll_deletes(module, first=True)
+                return appended
         started = time.monotonic()
         records = await self.source.modified_since(module, since)
         appended = await self.capture.observed(module, records,

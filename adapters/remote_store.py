@@ -54,14 +54,25 @@ class RemoteStore:
 
 
 async def find_by_keys(module: str, keys: Sequence[str], *, secondary: bool,
-                       search: Callable[[str], Awaitable[list[Values]]]) -> list[Found]:
-    """The port's ``find`` over a store's own search, one call of ``search`` per key
-    (each record's values with its ``id``): what comes back is checked against the
-    sync's normalised keys, since a store's matching is not the sync's."""
+                       search: Callable[[list[str]], Awaitable[list[Values]]],
+                       keys_a_call: int = 1, at_once: int = 4) -> list[Found]:
+    """The port's ``find`` over a store's own search: ``search`` is called with up to
+    ``keys_a_call`` keys at a time (each record's values with its ``id``), ``at_once``
+    calls at a time; what comes back is checked against the sync's normalised keys,
+    since a store's matching is not the sync's."""
+    wanted = list(dict.fromkeys(keys))
+    gate = asyncio.Semaphore(at_once)
+
+    async def one(chunk: list[str]) -> list[Values]:
+        async with gate:
+            return await search(chunk)
+
+    answers = await asyncio.gather(*(one(wanted[start:start + keys_a_call])
+                                     for start in range(0, len(wanted), keys_a_call)))
+    asked = set(wanted)
     found: dict[tuple[str, str], Found] = {}
-    for key in dict.fromkeys(keys):
-        for values in await search(key):
-            for held, via in held_keys(module, values, secondary=secondary):
-                if held == key:
-                    found[(values["id"], key)] = Found(values["id"], values, key, via)
-    return sorted(found.values(), key=lambda f: f.id)
+    for values in (v for answer in answers for v in answer):
+        for held, via in held_keys(module, values, secondary=secondary):
+            if held in asked:
+                found[(values["id"], held)] = Found(values["id"], values, held, via)
+    return sorted(found.values(), key=lambda f: (f.id, f.key))

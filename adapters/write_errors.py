@@ -75,11 +75,12 @@ class Parked(WriteError):
 
 class Refused(WriteError):
     """The target will not take this write as it is: ``reason`` is the failure
-    log's, ``detail`` what the target said."""
+    log's, ``detail`` what the target said, ``code`` its error code if it gave one."""
 
-    def __init__(self, reason: str, detail: str) -> None:
+    def __init__(self, reason: str, detail: str, *, code: str | None = None) -> None:
         super().__init__(detail)
         self.reason = reason
+        self.code = code
 
 
 def retry_after(value: str | None, *, now: dt.datetime | None = None) -> float | None:
@@ -108,7 +109,7 @@ def classify_http(status: int, headers: Mapping[str, str], body: Any) -> WriteEr
     code, message = _error_code(body)
     reason = REASON_BY_CODE.get(code or "", REASON_REFUSED if status != 400
                                 else REASON_INCORRECT_VALUE)
-    return Refused(reason, f"HTTP {status} {code or ''}: {message}".strip())
+    return Refused(reason, f"HTTP {status} {code or ''}: {message}".strip(), code=code)
 
 
 def _error_code(body: Any) -> tuple[str | None, str]:

@@ -58,8 +58,10 @@ class ZohoClient:
         self.calls = 0
 
     async def call(self, method: str, path: str, *, for_write: bool | None = None,
-                   extra_headers: dict[str, str] | None = None, **request: Any) -> Any:
-        """One call of ``path`` (after the host); the decoded answer (``{}`` for 204).
+                   extra_headers: dict[str, str] | None = None, raw: bool = False,
+                   **request: Any) -> Any:
+        """One call of ``path`` (after the host); the decoded answer (``{}`` for 204),
+        or with ``raw`` a successful answer's bytes (a download).
         A read refused with 429 waits and is asked again, up to ``READ_WAIT`` seconds
         in all: the batch or the poll that reads would otherwise start over and ask
         again for everything it had read (a write's 429 is its writer's to wait out,
@@ -79,6 +81,8 @@ class ZohoClient:
                         timeout=aiohttp.ClientTimeout(total=self.timeout)) as response:
                     if response.status == 204:
                         return {}
+                    if raw and response.status < 300:
+                        return await response.read()
                     answer = await response.json(content_type=None)
                     code = self.dialect.code(answer)
                     if response.status == 401 and code in self.dialect.expired:

@@ -3,10 +3,12 @@ the batch reads of it (``find``, ``read``) and the target its command writer
 delivers to (``write``). Field names are translated by ``crm_fields``.
 
 - Reads: ``GET /crm/v8/{Module}?ids=…`` (at most 100 ids a call) and
-  ``GET /crm/v8/{Module}/search`` (``email=`` for contacts, which Zoho matches
-  against every e-mail field; ``criteria=(Account_Name:equals:…)`` for accounts),
-  one call per key; what comes back is checked against the sync's own normalised
-  keys (Zoho's matching is not the sync's). 204 is "nothing". Zoho's ``equals``
+  ``GET /crm/v8/{Module}/search`` with ``criteria`` joining up to ten conditions by
+  ``or`` (``((Email:equals:a)or(Email:equals:b))``; a contact's ``Email``, and its
+  ``Secondary_Email`` when secondary e-mails match, an account's ``Account_Name``):
+  ten keys a call (five with secondary e-mails), as many calls at once as the
+  budget's concurrency; what comes back is checked against the sync's own
+  normalised keys (Zoho's matching is not the sync's). 204 is "nothing". Zoho's ``equals``
   ignores case but not inner spaces: an account named with two spaces where the
   other side has one is not found (the sync's key collapses them).
 - Writes: a record the sync creates is upserted by its external-id field
@@ -54,6 +56,8 @@ UNAVAILABLE_CODES = frozenset({"OAUTH_SCOPE_MISMATCH", "NO_PERMISSION", "AUTHENT
 """Whole-call errors only a person can mend (a scope, a permission, the licence):
 ``Unavailable``, not a failure of each record (``AUTHENTICATION_FAILURE`` and
 ``INVALID_TOKEN`` after the one refresh)."""
+SEARCH_CRITERIA = 10
+"""Conditions a search's ``criteria`` may join (Zoho's limit): keys a call, by field."""
 PAGED_RECORDS = 2000
 """Records a list call reaches by ``page``; past them, only ``page_token``."""
 API_PATH = "/crm/v8"
@@ -91,13 +95,20 @@ class ZohoCrm:
         if module not in ("contacts", "accounts") or not keys:
             return []
 
-        async def search(key: str) -> list[Values]:
-            query = {"email": key} if module == "contacts" else {
-                "criteria": f"(Account_Name:equals:{_escape(key)})"}
+        names = ["Account_Name"] if module == "accounts" else [
+            "Email", *(["Secondary_Email"] if secondary else [])]
+
+        async def search(chunk: list[str]) -> list[Values]:
+            criteria = "or".join(f"({name}:equals:{_escape(key)})"
+                                 for key in chunk for name in names)
+            query = {"criteria": criteria if len(chunk) * len(names) == 1
+                     else f"({criteria})"}
             return [self._values(module, record) for record in await self._records(
                 "GET", f"/{module_name(module)}/search", params=query)]
 
-        return await find_by_keys(module, keys, secondary=secondary, search=search)
+        return await find_by_keys(module, keys, secondary=secondary, search=search,
+                                  keys_a_call=SEARCH_CRITERIA // len(names),
+                                  at_once=self.options.limits.concurrency)
 
     async def read(self, module: str, ids: Sequence[str], *,
                    for_write: bool = False) -> dict[str, Held]:
@@ -129,8 +140,7 @@ class ZohoCrm:
             answer = await self._call("GET", f"/{module_name(module)}", params=params,
                                       extra_headers=headers)
             for record in (answer.get("data") or []) if isinstance(answer, dict) else []:
-                values = self._values(module, record)
-                del values["custom"], values["deleted"]
+                values = self.polled_values(module, record)
                 out.append((values.pop("id"), values))
             info = answer.get("info") or {} if isinstance(answer, dict) else {}
             if not info.get("more_records"):
@@ -191,6 +201,13 @@ class ZohoCrm:
     def _values(self, module: str, record: dict[str, Any]) -> dict[str, Any]:
         values = from_zoho(module, record, sync_key_field=self.options.sync_key_field)
         values["id"] = str(record["id"])
+        return values
+
+    def polled_values(self, module: str, record: dict[str, Any]) -> dict[str, Any]:
+        """A record as the poll and the bulk read capture it: the standard fields and
+        the key they ask for (no ``custom``, no ``deleted``), with its ``id``."""
+        values = self._values(module, record)
+        del values["custom"], values["deleted"]
         return values
 
     # -- writes (Target) ---------------------------------------------------------

@@ -2,8 +2,9 @@
 checked with one call, each problem said with what to do.
 
 Checked: the credentials (a token refreshed), reading each synced module (its
-scope and the user's permission), the external-id field on each module, and the
-notification URL answering with the channel token. Not checked: the API credits
+scope and the user's permission), the external-id field on each module, the bulk
+read's scope (when the first sync uses it), and the notification URL answering
+with the channel token. Not checked: the API credits
 left, which Zoho CRM's API does not report to a client (its API dashboard does).
 """
 
@@ -16,6 +17,7 @@ import aiohttp
 from adapters.remote_poll import MODULES
 from adapters.write_errors import WriteError
 from adapters.zoho.crm import ZohoCrm
+from adapters.zoho.crm_bulk import CrmBulkRead
 from adapters.zoho.crm_fields import module_name
 from adapters.zoho.crm_poll import Notifications
 
@@ -27,13 +29,16 @@ class Check:
     detail: str
 
 
-async def check(crm: ZohoCrm, *, notifications: Notifications | None) -> list[Check]:
+async def check(crm: ZohoCrm, *, notifications: Notifications | None,
+                bulk_read: bool = True) -> list[Check]:
     checks = [await _credentials(crm)]
     if not checks[0].ok:
         return checks  # nothing else can be asked
     for module in MODULES:
         checks.append(await _readable(crm, module))
         checks.append(await _sync_key_field(crm, module))
+    if bulk_read:
+        checks.append(await _bulk_read(crm))
     checks.append(await _notifications(notifications))
     checks.append(Check("API credits", True, "not checked: Zoho CRM's API does not report"
                         " the credits left (see Setup > Developer Space > APIs)"))
@@ -74,6 +79,15 @@ async def _sync_key_field(crm: ZohoCrm, module: str) -> Check:
         return Check(name, False, f"{wanted} is not marked External: edit the field and"
                      " tick External Field")
     return Check(name, True, "an external-id field")
+
+
+async def _bulk_read(crm: ZohoCrm) -> Check:
+    try:
+        await CrmBulkRead(crm).readable()
+    except WriteError as err:
+        return Check("bulk read", False, f"{err.detail}: add the scope ZohoCRM.bulk.READ to"
+                     " the refresh token, or set SYNCD_ZOHO_CRM_BULK_READ=false")
+    return Check("bulk read", True, "allowed (the first sync reads each module by it)")
 
 
 async def _notifications(notifications: Notifications | None) -> Check:

@@ -31,6 +31,8 @@ FIELDS = {
 }
 LOOKUPS = {("contacts", "account_id")}
 """Fields that are lookups in Zoho (``{"id": ...}``) and record ids in the sync."""
+NUMBERS = {("products", "unit_price")}
+"""Fields that are numbers in Zoho's JSON (and text in a bulk read's CSV)."""
 
 MANDATORY = {"contacts": "Last_Name", "accounts": "Account_Name", "products": "Product_Name"}
 
@@ -77,6 +79,22 @@ def from_zoho(module: str, record: dict[str, Any], *, sync_key_field: str) -> Va
     values["created_time"] = record.get("Created_Time")
     values["modified_time"] = record.get("Modified_Time")
     return values
+
+
+def from_bulk_row(module: str, row: dict[str, str]) -> dict[str, Any]:
+    """A bulk read's CSV row as the record the JSON API would give: its ``Id`` the
+    ``id``, an empty cell null, a lookup's id (what the CSV holds) as ``{"id": …}``, a
+    number as a number; a copy fetched later by the JSON API then compares equal."""
+    kinds = {api: (module, ours) for ours, api in FIELDS[module].items()}
+    record: dict[str, Any] = {}
+    for api, text in row.items():
+        value: Any = None if text == "" else text
+        if value is not None and kinds.get(api) in LOOKUPS:
+            value = {"id": value}
+        elif value is not None and kinds.get(api) in NUMBERS:
+            value = float(value)
+        record["id" if api == "Id" else api] = value
+    return record
 
 
 def to_zoho(module: str, payload: Values, *, sync_key_field: str,

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import structlog
 from pydantic import SecretStr
 
+from adapters.remote_bulk import BulkReadable
 from adapters.remote_capture import RemoteCapture
 from adapters.remote_poll import MODULES, RemotePoll
 from adapters.write_errors import WriteError
@@ -72,9 +73,10 @@ class ZohoCrmPoll(RemotePoll):
     def __init__(self, crm: ZohoCrm, capture: RemoteCapture, *, interval: float = 60.0,
                  first_window: dt.timedelta = dt.timedelta(days=30),
                  modules: Sequence[str] = MODULES,
-                 notifications: Notifications | None = None) -> None:
+                 notifications: Notifications | None = None,
+                 bulk: BulkReadable | None = None) -> None:
         self.crm = crm
         self.channel = None if notifications is None else CrmChannel(crm, notifications,
                                                                      modules)
         super().__init__(crm, capture, interval=interval, first_window=first_window,
-                         modules=modules, subscription=self.channel)
+                         modules=modules, subscription=self.channel, bulk=bulk)

@@ -11,22 +11,25 @@ from adapters.command_writer import Backoff
 from adapters.remote_capture import RemoteCapture
 from adapters.remote_store import RemoteStore, RootTask
 from adapters.zoho.crm import ZohoCrm, ZohoCrmOptions
+from adapters.zoho.crm_bulk import CrmBulkRead
 from adapters.zoho.crm_poll import Notifications, ZohoCrmPoll
 
 
 def zoho_crm_store(options: ZohoCrmOptions, *, concurrency: int = 5,
                    backoff: Backoff | None = None, poll_interval: float = 60.0,
                    first_window: dt.timedelta = dt.timedelta(days=30),
-                   notifications: Notifications | None = None
+                   notifications: Notifications | None = None, bulk_read: bool = True
                    ) -> tuple[RemoteStore, ZohoCrm]:
     """Zoho CRM as the CRM side (``Overrides.remote``), its capture the poll every
-    ``poll_interval`` seconds, woken by ``notifications`` (``crm_poll``), and its
-    client (to close)."""
+    ``poll_interval`` seconds, woken by ``notifications`` (``crm_poll``), its first
+    poll of a module by the bulk read unless ``bulk_read`` is false, and its client
+    (to close)."""
     crm = ZohoCrm(options)
 
     def capture(pool: asyncpg.Pool) -> RootTask:
         return ZohoCrmPoll(crm, RemoteCapture(pool, "crm"), interval=poll_interval,
-                           first_window=first_window, notifications=notifications).run
+                           first_window=first_window, notifications=notifications,
+                           bulk=CrmBulkRead(crm) if bulk_read else None).run
 
     return RemoteStore(reads=crm, target=crm, concurrency=concurrency,
                        backoff=backoff or Backoff(), capture=capture), crm

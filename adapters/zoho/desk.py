@@ -110,13 +110,15 @@ class ZohoDesk:
         if module not in ("contacts", "accounts") or not keys:
             return []
 
-        async def search(key: str) -> list[Values]:
+        async def search(chunk: list[str]) -> list[Values]:
+            (key,) = chunk  # the desk's search takes one value a call
             queries = [{"email": key}, *([{"_all": key}] if secondary else [])] \
                 if module == "contacts" else [{"accountName": key}]
             return [self._values(module, record)
                     for query in queries for record in await self._search(module, query)]
 
-        return await find_by_keys(module, keys, secondary=secondary, search=search)
+        return await find_by_keys(module, keys, secondary=secondary, search=search,
+                                  at_once=READS_AT_ONCE)
 
     async def read(self, module: str, ids: Sequence[str]) -> dict[str, Held]:
         wanted = list(dict.fromkeys(ids))

@@ -38,7 +38,8 @@ def hosted_store(settings: Settings, side: Side) -> tuple[RemoteStore, Client]:
         return zoho_crm_store(
             zoho_crm_options(settings), concurrency=settings.zoho_crm_concurrency,
             poll_interval=settings.zoho_crm_poll_interval, first_window=window,
-            notifications=zoho_crm_notifications(settings))
+            notifications=zoho_crm_notifications(settings),
+            bulk_read=settings.zoho_crm_bulk_read)
     return zoho_desk_store(
         zoho_desk_options(settings), concurrency=settings.zoho_desk_concurrency,
         poll_interval=settings.zoho_desk_poll_interval, first_window=window,
@@ -50,7 +51,8 @@ async def hosted_checks(settings: Settings, side: Side) -> list[Check]:
     if side == "crm":
         crm = ZohoCrm(zoho_crm_options(settings))
         try:
-            return await crm_check.check(crm, notifications=zoho_crm_notifications(settings))
+            return await crm_check.check(crm, notifications=zoho_crm_notifications(settings),
+                                         bulk_read=settings.zoho_crm_bulk_read)
         finally:
             await crm.close()
     desk = ZohoDesk(zoho_desk_options(settings))

@@ -115,7 +115,7 @@ class Settings(BaseSettings):
     zoho_crm_refresh_token: SecretStr | None = Field(
         default=None, validate_default=True,
         description="A refresh token of the integration user, with the scope "
-        "ZohoCRM.modules.ALL; never logged.")
+        "ZohoCRM.modules.ALL (and ZohoCRM.bulk.READ for the bulk read); never logged.")
     zoho_crm_data_centre: Literal["com", "eu", "in", "com.au", "jp", "com.cn"] = Field(
         default="com", description="The data centre of the Zoho organisation.")
     zoho_crm_accounts_url: str | None = Field(
@@ -129,6 +129,9 @@ class Settings(BaseSettings):
     zoho_crm_poll_interval: float = Field(
         default=60.0, gt=0, le=86_400, description="Seconds between the polls that "
         "capture the CRM's changes.")
+    zoho_crm_bulk_read: bool = Field(
+        default=True, description="The first sync reads each CRM module by Zoho's bulk "
+        "read (a job a 200,000 records, resumable); false: by listing 200 a call.")
     zoho_crm_notify_url: str | None = Field(
         default=None, pattern=r"^https?://", description="The daemon's /webhooks/zoho-crm "
         "as Zoho reaches it; unset: no notifications, the poll alone.")

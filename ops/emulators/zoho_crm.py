@@ -27,17 +27,30 @@ and the OAuth guide, for what the adapter uses:
 - ``GET /crm/v8/{Module}/deleted`` (``getDeletedRecords``): ``type``, paging,
   ``If-Modified-Since``; ``person_deletes`` puts a record there.
 
-Not emulated (not used yet): bulk read, COQL, restoring from the recycle bin; credits only as
+- Bulk read (``bulk_read.json``): ``POST /crm/bulk/v8/read`` (module, fields, page)
+  adds a job over the module's records as they are then, ``bulk_per_page`` a page
+  (Zoho's 200,000); ``GET …/read/{job_id}`` says ``ADDED`` for ``bulk_seconds``, then
+  ``COMPLETED`` with its ``result``; ``GET …/read/{job_id}/result`` is a ZIP of one
+  CSV (``Id`` and the fields asked for, a lookup's id, empty cells for nulls);
+  ``expire_bulk_jobs`` forgets the jobs (404 ``RESOURCE_NOT_FOUND``, as after a day).
+  The job's ``callback`` is not posted (the adapter asks for the state).
+
+Not emulated (not used yet): COQL, bulk write, restoring from the recycle bin; credits only as
 a count per window (``ops.emulators.zoho``), not Zoho's cost per call. Times
 have milliseconds (Zoho's whole seconds), so a test's edits a moment apart order.
 """
 
 from __future__ import annotations
 
+import bisect
+import csv
 import datetime as dt
+import io
 import itertools
+import json
 import time
 import uuid
+import zipfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -66,6 +79,17 @@ class ZohoCrmEmulator(ZohoEmulator):
         self.channels: dict[Any, dict[str, Any]] = {}  # channel id -> its subscription
         # method, channel id, expiry, when it was asked
         self.subscriptions: list[tuple[str, Any, dt.datetime, dt.datetime]] = []
+        self.scopes = {"ZohoCRM.modules.ALL", "ZohoCRM.settings.ALL",
+                       "ZohoCRM.notifications.ALL", "ZohoCRM.bulk.READ"}
+        """What the refresh token was granted: the bulk read needs ``ZohoCRM.bulk.READ``
+        (401 ``OAUTH_SCOPE_MISMATCH`` without it)."""
+        self.bulk_jobs: dict[str, dict[str, Any]] = {}
+        self.bulk_seconds = 0.0
+        self.bulk_per_page = 200_000
+        self._version = 0  # moved by every write: the search indexes are built again
+        self._indexes: dict[str, tuple[int, dict[str, dict[str, list[dict[str, Any]]]]]] = {}
+        self._sorted: dict[str, tuple[int, list[tuple[dt.datetime, str]],
+                                      list[dict[str, Any]]]] = {}
         self._ids = itertools.count(4_876_000_000_000_001)
         self._last = dt.datetime.now(ORG_ZONE)
 
@@ -84,6 +108,7 @@ class ZohoCrmEmulator(ZohoEmulator):
         record = self.module(module)[record_id]
         record.update(fields)
         record["Modified_Time"] = self._now()
+        self._version += 1
         return self.change(module, record_id, sync_key_field=sync_key_field,
                            changed=sorted(fields))
 
@@ -153,7 +178,19 @@ class ZohoCrmEmulator(ZohoEmulator):
         self.edit(module, record_id, fields)
         await self.notify(module, [record_id], "update")
 
+    def backdate(self, module: str, record_id: str, when: dt.datetime) -> None:
+        """The record was last modified at ``when`` (long before a test began, say)."""
+        self.module(module)[record_id]["Modified_Time"] = when.astimezone(ORG_ZONE).isoformat(
+            timespec="milliseconds")
+        self._version += 1
+
+    def expire_bulk_jobs(self) -> None:
+        self.bulk_jobs.clear()
+
     def routes(self, app: web.Application) -> None:
+        app.router.add_post("/crm/bulk/v8/read", self._bulk_add)
+        app.router.add_get("/crm/bulk/v8/read/{job}", self._bulk_state)
+        app.router.add_get("/crm/bulk/v8/read/{job}/result", self._bulk_result)
         app.router.add_get("/crm/v8/settings/fields", self._fields)
         app.router.add_post("/crm/v8/actions/watch", self._watch)
         app.router.add_patch("/crm/v8/actions/watch", self._watch)
@@ -216,6 +253,81 @@ class ZohoCrmEmulator(ZohoEmulator):
                             for e in item.get("events", [])]}})
         return web.json_response({"watch": out})
 
+    def _bulk_scope(self) -> None:
+        if "ZohoCRM.bulk.READ" not in self.scopes:
+            raise web.HTTPUnauthorized(text=json.dumps({
+                "code": "OAUTH_SCOPE_MISMATCH", "details": {},
+                "message": "invalid oauth scope to access this URL", "status": "error"}),
+                content_type="application/json")
+
+    async def _bulk_add(self, request: web.Request) -> web.Response:
+        self._bulk_scope()
+        body = await request.json()
+        query = body.get("query") or {}
+        module = (query.get("module") or {}).get("api_name")
+        if module not in self.records:
+            return _error(400, "MODULE_NOT_SUPPORTED", "the module is not supported")
+        page = query.get("page") or 1
+        if not isinstance(page, int) or page < 1:
+            return _error(400, "INVALID_DATA", "page")
+        start = (page - 1) * self.bulk_per_page
+        records = sorted(self.records[module].values(), key=lambda r: int(r["id"]))
+        job_id = str(next(self._ids))
+        now = self._now()
+        self.bulk_jobs[job_id] = {
+            "module": module, "fields": list(query.get("fields") or []), "page": page,
+            "records": [dict(r) for r in records[start:start + self.bulk_per_page]],
+            "more": start + self.bulk_per_page < len(records), "created": now,
+            "ready_at": time.monotonic() + self.bulk_seconds}
+        return web.json_response({"data": [{
+            "status": "success", "code": "ADDED_SUCCESSFULLY",
+            "message": "Added successfully.", "details": {
+                "id": job_id, "operation": "read", "state": "ADDED",
+                "created_by": {"id": "410888000000086001", "name": "Integration User"},
+                "created_time": now}}], "info": {}}, status=201)
+
+    def _bulk_job(self, request: web.Request) -> dict[str, Any]:
+        self._bulk_scope()
+        job = self.bulk_jobs.get(request.match_info["job"])
+        if job is None:
+            raise web.HTTPNotFound(text=json.dumps({
+                "code": "RESOURCE_NOT_FOUND", "details": {"resource": "job_id"},
+                "message": "the requested resource doesn't exist", "status": "error"}),
+                content_type="application/json")
+        return job
+
+    async def _bulk_state(self, request: web.Request) -> web.Response:
+        job, job_id = self._bulk_job(request), request.match_info["job"]
+        done = time.monotonic() >= job["ready_at"]
+        entry: dict[str, Any] = {
+            "id": job_id, "operation": "read", "state": "COMPLETED" if done else "ADDED",
+            "query": {"module": {"api_name": job["module"], "id": "1"},
+                      "fields": job["fields"], "page": job["page"]},
+            "created_by": {"id": "410888000000086001", "name": "Integration User"},
+            "created_time": job["created"], "file_type": "csv"}
+        if done:
+            entry["result"] = {"page": job["page"], "count": len(job["records"]),
+                               "download_url": f"/crm/bulk/v8/read/{job_id}/result",
+                               "per_page": self.bulk_per_page, "more_records": job["more"]}
+        return web.json_response({"data": [entry]})
+
+    async def _bulk_result(self, request: web.Request) -> web.Response:
+        job, job_id = self._bulk_job(request), request.match_info["job"]
+        if time.monotonic() < job["ready_at"]:
+            return _error(400, "INVALID_REQUEST", "the job is not completed yet")
+        text = io.StringIO()
+        writer = csv.writer(text)
+        columns = ["Id", *job["fields"]]
+        writer.writerow(columns)
+        for record in job["records"]:
+            writer.writerow([_cell(record.get("id" if c == "Id" else c)) for c in columns])
+        archive = io.BytesIO()
+        with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zipped:
+            zipped.writestr(f"{job_id}.csv", text.getvalue())
+        return web.Response(body=archive.getvalue(), content_type="application/zip",
+                            headers={"Content-Disposition":
+                                     f"attachment; filename={job_id}.zip"})
+
     def _table(self, request: web.Request) -> dict[str, dict[str, Any]]:
         module = request.match_info["module"]
         if module not in self.records:
@@ -232,6 +344,18 @@ class ZohoCrmEmulator(ZohoEmulator):
             return _page([table[i] for i in ids if i in table])
         return self._list(request, list(table.values()))
 
+    def _by_modified(self, module: str) -> tuple[list[tuple[dt.datetime, str]],
+                                                 list[dict[str, Any]]]:
+        """The module's records by modification time (then id), and their keys, sorted
+        once after each write (a list call reads a slice of them)."""
+        cached = self._sorted.get(module)
+        if cached is None or cached[0] != self._version:
+            keyed = sorted(((dt.datetime.fromisoformat(r["Modified_Time"]), r["id"]), r)
+                           for r in self.records[module].values())
+            cached = self._sorted[module] = (self._version, [k for k, _ in keyed],
+                                             [r for _, r in keyed])
+        return cached[1], cached[2]
+
     def _list(self, request: web.Request, records: list[dict[str, Any]]) -> web.Response:
         """A records list: ``If-Modified-Since`` (modified after it), ``sort_by`` and
         ``sort_order``, ``page``/``per_page`` (200 at most) up to the 2,000th record,
@@ -240,13 +364,13 @@ class ZohoCrmEmulator(ZohoEmulator):
         if "page" in query and "page_token" in query:
             return _error(400, "INVALID_REQUEST", "page and page_token together")
         since = request.headers.get("If-Modified-Since")
-        if since:
-            limit = dt.datetime.fromisoformat(since)
-            records = [r for r in records
-                       if dt.datetime.fromisoformat(r["Modified_Time"]) > limit]
-        if query.get("sort_by") == "Modified_Time":
-            records.sort(key=lambda r: (dt.datetime.fromisoformat(r["Modified_Time"]),
-                                        r["id"]), reverse=query.get("sort_order") == "desc")
+        if since or query.get("sort_by") == "Modified_Time":
+            times, records = self._by_modified(request.match_info["module"])
+            if since:
+                records = records[bisect.bisect_right(
+                    times, (dt.datetime.fromisoformat(since), "\uffff")):]
+            if query.get("sort_order") == "desc":
+                records = records[::-1]
         per_page = min(int(query.get("per_page", "200")), 200)
         if "page_token" in query:
             start = int(query["page_token"])
@@ -269,6 +393,7 @@ class ZohoCrmEmulator(ZohoEmulator):
     def person_deletes(self, module: str, record_id: str, *, permanently: bool = False) -> None:
         """A person deletes a record (into the recycle bin, or for good)."""
         record = self.module(module).pop(record_id)
+        self._version += 1
         self.deleted[MODULES[module]].append({
             "deleted_by": {"name": "A Person", "id": "410888000000086001"},
             "id": record_id, "display_name": record.get("Last_Name")
@@ -307,6 +432,7 @@ class ZohoCrmEmulator(ZohoEmulator):
         record_id = str(next(self._ids))
         self.module(module)[record_id] = {"id": record_id, **fields, "Created_Time": now,
                                           "Modified_Time": now}
+        self._version += 1
         return record_id
 
     async def _get_one(self, request: web.Request) -> web.Response:
@@ -321,12 +447,29 @@ class ZohoCrmEmulator(ZohoEmulator):
                 isinstance(v, str) and v.strip().lower() == wanted
                 for k, v in r.items() if k in ("Email", "Secondary_Email"))]
         elif "criteria" in request.query:
-            name, value = _criteria(request.query["criteria"])
-            found = [r for r in table.values()
-                     if str(r.get(name, "")).strip().lower() == value.strip().lower()]
+            found = self._matching(request.match_info["module"],
+                                   _criteria(request.query["criteria"]))
         else:
             return _error(400, "REQUIRED_PARAM_MISSING", "criteria, email, phone or word")
         return _page(found)
+
+    def _matching(self, module: str, conditions: list[tuple[str, str]]) -> list[dict[str, Any]]:
+        """The records any condition holds for (``equals``: case and outer spaces
+        aside), by an index of the fields asked for, built again after any write."""
+        index = self._indexes.get(module)
+        if index is None or index[0] != self._version:
+            index = self._indexes[module] = (self._version, {})
+        found: dict[str, dict[str, Any]] = {}
+        for name, value in conditions:
+            by_value = index[1].get(name)
+            if by_value is None:
+                by_value = index[1][name] = {}
+                for record in self.records[module].values():
+                    held = str(record.get(name, "")).strip().lower()
+                    by_value.setdefault(held, []).append(record)
+            for record in by_value.get(value.strip().lower(), []):
+                found[record["id"]] = record
+        return list(found.values())
 
     async def _upsert(self, request: web.Request) -> web.Response:
         table = self._table(request)
@@ -378,6 +521,7 @@ class ZohoCrmEmulator(ZohoEmulator):
             current[name] = value
         current["Modified_Time"] = now
         self.writes += 1
+        self._version += 1
         return {"code": "SUCCESS", "status": "success", "action": action,
                 "message": "record added" if action == "insert" else "record updated",
                 "details": {"id": current["id"], "Modified_Time": now,
@@ -401,26 +545,54 @@ def _page(records: list[dict[str, Any]]) -> web.Response:
         "per_page": 200, "count": len(records), "page": 1, "more_records": False}})
 
 
+def _cell(value: Any) -> str:
+    """A value as the bulk read's CSV holds it: a lookup by its id, null as empty."""
+    if isinstance(value, dict):
+        value = value.get("id")
+    return "" if value is None else str(value)
+
+
 def _error(status: int, code: str, message: str) -> web.Response:
     return web.json_response({"code": code, "details": {}, "message": message,
                               "status": "error"}, status=status)
 
 
-def _criteria(text: str) -> tuple[str, str]:
-    """``(Field:equals:value)``, the value's ``(``, ``)``, ``,`` and ``\\`` escaped."""
-    inner = text.strip()[1:-1]
-    name, op, value = inner.split(":", 2)
-    if op != "equals":
-        raise web.HTTPBadRequest(text='{"code": "INVALID_QUERY"}',
-                                 content_type="application/json")
-    out, escaped = [], False
-    for char in value:
-        if escaped or char != "\\":
-            out.append(char)
-            escaped = False
-        else:
-            escaped = True
-    return name, "".join(out)
+def _criteria(text: str) -> list[tuple[str, str]]:
+    """``(Field:equals:value)``, or up to ten of them joined by ``or`` in parentheses
+    (``((Email:equals:a)or(Email:equals:b))``), each value's ``(``, ``)``, ``,`` and
+    ``\\`` escaped: the ``(field, value)`` of each condition."""
+    body = text.strip()
+    if body.startswith("(("):
+        body = body[1:-1]
+    conditions: list[tuple[str, str]] = []
+    position = 0
+    while position < len(body):
+        if conditions:
+            if not body.startswith("or", position):
+                raise _invalid_query("only 'or' joins conditions here")
+            position += 2
+        if body[position:position + 1] != "(":
+            raise _invalid_query("a condition is (field:equals:value)")
+        out, escaped, position = [], False, position + 1
+        while position < len(body) and (escaped or body[position] != ")"):
+            escaped = not escaped and body[position] == "\\"
+            if not escaped:
+                out.append(body[position])
+            position += 1
+        name, op, value = "".join(out).split(":", 2)
+        if op != "equals":
+            raise _invalid_query("only equals")
+        conditions.append((name, value))
+        position += 1
+    if not 1 <= len(conditions) <= 10:
+        raise _invalid_query("one to ten conditions")
+    return conditions
+
+
+def _invalid_query(message: str) -> web.HTTPBadRequest:
+    return web.HTTPBadRequest(text=json.dumps({
+        "code": "INVALID_QUERY", "details": {}, "message": message, "status": "error"}),
+        content_type="application/json")
 
 
 def _name_of(records: dict[str, dict[str, dict[str, Any]]], record_id: str) -> str | None:

@@ -51,6 +51,19 @@ class Outbox:
                 event.modified_at, event.created_at, origin)
         await self.wake()
 
+    async def append_many(self, events: Sequence[ChangeEvent]) -> None:
+        """Append changes as new events (``append`` without ``keep_id``), each of its
+        own ``origin``, in one round of statements, and wake the relay once."""
+        if not events:
+            return
+        await self.conn.executemany(
+            f"INSERT INTO {self.side}.outbox (module, record_id, op, \"values\", changed,"
+            " modified_at, created_at, origin) VALUES ($1, $2, $3, $4::jsonb, $5, $6, $7,"
+            " $8)",
+            [(e.module, e.record_id, e.op, msgspec.json.encode(e.values).decode(), e.changed,
+              e.modified_at, e.created_at, e.origin) for e in events])
+        await self.wake()
+
     async def wake(self) -> None:
         await self.conn.execute("SELECT pg_notify($1, $2)", NOTIFY_CHANNEL, self.side)
 

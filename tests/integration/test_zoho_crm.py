@@ -69,6 +69,27 @@ async def test_reads_find_by_normalised_keys_and_read_by_id_in_chunks(
     assert len([c for c in emulator.calls if c[0] == "GET" and c[1] == "/crm/v8/Products"]) == 2
 
 
+async def test_match_keys_are_searched_ten_a_call(
+        crm: ZohoCrm, emulator: ZohoCrmEmulator) -> None:
+    """Up to ten conditions a search (Zoho's criteria limit): 25 e-mails in three
+    calls, 25 with secondary e-mails too in five; a key no record holds finds nothing."""
+    ids = [emulator.person_creates("contacts", {"Last_Name": f"C{n}",
+                                                "Email": f"C{n}@Example.com",
+                                                "Secondary_Email": f"c{n}@home.example"})
+           for n in range(24)]
+    keys = [f"c{n}@example.com" for n in range(24)] + ["nobody@example.com"]
+
+    def searches() -> int:
+        return sum(1 for c in emulator.calls if c[:2] == ("GET", "/crm/v8/Contacts/search"))
+
+    found = await crm.find("contacts", keys, secondary=False)
+    assert [f.id for f in found] == sorted(ids) and searches() == 3
+    homes = await crm.find("contacts", [f"c{n}@home.example" for n in range(25)],
+                           secondary=True)
+    assert sorted(f.id for f in homes) == sorted(ids) and searches() == 8
+    assert all(f.via_secondary for f in homes)
+
+
 async def test_a_create_delivered_twice_is_one_record_and_an_update_is_guarded(
         crm: ZohoCrm, emulator: ZohoCrmEmulator) -> None:
     command = create("contacts", {"last_name": "Once", "email": "once@example.com"})
@@ -276,6 +297,15 @@ async def test_integration_check_says_what_is_wrong_and_what_to_do(
     assert status == 1
     assert "missing: add to Products a single-line field marked External" in output
     emulator.without_sync_key.clear()
+
+    emulator.scopes.discard("ZohoCRM.bulk.READ")
+    status, output = await asyncio.to_thread(check_command, emulator)
+    assert status == 1 and "OAUTH_SCOPE_MISMATCH" in output
+    assert "add the scope ZohoCRM.bulk.READ" in output
+    status, output = await asyncio.to_thread(check_command, emulator,
+                                             SYNCD_ZOHO_CRM_BULK_READ="false")
+    assert status == 0, output  # not asked for: the first sync lists instead
+    emulator.scopes.add("ZohoCRM.bulk.READ")
 
     status, output = await asyncio.to_thread(
         check_command, emulator, SYNCD_ZOHO_CRM_NOTIFY_URL="http://127.0.0.1:9/webhooks/zoho-crm",
