@@ -30,6 +30,12 @@ one transaction with what came of it:
   the organisation's rate limit or outage, not for one record). Past ``budget``
   seconds since it was enqueued, the command fails as *target unreachable*.
 
+A target that writes many records a call (``BatchTarget``: Zoho CRM's 100) is given
+the due heads in calls of up to ``batch_size`` commands of one module and one kind
+(creates, updates), as many calls at once as ``concurrency``; each command of a call
+is settled by its own outcome as above, and what befalls the whole call (a timeout,
+a 429, the credentials refused) befalls each of its commands.
+
 A command naming a record the sync is still creating in the same store (a contact's
 account, by its placeholder) waits until that create has landed, so the store can
 resolve the placeholder by its external-id field.
@@ -48,8 +54,9 @@ import random
 import time
 import uuid
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import asyncpg
 import structlog
@@ -99,6 +106,23 @@ class Target(Protocol):
         """Carry ``command`` out once, whatever the number of deliveries of its
         ``idempotency_key``; raise ``Transient`` or ``Refused`` if it did not land."""
         ...
+
+
+@runtime_checkable
+class BatchTarget(Target, Protocol):
+    """A remote store that writes up to ``batch_size`` records a call."""
+
+    batch_size: int
+
+    async def write_many(self, commands: Sequence[Command]
+                         ) -> list[Landed | BaseException]:
+        """Carry ``commands`` out (one module, all creates or all updates), each once;
+        the outcome of each, in order: what landed, or the error that refused,
+        staled or delayed that one. An error of the whole call is raised."""
+        ...
+
+
+WriteOutcome = Landed | BaseException
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,56 +217,48 @@ class CommandWriter:
         """Deliver the due heads once; return how many commands were taken."""
         if time.monotonic() < self.hold_until:
             return 0
+        size = self.target.batch_size if isinstance(self.target, BatchTarget) else 1
         async with self.pool.acquire() as conn:
-            heads = await commands.due_heads(conn, self.store, limit=self.concurrency)
-        await asyncio.gather(*(self._deliver(command) for command in heads))
-        return len(heads)
-
-    async def _deliver(self, command: Command) -> None:
-        if await self._creating(command):
+            heads = await commands.due_heads(conn, self.store, limit=self.concurrency * size)
+        ready: list[Command] = []
+        for command in heads:
+            if not await self._creating(command):
+                ready.append(command)
+                continue
             async with self.pool.acquire() as conn:
                 await commands.retry_later(conn, command, after=self.backoff.base,
                                            error="waiting for a record it names to be created")
-            return
+        gate = asyncio.Semaphore(self.concurrency)
+
+        async def deliver(call: list[Command]) -> None:
+            async with gate:
+                await self._deliver(call)
+
+        await asyncio.gather(*(deliver(call) for call in _calls(ready, size)))
+        return len(heads)
+
+    async def _deliver(self, call: list[Command]) -> None:
+        """One call of the target for ``call``'s commands, each settled by its outcome."""
         started = time.perf_counter()
+        outcomes: list[WriteOutcome]
         try:
-            landed = await asyncio.wait_for(self.target.write(command), self.attempt_timeout)
-        except Unavailable as err:
-            metrics.COMMAND_ATTEMPTS.labels(self.store, "unavailable").inc()
-            self._unavailable(err.detail)
-        except Parked as err:
-            metrics.COMMAND_ATTEMPTS.labels(self.store, "parked").inc()
-            await self._park(command, err)
-        except Stale as err:
-            metrics.COMMAND_ATTEMPTS.labels(self.store, "stale").inc()
-            log.info("write_superseded", store=self.store, module=command.module,
-                     record=command.record_key, detail=err.detail)
-            async with self.pool.acquire() as conn, conn.transaction():
-                await commands.done(conn, command)
-                await commands.forget_held(conn, command)
-        except Refused as err:
-            metrics.COMMAND_ATTEMPTS.labels(self.store, "refused").inc()
-            log.warning("write_refused", store=self.store, module=command.module,
-                        record=command.record_key, reason=err.reason, detail=err.detail)
-            await self._fail(command, err.reason, err.detail)
-        except Exception as err:  # Transient, TimeoutError, OSError, or a defect
-            # Anything else a target adapter raises is its own defect: said loudly, and
-            # retried like a transient error (the budget still ends it as a failure),
-            # never allowed to stop the other records' deliveries.
-            if not isinstance(err, (Transient, TimeoutError, OSError)):
-                log.error("write_failed_unexpectedly", store=self.store,
-                          module=command.module, record=command.record_key,
-                          error=f"{type(err).__name__}: {err}", exc_info=True)
-            detail = _describe(err)
-            metrics.COMMAND_ATTEMPTS.labels(self.store, "transient").inc()
-            asked = err.retry_after if isinstance(err, Transient) else None
-            if asked is not None:
-                # The target said when to come back: a rate limit or an outage of the
-                # whole organisation, not of this record.
-                self.hold_until = max(self.hold_until, time.monotonic() + asked)
-                metrics.COMMAND_HELD_SECONDS.labels(self.store).inc(asked)
-            await self._transient(command, detail, asked)
-        else:
+            if len(call) == 1:
+                outcomes = [await asyncio.wait_for(self.target.write(call[0]),
+                                                   self.attempt_timeout)]
+            else:
+                assert isinstance(self.target, BatchTarget)
+                outcomes = await asyncio.wait_for(self.target.write_many(call),
+                                                  self.attempt_timeout)
+                if len(outcomes) != len(call):
+                    raise Transient(f"{len(outcomes)} outcomes for {len(call)} writes")
+        except Exception as err:  # the whole call's: each of its commands'
+            outcomes = [err] * len(call)
+        elapsed = time.perf_counter() - started
+        for command, outcome in zip(call, outcomes, strict=True):
+            await self._settle(command, outcome, elapsed)
+
+    async def _settle(self, command: Command, outcome: WriteOutcome, elapsed: float) -> None:
+        if isinstance(outcome, Landed):
             if self.unavailable is not None:
                 log.info("store_available_again", store=self.store)
                 self.unavailable = None
@@ -251,9 +267,46 @@ class CommandWriter:
                 log.info("store_writes_resumed", store=self.store)
                 self.parked = None
             metrics.COMMAND_ATTEMPTS.labels(self.store, "landed").inc()
-            metrics.COMMAND_DELIVERY_SECONDS.labels(self.store).observe(
-                time.perf_counter() - started)
-            await self._landed(command, landed)
+            metrics.COMMAND_DELIVERY_SECONDS.labels(self.store).observe(elapsed)
+            await self._landed(command, outcome)
+        elif isinstance(outcome, Unavailable):
+            metrics.COMMAND_ATTEMPTS.labels(self.store, "unavailable").inc()
+            self._unavailable(outcome.detail)
+        elif isinstance(outcome, Parked):
+            metrics.COMMAND_ATTEMPTS.labels(self.store, "parked").inc()
+            await self._park(command, outcome)
+        elif isinstance(outcome, Stale):
+            metrics.COMMAND_ATTEMPTS.labels(self.store, "stale").inc()
+            log.info("write_superseded", store=self.store, module=command.module,
+                     record=command.record_key, detail=outcome.detail)
+            async with self.pool.acquire() as conn, conn.transaction():
+                await commands.done(conn, command)
+                await commands.forget_held(conn, command)
+        elif isinstance(outcome, Refused):
+            metrics.COMMAND_ATTEMPTS.labels(self.store, "refused").inc()
+            log.warning("write_refused", store=self.store, module=command.module,
+                        record=command.record_key, reason=outcome.reason,
+                        detail=outcome.detail)
+            await self._fail(command, outcome.reason, outcome.detail)
+        elif isinstance(outcome, Exception):  # Transient, TimeoutError, OSError, a defect
+            # Anything else a target adapter raises is its own defect: said loudly, and
+            # retried like a transient error (the budget still ends it as a failure),
+            # never allowed to stop the other records' deliveries.
+            if not isinstance(outcome, (Transient, TimeoutError, OSError)):
+                log.error("write_failed_unexpectedly", store=self.store,
+                          module=command.module, record=command.record_key,
+                          error=f"{type(outcome).__name__}: {outcome}", exc_info=outcome)
+            metrics.COMMAND_ATTEMPTS.labels(self.store, "transient").inc()
+            asked = outcome.retry_after if isinstance(outcome, Transient) else None
+            if asked is not None:
+                # The target said when to come back: a rate limit or an outage of the
+                # whole organisation, not of this record.
+                if time.monotonic() + asked > self.hold_until:
+                    metrics.COMMAND_HELD_SECONDS.labels(self.store).inc(asked)
+                self.hold_until = max(self.hold_until, time.monotonic() + asked)
+            await self._transient(command, _describe(outcome), asked)
+        else:  # a BaseException (a cancellation) is not an outcome: passed on
+            raise outcome
 
     def _unavailable(self, detail: str) -> None:
         """Hold every write until ``recheck`` seconds from now, and say so once."""
@@ -348,6 +401,16 @@ class CommandWriter:
             depth = await commands.depth(conn, self.store)
         metrics.COMMANDS_QUEUED.labels(self.store).set(depth.queued)
         metrics.COMMAND_OLDEST_AGE.labels(self.store).set(depth.oldest_age)
+
+
+def _calls(heads: list[Command], size: int) -> list[list[Command]]:
+    """The heads as calls of at most ``size`` commands, each of one module and one
+    kind (creates, updates), oldest first."""
+    groups: dict[tuple[str, bool], list[Command]] = {}
+    for command in heads:
+        groups.setdefault((command.module, command.record_id is None), []).append(command)
+    return [group[start:start + size] for group in groups.values()
+            for start in range(0, len(group), size)]
 
 
 def _describe(err: BaseException) -> str:

@@ -11,13 +11,15 @@ delivers to (``write``). Field names are translated by ``crm_fields``.
   normalised keys (Zoho's matching is not the sync's). 204 is "nothing". Zoho's ``equals``
   ignores case but not inner spaces: an account named with two spaces where the
   other side has one is not found (the sync's key collapses them).
-- Writes: a record the sync creates is upserted by its external-id field
+- Writes, up to 100 records a call (``write_many``; the writer groups them by module
+  and kind): records the sync creates are upserted by their external-id field
   (``POST …/upsert`` with ``duplicate_check_fields``), so a create delivered twice
-  is one record; an update of a record with an id is ``PUT …/{id}``. Zoho has no
-  conditional write, so the guard is a read of ``Modified_Time`` just before
-  (a change in between is the store's capture's to report). ``trigger: []`` keeps
-  the CRM's workflows, approvals and blueprints out of the sync's writes (set
-  ``workflow_triggers`` to let them run).
+  is one record; updates of records with an id are one ``PUT /crm/v8/{Module}``,
+  each record with its ``id``. Zoho has no conditional write, so the guard is a
+  read of the records' ``Modified_Time`` (one call) just before (a change in
+  between is the store's capture's to report). Each record's outcome is its own.
+  ``trigger: []`` keeps the CRM's workflows, approvals and blueprints out of the
+  sync's writes (set ``workflow_triggers`` to let them run).
 - Errors: 429, 5xx, timeouts and lost connections are transient (``Retry-After``
   honoured); an expired access token (401 ``INVALID_TOKEN``) is refreshed once and
   the call made again; a record's error code (``MANDATORY_NOT_FOUND``,
@@ -51,6 +53,8 @@ from projections.stores.commands import Command
 from projections.stores.port import SYNC_KEY_FIELD, Found, Held, Values, is_placeholder
 
 IDS_PER_READ = 100
+WRITES_A_CALL = 100
+"""Records a write call carries (Zoho's most)."""
 UNAVAILABLE_CODES = frozenset({"OAUTH_SCOPE_MISMATCH", "NO_PERMISSION", "AUTHENTICATION_FAILURE",
                                "INVALID_TOKEN", "LICENSE_LIMIT_EXCEEDED"})
 """Whole-call errors only a person can mend (a scope, a permission, the licence):
@@ -79,6 +83,7 @@ class ZohoCrm:
     """One organisation's Zoho CRM: its reads and its writes, on one HTTP session."""
 
     store: Side = "crm"
+    batch_size = WRITES_A_CALL
 
     def __init__(self, options: ZohoCrmOptions) -> None:
         self.options = options
@@ -213,55 +218,96 @@ class ZohoCrm:
     # -- writes (Target) ---------------------------------------------------------
 
     async def write(self, command: Command) -> Landed:
-        module, zoho_module = command.module, module_name(command.module)
-        resolved = await self._resolve(command)
-        record = to_zoho(module, command.payload, sync_key_field=self.options.sync_key_field,
-                         resolved=resolved)
-        body: dict[str, Any] = {"data": [record]}
+        (outcome,) = await self.write_many([command])
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+
+    async def write_many(self, commands: Sequence[Command]
+                         ) -> list[Landed | BaseException]:
+        """Up to ``WRITES_A_CALL`` commands of one module, all creates (one upsert) or
+        all updates (one ``PUT /{Module}``, the records' guards read in one call)."""
+        module = commands[0].module
+        outcomes: list[Landed | BaseException | None] = [None] * len(commands)
+        resolved = await self._resolve(commands, outcomes)
+        guarded = [c.record_id for c, o in zip(commands, outcomes, strict=True)
+                   if o is None and c.record_id is not None and c.seen is not None]
+        current = await self.read(module, guarded, for_write=True) if guarded else {}
+        sending: list[int] = []
+        records: list[dict[str, Any]] = []
+        for n, command in enumerate(commands):
+            if outcomes[n] is not None:
+                continue
+            held = current.get(command.record_id or "")
+            if held is not None and command.seen is not None \
+                    and held.modified_time > command.seen:
+                outcomes[n] = Stale(f"{module_name(module)} {command.record_id} was"
+                                    f" modified at {held.modified_time.isoformat()}")
+                continue
+            record = to_zoho(module, command.payload,
+                             sync_key_field=self.options.sync_key_field, resolved=resolved)
+            if command.record_id is None:
+                record[self.options.sync_key_field] = command.record_key
+            else:
+                record["id"] = command.record_id
+            sending.append(n)
+            records.append(record)
+        if records:
+            for n, item in zip(sending, await self._send(module, records,
+                                                         create=commands[0].record_id is None),
+                               strict=True):
+                try:
+                    outcomes[n] = _landed(commands[n], _outcome(item), resolved)
+                except Refused as err:
+                    outcomes[n] = err
+        return [o if o is not None else Transient("not written") for o in outcomes]
+
+    async def _send(self, module: str, records: list[dict[str, Any]], *,
+                    create: bool) -> list[Any]:
+        """One write call of ``records``; each record's outcome, in order."""
+        body: dict[str, Any] = {"data": records}
         if not self.options.workflow_triggers:
             body["trigger"] = []
-        if command.record_id is not None:
-            if command.seen is not None:
-                current = (await self.read(module, [command.record_id],
-                                           for_write=True)).get(command.record_id)
-                if current is not None and current.modified_time > command.seen:
-                    raise Stale(f"{zoho_module} {command.record_id} was modified at"
-                                f" {current.modified_time.isoformat()}")
-            answer = await self._call("PUT", f"/{zoho_module}/{command.record_id}", json=body)
-        else:
-            record[self.options.sync_key_field] = command.record_key
+        if create:
             body["duplicate_check_fields"] = [self.options.sync_key_field]
-            answer = await self._call("POST", f"/{zoho_module}/upsert", json=body)
-        details = _outcome(answer)
-        values = {**command.payload}
-        if is_placeholder(command.record_key):
-            values[SYNC_KEY_FIELD] = command.record_key
-        for name in FIELDS[module]:
-            values.setdefault(name, None)
-        if isinstance(values.get("account_id"), str) and resolved:
-            values["account_id"] = int(resolved[values["account_id"]])
-        modified = zoho_time(details["Modified_Time"])
-        created = zoho_time(details["Created_Time"]) if details.get("Created_Time") else modified
-        values.update(deleted=False, modified_time=details["Modified_Time"],
-                      created_time=details.get("Created_Time") or details["Modified_Time"])
-        return Landed(record_id=str(details["id"]), values=values, modified_time=modified,
-                      created_time=created)
+            answer = await self._call("POST", f"/{module_name(module)}/upsert", json=body)
+        else:
+            answer = await self._call("PUT", f"/{module_name(module)}", json=body)
+        data = answer.get("data") if isinstance(answer, dict) else None
+        if not isinstance(data, list) or len(data) != len(records):
+            raise Transient(f"an answer without each record's outcome: {str(answer)[:200]}")
+        return data
 
-    async def _resolve(self, command: Command) -> dict[str, str]:
-        """The Zoho ids of the placeholders a command names (its writer waited for
-        their creates to land): found by the external-id field."""
+    async def _resolve(self, commands: Sequence[Command],
+                       outcomes: list[Landed | BaseException | None]) -> dict[str, str]:
+        """The Zoho ids of the placeholders the commands name (their writer waited for
+        their creates to land), found by the external-id field, ten a search; a command
+        naming one not found yet is transient (Zoho indexes new records for search a
+        little later)."""
+        named: dict[str, set[str]] = {}  # target module: placeholders
+        for command in commands:
+            for ours, value in command.payload.items():
+                if isinstance(value, str) and is_placeholder(value) and ours != SYNC_KEY_FIELD:
+                    target = "accounts" if ours == "account_id" else command.module
+                    named.setdefault(target, set()).add(value)
         resolved: dict[str, str] = {}
-        for ours, value in command.payload.items():
-            if not (isinstance(value, str) and is_placeholder(value)) or ours == SYNC_KEY_FIELD:
-                continue
-            target = "accounts" if ours == "account_id" else command.module
-            criteria = f"({self.options.sync_key_field}:equals:{_escape(value)})"
-            found = await self._records("GET", f"/{module_name(target)}/search",
-                                        for_write=True, params={"criteria": criteria})
-            if not found:
-                # Zoho indexes new records for search a little later: not yet.
-                raise Transient(f"the {target} record created as {value} is not found yet")
-            resolved[value] = str(found[0]["id"])
+        key_field = self.options.sync_key_field
+        for target, placeholders in named.items():
+            wanted = sorted(placeholders)
+            for start in range(0, len(wanted), SEARCH_CRITERIA):
+                chunk = wanted[start:start + SEARCH_CRITERIA]
+                criteria = "or".join(f"({key_field}:equals:{_escape(v)})" for v in chunk)
+                for record in await self._records(
+                        "GET", f"/{module_name(target)}/search", for_write=True,
+                        params={"criteria": criteria if len(chunk) == 1 else f"({criteria})"}):
+                    if record.get(key_field) in placeholders:
+                        resolved[record[key_field]] = str(record["id"])
+        for n, command in enumerate(commands):
+            missing = sorted(v for k, v in command.payload.items() if k != SYNC_KEY_FIELD
+                             and isinstance(v, str) and is_placeholder(v)
+                             and v not in resolved)
+            if missing:
+                outcomes[n] = Transient(f"the record created as {missing[0]} is not found yet")
         return resolved
 
     # -- HTTP ----------------------------------------------------------------------
@@ -278,17 +324,32 @@ class ZohoCrm:
         return self.client.token_refreshes
 
 
-def _outcome(answer: Any) -> dict[str, Any]:
-    """The one record's outcome of a write's answer, or its refusal."""
-    data = answer.get("data") if isinstance(answer, dict) else None
-    if not data:
-        raise Transient(f"an answer without a record outcome: {str(answer)[:200]}")
-    first = data[0]
-    code = str(first.get("code"))
+def _outcome(item: Any) -> dict[str, Any]:
+    """A record's outcome in a write's answer: its details, or its refusal."""
+    if not isinstance(item, dict):
+        raise Transient(f"a record outcome that is not one: {str(item)[:200]}")
+    code = str(item.get("code"))
     if code != "SUCCESS":
-        detail = f"{code}: {first.get('message', '')} {first.get('details') or ''}".strip()
-        raise Refused(REASON_BY_CODE.get(code, REASON_REFUSED), detail)
-    return dict(first["details"])
+        detail = f"{code}: {item.get('message', '')} {item.get('details') or ''}".strip()
+        raise Refused(REASON_BY_CODE.get(code, REASON_REFUSED), detail, code=code)
+    return dict(item["details"])
+
+
+def _landed(command: Command, details: dict[str, Any], resolved: dict[str, str]) -> Landed:
+    """What a command's write left in Zoho, as the sync names it."""
+    values = {**command.payload}
+    if is_placeholder(command.record_key):
+        values[SYNC_KEY_FIELD] = command.record_key
+    for name in FIELDS[command.module]:
+        values.setdefault(name, None)
+    if isinstance(values.get("account_id"), str) and resolved:
+        values["account_id"] = int(resolved[values["account_id"]])
+    modified = zoho_time(details["Modified_Time"])
+    created = zoho_time(details["Created_Time"]) if details.get("Created_Time") else modified
+    values.update(deleted=False, modified_time=details["Modified_Time"],
+                  created_time=details.get("Created_Time") or details["Modified_Time"])
+    return Landed(record_id=str(details["id"]), values=values, modified_time=modified,
+                  created_time=created)
 
 
 def _code(answer: Any) -> str | None:

@@ -13,9 +13,10 @@ and the OAuth guide, for what the adapter uses:
   ``GET /crm/v8/{Module}/search`` with ``email`` (every e-mail field, case aside)
   or ``criteria=(Field:equals:value)`` (backslash escapes): ``{"data", "info"}``,
   or 204 when nothing matches.
-- ``POST /crm/v8/{Module}/upsert`` (``duplicate_check_fields``) and
+- ``POST /crm/v8/{Module}/upsert`` (``duplicate_check_fields``),
+  ``PUT /crm/v8/{Module}`` (Update Records, each with its ``id``) and
   ``PUT /crm/v8/{Module}/{id}``: at most 100 records a call (else
-  ``LIMIT_EXCEEDED``); an outcome per record, ``SUCCESS`` with ``details`` (id,
+  ``LIMIT_EXCEEDED``); an outcome per record, in order, ``SUCCESS`` with ``details`` (id,
   times) or an error (``MANDATORY_NOT_FOUND`` with the field's ``api_name``,
   ``INVALID_DATA`` for a lookup to no record).
 - ``faults``: scripted answers for the next calls (429 with ``Retry-After``, 5xx).
@@ -199,6 +200,7 @@ class ZohoCrmEmulator(ZohoEmulator):
         app.router.add_post("/crm/v8/{module}/upsert", self._upsert)
         app.router.add_get("/crm/v8/{module}/{id}", self._get_one)
         app.router.add_put("/crm/v8/{module}/{id}", self._update)
+        app.router.add_put("/crm/v8/{module}", self._update_many)
         app.router.add_get("/crm/v8/{module}", self._get)
 
     def _now(self) -> str:
@@ -495,6 +497,22 @@ class ZohoCrmEmulator(ZohoEmulator):
         return web.json_response({"data": [
             self._write(request.match_info["module"], table, current, record)
             for record in body.get("data") or []]})
+
+    async def _update_many(self, request: web.Request) -> web.Response:
+        """Update Records: each record names its ``id``; each has its own outcome."""
+        table = self._table(request)
+        data = (await request.json()).get("data") or []
+        if len(data) > 100:
+            return _error(400, "LIMIT_EXCEEDED", "more than 100 records")
+        outcomes = []
+        for record in data:
+            current = table.get(str(record.get("id")))
+            outcomes.append(self._write(request.match_info["module"], table, current, record)
+                            if current is not None else {
+                                "code": "INVALID_DATA", "details": {"api_name": "id"},
+                                "message": "the id given seems to be invalid",
+                                "status": "error"})
+        return web.json_response({"data": outcomes})
 
     def _write(self, module: str, table: dict[str, dict[str, Any]],
                current: dict[str, Any] | None, record: dict[str, Any]) -> dict[str, Any]:

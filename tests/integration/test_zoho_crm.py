@@ -10,16 +10,18 @@ import datetime as dt
 import uuid
 from collections.abc import AsyncIterator, Callable
 
+import asyncpg
 import pytest
 
 from adapters import metrics
-from adapters.command_writer import Backoff
-from adapters.write_errors import Unavailable
+from adapters.command_writer import Backoff, CommandWriter, Landed
+from adapters.write_errors import Refused, Unavailable
 from adapters.zoho.crm import ZohoCrm
 from adapters.zoho.crm_store import zoho_crm_store
 from ops.emulators.zoho import CLIENT_ID, CLIENT_SECRET, REFRESH_TOKEN, Fault
 from ops.emulators.zoho_crm import ZohoCrmEmulator, running_emulator
 from projections.mapping import REASON_MANDATORY
+from projections.stores import commands
 from projections.stores.commands import Command
 from projections.stores.port import SYNC_KEY_FIELD
 from tests.support.pipeline import Pipeline
@@ -111,6 +113,66 @@ async def test_a_create_delivered_twice_is_one_record_and_an_update_is_guarded(
     with pytest.raises(Exception, match="was modified at"):
         await crm.write(stale)
     assert emulator.only("contacts")["Last_Name"] == "Twice"
+
+
+def api_calls(emulator: ZohoCrmEmulator) -> list[tuple[str, str]]:
+    return [(method, path) for method, path, _ in emulator.calls if path.startswith("/crm/")]
+
+
+async def test_writes_go_a_hundred_a_call_each_record_with_its_own_outcome(
+        crm: ZohoCrm, emulator: ZohoCrmEmulator) -> None:
+    """Creates in one upsert, updates in one PUT of the module after one guard read;
+    a record the CRM refuses, a record changed since the sync saw it and a record no
+    longer there are each that record's outcome, not the call's."""
+    creates = [create("contacts", {"last_name": f"B{n}", "email": f"b{n}@x.example"})
+               for n in range(3)] + [create("contacts", {"email": "nameless@x.example"})]
+    outcomes = await crm.write_many(creates)
+    assert [type(o).__name__ for o in outcomes] == ["Landed"] * 3 + ["Refused"]
+    refused = outcomes[3]
+    assert isinstance(refused, Refused) and refused.reason == REASON_MANDATORY
+    assert api_calls(emulator) == [("POST", "/crm/v8/Contacts/upsert")]
+    landed = [o for o in outcomes if isinstance(o, Landed)]
+    assert sorted(r["Last_Name"] for r in emulator.module("contacts").values()) == [
+        "B0", "B1", "B2"]
+    assert {r["Syncd_Key"] for r in emulator.module("contacts").values()} == {
+        c.record_key for c in creates[:3]}
+
+    emulator.edit("contacts", landed[1].record_id, {"Phone": "1"})  # a person, after
+    emulator.person_deletes("contacts", landed[2].record_id)
+    emulator.calls.clear()
+    updates = [Command(store="crm", module="contacts", record_key=o.record_id, op="update",
+                       record_id=o.record_id, payload={"last_name": f"U{n}"},
+                       seen=o.modified_time) for n, o in enumerate(landed)]
+    outcomes = await crm.write_many(updates)
+    assert [type(o).__name__ for o in outcomes] == ["Landed", "Stale", "Refused"]
+    assert api_calls(emulator) == [("GET", "/crm/v8/Contacts"), ("PUT", "/crm/v8/Contacts")]
+    names = {i: r["Last_Name"] for i, r in emulator.module("contacts").items()}
+    assert names == {landed[0].record_id: "U0", landed[1].record_id: "B1"}
+    first = outcomes[0]
+    assert isinstance(first, Landed) and first.values["last_name"] == "U0"
+
+
+async def test_the_writer_sends_two_hundred_and_fifty_creates_in_three_calls(
+        pool: asyncpg.Pool, crm: ZohoCrm, emulator: ZohoCrmEmulator) -> None:
+    """The command writer gives Zoho CRM 100 records a call; a 429 on a call holds
+    back each of its records, and every record lands once."""
+    first = await pool.fetchval("SELECT coalesce(max(seq), 0) FROM crm.outbox")
+    wanted = [create("contacts", {"last_name": f"W{n}"}) for n in range(250)]
+    async with pool.acquire() as conn:
+        await commands.enqueue(conn, wanted)
+    emulator.faults.append(Fault(429, headers={"Retry-After": "0.2"},
+                                 body={"code": "TOO_MANY_REQUESTS"}))
+    writer = CommandWriter(pool, crm, concurrency=2, backoff=Backoff(base=0.05, cap=0.1))
+    while await pool.fetchval("SELECT count(*) FROM sync.commands"):
+        if not await writer.deliver_once():
+            await asyncio.sleep(0.05)
+    upserts = [c for c in emulator.calls if c[:2] == ("POST", "/crm/v8/Contacts/upsert")]
+    assert [c[2] for c in upserts].count(200) == 3 and len(upserts) == 4  # one was a 429
+    assert sorted(r["Last_Name"] for r in emulator.module("contacts").values()) == sorted(
+        f"W{n}" for n in range(250))
+    assert await pool.fetchval("SELECT count(*) FROM crm.outbox WHERE seq > $1"
+                               " AND origin = 'sync'", first) == 250
+    assert await pool.fetchval("SELECT count(*) FROM sync.failures") == 0
 
 
 async def test_tokens_are_refreshed_before_expiry_and_when_refused(
