@@ -174,8 +174,13 @@ class ZohoDesk:
                          resolved=resolved)
         if command.record_id is None:
             existing = await self.by_sync_key(module, command.record_key, for_write=True)
-            if existing is not None:  # delivered before, its settling lost: one record
-                return self._landed(module, existing)
+            if existing is not None and _holds(existing, record):
+                return self._landed(module, existing)  # delivered before: one record
+            if existing is not None:
+                # An update the batch decided before the create landed (it knew the
+                # record by its key only): that record, changed, as an upsert would.
+                answer = await self._write("PATCH", f"/{path}/{existing['id']}", record)
+                return self._landed(module, answer)
             record.setdefault("cf", {})[self.options.sync_key_field] = command.record_key
             answer = await self._write("POST", f"/{path}", record)
         else:
@@ -276,3 +281,11 @@ def _code(answer: Any) -> str | None:
 
 DIALECT = Dialect(name="Zoho Desk", expired=frozenset({"INVALID_OAUTH"}),
                   unavailable=UNAVAILABLE_CODES, code=_code)
+
+
+def _holds(existing: dict[str, Any], record: dict[str, Any]) -> bool:
+    """Whether the desk's record already holds each value of ``record`` (a write in
+    the desk's names; its custom fields one by one)."""
+    custom = existing.get("cf") or {}
+    return all(custom.get(k) == v for k, v in (record.get("cf") or {}).items()) and all(
+        existing.get(k) == v for k, v in record.items() if k != "cf")

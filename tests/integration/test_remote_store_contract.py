@@ -154,6 +154,25 @@ async def test_a_create_delivered_twice_is_one_record(subject: Subject) -> None:
     assert found[0].values[SYNC_KEY_FIELD] == command.record_key
 
 
+async def test_an_update_decided_before_its_create_landed_is_applied_to_that_record(
+        subject: Subject) -> None:
+    """The batch decides a change of a record whose create it queued (its id still the
+    placeholder): the update is delivered with no id, after the create has landed,
+    and must change that record, not be taken for the create delivered again."""
+    made = create(subject, "contacts", {"last_name": "Early", "email": "early@example.com"})
+    first = await subject.target.write(made)
+    later = Command(store=subject.side, module="contacts", record_key=made.record_key,
+                    op="update", record_id=None, payload={"phone": "+1 555 0100"})
+    landed = await subject.target.write(later)
+    assert landed.record_id == first.record_id
+    held = (await subject.reads.read("contacts", [first.record_id]))[first.record_id].values
+    assert (held["last_name"], held["email"], held["phone"]) == (
+        "Early", "early@example.com", "+1 555 0100")
+    assert landed.values["phone"] == "+1 555 0100"
+    found = await subject.reads.find("contacts", ["early@example.com"], secondary=False)
+    assert [f.id for f in found] == [first.record_id]
+
+
 async def test_an_update_is_guarded_by_the_newest_change_seen(subject: Subject) -> None:
     landed = await subject.target.write(create(subject, "contacts", {"last_name": "Kept"}))
     written = await subject.target.write(update(

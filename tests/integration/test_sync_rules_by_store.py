@@ -424,3 +424,134 @@ async def test_concurrent_edits_converge_whatever_their_interleaving(
     assert [i for i, r in (await far.live("contacts")).items()
             if r.get("last_name") == name] == [far_id]
     assert await open_failures(pipe) == []
+
+
+def store_of(world: World, side: str) -> Far:
+    """The store of ``side`` (``desk`` or ``crm``) in this world, near or far."""
+    pipe, near, far = world
+    return EmbeddedFar(pipe, near) if side == near else far
+
+
+async def test_contacts_without_an_email_are_each_created_and_linked(world: World) -> None:
+    """SYNC-07: every contact syncs; no e-mail means no match, so each near contact
+    without one gets a far twin of its own, and a far one a near twin."""
+    pipe, near, far = world
+    near_ids = [await pipe.fetchval(f"INSERT INTO {near}.contacts (last_name) VALUES ($1)"
+                                    " RETURNING id", name) for name in ("NoMail1", "NoMail2")]
+    far_id = await far.creates("contacts", {"last_name": "NoMail3"})
+    await settle(pipe, far)
+    await settle(pipe, far)
+    twins = [await far_of(pipe, near, "contacts", i) for i in near_ids]
+    live = await far.live("contacts")
+    assert None not in twins and len(set(twins)) == 2
+    assert sorted(live[t]["last_name"] for t in twins if t is not None) == [
+        "NoMail1", "NoMail2"]
+    assert sorted(r["last_name"] for r in live.values()) == ["NoMail1", "NoMail2", "NoMail3"]
+    mine = await pipe.fetchval(
+        f"SELECT n.last_name FROM {near}.contacts n JOIN sync.links l ON l.{near}_id ="
+        f" n.id::text WHERE l.module = 'contacts' AND l.{'crm' if near == 'desk' else 'desk'}"
+        "_id = $1", far_id)
+    assert mine == "NoMail3"
+    assert await open_failures(pipe) == []
+
+
+async def test_the_syncs_own_writes_never_come_back(world: World) -> None:
+    """SYNC-14: a near create and a near edit reach the far store once each; the far
+    store's capture of those writes changes nothing near, and nothing loops."""
+    pipe, near, far = world
+    near_id = await pipe.fetchval(f"INSERT INTO {near}.contacts (last_name, email)"
+                                  " VALUES ('Echo', 'echo@x.example') RETURNING id")
+    await settle(pipe, far)
+    await pipe.execute(f"UPDATE {near}.contacts SET phone = '7' WHERE id = $1", near_id)
+    await settle(pipe, far)
+    await settle(pipe, far)
+    before = await pipe.fetchrow(f"SELECT modified_time, phone FROM {near}.contacts"
+                                 " WHERE id = $1", near_id)
+    events = await pipe.fetchval("SELECT count(*) FROM syncd.event_log")
+    await settle(pipe, far)
+    await settle(pipe, far)
+    after = await pipe.fetchrow(f"SELECT modified_time, phone FROM {near}.contacts"
+                                " WHERE id = $1", near_id)
+    assert before == after and after is not None and after["phone"] == "7"
+    assert await pipe.fetchval("SELECT count(*) FROM syncd.event_log") == events  # quiet
+    far_id = await far_of(pipe, near, "contacts", near_id)
+    assert far_id is not None and list(await far.live("contacts")) == [far_id]
+    assert (await far.live("contacts"))[far_id]["phone"] == "7"
+
+
+async def test_one_way_takes_the_crms_changes_only(world: World) -> None:
+    """SYNC-02: one-way CRM to desk: a CRM contact reaches the desk, linked; a desk
+    contact and a desk edit never reach the CRM (they are still logged)."""
+    pipe, _near, far = world
+    pipe.configure(direction="crm_to_desk")
+    desk, crm = store_of(world, "desk"), store_of(world, "crm")
+    await desk.creates("contacts", {"last_name": "DeskOnly"})
+    crm_id = await crm.creates("contacts", {"last_name": "CrmSide"})
+    await settle(pipe, far)
+    await settle(pipe, far)
+    assert [r["last_name"] for r in (await crm.live("contacts")).values()] == ["CrmSide"]
+    desk_id = await pipe.fetchval("SELECT desk_id FROM sync.links WHERE module = 'contacts'"
+                                  " AND crm_id = $1", crm_id)
+    assert desk_id is not None
+    assert (await desk.live("contacts"))[desk_id]["last_name"] == "CrmSide"
+    await desk.edits("contacts", desk_id, {"last_name": "Edited"})
+    await settle(pipe, far)
+    assert (await crm.live("contacts"))[crm_id]["last_name"] == "CrmSide"
+    assert await pipe.fetchval("SELECT count(*) FROM syncd.event_log WHERE source = 'desk'"
+                               " AND origin = 'user'") >= 2
+    assert await open_failures(pipe) == []
+
+
+async def test_a_contacts_account_is_its_linked_twin_on_the_other_side(world: World) -> None:
+    """The account a contact names reaches the other side as the twin of that
+    account, both ways: twenty near contacts with new accounts in one batch (the
+    far store creates the accounts first, the contacts name them), and a far contact
+    with a far account."""
+    pipe, near, far = world
+    pairs = []
+    for n in range(20):
+        account = await pipe.fetchval(f"INSERT INTO {near}.accounts (account_name)"
+                                      " VALUES ($1) RETURNING id", f"Refco {n}")
+        contact = await pipe.fetchval(f"INSERT INTO {near}.contacts (last_name, account_id)"
+                                      " VALUES ($1, $2) RETURNING id", f"Ref {n}", account)
+        pairs.append((account, contact))
+    far_account = await far.creates("accounts", {"account_name": "Farco"})
+    await settle(pipe, far)
+    far_contact = await far.creates("contacts", {"last_name": "Far",
+                                                 "account_id": int(far_account)})
+    await settle(pipe, far)
+    await settle(pipe, far)
+    live = await far.live("contacts")
+    for account, contact in pairs:
+        twin_account = await far_of(pipe, near, "accounts", account)
+        twin = await far_of(pipe, near, "contacts", contact)
+        assert twin_account is not None and twin is not None
+        assert str(live[twin]["account_id"]) == twin_account
+    other = "crm" if near == "desk" else "desk"
+    row = await pipe.fetchrow(
+        f"SELECT c.account_id, a.account_name FROM {near}.contacts c JOIN sync.links l ON"
+        f" l.{near}_id = c.id::text AND l.module = 'contacts' JOIN {near}.accounts a ON"
+        f" a.id = c.account_id WHERE l.{other}_id = $1", far_contact)
+    assert row is not None and row["account_name"] == "Farco"
+    assert await open_failures(pipe) == []
+
+
+async def test_a_match_by_the_secondary_email_gives_the_desk_the_crms_primary(
+        world: World) -> None:
+    """SYNC-06, matching by the secondary e-mail too: a desk contact whose e-mail is
+    a CRM contact's secondary one is linked to it, and takes the CRM's primary."""
+    pipe, _near, far = world
+    desk, crm = store_of(world, "desk"), store_of(world, "crm")
+    pipe.configure(active=False)
+    crm_id = await crm.creates("contacts", {"last_name": "Roy", "email": "roy@work.example",
+                                            "secondary_email": "roy@home.example"})
+    await settle(pipe, far)
+    pipe.configure(active=True, match_secondary_email=True)
+    desk_id = await desk.creates("contacts", {"last_name": "Roy", "email": "Roy@Home.example"})
+    await settle(pipe, far)
+    await settle(pipe, far)
+    assert await pipe.fetchval("SELECT crm_id FROM sync.links WHERE module = 'contacts'"
+                               " AND desk_id = $1", desk_id) == crm_id
+    assert (await desk.live("contacts"))[desk_id]["email"] == "roy@work.example"
+    assert list(await crm.live("contacts")) == [crm_id]
+    assert await open_failures(pipe) == []
