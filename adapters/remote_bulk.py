@@ -49,6 +49,10 @@ class JobGone(Exception):
 
 
 class BulkReadable(Protocol):
+    def reads(self, module: str) -> bool:
+        """Whether ``module``'s first poll is made by the bulk read."""
+        ...
+
     async def start(self, module: str, page: int) -> str:
         """Ask for ``page`` (from 1) of ``module``'s records; the job's id."""
         ...

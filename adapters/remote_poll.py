@@ -148,7 +148,7 @@ class RemotePoll:
         first = since is None
         if since is None:
             since = dt.datetime.now(dt.UTC) - self.first_window
-            if self.bulk is not None:
+            if self.bulk is not None and self.bulk.reads(module):
                 appended = await BulkFirstRead(self.bulk, self.capture).run(module, since)
                 if isinstance(self.source, DeletesPollable):
                     await self._poll_deletes(module, first=True)

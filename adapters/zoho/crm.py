@@ -46,7 +46,14 @@ from adapters.write_errors import (
     Transient,
 )
 from adapters.zoho.client import Dialect, ZohoClient
-from adapters.zoho.crm_fields import FIELDS, from_zoho, module_name, to_zoho, zoho_time
+from adapters.zoho.crm_fields import (
+    FIELDS,
+    from_zoho,
+    module_name,
+    stage_kind,
+    to_zoho,
+    zoho_time,
+)
 from adapters.zoho.oauth import Credentials
 from projections.catalog import Side
 from projections.stores.commands import Command
@@ -89,6 +96,7 @@ class ZohoCrm:
         self.options = options
         self.client = ZohoClient(options.credentials, DIALECT, api_url=options.api_url,
                                  timeout=options.timeout, budget=options.limits.budget("crm"))
+        self._forecast_types: dict[str, str] = {}  # a deal stage's forecast type
 
     async def close(self) -> None:
         await self.client.close()
@@ -139,13 +147,16 @@ class ZohoCrm:
                            self.options.sync_key_field])
         params: dict[str, str] = {"fields": fields, "sort_by": "Modified_Time",
                                   "sort_order": "asc", "per_page": str(per_page), "page": "1"}
+        if module == "leads":
+            params["converted"] = "both"  # a lead converted since is a change of it
         headers = {"If-Modified-Since": since.isoformat(timespec="seconds")}
         out: list[tuple[str, dict[str, Any]]] = []
         while True:
             answer = await self._call("GET", f"/{module_name(module)}", params=params,
                                       extra_headers=headers)
             for record in (answer.get("data") or []) if isinstance(answer, dict) else []:
-                values = self.polled_values(module, record)
+                values = await self.standing_values(module, self.polled_values(module,
+                                                                               record))
                 out.append((values.pop("id"), values))
             info = answer.get("info") or {} if isinstance(answer, dict) else {}
             if not info.get("more_records"):
@@ -207,6 +218,23 @@ class ZohoCrm:
         values = from_zoho(module, record, sync_key_field=self.options.sync_key_field)
         values["id"] = str(record["id"])
         return values
+
+    async def standing_values(self, module: str, values: dict[str, Any]) -> dict[str, Any]:
+        """A deal's stage as the handshake reads it (``open``, ``won``, ``lost``), by the
+        forecast type the org gives each stage (its picklist, read once and again
+        when a stage is not in it); any other module's values as they are."""
+        if module != "deals":
+            return values
+        stage = values.get("stage")
+        if isinstance(stage, str) and stage.strip() not in self._forecast_types:
+            self._forecast_types = await self._stage_forecast_types()
+        return {**values, "stage": stage_kind(stage, self._forecast_types)}
+
+    async def _stage_forecast_types(self) -> dict[str, str]:
+        stage = next((f for f in await self.fields("deals") if f.get("api_name") == "Stage"),
+                     {})
+        return {str(v.get("actual_value")): str(v.get("forecast_type"))
+                for v in stage.get("pick_list_values") or [] if v.get("forecast_type")}
 
     def polled_values(self, module: str, record: dict[str, Any]) -> dict[str, Any]:
         """A record as the poll and the bulk read capture it: the standard fields and

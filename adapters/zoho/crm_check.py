@@ -18,7 +18,7 @@ from adapters.remote_poll import MODULES
 from adapters.write_errors import WriteError
 from adapters.zoho.crm import ZohoCrm
 from adapters.zoho.crm_bulk import CrmBulkRead
-from adapters.zoho.crm_fields import module_name
+from adapters.zoho.crm_fields import STANDING_MODULES, module_name
 from adapters.zoho.crm_poll import Notifications
 
 
@@ -37,6 +37,8 @@ async def check(crm: ZohoCrm, *, notifications: Notifications | None,
     for module in MODULES:
         checks.append(await _readable(crm, module))
         checks.append(await _sync_key_field(crm, module))
+    for module in STANDING_MODULES:  # read for the handshake board, never written
+        checks.append(await _readable(crm, module))
     if bulk_read:
         checks.append(await _bulk_read(crm))
     checks.append(await _notifications(notifications))

@@ -18,7 +18,11 @@ from typing import Any
 
 from projections.stores.port import SYNC_KEY_FIELD, Values
 
-MODULES = {"contacts": "Contacts", "accounts": "Accounts", "products": "Products"}
+MODULES = {"contacts": "Contacts", "accounts": "Accounts", "products": "Products",
+           "leads": "Leads", "deals": "Deals"}
+STANDING_MODULES = ("leads", "deals")
+"""Read for the handshake board (a requester's standing), never written: the poll
+captures them beside the synced modules."""
 
 FIELDS = {
     "contacts": {"first_name": "First_Name", "last_name": "Last_Name", "email": "Email",
@@ -28,10 +32,14 @@ FIELDS = {
                  "industry": "Industry"},
     "products": {"product_name": "Product_Name", "product_code": "Product_Code",
                  "unit_price": "Unit_Price"},
+    "leads": {"first_name": "First_Name", "last_name": "Last_Name", "email": "Email",
+              "phone": "Phone", "company": "Company"},
+    "deals": {"deal_name": "Deal_Name", "stage": "Stage", "amount": "Amount",
+              "contact_id": "Contact_Name", "account_id": "Account_Name"},
 }
-LOOKUPS = {("contacts", "account_id")}
+LOOKUPS = {("contacts", "account_id"), ("deals", "contact_id"), ("deals", "account_id")}
 """Fields that are lookups in Zoho (``{"id": ...}``) and record ids in the sync."""
-NUMBERS = {("products", "unit_price")}
+NUMBERS = {("products", "unit_price"), ("deals", "amount")}
 """Fields that are numbers in Zoho's JSON (and text in a bulk read's CSV)."""
 
 MANDATORY = {"contacts": "Last_Name", "accounts": "Account_Name", "products": "Product_Name"}
@@ -42,6 +50,24 @@ SYSTEM_FIELDS = frozenset({
     "Unsubscribed_Mode", "Unsubscribed_Time", "Locked__s", "Data_Source",
     "Data_Processing_Basis_Details", "Enrich_Status__s", "Change_Log_Time__s"})
 """Zoho's bookkeeping on every record: never a custom field of the sync's."""
+
+
+STAGE_KINDS = {"Open": "open", "Closed Won": "won", "Closed Lost": "lost"}
+"""A deal stage's ``forecast_type`` (its picklist value's, in the Stage field's
+metadata) as the sync's stage."""
+
+
+def stage_kind(stage: Any, forecast_types: dict[str, str]) -> str:
+    """A Zoho deal stage as ``open``, ``won`` or ``lost``: by the org's picklist
+    (``forecast_types``: value to forecast type), else by Zoho's standard names
+    (``Closed Won``; ``Closed Lost``, ``Closed-Lost to Competition``)."""
+    text = stage.strip() if isinstance(stage, str) else ""
+    kind = STAGE_KINDS.get(forecast_types.get(text, ""))
+    if kind is not None:
+        return kind
+    folded = text.lower().replace("-", " ")
+    return "won" if folded.startswith("closed won") else (
+        "lost" if folded.startswith("closed lost") else "open")
 
 
 def module_name(module: str) -> str:
@@ -75,6 +101,8 @@ def from_zoho(module: str, record: dict[str, Any], *, sync_key_field: str) -> Va
         elif api not in SYSTEM_FIELDS and not api.startswith("$"):
             custom[api] = value
     values["custom"] = custom
+    if module == "leads":  # listed with ``converted=both``: Zoho marks a converted one
+        values["converted"] = bool(record.get("$converted"))
     values["deleted"] = False  # the recycle bin's records are not returned by reads
     values["created_time"] = record.get("Created_Time")
     values["modified_time"] = record.get("Modified_Time")

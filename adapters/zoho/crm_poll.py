@@ -1,5 +1,7 @@
 """Zoho CRM's change capture: the remote poll (``adapters.remote_poll``) of its
-modules, woken by its notifications.
+modules, woken by its notifications: the synced ones, and the leads and deals the
+handshake board reads (``crm_fields.STANDING_MODULES``; a deal's stage as its
+forecast type says, a lead listed converted or not).
 
 Zoho's times have whole seconds: the poll's one-second overlap fetches again a
 record changed later in the same second as the newest one seen, rather than miss
@@ -23,7 +25,7 @@ from adapters.remote_capture import RemoteCapture
 from adapters.remote_poll import MODULES, RemotePoll
 from adapters.write_errors import WriteError
 from adapters.zoho.crm import ZohoCrm
-from adapters.zoho.crm_fields import module_name
+from adapters.zoho.crm_fields import STANDING_MODULES, module_name
 
 log = structlog.get_logger(__name__)
 
@@ -72,7 +74,7 @@ class CrmChannel:
 class ZohoCrmPoll(RemotePoll):
     def __init__(self, crm: ZohoCrm, capture: RemoteCapture, *, interval: float = 60.0,
                  first_window: dt.timedelta = dt.timedelta(days=30),
-                 modules: Sequence[str] = MODULES,
+                 modules: Sequence[str] = (*MODULES, *STANDING_MODULES),
                  notifications: Notifications | None = None,
                  bulk: BulkReadable | None = None) -> None:
         self.crm = crm

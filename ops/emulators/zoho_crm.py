@@ -24,7 +24,12 @@ and the OAuth guide, for what the adapter uses:
 - ``POST``/``PATCH /crm/v8/actions/watch`` (``notifications.json``): channels with
   their events, token, notify URL and expiry (a week at most); ``notify`` posts a
   notification to each live channel watching a module.
-- Lists: ``If-Modified-Since``, ``sort_by``, ``page``/``per_page``, ``page_token``.
+- Lists: ``If-Modified-Since``, ``sort_by``, ``page``/``per_page``, ``page_token``;
+  ``Leads`` leaves converted leads (``$converted``) out unless ``converted`` is
+  ``true`` or ``both``.
+- ``GET /crm/v8/settings/fields?module=…`` (``fields.json``): the standard fields,
+  the external-id field, and the Deals' ``Stage`` picklist with each value's
+  ``forecast_type`` (``stages``).
 - ``GET /crm/v8/{Module}/deleted`` (``getDeletedRecords``): ``type``, paging,
   ``If-Modified-Since``; ``person_deletes`` puts a record there.
 
@@ -84,6 +89,11 @@ class ZohoCrmEmulator(ZohoEmulator):
                        "ZohoCRM.notifications.ALL", "ZohoCRM.bulk.READ"}
         """What the refresh token was granted: the bulk read needs ``ZohoCRM.bulk.READ``
         (401 ``OAUTH_SCOPE_MISMATCH`` without it)."""
+        self.stages = {"Qualification": "Open", "Needs Analysis": "Open",
+                       "Negotiation/Review": "Open", "Closed Won": "Closed Won",
+                       "Closed Lost": "Closed Lost",
+                       "Closed-Lost to Competition": "Closed Lost"}
+        """The Deals' Stage picklist: each value's ``forecast_type``."""
         self.bulk_jobs: dict[str, dict[str, Any]] = {}
         self.bulk_seconds = 0.0
         self.bulk_per_page = 200_000
@@ -222,6 +232,11 @@ class ZohoCrmEmulator(ZohoEmulator):
         fields: list[dict[str, Any]] = [
             {"api_name": api, "data_type": "text", "custom_field": False, "external": None}
             for api in FIELDS[ours].values()]
+        for field in fields:
+            if (module, field["api_name"]) == ("Deals", "Stage"):
+                field.update(data_type="picklist", pick_list_values=[
+                    {"actual_value": value, "display_value": value, "forecast_type": kind}
+                    for value, kind in self.stages.items()])
         if module not in self.without_sync_key:
             fields.append({"api_name": "Syncd_Key", "data_type": "text",
                            "custom_field": True,
@@ -373,6 +388,11 @@ class ZohoCrmEmulator(ZohoEmulator):
                     times, (dt.datetime.fromisoformat(since), "\uffff")):]
             if query.get("sort_order") == "desc":
                 records = records[::-1]
+        if request.match_info["module"] == "Leads":
+            # Converted leads are left out unless asked for (``converted``).
+            wanted = {"false": (False,), "true": (True,), "both": (False, True)}.get(
+                query.get("converted", "false"), (False,))
+            records = [r for r in records if bool(r.get("$converted")) in wanted]
         per_page = min(int(query.get("per_page", "200")), 200)
         if "page_token" in query:
             start = int(query["page_token"])

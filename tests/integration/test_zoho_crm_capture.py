@@ -182,7 +182,8 @@ async def test_a_notification_wakes_the_poll_and_a_wrong_token_is_refused(
             assert loop.time() < deadline, "no channel subscribed"
             await asyncio.sleep(0.05)
         (channel,) = emulator.channels.values()
-        assert channel["events"] == ["Accounts.all", "Contacts.all", "Products.all"]
+        assert channel["events"] == ["Accounts.all", "Contacts.all", "Products.all",
+                                     "Leads.all", "Deals.all"]
         assert channel["token"] == token
         await asyncio.sleep(1.5)  # the first poll round is over: the next is 60 s away
         created = emulator.person_creates("contacts", {"Last_Name": "Woken",
