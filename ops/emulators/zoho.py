@@ -7,7 +7,8 @@ HTTP server on loopback (``zoho_crm``, ``zoho_desk``).
   ``{"error": "invalid_client"}`` (with 200, as Zoho answers).
 - Every API call needs ``Authorization: Zoho-oauthtoken …`` of a live token, else
   the service's 401.
-- ``faults``: scripted answers for the next API calls (429 with ``Retry-After``, 5xx).
+- ``faults``: scripted fates of the next API calls: 429 with ``Retry-After``, 5xx,
+  latency, and a call carried out but answered after the client gave up.
 - ``/ui/{contacts|accounts|products}``: a person's use of the service's web pages,
   without a token: ``GET`` lists the records, ``POST`` creates one and ``PATCH
   /ui/{module}/{id}`` edits one (the service's field names), each announced as the
@@ -19,6 +20,7 @@ HTTP server on loopback (``zoho_crm``, ``zoho_desk``).
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections import deque
@@ -32,9 +34,15 @@ CLIENT_ID, CLIENT_SECRET, REFRESH_TOKEN = "1000.TESTCLIENT", "test-secret", "100
 
 @dataclass
 class Fault:
-    status: int
+    """The next API call's fate: answered ``status`` (with ``headers`` and ``body``)
+    after ``delay`` seconds; with no ``status``, carried out at once and answered
+    after the delay (latency; past the client's timeout, a call that lands
+    unanswered)."""
+
+    status: int | None
     headers: dict[str, str] = field(default_factory=dict)
     body: dict[str, Any] = field(default_factory=lambda: {"code": "INTERNAL_ERROR"})
+    delay: float = 0.0
 
 
 class ZohoEmulator:
@@ -134,22 +142,32 @@ class ZohoEmulator:
 
     @web.middleware
     async def _faults_and_auth(self, request: web.Request, handler: Any) -> web.StreamResponse:
-        if request.path.startswith(self.api_prefix):
-            if self.faults:
-                fault = self.faults.popleft()
-                self.calls.append((request.method, request.path, fault.status))
-                return web.json_response(fault.body, status=fault.status,
-                                         headers=fault.headers)
-            header = request.headers.get("Authorization", "")
-            expiry = self.tokens.get(header.removeprefix("Zoho-oauthtoken "))
-            if not header.startswith("Zoho-oauthtoken ") or expiry is None or \
-                    expiry < time.monotonic():
-                self.calls.append((request.method, request.path, 401))
-                return self.unauthorized()
-            refused = self._spend()
-            if refused is not None:
-                self.calls.append((request.method, request.path, refused.status))
-                return refused
+        if not request.path.startswith(self.api_prefix):
+            return await self._served(request, handler)
+        fault = self.faults.popleft() if self.faults else None
+        if fault is not None and fault.status is not None:
+            await asyncio.sleep(fault.delay)
+            self.calls.append((request.method, request.path, fault.status))
+            return web.json_response(fault.body, status=fault.status, headers=fault.headers)
+        answer = await self._authorised(request, handler)
+        if fault is not None:  # carried out at once, answered after the delay
+            await asyncio.sleep(fault.delay)
+        return answer
+
+    async def _authorised(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        header = request.headers.get("Authorization", "")
+        expiry = self.tokens.get(header.removeprefix("Zoho-oauthtoken "))
+        if not header.startswith("Zoho-oauthtoken ") or expiry is None or \
+                expiry < time.monotonic():
+            self.calls.append((request.method, request.path, 401))
+            return self.unauthorized()
+        refused = self._spend()
+        if refused is not None:
+            self.calls.append((request.method, request.path, refused.status))
+            return refused
+        return await self._served(request, handler)
+
+    async def _served(self, request: web.Request, handler: Any) -> web.StreamResponse:
         response: web.StreamResponse = await handler(request)
         self.calls.append((request.method, request.path, response.status))
         return response

@@ -23,7 +23,8 @@ and the OAuth guide, for what the adapter uses:
 
 - ``POST``/``PATCH /crm/v8/actions/watch`` (``notifications.json``): channels with
   their events, token, notify URL and expiry (a week at most); ``notify`` posts a
-  notification to each live channel watching a module.
+  notification to each live channel watching a module (``drop_notifications``:
+  the next ones are lost).
 - Lists: ``If-Modified-Since``, ``sort_by``, ``page``/``per_page``, ``page_token``;
   ``Leads`` leaves converted leads (``$converted``) out unless ``converted`` is
   ``true`` or ``both``.
@@ -83,6 +84,7 @@ class ZohoCrmEmulator(ZohoEmulator):
         self.writes = 0
         self.without_sync_key: set[str] = set()  # modules lacking the external-id field
         self.channels: dict[Any, dict[str, Any]] = {}  # channel id -> its subscription
+        self.drop_notifications = 0  # the next notifications never sent
         # method, channel id, expiry, when it was asked
         self.subscriptions: list[tuple[str, Any, dt.datetime, dt.datetime]] = []
         self.scopes = {"ZohoCRM.modules.ALL", "ZohoCRM.settings.ALL",
@@ -150,6 +152,9 @@ class ZohoCrmEmulator(ZohoEmulator):
         module (``{Module}.all`` or ``{Module}.{operation}``); returns the statuses'
         count of 200s."""
         zoho_module, ok = MODULES[module], 0
+        if self.drop_notifications:
+            self.drop_notifications -= 1  # lost on the way: the poll must catch it
+            return 0
         async with aiohttp.ClientSession() as session:
             for channel in list(self.channels.values()):
                 if channel["expires"] < dt.datetime.now(dt.UTC) or not {

@@ -175,6 +175,31 @@ async def test_the_writer_sends_two_hundred_and_fifty_creates_in_three_calls(
     assert await pool.fetchval("SELECT count(*) FROM sync.failures") == 0
 
 
+async def test_a_write_answered_after_the_adapter_gave_up_is_delivered_again_as_one_record(
+        pool: asyncpg.Pool, emulator: ZohoCrmEmulator) -> None:
+    """Latency is waited out; a call Zoho carries out but answers after the client's
+    timeout is a transient error, delivered again with the same key: one record."""
+    crm = ZohoCrm(dataclasses.replace(emulator.options(), timeout=0.5))
+    writer = CommandWriter(pool, crm, concurrency=1, backoff=Backoff(base=0.05, cap=0.1))
+    try:
+        emulator.faults.extend([Fault(None, delay=1.0),  # the upsert: lands, unanswered
+                                Fault(None, delay=0.2)])  # again: slow, answered
+        async with pool.acquire() as conn:
+            await commands.enqueue(conn, [create("contacts", {"last_name": "Late"})])
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 20
+        while await pool.fetchval("SELECT count(*) FROM sync.commands"):
+            assert loop.time() < deadline
+            if not await writer.deliver_once():
+                await asyncio.sleep(0.05)
+    finally:
+        await crm.close()
+    assert [r["Last_Name"] for r in emulator.module("contacts").values()] == ["Late"]
+    upserts = [c for c in emulator.calls if c[:2] == ("POST", "/crm/v8/Contacts/upsert")]
+    assert len(upserts) == 2  # the one that landed unanswered, and the one again
+    assert await pool.fetchval("SELECT count(*) FROM sync.failures") == 0
+
+
 async def test_tokens_are_refreshed_before_expiry_and_when_refused(
         emulator: ZohoCrmEmulator) -> None:
     emulator.token_ttl = 301.0  # inside the adapter's 300 s margin: every call refreshes

@@ -200,6 +200,34 @@ async def test_a_notification_wakes_the_poll_and_a_wrong_token_is_refused(
         assert loop.time() - started < 20
 
 
+async def test_a_dropped_notification_is_caught_by_the_poll_within_its_interval(
+        pool: asyncpg.Pool, emulator: ZohoCrmEmulator) -> None:
+    """Zoho's notification of a change never arrives: the poll's next round, one
+    interval later at most, captures the change all the same."""
+    crm = ZohoCrm(emulator.options())
+    poll = ZohoCrmPoll(crm, RemoteCapture(pool, "crm"), interval=1.5, modules=("contacts",))
+    stop = asyncio.Event()
+    task = asyncio.create_task(poll.run(stop))
+    try:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 10
+        while await RemoteCapture(pool, "crm").cursor("contacts") is None:
+            assert loop.time() < deadline, "the first round never ended"
+            await asyncio.sleep(0.05)
+        created = emulator.person_creates("contacts", {"Last_Name": "Unannounced"})
+        emulator.drop_notifications = 1
+        assert await emulator.notify("contacts", [created], "insert") == 0
+        started = loop.time()
+        while not await pool.fetchval("SELECT count(*) FROM crm.outbox WHERE record_id = $1",
+                                      created):
+            assert loop.time() - started < 1.5 + 1.0, "not captured within the interval"
+            await asyncio.sleep(0.05)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)
+        await crm.close()
+
+
 async def test_the_notification_channel_is_renewed_before_it_expires(
         pool: asyncpg.Pool, emulator: ZohoCrmEmulator) -> None:
     crm = ZohoCrm(emulator.options())
