@@ -15,11 +15,13 @@ Every call of the store's client goes through ``call``:
   fails nothing, it waits in the command outbox; a read whose credits return
   within ``READ_WAIT`` waits for them.
 
-The count is the daemon's own, in memory: it starts at nought when the daemon
-starts (what it spent before, and what other clients of the organisation spend,
-are not in it), so ``credits`` should be set below the organisation's allowance
-by what others use. A 429 the service answers anyway is retried with the
-command writer's backoff, as always.
+The count is kept in memory for each call's decision; ``adapters.credit_ledger``
+writes what this process spent to the database every few seconds and tells the
+budget what the window holds besides (``outside``: spent before a restart, or by
+another replica), so a restarted daemon does not start from nought. What other
+clients of the organisation spend is not in it, so ``credits`` should be set
+below the organisation's allowance by what they use. A 429 the service answers
+anyway is retried with the command writer's backoff, as always.
 """
 
 from __future__ import annotations
@@ -70,6 +72,10 @@ class CallBudget:
     concurrency: int = 5
     _spent: deque[tuple[float, int]] = field(default_factory=deque, init=False)
     _total: int = field(default=0, init=False)
+    _outside: deque[tuple[float, int]] = field(default_factory=deque, init=False)
+    """Credits the window holds that this process did not spend (``outside``)."""
+    _unrecorded: list[tuple[float, int]] = field(default_factory=list, init=False)
+    """This process's spending not yet taken by the ledger: (time.time(), cost)."""
     _tokens: float = field(default=0.0, init=False)
     _filled: float = field(default_factory=time.monotonic, init=False)
     _gate: asyncio.Semaphore | None = field(default=None, init=False)
@@ -101,9 +107,23 @@ class CallBudget:
 
     @property
     def spent(self) -> int:
-        """Credits spent in the current window."""
+        """Credits spent in the current window (this process's and ``outside``)."""
         self._age(time.monotonic())
-        return self._total
+        return self._total + sum(cost for _, cost in self._outside)
+
+    def unrecorded(self) -> list[tuple[float, int]]:
+        """This process's spending since the last call, ``(time.time(), cost)`` each,
+        for the ledger to record."""
+        taken, self._unrecorded = self._unrecorded, []
+        return taken
+
+    def outside(self, spending: list[tuple[float, int]]) -> None:
+        """What the window holds besides this process's spending, ``(time.time(),
+        cost)`` each (the ledger's, from the database)."""
+        wall, mono = time.time(), time.monotonic()
+        self._outside = deque(sorted((mono - (wall - at), cost) for at, cost in spending))
+        self._age(mono)
+        metrics.STORE_CREDITS_SPENT.labels(self.store).set(self.spent)
 
     def _charge(self, *, write: bool, cost: int) -> None:
         if self.credits is None:
@@ -111,26 +131,30 @@ class CallBudget:
         now = time.monotonic()
         self._age(now)
         limit = self.credits * (1 - self.reserve) if write else self.credits
-        if self._total + cost > limit:
+        spent = self.spent
+        if spent + cost > limit:
             wait = self._until_under(limit - cost, now)
             metrics.STORE_PARKED.labels(self.store).set(1)
-            raise Parked(f"{self._total} of {self.credits} API credits spent in the last"
+            raise Parked(f"{spent} of {self.credits} API credits spent in the last"
                          f" {_span(self.window)}: {'writes' if write else 'calls'} wait"
                          f" {wait:.0f} s for credits to return", retry_after=wait)
         metrics.STORE_PARKED.labels(self.store).set(0)
         self._spent.append((now, cost))
+        self._unrecorded.append((time.time(), cost))
         self._total += cost
-        metrics.STORE_CREDITS_SPENT.labels(self.store).set(self._total)
+        metrics.STORE_CREDITS_SPENT.labels(self.store).set(spent + cost)
 
     def _age(self, now: float) -> None:
         while self._spent and self._spent[0][0] <= now - self.window:
             self._total -= self._spent.popleft()[1]
+        while self._outside and self._outside[0][0] <= now - self.window:
+            self._outside.popleft()
 
     def _until_under(self, allowed: float, now: float) -> float:
         """Seconds until what the window holds is at most ``allowed`` (the oldest
-        spending ages out first)."""
-        total = self._total
-        for spent_at, cost in self._spent:
+        spending, this process's or outside, ages out first)."""
+        total = self.spent
+        for spent_at, cost in sorted([*self._spent, *self._outside]):
             total -= cost
             if total <= allowed:
                 return max(0.05, spent_at + self.window - now)

@@ -12,6 +12,7 @@ from typing import Protocol
 
 import asyncpg
 
+from adapters.call_budget import CallBudget
 from adapters.command_writer import Backoff, Target
 from projections.stores.deferred import RemoteReads
 from projections.stores.port import Found, Values
@@ -51,6 +52,9 @@ class RemoteStore:
     a notification intake), which puts its changes into its outbox."""
     intake: WebhookIntake | None = None
     """The store's callbacks, when it makes them (the HTTP listener routes them)."""
+    budget: CallBudget | None = None
+    """What the organisation may spend; counting credits, its spending is recorded
+    (``adapters.credit_ledger``) for restarts and replicas to see."""
 
 
 async def find_by_keys(module: str, keys: Sequence[str], *, secondary: bool,

@@ -20,6 +20,7 @@ from typing import TypeVar
 import asyncpg
 
 from adapters.command_writer import CommandWriter
+from adapters.credit_ledger import CreditLedger
 from adapters.relay import OutboxRelay
 from adapters.remote_store import RemoteStore
 from daemon.consumer import BatchHook, ConsumerLoop
@@ -80,6 +81,7 @@ class Pipeline:
     relays: dict[str, OutboxRelay] = field(default_factory=dict)
     writers: dict[Side, CommandWriter] = field(default_factory=dict)
     captures: dict[Side, RootTask] = field(default_factory=dict)
+    ledgers: dict[Side, CreditLedger] = field(default_factory=dict)
     drain_retry_after: float = 0.5
 
     def projection(self, kind: type[P]) -> P:
@@ -101,6 +103,8 @@ class Pipeline:
             roots[f"writer-{store}"] = writer.run
         for store, capture in self.captures.items():
             roots[f"capture-{store}"] = capture
+        for store, ledger in self.ledgers.items():
+            roots[f"credits-{store}"] = ledger.run
         return roots
 
 
@@ -126,6 +130,9 @@ def build(settings: Settings, *, services: Services, pool: asyncpg.Pool,
                for side, store in overrides.remote.items()}
     captures = {side: store.capture(pool) for side, store in overrides.remote.items()
                 if store.capture is not None}
+    ledgers = {side: CreditLedger(pool, side, store.budget)
+               for side, store in overrides.remote.items()
+               if store.budget is not None and store.budget.credits is not None}
     security = settings.kafka_security()  # every Kafka client of the pipeline
     consumer = ConsumerLoop(
         pool=pool, bootstrap=services.bootstrap, topic=settings.events_topic,
@@ -145,4 +152,4 @@ def build(settings: Settings, *, services: Services, pool: asyncpg.Pool,
         for source in SOURCES}
     return Pipeline(settings=settings, pool=pool, sync=sync, projections=projections,
                     consumer=consumer, relays=relays, writers=writers, captures=captures,
-                    drain_retry_after=overrides.drain_retry_after)
+                    ledgers=ledgers, drain_retry_after=overrides.drain_retry_after)

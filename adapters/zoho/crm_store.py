@@ -32,4 +32,5 @@ def zoho_crm_store(options: ZohoCrmOptions, *, concurrency: int = 5,
                            bulk=CrmBulkRead(crm) if bulk_read else None).run
 
     return RemoteStore(reads=crm, target=crm, concurrency=concurrency,
-                       backoff=backoff or Backoff(), capture=capture), crm
+                       backoff=backoff or Backoff(), capture=capture,
+                       budget=crm.client.budget), crm

@@ -31,4 +31,5 @@ def zoho_desk_store(options: ZohoDeskOptions, *, concurrency: int = 5,
     intake = None if webhooks is None else DeskWebhookIntake(
         webhooks.token, sync_key_field=options.sync_key_field)
     return RemoteStore(reads=desk, target=desk, concurrency=concurrency,
-                       backoff=backoff or Backoff(), capture=capture, intake=intake), desk
+                       backoff=backoff or Backoff(), capture=capture,
+                       budget=desk.client.budget, intake=intake), desk

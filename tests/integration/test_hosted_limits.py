@@ -8,11 +8,13 @@ from __future__ import annotations
 import dataclasses
 import time
 
+import asyncpg
 import pytest
 from structlog.testing import capture_logs
 
 from adapters.call_budget import ApiLimits, CallBudget
 from adapters.command_writer import Backoff
+from adapters.credit_ledger import CreditLedger
 from adapters.write_errors import Parked
 from adapters.zoho.desk import ZohoDeskOptions
 from adapters.zoho.desk_store import zoho_desk_store
@@ -95,3 +97,73 @@ async def test_a_service_answering_429_slows_the_sync_without_a_failure(
             kafka_bootstrap=kafka_bootstrap, topic_prefix=topic_prefix, poll_interval=0.5)
         assert made == CONTACTS  # each once, none failed
         assert emulator.refused_for_credits > 0  # it was rate-limited, and waited
+
+
+async def test_spending_is_recorded_for_a_restart_and_the_other_replicas(
+        pool: asyncpg.Pool) -> None:
+    """What a daemon spent is counted by the one that starts after it (it does not
+    start from nought) and by a replica beside it; spending older than the window is
+    neither counted nor kept."""
+    await pool.execute("DELETE FROM syncd.api_credits")
+    first = CallBudget("crm", credits=10, window=3600, reserve=0.1)
+    for _ in range(7):
+        async with first.call(write=True):
+            pass
+    await CreditLedger(pool, "crm", first).record()
+
+    restarted = CallBudget("crm", credits=10, window=3600, reserve=0.1)
+    ledger = CreditLedger(pool, "crm", restarted)
+    await ledger.record()
+    assert restarted.spent == 7
+    for _ in range(2):  # nine tenths of ten: the writes' share
+        async with restarted.call(write=True):
+            pass
+    with pytest.raises(Parked) as parked:
+        async with restarted.call(write=True):
+            pass
+    assert "9 of 10 API credits" in parked.value.detail
+    assert parked.value.retry_after > 3000  # the oldest spending is an hour from aging out
+
+    replica = CallBudget("crm", credits=10, window=3600, reserve=0.1)
+    await CreditLedger(pool, "crm", replica).record()
+    assert replica.spent == 7  # the restarted one's two are not recorded yet
+    await ledger.record()
+    await CreditLedger(pool, "crm", replica).record()
+    assert replica.spent == 9
+    assert await pool.fetchval("SELECT sum(spent) FROM syncd.api_credits") == 9
+
+    await pool.execute("INSERT INTO syncd.api_credits (store, minute, spent) VALUES"
+                       " ('crm', date_trunc('minute', now()) - interval '90 minutes', 5),"
+                       " ('crm', date_trunc('minute', now()) - interval '3 hours', 5)")
+    await ledger.record()
+    assert restarted.spent == 9  # 90 minutes ago is out of the window
+    assert await pool.fetchval("SELECT count(*) FROM syncd.api_credits WHERE minute"
+                               " < now() - interval '2 hours'") == 0  # removed
+
+
+async def test_the_daemon_records_a_counted_stores_spending(
+        database_url: str, kafka_bootstrap: str, topic_prefix: str) -> None:
+    """With credits counted, the pipeline runs the store's ledger (``credits-desk``)
+    and what the sync spent is in the database when it stops."""
+    async with running_emulator() as emulator:
+        options = dataclasses.replace(emulator.options(), limits=ApiLimits(credits=10_000))
+        store, client = zoho_desk_store(options, backoff=Backoff(base=0.05, cap=0.5))
+        pipe = Pipeline(database_url, kafka_bootstrap, topic_prefix, remote={"desk": store})
+        await pipe.start()
+        try:
+            assert "credits-desk" in pipe.parts.roots()
+            await pipe.execute("INSERT INTO crm.contacts (last_name) VALUES ('Counted')")
+            await pipe.drain(timeout=60)
+        finally:
+            await pipe.close()
+            await client.close()
+        assert await pipe_spent(database_url) == client.client.calls > 0
+
+
+async def pipe_spent(database_url: str) -> int:
+    conn = await asyncpg.connect(database_url)
+    try:
+        return int(await conn.fetchval(
+            "SELECT coalesce(sum(spent), 0) FROM syncd.api_credits WHERE store = 'desk'"))
+    finally:
+        await conn.close()
