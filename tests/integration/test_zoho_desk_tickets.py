@@ -1,0 +1,143 @@
+"""Zoho Desk's tickets and departments on the handshake board (issue 16, part 2),
+against the emulator of the documented v1 API (ops/emulators/zoho_desk.py): captured
+in the embedded desk's shape (by the webhook's intake and by the poll), placed and
+moved as the embedded desk's are."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import asyncpg
+import pytest
+from pydantic import SecretStr
+
+from adapters.command_writer import Backoff
+from adapters.zoho.desk_capture import DeskWebhookIntake
+from adapters.zoho.desk_store import zoho_desk_store
+from ops.emulators.zoho_desk import ORG_ID, ZohoDeskEmulator, running_emulator
+from tests.support.pipeline import Pipeline
+
+
+@pytest.fixture
+async def emulator() -> AsyncIterator[ZohoDeskEmulator]:
+    async with running_emulator() as emu:
+        yield emu
+
+
+def desk_store(emulator: ZohoDeskEmulator, *, poll_interval: float) -> Any:
+    return zoho_desk_store(emulator.options(), backoff=Backoff(base=0.05, cap=0.2),
+                           poll_interval=poll_interval, first_window=dt.timedelta(hours=1))
+
+
+async def eventually(pipe: Pipeline, query: str, expected: Any, *args: Any,
+                     timeout: float = 20.0) -> None:
+    """Wait until ``query`` returns ``expected``."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while (value := await pipe.fetchval(query, *args)) != expected:
+        assert loop.time() < deadline, f"{query!r} is {value!r}, not {expected!r}"
+        await asyncio.sleep(0.05)
+
+
+COLUMN = "SELECT board_column FROM handshake.board WHERE ticket_id = $1"
+
+
+async def test_a_persons_ticket_reaches_the_board_moves_and_leaves_it(
+        database_url: str, kafka_bootstrap: str, topic_prefix: str,
+        emulator: ZohoDeskEmulator) -> None:
+    """By the poll alone: a department and a ticket made in the desk by a person reach
+    the board (``new``: nobody in the CRM), the ticket moves when a CRM contact with
+    its e-mail appears, a department renamed is renamed on the board, and the ticket
+    closed in the desk leaves it. The sync leaves tickets and departments alone."""
+    store, client = desk_store(emulator, poll_interval=0.2)
+    pipe = Pipeline(database_url, kafka_bootstrap, topic_prefix, remote={"desk": store})
+    await pipe.start()
+    try:
+        support = emulator.person_creates("departments", {"name": "Support"})
+        ticket = emulator.person_creates("tickets", {
+            "subject": "Printer on fire", "departmentId": support, "email": "Ana@X.example",
+            "phone": "+33 6 12 34 56 78", "priority": "High",
+            "dueDate": "2026-12-24T10:00:00.000Z"})
+        await eventually(pipe, COLUMN, "new", ticket)
+        row = await pipe.fetchrow("SELECT * FROM handshake.board WHERE ticket_id = $1", ticket)
+        assert row is not None
+        assert (row["department_id"], row["email_key"], row["phone_key"]) == (
+            support, "ana@x.example", "612345678")
+        made = emulator.records["tickets"][ticket]
+        assert json.loads(row["summary"]) == {
+            "id": ticket, "subject": "Printer on fire", "status": "Open", "priority": "High",
+            "channel": "Email", "owner": None, "due_date": "2026-12-24T10:00:00+00:00",
+            "requester_email": "Ana@X.example", "requester_phone": "+33 6 12 34 56 78",
+            "contact_id": None,
+            "created_time": dt.datetime.fromisoformat(made["createdTime"]).isoformat(),
+            "modified_time": dt.datetime.fromisoformat(made["modifiedTime"]).isoformat()}
+        await eventually(pipe, "SELECT name FROM handshake.departments"
+                         " WHERE department_id = $1", "Support", support)
+
+        await pipe.execute("INSERT INTO crm.contacts (last_name, email)"
+                           " VALUES ('Ana', 'ana@x.example')")
+        await eventually(pipe, COLUMN, "contacts_leads", ticket)
+        emulator.person_edits("departments", support, {"name": "Help desk"})
+        await eventually(pipe, "SELECT name FROM handshake.departments"
+                         " WHERE department_id = $1", "Help desk", support)
+
+        emulator.person_edits("tickets", ticket, {"status": "Closed"})
+        await eventually(pipe, "SELECT count(*) FROM handshake.board", 0)
+        moves = await pipe.fetch("SELECT from_column, to_column FROM handshake.moves"
+                                 " WHERE ticket_id = $1 ORDER BY seq", ticket)
+        assert [tuple(m) for m in moves] == [
+            (None, "new"), ("new", "contacts_leads"), ("contacts_leads", None)]
+        await pipe.drain()
+        assert await pipe.fetchval("SELECT count(*) FROM sync.links WHERE module"
+                                   " NOT IN ('contacts', 'accounts', 'products')") == 0
+        assert await pipe.fetchval("SELECT count(*) FROM sync.failures") == 0
+        assert list(emulator.records["tickets"]) == [ticket]  # the sync wrote no ticket
+        assert emulator.records["tickets"][ticket]["statusType"] == "Closed"
+    finally:
+        await pipe.close()
+        await client.close()
+
+
+async def test_ticket_callbacks_are_captured_in_the_embedded_desks_shape(
+        pool: asyncpg.Pool, emulator: ZohoDeskEmulator) -> None:
+    """A ``Ticket_Add`` callback is an event with the value keys the embedded desk's
+    capture gives a ticket (what the board reads), its status type Zoho's
+    ``statusType``; an update names the fields it changed; a ``Ticket_Delete`` is a
+    delete."""
+    intake = DeskWebhookIntake(SecretStr("t"), sync_key_field="cf_syncd_key")
+    support = emulator.person_creates("departments", {"name": "Support"})
+    contact = emulator.person_creates("contacts", {"lastName": "Ana"})
+    ticket = emulator.person_creates("tickets", {
+        "subject": "Help", "departmentId": support, "contactId": contact,
+        "email": "ana@x.example", "cf": {"cf_plan": "gold"}})
+
+    async def callback(event_type: str, payload: dict[str, Any]) -> int:
+        return await intake.accept(pool, json.dumps([{
+            "eventType": event_type, "orgId": ORG_ID, "payload": payload}]).encode())
+
+    assert await callback("Ticket_Add", emulator.records["tickets"][ticket]) == 1
+    await pool.execute("INSERT INTO desk.tickets (department_id, subject) VALUES (1, 'x')")
+    rows = await pool.fetch("SELECT record_id, op, changed, \"values\" FROM desk.outbox"
+                            " WHERE module = 'tickets' ORDER BY seq")
+    hosted, embedded = (json.loads(r["values"]) for r in rows)
+    assert set(hosted) == set(embedded) - {"id"}
+    assert (rows[0]["record_id"], rows[0]["op"]) == (ticket, "create")
+    assert {k: hosted[k] for k in ("department_id", "contact_id", "status", "status_type",
+                                   "requester_email", "custom", "deleted")} == {
+        "department_id": int(support), "contact_id": int(contact), "status": "Open",
+        "status_type": "Open", "requester_email": "ana@x.example",
+        "custom": {"cf_plan": "gold"}, "deleted": False}
+
+    emulator.statuses["Waiting on customer"] = "On Hold"
+    emulator.person_edits("tickets", ticket, {"status": "Waiting on customer"})
+    assert await callback("Ticket_Update", emulator.records["tickets"][ticket]) == 1
+    assert await callback("Ticket_Delete", {"id": ticket}) == 1
+    rows = await pool.fetch("SELECT op, changed, \"values\" FROM desk.outbox"
+                            " WHERE record_id = $1 ORDER BY seq", ticket)
+    assert [(r["op"], r["changed"]) for r in rows] == [
+        ("create", None), ("update", ["status", "status_type"]), ("delete", None)]
+    assert json.loads(rows[1]["values"])["status_type"] == "On Hold"
