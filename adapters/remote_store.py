@@ -14,6 +14,7 @@ import asyncpg
 
 from adapters.command_writer import Backoff, Target
 from projections.stores.deferred import RemoteReads
+from projections.stores.desk_tickets import DeskTickets
 from projections.stores.port import Found, Values
 from projections.sync_plan import held_keys
 
@@ -51,6 +52,9 @@ class RemoteStore:
     a notification intake), which puts its changes into its outbox."""
     intake: WebhookIntake | None = None
     """The store's callbacks, when it makes them (the HTTP listener routes them)."""
+    tickets: Callable[[asyncpg.Pool], DeskTickets] | None = None
+    """A hosted desk's ticket actions for the handshake board, on the readers' pool
+    (the capture of what they change)."""
 
 
 async def find_by_keys(module: str, keys: Sequence[str], *, secondary: bool,

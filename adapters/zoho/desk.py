@@ -129,7 +129,7 @@ class ZohoDesk:
 
         async def one(record_id: str) -> tuple[str, Held] | None:
             async with gate:
-                record = await self._get(module, record_id)
+                record = await self.record(module, record_id)
             if record is None:
                 return None
             values = self._values(module, record)
@@ -198,14 +198,14 @@ class ZohoDesk:
             if existing is not None:  # delivered before, its settling lost: one record
                 return self._landed(module, existing)
             record.setdefault("cf", {})[self.options.sync_key_field] = command.record_key
-            answer = await self._write("POST", f"/{path}", record)
+            answer = await self.send("POST", f"/{path}", record)
         else:
             if command.seen is not None:
-                current = await self._get(module, command.record_id, for_write=True)
+                current = await self.record(module, command.record_id, for_write=True)
                 if current is not None and desk_time(current["modifiedTime"]) > command.seen:
                     raise Stale(f"{path} {command.record_id} was modified at"
                                 f" {current['modifiedTime']}")
-            answer = await self._write("PATCH", f"/{path}/{command.record_id}", record)
+            answer = await self.send("PATCH", f"/{path}/{command.record_id}", record)
         return self._landed(module, answer)
 
     def _landed(self, module: str, record: dict[str, Any]) -> Landed:
@@ -244,8 +244,9 @@ class ZohoDesk:
                                         params=query, for_write=for_write)
         return list(answer.get("data") or []) if isinstance(answer, dict) else []
 
-    async def _get(self, module: str, record_id: str, *,
-                   for_write: bool = False) -> dict[str, Any] | None:
+    async def record(self, module: str, record_id: str, *,
+                     for_write: bool = False) -> dict[str, Any] | None:
+        """One record as the desk holds it; None if there is none."""
         try:
             answer = await self.client.call(
                 "GET", f"{API_PATH}/{module_path(module)}/{record_id}", for_write=for_write)
@@ -255,7 +256,9 @@ class ZohoDesk:
             raise
         return answer if isinstance(answer, dict) and answer.get("id") else None
 
-    async def _write(self, method: str, path: str, record: dict[str, Any]) -> dict[str, Any]:
+    async def send(self, method: str, path: str, record: dict[str, Any]) -> dict[str, Any]:
+        """A write (``path`` after ``/api/v1``) carrying the source id; the record
+        (or thread) it answers with."""
         try:
             answer = await self.client.call(method, API_PATH + path, json=record,
                                             extra_headers={SOURCE_HEADER: self.options.source_id})

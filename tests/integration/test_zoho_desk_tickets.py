@@ -1,7 +1,8 @@
 """Zoho Desk's tickets and departments on the handshake board (issue 16, part 2),
 against the emulator of the documented v1 API (ops/emulators/zoho_desk.py): captured
 in the embedded desk's shape (by the webhook's intake and by the poll), placed and
-moved as the embedded desk's are."""
+moved as the embedded desk's are, and the board's close and reply reaching the
+desk's API."""
 
 from __future__ import annotations
 
@@ -13,11 +14,19 @@ from typing import Any
 
 import asyncpg
 import pytest
+from aiohttp import ClientSession, ClientTimeout
+from aiohttp.test_utils import TestServer
 from pydantic import SecretStr
 
 from adapters.command_writer import Backoff
+from adapters.remote_store import RemoteStore
 from adapters.zoho.desk_capture import DeskWebhookIntake
 from adapters.zoho.desk_store import zoho_desk_store
+from daemon.http import BOARD_PREFIX
+from daemon.http.auth import open_access
+from daemon.http.board import BoardContext
+from daemon.http.server import build_app
+from ops.emulators.zoho import Fault
 from ops.emulators.zoho_desk import ORG_ID, ZohoDeskEmulator, running_emulator
 from tests.support.pipeline import Pipeline
 
@@ -141,3 +150,101 @@ async def test_ticket_callbacks_are_captured_in_the_embedded_desks_shape(
     assert [(r["op"], r["changed"]) for r in rows] == [
         ("create", None), ("update", ["status", "status_type"]), ("delete", None)]
     assert json.loads(rows[1]["values"])["status_type"] == "On Hold"
+
+
+class Board:
+    """The board's HTTP API on the pipeline's database, its ticket actions the
+    hosted desk's (as the daemon composes them)."""
+
+    def __init__(self, pipe: Pipeline, store: RemoteStore) -> None:
+        assert pipe.pool is not None and store.tickets is not None
+        self.server = TestServer(build_app({}, board=BoardContext(
+            pipe.pool, edition="professional", integration_active=lambda: True,
+            authorize=open_access, tickets=store.tickets(pipe.pool))))
+        self.session = ClientSession(timeout=ClientTimeout(total=30))
+
+    async def __aenter__(self) -> Board:
+        await self.server.start_server()
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.session.close()
+        await self.server.close()
+
+    async def post(self, path: str, body: Any = None) -> tuple[int, Any]:
+        url = f"{self.server.make_url('')}".rstrip("/") + BOARD_PREFIX + path
+        async with self.session.post(url, json=body) as response:
+            return response.status, await response.json()
+
+
+async def test_close_and_reply_from_the_board_reach_zoho_desk(
+        database_url: str, kafka_bootstrap: str, topic_prefix: str,
+        emulator: ZohoDeskEmulator) -> None:
+    """The board's close is Zoho's ``PATCH`` of the status, captured at once (the poll
+    is 60 s away) so the ticket leaves the board, and raising no webhook (the source
+    id); its reply is a ``sendReply`` thread; another department's or an unknown
+    ticket is a 404, Zoho's refusal a 409, a desk out of reach a 503."""
+    support = emulator.person_creates("departments", {"name": "Support"})
+    billing = emulator.person_creates("departments", {"name": "Billing"})
+    ticket = emulator.person_creates("tickets", {
+        "subject": "Refund", "departmentId": support, "email": "ana@x.example",
+        "priority": "High", "cf": {"cf_plan": "gold"}})
+    store, client = desk_store(emulator, poll_interval=60)
+    emulator.webhooks["1"] = {  # a webhook as the daemon subscribes it, to nowhere
+        "id": "1", "url": "http://127.0.0.1:9/webhooks/zoho-desk", "isEnabled": True,
+        "ignoreSourceId": client.options.source_id, "subscriptions": {"Ticket_Update": None}}
+    pipe = Pipeline(database_url, kafka_bootstrap, topic_prefix, remote={"desk": store})
+    await pipe.start()
+    try:
+        await eventually(pipe, COLUMN, "new", ticket)  # the first poll's
+        async with Board(pipe, store) as board:
+            before = dict(emulator.records["tickets"][ticket])
+            status, closed = await board.post(f"/{support}/tickets/{ticket}/close")
+            assert (status, closed) == (202, {"ticket": ticket, "status": "Closed",
+                                              "previous_status": "Open", "changed": True})
+            after = emulator.records["tickets"][ticket]
+            assert {k: v for k, v in after.items() if before.get(k) != v} == {
+                "status": "Closed", "statusType": "Closed",
+                "modifiedTime": after["modifiedTime"]}
+            await eventually(pipe, "SELECT count(*) FROM handshake.board", 0, timeout=10)
+            assert await pipe.fetchval(
+                "SELECT origin FROM syncd.event_log WHERE module = 'tickets'"
+                " ORDER BY seq DESC LIMIT 1") == "user"
+            await emulator.delivered()
+            assert emulator.deliveries == []  # the daemon's write raised no webhook
+            assert (await board.post(f"/{support}/tickets/{ticket}/close"))[1][
+                "changed"] is False
+
+            status, replied = await board.post(f"/{support}/tickets/{ticket}/replies",
+                                               {"content": "Refunded.", "author": "rui"})
+            assert status == 202
+            (thread,) = emulator.threads[ticket]
+            assert replied == {"ticket": ticket, "thread": thread["id"]}
+            assert {k: thread[k] for k in ("channel", "direction", "content", "contentType",
+                                           "to")} == {
+                "channel": "EMAIL", "direction": "out", "content": "Refunded.",
+                "contentType": "plainText", "to": "ana@x.example"}
+
+            for path in (f"/{billing}/tickets/{ticket}/close",
+                         f"/{support}/tickets/1892000000999999/close",
+                         f"/{billing}/tickets/{ticket}/replies"):
+                status, answer = await board.post(path, {"content": "x"})
+                assert (status, answer["error"]["code"]) == (404, "not_found")
+            emulator.faults.append(Fault(422, body={
+                "errorCode": "INVALID_DATA", "message": "not this one"}))
+            status, answer = await board.post(f"/{support}/tickets/{ticket}/close")
+            assert (status, answer["error"]["code"]) == (409, "desk_refused")
+            assert "not this one" in answer["error"]["message"]
+            emulator.refresh_refused = True
+            emulator.revoke_tokens()
+            status, answer = await board.post(f"/{support}/tickets/{ticket}/replies",
+                                              {"content": "Still there?"})
+            assert (status, answer["error"]["code"]) == (503, "desk_unavailable")
+            assert len(emulator.threads[ticket]) == 1
+
+            emulator.person_edits("tickets", ticket, {"status": "Open"})
+            await emulator.delivered()  # a person's edit does raise one
+            assert [d[1] for d in emulator.deliveries] == [["Ticket_Update"]]
+    finally:
+        await pipe.close()
+        await client.close()
