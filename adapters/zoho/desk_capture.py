@@ -38,7 +38,7 @@ from adapters.remote_capture import RemoteCapture
 from adapters.remote_poll import MODULES, RemotePoll
 from adapters.write_errors import WriteError
 from adapters.zoho.desk import API_PATH, ZohoDesk
-from adapters.zoho.desk_fields import EVENT_MODULES, desk_time, from_desk
+from adapters.zoho.desk_fields import BOARD_MODULES, EVENT_MODULES, desk_time, from_desk
 from projections.stores.port import Values
 
 log = structlog.get_logger(__name__)
@@ -46,7 +46,7 @@ log = structlog.get_logger(__name__)
 EVENTS = ("Contact_Add", "Contact_Update", "Contact_Delete",
           "Account_Add", "Account_Update", "Account_Delete",
           "Ticket_Add", "Ticket_Update", "Ticket_Delete")
-DESK_MODULES = (*MODULES, "departments", "tickets")
+DESK_MODULES = (*MODULES, *BOARD_MODULES)
 """What the desk's poll captures: the synced modules, and the board's."""
 RECHECK = dt.timedelta(hours=6)
 WEBHOOK_NAME = "syncd"

@@ -38,6 +38,8 @@ FIELDS = {
                 "requester_phone": "phone", "contact_id": "contactId", "due_date": "dueDate"},
     "departments": {"name": "name"},
 }
+BOARD_MODULES = ("departments", "tickets")
+"""Read for the handshake board, not synced."""
 REFERENCES = {("contacts", "account_id"), ("tickets", "department_id"),
               ("tickets", "contact_id")}
 """Fields holding another record's id (text in Zoho Desk, a number in the sync)."""

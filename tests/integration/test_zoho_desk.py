@@ -285,6 +285,7 @@ async def test_integration_check_says_what_is_wrong_with_the_desk(
     status, output = await asyncio.to_thread(check_command, emulator)
     assert status == 0, output
     assert "contacts.cf_syncd_key" in output and "PROBLEM" not in output
+    assert "read departments" in output and "read tickets" in output
     assert "the CRM is the embedded store" in output
 
     emulator.without_sync_key.add("products")
