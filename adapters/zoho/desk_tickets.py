@@ -1,7 +1,9 @@
 """The handshake board's ticket actions on Zoho Desk (the ``DeskTickets`` port of
 ``projections.stores.desk_tickets``): close is ``PATCH /api/v1/tickets/{id}`` with
 ``status: "Closed"``, reply is ``POST /api/v1/tickets/{id}/sendReply`` by e-mail to
-the ticket's address. Each first reads the ticket, which must be the department's.
+the ticket's address, from the department's default From address (Zoho refuses an
+e-mail reply without one of its From addresses; ``GET /api/v1/mailReplyAddress``).
+Each first reads the ticket, which must be the department's.
 
 Like every write of the daemon, both carry the source id the webhook ignores, so
 the close raises no callback: its answer (the ticket as Zoho holds it now) is
@@ -17,17 +19,19 @@ service out of reach, its credits spent are ``DeskUnavailable``.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Awaitable
+from typing import Any, TypeVar
 
 import asyncpg
 
 from adapters.remote_capture import RemoteCapture
 from adapters.write_errors import Refused, WriteError
-from adapters.zoho.desk import ZohoDesk
+from adapters.zoho.desk import API_PATH, ZohoDesk
 from adapters.zoho.desk_fields import from_desk
 from projections.stores.desk_tickets import Closed, DeskRefused, DeskUnavailable
 
 CLOSED = "Closed"
+T = TypeVar("T")
 
 
 class ZohoDeskTickets:
@@ -41,7 +45,8 @@ class ZohoDeskTickets:
             return None
         if ticket.get("statusType") == CLOSED:
             return Closed(previous_status=str(ticket.get("status")), changed=False)
-        answer = await self._send("PATCH", f"/tickets/{ticket_id}", {"status": CLOSED})
+        answer = await _answered(self.desk.send("PATCH", f"/tickets/{ticket_id}",
+                                                {"status": CLOSED}))
         values = from_desk("tickets", answer, sync_key_field=self.desk.options.sync_key_field)
         del values["deleted"]
         await self.capture.observed("tickets", [(str(answer["id"]), values)])
@@ -52,26 +57,40 @@ class ZohoDeskTickets:
         ticket = await self._ticket(department_id, ticket_id)
         if ticket is None:
             return None
-        body = {"channel": "EMAIL", "content": content, "contentType": "plainText"}
+        body = {"channel": "EMAIL", "fromEmailAddress": await self._from(department_id),
+                "content": content, "contentType": "plainText"}
         if ticket.get("email"):
             body["to"] = ticket["email"]
-        thread = await self._send("POST", f"/tickets/{ticket_id}/sendReply", body)
+        thread = await _answered(self.desk.send("POST", f"/tickets/{ticket_id}/sendReply",
+                                                body))
         return str(thread["id"])
 
     async def _ticket(self, department_id: int, ticket_id: int) -> dict[str, Any] | None:
-        try:
-            ticket = await self.desk.record("tickets", str(ticket_id), for_write=True)
-        except WriteError as err:
-            raise _port_error(err) from None
+        ticket = await _answered(self.desk.record("tickets", str(ticket_id), for_write=True))
         if ticket is None or str(ticket.get("departmentId")) != str(department_id):
             return None
         return ticket
 
-    async def _send(self, method: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        try:
-            return await self.desk.send(method, path, body)
-        except WriteError as err:
-            raise _port_error(err) from None
+    async def _from(self, department_id: int) -> str:
+        """The department's default active From address (else its first)."""
+        answer = await _answered(self.desk.client.call(
+            "GET", f"{API_PATH}/mailReplyAddress", for_write=True,
+            params={"departmentId": str(department_id), "isActive": "true", "limit": "100"}))
+        addresses = list(answer.get("data") or []) if isinstance(answer, dict) else []
+        chosen = next((a for a in addresses if a.get("isDepartmentDefault")),
+                      addresses[0] if addresses else None)
+        if chosen is None:
+            raise DeskRefused(f"department {department_id} has no active From address in"
+                              " Zoho Desk to reply from: add one to the department")
+        return str(chosen["address"])
+
+
+async def _answered(call: Awaitable[T]) -> T:
+    """The desk's answer, its errors the port's."""
+    try:
+        return await call
+    except WriteError as err:
+        raise _port_error(err) from None
 
 
 def _port_error(err: WriteError) -> Exception:

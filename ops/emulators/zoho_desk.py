@@ -5,8 +5,9 @@ token endpoint, for the Zoho Desk adapter's tests (``adapters/zoho/desk.py``,
 
 It follows Zoho's OpenAPI files (``zoho/zohodesk-oas``, ``v1.0/Contact.json``,
 ``Account.json``, ``Product.json``, ``Ticket.json``, ``Thread.json``,
-``TicketComment.json``, ``Department.json``, ``Search.json``, ``Webhook.json``) and
-the webhook guide, for what the adapter uses:
+``TicketComment.json``, ``Department.json``, ``MailReplyAddress.json``,
+``Search.json``, ``Webhook.json``) and the webhook guide, for what the adapter
+uses:
 
 - Every ``/api/v1`` call needs a live ``Zoho-oauthtoken`` (else 401
   ``INVALID_OAUTH``) and the ``orgId`` header or query parameter of the
@@ -28,12 +29,16 @@ the webhook guide, for what the adapter uses:
   ``statusType`` (Open, On Hold or Closed) follows the status, the service's to set.
   ``GET /api/v1/contacts/{id}/tickets`` lists a contact's tickets.
 - ``GET /api/v1/tickets/{id}/threads`` (each thread's ``summary``, not its
-  ``content``), ``POST …/sendReply`` (``channel`` and ``content`` mandatory; an
-  outgoing thread, the ticket left as it is), ``GET|POST …/comments`` (``content``
-  mandatory, ``isPublic``); an unknown ticket is 404 ``URL_NOT_FOUND``.
+  ``content``), ``POST …/sendReply`` (``channel`` and ``content`` mandatory, and for
+  ``EMAIL`` a ``fromEmailAddress`` that is an active From address; ``contentType``
+  ``plainText`` by default; an outgoing thread, the ticket left as it is),
+  ``GET|POST …/comments`` (``content`` mandatory, ``isPublic``); an unknown ticket
+  is 404 ``URL_NOT_FOUND``.
 - ``GET /api/v1/departments`` (``from``, ``limit``): departments have no
   ``modifiedTime`` and no search; the API does not write them here (a person does,
-  through ``/ui/departments``).
+  through ``/ui/departments``). Each department gets a default From address (its
+  support address), listed by ``GET /api/v1/mailReplyAddress?departmentId=…``
+  (``allDepartment`` for all; ``isActive``; ``from`` starts at 1 there).
 - ``GET /api/v1/{module}/search``: ``email`` (comma-separated: any of them, the
   primary e-mail, case aside), ``accountName``, ``productName``, ``_all`` (any
   column holding the text), ``customField1``..``10`` (``cf_name:value``),
@@ -108,6 +113,7 @@ class ZohoDeskEmulator(ZohoEmulator):
         self.webhooks: dict[str, dict[str, Any]] = {}
         self.trash: dict[str, dict[str, dict[str, Any]]] = {m: {} for m in MODULES}
         self.statuses = dict(STATUSES)
+        self.from_addresses: list[dict[str, Any]] = []  # each department's From addresses
         self.threads: dict[str, list[dict[str, Any]]] = {}  # by ticket id
         self.comments: dict[str, list[dict[str, Any]]] = {}  # by ticket id
         self.deliveries: list[tuple[str, list[str], int]] = []  # webhook, events, status
@@ -177,6 +183,7 @@ class ZohoDeskEmulator(ZohoEmulator):
         app.router.add_patch("/api/v1/webhooks/{id}", self._update_webhook)
         app.router.add_delete("/api/v1/webhooks/{id}", self._delete_webhook)
         app.router.add_get("/api/v1/contacts/{id}/tickets", self._contact_tickets)
+        app.router.add_get("/api/v1/mailReplyAddress", self._from_addresses)
         app.router.add_get("/api/v1/tickets/{id}/threads", self._threads)
         app.router.add_post("/api/v1/tickets/{id}/sendReply", self._send_reply)
         app.router.add_get("/api/v1/tickets/{id}/comments", self._comments)
@@ -277,6 +284,10 @@ class ZohoDeskEmulator(ZohoEmulator):
         elif module == "departments":
             record = {"id": record_id, "isEnabled": True, "isDefault": False,
                       "description": None, **fields, "createdTime": now}
+            self.from_addresses.append({  # the department's support address
+                "id": str(next(self._ids)), "departmentId": record_id, "isActive": True,
+                "isDepartmentDefault": True, "displayName": str(fields.get("name")),
+                "address": f"support.{record_id}@{ORG_ID}.zohodesk.example"})
         self._derive(module, record)
         self.records[module][record_id] = record
         self.writes += 1
@@ -371,17 +382,36 @@ class ZohoDeskEmulator(ZohoEmulator):
     async def _send_reply(self, request: web.Request) -> web.Response:
         ticket_id = self._ticket(request)
         body = await request.json()
-        if not (body.get("channel") and body.get("content")):
-            return _invalid_data(_missing(body, ("channel", "content")))
+        mandatory = ("channel", "content", *(("fromEmailAddress",)
+                                             if body.get("channel") == "EMAIL" else ()))
+        errors = _missing(body, mandatory)
+        if body.get("fromEmailAddress") and body["fromEmailAddress"] not in {
+                a["address"] for a in self.from_addresses if a["isActive"]}:
+            errors.append({"fieldName": "/fromEmailAddress", "errorType": "invalid",
+                           "errorMessage": "not a From address of the help desk"})
+        if errors:
+            return _invalid_data(errors)
         content = str(body["content"])
         thread = {"id": str(next(self._ids)), "channel": body["channel"], "direction": "out",
                   "status": "SUCCESS", "isForward": bool(body.get("isForward")),
-                  "contentType": body.get("contentType", "html"), "content": content,
+                  "contentType": body.get("contentType", "plainText"), "content": content,
                   "summary": content[:100], "to": body.get("to"),
                   "fromEmailAddress": body.get("fromEmailAddress"), "visibility": "public",
                   "author": {"name": "API agent", "type": "AGENT"},
                   "createdTime": self._now(), "hasAttach": False}
         return self._added(self.threads, ticket_id, thread)
+
+    async def _from_addresses(self, request: web.Request) -> web.Response:
+        self._table_org(request)
+        department = request.query.get("departmentId")
+        if not department:
+            return _invalid_data(_missing({}, ("departmentId",)))
+        start, limit = _paging(request, reach=None, first=1)
+        found = [a for a in self.from_addresses
+                 if department in ("allDepartment", a["departmentId"])
+                 and request.query.get("isActive", str(a["isActive"]).lower())
+                 == str(a["isActive"]).lower()]
+        return _page(found[start - 1:start - 1 + limit])
 
     async def _comments(self, request: web.Request) -> web.Response:
         start, limit = _paging(request, reach=None)
@@ -503,12 +533,14 @@ async def running_emulator(**options: Any) -> AsyncIterator[ZohoDeskEmulator]:
         await emulator.stop()
 
 
-def _paging(request: web.Request, *, reach: int | None) -> tuple[int, int]:
+def _paging(request: web.Request, *, reach: int | None, first: int = 0) -> tuple[int, int]:
+    """``from`` (``first`` the first record's index) and ``limit`` (1..100)."""
     try:
-        start, limit = int(request.query.get("from", "0")), int(request.query.get("limit", "50"))
+        start = int(request.query.get("from", str(first)))
+        limit = int(request.query.get("limit", "50"))
     except ValueError:
         raise _raise(422, "UNPROCESSABLE_ENTITY", "from and limit are numbers") from None
-    if not 1 <= limit <= 100 or start < 0 or (reach is not None and start > reach):
+    if not 1 <= limit <= 100 or start < first or (reach is not None and start > reach):
         raise _raise(422, "UNPROCESSABLE_ENTITY",
                      "The value passed for the 'from' or 'limit' query parameter is invalid.")
     return start, limit

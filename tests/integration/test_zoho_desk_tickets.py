@@ -182,8 +182,9 @@ async def test_close_and_reply_from_the_board_reach_zoho_desk(
         emulator: ZohoDeskEmulator) -> None:
     """The board's close is Zoho's ``PATCH`` of the status, captured at once (the poll
     is 60 s away) so the ticket leaves the board, and raising no webhook (the source
-    id); its reply is a ``sendReply`` thread; another department's or an unknown
-    ticket is a 404, Zoho's refusal a 409, a desk out of reach a 503."""
+    id); its reply is a ``sendReply`` thread from the department's From address;
+    another department's or an unknown ticket is a 404, Zoho's refusal (or no From
+    address to reply from) a 409, a desk out of reach a 503."""
     support = emulator.person_creates("departments", {"name": "Support"})
     billing = emulator.person_creates("departments", {"name": "Billing"})
     ticket = emulator.person_creates("tickets", {
@@ -220,10 +221,13 @@ async def test_close_and_reply_from_the_board_reach_zoho_desk(
             assert status == 202
             (thread,) = emulator.threads[ticket]
             assert replied == {"ticket": ticket, "thread": thread["id"]}
+            (support_address,) = [a for a in emulator.from_addresses
+                                  if a["departmentId"] == support]
             assert {k: thread[k] for k in ("channel", "direction", "content", "contentType",
-                                           "to")} == {
+                                           "to", "fromEmailAddress")} == {
                 "channel": "EMAIL", "direction": "out", "content": "Refunded.",
-                "contentType": "plainText", "to": "ana@x.example"}
+                "contentType": "plainText", "to": "ana@x.example",
+                "fromEmailAddress": support_address["address"]}
 
             for path in (f"/{billing}/tickets/{ticket}/close",
                          f"/{support}/tickets/1892000000999999/close",
@@ -235,6 +239,11 @@ async def test_close_and_reply_from_the_board_reach_zoho_desk(
             status, answer = await board.post(f"/{support}/tickets/{ticket}/close")
             assert (status, answer["error"]["code"]) == (409, "desk_refused")
             assert "not this one" in answer["error"]["message"]
+            support_address["isActive"] = False
+            status, answer = await board.post(f"/{support}/tickets/{ticket}/replies",
+                                              {"content": "From whom?"})
+            assert (status, answer["error"]["code"]) == (409, "desk_refused")
+            assert "no active From address" in answer["error"]["message"]
             emulator.refresh_refused = True
             emulator.revoke_tokens()
             status, answer = await board.post(f"/{support}/tickets/{ticket}/replies",
