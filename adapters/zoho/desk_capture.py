@@ -163,11 +163,8 @@ def _deleted(event: dict[str, Any]) -> tuple[str, dt.datetime, bool]:
     if not isinstance(payload, dict) or not payload.get("id"):
         raise ValueError(f"a {event.get('eventType')} event without its record's id")
     raw = event.get("eventTime")
-    when = dt.datetime.now(dt.UTC)
-    if isinstance(raw, (int, float)) or (isinstance(raw, str) and raw.isdigit()):
-        when = dt.datetime.fromtimestamp(int(raw) / 1000, dt.UTC)
-    elif isinstance(raw, str) and raw:
-        when = desk_time(raw)
+    when = desk_time(raw) if isinstance(raw, (int, float, str)) and raw != "" \
+        else dt.datetime.now(dt.UTC)
     return str(payload["id"]), when, False
 
 

@@ -65,8 +65,12 @@ def module_path(module: str) -> str:
         raise ValueError(f"the Zoho Desk adapter does not sync {module!r}") from None
 
 
-def desk_time(value: str) -> dt.datetime:
-    """Zoho Desk's times are UTC with milliseconds (``2026-12-02T10:00:00.000Z``)."""
+def desk_time(value: str | float) -> dt.datetime:
+    """Zoho Desk's times are UTC with milliseconds (``2026-12-02T10:00:00.000Z``);
+    the OpenAPI files' examples (``Ticket.json``'s ``dueDate``, ``modifiedTime``)
+    and the webhook's ``eventTime`` give milliseconds since the epoch, read too."""
+    if isinstance(value, (int, float)) or value.isdigit():
+        return dt.datetime.fromtimestamp(int(value) / 1000, dt.UTC)
     parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
 
@@ -119,4 +123,5 @@ def to_desk(module: str, payload: Values, *, sync_key_field: str,
 
 
 def _iso(value: Any) -> str | None:
-    return None if not value else desk_time(str(value)).isoformat()
+    return None if not value else desk_time(
+        value if isinstance(value, (int, float)) else str(value)).isoformat()

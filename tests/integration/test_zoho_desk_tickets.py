@@ -152,6 +152,27 @@ async def test_ticket_callbacks_are_captured_in_the_embedded_desks_shape(
     assert json.loads(rows[1]["values"])["status_type"] == "On Hold"
 
 
+async def test_ticket_times_in_epoch_milliseconds_are_read(
+        pool: asyncpg.Pool, emulator: ZohoDeskEmulator) -> None:
+    """Ticket.json's examples give ``createdTime``, ``modifiedTime`` and ``dueDate`` as
+    milliseconds since the epoch: such a callback is captured with ISO times, not
+    refused."""
+    intake = DeskWebhookIntake(SecretStr("t"), sync_key_field="cf_syncd_key")
+    support = emulator.person_creates("departments", {"name": "Support"})
+    ticket = emulator.person_creates("tickets", {"subject": "Epoch", "departmentId": support})
+    payload = {**emulator.records["tickets"][ticket], "createdTime": 1466504175000,
+               "modifiedTime": 1466504176000, "dueDate": 1466525776000}
+    assert await intake.accept(pool, json.dumps([{
+        "eventType": "Ticket_Add", "orgId": ORG_ID, "payload": payload}]).encode()) == 1
+    row = await pool.fetchrow("SELECT modified_at, \"values\" FROM desk.outbox")
+    assert row is not None
+    values = json.loads(row["values"])
+    assert (values["created_time"], values["modified_time"], values["due_date"]) == (
+        "2016-06-21T10:16:15+00:00", "2016-06-21T10:16:16+00:00",
+        "2016-06-21T16:16:16+00:00")
+    assert row["modified_at"] == dt.datetime(2016, 6, 21, 10, 16, 16, tzinfo=dt.UTC)
+
+
 class Board:
     """The board's HTTP API on the pipeline's database, its ticket actions the
     hosted desk's (as the daemon composes them)."""
