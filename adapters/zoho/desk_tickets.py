@@ -8,9 +8,10 @@ Each first reads the ticket, which must be the department's.
 Like every write of the daemon, both carry the source id the webhook ignores, so
 the close raises no callback: its answer (the ticket as Zoho holds it now) is
 captured into the desk's outbox at once, as a person's edit, and the board follows
-it without waiting for the poll. A reply changes no ticket (threads are not on the
-board). Zoho's reply has no author field: it is the agent whose token the daemon
-holds, whatever ``author`` says.
+it without waiting for the poll. A reply is not captured (threads are not on the
+board); should Zoho change the ticket with it, the poll brings that change (the
+source id keeps its callback away). Zoho's reply has no author field: it is the
+agent whose token the daemon holds, whatever ``author`` says.
 
 Zoho's answers become the port's: an unknown ticket is ``None``; a refusal
 (``INVALID_DATA``, say) is ``DeskRefused``; credentials or scopes refused, the
@@ -96,5 +97,5 @@ async def _answered(call: Awaitable[T]) -> T:
 def _port_error(err: WriteError) -> Exception:
     if isinstance(err, Refused):
         return DeskRefused(f"Zoho Desk refused it: {err.detail}")
-    return DeskUnavailable(f"Zoho Desk cannot be reached now ({type(err).__name__}:"
-                           f" {err.detail})")
+    return DeskUnavailable(f"Zoho Desk does not answer now ({type(err).__name__}:"
+                           f" {err.detail}); try again later")
