@@ -15,6 +15,7 @@ import asyncpg
 from adapters.call_budget import CallBudget
 from adapters.command_writer import Backoff, Target
 from projections.stores.deferred import RemoteReads
+from projections.stores.desk_tickets import DeskTickets
 from projections.stores.port import Found, Values
 from projections.sync_plan import held_keys
 
@@ -55,6 +56,9 @@ class RemoteStore:
     budget: CallBudget | None = None
     """What the organisation may spend; counting credits, its spending is recorded
     (``adapters.credit_ledger``) for restarts and replicas to see."""
+    tickets: Callable[[asyncpg.Pool], DeskTickets] | None = None
+    """A hosted desk's ticket actions for the handshake board, on the readers' pool
+    (the capture of what they change)."""
 
 
 async def find_by_keys(module: str, keys: Sequence[str], *, secondary: bool,

@@ -227,6 +227,7 @@ class _Daemon:
         self.pool = pool  # the batches': projector, resume drain, stats, start-up
         self.readers = readers  # HTTP handlers' (API and board), see READER_POOL_SIZE
         self.startup = startup
+        self.remote = remote
         self.http_address = ""  # host:port, once listening
         # The projection reads the config once per batch; follow() swaps it when any
         # replica changes the integration (OPS-05), so a change applies to the next
@@ -297,8 +298,13 @@ class _Daemon:
     async def listen(self, stack: contextlib.AsyncExitStack) -> None:
         """Start the HTTP listener and write ``runtime.json``."""
         settings = self.settings
+        desk = self.remote.get("desk")
+        # The board's close and reply go to the desk store's kind: a hosted desk's API,
+        # or the embedded desk's tables.
         board = BoardContext(self.readers, edition=settings.edition,
-                             integration_active=lambda: self.read_config().active)
+                             integration_active=lambda: self.read_config().active,
+                             tickets=None if desk is None or desk.tickets is None
+                             else desk.tickets(self.readers))
         app = build_app(self.checks, api=self.api, board=board,
                         middlewares=[self.startup.gate], not_applying=self.not_applying)
         runner, port = await serve(app, settings.http_host, settings.http_port)

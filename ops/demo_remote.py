@@ -4,14 +4,16 @@
 The Zoho CRM emulator listens on 127.0.0.1:8301 and the Zoho Desk emulator on
 127.0.0.1:8302 (``ops/emulators``); each is seeded with a few accounts and
 contacts, some of them on both sides (matched and linked by the first sync, not
-doubled). The daemon runs on the embedded PostgreSQL and broker with
-``SYNCD_CRM_STORE=zoho`` and ``SYNCD_DESK_STORE=zoho`` pointed at them: the CRM's
-notifications and the desk's webhook come to its HTTP listener, and a poll every
-five seconds behind them. Its data directory is ``.syncd-remote``, emptied at
-each start since the emulators' records live in memory (or ``SYNCD_DATA_DIR``, as
-it is), apart from the embedded demo's. A person's change is one
-``curl`` (the emulators' ``/ui/…``, their stand-in for the services' web pages);
-the lines to paste are printed at start. Ctrl-C stops it all.
+doubled), and the desk with a department whose two open tickets are on its
+handshake board (one from a CRM contact, one from a stranger). The daemon runs on
+the embedded PostgreSQL and broker with ``SYNCD_CRM_STORE=zoho`` and
+``SYNCD_DESK_STORE=zoho`` pointed at them: the CRM's notifications and the desk's
+webhook come to its HTTP listener, and a poll every five seconds behind them. Its
+data directory is ``.syncd-remote``, emptied at each start since the emulators'
+records live in memory (or ``SYNCD_DATA_DIR``, as it is), apart from the embedded
+demo's. A person's change is one ``curl`` (the emulators' ``/ui/…``, their
+stand-in for the services' web pages); the lines to paste are printed at start.
+Ctrl-C stops it all.
 """
 
 from __future__ import annotations
@@ -38,7 +40,8 @@ CRM_PORT, DESK_PORT = 8301, 8302
 
 def seed(crm: ZohoCrmEmulator, desk: ZohoDeskEmulator) -> None:
     """A few records a side: Ann and her account are on both (the first sync links
-    them), Ben only in the CRM, Cleo only in the desk."""
+    them), Ben only in the CRM, Cleo only in the desk; the desk's Support department
+    has a ticket of Ann's (Contacts/Leads on the board) and one of Dan's (New)."""
     acme = crm.person_creates("accounts", {"Account_Name": "Acme Corp",
                                            "Website": "https://acme.example"})
     globex = crm.person_creates("accounts", {"Account_Name": "Globex"})
@@ -53,6 +56,11 @@ def seed(crm: ZohoCrmEmulator, desk: ZohoDeskEmulator) -> None:
                                      "email": "Ann@Acme.example", "accountId": desk_acme})
     desk.person_creates("contacts", {"firstName": "Cleo", "lastName": "Cruz",
                                      "email": "cleo@initech.example"})
+    support = desk.person_creates("departments", {"name": "Support"})
+    desk.person_creates("tickets", {"subject": "Invoice missing", "departmentId": support,
+                                    "email": "ann@acme.example", "priority": "High"})
+    desk.person_creates("tickets", {"subject": "Do you ship to Mars?",
+                                    "departmentId": support, "email": "dan@mars.example"})
 
 
 def hosted_settings(crm: ZohoCrmEmulator, desk: ZohoDeskEmulator, *,
@@ -105,6 +113,10 @@ Edit it in the desk, then see the edit in the CRM:
   curl -s -X PATCH {desk.url}/ui/contacts/<its desk id> \\
        -H 'content-type: application/json' -d '{{"phone": "+1 555 0199"}}'
   curl -s {crm.url}/ui/contacts | python3 -m json.tool
+
+The handshake board of the desk's Support department (a ticket is a person's too:
+POST {desk.url}/ui/tickets with "subject", "departmentId", "email"):
+  SYNCD_DATA_DIR=.syncd-remote .venv/bin/syncd handshake Support
 
 Ctrl-C stops the daemon and the emulators (their records are in memory).
 """

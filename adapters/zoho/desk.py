@@ -13,6 +13,9 @@ organisation's ``orgId`` header.
   ``modifiedTimeRange=since,now`` and ``sortBy=modifiedTime``, by ``from``/``limit``
   (100); search pages no further than ``from`` 999, so past it the range starts
   again at the newest time seen (the capture takes what it fetched twice for old news).
+  Tickets the same way (for the handshake board); departments have no modified time
+  and no search, so every poll lists them all (``GET /api/v1/departments``) and the
+  capture keeps only what changed.
 - Writes: a create first looks its sync key up in the custom field that holds it
   (``customField1=cf_syncd_key:…``), so a create delivered twice is one record; an
   update reads the record's ``modifiedTime`` first (the guard: Zoho Desk has no
@@ -126,7 +129,7 @@ class ZohoDesk:
 
         async def one(record_id: str) -> tuple[str, Held] | None:
             async with gate:
-                record = await self._get(module, record_id)
+                record = await self.record(module, record_id)
             if record is None:
                 return None
             values = self._values(module, record)
@@ -136,6 +139,8 @@ class ZohoDesk:
 
     async def modified_since(self, module: str, since: dt.datetime
                              ) -> list[tuple[str, Values]]:
+        if module == "departments":
+            return await self._departments()
         out: dict[str, Values] = {}
         start = since
         while True:
@@ -160,6 +165,22 @@ class ZohoDesk:
                                 f" {start.isoformat()}: the search cannot page past them")
             start = newest
 
+    async def _departments(self) -> list[tuple[str, Values]]:
+        """Every department, stamped with the time it was listed (Zoho gives none):
+        a department seen before is a change only if its name changed."""
+        listed = dt.datetime.now(dt.UTC).isoformat()
+        out: list[tuple[str, Values]] = []
+        while True:
+            answer = await self.client.call("GET", f"{API_PATH}/departments",
+                                            params={"from": str(len(out)), "limit": str(PAGE)})
+            page = list(answer.get("data") or []) if isinstance(answer, dict) else []
+            for record in page:
+                values = self._values("departments", record)
+                del values["deleted"]
+                out.append((values.pop("id"), {**values, "modified_time": listed}))
+            if len(page) < PAGE:
+                return out
+
     def _values(self, module: str, record: dict[str, Any]) -> Values:
         values = from_desk(module, record, sync_key_field=self.options.sync_key_field)
         values["id"] = str(record["id"])
@@ -182,14 +203,14 @@ class ZohoDesk:
                 answer = await self._write("PATCH", f"/{path}/{existing['id']}", record)
                 return self._landed(module, answer)
             record.setdefault("cf", {})[self.options.sync_key_field] = command.record_key
-            answer = await self._write("POST", f"/{path}", record)
+            answer = await self.send("POST", f"/{path}", record)
         else:
             if command.seen is not None:
-                current = await self._get(module, command.record_id, for_write=True)
+                current = await self.record(module, command.record_id, for_write=True)
                 if current is not None and desk_time(current["modifiedTime"]) > command.seen:
                     raise Stale(f"{path} {command.record_id} was modified at"
                                 f" {current['modifiedTime']}")
-            answer = await self._write("PATCH", f"/{path}/{command.record_id}", record)
+            answer = await self.send("PATCH", f"/{path}/{command.record_id}", record)
         return self._landed(module, answer)
 
     def _landed(self, module: str, record: dict[str, Any]) -> Landed:
@@ -228,8 +249,9 @@ class ZohoDesk:
                                         params=query, for_write=for_write)
         return list(answer.get("data") or []) if isinstance(answer, dict) else []
 
-    async def _get(self, module: str, record_id: str, *,
-                   for_write: bool = False) -> dict[str, Any] | None:
+    async def record(self, module: str, record_id: str, *,
+                     for_write: bool = False) -> dict[str, Any] | None:
+        """One record as the desk holds it; None if there is none."""
         try:
             answer = await self.client.call(
                 "GET", f"{API_PATH}/{module_path(module)}/{record_id}", for_write=for_write)
@@ -239,7 +261,9 @@ class ZohoDesk:
             raise
         return answer if isinstance(answer, dict) and answer.get("id") else None
 
-    async def _write(self, method: str, path: str, record: dict[str, Any]) -> dict[str, Any]:
+    async def send(self, method: str, path: str, record: dict[str, Any]) -> dict[str, Any]:
+        """A write (``path`` after ``/api/v1``) carrying the source id; the record
+        (or thread) it answers with."""
         try:
             answer = await self.client.call(method, API_PATH + path, json=record,
                                             extra_headers={SOURCE_HEADER: self.options.source_id})

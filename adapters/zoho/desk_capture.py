@@ -1,7 +1,8 @@
 """Zoho Desk's change capture: webhooks in, a poll behind them.
 
 - **Webhooks.** The poller keeps one webhook subscribed (``POST /api/v1/webhooks``)
-  for the contacts' and accounts' events, its URL the daemon's
+  for the contacts', accounts' and tickets' events (tickets for the handshake board,
+  captured in the embedded desk's shape, ``desk_fields``), its URL the daemon's
   ``/webhooks/zoho-desk?token=…``, its ``ignoreSourceId`` the source id every write
   of the sync carries, so the sync's own writes raise none (SYNC-14). Zoho checks
   the URL when the webhook is created (a GET, answered 200). It is looked for again
@@ -12,9 +13,9 @@
   change), and only then answered: Zoho gives a callback 5 seconds.
 - **The poll** (``adapters.remote_poll``, the search's ``modifiedTimeRange``) catches
   whatever a webhook missed (a callback lost, the daemon down, an edition without
-  webhooks: Free and Standard have none) and is the only capture of products (Zoho
-  Desk has no product events).
-- **Deletes** come by the webhook only (``Contact_Delete``, ``Account_Delete``:
+  webhooks: Free and Standard have none) and is the only capture of products and
+  departments (Zoho Desk has no events for them).
+- **Deletes** come by the webhook only (``Contact_Delete``, ``Ticket_Delete``, …:
   the record's id) and are captured as deletes (``remote_capture.deleted``); the
   poll does not see records leave, so a delete made while no webhook could reach
   the daemon is not seen (see docs/hosted.md).
@@ -37,13 +38,16 @@ from adapters.remote_capture import RemoteCapture
 from adapters.remote_poll import MODULES, RemotePoll
 from adapters.write_errors import WriteError
 from adapters.zoho.desk import API_PATH, ZohoDesk
-from adapters.zoho.desk_fields import EVENT_MODULES, desk_time, from_desk
+from adapters.zoho.desk_fields import BOARD_MODULES, EVENT_MODULES, desk_time, from_desk
 from projections.stores.port import Values
 
 log = structlog.get_logger(__name__)
 
 EVENTS = ("Contact_Add", "Contact_Update", "Contact_Delete",
-          "Account_Add", "Account_Update", "Account_Delete")
+          "Account_Add", "Account_Update", "Account_Delete",
+          "Ticket_Add", "Ticket_Update", "Ticket_Delete")
+DESK_MODULES = (*MODULES, *BOARD_MODULES)
+"""What the desk's poll captures: the synced modules, and the board's."""
 RECHECK = dt.timedelta(hours=6)
 WEBHOOK_NAME = "syncd"
 
@@ -98,7 +102,8 @@ class DeskWebhook:
 class ZohoDeskPoll(RemotePoll):
     def __init__(self, desk: ZohoDesk, capture: RemoteCapture, *, interval: float = 60.0,
                  first_window: dt.timedelta = dt.timedelta(days=30),
-                 modules: Sequence[str] = MODULES, webhooks: Webhooks | None = None) -> None:
+                 modules: Sequence[str] = DESK_MODULES,
+                 webhooks: Webhooks | None = None) -> None:
         self.desk = desk
         self.webhook = None if webhooks is None else DeskWebhook(desk, webhooks)
         super().__init__(desk, capture, interval=interval, first_window=first_window,
@@ -144,7 +149,7 @@ class DeskWebhookIntake:
             records.setdefault(module, []).append((str(payload["id"]), values))
         capture = RemoteCapture(pool, "desk")
         appended = 0
-        for module in ("accounts", "contacts"):  # accounts first: contacts name them
+        for module in ("accounts", "contacts", "tickets"):  # accounts first: contacts name them
             appended += await capture.observed(module, records.get(module, []))
             appended += await capture.deleted(module, deletes.get(module, []))
         return appended
@@ -158,11 +163,8 @@ def _deleted(event: dict[str, Any]) -> tuple[str, dt.datetime, bool]:
     if not isinstance(payload, dict) or not payload.get("id"):
         raise ValueError(f"a {event.get('eventType')} event without its record's id")
     raw = event.get("eventTime")
-    when = dt.datetime.now(dt.UTC)
-    if isinstance(raw, (int, float)) or (isinstance(raw, str) and raw.isdigit()):
-        when = dt.datetime.fromtimestamp(int(raw) / 1000, dt.UTC)
-    elif isinstance(raw, str) and raw:
-        when = desk_time(raw)
+    when = desk_time(raw) if isinstance(raw, (int, float, str)) and raw != "" \
+        else dt.datetime.now(dt.UTC)
     return str(payload["id"]), when, False
 
 

@@ -2,7 +2,8 @@
 checked with one call, each problem said with what to do.
 
 Checked: the credentials and the organisation (a token refreshed, ``orgId``
-accepted), reading each synced module (its scope and the agent's profile), the
+accepted), reading each synced module and the handshake board's departments and
+tickets (their scopes and the agent's profile), the
 custom field holding the sync's key on each module (a search by it: Zoho Desk
 refuses one naming a field it does not have), and the webhook URL (Zoho's GET
 check answered, and a callback with the token accepted). Not checked: the API
@@ -19,6 +20,11 @@ from adapters.write_errors import WriteError
 from adapters.zoho.crm_check import Check
 from adapters.zoho.desk import ZohoDesk
 from adapters.zoho.desk_capture import Webhooks
+from adapters.zoho.desk_fields import BOARD_MODULES
+
+SCOPES = ("Desk.contacts.ALL, Desk.products.ALL, Desk.tickets.ALL, Desk.search.READ,"
+          " Desk.basic.READ and Desk.settings.ALL")
+"""What the daemon's refresh token needs (tickets: the board's capture, close and reply)."""
 
 
 async def check(desk: ZohoDesk, *, webhooks: Webhooks | None) -> list[Check]:
@@ -28,6 +34,8 @@ async def check(desk: ZohoDesk, *, webhooks: Webhooks | None) -> list[Check]:
     for module in MODULES:
         checks.append(await _readable(desk, module))
         checks.append(await _sync_key_field(desk, module))
+    for module in BOARD_MODULES:
+        checks.append(await _readable(desk, module))
     checks.append(await _webhook(webhooks))
     checks.append(Check("API credits", True, "not checked: Zoho Desk's API does not report"
                         " the credits left (see Setup > Developer Space > API Dashboard)"))
@@ -39,9 +47,8 @@ async def _credentials(desk: ZohoDesk) -> Check:
         await desk.sample("accounts")
     except WriteError as err:
         return Check("credentials", False, f"{err.detail}: create a refresh token for the"
-                     " integration agent with the scopes Desk.contacts.ALL,"
-                     " Desk.products.ALL, Desk.search.READ, Desk.basic.READ and"
-                     " Desk.settings.ALL, and check SYNCD_ZOHO_DESK_ORG_ID")
+                     f" integration agent with the scopes {SCOPES},"
+                     " and check SYNCD_ZOHO_DESK_ORG_ID")
     return Check("credentials", True, "a token was granted and the organisation took it")
 
 

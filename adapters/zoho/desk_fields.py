@@ -6,6 +6,12 @@ sync's key of a record it created is one of them (``sync_key_field``,
 ``cf_syncd_key`` by default, a custom text field the administrator adds) and is
 reported as ``SYNC_KEY_FIELD``. Ids are long digit strings; the sync's
 ``account_id`` is the account's id as a number, as in the embedded desk.
+
+Tickets and departments are not synced: they are read for the handshake board,
+in the names and shapes the embedded desk's capture gives them (``desk.tickets``:
+``department_id``, ``status_type``, ``requester_email``, …), so that the board reads
+a hosted desk's tickets as it reads the embedded desk's. Zoho's ``statusType``
+(Open, On Hold, Closed) is the ticket's status type.
 """
 
 from __future__ import annotations
@@ -15,7 +21,8 @@ from typing import Any
 
 from projections.stores.port import SYNC_KEY_FIELD, Values
 
-PATHS = {"contacts": "contacts", "accounts": "accounts", "products": "products"}
+PATHS = {"contacts": "contacts", "accounts": "accounts", "products": "products",
+         "tickets": "tickets", "departments": "departments"}
 
 FIELDS = {
     "contacts": {"first_name": "firstName", "last_name": "lastName", "email": "email",
@@ -25,9 +32,19 @@ FIELDS = {
                  "industry": "industry"},
     "products": {"product_name": "productName", "product_code": "productCode",
                  "unit_price": "unitPrice"},
+    "tickets": {"department_id": "departmentId", "subject": "subject", "status": "status",
+                "status_type": "statusType", "priority": "priority", "channel": "channel",
+                "owner": "assigneeId", "requester_email": "email",
+                "requester_phone": "phone", "contact_id": "contactId", "due_date": "dueDate"},
+    "departments": {"name": "name"},
 }
-REFERENCES = {("contacts", "account_id")}
+BOARD_MODULES = ("departments", "tickets")
+"""Read for the handshake board, not synced."""
+REFERENCES = {("contacts", "account_id"), ("tickets", "department_id"),
+              ("tickets", "contact_id")}
 """Fields holding another record's id (text in Zoho Desk, a number in the sync)."""
+TIMES = {("tickets", "due_date")}
+"""Fields holding a time (ISO 8601 with its offset, as the embedded desk's)."""
 
 DEPARTMENTS = "departmentIds"
 """A Zoho Desk product belongs to departments (a list of ids, at least one on a
@@ -36,9 +53,9 @@ department (SYNC-13)."""
 
 MANDATORY = {"contacts": "lastName", "accounts": "accountName", "products": "productName"}
 
-EVENT_MODULES = {"Contact": "contacts", "Account": "accounts"}
-"""The webhook event types' prefixes (``Contact_Add``, ``Account_Update``, …); Zoho
-Desk has no product events."""
+EVENT_MODULES = {"Contact": "contacts", "Account": "accounts", "Ticket": "tickets"}
+"""The webhook event types' prefixes (``Contact_Add``, ``Ticket_Update``, …); Zoho
+Desk has no product or department events."""
 
 
 def module_path(module: str) -> str:
@@ -48,8 +65,12 @@ def module_path(module: str) -> str:
         raise ValueError(f"the Zoho Desk adapter does not sync {module!r}") from None
 
 
-def desk_time(value: str) -> dt.datetime:
-    """Zoho Desk's times are UTC with milliseconds (``2026-12-02T10:00:00.000Z``)."""
+def desk_time(value: str | float) -> dt.datetime:
+    """Zoho Desk's times are UTC with milliseconds (``2026-12-02T10:00:00.000Z``);
+    the OpenAPI files' examples (``Ticket.json``'s ``dueDate``, ``modifiedTime``)
+    and the webhook's ``eventTime`` give milliseconds since the epoch, read too."""
+    if isinstance(value, (int, float)) or value.isdigit():
+        return dt.datetime.fromtimestamp(int(value) / 1000, dt.UTC)
     parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
 
@@ -61,6 +82,8 @@ def from_desk(module: str, record: dict[str, Any], *, sync_key_field: str) -> Va
         value = record.get(api)
         if (module, ours) in REFERENCES:
             value = int(value) if value else None
+        elif (module, ours) in TIMES:
+            value = _iso(value)
         values[ours] = value if value != "" else None
     if module == "products":
         departments = record.get(DEPARTMENTS) or []
@@ -100,4 +123,5 @@ def to_desk(module: str, payload: Values, *, sync_key_field: str,
 
 
 def _iso(value: Any) -> str | None:
-    return None if not value else desk_time(str(value)).isoformat()
+    return None if not value else desk_time(
+        value if isinstance(value, (int, float)) else str(value)).isoformat()

@@ -1,6 +1,7 @@
 """Zoho Desk as the desk side of the sync: the adapter (``desk``) for reads and
-writes, and its change capture (``desk_capture``: the poll, the webhook and its
-intake), wired as one ``RemoteStore``."""
+writes, its change capture (``desk_capture``: the poll, the webhook and its
+intake) and the board's ticket actions (``desk_tickets``), wired as one
+``RemoteStore``."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from adapters.remote_capture import RemoteCapture
 from adapters.remote_store import RemoteStore, RootTask
 from adapters.zoho.desk import ZohoDesk, ZohoDeskOptions
 from adapters.zoho.desk_capture import DeskWebhookIntake, Webhooks, ZohoDeskPoll
+from adapters.zoho.desk_tickets import ZohoDeskTickets
 
 
 def zoho_desk_store(options: ZohoDeskOptions, *, concurrency: int = 5,
@@ -31,5 +33,6 @@ def zoho_desk_store(options: ZohoDeskOptions, *, concurrency: int = 5,
     intake = None if webhooks is None else DeskWebhookIntake(
         webhooks.token, sync_key_field=options.sync_key_field)
     return RemoteStore(reads=desk, target=desk, concurrency=concurrency,
-                       backoff=backoff or Backoff(), capture=capture,
-                       budget=desk.client.budget, intake=intake), desk
+                       backoff=backoff or Backoff(), capture=capture, intake=intake,
+                       tickets=lambda pool: ZohoDeskTickets(desk, pool),
+                       budget=desk.client.budget), desk

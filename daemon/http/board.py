@@ -37,6 +37,8 @@ from daemon.http.auth import Authorize, by_role, who
 from daemon.http.errors import ApiError
 from daemon.service import board as service
 from daemon.service.board import RECORD_ID, Department, Subscription
+from projections.stores.desk_tickets import DeskTickets
+from projections.stores.embedded_tickets import EmbeddedDeskTickets
 
 DEFAULT_LIMIT = 500
 MAX_LIMIT = 5000
@@ -58,12 +60,15 @@ REASON_GONE = "the handshake board is gone: the CRM integration was deleted (HS-
 
 class BoardContext:
     """What the board's handlers share: the readers' pool, the edition, whether the
-    integration is there, the open streams and their notifier."""
+    integration is there, the desk's ticket actions (the embedded desk's unless the
+    composition gives a hosted desk's), the open streams and their notifier."""
 
     def __init__(self, pool: asyncpg.Pool, *, edition: str,
                  integration_active: Callable[[], bool], authorize: Authorize = by_role,
-                 keepalive: float = 15.0, max_streams: int = MAX_STREAMS) -> None:
+                 keepalive: float = 15.0, max_streams: int = MAX_STREAMS,
+                 tickets: DeskTickets | None = None) -> None:
         self.pool = pool
+        self.tickets: DeskTickets = tickets or EmbeddedDeskTickets(pool)
         self.max_streams = max_streams
         self.streams = 0  # open now
         self.edition = edition
@@ -181,7 +186,7 @@ async def close(ctx: BoardContext, request: web.Request, _body: None) -> web.Res
     ctx.admit()
     department = await ctx.department(request)
     ticket = service.ticket_id(department, request.match_info["ticket"])
-    closed = await service.close_ticket(ctx.pool, department, ticket)
+    closed = await service.close_ticket(ctx.tickets, department, ticket)
     return web.json_response(closed, status=202 if closed["changed"] else 200)
 
 
@@ -196,7 +201,7 @@ async def reply(ctx: BoardContext, request: web.Request, _body: None) -> web.Res
     problem = reply_problem(body)
     if problem is not None:
         raise ApiError(400, "invalid_body", problem)
-    answer = await service.reply(ctx.pool, department, ticket, content=body["content"],
+    answer = await service.reply(ctx.tickets, department, ticket, content=body["content"],
                                  author=body.get("author") or who(request))
     return web.json_response(answer, status=202)
 

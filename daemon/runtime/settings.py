@@ -168,9 +168,8 @@ class Settings(BaseSettings):
     zoho_desk_refresh_token: SecretStr | None = Field(
         default=None, validate_default=True,
         description="A refresh token of the integration agent, with the scopes "
-        "Desk.contacts.ALL, Desk.products.ALL, Desk.search.READ, Desk.basic.READ, "
-        "Desk.settings.ALL "
-        "(webhooks); never logged.")
+        "Desk.contacts.ALL, Desk.products.ALL, Desk.tickets.ALL (the handshake board), "
+        "Desk.search.READ, Desk.basic.READ, Desk.settings.ALL (webhooks); never logged.")
     zoho_desk_org_id: str | None = Field(
         default=None, pattern=r"^[0-9]{1,20}$", validate_default=True,
         description="The Zoho Desk organisation's id (the orgId header of every call).")

@@ -34,3 +34,9 @@ class Conflict(ServiceError):
     """The request cannot be carried out as it stands (HTTP 409)."""
 
     status = 409
+
+
+class Unavailable(ServiceError):
+    """What the request needs cannot be reached now: a hosted store (HTTP 503)."""
+
+    status = 503

@@ -8,8 +8,10 @@ visible in sequence order; a reader that asks for "moves after N" in one
 snapshot never skips one. ``pg_notify`` (sent by the projection inside its
 transaction, so on commit) only wakes readers early.
 
-Close and reply are a person's edits of the desk store (origin ``user``): capture
-makes them events like any other edit, and the board follows from those events.
+Close and reply are a person's edits of the desk store (origin ``user``), through
+the desk's ``DeskTickets`` port (the embedded desk's tables, or a hosted desk's
+API): capture makes them events like any other edit, and the board follows from
+those events. A hosted desk that refuses is a 409, one out of reach a 503.
 """
 
 from __future__ import annotations
@@ -18,16 +20,16 @@ import asyncio
 import contextlib
 import json
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
 
-from daemon.service import Conflict, NotFound
+from daemon.service import Conflict, NotFound, Unavailable
 from projections.db import Conn
 from projections.handshake import COLUMN_TITLES, COLUMNS, NOTIFY_CHANNEL
-from projections.stores.embedded_tickets import EmbeddedDeskTickets
+from projections.stores.desk_tickets import DeskRefused, DeskTickets, DeskUnavailable
 
 RECORD_ID = re.compile(r"^[0-9]{1,18}$")
 """A desk record id: digits, at most 18 (a bigint)."""
@@ -136,11 +138,24 @@ def ticket_id(department: Department, ticket: str) -> int:
     return int(ticket)
 
 
-async def close_ticket(pool: asyncpg.Pool, department: Department, ticket_id: int
+@contextlib.contextmanager
+def _desk_answers() -> Iterator[None]:
+    """The desk's refusals as the service's: 409 ``desk_refused``, 503
+    ``desk_unavailable``."""
+    try:
+        yield
+    except DeskRefused as err:
+        raise Conflict("desk_refused", str(err)) from None
+    except DeskUnavailable as err:
+        raise Unavailable("desk_unavailable", str(err)) from None
+
+
+async def close_ticket(tickets: DeskTickets, department: Department, ticket_id: int
                        ) -> dict[str, Any]:
     """Close an open ticket of the department (a person's edit); ``changed`` says
     whether it was open."""
-    closed = await EmbeddedDeskTickets(pool).close(int(department.id), ticket_id)
+    with _desk_answers():
+        closed = await tickets.close(int(department.id), ticket_id)
     if closed is None:
         raise NotFound("not_found", f"no ticket {ticket_id} in department {department.id}")
     if not closed.changed:
@@ -149,14 +164,15 @@ async def close_ticket(pool: asyncpg.Pool, department: Department, ticket_id: in
             "previous_status": closed.previous_status, "changed": True}
 
 
-async def reply(pool: asyncpg.Pool, department: Department, ticket_id: int, *, content: str,
-                author: str | None) -> dict[str, Any]:
+async def reply(tickets: DeskTickets, department: Department, ticket_id: int, *,
+                content: str, author: str | None) -> dict[str, Any]:
     """Add an outgoing reply to a ticket of the department (a person's edit)."""
-    thread_id = await EmbeddedDeskTickets(pool).reply(int(department.id), ticket_id,
-                                                      content=content, author=author)
+    with _desk_answers():
+        thread_id = await tickets.reply(int(department.id), ticket_id, content=content,
+                                        author=author)
     if thread_id is None:
         raise NotFound("not_found", f"no ticket {ticket_id} in department {department.id}")
-    return {"ticket": str(ticket_id), "thread": str(thread_id)}
+    return {"ticket": str(ticket_id), "thread": thread_id}
 
 
 @dataclass(eq=False)

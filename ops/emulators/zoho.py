@@ -9,7 +9,8 @@ HTTP server on loopback (``zoho_crm``, ``zoho_desk``).
   the service's 401.
 - ``faults``: scripted fates of the next API calls: 429 with ``Retry-After``, 5xx,
   latency, and a call carried out but answered after the client gave up.
-- ``/ui/{contacts|accounts|products}``: a person's use of the service's web pages,
+- ``/ui/{module}`` (``ui_modules``: contacts, accounts, products; the desk's
+  tickets and departments too): a person's use of the service's web pages,
   without a token: ``GET`` lists the records, ``POST`` creates one and ``PATCH
   /ui/{module}/{id}`` edits one (the service's field names), each announced as the
   service announces a person's change (the CRM's notifications, the desk's webhooks).
@@ -48,6 +49,8 @@ class Fault:
 class ZohoEmulator:
     api_prefix = "/"
     """The paths that need an access token."""
+    ui_modules: tuple[str, ...] = ("contacts", "accounts", "products")
+    """The modules a person edits through ``/ui/{module}``."""
 
     def __init__(self, *, token_ttl: float = 3600.0) -> None:
         self.tokens: dict[str, float] = {}  # access token -> expiry (monotonic)
@@ -96,8 +99,8 @@ class ZohoEmulator:
 
     def _ui_table(self, request: web.Request) -> dict[str, dict[str, Any]]:
         module = request.match_info["module"]
-        if module not in ("contacts", "accounts", "products"):
-            raise web.HTTPNotFound(text="contacts, accounts or products")
+        if module not in self.ui_modules:
+            raise web.HTTPNotFound(text=", ".join(self.ui_modules))
         return self.table(module)
 
     def unauthorized(self) -> web.Response:

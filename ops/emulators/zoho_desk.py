@@ -1,10 +1,13 @@
-"""An emulator of the Zoho Desk REST v1 API (contacts, accounts, products, search
-and webhooks) and its OAuth token endpoint, for the Zoho Desk adapter's tests
-(``adapters/zoho/desk.py``, ``desk_capture.py``).
+"""An emulator of the Zoho Desk REST v1 API (contacts, accounts, products, tickets
+with their threads and comments, departments, search and webhooks) and its OAuth
+token endpoint, for the Zoho Desk adapter's tests (``adapters/zoho/desk.py``,
+``desk_capture.py``, ``desk_tickets.py``) and ``python3 dev.py run --remote``.
 
 It follows Zoho's OpenAPI files (``zoho/zohodesk-oas``, ``v1.0/Contact.json``,
-``Account.json``, ``Product.json``, ``Search.json``, ``Webhook.json``) and the
-webhook guide, for what the adapter uses:
+``Account.json``, ``Product.json``, ``Ticket.json``, ``Thread.json``,
+``TicketComment.json``, ``Department.json``, ``MailReplyAddress.json``,
+``Search.json``, ``Webhook.json``) and the webhook guide, for what the adapter
+uses:
 
 - Every ``/api/v1`` call needs a live ``Zoho-oauthtoken`` (else 401
   ``INVALID_OAUTH``) and the ``orgId`` header or query parameter of the
@@ -14,20 +17,39 @@ webhook guide, for what the adapter uses:
   ``-`` for descending): list items without ``modifiedTime`` and ``cf`` for
   contacts, as the OAS's list view object; 204 when empty.
 - ``GET|PATCH /api/v1/{module}/{id}``, ``POST /api/v1/{module}``: the whole record;
-  a missing mandatory field (``lastName``, ``accountName``, ``productName`` and
-  ``departmentIds``) or an ``accountId`` of no account is 422 ``INVALID_DATA`` with
+  a mandatory field (``lastName``, ``accountName``, ``productName`` and
+  ``departmentIds``) missing from a create or emptied by an update, or an
+  ``accountId`` of no account, is 422 ``INVALID_DATA`` with
   ``errors: [{"fieldName": "/lastName", "errorType": "missing"}]``; an unknown id is
   404 ``URL_NOT_FOUND``.
+- Tickets (``/api/v1/tickets``, the same calls): ``subject``, ``departmentId`` and
+  ``contactId`` mandatory on a create; ``departmentId``, ``contactId`` (and a
+  contact's ``accountId``) must name a record, and ``status`` one of ``statuses``
+  (Open, On Hold, Escalated, Closed, and any a test adds), else 422 ``INVALID_DATA``;
+  ``statusType`` (Open, On Hold or Closed) follows the status, the service's to set.
+  ``GET /api/v1/contacts/{id}/tickets`` lists a contact's tickets.
+- ``GET /api/v1/tickets/{id}/threads`` (each thread's ``summary``, not its
+  ``content``), ``POST …/sendReply`` (``channel`` and ``content`` mandatory, and for
+  ``EMAIL`` a ``fromEmailAddress`` that is an active From address; ``contentType``
+  ``plainText`` by default; an outgoing thread, the ticket left as it is),
+  ``GET|POST …/comments`` (``content`` mandatory, ``isPublic``); an unknown ticket
+  is 404 ``URL_NOT_FOUND``.
+- ``GET /api/v1/departments`` (``from``, ``limit``): departments have no
+  ``modifiedTime`` and no search; the API does not write them here (a person does,
+  through ``/ui/departments``). Each department gets a default From address (its
+  support address), listed by ``GET /api/v1/mailReplyAddress?departmentId=…``
+  (``allDepartment`` for all; ``isActive``; ``from`` starts at 1 there).
 - ``GET /api/v1/{module}/search``: ``email`` (comma-separated: any of them, the
   primary e-mail, case aside), ``accountName``, ``productName``, ``_all`` (any
   column holding the text), ``customField1``..``10`` (``cf_name:value``),
+  and for tickets ``phone``, ``subject``, ``departmentId``, ``status`` (comma-separated),
   ``modifiedTimeRange`` (``from,to``), ``sortBy`` (``modifiedTime``,
   ``createdTime``, ``relevance``), ``from`` 0..999, ``limit`` 1..100; an unknown
   parameter is 422, and so is a custom field the module lacks (``without_sync_key``).
   ``{"data", "count"}`` or 204.
 - ``GET|POST /api/v1/webhooks``, ``PATCH|DELETE /api/v1/webhooks/{id}``: creating
   one (or changing its URL) checks the URL with a GET that must answer 200. A
-  contact's or account's create, update or delete (by the API or by ``person_*``)
+  contact's, account's or ticket's create, update or delete (by the API or by ``person_*``)
   is POSTed to each webhook subscribed to its event as ``[{"eventType", "orgId",
   "eventTime", "payload", "prevState"?}]``, unless the write carried the header
   ``sourceId`` equal to the webhook's ``ignoreSourceId``; a callback answered 410
@@ -36,9 +58,11 @@ webhook guide, for what the adapter uses:
 A person's delete (``person_deletes``) moves the record to ``trash`` and is
 announced as ``{"payload": {"id": …}}``.
 
-Not emulated: tickets, threads, comments, departments' API, the recycle bin's API
-and deletes through the API, ``fields=`` and ``filters`` on lists; API credits only as
-a count per window (``ops.emulators.zoho``), not Zoho's cost per call.
+Not emulated: threads' and comments' events, a reply's effect on its ticket (Zoho
+may change its status), writes of departments through the API, the recycle bin's
+API and deletes through the API, ``fields=``, ``include=`` and ``filters`` on lists;
+API credits only as a count per window (``ops.emulators.zoho``), not Zoho's cost per
+call.
 Times are UTC with milliseconds, strictly increasing.
 """
 
@@ -48,7 +72,7 @@ import asyncio
 import datetime as dt
 import itertools
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -61,24 +85,37 @@ from adapters.zoho.oauth import Credentials
 from ops.emulators.zoho import CLIENT_ID, CLIENT_SECRET, REFRESH_TOKEN, ZohoEmulator
 
 ORG_ID = "60001234567"
-MODULES = ("contacts", "accounts", "products")
+MODULES = ("contacts", "accounts", "products", "tickets", "departments")
+WRITABLE = ("contacts", "accounts", "products", "tickets")
+"""The modules the API writes (departments are a person's, through ``/ui``)."""
 MANDATORY = {"contacts": ("lastName",), "accounts": ("accountName",),
-             "products": ("productName", "departmentIds")}
-EVENT_PREFIX = {"contacts": "Contact", "accounts": "Account"}
+             "products": ("productName", "departmentIds"),
+             "tickets": ("subject", "departmentId", "contactId")}
+REFERENCES = {"accountId": "accounts", "departmentId": "departments",
+              "contactId": "contacts"}
+"""Fields naming another record, which must exist."""
+EVENT_PREFIX = {"contacts": "Contact", "accounts": "Account", "tickets": "Ticket"}
 LIST_HIDES = {"contacts": ("modifiedTime", "cf")}
+STATUSES = {"Open": "Open", "On Hold": "On Hold", "Escalated": "Open", "Closed": "Closed"}
+"""A ticket's statuses and the status type each is (Zoho's default ones)."""
 SEARCH_PARAMS = {"email", "accountName", "productName", "_all", "modifiedTimeRange",
-                 "sortBy", "from", "limit", "orgId",
-                 *(f"customField{n}" for n in range(1, 11))}
+                 "sortBy", "from", "limit", "orgId", "phone", "subject", "departmentId",
+                 "status", *(f"customField{n}" for n in range(1, 11))}
 
 
 class ZohoDeskEmulator(ZohoEmulator):
     api_prefix = "/api/v1/"
+    ui_modules = ("contacts", "accounts", "products", "tickets", "departments")
 
     def __init__(self, *, token_ttl: float = 3600.0) -> None:
         super().__init__(token_ttl=token_ttl)
         self.records: dict[str, dict[str, dict[str, Any]]] = {m: {} for m in MODULES}
         self.webhooks: dict[str, dict[str, Any]] = {}
         self.trash: dict[str, dict[str, dict[str, Any]]] = {m: {} for m in MODULES}
+        self.statuses = dict(STATUSES)
+        self.from_addresses: list[dict[str, Any]] = []  # each department's From addresses
+        self.threads: dict[str, list[dict[str, Any]]] = {}  # by ticket id
+        self.comments: dict[str, list[dict[str, Any]]] = {}  # by ticket id
         self.deliveries: list[tuple[str, list[str], int]] = []  # webhook, events, status
         self.drop_callbacks = 0
         self.without_sync_key: set[str] = set()  # modules lacking the cf_syncd_key field
@@ -145,6 +182,12 @@ class ZohoDeskEmulator(ZohoEmulator):
         app.router.add_post("/api/v1/webhooks", self._create_webhook)
         app.router.add_patch("/api/v1/webhooks/{id}", self._update_webhook)
         app.router.add_delete("/api/v1/webhooks/{id}", self._delete_webhook)
+        app.router.add_get("/api/v1/contacts/{id}/tickets", self._contact_tickets)
+        app.router.add_get("/api/v1/mailReplyAddress", self._from_addresses)
+        app.router.add_get("/api/v1/tickets/{id}/threads", self._threads)
+        app.router.add_post("/api/v1/tickets/{id}/sendReply", self._send_reply)
+        app.router.add_get("/api/v1/tickets/{id}/comments", self._comments)
+        app.router.add_post("/api/v1/tickets/{id}/comments", self._comment)
         app.router.add_get("/api/v1/{module}/search", self._search)
         app.router.add_get("/api/v1/{module}/{id}", self._get_one)
         app.router.add_patch("/api/v1/{module}/{id}", self._patch)
@@ -179,8 +222,7 @@ class ZohoDeskEmulator(ZohoEmulator):
         start, limit = _paging(request, reach=None)
         records = _sorted(records, request.query.get("sortBy"))[start:start + limit]
         hidden = LIST_HIDES.get(module, ())
-        items = [{k: v for k, v in r.items() if k not in hidden} for r in records]
-        return web.json_response({"data": items}) if items else web.Response(status=204)
+        return _page([{k: v for k, v in r.items() if k not in hidden} for r in records])
 
     async def _get_one(self, request: web.Request) -> web.Response:
         record = self._table(request).get(request.match_info["id"])
@@ -190,7 +232,7 @@ class ZohoDeskEmulator(ZohoEmulator):
 
     async def _post(self, request: web.Request) -> web.Response:
         module = request.match_info["module"]
-        self._table(request)
+        self._writable(request)
         body = await request.json()
         problem = self._invalid(module, body, None)
         if problem is not None:
@@ -201,7 +243,7 @@ class ZohoDeskEmulator(ZohoEmulator):
 
     async def _patch(self, request: web.Request) -> web.Response:
         module = request.match_info["module"]
-        current = self._table(request).get(request.match_info["id"])
+        current = self._writable(request).get(request.match_info["id"])
         if current is None:
             return _error(404, "URL_NOT_FOUND", "The URL you requested could not be found.")
         body = await request.json()
@@ -212,30 +254,49 @@ class ZohoDeskEmulator(ZohoEmulator):
         self._announce(module, "Update", record, source=request.headers.get("sourceId"))
         return web.json_response(record)
 
+    def _writable(self, request: web.Request) -> dict[str, dict[str, Any]]:
+        table = self._table(request)
+        if request.match_info["module"] not in WRITABLE:
+            raise _raise(405, "METHOD_NOT_ALLOWED", "The API does not write this module here.")
+        return table
+
     def _invalid(self, module: str, body: dict[str, Any],
                  current: dict[str, Any] | None) -> web.Response | None:
-        merged = {**(current or {}), **body}
-        errors = [{"fieldName": f"/{name}", "errorType": "missing", "errorMessage": ""}
-                  for name in MANDATORY[module] if merged.get(name) in (None, "", [])]
-        account = body.get("accountId")
-        if account and str(account) not in self.records["accounts"]:
-            errors.append({"fieldName": "/accountId", "errorType": "invalid",
-                           "errorMessage": ""})
-        if not errors:
-            return None
-        return web.json_response({
-            "errorCode": "INVALID_DATA", "errors": errors,
-            "message": "The data does not comply to the validation restrictions defined."},
-            status=422)
+        # A create needs every mandatory field; an update may not empty one it names.
+        errors = _missing(body, [n for n in MANDATORY[module] if current is None or n in body])
+        errors += [{"fieldName": f"/{name}", "errorType": "invalid", "errorMessage": ""}
+                   for name, target in REFERENCES.items()
+                   if body.get(name) and str(body[name]) not in self.records[target]]
+        if module == "tickets" and "status" in body and body["status"] not in self.statuses:
+            errors.append({"fieldName": "/status", "errorType": "invalid", "errorMessage": ""})
+        return None if not errors else _invalid_data(errors)
 
     def _create(self, module: str, fields: dict[str, Any]) -> dict[str, Any]:
         now = self._now()
         record_id = str(next(self._ids))
         record = {"id": record_id, **fields, "cf": dict(fields.get("cf") or {}),
                   "createdTime": now, "modifiedTime": now}
+        if module == "tickets":
+            record = {"ticketNumber": str(len(self.records["tickets"]) + 101),
+                      "status": "Open", "channel": "Email", "priority": None,
+                      "dueDate": None, "assigneeId": None, "email": None, "phone": None,
+                      **record}
+        elif module == "departments":
+            record = {"id": record_id, "isEnabled": True, "isDefault": False,
+                      "description": None, **fields, "createdTime": now}
+            self.from_addresses.append({  # the department's support address
+                "id": str(next(self._ids)), "departmentId": record_id, "isActive": True,
+                "isDepartmentDefault": True, "displayName": str(fields.get("name")),
+                "address": f"support.{record_id}@{ORG_ID}.zohodesk.example"})
+        self._derive(module, record)
         self.records[module][record_id] = record
         self.writes += 1
         return record
+
+    def _derive(self, module: str, record: dict[str, Any]) -> None:
+        """What the service sets: a ticket's status type."""
+        if module == "tickets":
+            record["statusType"] = self.statuses.get(record.get("status") or "", "Open")
 
     def _update(self, module: str, current: dict[str, Any],
                 fields: dict[str, Any]) -> dict[str, Any]:
@@ -244,11 +305,15 @@ class ZohoDeskEmulator(ZohoEmulator):
                 current["cf"] = {**current.get("cf", {}), **(value or {})}
             else:
                 current[name] = value
-        current["modifiedTime"] = self._now()
+        self._derive(module, current)
+        if module != "departments":  # a department has no modified time
+            current["modifiedTime"] = self._now()
         self.writes += 1
         return current
 
     async def _search(self, request: web.Request) -> web.Response:
+        if request.match_info["module"] == "departments":
+            return _error(404, "URL_NOT_FOUND", "The URL you requested could not be found.")
         records = list(self._table(request).values())
         query = request.query
         unknown = set(query) - SEARCH_PARAMS
@@ -259,9 +324,16 @@ class ZohoDeskEmulator(ZohoEmulator):
         if "email" in query:
             wanted = {e.strip().lower() for e in query["email"].split(",")}
             records = [r for r in records if str(r.get("email") or "").strip().lower() in wanted]
-        for name in ("accountName", "productName"):
+        for name in ("accountName", "productName", "subject"):
             if name in query:
                 records = [r for r in records if _like(r.get(name), query[name])]
+        if "phone" in query:
+            records = [r for r in records if str(r.get("phone") or "") == query["phone"]]
+        if "departmentId" in query:
+            records = [r for r in records if r.get("departmentId") == query["departmentId"]]
+        if "status" in query:
+            wanted = set(query["status"].split(","))
+            records = [r for r in records if r.get("status") in wanted]
         if "_all" in query:
             text = query["_all"].lower()
             records = [r for r in records if any(
@@ -283,6 +355,86 @@ class ZohoDeskEmulator(ZohoEmulator):
         if not page:
             return web.Response(status=204)
         return web.json_response({"data": page, "count": len(found)})
+
+    # -- a ticket's threads and comments, a contact's tickets -----------------------
+
+    def _ticket(self, request: web.Request) -> str:
+        self._table_org(request)
+        ticket_id = request.match_info["id"]
+        if ticket_id not in self.records["tickets"]:
+            raise _raise(404, "URL_NOT_FOUND", "The URL you requested could not be found.")
+        return ticket_id
+
+    async def _contact_tickets(self, request: web.Request) -> web.Response:
+        self._table_org(request)
+        if request.match_info["id"] not in self.records["contacts"]:
+            return _error(404, "URL_NOT_FOUND", "The URL you requested could not be found.")
+        start, limit = _paging(request, reach=None)
+        tickets = [t for t in self.records["tickets"].values()
+                   if t.get("contactId") == request.match_info["id"]]
+        return _page(_sorted(tickets, request.query.get("sortBy"))[start:start + limit])
+
+    async def _threads(self, request: web.Request) -> web.Response:
+        start, limit = _paging(request, reach=None)
+        threads = self.threads.get(self._ticket(request), [])[start:start + limit]
+        return _page([{k: v for k, v in t.items() if k != "content"} for t in threads])
+
+    async def _send_reply(self, request: web.Request) -> web.Response:
+        ticket_id = self._ticket(request)
+        body = await request.json()
+        mandatory = ("channel", "content", *(("fromEmailAddress",)
+                                             if body.get("channel") == "EMAIL" else ()))
+        errors = _missing(body, mandatory)
+        if body.get("fromEmailAddress") and body["fromEmailAddress"] not in {
+                a["address"] for a in self.from_addresses if a["isActive"]}:
+            errors.append({"fieldName": "/fromEmailAddress", "errorType": "invalid",
+                           "errorMessage": "not a From address of the help desk"})
+        if errors:
+            return _invalid_data(errors)
+        content = str(body["content"])
+        thread = {"id": str(next(self._ids)), "channel": body["channel"], "direction": "out",
+                  "status": "SUCCESS", "isForward": bool(body.get("isForward")),
+                  "contentType": body.get("contentType", "plainText"), "content": content,
+                  "summary": content[:100], "to": body.get("to"),
+                  "fromEmailAddress": body.get("fromEmailAddress"), "visibility": "public",
+                  "author": {"name": "API agent", "type": "AGENT"},
+                  "createdTime": self._now(), "hasAttach": False}
+        return self._added(self.threads, ticket_id, thread)
+
+    async def _from_addresses(self, request: web.Request) -> web.Response:
+        self._table_org(request)
+        department = request.query.get("departmentId")
+        if not department:
+            return _invalid_data(_missing({}, ("departmentId",)))
+        start, limit = _paging(request, reach=None, first=1)
+        found = [a for a in self.from_addresses
+                 if department in ("allDepartment", a["departmentId"])
+                 and request.query.get("isActive", str(a["isActive"]).lower())
+                 == str(a["isActive"]).lower()]
+        return _page(found[start - 1:start - 1 + limit])
+
+    async def _comments(self, request: web.Request) -> web.Response:
+        start, limit = _paging(request, reach=None)
+        return _page(self.comments.get(self._ticket(request), [])[start:start + limit])
+
+    async def _comment(self, request: web.Request) -> web.Response:
+        ticket_id = self._ticket(request)
+        body = await request.json()
+        if not body.get("content"):
+            return _invalid_data(_missing(body, ("content",)))
+        return self._added(self.comments, ticket_id, {
+            "id": str(next(self._ids)), "content": str(body["content"]),
+            "isPublic": bool(body.get("isPublic", False)),
+            "contentType": body.get("contentType", "plainText"),
+            "commenter": {"name": "API agent", "type": "AGENT"},
+            "commentedTime": self._now(), "modifiedTime": None})
+
+    def _added(self, kept: dict[str, list[dict[str, Any]]], ticket_id: str,
+               item: dict[str, Any]) -> web.Response:
+        """A thread or comment added to a ticket, and the answer that shows it."""
+        kept.setdefault(ticket_id, []).append(item)
+        self.writes += 1
+        return web.json_response(item)
 
     # -- webhooks ----------------------------------------------------------------
 
@@ -381,12 +533,14 @@ async def running_emulator(**options: Any) -> AsyncIterator[ZohoDeskEmulator]:
         await emulator.stop()
 
 
-def _paging(request: web.Request, *, reach: int | None) -> tuple[int, int]:
+def _paging(request: web.Request, *, reach: int | None, first: int = 0) -> tuple[int, int]:
+    """``from`` (``first`` the first record's index) and ``limit`` (1..100)."""
     try:
-        start, limit = int(request.query.get("from", "0")), int(request.query.get("limit", "50"))
+        start = int(request.query.get("from", str(first)))
+        limit = int(request.query.get("limit", "50"))
     except ValueError:
         raise _raise(422, "UNPROCESSABLE_ENTITY", "from and limit are numbers") from None
-    if not 1 <= limit <= 100 or start < 0 or (reach is not None and start > reach):
+    if not 1 <= limit <= 100 or start < first or (reach is not None and start > reach):
         raise _raise(422, "UNPROCESSABLE_ENTITY",
                      "The value passed for the 'from' or 'limit' query parameter is invalid.")
     return start, limit
@@ -411,6 +565,24 @@ def _time(value: str) -> dt.datetime:
 
 def _error(status: int, code: str, message: str) -> web.Response:
     return web.json_response({"errorCode": code, "message": message}, status=status)
+
+
+def _missing(body: dict[str, Any], names: Sequence[str]) -> list[dict[str, str]]:
+    """An ``INVALID_DATA`` answer's errors for the fields of ``names`` that ``body``
+    leaves empty."""
+    return [{"fieldName": f"/{name}", "errorType": "missing", "errorMessage": ""}
+            for name in names if body.get(name) in (None, "", [])]
+
+
+def _invalid_data(errors: list[dict[str, str]]) -> web.Response:
+    return web.json_response({
+        "errorCode": "INVALID_DATA", "errors": errors,
+        "message": "The data does not comply to the validation restrictions defined."},
+        status=422)
+
+
+def _page(items: list[dict[str, Any]]) -> web.Response:
+    return web.json_response({"data": items}) if items else web.Response(status=204)
 
 
 class _Raised(web.HTTPException):

@@ -1,7 +1,7 @@
 """A person's ticket actions on the embedded desk (``desk.tickets`` and
-``desk.ticket_threads``): close a ticket, reply to it. Each runs in its own
-transaction as a person's edit (``syncd.origin = 'user'``), so the desk's capture
-puts it in the outbox like any change made on the desk.
+``desk.ticket_threads``): close a ticket, reply to it (the ``desk_tickets`` port).
+Each runs in its own transaction as a person's edit (``syncd.origin = 'user'``), so
+the desk's capture puts it in the outbox like any change made on the desk.
 
 With ``projections.stores.embedded``, the only module outside the migrations that
 names the desk's ticket tables.
@@ -9,19 +9,10 @@ names the desk's ticket tables.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import asyncpg
 
 from projections.handshake import STANDARD_STATUSES
-
-
-@dataclass(frozen=True, slots=True)
-class Closed:
-    """The ticket's status before the close, and whether the close changed it."""
-
-    previous_status: str
-    changed: bool
+from projections.stores.desk_tickets import Closed
 
 
 class EmbeddedDeskTickets:
@@ -29,8 +20,6 @@ class EmbeddedDeskTickets:
         self.pool = pool
 
     async def close(self, department_id: int, ticket_id: int) -> Closed | None:
-        """Set an open ticket of the department to Closed; ``None`` if the department
-        has no such ticket (or it is deleted); ``changed`` false if it was closed."""
         async with self.pool.acquire() as conn, conn.transaction():
             await conn.execute("SELECT set_config('syncd.origin', 'user', true)")
             row = await conn.fetchrow(
@@ -46,9 +35,8 @@ class EmbeddedDeskTickets:
         return Closed(previous_status=row["status"], changed=True)
 
     async def reply(self, department_id: int, ticket_id: int, *, content: str,
-                    author: str | None) -> int | None:
-        """Add an outgoing reply on the ticket's channel; the new thread's id, or
-        ``None`` if the department has no such live ticket."""
+                    author: str | None) -> str | None:
+        """An outgoing reply in ``desk.ticket_threads``, on the ticket's channel."""
         async with self.pool.acquire() as conn, conn.transaction():
             await conn.execute("SELECT set_config('syncd.origin', 'user', true)")
             thread_id: int | None = await conn.fetchval(
@@ -57,4 +45,4 @@ class EmbeddedDeskTickets:
                 " FROM desk.tickets t WHERE t.id = $1 AND t.department_id = $2"
                 " AND NOT t.deleted RETURNING id",
                 ticket_id, department_id, author, content)
-        return thread_id
+        return None if thread_id is None else str(thread_id)

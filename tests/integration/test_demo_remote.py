@@ -38,13 +38,21 @@ async def test_the_remote_demo_syncs_the_two_emulated_services(
         seed(crm, desk)
         listen = f"127.0.0.1:{free_port()}"
         async with running_daemon(database_url, kafka_bootstrap, topic_prefix, data_dir,
-                                  demo=True, **hosted_settings(crm, desk, listen=listen)):
+                                  demo=True, **hosted_settings(crm, desk, listen=listen)
+                                  ) as daemon:
             everyone = ["ann@acme.example", "ben@globex.example", "cleo@initech.example"]
             await until(lambda: emails(desk.records["contacts"], "email") == everyone
                         and emails(crm.module("contacts"), "Email") == everyone,
                         "the first sync did not give each side the other's contacts")
             assert sorted(r["accountName"].lower() for r in desk.records[
                 "accounts"].values()) == ["acme corp", "globex"]  # Acme matched, not doubled
+            # The desk's Support department and its two tickets, on the board by the
+            # requester's standing in the CRM.
+            await daemon.wait_until(
+                "SELECT string_agg(b.board_column || ':' || (b.summary->>'subject'), ', '"
+                " ORDER BY b.board_column) FROM handshake.board b JOIN handshake.departments"
+                " d USING (department_id) WHERE d.name = 'Support'",
+                "contacts_leads:Invoice missing, new:Do you ship to Mars?", timeout=30)
             async with aiohttp.ClientSession() as session:
                 async with session.post(f"{crm.url}/ui/contacts", json={
                         "Last_Name": "Curl", "Email": "curl@example.com"}) as response:

@@ -185,8 +185,9 @@ async def test_the_daemon_configured_for_zoho_desk_with_its_webhook(
     """``SYNCD_DESK_STORE=zoho`` with a webhook URL: the daemon subscribes the webhook
     (Zoho's check of the URL answered), a person's change in the desk arrives by its
     callback long before the 60 s poll, the sync's own writes raise no callback
-    (``ignoreSourceId``), a callback with another token is a 401, and no secret is
-    in the logs."""
+    (``ignoreSourceId``), a callback with another token is a 401, a ticket reaches the
+    board by its callback and the board's close reaches the desk, and no secret is in
+    the logs."""
     port = free_port()
     token = "webhook-token-0123456789"
     with capture_logs() as logs:
@@ -240,6 +241,23 @@ async def test_the_daemon_configured_for_zoho_desk_with_its_webhook(
                                     " AND desk_gone = 'hard'", 1, timeout=20)
             assert await daemon.pool.fetchval(
                 "SELECT count(*) FROM crm.contacts WHERE email = 'h@x.example'") == 1
+            # A person's ticket arrives by its callback and is on the board; the board's
+            # close goes to Zoho Desk (the daemon composes the hosted desk's actions)
+            # and raises no callback; the ticket leaves the board.
+            support = emulator.person_creates("departments", {"name": "Support"})
+            ticket = emulator.person_creates("tickets", {
+                "subject": "Hooked", "departmentId": support, "email": "t@x.example"})
+            await daemon.wait_until("SELECT count(*) FROM handshake.board"
+                                    f" WHERE ticket_id = '{ticket}'", 1, timeout=20)
+            await emulator.delivered()
+            hooks = len(emulator.deliveries)
+            status, closed = await daemon.call(
+                "POST", f"/api/v1/handshake/{support}/tickets/{ticket}/close", role="operator")
+            assert status == 202 and closed["changed"] is True
+            assert emulator.records["tickets"][ticket]["statusType"] == "Closed"
+            await daemon.wait_until("SELECT count(*) FROM handshake.board", 0, timeout=20)
+            await emulator.delivered()
+            assert len(emulator.deliveries) == hooks
     text = repr(logs)
     assert CLIENT_SECRET not in text and REFRESH_TOKEN not in text and token not in text
     assert not any(t in text for t in emulator.tokens)
@@ -267,6 +285,7 @@ async def test_integration_check_says_what_is_wrong_with_the_desk(
     status, output = await asyncio.to_thread(check_command, emulator)
     assert status == 0, output
     assert "contacts.cf_syncd_key" in output and "PROBLEM" not in output
+    assert "read departments" in output and "read tickets" in output
     assert "the CRM is the embedded store" in output
 
     emulator.without_sync_key.add("products")
