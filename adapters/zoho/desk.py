@@ -200,7 +200,7 @@ class ZohoDesk:
             if existing is not None:
                 # An update the batch decided before the create landed (it knew the
                 # record by its key only): that record, changed, as an upsert would.
-                answer = await self._write("PATCH", f"/{path}/{existing['id']}", record)
+                answer = await self.send("PATCH", f"/{path}/{existing['id']}", record)
                 return self._landed(module, answer)
             record.setdefault("cf", {})[self.options.sync_key_field] = command.record_key
             answer = await self.send("POST", f"/{path}", record)
