@@ -44,7 +44,8 @@ class RemoteStore:
     reads: RemoteReads
     target: Target
     concurrency: int = 8
-    """Records written at once (each record's writes stay in order)."""
+    """Write calls at once: a record each, or up to a batch target's ``batch_size``
+    records each (each record's writes stay in order)."""
     backoff: Backoff = field(default_factory=Backoff)
     recheck: float = 60.0
     """Seconds between tries while the store takes no write (``Unavailable``)."""

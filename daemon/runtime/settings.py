@@ -154,8 +154,8 @@ class Settings(BaseSettings):
         default=None, gt=0, le=1000, description="Calls a second to the CRM at most; "
         "unset: only the concurrency limits them.")
     zoho_crm_concurrency: int = Field(
-        default=5, ge=1, le=25, description="Writes to the CRM at once (the edition's "
-        "API concurrency is 5 to 25).")
+        default=5, ge=1, le=25, description="Calls to the CRM at once, writes of up to "
+        "100 records each among them (the edition's API concurrency is 5 to 25).")
     desk_store: Literal["embedded", "zoho"] = Field(
         default="embedded", description="The desk: the embedded store in the daemon's "
         "database, or a Zoho Desk organisation (docs/hosted.md).")
