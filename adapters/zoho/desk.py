@@ -49,9 +49,11 @@ from adapters.write_errors import (
 from adapters.zoho.client import Dialect, ZohoClient
 from adapters.zoho.desk_fields import (
     MANDATORY,
+    THREADS,
     desk_time,
     from_desk,
     module_path,
+    thread_values,
     to_desk,
 )
 from adapters.zoho.oauth import Credentials
@@ -141,6 +143,8 @@ class ZohoDesk:
                              ) -> list[tuple[str, Values]]:
         if module == "departments":
             return await self._departments()
+        if module == THREADS:
+            return await self._conversations(since)
         out: dict[str, Values] = {}
         start = since
         while True:
@@ -165,21 +169,41 @@ class ZohoDesk:
                                 f" {start.isoformat()}: the search cannot page past them")
             start = newest
 
+    async def _conversations(self, since: dt.datetime) -> list[tuple[str, Values]]:
+        """The threads and comments added or edited after ``since``: those of the
+        tickets modified after it (a thread or comment moves its ticket's
+        ``modifiedTime``), two lists a ticket. A list gives a thread's ``summary``,
+        not its content (its callback gives the content)."""
+        out: list[tuple[str, Values]] = []
+        for ticket_id, _ in await self.modified_since("tickets", since):
+            for kind, path in (("reply", "threads"), ("comment", "comments")):
+                for item in await self._listed(f"{API_PATH}/tickets/{ticket_id}/{path}"):
+                    values = thread_values(item, kind=kind, ticket_id=ticket_id)
+                    if values["modified_time"] and desk_time(values["modified_time"]) > since:
+                        out.append((str(item["id"]), values))
+        return sorted(out, key=lambda r: r[1]["modified_time"])
+
+    async def _listed(self, path: str) -> list[dict[str, Any]]:
+        """Every item of an offset-paged list (``from``, ``limit``)."""
+        out: list[dict[str, Any]] = []
+        while True:
+            answer = await self.client.call("GET", path,
+                                            params={"from": str(len(out)), "limit": str(PAGE)})
+            page = list(answer.get("data") or []) if isinstance(answer, dict) else []
+            out += page
+            if len(page) < PAGE:
+                return out
+
     async def _departments(self) -> list[tuple[str, Values]]:
         """Every department, stamped with the time it was listed (Zoho gives none):
         a department seen before is a change only if its name changed."""
         listed = dt.datetime.now(dt.UTC).isoformat()
         out: list[tuple[str, Values]] = []
-        while True:
-            answer = await self.client.call("GET", f"{API_PATH}/departments",
-                                            params={"from": str(len(out)), "limit": str(PAGE)})
-            page = list(answer.get("data") or []) if isinstance(answer, dict) else []
-            for record in page:
-                values = self._values("departments", record)
-                del values["deleted"]
-                out.append((values.pop("id"), {**values, "modified_time": listed}))
-            if len(page) < PAGE:
-                return out
+        for record in await self._listed(f"{API_PATH}/departments"):
+            values = self._values("departments", record)
+            del values["deleted"]
+            out.append((values.pop("id"), {**values, "modified_time": listed}))
+        return out
 
     def _values(self, module: str, record: dict[str, Any]) -> Values:
         values = from_desk(module, record, sync_key_field=self.options.sync_key_field)

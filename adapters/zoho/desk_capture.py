@@ -11,6 +11,10 @@
   ``{"eventType", "payload", ...}``) is checked for the URL's token, its records
   captured into the desk's outbox (``remote_capture``: only what changed is a
   change), and only then answered: Zoho gives a callback 5 seconds.
+- **A ticket's conversation** (its threads and comments, as ``desk.ticket_threads``
+  rows: ``desk_fields.thread_values``) comes by ``Ticket_Thread_Add`` and
+  ``Ticket_Comment_Add``/``_Update``, and by the poll: the threads and comments of
+  each ticket modified since the cursor.
 - **The poll** (``adapters.remote_poll``, the search's ``modifiedTimeRange``) catches
   whatever a webhook missed (a callback lost, the daemon down, an edition without
   webhooks: Free and Standard have none) and is the only capture of products and
@@ -38,16 +42,25 @@ from adapters.remote_capture import RemoteCapture
 from adapters.remote_poll import MODULES, RemotePoll
 from adapters.write_errors import WriteError
 from adapters.zoho.desk import API_PATH, ZohoDesk
-from adapters.zoho.desk_fields import BOARD_MODULES, EVENT_MODULES, desk_time, from_desk
+from adapters.zoho.desk_fields import (
+    BOARD_MODULES,
+    EVENT_MODULES,
+    THREAD_EVENTS,
+    THREADS,
+    desk_time,
+    from_desk,
+    thread_values,
+)
 from projections.stores.port import Values
 
 log = structlog.get_logger(__name__)
 
 EVENTS = ("Contact_Add", "Contact_Update", "Contact_Delete",
           "Account_Add", "Account_Update", "Account_Delete",
-          "Ticket_Add", "Ticket_Update", "Ticket_Delete")
-DESK_MODULES = (*MODULES, *BOARD_MODULES)
-"""What the desk's poll captures: the synced modules, and the board's."""
+          "Ticket_Add", "Ticket_Update", "Ticket_Delete", *THREAD_EVENTS)
+DESK_MODULES = (*MODULES, *BOARD_MODULES, THREADS)
+"""What the desk's poll captures: the synced modules, the board's, and the tickets'
+conversations (after the tickets: a thread names its ticket)."""
 RECHECK = dt.timedelta(hours=6)
 WEBHOOK_NAME = "syncd"
 
@@ -136,6 +149,9 @@ class DeskWebhookIntake:
         records: dict[str, list[tuple[str, Values]]] = {}
         deletes: dict[str, list[tuple[str, dt.datetime, bool]]] = {}
         for event in events:
+            if isinstance(event, dict) and event.get("eventType") in THREAD_EVENTS:
+                records.setdefault(THREADS, []).append(_thread(event))
+                continue
             module, action = _event(event)
             if action == "Delete":
                 deletes.setdefault(module, []).append(_deleted(event))
@@ -149,10 +165,23 @@ class DeskWebhookIntake:
             records.setdefault(module, []).append((str(payload["id"]), values))
         capture = RemoteCapture(pool, "desk")
         appended = 0
-        for module in ("accounts", "contacts", "tickets"):  # accounts first: contacts name them
+        # Accounts first (contacts name them), tickets before their conversations.
+        for module in ("accounts", "contacts", "tickets", THREADS):
             appended += await capture.observed(module, records.get(module, []))
             appended += await capture.deleted(module, deletes.get(module, []))
         return appended
+
+
+def _thread(event: dict[str, Any]) -> tuple[str, Values]:
+    """A ``Ticket_Thread_Add`` or ``Ticket_Comment_*`` event's thread or comment."""
+    payload = event.get("payload")
+    if not isinstance(payload, dict) or not payload.get("id") or not payload.get("ticketId"):
+        raise ValueError(f"a {event['eventType']} event without its record and ticket")
+    values = thread_values(payload, kind=THREAD_EVENTS[event["eventType"]],
+                           ticket_id=str(payload["ticketId"]))
+    if not values["modified_time"]:
+        raise ValueError(f"a {event['eventType']} event without its time")
+    return str(payload["id"]), values
 
 
 def _deleted(event: dict[str, Any]) -> tuple[str, dt.datetime, bool]:

@@ -53,6 +53,14 @@ department (SYNC-13)."""
 
 MANDATORY = {"contacts": "lastName", "accounts": "accountName", "products": "productName"}
 
+THREADS = "ticket_threads"
+"""A ticket's conversation, as the embedded desk's ``desk.ticket_threads``: its
+threads (e-mail replies, in from the customer or out from an agent) and its
+comments (an agent's, to users only), read for the ticket views, not synced."""
+THREAD_EVENTS = {"Ticket_Thread_Add": "reply", "Ticket_Comment_Add": "comment",
+                 "Ticket_Comment_Update": "comment"}
+"""The webhook's events of a ticket's conversation, by the kind of row they make."""
+
 EVENT_MODULES = {"Contact": "contacts", "Account": "accounts", "Ticket": "tickets"}
 """The webhook event types' prefixes (``Contact_Add``, ``Ticket_Update``, …); Zoho
 Desk has no product or department events."""
@@ -96,6 +104,23 @@ def from_desk(module: str, record: dict[str, Any], *, sync_key_field: str) -> Va
     values["created_time"] = _iso(record.get("createdTime"))
     values["modified_time"] = _iso(record.get("modifiedTime"))
     return values
+
+
+def thread_values(item: dict[str, Any], *, kind: str, ticket_id: str) -> Values:
+    """A ticket's thread (``Thread.json``: ``direction``, ``channel``, ``author``, its
+    ``content``, or in a list only its ``summary``) or comment (``TicketComment.json``:
+    ``commenter``, ``content``, ``commentedTime``) as a ``desk.ticket_threads`` row:
+    a comment is an agent's, ``out``."""
+    reply = kind == "reply"
+    person = item.get("author" if reply else "commenter")
+    created = _iso(item.get("createdTime" if reply else "commentedTime"))
+    return {"ticket_id": int(ticket_id),
+            "direction": (item.get("direction") or "out") if reply else "out",
+            "kind": kind, "author": person.get("name") if isinstance(person, dict) else None,
+            "channel": item.get("channel") if reply else None,
+            "content": item.get("content") or item.get("summary") or "",
+            "created_time": created,
+            "modified_time": _iso(item.get("modifiedTime")) or created}
 
 
 def to_desk(module: str, payload: Values, *, sync_key_field: str,

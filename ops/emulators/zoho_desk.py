@@ -33,7 +33,10 @@ uses:
   ``EMAIL`` a ``fromEmailAddress`` that is an active From address; ``contentType``
   ``plainText`` by default; an outgoing thread, the ticket left as it is),
   ``GET|POST …/comments`` (``content`` mandatory, ``isPublic``); an unknown ticket
-  is 404 ``URL_NOT_FOUND``.
+  is 404 ``URL_NOT_FOUND``. A thread or comment added (by the API, or a person's:
+  ``person_writes``, ``person_comments``) carries its ``ticketId``, moves the
+  ticket's ``modifiedTime`` and is announced (``Ticket_Thread_Add``,
+  ``Ticket_Comment_Add``, the thread or comment as the payload).
 - ``GET /api/v1/departments`` (``from``, ``limit``): departments have no
   ``modifiedTime`` and no search; the API does not write them here (a person does,
   through ``/ui/departments``). Each department gets a default From address (its
@@ -58,8 +61,8 @@ uses:
 A person's delete (``person_deletes``) moves the record to ``trash`` and is
 announced as ``{"payload": {"id": …}}``.
 
-Not emulated: threads' and comments' events, a reply's effect on its ticket (Zoho
-may change its status), writes of departments through the API, the recycle bin's
+Not emulated: ``Ticket_Comment_Update``, a reply's effect on its ticket's status
+(Zoho may change it), writes of departments through the API, the recycle bin's
 API and deletes through the API, ``fields=``, ``include=`` and ``filters`` on lists;
 API credits only as a count per window (``ops.emulators.zoho``), not Zoho's cost per
 call.
@@ -392,14 +395,16 @@ class ZohoDeskEmulator(ZohoEmulator):
         if errors:
             return _invalid_data(errors)
         content = str(body["content"])
-        thread = {"id": str(next(self._ids)), "channel": body["channel"], "direction": "out",
+        thread = {"id": str(next(self._ids)), "ticketId": ticket_id,
+                  "channel": body["channel"], "direction": "out",
                   "status": "SUCCESS", "isForward": bool(body.get("isForward")),
                   "contentType": body.get("contentType", "plainText"), "content": content,
                   "summary": content[:100], "to": body.get("to"),
                   "fromEmailAddress": body.get("fromEmailAddress"), "visibility": "public",
                   "author": {"name": "API agent", "type": "AGENT"},
                   "createdTime": self._now(), "hasAttach": False}
-        return self._added(self.threads, ticket_id, thread)
+        return self._added(self.threads, ticket_id, thread,
+                           source=request.headers.get("sourceId"))
 
     async def _from_addresses(self, request: web.Request) -> web.Response:
         self._table_org(request)
@@ -423,17 +428,48 @@ class ZohoDeskEmulator(ZohoEmulator):
         if not body.get("content"):
             return _invalid_data(_missing(body, ("content",)))
         return self._added(self.comments, ticket_id, {
-            "id": str(next(self._ids)), "content": str(body["content"]),
+            "id": str(next(self._ids)), "ticketId": ticket_id,
+            "content": str(body["content"]),
             "isPublic": bool(body.get("isPublic", False)),
             "contentType": body.get("contentType", "plainText"),
             "commenter": {"name": "API agent", "type": "AGENT"},
-            "commentedTime": self._now(), "modifiedTime": None})
+            "commentedTime": self._now(), "modifiedTime": None},
+            source=request.headers.get("sourceId"))
+
+    def person_writes(self, ticket_id: str, content: str, *, direction: str = "in",
+                      author: str = "A Customer") -> str:
+        """A thread a person adds to a ticket (the customer's message, ``in``; an
+        agent's reply from the desk's own pages, ``out``), announced."""
+        thread = {"id": str(next(self._ids)), "ticketId": ticket_id, "channel": "EMAIL",
+                  "direction": direction, "status": "SUCCESS", "isForward": False,
+                  "contentType": "plainText", "content": content, "summary": content[:100],
+                  "visibility": "public", "createdTime": self._now(), "hasAttach": False,
+                  "author": {"name": author, "type": "END_USER" if direction == "in"
+                             else "AGENT"}}
+        self._added(self.threads, ticket_id, thread, source=None)
+        return str(thread["id"])
+
+    def person_comments(self, ticket_id: str, content: str, *,
+                        author: str = "An Agent") -> str:
+        """An agent's internal comment on a ticket, made on the desk's pages, announced."""
+        comment = {"id": str(next(self._ids)), "ticketId": ticket_id, "content": content,
+                   "isPublic": False, "contentType": "plainText",
+                   "commenter": {"name": author, "type": "AGENT"},
+                   "commentedTime": self._now(), "modifiedTime": None}
+        self._added(self.comments, ticket_id, comment, source=None)
+        return str(comment["id"])
 
     def _added(self, kept: dict[str, list[dict[str, Any]]], ticket_id: str,
-               item: dict[str, Any]) -> web.Response:
-        """A thread or comment added to a ticket, and the answer that shows it."""
+               item: dict[str, Any], *, source: str | None) -> web.Response:
+        """A thread or comment added to a ticket, announced (``Ticket_Thread_Add``,
+        ``Ticket_Comment_Add``), and the answer that shows it. The ticket's
+        ``modifiedTime`` moves with it, as its conversation's latest time."""
         kept.setdefault(ticket_id, []).append(item)
         self.writes += 1
+        ticket = self.records["tickets"][ticket_id]
+        ticket["modifiedTime"] = item.get("createdTime") or item["commentedTime"]
+        event_type = "Ticket_Thread_Add" if kept is self.threads else "Ticket_Comment_Add"
+        self._announce_event(event_type, dict(item), ticket["modifiedTime"], source=source)
         return web.json_response(item)
 
     # -- webhooks ----------------------------------------------------------------
@@ -493,15 +529,19 @@ class ZohoDeskEmulator(ZohoEmulator):
         prefix = EVENT_PREFIX.get(module)
         if prefix is None:
             return  # Zoho Desk has no product events
-        event_type = f"{prefix}_{action}"
+        self._announce_event(f"{prefix}_{action}", {"id": record["id"]} if action == "Delete"
+                             else dict(record), record["modifiedTime"], source=source)
+
+    def _announce_event(self, event_type: str, payload: dict[str, Any], when: str, *,
+                        source: str | None) -> None:
         for hook in list(self.webhooks.values()):
             if not hook.get("isEnabled", True) or event_type not in hook["subscriptions"]:
                 continue
             if source and source == hook.get("ignoreSourceId"):
                 continue
             event = {"eventType": event_type, "orgId": ORG_ID,
-                     "eventTime": str(int(_time(record["modifiedTime"]).timestamp() * 1000)),
-                     "payload": {"id": record["id"]} if action == "Delete" else dict(record)}
+                     "eventTime": str(int(_time(when).timestamp() * 1000)),
+                     "payload": payload}
             task = asyncio.ensure_future(self._send(hook, [event]))
             self._sending.add(task)
             task.add_done_callback(self._sending.discard)

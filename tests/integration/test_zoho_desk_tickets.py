@@ -19,8 +19,10 @@ from aiohttp.test_utils import TestServer
 from pydantic import SecretStr
 
 from adapters.command_writer import Backoff
+from adapters.remote_capture import RemoteCapture
 from adapters.remote_store import RemoteStore
-from adapters.zoho.desk_capture import DeskWebhookIntake
+from adapters.zoho.desk import ZohoDesk
+from adapters.zoho.desk_capture import DeskWebhookIntake, ZohoDeskPoll
 from adapters.zoho.desk_store import zoho_desk_store
 from daemon.http import BOARD_PREFIX
 from daemon.http.auth import open_access
@@ -278,3 +280,58 @@ async def test_close_and_reply_from_the_board_reach_zoho_desk(
     finally:
         await pipe.close()
         await client.close()
+
+
+async def test_a_tickets_threads_and_comments_are_captured_as_the_embedded_desks(
+        pool: asyncpg.Pool, emulator: ZohoDeskEmulator) -> None:
+    """A ticket's conversation in the embedded desk's ``ticket_threads`` shape: by the
+    callbacks (``Ticket_Thread_Add`` with its content, ``Ticket_Comment_Add``), and by
+    the poll (each changed ticket's threads and comments), the poll then taking the
+    callbacks' copies for old news and bringing a missed one."""
+    intake = DeskWebhookIntake(SecretStr("t"), sync_key_field="cf_syncd_key")
+    support = emulator.person_creates("departments", {"name": "Support"})
+    ticket = emulator.person_creates("tickets", {"subject": "Help", "departmentId": support,
+                                                  "email": "ana@x.example"})
+    customer = emulator.person_writes(ticket, "It is broken", direction="in")
+    comment = emulator.person_comments(ticket, "Call her back", author="Bo")
+
+    async def callback(event_type: str, payload: dict[str, Any]) -> int:
+        return await intake.accept(pool, json.dumps([{
+            "eventType": event_type, "orgId": ORG_ID, "payload": payload}]).encode())
+
+    thread, = emulator.threads[ticket]
+    assert await callback("Ticket_Thread_Add", thread) == 1
+    assert await callback("Ticket_Comment_Add", emulator.comments[ticket][0]) == 1
+    await pool.execute("INSERT INTO desk.ticket_threads (ticket_id, direction, content)"
+                       " VALUES (1, 'in', 'x')")
+    rows = await pool.fetch("SELECT record_id, op, \"values\" FROM desk.outbox"
+                            " WHERE module = 'ticket_threads' ORDER BY seq")
+    (hosted_reply, hosted_comment, embedded) = (json.loads(r["values"]) for r in rows)
+    assert set(hosted_reply) == set(embedded) - {"id"}
+    assert [r["record_id"] for r in rows[:2]] == [customer, comment]
+    assert {k: hosted_reply[k] for k in ("ticket_id", "direction", "kind", "author",
+                                         "channel", "content", "deleted")} == {
+        "ticket_id": int(ticket), "direction": "in", "kind": "reply", "author": "A Customer",
+        "channel": "EMAIL", "content": "It is broken", "deleted": False}
+    assert {k: hosted_comment[k] for k in ("ticket_id", "direction", "kind", "author",
+                                           "content")} == {
+        "ticket_id": int(ticket), "direction": "out", "kind": "comment", "author": "Bo",
+        "content": "Call her back"}
+
+    desk = ZohoDesk(emulator.options())
+    try:
+        poll = ZohoDeskPoll(desk, RemoteCapture(pool, "desk"),
+                            first_window=dt.timedelta(hours=1))
+        await pool.execute("DELETE FROM desk.outbox")
+        assert await poll.poll("tickets") == 1  # the ticket, new to the poll
+        assert await poll.poll("ticket_threads") == 0  # both came by their callbacks
+        emulator.drop_callbacks = 1
+        missed = emulator.person_writes(ticket, "Still broken", direction="in")
+        await emulator.delivered()
+        assert await poll.poll("ticket_threads") == 1
+        row = await pool.fetchrow("SELECT record_id, \"values\" FROM desk.outbox"
+                                  " WHERE module = 'ticket_threads'")
+        assert row is not None and row["record_id"] == missed
+        assert json.loads(row["values"])["content"] == "Still broken"  # a list's summary
+    finally:
+        await desk.close()
