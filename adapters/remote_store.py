@@ -51,6 +51,9 @@ class RemoteStore:
     a notification intake), which puts its changes into its outbox."""
     intake: WebhookIntake | None = None
     """The store's callbacks, when it makes them (the HTTP listener routes them)."""
+    mapping_check: Callable[[str, list[str]], Awaitable[str | None]] | None = None
+    """Why the store cannot hold the custom fields a mapping names on its side (the
+    module, their keys), or None: asked before a mapping changes."""
 
 
 async def find_by_keys(module: str, keys: Sequence[str], *, secondary: bool,

@@ -147,8 +147,9 @@ async def run(settings: Settings, stop: asyncio.Event, *, demo: bool = False,
         readers = await create_pool(services.dsn, max_size=READER_POOL_SIZE, connect=False)
         stack.push_async_callback(readers.close)
         startup = Startup()
-        if remote is None:
-            remote = await stack.enter_async_context(hosted_stores(settings))
+        if remote is None:  # they read the daemon's config (its mapping) once it runs
+            remote = await stack.enter_async_context(
+                hosted_stores(settings, lambda: daemon.read_config()))
         daemon = _Daemon(settings, services, pool, startup, readers=readers, remote=remote)
         await daemon.listen(stack)
         try:
@@ -167,13 +168,14 @@ async def run(settings: Settings, stop: asyncio.Event, *, demo: bool = False,
 
 
 @contextlib.asynccontextmanager
-async def hosted_stores(settings: Settings) -> AsyncIterator[dict[Side, RemoteStore]]:
+async def hosted_stores(settings: Settings, config: Callable[[], SyncConfig]
+                        ) -> AsyncIterator[dict[Side, RemoteStore]]:
     """The sides the settings make hosted stores (``crm_store``, ``desk_store``
     ``zoho``), their clients closed at the end."""
     async with contextlib.AsyncExitStack() as clients:
         stores: dict[Side, RemoteStore] = {}
         for side in hosted_sides(settings):
-            stores[side], client = hosted_store(settings, side)
+            stores[side], client = hosted_store(settings, side, config)
             clients.push_async_callback(client.close)
         yield stores
 
@@ -258,7 +260,9 @@ class _Daemon:
             remote_stores=lambda: {side: writer.state()
                                    for side, writer in self.pipeline.writers.items()},
             intakes={store.intake.name: store.intake for store in remote.values()
-                     if store.intake is not None})
+                     if store.intake is not None},
+            mapping_checks={side: store.mapping_check for side, store in remote.items()
+                            if store.mapping_check is not None})
 
     def read_config(self) -> SyncConfig:
         return self.sync_config

@@ -10,6 +10,7 @@ left, which Zoho CRM's API does not report to a client (its API dashboard does).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import aiohttp
@@ -18,8 +19,11 @@ from adapters.remote_poll import MODULES
 from adapters.write_errors import WriteError
 from adapters.zoho.crm import ZohoCrm
 from adapters.zoho.crm_bulk import CrmBulkRead
-from adapters.zoho.crm_fields import module_name
+from adapters.zoho.crm_fields import FIELDS, SYSTEM_FIELDS, module_name
 from adapters.zoho.crm_poll import Notifications
+
+FIELDS_A_CALL = 50
+"""Fields a records call may ask for (``fields``; Zoho's limit)."""
 
 
 @dataclass(frozen=True)
@@ -109,3 +113,32 @@ async def _notifications(notifications: Notifications | None) -> Check:
         return Check("notifications", False, f"{notifications.notify_url} answered {status}:"
                      " is the daemon running with this channel token?")
     return Check("notifications", True, f"{notifications.notify_url} takes the channel token")
+
+
+async def custom_fields(crm: ZohoCrm, module: str, keys: Sequence[str]) -> str | None:
+    """Why a mapping cannot name the custom fields ``keys`` (``custom.<key>``) of
+    ``module``, or None: each must be a field of the module by its API name, which is
+    case-sensitive (``GET /crm/v8/settings/fields``), other than those the sync maps
+    itself, and all must fit in one call's ``fields`` with the standard ones."""
+    if not keys:
+        return None
+    zoho = module_name(module)
+    if len(asked := crm.fields_asked(module, keys)) > FIELDS_A_CALL:
+        return (f"Zoho CRM returns at most {FIELDS_A_CALL} fields a call: map at most"
+                f" {FIELDS_A_CALL - len(asked) + len(keys)} custom fields of {zoho}")
+    taken = {*FIELDS[module].values(), *SYSTEM_FIELDS, crm.options.sync_key_field}
+    try:
+        names = {f.get("api_name") for f in await crm.fields(module)} - taken
+    except WriteError as err:
+        return f"the fields of {zoho} could not be read to check the mapping: {err.detail}"
+    by_lower = {str(n).lower(): n for n in names}
+    problems = []
+    for key in keys:
+        if key in names:
+            continue
+        problem = f"custom.{key}: {zoho} has no field the sync can map with the API name {key}"
+        if key.lower() in by_lower:
+            problem += f" (API names are case-sensitive: custom.{by_lower[key.lower()]})"
+        problems.append(problem)
+    return "; ".join(problems) + " (Setup > Developer Space > APIs > API names)" \
+        if problems else None
