@@ -13,6 +13,7 @@ from typing import Protocol
 import asyncpg
 
 from adapters.command_writer import Backoff, Target
+from adapters.store_access import Checks
 from projections.stores.deferred import RemoteReads
 from projections.stores.port import Found, Values
 from projections.sync_plan import held_keys
@@ -51,6 +52,9 @@ class RemoteStore:
     a notification intake), which puts its changes into its outbox."""
     intake: WebhookIntake | None = None
     """The store's callbacks, when it makes them (the HTTP listener routes them)."""
+    access: Checks | None = None
+    """The store's checks of its credentials, scopes and licence (``syncd integration
+    check``'s), made before its capture and writer start (``store_access``)."""
     mapping_check: Callable[[str, list[str]], Awaitable[str | None]] | None = None
     """Why the store cannot hold the custom fields a mapping names on its side (the
     module, their keys), or None: asked before a mapping changes."""

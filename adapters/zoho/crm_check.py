@@ -3,7 +3,8 @@ checked with one call, each problem said with what to do.
 
 Checked: the credentials (a token refreshed), reading each synced module (its
 scope and the user's permission), the external-id field on each module, the bulk
-read's scope (when the first sync uses it), and the notification URL answering
+read's scope (when the first sync uses it): ``access``, which the daemon also runs
+when it starts (``adapters.store_access``); and the notification URL answering
 with the channel token. Not checked: the API credits
 left, which Zoho CRM's API does not report to a client (its API dashboard does).
 """
@@ -11,11 +12,11 @@ left, which Zoho CRM's API does not report to a client (its API dashboard does).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import aiohttp
 
 from adapters.remote_poll import MODULES
+from adapters.store_access import Check, failed
 from adapters.write_errors import WriteError
 from adapters.zoho.crm import ZohoCrm
 from adapters.zoho.crm_bulk import CrmBulkRead
@@ -26,15 +27,20 @@ FIELDS_A_CALL = 50
 """Fields a records call may ask for (``fields``; Zoho's limit)."""
 
 
-@dataclass(frozen=True)
-class Check:
-    name: str
-    ok: bool
-    detail: str
-
-
 async def check(crm: ZohoCrm, *, notifications: Notifications | None,
                 bulk_read: bool = True) -> list[Check]:
+    checks = await access(crm, bulk_read=bulk_read)
+    if not checks[0].ok:
+        return checks  # nothing else can be asked
+    checks.append(await _notifications(notifications))
+    checks.append(Check("API credits", True, "not checked: Zoho CRM's API does not report"
+                        " the credits left (see Setup > Developer Space > APIs)"))
+    return checks
+
+
+async def access(crm: ZohoCrm, *, bulk_read: bool = True) -> list[Check]:
+    """What the daemon needs before it reads or writes: the credentials, each module
+    readable, its external-id field, the bulk read's scope."""
     checks = [await _credentials(crm)]
     if not checks[0].ok:
         return checks  # nothing else can be asked
@@ -43,9 +49,6 @@ async def check(crm: ZohoCrm, *, notifications: Notifications | None,
         checks.append(await _sync_key_field(crm, module))
     if bulk_read:
         checks.append(await _bulk_read(crm))
-    checks.append(await _notifications(notifications))
-    checks.append(Check("API credits", True, "not checked: Zoho CRM's API does not report"
-                        " the credits left (see Setup > Developer Space > APIs)"))
     return checks
 
 
@@ -53,8 +56,8 @@ async def _credentials(crm: ZohoCrm) -> Check:
     try:
         await crm.sample("accounts")
     except WriteError as err:
-        return Check("credentials", False, f"{err.detail}: create a refresh token for the"
-                     " integration user with the scope ZohoCRM.modules.ALL")
+        return failed("credentials", err, "create a refresh token for the integration user"
+                      " with the scopes ZohoCRM.modules.ALL and ZohoCRM.settings.ALL")
     return Check("credentials", True, "a token was granted and used")
 
 
@@ -63,8 +66,8 @@ async def _readable(crm: ZohoCrm, module: str) -> Check:
     try:
         await crm.sample(module)
     except WriteError as err:
-        return Check(name, False, f"{err.detail}: give the integration user's profile"
-                     f" access to {module_name(module)}")
+        return failed(name, err, "give the integration user's profile access to"
+                      f" {module_name(module)}")
     return Check(name, True, "readable")
 
 
@@ -74,7 +77,8 @@ async def _sync_key_field(crm: ZohoCrm, module: str) -> Check:
     try:
         fields = await crm.fields(module)
     except WriteError as err:
-        return Check(name, False, f"the fields could not be read: {err.detail}")
+        return failed(name, err, "the fields could not be read: add the scope"
+                      " ZohoCRM.settings.ALL to the refresh token")
     field = next((f for f in fields if f.get("api_name") == wanted), None)
     if field is None:
         return Check(name, False, f"missing: add to {module_name(module)} a single-line field"
@@ -89,8 +93,8 @@ async def _bulk_read(crm: ZohoCrm) -> Check:
     try:
         await CrmBulkRead(crm).readable()
     except WriteError as err:
-        return Check("bulk read", False, f"{err.detail}: add the scope ZohoCRM.bulk.READ to"
-                     " the refresh token, or set SYNCD_ZOHO_CRM_BULK_READ=false")
+        return failed("bulk read", err, "add the scope ZohoCRM.bulk.READ to the refresh"
+                      " token, or set SYNCD_ZOHO_CRM_BULK_READ=false")
     return Check("bulk read", True, "allowed (the first sync reads each module by it)")
 
 

@@ -1,6 +1,6 @@
 """Zoho CRM as the CRM side of the sync: the adapter (``crm``) for reads and writes,
-its change capture (``crm_poll``) and the check of a mapping's custom fields
-(``crm_check``), wired as one ``RemoteStore``."""
+its change capture (``crm_poll``), the checks of its access and of a mapping's
+custom fields (``crm_check``), wired as one ``RemoteStore``."""
 
 from __future__ import annotations
 
@@ -41,4 +41,5 @@ def zoho_crm_store(options: ZohoCrmOptions, *, concurrency: int = 5,
 
     return RemoteStore(reads=crm, target=crm, concurrency=concurrency,
                        backoff=backoff or Backoff(), capture=capture,
+                       access=functools.partial(crm_check.access, crm, bulk_read=bulk_read),
                        mapping_check=functools.partial(crm_check.custom_fields, crm)), crm

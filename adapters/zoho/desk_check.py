@@ -4,7 +4,8 @@ checked with one call, each problem said with what to do.
 Checked: the credentials and the organisation (a token refreshed, ``orgId``
 accepted), reading each synced module (its scope and the agent's profile), the
 custom field holding the sync's key on each module (a search by it: Zoho Desk
-refuses one naming a field it does not have), and the webhook URL (Zoho's GET
+refuses one naming a field it does not have): ``access``, which the daemon also
+runs when it starts (``adapters.store_access``); and the webhook URL (Zoho's GET
 check answered, and a callback with the token accepted). Not checked: the API
 credits left, which Zoho Desk's API does not report to a client (its API
 dashboard does).
@@ -15,22 +16,31 @@ from __future__ import annotations
 import aiohttp
 
 from adapters.remote_poll import MODULES
-from adapters.write_errors import WriteError
-from adapters.zoho.crm_check import Check
+from adapters.store_access import Check, failed
+from adapters.write_errors import Unavailable, WriteError
 from adapters.zoho.desk import ZohoDesk
 from adapters.zoho.desk_capture import Webhooks
 
 
 async def check(desk: ZohoDesk, *, webhooks: Webhooks | None) -> list[Check]:
+    checks = await access(desk)
+    if not checks[0].ok:
+        return checks  # nothing else can be asked
+    checks.append(await _webhook(webhooks))
+    checks.append(Check("API credits", True, "not checked: Zoho Desk's API does not report"
+                        " the credits left (see Setup > Developer Space > API Dashboard)"))
+    return checks
+
+
+async def access(desk: ZohoDesk) -> list[Check]:
+    """What the daemon needs before it reads or writes: the credentials and the
+    organisation, each module readable, the sync key's custom field."""
     checks = [await _credentials(desk)]
     if not checks[0].ok:
         return checks  # nothing else can be asked
     for module in MODULES:
         checks.append(await _readable(desk, module))
         checks.append(await _sync_key_field(desk, module))
-    checks.append(await _webhook(webhooks))
-    checks.append(Check("API credits", True, "not checked: Zoho Desk's API does not report"
-                        " the credits left (see Setup > Developer Space > API Dashboard)"))
     return checks
 
 
@@ -38,10 +48,10 @@ async def _credentials(desk: ZohoDesk) -> Check:
     try:
         await desk.sample("accounts")
     except WriteError as err:
-        return Check("credentials", False, f"{err.detail}: create a refresh token for the"
-                     " integration agent with the scopes Desk.contacts.ALL,"
-                     " Desk.products.ALL, Desk.search.READ, Desk.basic.READ and"
-                     " Desk.settings.ALL, and check SYNCD_ZOHO_DESK_ORG_ID")
+        return failed("credentials", err, "create a refresh token for the integration"
+                      " agent with the scopes Desk.contacts.ALL, Desk.products.ALL,"
+                      " Desk.search.READ, Desk.basic.READ and Desk.settings.ALL, and"
+                      " check SYNCD_ZOHO_DESK_ORG_ID")
     return Check("credentials", True, "a token was granted and the organisation took it")
 
 
@@ -49,8 +59,8 @@ async def _readable(desk: ZohoDesk, module: str) -> Check:
     try:
         await desk.sample(module)
     except WriteError as err:
-        return Check(f"read {module}", False, f"{err.detail}: give the integration agent's"
-                     f" profile access to {module}")
+        return failed(f"read {module}", err, "give the integration agent's profile access"
+                      f" to {module}")
     return Check(f"read {module}", True, "readable")
 
 
@@ -59,9 +69,12 @@ async def _sync_key_field(desk: ZohoDesk, module: str) -> Check:
     name = f"{module}.{wanted}"
     try:
         await desk.by_sync_key(module, "new:check")
+    except Unavailable as err:
+        return failed(name, err, "the sync searches by it: add the scope Desk.search.READ"
+                      " to the refresh token")
     except WriteError as err:
-        return Check(name, False, f"{err.detail}: add to {module} a single-line custom field"
-                     f" whose API name is {wanted}")
+        return failed(name, err, f"add to {module} a single-line custom field whose API"
+                      f" name is {wanted}")
     return Check(name, True, "a custom field the sync can search")
 
 

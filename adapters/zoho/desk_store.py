@@ -1,16 +1,18 @@
 """Zoho Desk as the desk side of the sync: the adapter (``desk``) for reads and
-writes, and its change capture (``desk_capture``: the poll, the webhook and its
-intake), wired as one ``RemoteStore``."""
+writes, its change capture (``desk_capture``: the poll, the webhook and its
+intake) and the check of its access (``desk_check``), wired as one ``RemoteStore``."""
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 
 import asyncpg
 
 from adapters.command_writer import Backoff
 from adapters.remote_capture import RemoteCapture
 from adapters.remote_store import RemoteStore, RootTask
+from adapters.zoho import desk_check
 from adapters.zoho.desk import ZohoDesk, ZohoDeskOptions
 from adapters.zoho.desk_capture import DeskWebhookIntake, Webhooks, ZohoDeskPoll
 
@@ -31,4 +33,5 @@ def zoho_desk_store(options: ZohoDeskOptions, *, concurrency: int = 5,
     intake = None if webhooks is None else DeskWebhookIntake(
         webhooks.token, sync_key_field=options.sync_key_field)
     return RemoteStore(reads=desk, target=desk, concurrency=concurrency,
-                       backoff=backoff or Backoff(), capture=capture, intake=intake), desk
+                       backoff=backoff or Backoff(), capture=capture, intake=intake,
+                       access=functools.partial(desk_check.access, desk)), desk

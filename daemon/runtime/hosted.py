@@ -11,9 +11,9 @@ from typing import Any
 
 from adapters.call_budget import ApiLimits
 from adapters.remote_store import RemoteStore
+from adapters.store_access import Check
 from adapters.zoho import crm_check, desk_check
 from adapters.zoho.crm import ZohoCrm, ZohoCrmOptions
-from adapters.zoho.crm_check import Check
 from adapters.zoho.crm_poll import Notifications
 from adapters.zoho.crm_store import zoho_crm_store
 from adapters.zoho.desk import ZohoDesk, ZohoDeskOptions
