@@ -14,6 +14,7 @@ import asyncpg
 
 from adapters.call_budget import CallBudget
 from adapters.command_writer import Backoff, Target
+from adapters.store_access import Checks
 from projections.stores.deferred import RemoteReads
 from projections.stores.desk_tickets import DeskTickets
 from projections.stores.port import Found, Values
@@ -60,6 +61,12 @@ class RemoteStore:
     tickets: Callable[[asyncpg.Pool], DeskTickets] | None = None
     """A hosted desk's ticket actions for the handshake board, on the readers' pool
     (the capture of what they change)."""
+    access: Checks | None = None
+    """The store's checks of its credentials, scopes and licence (``syncd integration
+    check``'s), made before its capture and writer start (``store_access``)."""
+    mapping_check: Callable[[str, list[str]], Awaitable[str | None]] | None = None
+    """Why the store cannot hold the custom fields a mapping names on its side (the
+    module, their keys), or None: asked before a mapping changes."""
 
 
 async def find_by_keys(module: str, keys: Sequence[str], *, secondary: bool,

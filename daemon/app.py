@@ -33,6 +33,7 @@ from adapters.kafka import (
 )
 from adapters.migrate import migrate, pending
 from adapters.remote_store import RemoteStore
+from adapters.store_access import AccessGate
 from daemon import bootstrap
 from daemon.consumer import ConsumerLoop
 from daemon.first_sync import first_sync
@@ -147,8 +148,9 @@ async def run(settings: Settings, stop: asyncio.Event, *, demo: bool = False,
         readers = await create_pool(services.dsn, max_size=READER_POOL_SIZE, connect=False)
         stack.push_async_callback(readers.close)
         startup = Startup()
-        if remote is None:
-            remote = await stack.enter_async_context(hosted_stores(settings))
+        if remote is None:  # they read the daemon's config (its mapping) once it runs
+            remote = await stack.enter_async_context(
+                hosted_stores(settings, lambda: daemon.read_config()))
         daemon = _Daemon(settings, services, pool, startup, readers=readers, remote=remote)
         await daemon.listen(stack)
         try:
@@ -167,13 +169,14 @@ async def run(settings: Settings, stop: asyncio.Event, *, demo: bool = False,
 
 
 @contextlib.asynccontextmanager
-async def hosted_stores(settings: Settings) -> AsyncIterator[dict[Side, RemoteStore]]:
+async def hosted_stores(settings: Settings, config: Callable[[], SyncConfig]
+                        ) -> AsyncIterator[dict[Side, RemoteStore]]:
     """The sides the settings make hosted stores (``crm_store``, ``desk_store``
     ``zoho``), their clients closed at the end."""
     async with contextlib.AsyncExitStack() as clients:
         stores: dict[Side, RemoteStore] = {}
         for side in hosted_sides(settings):
-            stores[side], client = hosted_store(settings, side)
+            stores[side], client = hosted_store(settings, side, config)
             clients.push_async_callback(client.close)
         yield stores
 
@@ -199,7 +202,16 @@ async def _seed_demo(pool: asyncpg.Pool, integration: IntegrationService, *,
         log.warning("demo_integration_skipped", code=err.code, error=str(err))
 
 
-async def _store_ready(writer: CommandWriter, projector: ConsumerLoop) -> str | None:
+def _store_state(writer: CommandWriter, gate: AccessGate | None) -> str:
+    """What the store's writer does, or why it has not started (its access checks)."""
+    return (gate.state() if gate is not None else None) or writer.state()
+
+
+async def _store_ready(writer: CommandWriter, projector: ConsumerLoop,
+                       gate: AccessGate | None) -> str | None:
+    checking = None if gate is None else gate.state()
+    if checking is not None:
+        return checking
     if writer.unavailable is not None:
         return f"unavailable: {writer.unavailable}"
     if projector.store_wait is not None:
@@ -246,7 +258,7 @@ class _Daemon:
             # A remote store that takes no write until a person acts, by name; or one
             # the batches cannot read.
             self.checks[f"{side}-store"] = functools.partial(
-                _store_ready, writer, self.projector)
+                _store_ready, writer, self.projector, self.pipeline.gates.get(side))
         self.api = ApiContext(
             pool=readers, integration=cast(IntegrationService, _NotOpenYet()),
             tokens=token_table(settings),
@@ -256,10 +268,12 @@ class _Daemon:
             zoho_crm_channel_token=None if settings.zoho_crm_channel_token is None
             else settings.zoho_crm_channel_token.get_secret_value().encode(),
             lag=self.projector.lag, last_applied_at=lambda: self.projector.last_applied_at,
-            remote_stores=lambda: {side: writer.state()
+            remote_stores=lambda: {side: _store_state(writer, self.pipeline.gates.get(side))
                                    for side, writer in self.pipeline.writers.items()},
             intakes={store.intake.name: store.intake for store in remote.values()
-                     if store.intake is not None})
+                     if store.intake is not None},
+            mapping_checks={side: store.mapping_check for side, store in remote.items()
+                            if store.mapping_check is not None})
 
     def read_config(self) -> SyncConfig:
         return self.sync_config

@@ -1,6 +1,6 @@
 """The composition root of the event pipeline: ``build`` wires the projections,
 the consumer loop, the outbox relays, the resume drain and a remote store's
-command writer, once, for ``syncd run``
+command writer and capture (both after its access checks passed), once, for ``syncd run``
 (``daemon.app``), the tests' pipeline (``tests/support/pipeline.py``) and the
 benchmark (``ops/bench``).
 
@@ -23,6 +23,7 @@ from adapters.command_writer import CommandWriter
 from adapters.credit_ledger import CreditLedger
 from adapters.relay import OutboxRelay
 from adapters.remote_store import RemoteStore
+from adapters.store_access import AccessGate
 from daemon.consumer import BatchHook, ConsumerLoop
 from daemon.resume_drain import drain_deferred
 from daemon.runtime.services import Services
@@ -82,6 +83,8 @@ class Pipeline:
     writers: dict[Side, CommandWriter] = field(default_factory=dict)
     captures: dict[Side, RootTask] = field(default_factory=dict)
     ledgers: dict[Side, CreditLedger] = field(default_factory=dict)
+    gates: dict[Side, AccessGate] = field(default_factory=dict)
+    """Remote stores' checks of their access, which their writers and captures wait for."""
     drain_retry_after: float = 0.5
 
     def projection(self, kind: type[P]) -> P:
@@ -99,13 +102,19 @@ class Pipeline:
                                       "resume-drain": self.resume_drain()}
         for source, relay in self.relays.items():
             roots[f"relay-{source}"] = relay.run
+        for store, gate in self.gates.items():
+            roots[f"access-{store}"] = gate.run
         for store, writer in self.writers.items():
-            roots[f"writer-{store}"] = writer.run
+            roots[f"writer-{store}"] = self._gated(store, writer.run)
         for store, capture in self.captures.items():
-            roots[f"capture-{store}"] = capture
+            roots[f"capture-{store}"] = self._gated(store, capture)
         for store, ledger in self.ledgers.items():
             roots[f"credits-{store}"] = ledger.run
         return roots
+
+    def _gated(self, store: Side, task: RootTask) -> RootTask:
+        gate = self.gates.get(store)
+        return task if gate is None else gate.then(task)
 
 
 def build(settings: Settings, *, services: Services, pool: asyncpg.Pool,
@@ -133,6 +142,8 @@ def build(settings: Settings, *, services: Services, pool: asyncpg.Pool,
     ledgers = {side: CreditLedger(pool, side, store.budget)
                for side, store in overrides.remote.items()
                if store.budget is not None and store.budget.credits is not None}
+    gates = {side: AccessGate(side, store.access) for side, store in overrides.remote.items()
+             if store.access is not None}
     security = settings.kafka_security()  # every Kafka client of the pipeline
     consumer = ConsumerLoop(
         pool=pool, bootstrap=services.bootstrap, topic=settings.events_topic,
@@ -152,4 +163,5 @@ def build(settings: Settings, *, services: Services, pool: asyncpg.Pool,
         for source in SOURCES}
     return Pipeline(settings=settings, pool=pool, sync=sync, projections=projections,
                     consumer=consumer, relays=relays, writers=writers, captures=captures,
-                    ledgers=ledgers, drain_retry_after=overrides.drain_retry_after)
+                    ledgers=ledgers, gates=gates,
+                    drain_retry_after=overrides.drain_retry_after)

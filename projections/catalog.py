@@ -1,7 +1,7 @@
 """What the two stores hold: tables, fields, their types and which are mandatory.
 
 Field names in a mapping are checked against this catalogue (or are
-``custom.<identifier>`` with a declared type), so no name from outside is
+``custom.<key>`` with a declared type), so no name from outside is
 ever pasted into SQL.
 """
 
@@ -18,7 +18,9 @@ FIELD_TYPES: tuple[FieldType, ...] = ("text", "integer", "numeric", "boolean", "
 SYNCED_MODULES = ("contacts", "accounts", "products")
 OTHER: dict[Side, Side] = {"desk": "crm", "crm": "desk"}
 
-IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+"""A custom field's key (``custom.<key>``): its name in the store, case kept (a hosted
+store's API name: Zoho CRM's ``Customer_Tier``, Zoho Desk's ``cf_region``)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,10 +1,12 @@
 """Field mapping per module (SYNC-04) and its type checks (SYNC-05).
 
 A mapping pairs a desk field with a CRM field. Standard fields are named by
-the catalogue; custom fields are ``custom.<identifier>`` with a declared
-type. Mappings are checked when configured (types must be compatible) and
-values are checked when applied: a value that does not fit its target field
-is a failure with its own message, never a silent coercion.
+the catalogue; custom fields are ``custom.<key>`` with a declared type, the key
+the field's name in its store as the store spells it (letters, digits and
+underscores, case kept: a hosted store's API name). Mappings are checked when
+configured (types must be compatible) and values are checked when applied: a
+value that does not fit its target field is a failure with its own message,
+never a silent coercion.
 """
 
 from __future__ import annotations
@@ -62,7 +64,9 @@ def resolve_field(side: Side, module: str, name: str, declared: str | None = Non
     if name.startswith("custom."):
         ident = name.removeprefix("custom.")
         if not IDENTIFIER.match(ident):
-            raise MappingError(f"{side} field {name!r}: not a valid identifier")
+            raise MappingError(f"{side} field {name!r}: not a valid key (a custom field's key"
+                               " is its API name: letters, digits and underscores, not"
+                               " starting with a digit)")
         if declared not in FIELD_TYPES:
             raise MappingError(
                 f"{side} field {name!r}: custom fields need a type, one of {list(FIELD_TYPES)}")
@@ -71,7 +75,7 @@ def resolve_field(side: Side, module: str, name: str, declared: str | None = Non
     if standard is None:
         known = ", ".join(STANDARD_FIELDS[(side, module)])
         raise MappingError(f"{side} field {name!r} does not exist in {module} (standard"
-                           f" fields: {known}; or custom.<identifier> with {side}_type)")
+                           f" fields: {known}; or custom.<key> with {side}_type)")
     return standard
 
 
@@ -82,6 +86,11 @@ class ModuleMapping:
 
     def fields(self, side: Side) -> list[Field]:
         return [pair.on(side) for pair in self.pairs]
+
+    def custom_keys(self, side: Side) -> list[str]:
+        """The keys of the custom fields mapped on ``side`` (``custom.<key>``)."""
+        return [f.name.removeprefix("custom.") for f in self.fields(side)
+                if f.name.startswith("custom.")]
 
 
 def build_mapping(module: str, entries: list[dict[str, Any]] | None = None) -> ModuleMapping:

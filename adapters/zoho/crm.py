@@ -31,7 +31,7 @@ delivers to (``write``). Field names are translated by ``crm_fields``.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -92,8 +92,13 @@ class ZohoCrm:
     store: Side = "crm"
     batch_size = WRITES_A_CALL
 
-    def __init__(self, options: ZohoCrmOptions) -> None:
+    def __init__(self, options: ZohoCrmOptions, *,
+                 custom_fields: Callable[[str], Sequence[str]] = lambda _module: ()) -> None:
+        """``custom_fields``: the API names of a module's custom fields the mapping
+        names, asked for with the standard ones (read at each call: the mapping may
+        change while the daemon runs)."""
         self.options = options
+        self.custom_fields = custom_fields
         self.client = ZohoClient(options.credentials, DIALECT, api_url=options.api_url,
                                  timeout=options.timeout, budget=options.limits.budget("crm"))
         self._forecast_types: dict[str, str] = {}  # a deal stage's forecast type
@@ -130,7 +135,9 @@ class ZohoCrm:
         for start in range(0, len(wanted), IDS_PER_READ):
             chunk = wanted[start:start + IDS_PER_READ]
             for record in await self._records("GET", f"/{module_name(module)}",
-                                              params={"ids": ",".join(chunk)},
+                                              params={"ids": ",".join(chunk),
+                                                      "fields": ",".join(self.fields_asked(
+                                                          module))},
                                               for_write=for_write):
                 values = self._values(module, record)
                 held[values["id"]] = Held(values, zoho_time(record["Modified_Time"]))
@@ -140,12 +147,10 @@ class ZohoCrm:
                              per_page: int = 200) -> list[tuple[str, dict[str, Any]]]:
         """The records of ``module`` modified after ``since``, oldest first: ``GET
         /crm/v8/{Module}`` with ``If-Modified-Since``, ``sort_by=Modified_Time``, by
-        ``page`` up to the 2,000th record, by ``page_token`` past it. Only the standard
-        fields and the external-id field are asked for (``fields``), so the values
-        carry no ``custom``: a poll does not see custom fields change."""
-        fields = ",".join([*FIELDS[module].values(), "Modified_Time", "Created_Time",
-                           self.options.sync_key_field])
-        params: dict[str, str] = {"fields": fields, "sort_by": "Modified_Time",
+        ``page`` up to the 2,000th record, by ``page_token`` past it, with the fields
+        ``fields_asked``."""
+        params: dict[str, str] = {"fields": ",".join(self.fields_asked(module)),
+                                  "sort_by": "Modified_Time",
                                   "sort_order": "asc", "per_page": str(per_page), "page": "1"}
         if module == "leads":
             params["converted"] = "both"  # a lead converted since is a change of it
@@ -219,6 +224,15 @@ class ZohoCrm:
         values["id"] = str(record["id"])
         return values
 
+    def fields_asked(self, module: str, custom: Sequence[str] | None = None) -> list[str]:
+        """What a read, the poll and the bulk read ask for (``fields``; Zoho CRM v8
+        returns no other): the standard fields, the times, the external-id field and
+        the custom fields (by default the mapped ones; ``crm_check.custom_fields``
+        keeps them within Zoho's 50 a call)."""
+        return [*FIELDS[module].values(), "Modified_Time", "Created_Time",
+                self.options.sync_key_field,
+                *(self.custom_fields(module) if custom is None else custom)]
+
     async def standing_values(self, module: str, values: dict[str, Any]) -> dict[str, Any]:
         """A deal's stage as the handshake reads it (``open``, ``won``, ``lost``), by the
         forecast type the org gives each stage (its picklist, read once and again
@@ -237,10 +251,10 @@ class ZohoCrm:
                 for v in stage.get("pick_list_values") or [] if v.get("forecast_type")}
 
     def polled_values(self, module: str, record: dict[str, Any]) -> dict[str, Any]:
-        """A record as the poll and the bulk read capture it: the standard fields and
-        the key they ask for (no ``custom``, no ``deleted``), with its ``id``."""
+        """A record as the poll and the bulk read capture it: the fields they ask for
+        (the mapped custom fields under ``custom``; no ``deleted``), with its ``id``."""
         values = self._values(module, record)
-        del values["custom"], values["deleted"]
+        del values["deleted"]
         return values
 
     # -- writes (Target) ---------------------------------------------------------

@@ -26,7 +26,7 @@ import zipfile
 from adapters.remote_bulk import BulkPage, JobGone
 from adapters.write_errors import Refused, Transient
 from adapters.zoho.crm import ZohoCrm
-from adapters.zoho.crm_fields import FIELDS, STANDING_MODULES, from_bulk_row, module_name
+from adapters.zoho.crm_fields import STANDING_MODULES, from_bulk_row, module_name
 from projections.stores.port import Values
 
 BULK_PATH = "/crm/bulk/v8/read"
@@ -42,10 +42,9 @@ class CrmBulkRead:
         return module not in STANDING_MODULES
 
     async def start(self, module: str, page: int) -> str:
-        fields = [*FIELDS[module].values(), "Modified_Time", "Created_Time",
-                  self.crm.options.sync_key_field]
         answer = await self.crm.client.call("POST", BULK_PATH, for_write=False, json={
-            "query": {"module": {"api_name": module_name(module)}, "fields": fields,
+            "query": {"module": {"api_name": module_name(module)},
+                      "fields": self.crm.fields_asked(module),
                       "page": page}, "file_type": "csv"})
         outcome = (answer.get("data") or [{}])[0] if isinstance(answer, dict) else {}
         if outcome.get("status") != "success":

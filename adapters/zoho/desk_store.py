@@ -1,17 +1,19 @@
 """Zoho Desk as the desk side of the sync: the adapter (``desk``) for reads and
 writes, its change capture (``desk_capture``: the poll, the webhook and its
-intake) and the board's ticket actions (``desk_tickets``), wired as one
-``RemoteStore``."""
+intake), the board's ticket actions (``desk_tickets``) and the check of its access
+(``desk_check``), wired as one ``RemoteStore``."""
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 
 import asyncpg
 
 from adapters.command_writer import Backoff
 from adapters.remote_capture import RemoteCapture
 from adapters.remote_store import RemoteStore, RootTask
+from adapters.zoho import desk_check
 from adapters.zoho.desk import ZohoDesk, ZohoDeskOptions
 from adapters.zoho.desk_capture import DeskWebhookIntake, Webhooks, ZohoDeskPoll
 from adapters.zoho.desk_tickets import ZohoDeskTickets
@@ -35,4 +37,5 @@ def zoho_desk_store(options: ZohoDeskOptions, *, concurrency: int = 5,
     return RemoteStore(reads=desk, target=desk, concurrency=concurrency,
                        backoff=backoff or Backoff(), capture=capture, intake=intake,
                        tickets=lambda pool: ZohoDeskTickets(desk, pool),
-                       budget=desk.client.budget), desk
+                       budget=desk.client.budget,
+                       access=functools.partial(desk_check.access, desk)), desk

@@ -263,7 +263,7 @@ def integration_mapping(ctx: click.Context, module: str, mapping_file: Any,
     """Set a module's field mapping from a JSON file of entries (none: the standard one).
 
     The file is a JSON array of entries, each {"desk": FIELD, "crm": FIELD}, with
-    "desk_type"/"crm_type" for a custom.<identifier> field. It is checked before it is
+    "desk_type"/"crm_type" for a custom.<key> field. It is checked before it is
     sent; an error names the file, the line and the field.
     """
     entries = (read_mapping_file(mapping_file.read(), module, name=mapping_file.name)

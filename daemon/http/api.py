@@ -31,6 +31,8 @@ from daemon.service import failures as failure_log
 from daemon.service import history as sync_history
 from daemon.service import integration, webhooks
 from daemon.service import status as daemon_status
+from daemon.service.integration import MappingCheck
+from projections.catalog import Side
 from projections.config import SyncConfig
 from projections.events import ChangeEvent, InvalidEvent, decode_event, encode_event
 
@@ -56,6 +58,8 @@ class ApiContext:
     """Each remote store's writer's state (``CommandWriter.state``)."""
     intakes: Mapping[str, WebhookIntake] = field(default_factory=dict)
     """The remote stores' callbacks, by name (``zoho-desk``)."""
+    mapping_checks: Mapping[Side, MappingCheck] = field(default_factory=dict)
+    """The remote stores' checks of a mapping's custom fields (``RemoteStore``)."""
 
 
 def _by(request: web.Request) -> str:
@@ -119,7 +123,8 @@ async def switch_to_sync(ctx: ApiContext, request: web.Request, _body: None) -> 
 
 async def mapping(ctx: ApiContext, request: web.Request, body: bodies.Mapping) -> web.Response:
     await integration.change_field_mapping(ctx.integration, request.match_info["module"],
-                                           body.entries, by=_by(request))
+                                           body.entries, by=_by(request),
+                                           checks=ctx.mapping_checks)
     return await _state(ctx)
 
 

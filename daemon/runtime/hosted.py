@@ -6,13 +6,14 @@ check`` (its checks)."""
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from typing import Any
 
 from adapters.call_budget import ApiLimits
 from adapters.remote_store import RemoteStore
+from adapters.store_access import Check
 from adapters.zoho import crm_check, desk_check
 from adapters.zoho.crm import ZohoCrm, ZohoCrmOptions
-from adapters.zoho.crm_check import Check
 from adapters.zoho.crm_poll import Notifications
 from adapters.zoho.crm_store import zoho_crm_store
 from adapters.zoho.desk import ZohoDesk, ZohoDeskOptions
@@ -21,6 +22,7 @@ from adapters.zoho.desk_store import zoho_desk_store
 from adapters.zoho.oauth import Credentials
 from daemon.runtime.settings import Settings
 from projections.catalog import Side
+from projections.config import SyncConfig
 
 Client = ZohoCrm | ZohoDesk
 
@@ -31,15 +33,17 @@ def hosted_sides(settings: Settings) -> list[Side]:
     return [side for side, kind in kinds.items() if kind == "zoho"]
 
 
-def hosted_store(settings: Settings, side: Side) -> tuple[RemoteStore, Client]:
-    """The side's remote store (``Overrides.remote``) and its client, to close."""
+def hosted_store(settings: Settings, side: Side, config: Callable[[], SyncConfig]
+                 ) -> tuple[RemoteStore, Client]:
+    """The side's remote store (``Overrides.remote``) and its client, to close.
+    ``config``: the sync's configuration as the daemon follows it (its mapping)."""
     window = dt.timedelta(days=settings.initial_sync_window_days)
     if side == "crm":
         return zoho_crm_store(
             zoho_crm_options(settings), concurrency=settings.zoho_crm_concurrency,
             poll_interval=settings.zoho_crm_poll_interval, first_window=window,
             notifications=zoho_crm_notifications(settings),
-            bulk_read=settings.zoho_crm_bulk_read)
+            bulk_read=settings.zoho_crm_bulk_read, config=config)
     return zoho_desk_store(
         zoho_desk_options(settings), concurrency=settings.zoho_desk_concurrency,
         poll_interval=settings.zoho_desk_poll_interval, first_window=window,

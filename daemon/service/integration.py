@@ -6,10 +6,14 @@ command raises ``InvalidCommand`` and records nothing.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Literal
 
 from adapters.integration_store import IntegrationService
 from daemon.service import NotFound
+from projections.catalog import Side
+from projections.integration import InvalidMapping
+from projections.mapping import MappingError, build_mapping
 
 
 async def state(integration: IntegrationService) -> dict[str, Any]:
@@ -54,8 +58,25 @@ async def switch_to_sync(integration: IntegrationService, *, by: str) -> None:
     await integration.switch_to_sync(by=by)
 
 
+MappingCheck = Callable[[str, list[str]], Awaitable[str | None]]
+"""A hosted store's check of the custom fields a mapping names on its side
+(``RemoteStore.mapping_check``): why it cannot hold them, or None."""
+
+
 async def change_field_mapping(integration: IntegrationService, module: str,
-                               entries: list[dict[str, Any]] | None, *, by: str) -> None:
+                               entries: list[dict[str, Any]] | None, *, by: str,
+                               checks: Mapping[Side, MappingCheck] | None = None) -> None:
+    """Change a module's mapping; a hosted store's ``checks`` refuse custom fields it
+    does not have (``InvalidMapping`` with its reason) before anything is recorded."""
+    if entries is not None and checks:
+        try:
+            mapping = build_mapping(module, entries)
+        except MappingError as err:
+            raise InvalidMapping(module, str(err)) from None
+        for side, check in checks.items():
+            problem = await check(module, mapping.custom_keys(side))
+            if problem is not None:
+                raise InvalidMapping(module, f"{side} {problem}")
     await integration.change_field_mapping(module, entries, by=by)
 
 

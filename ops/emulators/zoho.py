@@ -17,6 +17,9 @@ HTTP server on loopback (``zoho_crm``, ``zoho_desk``).
 - ``credits``: ``(calls, seconds)``, the API credits of a window: past them, the
   service's 429 with ``Retry-After`` until the window ends (Zoho's own windows are a
   day; a test's, seconds).
+- ``scopes``: what the refresh token was granted (all the adapter needs, at first): a
+  call whose scope (``scope_needed``) is not among them is refused as the service
+  refuses it (``scope_refused``).
 """
 
 from __future__ import annotations
@@ -51,6 +54,7 @@ class ZohoEmulator:
     """The paths that need an access token."""
     ui_modules: tuple[str, ...] = ("contacts", "accounts", "products")
     """The modules a person edits through ``/ui/{module}``."""
+    SCOPES: frozenset[str] = frozenset()
 
     def __init__(self, *, token_ttl: float = 3600.0) -> None:
         self.tokens: dict[str, float] = {}  # access token -> expiry (monotonic)
@@ -60,6 +64,7 @@ class ZohoEmulator:
         self.faults: deque[Fault] = deque()
         self.calls: list[tuple[str, str, int]] = []  # method, path, status
         self.credits: tuple[int, float] | None = None
+        self.scopes = set(self.SCOPES)
         self._window: tuple[float, int] = (0.0, 0)  # its start, the calls spent in it
         self.refused_for_credits = 0
         self.url = ""
@@ -107,6 +112,12 @@ class ZohoEmulator:
         raise NotImplementedError
 
     def too_many_requests(self, retry_after: float) -> web.Response:
+        raise NotImplementedError
+
+    def scope_needed(self, request: web.Request) -> str:
+        raise NotImplementedError
+
+    def scope_refused(self) -> web.Response:
         raise NotImplementedError
 
     def _spend(self) -> web.Response | None:
@@ -164,6 +175,9 @@ class ZohoEmulator:
                 expiry < time.monotonic():
             self.calls.append((request.method, request.path, 401))
             return self.unauthorized()
+        if self.scope_needed(request) not in self.scopes:
+            self.calls.append((request.method, request.path, 401))
+            return self.scope_refused()
         refused = self._spend()
         if refused is not None:
             self.calls.append((request.method, request.path, refused.status))

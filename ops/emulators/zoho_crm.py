@@ -9,7 +9,8 @@ and the OAuth guide, for what the adapter uses:
   ``{"error": "invalid_client"}`` (with 200, as Zoho answers).
 - Every ``/crm/v8`` call needs ``Authorization: Zoho-oauthtoken …`` of a live token,
   else 401 ``INVALID_TOKEN``.
-- ``GET /crm/v8/{Module}?ids=a,b`` (at most 100), ``GET /crm/v8/{Module}/{id}``,
+- ``GET /crm/v8/{Module}?ids=a,b`` (at most 100) and lists: only the ``fields``
+  asked for (required, at most 50), the ``id`` and the ``$`` keys; ``GET /crm/v8/{Module}/{id}``,
   ``GET /crm/v8/{Module}/search`` with ``email`` (every e-mail field, case aside)
   or ``criteria=(Field:equals:value)`` (backslash escapes): ``{"data", "info"}``,
   or 204 when nothing matches.
@@ -28,9 +29,6 @@ and the OAuth guide, for what the adapter uses:
 - Lists: ``If-Modified-Since``, ``sort_by``, ``page``/``per_page``, ``page_token``;
   ``Leads`` leaves converted leads (``$converted``) out unless ``converted`` is
   ``true`` or ``both``.
-- ``GET /crm/v8/settings/fields?module=…`` (``fields.json``): the standard fields,
-  the external-id field, and the Deals' ``Stage`` picklist with each value's
-  ``forecast_type`` (``stages``).
 - ``GET /crm/v8/{Module}/deleted`` (``getDeletedRecords``): ``type``, paging,
   ``If-Modified-Since``; ``person_deletes`` puts a record there.
 
@@ -41,6 +39,14 @@ and the OAuth guide, for what the adapter uses:
   CSV (``Id`` and the fields asked for, a lookup's id, empty cells for nulls);
   ``expire_bulk_jobs`` forgets the jobs (404 ``RESOURCE_NOT_FOUND``, as after a day).
   The job's ``callback`` is not posted (the adapter asks for the state).
+
+- ``GET /crm/v8/settings/fields?module=…`` (``fields.json``): the standard fields,
+  the external-id field and ``custom_fields``, by API name, and the Deals' ``Stage``
+  picklist with each value's ``forecast_type`` (``stages``).
+- ``scopes``: ``ZohoCRM.modules.ALL`` for records, ``ZohoCRM.settings.ALL`` for
+  ``settings/fields``, ``ZohoCRM.notifications.ALL`` for ``actions/watch``,
+  ``ZohoCRM.bulk.READ`` for the bulk read; a call without its scope is 401
+  ``OAUTH_SCOPE_MISMATCH``.
 
 Not emulated (not used yet): COQL, bulk write, restoring from the recycle bin; credits only as
 a count per window (``ops.emulators.zoho``), not Zoho's cost per call. Times
@@ -75,6 +81,8 @@ from projections.events import ChangeEvent
 ORG_ZONE = dt.timezone(dt.timedelta(hours=5, minutes=30))
 class ZohoCrmEmulator(ZohoEmulator):
     api_prefix = "/crm/"
+    SCOPES = frozenset({"ZohoCRM.modules.ALL", "ZohoCRM.settings.ALL",
+                        "ZohoCRM.notifications.ALL", "ZohoCRM.bulk.READ"})
 
     def __init__(self, *, token_ttl: float = 3600.0) -> None:
         super().__init__(token_ttl=token_ttl)
@@ -87,15 +95,14 @@ class ZohoCrmEmulator(ZohoEmulator):
         self.drop_notifications = 0  # the next notifications never sent
         # method, channel id, expiry, when it was asked
         self.subscriptions: list[tuple[str, Any, dt.datetime, dt.datetime]] = []
-        self.scopes = {"ZohoCRM.modules.ALL", "ZohoCRM.settings.ALL",
-                       "ZohoCRM.notifications.ALL", "ZohoCRM.bulk.READ"}
-        """What the refresh token was granted: the bulk read needs ``ZohoCRM.bulk.READ``
-        (401 ``OAUTH_SCOPE_MISMATCH`` without it)."""
         self.stages = {"Qualification": "Open", "Needs Analysis": "Open",
                        "Negotiation/Review": "Open", "Closed Won": "Closed Won",
                        "Closed Lost": "Closed Lost",
                        "Closed-Lost to Competition": "Closed Lost"}
         """The Deals' Stage picklist: each value's ``forecast_type``."""
+        self.custom_fields: dict[str, set[str]] = {m: set() for m in MODULES.values()}
+        """Each module's custom fields by API name (besides ``Syncd_Key``), as
+        ``settings/fields`` lists them."""
         self.bulk_jobs: dict[str, dict[str, Any]] = {}
         self.bulk_seconds = 0.0
         self.bulk_per_page = 200_000
@@ -229,7 +236,8 @@ class ZohoCrmEmulator(ZohoEmulator):
 
     async def _fields(self, request: web.Request) -> web.Response:
         """``GET /crm/v8/settings/fields?module=…`` (``fields.json``): the standard
-        fields, and the external-id field unless ``without_sync_key`` names the module."""
+        fields, the external-id field unless ``without_sync_key`` names the module, and
+        ``custom_fields``."""
         module = request.query.get("module", "")
         ours = next((m for m, z in MODULES.items() if z == module), None)
         if ours is None:
@@ -247,6 +255,8 @@ class ZohoCrmEmulator(ZohoEmulator):
                            "custom_field": True,
                            "external": {"show": True, "type": "user",
                                         "allow_multiple_config": False}})
+        fields += [{"api_name": api, "data_type": "text", "custom_field": True,
+                    "external": None} for api in sorted(self.custom_fields[module])]
         return web.json_response({"fields": fields})
 
     async def _watch(self, request: web.Request) -> web.Response:
@@ -275,15 +285,20 @@ class ZohoCrmEmulator(ZohoEmulator):
                             for e in item.get("events", [])]}})
         return web.json_response({"watch": out})
 
-    def _bulk_scope(self) -> None:
-        if "ZohoCRM.bulk.READ" not in self.scopes:
-            raise web.HTTPUnauthorized(text=json.dumps({
-                "code": "OAUTH_SCOPE_MISMATCH", "details": {},
-                "message": "invalid oauth scope to access this URL", "status": "error"}),
-                content_type="application/json")
+    def scope_needed(self, request: web.Request) -> str:
+        path = request.path
+        if path.startswith("/crm/bulk/"):
+            return "ZohoCRM.bulk.READ"
+        if path.startswith("/crm/v8/settings/"):
+            return "ZohoCRM.settings.ALL"
+        if path.startswith("/crm/v8/actions/watch"):
+            return "ZohoCRM.notifications.ALL"
+        return "ZohoCRM.modules.ALL"
+
+    def scope_refused(self) -> web.Response:
+        return _error(401, "OAUTH_SCOPE_MISMATCH", "invalid oauth scope to access this URL")
 
     async def _bulk_add(self, request: web.Request) -> web.Response:
-        self._bulk_scope()
         body = await request.json()
         query = body.get("query") or {}
         module = (query.get("module") or {}).get("api_name")
@@ -309,7 +324,6 @@ class ZohoCrmEmulator(ZohoEmulator):
                 "created_time": now}}], "info": {}}, status=201)
 
     def _bulk_job(self, request: web.Request) -> dict[str, Any]:
-        self._bulk_scope()
         job = self.bulk_jobs.get(request.match_info["job"])
         if job is None:
             raise web.HTTPNotFound(text=json.dumps({
@@ -358,13 +372,20 @@ class ZohoCrmEmulator(ZohoEmulator):
         return self.records[module]
 
     async def _get(self, request: web.Request) -> web.Response:
+        """Records by ``ids`` or a list, with the ``fields`` asked for (required, 50 at
+        most) and the ``id``, a field the record lacks as null."""
         table = self._table(request)
         ids = [i for i in request.query.get("ids", "").split(",") if i]
+        fields = [f for f in request.query.get("fields", "").split(",") if f]
         if len(ids) > 100:
             return _error(400, "LIMIT_EXCEEDED", "more than 100 ids")
+        if not fields:
+            return _error(400, "REQUIRED_PARAM_MISSING", "fields is required")
+        if len(fields) > 50:
+            return _error(400, "LIMIT_EXCEEDED", "more than 50 fields")
         if ids:
-            return _page([table[i] for i in ids if i in table])
-        return self._list(request, list(table.values()))
+            return _page([_only(table[i], fields) for i in ids if i in table])
+        return self._list(request, list(table.values()), fields)
 
     def _by_modified(self, module: str) -> tuple[list[tuple[dt.datetime, str]],
                                                  list[dict[str, Any]]]:
@@ -378,7 +399,8 @@ class ZohoCrmEmulator(ZohoEmulator):
                                              [r for _, r in keyed])
         return cached[1], cached[2]
 
-    def _list(self, request: web.Request, records: list[dict[str, Any]]) -> web.Response:
+    def _list(self, request: web.Request, records: list[dict[str, Any]],
+              fields: list[str]) -> web.Response:
         """A records list: ``If-Modified-Since`` (modified after it), ``sort_by`` and
         ``sort_order``, ``page``/``per_page`` (200 at most) up to the 2,000th record,
         ``page_token`` past it (not together with ``page``)."""
@@ -405,7 +427,7 @@ class ZohoCrmEmulator(ZohoEmulator):
             start = (int(query.get("page", "1")) - 1) * per_page
             if start + per_page > 2000 and start >= 2000:
                 return _error(400, "LIMIT_EXCEEDED", "use page_token past 2,000 records")
-        chunk = records[start:start + per_page]
+        chunk = [_only(r, fields) for r in records[start:start + per_page]]
         if not chunk:
             return web.Response(status=204)
         more = start + per_page < len(records)
@@ -586,6 +608,13 @@ def _page(records: list[dict[str, Any]]) -> web.Response:
         return web.Response(status=204)
     return web.json_response({"data": records, "info": {
         "per_page": 200, "count": len(records), "page": 1, "more_records": False}})
+
+
+def _only(record: dict[str, Any], fields: list[str]) -> dict[str, Any]:
+    """The fields asked for, the ``id`` and Zoho's ``$`` keys (``$converted``: those
+    come whatever ``fields`` asks)."""
+    return {"id": record["id"], **{name: record.get(name) for name in fields},
+            **{k: v for k, v in record.items() if k.startswith("$")}}
 
 
 def _cell(value: Any) -> str:

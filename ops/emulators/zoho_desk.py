@@ -57,6 +57,9 @@ uses:
   "eventTime", "payload", "prevState"?}]``, unless the write carried the header
   ``sourceId`` equal to the webhook's ``ignoreSourceId``; a callback answered 410
   deletes the webhook; ``drop_callbacks`` loses the next ones.
+- ``scopes``: ``Desk.contacts.ALL`` for contacts and accounts, ``Desk.products.ALL``,
+  ``Desk.search.READ`` for searches, ``Desk.settings.ALL`` for webhooks; a call
+  without its scope is 401 ``SCOPE_MISMATCH``.
 
 A person's delete (``person_deletes``) moves the record to ``trash`` and is
 announced as ``{"payload": {"id": …}}``.
@@ -109,6 +112,8 @@ SEARCH_PARAMS = {"email", "accountName", "productName", "_all", "modifiedTimeRan
 class ZohoDeskEmulator(ZohoEmulator):
     api_prefix = "/api/v1/"
     ui_modules = ("contacts", "accounts", "products", "tickets", "departments")
+    SCOPES = frozenset({"Desk.contacts.ALL", "Desk.products.ALL", "Desk.tickets.ALL",
+                        "Desk.search.READ", "Desk.basic.READ", "Desk.settings.ALL"})
 
     def __init__(self, *, token_ttl: float = 3600.0) -> None:
         super().__init__(token_ttl=token_ttl)
@@ -170,6 +175,20 @@ class ZohoDeskEmulator(ZohoEmulator):
         return web.json_response(
             {"errorCode": "TOO_MANY_REQUESTS", "message": "API credits exhausted"},
             status=429, headers={"Retry-After": str(int(retry_after))})
+
+    def scope_needed(self, request: web.Request) -> str:
+        parts = request.path.split("/")  # "", "api", "v1", module, …
+        if parts[3] == "webhooks":
+            return "Desk.settings.ALL"
+        if parts[-1] == "search":
+            return "Desk.search.READ"
+        if parts[3] in ("tickets", "departments", "mailReplyAddress"):
+            return "Desk.tickets.ALL"
+        return "Desk.products.ALL" if parts[3] == "products" else "Desk.contacts.ALL"
+
+    def scope_refused(self) -> web.Response:
+        return _error(401, "SCOPE_MISMATCH", "The scope of the OAuth token does not"
+                      " permit this operation.")
 
     def table(self, module: str) -> dict[str, dict[str, Any]]:
         return self.records[module]

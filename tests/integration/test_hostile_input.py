@@ -123,7 +123,8 @@ async def test_timestamps_far_in_the_past_and_future(pipeline: Pipeline) -> None
 @pytest.mark.parametrize(("entry", "message"), [
     ({"desk": "no_such_column", "crm": "email"}, "does not exist"),
     ({"desk": "custom.bad-name; DROP", "desk_type": "text", "crm": "email"},
-     "not a valid identifier"),
+     "not a valid key"),
+    ({"desk": "custom.1st", "desk_type": "text", "crm": "email"}, "not a valid key"),
     ({"desk": "custom.x", "crm": "email"}, "need a type"),
     ({"desk": "email", "crm": "custom.n", "crm_type": "integer"}, "incompatible"),
 ])
@@ -131,6 +132,16 @@ def test_bad_mappings_are_refused(entry: dict[str, str], message: str) -> None:
     """A mapping naming a missing column or an invalid identifier is refused, by name."""
     with pytest.raises(MappingError, match=message):
         build_mapping("contacts", [entry])
+
+
+def test_a_custom_fields_key_keeps_its_case() -> None:
+    """``custom.<key>`` is the field's API name as the store spells it: Zoho CRM's are
+    capitalised (``Customer_Tier``), and ``customer_tier`` would be another field."""
+    mapping = build_mapping("contacts", [
+        {"desk": "custom.cf_tier", "desk_type": "text",
+         "crm": "custom.Customer_Tier", "crm_type": "text"}])
+    assert mapping.custom_keys("crm") == ["Customer_Tier"]
+    assert mapping.custom_keys("desk") == ["cf_tier"]
 
 
 async def test_captured_change_that_does_not_decode_leaves_the_outbox(

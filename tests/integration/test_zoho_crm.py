@@ -7,15 +7,20 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime as dt
+import functools
 import uuid
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 
 import asyncpg
 import pytest
+from pydantic import SecretStr
 
-from adapters import metrics
+from adapters import metrics, store_access
 from adapters.command_writer import Backoff, CommandWriter, Landed
+from adapters.store_access import AccessGate
 from adapters.write_errors import Refused, Unavailable
+from adapters.zoho import crm_check
 from adapters.zoho.crm import ZohoCrm
 from adapters.zoho.crm_store import zoho_crm_store
 from ops.emulators.zoho import CLIENT_ID, CLIENT_SECRET, REFRESH_TOKEN, Fault
@@ -24,6 +29,7 @@ from projections.mapping import REASON_MANDATORY
 from projections.stores import commands
 from projections.stores.commands import Command
 from projections.stores.port import SYNC_KEY_FIELD
+from tests.support.daemon import running_daemon
 from tests.support.pipeline import Pipeline
 
 
@@ -403,3 +409,67 @@ async def test_integration_check_says_what_is_wrong_and_what_to_do(
     status, output = await asyncio.to_thread(check_command, emulator, secret="wrong-secret")
     assert status == 1 and "invalid_client" in output
     assert "wrong-secret" not in output and REFRESH_TOKEN not in output
+
+
+async def test_a_scope_missing_at_start_holds_the_crm_until_it_is_granted(
+        database_url: str, kafka_bootstrap: str, topic_prefix: str, data_dir: Path,
+        emulator: ZohoCrmEmulator) -> None:
+    """The daemon starts with a refresh token lacking ``ZohoCRM.bulk.READ``: its start-up
+    checks (``syncd integration check``'s) find it before anything is read or written.
+    The CRM is unavailable: ``/readyz`` names ``crm-store`` and the scope, the status
+    and the gauge say so, a desk contact's write waits in the command outbox, untried
+    and not failed; the scope granted in Zoho, the next check brings the CRM back
+    without a restart and the write lands."""
+    emulator.scopes.discard("ZohoCRM.bulk.READ")
+    async with running_daemon(
+            database_url, kafka_bootstrap, topic_prefix, data_dir, ready=False,
+            crm_store="zoho", zoho_crm_client_id=CLIENT_ID,
+            zoho_crm_client_secret=SecretStr(CLIENT_SECRET),
+            zoho_crm_refresh_token=SecretStr(REFRESH_TOKEN),
+            zoho_crm_accounts_url=emulator.url, zoho_crm_poll_interval=0.2) as daemon:
+        await daemon.enable_sync()
+        await daemon.pool.execute("INSERT INTO desk.contacts (last_name, email)"
+                                  " VALUES ('Held', 'held@x.example')")
+        await daemon.wait_until("SELECT count(*) FROM sync.commands", 1)
+        status, ready = await daemon.call("GET", "/readyz", role=None)
+        assert status == 503 and set(ready["failing"]) == {"crm-store"}, ready
+        assert ready["failing"]["crm-store"].startswith("unavailable: bulk read: ")
+        assert "add the scope ZohoCRM.bulk.READ" in ready["failing"]["crm-store"]
+        _, now = await daemon.call("GET", "/api/v1/status", role="viewer")
+        assert now["remote_stores"]["crm"] == ready["failing"]["crm-store"]
+        assert metrics.STORE_UNAVAILABLE.labels("crm")._value.get() == 1
+        await asyncio.sleep(1.0)  # a retry of the checks, the poll's interval five times
+        assert emulator.writes == 0 and not emulator.bulk_jobs
+        assert await daemon.pool.fetchval("SELECT max(attempts) FROM sync.commands") == 0
+        assert await daemon.pool.fetchval("SELECT count(*) FROM sync.failures") == 0
+
+        emulator.scopes.add("ZohoCRM.bulk.READ")
+        await daemon.wait_until("SELECT count(*) FROM sync.commands", 0, timeout=30)
+        assert [r["Last_Name"] for r in emulator.module("contacts").values()] == ["Held"]
+        status, ready = await daemon.call("GET", "/readyz", role=None)
+        assert status == 200, ready
+        assert metrics.STORE_UNAVAILABLE.labels("crm")._value.get() == 0
+        assert await daemon.pool.fetchval("SELECT count(*) FROM sync.failures") == 0
+
+
+async def test_a_crm_that_does_not_answer_at_start_is_no_scope_problem(
+        crm: ZohoCrm, emulator: ZohoCrmEmulator, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The start-up checks answered 503: the CRM is waiting for them, not unavailable
+    (no advice about scopes, the gauge at 0); checked again, they pass."""
+    monkeypatch.setattr(store_access, "FIRST_RETRY", 0.5)
+    metrics.STORE_UNAVAILABLE.labels("crm").set(0)
+    gate = AccessGate("crm", functools.partial(crm_check.access, crm))
+    emulator.faults.append(Fault(503))
+    stop = asyncio.Event()
+    task = asyncio.create_task(gate.run(stop))
+    try:
+        await until(lambda: "not answered" in (gate.state() or ""))
+        assert gate.state() == ("its start-up checks were not answered: credentials:"
+                                " HTTP 503: the service did not answer; try again")
+        assert gate.problem is None
+        assert metrics.STORE_UNAVAILABLE.labels("crm")._value.get() == 0
+        await asyncio.wait_for(gate.passed.wait(), 10)
+        assert gate.state() is None
+    finally:
+        stop.set()
+        await task

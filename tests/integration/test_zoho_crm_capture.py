@@ -24,6 +24,7 @@ from daemon.runtime.embedded import free_port
 from ops.emulators.zoho import CLIENT_ID, CLIENT_SECRET, REFRESH_TOKEN
 from ops.emulators.zoho_crm import ZohoCrmEmulator, running_emulator
 from projections.db import loads_json
+from projections.mapping import build_mapping
 from projections.stores import commands
 from projections.stores.commands import Command
 from tests.support.daemon import running_daemon
@@ -129,6 +130,42 @@ async def test_a_contact_created_in_zoho_reaches_the_desk(
         await client.close()
 
 
+async def test_a_custom_field_edited_alone_in_zoho_reaches_the_desk_and_back(
+        database_url: str, kafka_bootstrap: str, topic_prefix: str,
+        emulator: ZohoCrmEmulator) -> None:
+    """A Zoho CRM custom field named by its API name (``custom.Customer_Tier``) mapped
+    to a desk custom field: read by the first sync's bulk read, then edited alone in
+    Zoho (the poll asks for the mapped custom fields; the capture names the one that
+    changed), each value reaches the desk; edited alone on the desk, it lands in Zoho
+    under its API name."""
+    emulator.custom_fields["Contacts"].add("Customer_Tier")
+    zid = emulator.person_creates("contacts", {
+        "Last_Name": "Tier", "Email": "tier@x.example", "Customer_Tier": "Gold"})
+    store, client = zoho_crm_store(emulator.options(), backoff=Backoff(base=0.05, cap=0.2),
+                                   poll_interval=0.2, first_window=dt.timedelta(hours=1),
+                                   config=lambda: pipe.config)
+    pipe = Pipeline(database_url, kafka_bootstrap, topic_prefix, remote={"crm": store})
+    pipe.configure(mappings={**pipe.config.mappings, "contacts": build_mapping("contacts", [
+        {"desk": "last_name", "crm": "last_name"}, {"desk": "email", "crm": "email"},
+        {"desk": "custom.region", "desk_type": "text",
+         "crm": "custom.Customer_Tier", "crm_type": "text"}])})
+    await pipe.start()
+    try:
+        await pipe.wait_for_count("SELECT count(*) FROM desk.contacts"
+                                  " WHERE custom->>'region' = 'Gold'", 1)
+        emulator.edit("contacts", zid, {"Customer_Tier": "Platinum"})
+        await pipe.wait_for_count("SELECT count(*) FROM desk.contacts"
+                                  " WHERE custom->>'region' = 'Platinum'", 1)
+        await pipe.execute("UPDATE desk.contacts SET custom = custom || '{\"region\": \"Silver\"}'")
+        await pipe.drain()
+        assert emulator.module("contacts")[zid]["Customer_Tier"] == "Silver"
+        assert emulator.module("contacts")[zid]["Last_Name"] == "Tier"
+        assert await pipe.fetchval("SELECT count(*) FROM sync.failures") == 0
+    finally:
+        await pipe.close()
+        await client.close()
+
+
 async def test_the_daemon_configured_for_zoho_crm(
         database_url: str, kafka_bootstrap: str, topic_prefix: str, data_dir: Path,
         emulator: ZohoCrmEmulator) -> None:
@@ -142,6 +179,25 @@ async def test_the_daemon_configured_for_zoho_crm(
                 zoho_crm_refresh_token=SecretStr(REFRESH_TOKEN),
                 zoho_crm_accounts_url=emulator.url, zoho_crm_poll_interval=0.2) as daemon:
             await daemon.enable_sync()
+            # A mapping's custom fields are checked against the CRM's: a name Zoho does
+            # not have is refused, saying what it is called; its own name is taken.
+            emulator.custom_fields["Contacts"].add("Customer_Tier")
+            tier = {"desk": "custom.tier", "desk_type": "text", "crm_type": "text"}
+            standard = [{"desk": "last_name", "crm": "last_name"},
+                        {"desk": "email", "crm": "email"}]
+            status, answer = await daemon.call(
+                "PUT", "/api/v1/integration/mapping/contacts",
+                body={"entries": [*standard, {**tier, "crm": "custom.customer_tier"}]})
+            assert status == 409, answer
+            assert answer["error"]["message"] == (
+                "contacts mapping: crm custom.customer_tier: Contacts has no field the"
+                " sync can map with the API name customer_tier (API names are"
+                " case-sensitive: custom.Customer_Tier) (Setup > Developer Space > APIs >"
+                " API names)")
+            status, answer = await daemon.call(
+                "PUT", "/api/v1/integration/mapping/contacts",
+                body={"entries": [*standard, {**tier, "crm": "custom.Customer_Tier"}]})
+            assert status == 200, answer
             emulator.person_creates("contacts", {"Last_Name": "Crm", "Email": "c@x.example"})
             await daemon.wait_until(
                 "SELECT count(*) FROM desk.contacts WHERE email = 'c@x.example'", 1)

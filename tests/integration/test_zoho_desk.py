@@ -335,3 +335,41 @@ async def test_a_custom_field_edited_in_the_desk_reaches_the_crm(
     finally:
         await pipe.close()
         await client.close()
+
+
+async def test_a_scope_missing_at_start_holds_the_desk_until_it_is_granted(
+        database_url: str, kafka_bootstrap: str, topic_prefix: str, data_dir: Path,
+        emulator: ZohoDeskEmulator) -> None:
+    """The daemon starts with a refresh token lacking ``Desk.search.READ``: its start-up
+    checks find it; ``/readyz`` names ``desk-store`` and the scope, nothing fails; the
+    scope granted, the desk comes back without a restart and the CRM's contact lands."""
+    emulator.scopes.discard("Desk.search.READ")
+    async with running_daemon(
+            database_url, kafka_bootstrap, topic_prefix, data_dir, ready=False,
+            desk_store="zoho", zoho_desk_client_id=CLIENT_ID,
+            zoho_desk_client_secret=SecretStr(CLIENT_SECRET),
+            zoho_desk_refresh_token=SecretStr(REFRESH_TOKEN), zoho_desk_org_id=ORG_ID,
+            zoho_desk_accounts_url=emulator.url, zoho_desk_api_url=emulator.url,
+            zoho_desk_poll_interval=0.2) as daemon:
+        await daemon.enable_sync()
+        await daemon.pool.execute("INSERT INTO crm.contacts (last_name, email)"
+                                  " VALUES ('Held', 'held@x.example')")
+        await asyncio.sleep(1.0)
+        status, ready = await daemon.call("GET", "/readyz", role=None)
+        assert status == 503 and "desk-store" in ready["failing"], ready
+        assert ready["failing"]["desk-store"].startswith(
+            "unavailable: accounts.cf_syncd_key: Zoho Desk: SCOPE_MISMATCH")
+        assert "add the scope Desk.search.READ" in ready["failing"]["desk-store"]
+        assert emulator.writes == 0
+        assert await daemon.pool.fetchval("SELECT count(*) FROM sync.failures") == 0
+
+        emulator.scopes.add("Desk.search.READ")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 30
+        while not emulator.records["contacts"]:
+            assert loop.time() < deadline, "the CRM's contact never reached the desk"
+            await asyncio.sleep(0.1)
+        assert [r["lastName"] for r in emulator.records["contacts"].values()] == ["Held"]
+        status, ready = await daemon.call("GET", "/readyz", role=None)
+        assert status == 200, ready
+        assert await daemon.pool.fetchval("SELECT count(*) FROM sync.failures") == 0

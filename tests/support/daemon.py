@@ -67,8 +67,10 @@ class RunningDaemon:
 
 @asynccontextmanager
 async def running_daemon(database_url: str, kafka_bootstrap: str, topic_prefix: str,
-                         data_dir: Path, *, demo: bool = False,
+                         data_dir: Path, *, demo: bool = False, ready: bool = True,
                          **overrides: Any) -> AsyncIterator[RunningDaemon]:
+    """The daemon, once ``/readyz`` says it is ready (``ready``), or once start-up is
+    done (its API answers) when the test expects it not to be."""
     overrides.setdefault("http_listen", "127.0.0.1:0")
     settings = Settings(
         database_url=SecretStr(database_url), kafka_bootstrap=kafka_bootstrap,
@@ -92,8 +94,10 @@ async def running_daemon(database_url: str, kafka_bootstrap: str, topic_prefix: 
                 raise RuntimeError(f"daemon exited: {task.result()}")
             if runtime.exists():
                 base = "http://" + json.loads(runtime.read_text())["http"]
+                path, headers = ("/readyz", {}) if ready else (
+                    "/api/v1/status", {"Authorization": f"Bearer {TOKENS['viewer']}"})
                 try:
-                    async with session.get(base + "/readyz") as response:
+                    async with session.get(base + path, headers=headers) as response:
                         if response.status == 200:
                             break
                 except aiohttp.ClientError:
