@@ -28,13 +28,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 
 from adapters import metrics
 from adapters.write_errors import Parked
+
+_HELD: contextvars.ContextVar[tuple[CallBudget, list[int]] | None] = contextvars.ContextVar(
+    "held_credits", default=None)
+"""What ``CallBudget.held`` charged and the calls of this task have not spent yet."""
 
 READ_WAIT = 30.0
 """Seconds a read waits in place for credits before it is ``Parked``: its batch or
@@ -92,7 +97,8 @@ class CallBudget:
         waited = 0.0
         while True:
             try:
-                self._charge(write=write, cost=cost)
+                if not self._from_held(cost):
+                    self._charge(write=write, cost=cost)
                 break
             except Parked as parked:
                 if write or waited + parked.retry_after > READ_WAIT:
@@ -104,6 +110,29 @@ class CallBudget:
             self._gate = asyncio.Semaphore(self.concurrency)
         async with self._gate:
             yield
+
+    @contextlib.contextmanager
+    def held(self, cost: int) -> Iterator[None]:
+        """Charge a write's ``cost`` credits at once, as a write (``Parked`` if they
+        are not there), for the calls made within (the write's look-ups and the write
+        itself), which then spend them rather than charge again. Without it a write's
+        look-up could spend a credit and its write then park: retried, it would spend
+        again and again while never writing (and several writes in step could starve
+        each other for good)."""
+        self._charge(write=True, cost=cost)
+        token = _HELD.set((self, [cost]))
+        try:
+            yield
+        finally:
+            _HELD.reset(token)
+
+    def _from_held(self, cost: int) -> bool:
+        """Spend ``cost`` of what ``held`` charged for the calls within, if it has it."""
+        held = _HELD.get()
+        if held is None or held[0] is not self or held[1][0] < cost:
+            return False
+        held[1][0] -= cost
+        return True
 
     @property
     def spent(self) -> int:

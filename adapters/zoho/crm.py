@@ -269,9 +269,19 @@ class ZohoCrm:
                          ) -> list[Landed | BaseException]:
         """Up to ``WRITES_A_CALL`` commands of one module, all creates (one upsert) or
         all updates (one ``PUT /{Module}``, the records' guards read in one call)."""
+        named = _placeholders(commands)
+        guarded_any = any(c.record_id is not None and c.seen is not None for c in commands)
+        # The call's look-ups and the write itself, charged at once (the placeholders'
+        # searches, the guard read): a write that must park spends nothing first.
+        searches = sum(-(-len(v) // SEARCH_CRITERIA) for v in named.values())
+        with self.client.budget.held(1 + searches + int(guarded_any)):
+            return await self._written(commands, named)
+
+    async def _written(self, commands: Sequence[Command], named: dict[str, set[str]]
+                       ) -> list[Landed | BaseException]:
         module = commands[0].module
         outcomes: list[Landed | BaseException | None] = [None] * len(commands)
-        resolved = await self._resolve(commands, outcomes)
+        resolved = await self._resolve(commands, named, outcomes)
         guarded = [c.record_id for c, o in zip(commands, outcomes, strict=True)
                    if o is None and c.record_id is not None and c.seen is not None]
         current = await self.read(module, guarded, for_write=True) if guarded else {}
@@ -320,18 +330,12 @@ class ZohoCrm:
             raise Transient(f"an answer without each record's outcome: {str(answer)[:200]}")
         return data
 
-    async def _resolve(self, commands: Sequence[Command],
+    async def _resolve(self, commands: Sequence[Command], named: dict[str, set[str]],
                        outcomes: list[Landed | BaseException | None]) -> dict[str, str]:
-        """The Zoho ids of the placeholders the commands name (their writer waited for
-        their creates to land), found by the external-id field, ten a search; a command
-        naming one not found yet is transient (Zoho indexes new records for search a
-        little later)."""
-        named: dict[str, set[str]] = {}  # target module: placeholders
-        for command in commands:
-            for ours, value in command.payload.items():
-                if isinstance(value, str) and is_placeholder(value) and ours != SYNC_KEY_FIELD:
-                    target = "accounts" if ours == "account_id" else command.module
-                    named.setdefault(target, set()).add(value)
+        """The Zoho ids of the placeholders the commands name (``named``, by the module
+        they are records of; their writer waited for their creates to land), found by
+        the external-id field, ten a search; a command naming one not found yet is
+        transient (Zoho indexes new records for search a little later)."""
         resolved: dict[str, str] = {}
         key_field = self.options.sync_key_field
         for target, placeholders in named.items():
@@ -364,6 +368,17 @@ class ZohoCrm:
     @property
     def token_refreshes(self) -> int:
         return self.client.token_refreshes
+
+
+def _placeholders(commands: Sequence[Command]) -> dict[str, set[str]]:
+    """The records the commands name that the sync is still creating, by module."""
+    named: dict[str, set[str]] = {}
+    for command in commands:
+        for ours, value in command.payload.items():
+            if isinstance(value, str) and is_placeholder(value) and ours != SYNC_KEY_FIELD:
+                target = "accounts" if ours == "account_id" else command.module
+                named.setdefault(target, set()).add(value)
+    return named
 
 
 def _outcome(item: Any) -> dict[str, Any]:

@@ -213,6 +213,13 @@ class ZohoDesk:
     # -- writes (Target) ---------------------------------------------------------
 
     async def write(self, command: Command) -> Landed:
+        # The write's look-ups and the write itself, charged at once (its key or its
+        # guard, each placeholder's id): a write that must park spends nothing first.
+        looked_up = 1 if command.record_id is None or command.seen is not None else 0
+        with self.client.budget.held(1 + looked_up + len(_placeholders(command))):
+            return await self._written(command)
+
+    async def _written(self, command: Command) -> Landed:
         module, path = command.module, module_path(command.module)
         resolved = await self._resolve(command)
         record = to_desk(module, command.payload, sync_key_field=self.options.sync_key_field,
@@ -249,9 +256,7 @@ class ZohoDesk:
         """The Zoho ids of the placeholders a command names (its writer waited for
         their creates to land): found by the custom field holding the sync key."""
         resolved: dict[str, str] = {}
-        for ours, value in command.payload.items():
-            if ours != "account_id" or not (isinstance(value, str) and is_placeholder(value)):
-                continue
+        for value in _placeholders(command):
             found = await self.by_sync_key("accounts", value, for_write=True)
             if found is None:
                 raise Transient(f"the accounts record created as {value} is not found yet")
@@ -337,3 +342,9 @@ def _holds(existing: dict[str, Any], record: dict[str, Any]) -> bool:
     custom = existing.get("cf") or {}
     return all(custom.get(k) == v for k, v in (record.get("cf") or {}).items()) and all(
         existing.get(k) == v for k, v in record.items() if k != "cf")
+
+
+def _placeholders(command: Command) -> list[str]:
+    """The accounts a command names that the sync is still creating (by placeholder)."""
+    value = command.payload.get("account_id")
+    return [value] if isinstance(value, str) and is_placeholder(value) else []

@@ -16,9 +16,10 @@ from adapters.call_budget import ApiLimits, CallBudget
 from adapters.command_writer import Backoff
 from adapters.credit_ledger import CreditLedger
 from adapters.write_errors import Parked
-from adapters.zoho.desk import ZohoDeskOptions
+from adapters.zoho.desk import ZohoDesk, ZohoDeskOptions
 from adapters.zoho.desk_store import zoho_desk_store
 from ops.emulators.zoho_desk import ZohoDeskEmulator, running_emulator
+from projections.stores.commands import Command
 from tests.support.pipeline import Pipeline
 
 CONTACTS = 12
@@ -41,6 +42,22 @@ async def test_the_budget_parks_reads_and_writes_apart() -> None:
     async with budget.call(write=False):  # past all of it: waits for credits to return
         pass
     assert time.monotonic() - started >= 0.3
+    held = CallBudget("desk", credits=10, window=3600, reserve=0.2)  # writes: 8
+    for _ in range(6):
+        async with held.call(write=True):
+            pass
+    with pytest.raises(Parked), held.held(3):  # a write's look-up and itself: not there
+        pass
+    assert held.spent == 6  # and nothing spent for it
+    with held.held(2):  # there: charged at once, then spent by the calls within
+        assert held.spent == 8
+        for write in (False, True):
+            async with held.call(write=write):
+                pass
+        assert held.spent == 8
+        with pytest.raises(Parked):  # a third call is charged as any, past the writes'
+            async with held.call(write=True):
+                pass
     daily = CallBudget("desk", credits=1, window=3600)
     async with daily.call(write=False):
         pass
@@ -74,11 +91,12 @@ async def sync_crm_contacts_to(emulator: ZohoDeskEmulator, options: ZohoDeskOpti
 async def test_a_credit_budget_parks_the_writes_and_resumes_when_credits_return(
         database_url: str, kafka_bootstrap: str, topic_prefix: str) -> None:
     async with running_emulator() as emulator:
-        # 24 credits: the start-up checks spend seven of the first window's (of a
-        # day's, in Zoho). With 16, a write's key look-up was spent and its create
-        # then parked, the five writes retried in step, and the creates starved.
+        # 16 credits in 3 s, seven of the first window's spent by the start-up checks
+        # (of a day's, in Zoho). Before a write held its look-up's credit with its
+        # own, each attempt spent the look-up and parked the create, the five writes
+        # retried in step, and the creates starved (this test timed out).
         options = dataclasses.replace(emulator.options(), limits=ApiLimits(
-            credits=24, credit_window=3.0))
+            credits=16, credit_window=3.0))
         with capture_logs() as logs:
             # A poll every 10 s: the poll's own reads (three a round) stay a small
             # part of the budget, as a minute's interval is of a day's credits.
@@ -170,3 +188,25 @@ async def pipe_spent(database_url: str) -> int:
             "SELECT coalesce(sum(spent), 0) FROM syncd.api_credits WHERE store = 'desk'"))
     finally:
         await conn.close()
+
+
+async def test_a_write_that_must_park_spends_nothing_first() -> None:
+    """A write's look-ups are charged with it, at once: when the budget holds the
+    look-up's credit but not the write's, the write parks before it looks anything up
+    (it spent the look-up and then parked, again at every retry, before)."""
+    async with running_emulator() as emulator:
+        desk = ZohoDesk(dataclasses.replace(emulator.options(), limits=ApiLimits(
+            credits=10, credit_window=3600)))  # the writes' share: 9
+        try:
+            budget = desk.client.budget
+            for _ in range(8):
+                async with budget.call(write=True):
+                    pass
+            emulator.calls.clear()
+            create = Command(store="desk", module="contacts", record_key="new:1",
+                             op="create", payload={"last_name": "Later"})
+            with pytest.raises(Parked):
+                await desk.write(create)
+            assert budget.spent == 8 and emulator.calls == []
+        finally:
+            await desk.close()
