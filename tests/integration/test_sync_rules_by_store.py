@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import json
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any, Protocol
@@ -33,7 +34,7 @@ from ops.emulators.zoho_crm import ZohoCrmEmulator
 from ops.emulators.zoho_crm import running_emulator as crm_emulator
 from ops.emulators.zoho_desk import ZohoDeskEmulator
 from ops.emulators.zoho_desk import running_emulator as desk_emulator
-from projections.mapping import REASON_MANDATORY
+from projections.mapping import REASON_MANDATORY, build_mapping
 from projections.sync_plan import REASON_ALREADY_MAPPED, REASON_AMBIGUOUS
 from tests.support.pipeline import Pipeline
 
@@ -555,3 +556,55 @@ async def test_a_match_by_the_secondary_email_gives_the_desk_the_crms_primary(
     assert (await desk.live("contacts"))[desk_id]["email"] == "roy@work.example"
     assert list(await crm.live("contacts")) == [crm_id]
     assert await open_failures(pipe) == []
+
+
+async def test_products_sync_with_the_one_chosen_desk_department(world: World) -> None:
+    """SYNC-12: a CRM product lands in the chosen desk department; a desk product of
+    that department reaches the CRM, one of another department does not."""
+    pipe, _near, far = world
+    desk, crm = store_of(world, "desk"), store_of(world, "crm")
+    support = await desk.creates("departments", {"name": "Support"})
+    sales = await desk.creates("departments", {"name": "Sales"})
+    pipe.configure(products_department_id=int(support))
+    await crm.creates("products", {"product_name": "Widget", "unit_price": 9.5})
+    await desk.creates("products", {"product_name": "Ours", "department_id": int(support)})
+    await desk.creates("products", {"product_name": "Theirs", "department_id": int(sales)})
+    await settle(pipe, far)
+    await settle(pipe, far)
+    placed = {r["product_name"]: r["department_id"]
+              for r in (await desk.live("products")).values()}
+    assert placed == {"Widget": int(support), "Ours": int(support), "Theirs": int(sales)}
+    assert {r["product_name"] for r in (await crm.live("products")).values()} == {
+        "Widget", "Ours"}
+    assert await open_failures(pipe) == []
+
+
+async def test_a_text_value_for_an_integer_field_is_a_failure_of_its_own(
+        world: World) -> None:
+    """SYNC-05: mapped custom fields typed integer: a text value fails with its own
+    reason and nothing is written; a number reaches the other side."""
+    pipe, near, far = world
+    keys = {"desk": "cf_employees" if isinstance(far, HostedDesk) else "employees",
+            "crm": "Headcount"}
+    pipe.configure(mappings={**pipe.config.mappings, "contacts": build_mapping("contacts", [
+        {"desk": "last_name", "crm": "last_name"}, {"desk": "email", "crm": "email"},
+        {"desk": f"custom.{keys['desk']}", "desk_type": "integer",
+         "crm": f"custom.{keys['crm']}", "crm_type": "integer"}])})
+    other = "crm" if near == "desk" else "desk"
+    clash = await pipe.fetchval(f"INSERT INTO {near}.contacts (last_name, custom) VALUES"
+                                " ('T', jsonb_build_object($1::text, 'many')) RETURNING id",
+                                keys[near])
+    good = await pipe.fetchval(f"INSERT INTO {near}.contacts (last_name, custom) VALUES"
+                               " ('G', jsonb_build_object($1::text, 42)) RETURNING id",
+                               keys[near])
+    await settle(pipe, far)
+    await settle(pipe, far)
+    assert await open_failures(pipe) == [(near, str(clash), "text value given for an"
+                                          " integer field")]
+    twin = await far_of(pipe, near, "contacts", good)
+    assert twin is not None
+    custom = (await far.live("contacts"))[twin]["custom"]
+    if isinstance(custom, str):  # an embedded store's jsonb, as asyncpg gives it
+        custom = json.loads(custom)
+    assert custom.get(keys[other]) == 42
+    assert [r["last_name"] for r in (await far.live("contacts")).values()] == ["G"]
