@@ -34,7 +34,9 @@ and a rebuild has nothing of the links to get wrong.
 
 Batches (several replicas, OWN-05): a record's events share a partition, so two
 batches never write the same ticket, thread or contact row; the one row they share,
-the clock, is written last, with ``greatest``.
+the clock, is written last, with ``greatest``. Its row lock is held to the commit, so
+concurrent batches pass this point one at a time (after the sync's locks, before the
+board's: the same order in every batch, so they cannot deadlock on it).
 """
 
 from __future__ import annotations
