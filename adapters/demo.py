@@ -4,7 +4,10 @@ Seeded as pre-existing data (not captured), so the first sync has something
 real to do: e-mails that differ only in case or spaces, secondary-e-mail
 matches, accounts that differ only in spacing, records older than a year
 (which stay out of the first sync), contacts without e-mail, and deals in
-every stage. Deterministic: the same seed gives the same stores.
+every stage; desk tickets of the contacts on both sides, with agents' replies, due
+dates, closes and the customers' ratings, so the customer statistics of their CRM
+twins show something (``syncd tickets stats``). Deterministic: the same seed gives the
+same stores.
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ COMPANIES = ["Acme", "Globex", "Initech", "Umbrella", "Hooli", "Vandelay", "Soyl
              "Stark", "Wayne", "Tyrell", "Cyberdyne", "Aperture", "Wonka", "Gringotts"]
 SUFFIX = ["Corp", "S.A.", "SARL", "Lda", "GmbH", "Ltd", "Inc"]
 DEPARTMENTS = ["Support", "Billing", "Sales"]
+SUBJECTS = ["Cannot log in", "Invoice is wrong", "Export fails", "Upgrade my plan",
+            "Password reset", "Slow dashboard", "Refund request", "API returns 500"]
 
 
 async def is_seeded(conn: asyncpg.Connection | asyncpg.pool.PoolConnectionProxy) -> bool:
@@ -113,11 +118,55 @@ async def seed(pool: asyncpg.Pool, *, contacts: int = 3000, seed_value: int = 7,
             "INSERT INTO crm.products (product_name, product_code, unit_price) VALUES ($1, $2, $3)",
             [(f"Plan {n}", f"P-{n}", price) for n, price in
              [("Basic", 9.0), ("Team", 29.0), ("Business", 99.0), ("Enterprise", 299.0)]])
+        tickets = await _seed_tickets(conn, rng, now)
     counts = {"crm_contacts": len(crm_rows), "desk_contacts": len(desk_rows),
               "crm_accounts": len(crm_accounts), "desk_accounts": len(desk_accounts),
-              "deals": len(deals), "leads": len(leads)}
+              "deals": len(deals), "leads": len(leads), "tickets": tickets}
     log.info("demo_data_seeded", **counts)
     return counts
+
+
+async def _seed_tickets(conn: asyncpg.pool.PoolConnectionProxy, rng: random.Random,
+                        now: dt.datetime) -> int:
+    """One to three tickets for one desk contact with an e-mail in four, created in the
+    last 90 days: the customer's message, mostly an agent's reply within ten hours, a due
+    date a few days on, and about half closed within three days (most of those rated).
+    Times are set explicitly, all before ``now``, so a ticket closed is closed at its
+    modification time and the open ones past their due date are overdue."""
+    contacts = await conn.fetch("SELECT id, email FROM desk.contacts WHERE email IS NOT NULL"
+                                " ORDER BY id")
+    departments = [r["id"] for r in await conn.fetch(
+        "SELECT id FROM desk.departments WHERE name <> 'Sales' ORDER BY id")]
+    minutes = dt.timedelta(minutes=1)
+    count = 0
+    for contact in contacts:
+        if rng.random() >= 0.25:
+            continue
+        for _ in range(rng.randint(1, 3)):
+            created = now - dt.timedelta(days=rng.randint(1, 90), seconds=rng.randint(0, 86_399))
+            replied = created + rng.randint(10, 600) * minutes if rng.random() < 0.8 else None
+            closed = (replied or created) + rng.randint(60, 4320) * minutes
+            status = "Closed" if rng.random() < 0.55 and closed < now else rng.choice(
+                ["Open", "Open", "On Hold", "Escalated"])
+            rating = rng.choice(["good", "good", "good", "okay", "bad", None]) \
+                if status == "Closed" else None
+            due = created + dt.timedelta(days=rng.choice([1, 2, 3, 7]))
+            modified = closed if status == "Closed" else (replied or created)
+            ticket = await conn.fetchval(
+                "INSERT INTO desk.tickets (department_id, subject, status, priority, channel,"
+                " requester_email, contact_id, due_date, rating, created_time, modified_time)"
+                " VALUES ($1, $2, $3, $4, 'Email', $5, $6, $7, $8, $9, $10) RETURNING id",
+                rng.choice(departments), rng.choice(SUBJECTS), status,
+                rng.choice(["Low", "Medium", "High"]), contact["email"].strip(), contact["id"],
+                due, rating, created, modified)
+            threads = [(ticket, "in", "Hello, I need help.", created)]
+            if replied is not None:
+                threads.append((ticket, "out", "Thanks, we are on it.", replied))
+            await conn.executemany(
+                "INSERT INTO desk.ticket_threads (ticket_id, direction, kind, content,"
+                " created_time, modified_time) VALUES ($1, $2, 'reply', $3, $4, $4)", threads)
+            count += 1
+    return count
 
 
 async def products_department(pool: asyncpg.Pool) -> int | None:

@@ -131,7 +131,7 @@ def status_type(values: dict[str, Any]) -> str | None:
     return STANDARD_STATUSES.get(status.strip().lower())
 
 
-def _record_ref(value: object) -> str | None:
+def record_ref(value: object) -> str | None:
     """A foreign record id as text (ids are text in events), or None."""
     if isinstance(value, bool) or value is None:
         return None
@@ -142,7 +142,7 @@ def _record_ref(value: object) -> str | None:
     return None
 
 
-def _live(event: ChangeEvent) -> bool:
+def is_live(event: ChangeEvent) -> bool:
     """Neither hard-deleted nor in the recycle bin."""
     return event.op != "delete" and not event.values.get("deleted")
 
@@ -213,8 +213,8 @@ def person_change(kind: Literal["contact", "lead"], record_id: str, values: dict
 
 def ticket_change(event: ChangeEvent) -> TicketChange:
     values = event.values
-    department = _record_ref(values.get("department_id"))
-    on_board = _live(event) and status_type(values) == "Open" and department is not None
+    department = record_ref(values.get("department_id"))
+    on_board = is_live(event) and status_type(values) == "Open" and department is not None
     summary = {"id": event.record_id, **{name: values.get(name) for name in TICKET_FIELDS}}
     return TicketChange(
         ticket_id=event.record_id, on_board=on_board, department_id=department,
@@ -227,8 +227,8 @@ def ticket_change(event: ChangeEvent) -> TicketChange:
 def deal_change(event: ChangeEvent) -> DealChange:
     stage = event.values.get("stage")
     stage = stage.strip().lower() if isinstance(stage, str) else ""
-    live = _live(event) and stage in ("open", "won", "lost")
-    return DealChange(event.record_id, live, _record_ref(event.values.get("contact_id")),
+    live = is_live(event) and stage in ("open", "won", "lost")
+    return DealChange(event.record_id, live, record_ref(event.values.get("contact_id")),
                       stage if live else "lost", event.captured_at)
 
 
@@ -256,11 +256,11 @@ def collect(events: Iterable[ChangeEvent]) -> Changes:
             elif event.module == "departments":
                 name = event.values.get("name")
                 changes.departments[event.record_id] = DepartmentChange(
-                    event.record_id, _live(event), name if isinstance(name, str) else None)
+                    event.record_id, is_live(event), name if isinstance(name, str) else None)
         elif event.module in ("contacts", "leads"):
             kind: Literal["contact", "lead"] = "contact" if event.module == "contacts" else "lead"
             changes.people[(kind, event.record_id)] = person_change(
-                kind, event.record_id, event.values, live=_live(event), at=event.captured_at)
+                kind, event.record_id, event.values, live=is_live(event), at=event.captured_at)
         elif event.module == "deals":
             changes.deals[event.record_id] = deal_change(event)
     return changes

@@ -32,6 +32,7 @@ from projections.config import SyncConfig
 from projections.db import Conn
 from projections.handshake import HandshakeProjection, reset_stream
 from projections.sync import SyncProjection
+from projections.ticket_stats import StatisticsProjection
 
 RebuildKind = Literal["events", "outcomes"]
 ConfigSource = Callable[[], SyncConfig]
@@ -104,16 +105,22 @@ SPECS: tuple[ProjectionSpec, ...] = (
     ProjectionSpec(name="failures", order=0, tables=("sync.failures",), rebuild="outcomes",
                    gauges=(_FAILURES_OPEN,)),
     ProjectionSpec(
-        name="handshake", order=1, make=lambda _config: HandshakeProjection(),
+        name="handshake", order=2, make=lambda _config: HandshakeProjection(),
         tables=("handshake.board", "handshake.crm_keys", "handshake.deals",
                 "handshake.departments"),
         stream_tables=("handshake.moves", "handshake.stream_state"),
         reset_stream=reset_stream, rebuild="events", gauges=(_HANDSHAKE_TICKETS,),
         first_sync=(("crm", "leads"), ("crm", "deals"), ("desk", "departments"),
                     ("desk", "ticket_statuses"), ("desk", "tickets"))),
+    ProjectionSpec(
+        name="statistics", order=1, make=lambda _config: StatisticsProjection(),
+        tables=("ticket_stats.tickets", "ticket_stats.replies", "ticket_stats.crm_contacts",
+                "ticket_stats.clock"),
+        rebuild="events", first_sync=(("desk", "ticket_threads"),)),
 )
 """Every projection. The sync comes first (the board reads events only, but it runs
-last because it holds its moves lock until the commit)."""
+last because it holds its moves lock until the commit; the statistics, which read events
+only too, run before it)."""
 
 
 def spec(name: str) -> ProjectionSpec:

@@ -17,6 +17,7 @@ import structlog
 from daemon.cli.admin import COMMANDS
 from daemon.cli.db import db
 from daemon.cli.handshake import handshake
+from daemon.cli.tickets import tickets
 from daemon.runtime.logs import command_log_level, configure_logging
 from daemon.runtime.settings import Settings, SettingsError, load_settings
 from projections.config import SyncConfig
@@ -196,6 +197,7 @@ for _command in COMMANDS:
 # `python -m ops.chaos`; docs/performance.md, docs/reliability.md).
 cli.add_command(db)
 cli.add_command(handshake)
+cli.add_command(tickets)
 
 from daemon.cli.replay import replay  # noqa: E402
 

@@ -24,7 +24,7 @@ from daemon.runtime.settings import Settings
 from projections.mapping import MappingError, build_mapping, resolve_field
 
 
-def _client(ctx: click.Context) -> DaemonClient:
+def client_of(ctx: click.Context) -> DaemonClient:
     settings = ctx.find_root().obj
     assert isinstance(settings, Settings)
     try:
@@ -73,7 +73,7 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Machine-read
 @click.pass_context
 def status(ctx: click.Context, as_json: bool) -> None:
     """Paused or running, consumer lag per partition, last applied event."""
-    _show(request(_client(ctx), "GET", "/status"), as_json)
+    _show(request(client_of(ctx), "GET", "/status"), as_json)
 
 
 def wait_for_state(client: DaemonClient, want: str, timeout: float, *,
@@ -115,7 +115,7 @@ def _with_wait_options(command: Any) -> Any:
 
 def _switch(ctx: click.Context, action: str, want: str, as_json: bool, timeout: float,
             no_wait: bool, effect: str) -> None:
-    client = _client(ctx)
+    client = client_of(ctx)
     data = request(client, "POST", f"/integration/{action}")
     if no_wait:
         _show(data, as_json)
@@ -166,7 +166,7 @@ def resume(ctx: click.Context, as_json: bool, timeout: float, no_wait: bool) -> 
 @click.pass_context
 def history(ctx: click.Context, tz: str | None, as_json: bool) -> None:
     """Seven-day sync history: added, updated and failed per day, direction and type."""
-    data = request(_client(ctx), "GET", "/history", query={"tz": tz} if tz else None)
+    data = request(client_of(ctx), "GET", "/history", query={"tz": tz} if tz else None)
     _show(data, as_json, rows=data["days"])
 
 
@@ -187,7 +187,7 @@ def failures(ctx: click.Context, state: str, reason: str | None, module: str | N
         params["reason"] = reason
     if module:
         params["module"] = module
-    data = request(_client(ctx), "GET", "/failures", query=params)
+    data = request(client_of(ctx), "GET", "/failures", query=params)
     rows = [{k: f[k] for k in ("id", "module", "source", "record_id", "reason", "attempts",
                                  "last_failed_at", "status")} for f in data["failures"]]
     _show(data, as_json, rows=rows)
@@ -207,7 +207,7 @@ def retry(ctx: click.Context, ids: tuple[int, ...], reason: str | None, everythi
     if not (ids or reason or everything):
         raise click.UsageError("give --id, --reason or --all")
     body = {"ids": list(ids) or None, "reason": reason, "all": everything}
-    _show(request(_client(ctx), "POST", "/failures/retry", body), as_json)
+    _show(request(client_of(ctx), "POST", "/failures/retry", body), as_json)
 
 
 @click.group()
@@ -220,7 +220,7 @@ def integration() -> None:
 @click.pass_context
 def integration_show(ctx: click.Context, as_json: bool) -> None:
     """The integration's configuration."""
-    _show(request(_client(ctx), "GET", "/integration"), as_json)
+    _show(request(client_of(ctx), "GET", "/integration"), as_json)
 
 
 @integration.command("setup")
@@ -232,7 +232,7 @@ def integration_setup(ctx: click.Context, desk_portal: str, crm_org: str,
                       as_json: bool) -> None:
     """Link one desk portal with one CRM organisation (SYNC-13)."""
     body = {"desk_portal": desk_portal, "crm_org": crm_org}
-    _show(request(_client(ctx), "POST", "/integration", body), as_json)
+    _show(request(client_of(ctx), "POST", "/integration", body), as_json)
 
 
 @integration.command("sync-type")
@@ -242,7 +242,7 @@ def integration_setup(ctx: click.Context, desk_portal: str, crm_org: str,
 def integration_sync_type(ctx: click.Context, sync_type: str, as_json: bool) -> None:
     """Two-way, or one-way CRM → desk (SYNC-02)."""
     body = {"sync_type": sync_type}
-    _show(request(_client(ctx), "PUT", "/integration/sync-type", body), as_json)
+    _show(request(client_of(ctx), "PUT", "/integration/sync-type", body), as_json)
 
 
 @integration.command("switch-to-sync")
@@ -250,7 +250,7 @@ def integration_sync_type(ctx: click.Context, sync_type: str, as_json: bool) -> 
 @click.pass_context
 def integration_switch(ctx: click.Context, as_json: bool) -> None:
     """Switch a legacy one-way import to sync; this cannot be undone (SYNC-03)."""
-    _show(request(_client(ctx), "POST", "/integration/switch-to-sync"), as_json)
+    _show(request(client_of(ctx), "POST", "/integration/switch-to-sync"), as_json)
 
 
 @integration.command("mapping")
@@ -269,7 +269,7 @@ def integration_mapping(ctx: click.Context, module: str, mapping_file: Any,
     entries = (read_mapping_file(mapping_file.read(), module, name=mapping_file.name)
                if mapping_file is not None else None)
     body = {"entries": entries}
-    _show(request(_client(ctx), "PUT", f"/integration/mapping/{module}", body), as_json)
+    _show(request(client_of(ctx), "PUT", f"/integration/mapping/{module}", body), as_json)
 
 
 MAPPING_KEYS = ("desk", "crm", "desk_type", "crm_type")
@@ -375,7 +375,7 @@ def read_mapping_file(text: str, module: str, *, name: str = "mapping file"
 def integration_matching(ctx: click.Context, secondary_email: bool, as_json: bool) -> None:
     """Match contacts on the secondary e-mail too (SYNC-06)."""
     body = {"match_secondary_email": secondary_email}
-    _show(request(_client(ctx), "PUT", "/integration/matching", body), as_json)
+    _show(request(client_of(ctx), "PUT", "/integration/matching", body), as_json)
 
 
 @integration.command("products-department")
@@ -385,7 +385,7 @@ def integration_matching(ctx: click.Context, secondary_email: bool, as_json: boo
 def integration_products(ctx: click.Context, department_id: int, as_json: bool) -> None:
     """The desk department products sync with (SYNC-12)."""
     body = {"department_id": department_id}
-    _show(request(_client(ctx), "PUT", "/integration/products-department", body), as_json)
+    _show(request(client_of(ctx), "PUT", "/integration/products-department", body), as_json)
 
 
 @integration.command("delete")
@@ -394,7 +394,7 @@ def integration_products(ctx: click.Context, department_id: int, as_json: bool) 
 @click.pass_context
 def integration_delete(ctx: click.Context, as_json: bool) -> None:
     """Delete the integration: sync stops, the handshake board is gone (OPS-02)."""
-    _show(request(_client(ctx), "DELETE", "/integration"), as_json)
+    _show(request(client_of(ctx), "DELETE", "/integration"), as_json)
 
 
 @integration.command("audit")
@@ -402,7 +402,7 @@ def integration_delete(ctx: click.Context, as_json: bool) -> None:
 @click.pass_context
 def integration_audit(ctx: click.Context, as_json: bool) -> None:
     """Who changed what, and when."""
-    data = request(_client(ctx), "GET", "/integration/audit")
+    data = request(client_of(ctx), "GET", "/integration/audit")
     rows = [{"when": e["when"], "who": e["who"], "what": e["what"],
              "details": json.dumps(e["details"], ensure_ascii=False)} for e in data]
     _show(data, as_json, rows=rows)

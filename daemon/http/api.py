@@ -29,7 +29,7 @@ from daemon.http.errors import ApiError
 from daemon.runtime.settings import Role
 from daemon.service import failures as failure_log
 from daemon.service import history as sync_history
-from daemon.service import integration, webhooks
+from daemon.service import integration, ticket_stats, webhooks
 from daemon.service import status as daemon_status
 from daemon.service.integration import MappingCheck
 from projections.catalog import Side
@@ -187,6 +187,18 @@ async def failures(ctx: ApiContext, request: web.Request, _body: None) -> web.Re
         ctx.pool, state=state, reason=query.get("reason"),  # type: ignore[arg-type]
         module=query.get("module"), limit=limit, offset=offset)
     return web.json_response(page, dumps=_dumps)
+
+
+async def customer_statistics(ctx: ApiContext, request: web.Request, _body: None
+                              ) -> web.Response:
+    """TICKET-06: a CRM contact's or account's tickets, counted and averaged."""
+    record = request.match_info["record"]
+    if len(record) > 200:
+        raise ApiError(400, "invalid_parameter", "a record id is at most 200 characters")
+    module: ticket_stats.Module = (
+        "contacts" if request.match_info["module"] == "contacts" else "accounts")
+    return web.json_response(await ticket_stats.statistics(ctx.pool, module, record),
+                             dumps=_dumps)
 
 
 async def retry(ctx: ApiContext, request: web.Request, body: bodies.Retry) -> web.Response:

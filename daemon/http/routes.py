@@ -85,6 +85,10 @@ API_ROUTES: list[Route[api.ApiContext]] = [
          "Failure log (?status=&reason=&module=&limit=&offset=)"),
     _api("post", f"{API_PREFIX}/failures/retry", "operator", bodies.Retry, api.retry,
          "Retry by ids, by reason, or all"),
+    _api("get", f"{API_PREFIX}/crm/{{module:contacts|accounts}}/{{record}}/statistics",
+         "viewer", None, api.customer_statistics,
+         "Customer statistics of a CRM contact or account: tickets, overdue, average"
+         " first response and resolution, ratings (TICKET-06)"),
     _api("post", "/webhooks/{source:desk|crm}", "signature", bodies.WebhookChange,
          api.webhook, "Change notification (HMAC-SHA256)"),
     _api("post", "/webhooks/zoho-crm", "signature", bodies.ZohoCrmNotification,

@@ -1,14 +1,20 @@
 """The README's first command, `python3 dev.py run` (`syncd run --demo`): the demo
 stores are seeded, the integration is set up two-way as the demo's administrator,
-and the first sync links the records created within the window."""
+the first sync links the records created within the window, and the demo's tickets
+give its CRM contacts customer statistics that a replay finds nothing to change in."""
 
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 from adapters import initial_sync
 from tests.support.daemon import running_daemon
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 async def test_the_demo_runs_its_first_sync(database_url: str, kafka_bootstrap: str,
@@ -32,3 +38,28 @@ async def test_the_demo_runs_its_first_sync(database_url: str, kafka_bootstrap: 
         assert linked > 1000
         failed = await daemon.pool.fetchval("SELECT count(*) FROM sync.failures")
         assert failed < linked // 10  # realistic data: a few fail (shared e-mails, say)
+
+        # The demo's tickets, as the statistics of the CRM contact with the most of them.
+        row = await daemon.pool.fetchrow(
+            "SELECT l.crm_id, count(*) AS tickets,"
+            " count(*) FILTER (WHERE t.rating = 'good') AS good"
+            " FROM desk.tickets t JOIN sync.links l"
+            "  ON l.module = 'contacts' AND l.desk_id = t.contact_id::text"
+            " GROUP BY l.crm_id ORDER BY 2 DESC, 1 LIMIT 1")
+        assert row is not None and row["tickets"] >= 2
+        code, stats = await daemon.call(
+            "GET", f"/api/v1/crm/contacts/{row['crm_id']}/statistics", role="viewer")
+        assert code == 200 and stats["total_tickets"] == row["tickets"]
+        assert stats["ratings"]["good"] == row["good"] and stats["as_of"] is not None
+        assert await daemon.pool.fetchval(
+            "SELECT count(*) FROM ticket_stats.replies") > 100
+
+        env = {**os.environ, "SYNCD_DATABASE_URL": database_url,
+               "SYNCD_DATA_DIR": str(tmp_path / "replay")}
+        env.pop("SYNCD_KAFKA_BOOTSTRAP", None)
+        replay = await asyncio.to_thread(
+            subprocess.run, [sys.executable, "-m", "daemon", "replay", "--projection",
+                             "statistics", "--dry-run"],
+            cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+        assert replay.returncode == 0, replay.stderr
+        assert "nothing to change" in replay.stdout, replay.stdout

@@ -50,6 +50,10 @@ STATE_QUERIES = {
     "handshake.crm_keys": "SELECT * FROM handshake.crm_keys ORDER BY 1, 2, 3, 4",
     "handshake.deals": "SELECT * FROM handshake.deals ORDER BY deal_id",
     "handshake.departments": "SELECT * FROM handshake.departments ORDER BY 1",
+    "ticket_stats.tickets": "SELECT * FROM ticket_stats.tickets ORDER BY 1",
+    "ticket_stats.replies": "SELECT * FROM ticket_stats.replies ORDER BY 1",
+    "ticket_stats.crm_contacts": "SELECT * FROM ticket_stats.crm_contacts ORDER BY 1",
+    "ticket_stats.clock": "SELECT * FROM ticket_stats.clock",
 }
 
 
@@ -93,12 +97,22 @@ contacts = st.builds(_contact, st.sampled_from(["desk", "crm"]), st.integers(1, 
                      st.sampled_from(EMAILS), st.sampled_from(["Doe", "Roe", None]),
                      st.sampled_from(["+33 6 12 34 56 78", "555-123-4567", "12"]), hours)
 tickets = st.builds(
-    lambda rid, email, dept, status, hour: {
+    lambda rid, email, dept, status, hour, contact, rating, due: {
         "source": "desk", "module": "tickets", "record_id": str(rid), "op": "update",
         "values": {"department_id": dept, "status": status, "requester_email": email,
-                   "requester_phone": None, "subject": f"t{rid}"}, "hour": hour},
+                   "requester_phone": None, "subject": f"t{rid}", "contact_id": contact,
+                   "rating": rating,
+                   "due_date": None if due is None else (BASE + dt.timedelta(hours=due))
+                   .isoformat()}, "hour": hour},
     st.integers(1, 3), st.sampled_from(EMAILS), st.sampled_from([1, 2]),
-    st.sampled_from(["Open", "Closed"]), hours)
+    st.sampled_from(["Open", "Closed"]), hours, st.integers(1, 6),
+    st.sampled_from(["good", "bad", None]), st.one_of(st.none(), hours))
+threads = st.builds(
+    lambda rid, ticket, direction, deleted, hour: {
+        "source": "desk", "module": "ticket_threads", "record_id": str(rid), "op": "update",
+        "values": {"ticket_id": ticket, "direction": direction, "kind": "reply",
+                   "deleted": deleted}, "hour": hour},
+    st.integers(1, 4), st.integers(1, 3), st.sampled_from(["in", "out"]), st.booleans(), hours)
 deals = st.builds(
     lambda rid, contact, stage, hour: {
         "source": "crm", "module": "deals", "record_id": str(rid), "op": "update",
@@ -109,7 +123,7 @@ leads = st.builds(
                               "op": "update", "values": {"email": email}, "hour": hour},
     st.integers(1, 2), st.sampled_from(EMAILS), hours)
 garbage = st.sampled_from([b"not json", b'{"v": 1, "source": "desk", "module": "contacts"}'])
-stream_item = st.one_of(contacts, contacts, contacts, tickets, deals, leads, garbage)
+stream_item = st.one_of(contacts, contacts, contacts, tickets, threads, deals, leads, garbage)
 
 
 def encode(item: dict[str, Any] | bytes, n: int) -> bytes:
@@ -125,7 +139,7 @@ async def reset(conn: asyncpg.Connection) -> None:
     """Empty every table the stream touches (one database serves every example)."""
     tables = [f"{r['schemaname']}.{r['tablename']}" for r in await conn.fetch(
         "SELECT schemaname, tablename FROM pg_tables WHERE schemaname IN"
-        " ('desk', 'crm', 'sync', 'handshake') AND tablename <> 'stream_state'")]
+        " ('desk', 'crm', 'sync', 'handshake', 'ticket_stats') AND tablename <> 'stream_state'")]
     await conn.execute(f"TRUNCATE {', '.join(tables)}, syncd.event_log,"
                        " syncd.consumer_offsets RESTART IDENTITY")
     await conn.execute("UPDATE handshake.stream_state SET pruned_through = 0")

@@ -1,0 +1,75 @@
+"""``syncd tickets``: the desk's tickets as the CRM sees them (issue 17).
+
+Today only ``syncd tickets stats --contact ID | --account ID``: a CRM record's customer
+statistics (TICKET-06), asked of the running daemon's admin API like the other
+operator commands (``daemon.cli.admin``; a viewer's token is enough). Figures for
+people, ``--json`` for scripts.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+from urllib.parse import quote
+
+import click
+from tabulate import tabulate
+
+from daemon.cli.admin import client_of, json_option, request
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    minutes = round(seconds / 60)
+    days, minutes = divmod(minutes, 24 * 60)
+    hours, minutes = divmod(minutes, 60)
+    return (f"{days}d " if days else "") + f"{hours}h{minutes:02d}"
+
+
+def format_statistics(stats: dict[str, Any]) -> str:
+    """The figures, then one line per ticket, newest first."""
+    ratings = stats["ratings"]
+    summary = [
+        ["tickets", stats["total_tickets"]],
+        ["open", stats["open_tickets"]],
+        ["overdue", f"{stats['overdue_tickets']} (at {stats['as_of'] or 'no event yet'})"],
+        ["average first response",
+         f"{_duration(stats['average_first_response_seconds'])}"
+         f" over {stats['responded_tickets']} ticket(s)"],
+        ["average resolution",
+         f"{_duration(stats['average_resolution_seconds'])}"
+         f" over {stats['resolved_tickets']} ticket(s)"],
+        ["ratings", ", ".join(f"{name} {count}" for name, count in ratings.items())],
+    ]
+    label = "contact" if stats["module"] == "contacts" else "account"
+    lines = [f"CRM {label} {stats['id']}", tabulate(summary, tablefmt="plain")]
+    if stats["tickets"]:
+        rows = [[t["ticket_id"], t["subject"] or "", t["status_type"] or "?",
+                 "yes" if t["overdue"] else "", _duration(t["first_response_seconds"]),
+                 _duration(t["resolution_seconds"]), t["rating"] or ""]
+                for t in stats["tickets"]]
+        lines += ["", tabulate(rows, headers=["ticket", "subject", "status", "overdue",
+                                              "first response", "resolution", "rating"])]
+    return "\n".join(lines)
+
+
+@click.group()
+def tickets() -> None:
+    """The desk's tickets as the CRM sees them."""
+
+
+@tickets.command("stats")
+@click.option("--contact", default=None, help="A CRM contact's id.")
+@click.option("--account", default=None, help="A CRM account's id.")
+@json_option
+@click.pass_context
+def stats(ctx: click.Context, contact: str | None, account: str | None, as_json: bool) -> None:
+    """Customer statistics of a CRM contact or account (TICKET-06)."""
+    if (contact is None) == (account is None):
+        raise click.UsageError("give one of --contact ID or --account ID")
+    module, record = ("contacts", contact) if contact is not None else ("accounts", account)
+    assert record is not None
+    data = request(client_of(ctx), "GET", f"/crm/{module}/{quote(record, safe='')}/statistics")
+    click.echo(json.dumps(data, indent=2, ensure_ascii=False) if as_json
+               else format_statistics(data))
