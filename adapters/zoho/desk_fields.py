@@ -93,6 +93,10 @@ def from_desk(module: str, record: dict[str, Any], *, sync_key_field: str) -> Va
         elif (module, ours) in TIMES:
             value = _iso(value)
         values[ours] = value if value != "" else None
+    if module == "tickets":
+        # The embedded desk's customer rating; Zoho Desk keeps its customers'
+        # happiness ratings apart (its Customer Happiness API), not read here.
+        values["rating"] = None
     if module == "products":
         departments = record.get(DEPARTMENTS) or []
         values["department_id"] = int(departments[0]) if departments else None
