@@ -18,7 +18,10 @@ What is a projection of what decides how each is replayed:
   it is rebuilt in place (``rebuild_from_events``), in one transaction that holds
   ``APPLY_LOCK`` exclusively: the projector's batches wait (they take it shared,
   first), readers keep seeing the old rows until the commit, and a rebuild that
-  finds nothing to change rolls back, leaving the live stream tables alone.
+  finds nothing to change rolls back, leaving the live stream tables alone. From
+  the event log the board is filled set-based from each record's last event
+  (``projections.handshake_rebuild``); from Kafka every event goes through a fresh
+  instance of the live projection.
 * The mapping table (``sync.links``) and the stores are *not* projections of the
   log: matching depended on what the stores held at the time. They are never
   rebuilt; a window re-apply (``reapply``) writes the stores again from events
