@@ -6,8 +6,8 @@ each key's standing and each ticket's column up to date with every change), so a
 rebuild need not run the live projection over every logged event, which made the
 board replay's bottleneck. Here:
 
-1. **Last states.** One ``DISTINCT ON`` query over ``syncd.event_log`` picks each
-   record's newest event (by ``seq``) of the modules the board reads. Only those
+1. **Last states.** One query over ``syncd.event_log`` picks each record's newest
+   event (the greatest ``seq``) of the modules the board reads. Only those
    are decoded, and reduced by the live projection's own rules
    (``projections.handshake.collect``: status types and custom statuses, e-mail
    and phone keys, converted leads, deal stages, the recycle bin and deletes), so
@@ -51,9 +51,11 @@ _BOARD_MODULES = ("(source = 'desk' AND module IN ('tickets', 'departments'))"
 """What ``collect`` reads; every other event leaves the board as it is."""
 
 _LAST_EVENTS = (
-    "SELECT DISTINCT ON (source, module, record_id) seq, source, module, record_id,"
-    " payload::text AS payload FROM syncd.event_log WHERE " + _BOARD_MODULES
-    + " ORDER BY source, module, record_id, seq DESC")
+    "SELECT e.seq, e.source, e.module, e.record_id, e.payload::text AS payload"
+    " FROM (SELECT max(seq) AS seq FROM syncd.event_log WHERE " + _BOARD_MODULES
+    + " GROUP BY source, module, record_id) AS last JOIN syncd.event_log e USING (seq)")
+"""Each record's newest event: grouped by hash on the narrow columns, the payloads read
+by primary key afterwards (sorting the whole log with its payloads spills to disk)."""
 
 _EVENTS_OF = (
     "SELECT e.seq, e.payload::text AS payload FROM syncd.event_log e"
