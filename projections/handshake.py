@@ -41,6 +41,11 @@ desk contact events do not (the desk's contacts are not on the board).
 
 Time comes only from the events (a move's time is the capture time of the
 change that caused it).
+
+A replay from the event log does not run this class over every event (one from
+Kafka does): the state tables depend on the records' last states alone, and
+``projections.handshake_rebuild`` builds them from those, set-based, with
+``STANDINGS``, ``PLACEMENT`` and ``INSERT_KEYS`` below.
 """
 
 from __future__ import annotations
