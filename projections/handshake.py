@@ -41,6 +41,11 @@ desk contact events do not (the desk's contacts are not on the board).
 
 Time comes only from the events (a move's time is the capture time of the
 change that caused it).
+
+A replay from the event log does not run this class over every event (one from
+Kafka does): the state tables depend on the records' last states alone, and
+``projections.handshake_rebuild`` builds them from those, set-based, with
+``STANDINGS``, ``PLACEMENT`` and ``INSERT_KEYS`` below.
 """
 
 from __future__ import annotations
@@ -288,6 +293,37 @@ def _lock_key(kind: str, value: str) -> str:
     return f"handshake:{kind}:{value}"
 
 
+STANDINGS = """
+    LEFT JOIN LATERAL (SELECT max(k.standing) AS standing FROM handshake.crm_keys k
+                       WHERE k.key_kind = 'email' AND k.key = b.email_key) e ON true
+    LEFT JOIN LATERAL (SELECT max(k.standing) AS standing FROM handshake.crm_keys k
+                       WHERE k.key_kind = 'phone' AND k.key = b.phone_key) p ON true"""
+"""The best standing among the CRM records sharing ticket ``b``'s e-mail key (``e``)
+and phone key (``p``): joined wherever a ticket is placed (HS-02)."""
+
+PLACEMENT = """CASE WHEN e.standing IS NOT NULL THEN 'email'
+                WHEN p.standing IS NOT NULL THEN 'phone' END AS matched_by,
+           (ARRAY['new', 'contacts_leads', 'opportunities', 'customers'])
+               [coalesce(e.standing, p.standing, 0) + 1] AS new_column"""
+"""A ticket's ``matched_by`` and column from ``STANDINGS``: the e-mail decides when it
+matches anything, else the phone, else ``new``."""
+
+INSERT_KEYS = (
+    "INSERT INTO handshake.crm_keys (key_kind, key, kind, record_id, standing)"
+    " SELECT r.key_kind, r.key, r.kind, r.record_id,"
+    "  CASE WHEN r.kind = 'lead' THEN 1 ELSE coalesce(s.standing, 1) END::smallint"
+    " FROM unnest($1::text[], $2::text[], $3::text[], $4::text[])"
+    "  AS r(key_kind, kind, record_id, key)"
+    " LEFT JOIN (SELECT contact_id, CASE WHEN bool_or(stage = 'won') THEN 3"
+    "                 WHEN bool_or(stage = 'open') THEN 2 ELSE 1 END AS standing"
+    "            FROM handshake.deals WHERE contact_id = ANY($3::text[])"
+    "            GROUP BY contact_id) s"
+    "  ON r.kind = 'contact' AND s.contact_id = r.record_id")
+"""Key rows ``(key_kind, kind, record_id, key)`` with their standing from the deals
+already written: a lead 1, a contact by its live deals (``handshake.contact_standing``,
+for all the contacts at once: calling it per key row was the costliest statement of a
+batch of contact changes)."""
+
 _PLACE = """
 WITH touched AS (
     SELECT b.ticket_id, k.at FROM unnest($1::text[], $2::timestamptz[]) AS k(key, at)
@@ -301,16 +337,10 @@ WITH touched AS (
     SELECT ticket_id, max(at) AS at FROM touched GROUP BY ticket_id
 ), placed AS MATERIALIZED (
     SELECT b.ticket_id, b.department_id, b.board_column AS old_column, c.at,
-           CASE WHEN e.standing IS NOT NULL THEN 'email'
-                WHEN p.standing IS NOT NULL THEN 'phone' END AS matched_by,
-           (ARRAY['new', 'contacts_leads', 'opportunities', 'customers'])
-               [coalesce(e.standing, p.standing, 0) + 1] AS new_column
+           """ + PLACEMENT + """
     FROM candidates c
     JOIN handshake.board b ON b.ticket_id = c.ticket_id
-    LEFT JOIN LATERAL (SELECT max(k.standing) AS standing FROM handshake.crm_keys k
-                       WHERE k.key_kind = 'email' AND k.key = b.email_key) e ON true
-    LEFT JOIN LATERAL (SELECT max(k.standing) AS standing FROM handshake.crm_keys k
-                       WHERE k.key_kind = 'phone' AND k.key = b.phone_key) p ON true
+    """ + STANDINGS + """
 ), changed AS (
     UPDATE handshake.board b
     SET board_column = p.new_column, matched_by = p.matched_by
@@ -534,20 +564,8 @@ class _Batch:
                 [r[0] for r in gone], [r[1] for r in gone], [r[2] for r in gone],
                 [r[3] for r in gone])
         if rows:
-            # handshake.contact_standing, for all the contacts at once: calling it per
-            # key row was the costliest statement of a batch of contact changes.
             await self.conn.execute(
-                "INSERT INTO handshake.crm_keys (key_kind, key, kind, record_id, standing)"
-                " SELECT r.key_kind, r.key, r.kind, r.record_id,"
-                "  CASE WHEN r.kind = 'lead' THEN 1 ELSE coalesce(s.standing, 1) END::smallint"
-                " FROM unnest($1::text[], $2::text[], $3::text[], $4::text[])"
-                "  AS r(key_kind, kind, record_id, key)"
-                " LEFT JOIN (SELECT contact_id, CASE WHEN bool_or(stage = 'won') THEN 3"
-                "                 WHEN bool_or(stage = 'open') THEN 2 ELSE 1 END AS standing"
-                "            FROM handshake.deals WHERE contact_id = ANY($3::text[])"
-                "            GROUP BY contact_id) s"
-                "  ON r.kind = 'contact' AND s.contact_id = r.record_id",
-                [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows],
+                INSERT_KEYS, [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows],
                 [r[3] for r in rows])
 
     async def _refresh_standing(self, contacts_at: dict[str, dt.datetime]) -> None:

@@ -10,9 +10,11 @@ projection").
 Rebuild kinds:
 
 * ``events``: a pure function of the event log. Replay empties the state
-  tables and feeds every logged event, in log order, to a fresh instance (its
-  stream tables are a change feed for readers: cleared, and readers told to
-  reload, by ``reset_stream``).
+  tables and fills them from the event log with ``from_last_states`` when the
+  projection has one (set-based, from each record's last event), else by feeding
+  every logged event, in log order, to a fresh instance (its stream tables are a
+  change feed for readers: cleared, and readers told to reload, by
+  ``reset_stream``).
 * ``outcomes``: a fold of ``sync.outcomes``, the per-event record of what the
   sync decided (``projections.ledger``); replay folds the outcomes again.
 * ``None``: not a projection of the log at all: what it holds depended on what
@@ -31,6 +33,8 @@ from projections.catalog import Side
 from projections.config import SyncConfig
 from projections.db import Conn
 from projections.handshake import HandshakeProjection, reset_stream
+from projections.handshake_rebuild import Rebuilt
+from projections.handshake_rebuild import rebuild as rebuild_handshake
 from projections.sync import SyncProjection
 from projections.ticket_stats import StatisticsProjection
 
@@ -62,6 +66,10 @@ class ProjectionSpec:
     make: Callable[[ConfigSource], Projection] | None = None
     """The live instance, for a batch (None: maintained by another projection's batch,
     as the ledger is by the sync's)."""
+    from_last_states: Callable[[Conn], Awaitable[Rebuilt]] | None = None
+    """For ``events``: fill the emptied state tables from each record's last state in
+    the event log, set-based, with the same result as feeding every event to a fresh
+    instance (which a replay from Kafka still does)."""
     stream_tables: tuple[str, ...] = ()
     reset_stream: Callable[[Conn], Awaitable[None]] | None = None
     first_sync: tuple[tuple[Side, str], ...] = ()
@@ -109,7 +117,8 @@ SPECS: tuple[ProjectionSpec, ...] = (
         tables=("handshake.board", "handshake.crm_keys", "handshake.deals",
                 "handshake.departments"),
         stream_tables=("handshake.moves", "handshake.stream_state"),
-        reset_stream=reset_stream, rebuild="events", gauges=(_HANDSHAKE_TICKETS,),
+        reset_stream=reset_stream, rebuild="events", from_last_states=rebuild_handshake,
+        gauges=(_HANDSHAKE_TICKETS,),
         first_sync=(("crm", "leads"), ("crm", "deals"), ("desk", "departments"),
                     ("desk", "ticket_statuses"), ("desk", "tickets"))),
     ProjectionSpec(

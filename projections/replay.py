@@ -18,7 +18,10 @@ What is a projection of what decides how each is replayed:
   it is rebuilt in place (``rebuild_from_events``), in one transaction that holds
   ``APPLY_LOCK`` exclusively: the projector's batches wait (they take it shared,
   first), readers keep seeing the old rows until the commit, and a rebuild that
-  finds nothing to change rolls back, leaving the live stream tables alone.
+  finds nothing to change rolls back, leaving the live stream tables alone. From
+  the event log the board is filled set-based from each record's last event
+  (``projections.handshake_rebuild``); from Kafka every event goes through a fresh
+  instance of the live projection.
 * The mapping table (``sync.links``) and the stores are *not* projections of the
   log: matching depended on what the stores held at the time. They are never
   rebuilt; a window re-apply (``reapply``) writes the stores again from events
@@ -41,7 +44,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from projections.batch import APPLY_LOCK, LoggedEvent
+from projections.batch import APPLY_LOCK, LoggedEvent, Projection
 from projections.catalog import SYNCED_MODULES
 from projections.config import SyncConfig
 from projections.db import Conn
@@ -389,10 +392,16 @@ async def _schema_tables(conn: Conn, schema: str) -> set[str]:
 
 async def rebuild_from_events(conn: Conn, spec: ProjectionSpec, source: EventSource, *,
                               dry_run: bool, progress: Progress = _quiet, chunk: int = 5_000,
-                              config: Callable[[], SyncConfig] = SyncConfig) -> Report:
+                              config: Callable[[], SyncConfig] = SyncConfig,
+                              per_event: bool = False) -> Report:
     """Rebuild a projection of the event log (``spec.rebuild == "events"``) in place,
-    in one transaction: its state tables are emptied, every logged event is fed to a
-    fresh instance, and the result is compared with what was there.
+    in one transaction: its state tables are emptied and filled again, and the result
+    is compared with what was there.
+
+    From the event log, a projection with ``from_last_states`` is filled set-based
+    from each record's last event; otherwise (``per_event``, or from Kafka, whose
+    records the set-based query cannot reach) every event is fed, in order, to a
+    fresh instance.
 
     The projector's batches wait meanwhile (``APPLY_LOCK``), so no event is applied
     twice or missed; readers keep the old rows until the commit; a rebuild that finds
@@ -413,7 +422,6 @@ async def rebuild_from_events(conn: Conn, spec: ProjectionSpec, source: EventSou
         raise ReplayError(f"{spec.name} has table(s) its registry entry does not name:"
                           f" {sorted(unknown)}; add them to projections/registry.py"
                           " (state or stream)")
-    projection = spec.make(config)
     transaction = conn.transaction()
     await transaction.start()
     changed = False
@@ -425,15 +433,16 @@ async def rebuild_from_events(conn: Conn, spec: ProjectionSpec, source: EventSou
                                f" SELECT * FROM {table}")
             # DELETE, not TRUNCATE: readers keep seeing the old rows until the commit.
             await conn.execute(f"DELETE FROM {table}")
-        everything = Window()
-        total = await source.total(conn, everything)
-        done = 0
-        progress("events", 0, total)
-        async for part in source.chunks(conn, everything, size=chunk, applied_only=False):
-            await projection.apply(conn, part.events)
-            done += part.scanned
-            report.events += len(part.events)
-            progress("events", done, total)
+        if (spec.from_last_states is not None and not per_event
+                and isinstance(source, EventLogSource)):
+            progress("records", 0, None)
+            rebuilt = await spec.from_last_states(conn)
+            source.undecodable += rebuilt.undecodable
+            report.events, report.unit = rebuilt.records, "records' last events"
+            progress("records", rebuilt.records, rebuilt.records)
+        else:
+            await _feed(conn, spec.make(config), source, report, progress=progress,
+                        chunk=chunk)
         for n, table in enumerate(spec.tables):
             report.tables.append(await compare(
                 conn, live=f"replay_before_{n}", fresh=table, key=keys[table], label=table,
@@ -451,6 +460,20 @@ async def rebuild_from_events(conn: Conn, spec: ProjectionSpec, source: EventSou
     else:
         await transaction.rollback()  # nothing to change: leave even the stream alone
     return report
+
+
+async def _feed(conn: Conn, projection: Projection, source: EventSource, report: Report, *,
+                progress: Progress, chunk: int) -> None:
+    """Every event of the source, in order, through ``projection``: the per-event rebuild."""
+    everything = Window()
+    total = await source.total(conn, everything)
+    done = 0
+    progress("events", 0, total)
+    async for part in source.chunks(conn, everything, size=chunk, applied_only=False):
+        await projection.apply(conn, part.events)
+        done += part.scanned
+        report.events += len(part.events)
+        progress("events", done, total)
 
 
 # -- re-applying a window to the stores -----------------------------------------
