@@ -20,7 +20,8 @@ from adapters.integration_store import IntegrationService
 from daemon.cli import cli
 from daemon.http.api import ApiContext
 from daemon.http.server import build_app
-from daemon.service.ticket_list import related_tickets
+from daemon.service.ticket_list import FILTERS, Filter, related_tickets
+from daemon.service.ticket_stats import Module
 from projections.batch import reset_offset
 from projections.config import SyncConfig
 from projections.integration_app import in_memory
@@ -100,14 +101,14 @@ ROWS = {r["ticket_id"]: r for r in [
 NEWEST_FIRST = list(ROWS)
 ANA_IDS = ["5", "6", "3", "2", "1"]
 BO_IDS = ["11", "9", "8", "7"]
-FILTERED = {"overdue": ["8", "7", "1"], "closed": ["9", "2"], "escalated": ["5", "3"],
-            "high_priority": ["9", "6", "3", "1"]}
+FILTERED: dict[Filter, list[str]] = {
+    "overdue": ["8", "7", "1"], "closed": ["9", "2"], "escalated": ["5", "3"],
+    "high_priority": ["9", "6", "3", "1"]}
 
 
-async def page(pool: asyncpg.Pool, module: str, record: str, only: Any = None, *,
-               limit: int = 50, offset: int = 0) -> dict[str, Any]:
-    return await related_tickets(pool, module, record,  # type: ignore[arg-type]
-                                 only=only, limit=limit, offset=offset)
+async def page(pool: asyncpg.Pool, module: Module, record: str, only: Filter | None = None,
+               *, limit: int = 50, offset: int = 0) -> dict[str, Any]:
+    return await related_tickets(pool, module, record, only=only, limit=limit, offset=offset)
 
 
 def ids(answer: dict[str, Any]) -> list[str]:
@@ -151,6 +152,7 @@ async def test_every_row_every_filter_and_paging_of_the_hand_built_set(
     assert ids(bo) == BO_IDS and bo["tickets"] == [ROWS[i] for i in BO_IDS]
     assert (await page(pool, "contacts", "603"))["tickets"] == []  # nobody links it
 
+    assert set(FILTERED) == set(FILTERS)  # every filter is checked
     for only, expected in FILTERED.items():
         answer = await page(pool, "accounts", ACCOUNT, only)
         assert ids(answer) == expected and answer["total"] == len(expected), only
