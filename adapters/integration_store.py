@@ -206,6 +206,9 @@ class IntegrationService:
         return await asyncio.to_thread(self.app.choose_products_department, department_id,
                                        by=by)
 
+    async def choose_related_list_modules(self, modules: list[str], *, by: str) -> Integration:
+        return await asyncio.to_thread(self.app.choose_related_list_modules, modules, by=by)
+
     async def pause(self, *, by: str) -> Integration:
         return await asyncio.to_thread(self.app.pause, by=by)
 

@@ -33,6 +33,7 @@ from eventsourcing.domain import Aggregate, event
 from projections.catalog import SYNCED_MODULES
 from projections.config import Direction, SyncConfig
 from projections.mapping import MappingError, ModuleMapping, build_mapping
+from projections.related_lists import DEFAULT_MODULES, in_order, refusal
 
 # Fixed and deterministic: every replica, and every restart, finds the same aggregate.
 INTEGRATION_ID = uuid.uuid5(uuid.NAMESPACE_URL, "urn:deskcrm-sync:integration")
@@ -123,6 +124,8 @@ class Integration(Aggregate):
         self.match_secondary_email = False
         self.products_department_id: int | None = None
         self.custom_views: list[str] = []
+        # Aggregates set up before this setting existed get the default on replay too.
+        self.related_list_modules: list[str] = list(DEFAULT_MODULES)
         self.paused = False
         self.deleted = False
         self.changed_by = by
@@ -231,6 +234,24 @@ class Integration(Aggregate):
             return
         self._products_department_chosen(department_id=department_id, by=actor)
 
+    def choose_related_list_modules(self, modules: list[str], *, by: str) -> None:
+        """The CRM modules whose records list their desk tickets (TICKET-01); a module
+        without an e-mail field is refused with the reason."""
+        self._check_live()
+        actor = _actor(by)
+        if not isinstance(modules, list) or not all(isinstance(m, str) for m in modules):
+            raise InvalidCommand("modules must be a list of CRM module names",
+                                 code="invalid_value")
+        names = {m.strip().lower() for m in modules}
+        for name in sorted(names):
+            problem = refusal(name)
+            if problem is not None:
+                raise InvalidCommand(problem, code="no_email_field")
+        chosen = in_order(names)
+        if chosen == self.related_list_modules:
+            return
+        self._related_list_modules_chosen(modules=chosen, by=actor)
+
     def pause(self, *, by: str) -> None:
         """Stop exchanging changes; they wait, and are applied on resume (OPS-01)."""
         self._check_live()
@@ -319,6 +340,11 @@ class Integration(Aggregate):
     @event("ProductsDepartmentChosen")
     def _products_department_chosen(self, department_id: int, by: str) -> None:
         self.products_department_id = department_id
+        self.changed_by = by
+
+    @event("RelatedListModulesChosen")
+    def _related_list_modules_chosen(self, modules: list[str], by: str) -> None:
+        self.related_list_modules = modules
         self.changed_by = by
 
     @event("Paused")

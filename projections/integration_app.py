@@ -95,6 +95,9 @@ class IntegrationApplication(Application[UUID]):
     def choose_products_department(self, department_id: int, *, by: str) -> Integration:
         return self._execute(lambda it: it.choose_products_department(department_id, by=by))
 
+    def choose_related_list_modules(self, modules: list[str], *, by: str) -> Integration:
+        return self._execute(lambda it: it.choose_related_list_modules(modules, by=by))
+
     def pause(self, *, by: str) -> Integration:
         return self._execute(lambda it: it.pause(by=by))
 

@@ -7,9 +7,12 @@ times, the customer's rating of each ticket — without opening the desk. All of
 a function of the desk's ticket and thread events and the CRM's contact events, so a
 replay of the event log rebuilds it exactly (OWN-03).
 
-What it keeps (``ticket_stats.*``, migration 0021), each row a function of events only:
+What it keeps (``ticket_stats.*``, migrations 0021 and 0022), each row a function of
+events only:
 
-* per desk ticket: its desk contact, live or not, subject, status type, creation time
+* per desk ticket: its desk contact, live or not, subject, status and status type,
+  priority, department, requester's e-mail (these four for the related list, TICKET-01:
+  ``daemon/service/ticket_list.py``), creation time
   (the event's ``created_at``, the desk's own), due date, rating, and the time of its
   *first* close: the source's modification time (``modified_at``) of the first event
   that shows it Closed (its status type, as the board reads it: custom statuses count
@@ -54,6 +57,10 @@ RATINGS = ("good", "okay", "bad")
 """The customer's rating of a ticket, as Zoho Desk's customer happiness names them."""
 
 
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) else None
+
+
 def _moment(value: object) -> dt.datetime | None:
     """An ISO 8601 time with a zone (a zoneless one is UTC), else None."""
     if not isinstance(value, str):
@@ -71,7 +78,11 @@ class TicketRow:
     contact_id: str | None
     live: bool
     subject: str | None
+    status: str | None
     status_type: str | None
+    priority: str | None
+    department_id: str | None
+    requester: str | None
     created_at: dt.datetime
     due_at: dt.datetime | None
     rating: str | None
@@ -104,11 +115,13 @@ def ticket_row(event: ChangeEvent, earlier: TicketRow | None) -> TicketRow:
     if closed_at is None and standard == "Closed" and is_live(event):
         closed_at = event.modified_at
     rating = values.get("rating")
-    subject = values.get("subject")
     return TicketRow(
         ticket_id=event.record_id, contact_id=record_ref(values.get("contact_id")),
-        live=is_live(event), subject=subject if isinstance(subject, str) else None,
-        status_type=standard, created_at=event.created_at,
+        live=is_live(event), subject=_text(values.get("subject")),
+        status=_text(values.get("status")), status_type=standard,
+        priority=_text(values.get("priority")),
+        department_id=record_ref(values.get("department_id")),
+        requester=_text(values.get("requester_email")), created_at=event.created_at,
         due_at=_moment(values.get("due_date")),
         rating=rating if rating in RATINGS else None, closed_at=closed_at)
 
@@ -164,19 +177,25 @@ async def _write_tickets(conn: Conn, tickets: list[TicketRow]) -> None:
     # A first close already recorded stays (coalesce): the batch's is only a candidate.
     await conn.execute(
         "INSERT INTO ticket_stats.tickets AS t (ticket_id, contact_id, live, subject,"
-        " status_type, created_at, due_at, rating, first_closed_at)"
+        " status_type, created_at, due_at, rating, first_closed_at, status, priority,"
+        " department_id, requester)"
         " SELECT * FROM unnest($1::text[], $2::text[], $3::boolean[], $4::text[], $5::text[],"
-        "  $6::timestamptz[], $7::timestamptz[], $8::text[], $9::timestamptz[])"
+        "  $6::timestamptz[], $7::timestamptz[], $8::text[], $9::timestamptz[], $10::text[],"
+        "  $11::text[], $12::text[], $13::text[])"
         " ON CONFLICT (ticket_id) DO UPDATE SET contact_id = EXCLUDED.contact_id,"
         "  live = EXCLUDED.live, subject = EXCLUDED.subject,"
         "  status_type = EXCLUDED.status_type, created_at = EXCLUDED.created_at,"
         "  due_at = EXCLUDED.due_at, rating = EXCLUDED.rating,"
-        "  first_closed_at = coalesce(t.first_closed_at, EXCLUDED.first_closed_at)",
+        "  first_closed_at = coalesce(t.first_closed_at, EXCLUDED.first_closed_at),"
+        "  status = EXCLUDED.status, priority = EXCLUDED.priority,"
+        "  department_id = EXCLUDED.department_id, requester = EXCLUDED.requester",
         [t.ticket_id for t in tickets], [t.contact_id for t in tickets],
         [t.live for t in tickets], [t.subject for t in tickets],
         [t.status_type for t in tickets], [t.created_at for t in tickets],
         [t.due_at for t in tickets], [t.rating for t in tickets],
-        [t.closed_at for t in tickets])
+        [t.closed_at for t in tickets], [t.status for t in tickets],
+        [t.priority for t in tickets], [t.department_id for t in tickets],
+        [t.requester for t in tickets])
 
 
 async def _write_replies(conn: Conn, replies: list[ReplyRow]) -> None:

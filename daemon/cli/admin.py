@@ -388,6 +388,18 @@ def integration_products(ctx: click.Context, department_id: int, as_json: bool) 
     _show(request(client_of(ctx), "PUT", "/integration/products-department", body), as_json)
 
 
+@integration.command("related-lists")
+@click.argument("modules", nargs=-1)
+@json_option
+@click.pass_context
+def integration_related_lists(ctx: click.Context, modules: tuple[str, ...],
+                              as_json: bool) -> None:
+    """The CRM modules whose records list their desk tickets (TICKET-01): contacts,
+    accounts, deals, leads; a module without an e-mail field is refused. None: no list."""
+    body = {"modules": list(modules)}
+    _show(request(client_of(ctx), "PUT", "/integration/related-lists", body), as_json)
+
+
 @integration.command("delete")
 @click.confirmation_option(prompt="Delete the integration? Sync stops for good.")
 @json_option

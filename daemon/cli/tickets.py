@@ -1,9 +1,10 @@
 """``syncd tickets``: the desk's tickets as the CRM sees them (issue 17).
 
-Today only ``syncd tickets stats --contact ID | --account ID``: a CRM record's customer
-statistics (TICKET-06), asked of the running daemon's admin API like the other
-operator commands (``daemon.cli.admin``; a viewer's token is enough). Figures for
-people, ``--json`` for scripts.
+``syncd tickets stats --contact ID | --account ID``: a CRM record's customer statistics
+(TICKET-06); ``syncd tickets list --contact ID | --account ID [--filter …]``: its
+tickets, the related list (TICKET-01, TICKET-07). Both ask the running daemon's admin
+API like the other operator commands (``daemon.cli.admin``; a viewer's token is
+enough). Tables for people, ``--json`` for scripts.
 """
 
 from __future__ import annotations
@@ -59,17 +60,65 @@ def tickets() -> None:
     """The desk's tickets as the CRM sees them."""
 
 
-@tickets.command("stats")
-@click.option("--contact", default=None, help="A CRM contact's id.")
-@click.option("--account", default=None, help="A CRM account's id.")
-@json_option
-@click.pass_context
-def stats(ctx: click.Context, contact: str | None, account: str | None, as_json: bool) -> None:
-    """Customer statistics of a CRM contact or account (TICKET-06)."""
+def format_list(page: dict[str, Any]) -> str:
+    """One line per ticket, newest first, under what the page is."""
+    label = "contact" if page["module"] == "contacts" else "account"
+    shown = f"{page['offset'] + 1}-{page['offset'] + len(page['tickets'])}" \
+        if page["tickets"] else "none"
+    head = (f"CRM {label} {page['id']}: {page['total']} ticket(s)"
+            f"{' ' + page['filter'] if page['filter'] else ''}, {shown} shown"
+            f" (overdue at {page['as_of'] or 'no event yet'})")
+    rows = [[t["ticket_id"], t["subject"] or "", t["status"] or "", t["status_type"] or "?",
+             t["priority"] or "", t["department_id"] or "", t["requester"] or "",
+             t["created_at"], t["due_date"] or "", "yes" if t["overdue"] else "",
+             t["rating"] or ""] for t in page["tickets"]]
+    if not rows:
+        return head
+    return head + "\n\n" + tabulate(rows, headers=[
+        "ticket", "subject", "status", "type", "priority", "department", "requester",
+        "created", "due", "overdue", "rating"])
+
+
+contact_option = click.option("--contact", default=None, help="A CRM contact's id.")
+account_option = click.option("--account", default=None, help="A CRM account's id.")
+
+
+def _record_path(contact: str | None, account: str | None) -> str:
+    """``/crm/{contacts|accounts}/{id}`` of the one record given."""
     if (contact is None) == (account is None):
         raise click.UsageError("give one of --contact ID or --account ID")
     module, record = ("contacts", contact) if contact is not None else ("accounts", account)
     assert record is not None
-    data = request(client_of(ctx), "GET", f"/crm/{module}/{quote(record, safe='')}/statistics")
+    return f"/crm/{module}/{quote(record, safe='')}"
+
+
+@tickets.command("stats")
+@contact_option
+@account_option
+@json_option
+@click.pass_context
+def stats(ctx: click.Context, contact: str | None, account: str | None, as_json: bool) -> None:
+    """Customer statistics of a CRM contact or account (TICKET-06)."""
+    data = request(client_of(ctx), "GET", f"{_record_path(contact, account)}/statistics")
     click.echo(json.dumps(data, indent=2, ensure_ascii=False) if as_json
                else format_statistics(data))
+
+
+@tickets.command("list")
+@contact_option
+@account_option
+@click.option("--filter", "only", default=None,
+              type=click.Choice(["overdue", "closed", "escalated", "high_priority"]),
+              help="Only these tickets (TICKET-07).")
+@click.option("--limit", type=click.IntRange(1, 500), default=50, show_default=True)
+@click.option("--offset", type=click.IntRange(0), default=0, show_default=True)
+@json_option
+@click.pass_context
+def list_tickets(ctx: click.Context, contact: str | None, account: str | None,
+                 only: str | None, limit: int, offset: int, as_json: bool) -> None:
+    """A CRM contact's or account's tickets, newest first (TICKET-01)."""
+    query = {"limit": str(limit), "offset": str(offset), **({"filter": only} if only else {})}
+    data = request(client_of(ctx), "GET", f"{_record_path(contact, account)}/tickets",
+                   query=query)
+    click.echo(json.dumps(data, indent=2, ensure_ascii=False) if as_json
+               else format_list(data))

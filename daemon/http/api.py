@@ -29,12 +29,13 @@ from daemon.http.errors import ApiError
 from daemon.runtime.settings import Role
 from daemon.service import failures as failure_log
 from daemon.service import history as sync_history
-from daemon.service import integration, ticket_stats, webhooks
+from daemon.service import integration, ticket_list, ticket_stats, webhooks
 from daemon.service import status as daemon_status
 from daemon.service.integration import MappingCheck
 from projections.catalog import Side
 from projections.config import SyncConfig
 from projections.events import ChangeEvent, InvalidEvent, decode_event, encode_event
+from projections.related_lists import DEFAULT_MODULES
 
 log = structlog.get_logger(__name__)
 
@@ -142,6 +143,13 @@ async def products_department(ctx: ApiContext, request: web.Request,
     return await _state(ctx)
 
 
+async def related_lists(ctx: ApiContext, request: web.Request, body: bodies.RelatedLists
+                        ) -> web.Response:
+    await integration.choose_related_list_modules(ctx.integration, body.modules,
+                                                  by=_by(request))
+    return await _state(ctx)
+
+
 async def pause(ctx: ApiContext, request: web.Request, _body: None) -> web.Response:
     await integration.pause(ctx.integration, by=_by(request))
     return await _state(ctx)
@@ -175,11 +183,7 @@ async def history(ctx: ApiContext, request: web.Request, _body: None) -> web.Res
 
 async def failures(ctx: ApiContext, request: web.Request, _body: None) -> web.Response:
     query = request.query
-    try:
-        limit = min(500, max(1, int(query.get("limit", "50"))))
-        offset = max(0, int(query.get("offset", "0")))
-    except ValueError:
-        raise ApiError(400, "invalid_parameter", "limit and offset are integers") from None
+    limit, offset = _page(query)
     state = query.get("status", "open")
     if state not in ("open", "resolved", "all"):
         raise ApiError(400, "invalid_parameter", "status: open, resolved or all")
@@ -189,16 +193,50 @@ async def failures(ctx: ApiContext, request: web.Request, _body: None) -> web.Re
     return web.json_response(page, dumps=_dumps)
 
 
-async def customer_statistics(ctx: ApiContext, request: web.Request, _body: None
-                              ) -> web.Response:
-    """TICKET-06: a CRM contact's or account's tickets, counted and averaged."""
+def _page(query: Mapping[str, str]) -> tuple[int, int]:
+    """``?limit=&offset=``: 50 by default, at most 500, from 0."""
+    try:
+        limit = min(500, max(1, int(query.get("limit", "50"))))
+        offset = max(0, int(query.get("offset", "0")))
+    except ValueError:
+        raise ApiError(400, "invalid_parameter", "limit and offset are integers") from None
+    return limit, offset
+
+
+def _record(request: web.Request) -> str:
     record = request.match_info["record"]
     if len(record) > 200:
         raise ApiError(400, "invalid_parameter", "a record id is at most 200 characters")
+    return record
+
+
+async def customer_statistics(ctx: ApiContext, request: web.Request, _body: None
+                              ) -> web.Response:
+    """TICKET-06: a CRM contact's or account's tickets, counted and averaged."""
+    record = _record(request)
     module: ticket_stats.Module = (
         "contacts" if request.match_info["module"] == "contacts" else "accounts")
     return web.json_response(await ticket_stats.statistics(ctx.pool, module, record),
                              dumps=_dumps)
+
+
+async def related_tickets(ctx: ApiContext, request: web.Request, _body: None
+                          ) -> web.Response:
+    """TICKET-01, TICKET-07: a CRM record's tickets, newest first, filtered and paged;
+    404 with the reason for a module the integration does not list tickets on."""
+    record = _record(request)
+    current = await ctx.integration.current()
+    module = ticket_list.listed_module(
+        request.match_info["module"],
+        current.related_list_modules if current is not None else DEFAULT_MODULES)
+    only = request.query.get("filter")
+    if only is not None and only not in ticket_list.FILTERS:
+        raise ApiError(400, "invalid_parameter",
+                       f"filter: one of {', '.join(ticket_list.FILTERS)}")
+    limit, offset = _page(request.query)
+    page = await ticket_list.related_tickets(
+        ctx.pool, module, record, only=only, limit=limit, offset=offset)
+    return web.json_response(page, dumps=_dumps)
 
 
 async def retry(ctx: ApiContext, request: web.Request, body: bodies.Retry) -> web.Response:

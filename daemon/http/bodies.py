@@ -43,6 +43,10 @@ class ProductsDepartment(msgspec.Struct, forbid_unknown_fields=True):
     department_id: int
 
 
+class RelatedLists(msgspec.Struct, forbid_unknown_fields=True):
+    modules: list[str]
+
+
 class Retry(msgspec.Struct, forbid_unknown_fields=True):
     ids: list[int] | None = None
     reason: str | None = None

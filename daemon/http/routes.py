@@ -74,6 +74,9 @@ API_ROUTES: list[Route[api.ApiContext]] = [
     _api("put", f"{_I}/matching", "admin", bodies.Matching, api.matching, "Matching options"),
     _api("put", f"{_I}/products-department", "admin", bodies.ProductsDepartment,
          api.products_department, "Department for products"),
+    _api("put", f"{_I}/related-lists", "admin", bodies.RelatedLists, api.related_lists,
+         "CRM modules whose records list their tickets (TICKET-01; only modules with an"
+         " e-mail field)"),
     _api("post", f"{_I}/pause", "operator", None, api.pause, "Pause sync (capture goes on)"),
     _api("post", f"{_I}/resume", "operator", None, api.resume,
          "Resume and apply what accumulated"),
@@ -89,6 +92,10 @@ API_ROUTES: list[Route[api.ApiContext]] = [
          "viewer", None, api.customer_statistics,
          "Customer statistics of a CRM contact or account: tickets, overdue, average"
          " first response and resolution, ratings (TICKET-06)"),
+    _api("get", f"{API_PREFIX}/crm/{{module}}/{{record}}/tickets", "viewer", None,
+         api.related_tickets,
+         "A CRM contact's or account's tickets, newest first"
+         " (?filter=overdue|closed|escalated|high_priority&limit=&offset=; TICKET-01, TICKET-07)"),
     _api("post", "/webhooks/{source:desk|crm}", "signature", bodies.WebhookChange,
          api.webhook, "Change notification (HMAC-SHA256)"),
     _api("post", "/webhooks/zoho-crm", "signature", bodies.ZohoCrmNotification,

@@ -28,6 +28,7 @@ async def state(integration: IntegrationService) -> dict[str, Any]:
         "mode": current.mode, "sync_type": current.direction, "paused": current.paused,
         "deleted": current.deleted, "match_secondary_email": current.match_secondary_email,
         "products_department_id": current.products_department_id,
+        "related_list_modules": current.related_list_modules,
         "mappings": {m: [{"desk": p.desk_field.name, "crm": p.crm_field.name,
                           "desk_type": p.desk_field.type, "crm_type": p.crm_field.type}
                          for p in mapping.pairs]
@@ -88,6 +89,11 @@ async def change_matching_options(integration: IntegrationService,
 async def choose_products_department(integration: IntegrationService, department_id: int, *,
                                      by: str) -> None:
     await integration.choose_products_department(department_id, by=by)
+
+
+async def choose_related_list_modules(integration: IntegrationService, modules: list[str], *,
+                                      by: str) -> None:
+    await integration.choose_related_list_modules(modules, by=by)
 
 
 async def pause(integration: IntegrationService, *, by: str) -> None:

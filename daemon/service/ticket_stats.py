@@ -21,22 +21,27 @@ from projections.ticket_stats import RATINGS
 
 Module = Literal["contacts", "accounts"]
 
-_TICKETS = """
-SELECT t.ticket_id, t.subject, t.status_type, t.created_at, t.due_at, t.first_closed_at,
-       t.rating, (SELECT min(r.sent_at) FROM ticket_stats.replies r
-                  WHERE r.ticket_id = t.ticket_id) AS first_reply_at
+_OF_RECORD = """
 FROM ticket_stats.tickets t
 JOIN sync.links l ON l.module = 'contacts' AND l.desk_id = t.contact_id
 {account}
-WHERE t.live AND {record} = $1
-ORDER BY t.created_at DESC, t.ticket_id
-"""
-_BY_RECORD: dict[Module, str] = {
-    "contacts": _TICKETS.format(account="", record="l.crm_id"),
-    "accounts": _TICKETS.format(
+WHERE t.live AND {record} = $1"""
+OF_RECORD: dict[Module, str] = {
+    "contacts": _OF_RECORD.format(account="", record="l.crm_id"),
+    "accounts": _OF_RECORD.format(
         account="JOIN ticket_stats.crm_contacts c ON c.contact_id = l.crm_id",
         record="c.account_id"),
 }
+"""The FROM and WHERE of a CRM record's live tickets (the record's id is $1), joined
+through the links as they are now; the related list (``ticket_list``) shares them."""
+NEWEST_FIRST = "ORDER BY t.created_at DESC, t.ticket_id"
+
+_BY_RECORD: dict[Module, str] = {module: f"""
+SELECT t.ticket_id, t.subject, t.status_type, t.created_at, t.due_at, t.first_closed_at,
+       t.rating, (SELECT min(r.sent_at) FROM ticket_stats.replies r
+                  WHERE r.ticket_id = t.ticket_id) AS first_reply_at
+{joined}
+{NEWEST_FIRST}""" for module, joined in OF_RECORD.items()}
 
 
 async def statistics(pool: asyncpg.Pool, module: Module, record_id: str) -> dict[str, Any]:
@@ -56,6 +61,12 @@ def _average(values: list[float]) -> float | None:
     return sum(values) / len(values) if values else None
 
 
+def overdue(row: Any, at: dt.datetime | None) -> bool:
+    """Open (any status type but Closed) with a due date before the event time ``at``."""
+    return (row["status_type"] != "Closed" and at is not None and row["due_at"] is not None
+            and row["due_at"] < at)
+
+
 def summarise(rows: list[Any], at: dt.datetime | None) -> dict[str, Any]:
     """Counts, averages and the per-ticket lines of a record's tickets at event time ``at``.
 
@@ -64,13 +75,11 @@ def summarise(rows: list[Any], at: dt.datetime | None) -> dict[str, Any]:
     over the tickets that have one (each count given beside its average)."""
     tickets: list[dict[str, Any]] = []
     for row in rows:
-        is_open = row["status_type"] != "Closed"
         tickets.append({
             "ticket_id": row["ticket_id"], "subject": row["subject"],
             "status_type": row["status_type"], "created_at": row["created_at"],
             "due_date": row["due_at"],
-            "overdue": is_open and at is not None and row["due_at"] is not None
-            and row["due_at"] < at,
+            "overdue": overdue(row, at),
             "first_response_seconds": _seconds(row["created_at"], row["first_reply_at"]),
             "resolution_seconds": _seconds(row["created_at"], row["first_closed_at"]),
             "rating": row["rating"],

@@ -97,16 +97,17 @@ contacts = st.builds(_contact, st.sampled_from(["desk", "crm"]), st.integers(1, 
                      st.sampled_from(EMAILS), st.sampled_from(["Doe", "Roe", None]),
                      st.sampled_from(["+33 6 12 34 56 78", "555-123-4567", "12"]), hours)
 tickets = st.builds(
-    lambda rid, email, dept, status, hour, contact, rating, due: {
+    lambda rid, email, dept, status, hour, contact, rating, due, priority: {
         "source": "desk", "module": "tickets", "record_id": str(rid), "op": "update",
         "values": {"department_id": dept, "status": status, "requester_email": email,
                    "requester_phone": None, "subject": f"t{rid}", "contact_id": contact,
-                   "rating": rating,
+                   "rating": rating, "priority": priority,
                    "due_date": None if due is None else (BASE + dt.timedelta(hours=due))
                    .isoformat()}, "hour": hour},
     st.integers(1, 3), st.sampled_from(EMAILS), st.sampled_from([1, 2]),
     st.sampled_from(["Open", "Closed"]), hours, st.integers(1, 6),
-    st.sampled_from(["good", "bad", None]), st.one_of(st.none(), hours))
+    st.sampled_from(["good", "bad", None]), st.one_of(st.none(), hours),
+    st.sampled_from(["High", "Low", None]))
 threads = st.builds(
     lambda rid, ticket, direction, deleted, hour: {
         "source": "desk", "module": "ticket_threads", "record_id": str(rid), "op": "update",

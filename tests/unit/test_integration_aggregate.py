@@ -275,6 +275,43 @@ def test_products_department_is_chosen(live: IntegrationApplication) -> None:
     assert live.audit()[-1].details == {"department_id": 7}
 
 
+def test_related_lists_show_on_accounts_contacts_and_deals_by_default(
+        live: IntegrationApplication) -> None:
+    """TICKET-01: the sources pre-map Accounts, Contacts and Deals."""
+    integration = live.current()
+    assert integration is not None
+    assert integration.related_list_modules == ["contacts", "accounts", "deals"]
+
+
+def test_related_list_modules_are_chosen_in_one_order(live: IntegrationApplication) -> None:
+    """Names are trimmed and lower-cased; the same choice records nothing again."""
+    live.choose_related_list_modules(["Deals", " leads ", "contacts"], by="erin")
+    integration = live.current()
+    assert integration is not None
+    assert integration.related_list_modules == ["contacts", "leads", "deals"]
+    assert live.audit()[-1].what == "related_list_modules_chosen"
+    assert live.audit()[-1].details == {"modules": ["contacts", "leads", "deals"]}
+    position = live.position()
+    live.choose_related_list_modules(["deals", "leads", "contacts"], by="erin")
+    assert live.position() == position
+
+
+@pytest.mark.parametrize(("modules", "code", "reason"), [
+    (["contacts", "products"], "no_email_field",
+     "products has no e-mail field: only a module with one can list tickets (TICKET-01)"),
+    (["calls"], "no_email_field", "calls has no e-mail field"),
+    (["vendors"], "no_email_field", "'vendors' is not a CRM module"),
+    ("contacts", "invalid_value", "modules must be a list of CRM module names"),
+])
+def test_a_module_without_an_email_field_is_refused_with_the_reason(
+        live: IntegrationApplication, modules: Any, code: str, reason: str) -> None:
+    position = live.position()
+    with pytest.raises(InvalidCommand) as refused:
+        live.choose_related_list_modules(modules, by="erin")
+    assert refused.value.code == code and reason in refused.value.message
+    assert live.position() == position
+
+
 # -- pause, resume, delete (OPS-01, OPS-02) ----------------------------------
 
 def test_pause_and_resume(live: IntegrationApplication) -> None:
@@ -305,6 +342,7 @@ COMMANDS: dict[str, Callable[[IntegrationApplication], object]] = {
     "change_field_mapping": lambda a: a.change_field_mapping("contacts", CUSTOM, by="x"),
     "change_matching_options": lambda a: a.change_matching_options(True, by="x"),
     "choose_products_department": lambda a: a.choose_products_department(3, by="x"),
+    "choose_related_list_modules": lambda a: a.choose_related_list_modules(["leads"], by="x"),
     "pause": lambda a: a.pause(by="x"),
     "resume": lambda a: a.resume(by="x"),
     "delete": lambda a: a.delete(by="x"),
@@ -410,6 +448,7 @@ def test_rebuilt_integration_equals_the_live_one(live: IntegrationApplication) -
     """Replaying the stored events gives exactly the state the commands produced."""
     live.change_field_mapping("accounts", None, by="a")
     live.change_matching_options(True, by="a")
+    live.choose_related_list_modules(["contacts"], by="a")
     live.pause(by="a")
     integration = live.pause(by="a")
     assert live.current() == integration

@@ -1,0 +1,86 @@
+"""A CRM contact's or account's tickets, as a related list (TICKET-01, TICKET-07).
+
+Why it exists: a CRM user on a contact or an account sees the customer's desk tickets,
+newest first, and narrows them to the overdue, closed, escalated or high-priority ones.
+The rows are the statistics projection's (``projections/ticket_stats.py``), joined to
+the CRM record through the links as they are now, by the same statement fragment the
+statistics use (``ticket_stats.OF_RECORD``): the list and the statistics always count
+the same tickets. "Overdue" is read against the projection's clock (the newest event
+applied), never the wall clock. Paged by limit and offset with the total, as the
+failure log is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import asyncpg
+
+from daemon.service import NotFound
+from daemon.service.ticket_stats import NEWEST_FIRST, OF_RECORD, Module, overdue
+
+Filter = Literal["overdue", "closed", "escalated", "high_priority"]
+
+HIGH_PRIORITIES = ("high", "urgent")
+"""Priorities the "high priority" filter keeps, compared trimmed and case-insensitively:
+Zoho Desk's highest standard priority (High) and the Urgent many desks add."""
+
+FILTERS: dict[Filter, str] = {
+    "overdue": "t.status_type IS DISTINCT FROM 'Closed'"
+               " AND t.due_at < (SELECT at FROM ticket_stats.clock)",
+    "closed": "t.status_type = 'Closed'",
+    "escalated": "t.status_type = 'Escalated'",
+    "high_priority": "lower(btrim(t.priority)) IN ("
+                     + ", ".join(f"'{p}'" for p in HIGH_PRIORITIES) + ")",
+}
+"""Each filter as SQL over the projection's row ``t``; the status types are the desk's
+resolved ones (a custom status counts as the standard status it maps to)."""
+
+
+NOT_BUILT = {
+    "deals": "a deal's tickets need ticket-deal links (TICKET-05), not built",
+    "leads": "a lead's tickets (its e-mail matched to desk contacts) are not built",
+}
+"""Modules that may show the list (``projections.related_lists``) but whose list is not
+built yet, with why."""
+
+
+def listed_module(module: str, chosen: Sequence[str]) -> Module:
+    """``module`` if its records show the list; else NotFound with the reason: not among
+    the integration's related-list modules (``chosen``), or its list is not built."""
+    if module not in chosen:
+        raise NotFound("not_configured",
+                       f"{module} records do not list tickets: the integration's related-list"
+                       f" modules are {list(chosen)} (syncd integration related-lists)")
+    if module in NOT_BUILT:
+        raise NotFound("not_built", NOT_BUILT[module])
+    if module not in OF_RECORD:
+        raise NotFound("not_built", f"{module}'s related list is not built")
+    return module
+
+
+async def related_tickets(pool: asyncpg.Pool, module: Module, record_id: str, *,
+                          only: Filter | None, limit: int, offset: int) -> dict[str, Any]:
+    """One page of a CRM record's live tickets, newest first (creation time, then id),
+    with the total that matches; an id nobody links has none."""
+    joined = OF_RECORD[module] + (f" AND ({FILTERS[only]})" if only is not None else "")
+    async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read",
+                                                        readonly=True):
+        at = await conn.fetchval("SELECT at FROM ticket_stats.clock")
+        total = await conn.fetchval(f"SELECT count(*) {joined}", record_id)
+        rows = await conn.fetch(
+            "SELECT t.ticket_id, t.subject, t.status, t.status_type, t.priority,"
+            " t.department_id, t.requester, t.created_at, t.due_at, t.rating"
+            f" {joined} {NEWEST_FIRST} LIMIT {int(limit)} OFFSET {int(offset)}", record_id)
+    return {
+        "module": module, "id": record_id, "as_of": at, "filter": only,
+        "total": total, "limit": limit, "offset": offset,
+        "tickets": [{
+            "ticket_id": row["ticket_id"], "subject": row["subject"],
+            "status": row["status"], "status_type": row["status_type"],
+            "priority": row["priority"], "department_id": row["department_id"],
+            "requester": row["requester"], "created_at": row["created_at"],
+            "due_date": row["due_at"], "overdue": overdue(row, at), "rating": row["rating"],
+        } for row in rows],
+    }
