@@ -561,6 +561,13 @@ async def partition_metadata(bootstrap: str, topic: str) -> dict[int, PartitionI
         await client.bootstrap()
         client.add_topic(topic)
         await client.force_metadata_update()
+        # A topic just created reaches every broker's metadata a moment later: the
+        # broker asked may not know it yet (it said "not found" once in CI).
+        for _ in range(50):
+            if client.cluster.partitions_for_topic(topic):
+                break
+            await asyncio.sleep(0.2)
+            await client.force_metadata_update()
         found: dict[int, PartitionInfo] = {}
         for partition in client.cluster.partitions_for_topic(topic) or ():
             tp = TopicPartition(topic, partition)
