@@ -369,7 +369,9 @@ class KafkaCluster:
         """``kafka-storage format`` for every node at once, the SCRAM users added."""
         procs = []
         for node in self.nodes.values():
-            args = ["format", "-t", self.cluster_id, "-c", str(node.properties),
+            # --cluster-id=: a base64url id may start with "-", which as a separate
+            # argument the tool's parser takes for an option (1 run in 64 failed so).
+            args = ["format", f"--cluster-id={self.cluster_id}", "-c", str(node.properties),
                     "--ignore-formatted"]
             for user, password in (ADMIN_USER, CLIENT_USER, DAEMON_USER):
                 args += ["--add-scram", f"{SCRAM_MECHANISM}=[name={user},password={password}]"]
