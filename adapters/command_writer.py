@@ -220,14 +220,15 @@ class CommandWriter:
         size = self.target.batch_size if isinstance(self.target, BatchTarget) else 1
         async with self.pool.acquire() as conn:
             heads = await commands.due_heads(conn, self.store, limit=self.concurrency * size)
-        ready: list[Command] = []
-        for command in heads:
-            if not await self._creating(command):
-                ready.append(command)
-                continue
+        creating = await self._creating(heads)
+        ready = [c for c in heads if not _names(c) & creating]
+        if len(ready) < len(heads):
             async with self.pool.acquire() as conn:
-                await commands.retry_later(conn, command, after=self.backoff.base,
-                                           error="waiting for a record it names to be created")
+                for command in heads:
+                    if _names(command) & creating:
+                        await commands.retry_later(
+                            conn, command, after=self.backoff.base,
+                            error="waiting for a record it names to be created")
         gate = asyncio.Semaphore(self.concurrency)
 
         async def deliver(call: list[Command]) -> None:
@@ -354,16 +355,17 @@ class CommandWriter:
                            landed.values, landed.modified_time)
             await Outbox(conn, self.store).append(event, keep_id=False, origin="sync")
 
-    async def _creating(self, command: Command) -> bool:
-        """Whether the command names (as a value) a record whose create is still queued."""
-        named = sorted({v for v in command.payload.values()
-                        if isinstance(v, str) and is_placeholder(v)} - {command.record_key})
+    async def _creating(self, heads: list[Command]) -> set[str]:
+        """The records the heads name (as values) whose creates are still queued: one
+        query for all of them."""
+        named = sorted(set().union(*(_names(c) for c in heads)))
         if not named:
-            return False
+            return set()
         async with self.pool.acquire() as conn:
-            return bool(await conn.fetchval(
-                "SELECT EXISTS (SELECT 1 FROM sync.commands WHERE store = $1"
-                " AND record_key = ANY($2::text[]))", self.store, named))
+            rows = await conn.fetch(
+                "SELECT DISTINCT record_key FROM sync.commands WHERE store = $1"
+                " AND record_key = ANY($2::text[])", self.store, named)
+        return {row["record_key"] for row in rows}
 
     async def _transient(self, command: Command, detail: str, asked: float | None) -> None:
         enqueued = command.enqueued_at or dt.datetime.now(dt.UTC)
@@ -401,6 +403,12 @@ class CommandWriter:
             depth = await commands.depth(conn, self.store)
         metrics.COMMANDS_QUEUED.labels(self.store).set(depth.queued)
         metrics.COMMAND_OLDEST_AGE.labels(self.store).set(depth.oldest_age)
+
+
+def _names(command: Command) -> set[str]:
+    """The placeholders of other records the command names as values."""
+    return {v for v in command.payload.values()
+            if isinstance(v, str) and is_placeholder(v)} - {command.record_key}
 
 
 def _calls(heads: list[Command], size: int) -> list[list[Command]]:
