@@ -102,6 +102,7 @@ class ZohoCrm:
         self.client = ZohoClient(options.credentials, DIALECT, api_url=options.api_url,
                                  timeout=options.timeout, budget=options.limits.budget("crm"))
         self._forecast_types: dict[str, str] = {}  # a deal stage's forecast type
+        self._unlisted_stages: set[str] = set()  # stages the picklist did not name
 
     async def close(self) -> None:
         await self.client.close()
@@ -240,8 +241,11 @@ class ZohoCrm:
         if module != "deals":
             return values
         stage = values.get("stage")
-        if isinstance(stage, str) and stage.strip() not in self._forecast_types:
+        if isinstance(stage, str) and stage.strip() not in self._forecast_types \
+                and stage.strip() not in self._unlisted_stages:
             self._forecast_types = await self._stage_forecast_types()
+            if stage.strip() not in self._forecast_types:  # by its name, not asked again
+                self._unlisted_stages.add(stage.strip())
         return {**values, "stage": stage_kind(stage, self._forecast_types)}
 
     async def _stage_forecast_types(self) -> dict[str, str]:
