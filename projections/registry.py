@@ -31,6 +31,7 @@ from typing import Literal
 from projections.batch import Projection
 from projections.catalog import Side
 from projections.config import SyncConfig
+from projections.crm_view import CrmViewProjection
 from projections.db import Conn
 from projections.handshake import HandshakeProjection, reset_stream
 from projections.handshake_rebuild import Rebuilt
@@ -126,10 +127,14 @@ SPECS: tuple[ProjectionSpec, ...] = (
         tables=("ticket_stats.tickets", "ticket_stats.replies", "ticket_stats.crm_contacts",
                 "ticket_stats.clock"),
         rebuild="events", first_sync=(("desk", "ticket_threads"),)),
+    ProjectionSpec(
+        name="crm_view", order=1, make=lambda _config: CrmViewProjection(),
+        tables=("crm_view.records",), rebuild="events",
+        first_sync=(("crm", "notes"), ("crm", "calls"), ("crm", "events"), ("crm", "tasks"))),
 )
 """Every projection. The sync comes first (the board reads events only, but it runs
-last because it holds its moves lock until the commit; the statistics, which read events
-only too, run before it)."""
+last because it holds its moves lock until the commit; the statistics and the CRM view,
+which read events only too, run before it)."""
 
 
 def spec(name: str) -> ProjectionSpec:
