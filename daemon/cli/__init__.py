@@ -15,6 +15,7 @@ import click
 import structlog
 
 from daemon.cli.admin import COMMANDS
+from daemon.cli.crm_view import crm_view
 from daemon.cli.db import db
 from daemon.cli.handshake import handshake
 from daemon.cli.tickets import tickets
@@ -198,6 +199,7 @@ for _command in COMMANDS:
 cli.add_command(db)
 cli.add_command(handshake)
 cli.add_command(tickets)
+cli.add_command(crm_view)
 
 from daemon.cli.replay import replay  # noqa: E402
 

@@ -11,7 +11,7 @@ import datetime as dt
 import hmac
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -35,12 +35,18 @@ from daemon.service.integration import MappingCheck
 from projections.catalog import Side
 from projections.config import SyncConfig
 from projections.events import ChangeEvent, InvalidEvent, decode_event, encode_event
+from projections.people import DeskProfile
 from projections.related_lists import DEFAULT_MODULES
 
 log = structlog.get_logger(__name__)
 
 DOCUMENT = web.AppKey("openapi", dict)
 """The application's OpenAPI document, built by ``server.build_app`` from its routes."""
+
+
+async def no_profiles() -> Mapping[str, DeskProfile]:
+    """No desk profile is defined (the default, until the integration holds some)."""
+    return {}
 
 
 @dataclass
@@ -61,6 +67,10 @@ class ApiContext:
     """The remote stores' callbacks, by name (``zoho-desk``)."""
     mapping_checks: Mapping[Side, MappingCheck] = field(default_factory=dict)
     """The remote stores' checks of a mapping's custom fields (``RemoteStore``)."""
+    desk_profiles: Callable[[], Awaitable[Mapping[str, DeskProfile]]] = no_profiles
+    """The desk's profiles by name, as the integration holds them now (PERM-01 … 04)."""
+    token_profiles: Mapping[str, str] = field(default_factory=dict)
+    """Bearer token -> the desk profile it is bound to (PERM-04; unbound tokens absent)."""
 
 
 def _by(request: web.Request) -> str:
@@ -68,7 +78,7 @@ def _by(request: web.Request) -> str:
     return request[WHO]
 
 
-def _dumps(value: Any) -> str:
+def dumps(value: Any) -> str:
     return msgspec.json.encode(value, enc_hook=_enc).decode()
 
 
@@ -166,7 +176,7 @@ async def delete(ctx: ApiContext, request: web.Request, _body: None) -> web.Resp
 
 
 async def audit(ctx: ApiContext, _request: web.Request, _body: None) -> web.Response:
-    return web.json_response(await integration.audit(ctx.integration), dumps=_dumps)
+    return web.json_response(await integration.audit(ctx.integration), dumps=dumps)
 
 
 # -- history, failures, retry (OPS-03, OPS-04) -------------------------------------------
@@ -190,7 +200,7 @@ async def failures(ctx: ApiContext, request: web.Request, _body: None) -> web.Re
     page = await failure_log.list_failures(
         ctx.pool, state=state, reason=query.get("reason"),  # type: ignore[arg-type]
         module=query.get("module"), limit=limit, offset=offset)
-    return web.json_response(page, dumps=_dumps)
+    return web.json_response(page, dumps=dumps)
 
 
 def _page(query: Mapping[str, str]) -> tuple[int, int]:
@@ -203,7 +213,7 @@ def _page(query: Mapping[str, str]) -> tuple[int, int]:
     return limit, offset
 
 
-def _record(request: web.Request) -> str:
+def record_of(request: web.Request) -> str:
     record = request.match_info["record"]
     if len(record) > 200:
         raise ApiError(400, "invalid_parameter", "a record id is at most 200 characters")
@@ -213,18 +223,18 @@ def _record(request: web.Request) -> str:
 async def customer_statistics(ctx: ApiContext, request: web.Request, _body: None
                               ) -> web.Response:
     """TICKET-06: a CRM contact's or account's tickets, counted and averaged."""
-    record = _record(request)
+    record = record_of(request)
     module: ticket_stats.Module = (
         "contacts" if request.match_info["module"] == "contacts" else "accounts")
     return web.json_response(await ticket_stats.statistics(ctx.pool, module, record),
-                             dumps=_dumps)
+                             dumps=dumps)
 
 
 async def related_tickets(ctx: ApiContext, request: web.Request, _body: None
                           ) -> web.Response:
     """TICKET-01, TICKET-07: a CRM record's tickets, newest first, filtered and paged;
     404 with the reason for a module the integration does not list tickets on."""
-    record = _record(request)
+    record = record_of(request)
     current = await ctx.integration.current()
     module = ticket_list.listed_module(
         request.match_info["module"],
@@ -236,7 +246,7 @@ async def related_tickets(ctx: ApiContext, request: web.Request, _body: None
     limit, offset = _page(request.query)
     page = await ticket_list.related_tickets(
         ctx.pool, module, record, only=only, limit=limit, offset=offset)
-    return web.json_response(page, dumps=_dumps)
+    return web.json_response(page, dumps=dumps)
 
 
 async def retry(ctx: ApiContext, request: web.Request, body: bodies.Retry) -> web.Response:

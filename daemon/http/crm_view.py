@@ -1,0 +1,25 @@
+"""``GET /api/v1/crm-view/{contacts|accounts}/{record}?profile=NAME``: what a desk
+profile's agents see of the CRM for a desk contact or account (PERM-01 … PERM-03).
+
+The route is the desk's side of the integration: the record is a *desk* contact's or
+account's id, the profile a desk profile's name. An unknown profile, a profile that does
+not see the integration, a record linked to nothing: 404 with the reason
+(``daemon.service.crm_view.NothingToShow``), never an empty 200.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from daemon.http.api import ApiContext, dumps, record_of
+from daemon.service import crm_view
+
+
+async def crm_view_of(ctx: ApiContext, request: web.Request, _body: None) -> web.Response:
+    """PERM-01 … PERM-03: the linked CRM information, as the profile may see it."""
+    record = record_of(request)
+    module: crm_view.DeskModule = (
+        "contacts" if request.match_info["module"] == "contacts" else "accounts")
+    profile = crm_view.profile_named(await ctx.desk_profiles(), request.query.get("profile"))
+    return web.json_response(await crm_view.crm_view(ctx.pool, profile, module, record),
+                             dumps=dumps)
