@@ -47,7 +47,7 @@ from daemon.runtime.sdnotify import Notifier
 from daemon.runtime.services import Services, open_services
 from daemon.runtime.settings import Settings
 from daemon.runtime.supervisor import RootTask, supervise
-from daemon.runtime.tokens import token_table
+from daemon.runtime.tokens import token_profiles, token_table
 from daemon.runtime.waiting import GaveUp, Stopped, wait_for
 from daemon.stats import export_stats
 from projections.catalog import Side
@@ -261,7 +261,7 @@ class _Daemon:
                 _store_ready, writer, self.projector, self.pipeline.gates.get(side))
         self.api = ApiContext(
             pool=readers, integration=cast(IntegrationService, _NotOpenYet()),
-            tokens=token_table(settings),
+            tokens=token_table(settings), token_profiles=token_profiles(settings),
             webhook_secrets={k: v.get_secret_value().encode()
                              for k, v in settings.webhook_secrets.items()},
             history_timezone=settings.history_timezone, config=self.read_config,

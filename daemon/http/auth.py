@@ -6,13 +6,20 @@ retries and acts from the board, ``admin`` does everything. :func:`authenticate`
 table names the role it needs, and :func:`by_role` refuses without one (401) or
 with too low a one (403). Webhooks carry an HMAC signature instead
 (:func:`verify_signature`).
+
+PERM-04 ("users need the integration permission in their profile to configure it;
+only administrators set it up"): a token may be bound to a desk profile (settings,
+``api_tokens[].profile``); a route that configures the integration (access
+``configure`` in the route table) admits an ``admin`` token, or an ``operator`` token
+bound to a profile whose ``configures`` is true (:func:`may_configure`). Setting the
+integration up, deleting it and changing profiles stay ``admin``.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from aiohttp import web
@@ -20,10 +27,12 @@ from aiohttp import web
 from daemon.http import API_PREFIX
 from daemon.http.errors import ApiError
 from daemon.runtime.settings import Role
+from projections.people import DeskProfile
 
 RANK: dict[str, int] = {"viewer": 0, "operator": 1, "admin": 2}
 WHO = web.RequestKey("who", str)
 ROLE = web.RequestKey("role", str)
+PROFILE = web.RequestKey("profile", str)
 WEBHOOK_WINDOW_SECONDS = 300
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -32,9 +41,12 @@ Authorize = Callable[[web.Request, Role], None]
 """Admits a request to a route needing a role, or raises ``ApiError`` (401, 403)."""
 
 
-def authenticate(tokens: dict[str, tuple[str, Role]]) -> Any:
+def authenticate(tokens: dict[str, tuple[str, Role]],
+                 profiles: Mapping[str, str] | None = None) -> Any:
     """The middleware that reads a bearer token on the API's paths and, when it is one
-    of ``tokens`` (token -> (name, role)), puts the name and role on the request."""
+    of ``tokens`` (token -> (name, role)), puts the name and role on the request, and
+    the desk profile the token is bound to (``profiles``: token -> profile) if any."""
+    bound = profiles or {}
     prefix = API_PREFIX + "/"
 
     @web.middleware
@@ -47,6 +59,8 @@ def authenticate(tokens: dict[str, tuple[str, Role]]) -> Any:
                     if hmac.compare_digest(token.encode(), presented.strip().encode()):
                         request[WHO] = name
                         request[ROLE] = role
+                        if token in bound:
+                            request[PROFILE] = bound[token]
         return await handler(request)
 
     return middleware
@@ -59,6 +73,32 @@ def by_role(request: web.Request, role: Role) -> None:
         raise ApiError(401, "unauthorized", "a bearer token is required")
     if RANK[have] < RANK[role]:
         raise ApiError(403, "forbidden", f"this needs the {role} role")
+
+
+Profiles = Callable[[], Awaitable[Mapping[str, DeskProfile]]]
+"""The desk's profiles by name, as the integration holds them now."""
+
+NEEDS_PERMISSION = ("configuring the integration needs the admin role, or an operator token"
+                    " bound to a desk profile with the integration permission")
+
+
+async def may_configure(request: web.Request, profiles: Profiles) -> None:
+    """PERM-04, after ``by_role`` admitted an operator: an admin configures; an operator
+    only through a bound profile that ``configures`` (read now, so a permission taken
+    away holds at once). Otherwise 403 with the reason; nothing is changed."""
+    role = request.get(ROLE)
+    if role is None or role == "admin":  # None: open access (``open_access`` admitted it)
+        return
+    name = request.get(PROFILE)
+    if name is None:
+        raise ApiError(403, "forbidden", f"{NEEDS_PERMISSION}; this token is bound to none")
+    profile = (await profiles()).get(name)
+    if profile is None:
+        raise ApiError(403, "forbidden",
+                       f"{NEEDS_PERMISSION}; this token's profile {name!r} does not exist")
+    if not profile.configures:
+        raise ApiError(403, "forbidden", f"{NEEDS_PERMISSION}; desk profile {name!r} does"
+                       " not have it")
 
 
 def open_access(_request: web.Request, _role: Role) -> None:

@@ -19,15 +19,17 @@ from typing import Any, Generic, Literal, TypeVar, cast
 import msgspec
 from aiohttp import web
 
-from daemon.http import API_PREFIX, BOARD_PREFIX, api, board, bodies
-from daemon.http.auth import RANK, Authorize
+from daemon.http import API_PREFIX, BOARD_PREFIX, api, board, bodies, crm_view
+from daemon.http.auth import RANK, Authorize, Profiles, may_configure
 from daemon.runtime.settings import Role
 
 C = TypeVar("C")
 
-Access = Literal["viewer", "operator", "admin", "signature", "public"]
-"""A token role (and those above it); ``signature``: an HMAC-signed webhook, checked by
-its handler over the raw body; ``public``: anyone."""
+Access = Literal["viewer", "operator", "admin", "configure", "signature", "public"]
+"""A token role (and those above it); ``configure``: a change of the integration's
+configuration (PERM-04): an admin, or an operator whose token is bound to a desk
+profile with the integration permission (``auth.may_configure``); ``signature``: an
+HMAC-signed webhook, checked by its handler over the raw body; ``public``: anyone."""
 
 
 @dataclass(frozen=True)
@@ -63,18 +65,18 @@ API_ROUTES: list[Route[api.ApiContext]] = [
     _api("get", _I, "viewer", None, api.integration_state, "The integration's configuration"),
     _api("post", _I, "admin", bodies.SetUp, api.set_up,
          "Set up: one desk portal per CRM organisation"),
-    _api("put", f"{_I}/sync-type", "admin", bodies.SyncType, api.sync_type,
+    _api("put", f"{_I}/sync-type", "configure", bodies.SyncType, api.sync_type,
          "Two-way or one-way CRM → desk"),
     _api("post", f"{_I}/legacy-import", "admin", None, api.legacy_import,
          "Start a legacy one-way import"),
     _api("post", f"{_I}/switch-to-sync", "admin", None, api.switch_to_sync,
          "Switch an import to sync (final)"),
-    _api("put", f"{_I}/mapping/{{module}}", "admin", bodies.Mapping, api.mapping,
+    _api("put", f"{_I}/mapping/{{module}}", "configure", bodies.Mapping, api.mapping,
          "Field mapping of a module"),
-    _api("put", f"{_I}/matching", "admin", bodies.Matching, api.matching, "Matching options"),
-    _api("put", f"{_I}/products-department", "admin", bodies.ProductsDepartment,
+    _api("put", f"{_I}/matching", "configure", bodies.Matching, api.matching, "Matching options"),
+    _api("put", f"{_I}/products-department", "configure", bodies.ProductsDepartment,
          api.products_department, "Department for products"),
-    _api("put", f"{_I}/related-lists", "admin", bodies.RelatedLists, api.related_lists,
+    _api("put", f"{_I}/related-lists", "configure", bodies.RelatedLists, api.related_lists,
          "CRM modules whose records list their tickets (TICKET-01; only modules with an"
          " e-mail field)"),
     _api("post", f"{_I}/pause", "operator", None, api.pause, "Pause sync (capture goes on)"),
@@ -96,6 +98,10 @@ API_ROUTES: list[Route[api.ApiContext]] = [
          api.related_tickets,
          "A CRM contact's or account's tickets, newest first"
          " (?filter=overdue|closed|escalated|high_priority&limit=&offset=; TICKET-01, TICKET-07)"),
+    _api("get", f"{API_PREFIX}/crm-view/{{module:contacts|accounts}}/{{record}}", "viewer",
+         None, crm_view.crm_view_of,
+         "What a desk profile sees of the CRM for a desk contact or account (?profile=NAME;"
+         " PERM-01 … PERM-03): 404 with the reason when it sees nothing"),
     _api("post", "/webhooks/{source:desk|crm}", "signature", bodies.WebhookChange,
          api.webhook, "Change notification (HMAC-SHA256)"),
     _api("post", "/webhooks/zoho-crm", "signature", bodies.ZohoCrmNotification,
@@ -120,22 +126,29 @@ BOARD_ROUTES: list[Route[board.BoardContext]] = [
 """The handshake board (HS-04 … HS-07)."""
 
 
-def aiohttp_routes(table: Sequence[Route[C]], context: C, authorize: Authorize
-                   ) -> list[web.RouteDef]:
-    """The aiohttp routes of ``table``: each checks the caller's role with ``authorize``,
-    decodes the body into the entry's struct, then calls the handler."""
-    return [web.route(r.method.upper(), r.path, _handler(r, context, authorize))
+def aiohttp_routes(table: Sequence[Route[C]], context: C, authorize: Authorize,
+                   profiles: Profiles | None = None) -> list[web.RouteDef]:
+    """The aiohttp routes of ``table``: each checks the caller's role with ``authorize``
+    (and, for ``configure``, the caller's desk profile in ``profiles``; without them,
+    ``configure`` needs ``admin``), decodes the body into the entry's struct, then calls
+    the handler."""
+    return [web.route(r.method.upper(), r.path, _handler(r, context, authorize, profiles))
             for r in table]
 
 
-def _handler(route: Route[C], context: C, authorize: Authorize
+def _handler(route: Route[C], context: C, authorize: Authorize, profiles: Profiles | None
              ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
     role = cast(Role, route.role) if route.role in RANK else None
+    configures = route.role == "configure"
+    if configures:  # an operator may pass, then only through a profile that configures
+        role = "operator" if profiles is not None else "admin"
     decoded = route.body if route.role != "signature" else None  # signed first, then decoded
 
     async def handle(request: web.Request) -> web.StreamResponse:
         if role is not None:
             authorize(request, role)
+        if configures and profiles is not None:
+            await may_configure(request, profiles)
         body = None if decoded is None else await bodies.body_of(request, decoded)
         return await route.handler(context, request, body)
 

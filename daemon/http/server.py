@@ -126,12 +126,12 @@ def build_app(checks: dict[str, ReadinessCheck], *, api: ApiContext | None = Non
     # middlewares and of /healthz, /readyz and /metrics.
     chain = [error_bodies, *middlewares]
     if api is not None:
-        chain.append(authenticate(api.tokens))
+        chain.append(authenticate(api.tokens, api.token_profiles))
     app = web.Application(middlewares=chain, client_max_size=CLIENT_MAX_SIZE)
     app.router.add_routes(routes)
     served: list[Route[Any]] = []
     if api is not None:
-        app.router.add_routes(aiohttp_routes(API_ROUTES, api, by_role))
+        app.router.add_routes(aiohttp_routes(API_ROUTES, api, by_role, api.desk_profiles))
         served.extend(API_ROUTES)
     if board is not None:
         app.router.add_routes(aiohttp_routes(BOARD_ROUTES, board, board.authorize))

@@ -49,6 +49,10 @@ class ApiToken(BaseModel):
     name: str = Field(pattern=r"^[A-Za-z0-9._@-]{1,64}$")
     role: Role
     token: SecretStr = Field(min_length=16)
+    profile: str | None = Field(
+        default=None, min_length=1, max_length=100,
+        description="The desk profile the token's user has (PERM-04): an operator token "
+        "bound to a profile with the integration permission may configure the integration.")
 
 
 class Settings(BaseSettings):

@@ -40,3 +40,9 @@ def token_table(settings: Settings) -> dict[str, tuple[str, Role]]:
     if settings.api_tokens:
         return {t.token.get_secret_value(): (t.name, t.role) for t in settings.api_tokens}
     return {local_token(settings.data_dir): (LOCAL_NAME, "admin")}
+
+
+def token_profiles(settings: Settings) -> dict[str, str]:
+    """Bearer token -> the desk profile it is bound to (PERM-04; unbound tokens absent)."""
+    return {t.token.get_secret_value(): t.profile for t in settings.api_tokens
+            if t.profile is not None}

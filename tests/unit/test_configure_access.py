@@ -1,0 +1,158 @@
+"""PERM-04: only users with the integration permission configure the integration; only
+admins set it up, delete it, import or switch. Each refusal is a 403 with the reason and
+changes nothing."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from adapters.integration_store import IntegrationService
+from daemon.http import API_PREFIX
+from daemon.http.api import ApiContext
+from daemon.http.routes import API_ROUTES
+from daemon.http.server import build_app
+from daemon.runtime.settings import Role
+from projections.config import SyncConfig
+from projections.integration_app import in_memory
+from projections.people import DeskProfile
+
+INTEGRATION = f"{API_PREFIX}/integration"
+CONFIGURING = {  # path -> a valid body: the changes an operator with the permission makes
+    ("put", f"{INTEGRATION}/sync-type"): {"sync_type": "crm_to_desk"},
+    ("put", f"{INTEGRATION}/mapping/{{module}}"): {"entries": None},
+    ("put", f"{INTEGRATION}/matching"): {"match_secondary_email": True},
+    ("put", f"{INTEGRATION}/products-department"): {"department_id": 4},
+    ("put", f"{INTEGRATION}/related-lists"): {"modules": ["contacts"]},
+}
+ADMIN_ONLY = {("post", INTEGRATION), ("delete", INTEGRATION),
+              ("post", f"{INTEGRATION}/legacy-import"), ("post", f"{INTEGRATION}/switch-to-sync")}
+TOKENS: dict[str, tuple[str, Role]] = {"admin-token-0000000": ("boss", "admin"),
+          "configurer-token-00": ("cora", "operator"),
+          "restricted-token-00": ("rita", "operator"),
+          "unbound-token-00000": ("ugo", "operator"),
+          "ghost-token-0000000": ("gus", "operator"),
+          "viewer-token-000000": ("vic", "viewer")}
+BOUND = {"configurer-token-00": "Supervisor", "restricted-token-00": "Agent",
+         "ghost-token-0000000": "Gone", "viewer-token-000000": "Supervisor"}
+
+
+class Profiles:
+    """The desk's profiles, as the integration would hold them (changed by tests)."""
+
+    def __init__(self) -> None:
+        self.profiles = {"Supervisor": DeskProfile("Supervisor", configures=True),
+                         "Agent": DeskProfile("Agent", configures=False)}
+
+    async def __call__(self) -> Mapping[str, DeskProfile]:
+        return dict(self.profiles)
+
+
+@pytest.fixture
+async def api() -> AsyncIterator[tuple[TestClient[Any, Any], IntegrationService, Profiles]]:
+    service = IntegrationService(in_memory())
+    profiles = Profiles()
+    nothing: Any = None  # no request here reaches the database
+    ctx = ApiContext(pool=nothing, integration=service, tokens=TOKENS, webhook_secrets={},
+                     history_timezone="UTC", config=SyncConfig, lag=dict,
+                     last_applied_at=lambda: None, desk_profiles=profiles,
+                     token_profiles=BOUND)
+    async with TestClient(TestServer(build_app({}, api=ctx))) as client:
+        yield client, service, profiles
+
+
+def _path(path: str) -> str:
+    return path.replace("{module}", "contacts")
+
+
+async def _call(client: TestClient[Any, Any], method: str, path: str, token: str | None,
+                body: Any = None) -> tuple[int, Any]:
+    headers = {} if token is None else {"Authorization": f"Bearer {token}"}
+    async with client.request(method.upper(), _path(path), json=body,
+                              headers=headers) as response:
+        return response.status, await response.json()
+
+
+def test_the_table_names_exactly_the_configuring_routes() -> None:
+    """The routes that configure are ``configure``; set-up, delete, import and switch stay
+    ``admin``."""
+    roles = {(r.method, r.path): r.role for r in API_ROUTES}
+    assert {key for key, role in roles.items() if role == "configure"} == set(CONFIGURING)
+    assert all(roles[key] == "admin" for key in ADMIN_ONLY)
+
+
+async def _state(service: IntegrationService) -> tuple[Any, int]:
+    return await service.current(), len(await service.audit())
+
+
+async def test_admin_and_a_configuring_profile_configure(
+        api: tuple[TestClient[Any, Any], IntegrationService, Profiles]) -> None:
+    """An admin, and an operator bound to a profile that configures, change every setting."""
+    client, service, _ = api
+    await service.set_up("portal", "org", by="boss")
+    again = {**CONFIGURING, ("put", f"{INTEGRATION}/sync-type"): {"sync_type": "two_way"},
+             ("put", f"{INTEGRATION}/matching"): {"match_secondary_email": False},
+             ("put", f"{INTEGRATION}/products-department"): {"department_id": 5},
+             ("put", f"{INTEGRATION}/related-lists"): {"modules": ["accounts"]}}
+    for token, bodies in (("admin-token-0000000", CONFIGURING), ("configurer-token-00", again)):
+        before = len(await service.audit())
+        for (method, path), body in bodies.items():
+            status, answer = await _call(client, method, path, token, body)
+            assert status == 200, (token, path, answer)
+        changes = (await service.audit())[before:]
+        assert changes and {c.who for c in changes} == {TOKENS[token][0]}
+
+
+@pytest.mark.parametrize(("token", "reason"), [
+    ("restricted-token-00", "desk profile 'Agent' does not have it"),
+    ("unbound-token-00000", "this token is bound to none"),
+    ("ghost-token-0000000", "this token's profile 'Gone' does not exist"),
+    ("viewer-token-000000", "this needs the operator role"),
+])
+async def test_without_the_permission_nothing_changes(
+        api: tuple[TestClient[Any, Any], IntegrationService, Profiles], token: str,
+        reason: str) -> None:
+    """An operator without the permission (or a viewer, even bound to a profile that has
+    it) is refused every configuring route: 403 with the reason, nothing changed."""
+    client, service, _ = api
+    await service.set_up("portal", "org", by="boss")
+    before = await _state(service)
+    for (method, path), body in CONFIGURING.items():
+        status, answer = await _call(client, method, path, token, body)
+        assert status == 403, (path, answer)
+        assert answer["error"]["code"] == "forbidden"
+        assert reason in answer["error"]["message"]
+    assert await _state(service) == before
+
+
+async def test_set_up_delete_import_and_switch_stay_admin_only(
+        api: tuple[TestClient[Any, Any], IntegrationService, Profiles]) -> None:
+    """PERM-04: "only administrators set it up": the integration permission does not
+    reach set-up, delete, the legacy import or the switch to sync."""
+    client, service, _ = api
+    status, _answer = await _call(client, "post", INTEGRATION, "configurer-token-00",
+                                  {"desk_portal": "p", "crm_org": "o"})
+    assert status == 403 and await service.current() is None
+    await service.set_up("portal", "org", by="boss")
+    before = await _state(service)
+    for method, path in sorted(ADMIN_ONLY - {("post", INTEGRATION)}):
+        status, answer = await _call(client, method, path, "configurer-token-00")
+        assert status == 403 and "needs the admin role" in answer["error"]["message"], path
+    assert await _state(service) == before
+
+
+async def test_a_permission_taken_away_holds_at_once(
+        api: tuple[TestClient[Any, Any], IntegrationService, Profiles]) -> None:
+    """The bound profile is read at every request: once its permission is taken away, the
+    next change is refused; with no token at all it is 401."""
+    client, service, profiles = api
+    await service.set_up("portal", "org", by="boss")
+    path, body = f"{INTEGRATION}/matching", {"match_secondary_email": True}
+    assert (await _call(client, "put", path, "configurer-token-00", body))[0] == 200
+    profiles.profiles["Supervisor"] = DeskProfile("Supervisor", configures=False)
+    status, answer = await _call(client, "put", path, "configurer-token-00", body)
+    assert status == 403 and "'Supervisor' does not have it" in answer["error"]["message"]
+    assert (await _call(client, "put", path, None, body))[0] == 401
