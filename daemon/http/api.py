@@ -11,7 +11,7 @@ import datetime as dt
 import hmac
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -24,6 +24,7 @@ from aiohttp import web
 from adapters.integration_store import IntegrationService
 from adapters.remote_store import WebhookIntake
 from daemon.http import bodies
+from daemon.http.acting import CRM_USER_HEADER, named_user
 from daemon.http.auth import WHO, verify_signature
 from daemon.http.errors import ApiError
 from daemon.runtime.settings import Role
@@ -44,11 +45,6 @@ DOCUMENT = web.AppKey("openapi", dict)
 """The application's OpenAPI document, built by ``server.build_app`` from its routes."""
 
 
-async def no_profiles() -> Mapping[str, DeskProfile]:
-    """No desk profile is defined (the default, until the integration holds some)."""
-    return {}
-
-
 @dataclass
 class ApiContext:
     pool: asyncpg.Pool
@@ -67,10 +63,13 @@ class ApiContext:
     """The remote stores' callbacks, by name (``zoho-desk``)."""
     mapping_checks: Mapping[Side, MappingCheck] = field(default_factory=dict)
     """The remote stores' checks of a mapping's custom fields (``RemoteStore``)."""
-    desk_profiles: Callable[[], Awaitable[Mapping[str, DeskProfile]]] = no_profiles
-    """The desk's profiles by name, as the integration holds them now (PERM-01 … 04)."""
     token_profiles: Mapping[str, str] = field(default_factory=dict)
     """Bearer token -> the desk profile it is bound to (PERM-04; unbound tokens absent)."""
+
+    async def desk_profiles(self) -> Mapping[str, DeskProfile]:
+        """The desk's profiles by name, as the integration holds them now (PERM-01 … 04;
+        read at each request, so a change an admin makes holds at once)."""
+        return (await self.integration.people()).profiles
 
 
 def _by(request: web.Request) -> str:
@@ -245,8 +244,21 @@ async def related_tickets(ctx: ApiContext, request: web.Request, _body: None
                        f"filter: one of {', '.join(ticket_list.FILTERS)}")
     limit, offset = _page(request.query)
     page = await ticket_list.related_tickets(
-        ctx.pool, module, record, only=only, limit=limit, offset=offset)
+        ctx.pool, module, record, only=only, limit=limit, offset=offset,
+        departments=await _visible_departments(ctx, request))
     return web.json_response(page, dumps=dumps)
+
+
+async def _visible_departments(ctx: ApiContext, request: web.Request) -> frozenset[str] | None:
+    """TICKET-08: the departments whose tickets the CRM user the request names
+    (``X-Syncd-Crm-User``) sees, when the integration shows users their own departments'
+    only; None (every ticket) when it shows all, or for a request naming no CRM user
+    (an operator's, not a CRM user's)."""
+    if CRM_USER_HEADER not in request.headers:
+        return None
+    people = await ctx.integration.people()
+    user = named_user(people, request)
+    return None if people.visibility == "all" else user.departments
 
 
 async def retry(ctx: ApiContext, request: web.Request, body: bodies.Retry) -> web.Response:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -17,11 +16,13 @@ import pytest
 from aiohttp.test_utils import TestServer
 from click.testing import CliRunner
 
+from adapters.integration_store import IntegrationService
 from daemon.cli import cli
 from daemon.http.api import ApiContext
 from daemon.http.server import build_app
 from daemon.service.crm_view import NothingToShow, crm_view
 from projections.config import SyncConfig
+from projections.integration_app import in_memory
 from projections.people import ITEMS, RESTRICTED_FIELDS, DeskProfile
 from projections.registry import spec
 from projections.replay import EventLogSource, rebuild_from_events
@@ -179,13 +180,18 @@ async def test_the_api_and_the_cli(pipeline: Pipeline, tmp_path: Path) -> None:
     ids = await crm_example(pipeline)
     token = "viewer-token-for-the-crm-view"
 
-    async def profiles() -> Mapping[str, DeskProfile]:
-        return PROFILES
-
-    ctx = ApiContext(pool=pipeline.pool, integration=None,  # type: ignore[arg-type]
+    service = IntegrationService(in_memory())  # the profiles, as an admin defined them
+    await service.set_up("portal", "org", by="boss")
+    for profile in PROFILES.values():
+        await service.change_people(
+            "set_profile", name=profile.name, visible=profile.visible, shows=profile.shows,
+            access=dict(profile.access), configures=profile.configures, by="boss")
+    assert (await service.people()).profiles == PROFILES
+    assert pipeline.pool is not None
+    ctx = ApiContext(pool=pipeline.pool, integration=service,
                      tokens={token: ("reader", "viewer")}, webhook_secrets={},
                      history_timezone="UTC", config=SyncConfig, lag=dict,
-                     last_applied_at=lambda: None, desk_profiles=profiles)
+                     last_applied_at=lambda: None)
     reader = {"Authorization": f"Bearer {token}"}
     async with TestServer(build_app({}, api=ctx), host="127.0.0.1") as server, \
             aiohttp.ClientSession() as session:

@@ -4,7 +4,7 @@ changes nothing."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -18,7 +18,6 @@ from daemon.http.server import build_app
 from daemon.runtime.settings import Role
 from projections.config import SyncConfig
 from projections.integration_app import in_memory
-from projections.people import DeskProfile
 
 INTEGRATION = f"{API_PREFIX}/integration"
 CONFIGURING = {  # path -> a valid body: the changes an operator with the permission makes
@@ -40,28 +39,27 @@ BOUND = {"configurer-token-00": "Supervisor", "restricted-token-00": "Agent",
          "ghost-token-0000000": "Gone", "viewer-token-000000": "Supervisor"}
 
 
-class Profiles:
-    """The desk's profiles, as the integration would hold them (changed by tests)."""
+async def set_up(service: IntegrationService) -> None:
+    """Set up, with two profiles: one with the integration permission, one without."""
+    await service.set_up("portal", "org", by="boss")
+    await profile(service, "Supervisor", configures=True)
+    await profile(service, "Agent", configures=False)
 
-    def __init__(self) -> None:
-        self.profiles = {"Supervisor": DeskProfile("Supervisor", configures=True),
-                         "Agent": DeskProfile("Agent", configures=False)}
 
-    async def __call__(self) -> Mapping[str, DeskProfile]:
-        return dict(self.profiles)
+async def profile(service: IntegrationService, name: str, *, configures: bool) -> None:
+    await service.change_people("set_profile", name=name, visible=True, shows="contacts",
+                                access={}, configures=configures, by="boss")
 
 
 @pytest.fixture
-async def api() -> AsyncIterator[tuple[TestClient[Any, Any], IntegrationService, Profiles]]:
+async def api() -> AsyncIterator[tuple[TestClient[Any, Any], IntegrationService]]:
     service = IntegrationService(in_memory())
-    profiles = Profiles()
     nothing: Any = None  # no request here reaches the database
     ctx = ApiContext(pool=nothing, integration=service, tokens=TOKENS, webhook_secrets={},
                      history_timezone="UTC", config=SyncConfig, lag=dict,
-                     last_applied_at=lambda: None, desk_profiles=profiles,
-                     token_profiles=BOUND)
+                     last_applied_at=lambda: None, token_profiles=BOUND)
     async with TestClient(TestServer(build_app({}, api=ctx))) as client:
-        yield client, service, profiles
+        yield client, service
 
 
 def _path(path: str) -> str:
@@ -89,10 +87,10 @@ async def _state(service: IntegrationService) -> tuple[Any, int]:
 
 
 async def test_admin_and_a_configuring_profile_configure(
-        api: tuple[TestClient[Any, Any], IntegrationService, Profiles]) -> None:
+        api: tuple[TestClient[Any, Any], IntegrationService]) -> None:
     """An admin, and an operator bound to a profile that configures, change every setting."""
-    client, service, _ = api
-    await service.set_up("portal", "org", by="boss")
+    client, service = api
+    await set_up(service)
     again = {**CONFIGURING, ("put", f"{INTEGRATION}/sync-type"): {"sync_type": "two_way"},
              ("put", f"{INTEGRATION}/matching"): {"match_secondary_email": False},
              ("put", f"{INTEGRATION}/products-department"): {"department_id": 5},
@@ -113,12 +111,12 @@ async def test_admin_and_a_configuring_profile_configure(
     ("viewer-token-000000", "this needs the operator role"),
 ])
 async def test_without_the_permission_nothing_changes(
-        api: tuple[TestClient[Any, Any], IntegrationService, Profiles], token: str,
+        api: tuple[TestClient[Any, Any], IntegrationService], token: str,
         reason: str) -> None:
     """An operator without the permission (or a viewer, even bound to a profile that has
     it) is refused every configuring route: 403 with the reason, nothing changed."""
-    client, service, _ = api
-    await service.set_up("portal", "org", by="boss")
+    client, service = api
+    await set_up(service)
     before = await _state(service)
     for (method, path), body in CONFIGURING.items():
         status, answer = await _call(client, method, path, token, body)
@@ -129,10 +127,10 @@ async def test_without_the_permission_nothing_changes(
 
 
 async def test_set_up_delete_import_and_switch_stay_admin_only(
-        api: tuple[TestClient[Any, Any], IntegrationService, Profiles]) -> None:
+        api: tuple[TestClient[Any, Any], IntegrationService]) -> None:
     """PERM-04: "only administrators set it up": the integration permission does not
     reach set-up, delete, the legacy import or the switch to sync."""
-    client, service, _ = api
+    client, service = api
     status, _answer = await _call(client, "post", INTEGRATION, "configurer-token-00",
                                   {"desk_portal": "p", "crm_org": "o"})
     assert status == 403 and await service.current() is None
@@ -145,14 +143,14 @@ async def test_set_up_delete_import_and_switch_stay_admin_only(
 
 
 async def test_a_permission_taken_away_holds_at_once(
-        api: tuple[TestClient[Any, Any], IntegrationService, Profiles]) -> None:
+        api: tuple[TestClient[Any, Any], IntegrationService]) -> None:
     """The bound profile is read at every request: once its permission is taken away, the
     next change is refused; with no token at all it is 401."""
-    client, service, profiles = api
-    await service.set_up("portal", "org", by="boss")
+    client, service = api
+    await set_up(service)
     path, body = f"{INTEGRATION}/matching", {"match_secondary_email": True}
     assert (await _call(client, "put", path, "configurer-token-00", body))[0] == 200
-    profiles.profiles["Supervisor"] = DeskProfile("Supervisor", configures=False)
+    await profile(service, "Supervisor", configures=False)  # an admin takes it away
     status, answer = await _call(client, "put", path, "configurer-token-00", body)
     assert status == 403 and "'Supervisor' does not have it" in answer["error"]["message"]
     assert (await _call(client, "put", path, None, body))[0] == 401
