@@ -123,8 +123,17 @@ leads = st.builds(
     lambda rid, email, hour: {"source": "crm", "module": "leads", "record_id": str(rid),
                               "op": "update", "values": {"email": email}, "hour": hour},
     st.integers(1, 2), st.sampled_from(EMAILS), hours)
+crm_items = st.builds(  # what only the CRM view keeps: accounts, notes and activities
+    lambda module, rid, op, parent, hour: {
+        "source": "crm", "module": module, "record_id": str(rid), "op": op,
+        "values": {"parent_module": parent[0], "parent_id": parent[1], "subject": f"s{rid}",
+                   **({"hard_deleted": True} if op == "delete" else {})}, "hour": hour},
+    st.sampled_from(["accounts", "notes", "calls", "events", "tasks"]), st.integers(1, 3),
+    st.sampled_from(["create", "update", "delete"]),
+    st.sampled_from([("contacts", 1), ("accounts", 2), ("contacts", "x")]), hours)
 garbage = st.sampled_from([b"not json", b'{"v": 1, "source": "desk", "module": "contacts"}'])
-stream_item = st.one_of(contacts, contacts, contacts, tickets, threads, deals, leads, garbage)
+stream_item = st.one_of(contacts, contacts, contacts, tickets, threads, deals, leads,
+                         crm_items, garbage)
 
 
 def encode(item: dict[str, Any] | bytes, n: int) -> bytes:
@@ -137,10 +146,13 @@ def encode(item: dict[str, Any] | bytes, n: int) -> bytes:
 
 
 async def reset(conn: asyncpg.Connection) -> None:
-    """Empty every table the stream touches (one database serves every example)."""
+    """Empty every table the stream touches (one database serves every example): the
+    stores' and every projection's, as the registry names their schemas."""
+    schemas = {"desk", "crm", "sync"} | {table.split(".")[0] for spec in registry.SPECS
+                                         for table in (*spec.tables, *spec.stream_tables)}
     tables = [f"{r['schemaname']}.{r['tablename']}" for r in await conn.fetch(
-        "SELECT schemaname, tablename FROM pg_tables WHERE schemaname IN"
-        " ('desk', 'crm', 'sync', 'handshake', 'ticket_stats') AND tablename <> 'stream_state'")]
+        "SELECT schemaname, tablename FROM pg_tables WHERE schemaname = ANY($1::text[])"
+        " AND tablename <> 'stream_state'", sorted(schemas))]
     await conn.execute(f"TRUNCATE {', '.join(tables)}, syncd.event_log,"
                        " syncd.consumer_offsets RESTART IDENTITY")
     await conn.execute("UPDATE handshake.stream_state SET pruned_through = 0")
