@@ -50,17 +50,18 @@ def format_view(view: dict[str, Any]) -> str:
 @click.command("crm-view")
 @click.option("--contact", default=None, help="A desk contact's id.")
 @click.option("--account", default=None, help="A desk account's id.")
-@click.option("--profile", required=True, help="The desk profile's name.")
+@click.option("--profile", default=None,
+              help="The desk profile's name (a token bound to a profile may leave it out).")
 @json_option
 @click.pass_context
-def crm_view(ctx: click.Context, contact: str | None, account: str | None, profile: str,
-             as_json: bool) -> None:
+def crm_view(ctx: click.Context, contact: str | None, account: str | None,
+             profile: str | None, as_json: bool) -> None:
     """What a desk profile sees of the CRM for a desk contact or account (PERM-01..03)."""
     if (contact is None) == (account is None):
         raise click.UsageError("give one of --contact ID or --account ID")
     module, record = ("contacts", contact) if contact is not None else ("accounts", account)
     assert record is not None
     data = request(client_of(ctx), "GET", f"/crm-view/{module}/{quote(record, safe='')}",
-                   query={"profile": profile})
+                   query={"profile": profile} if profile is not None else None)
     click.echo(json.dumps(data, indent=2, ensure_ascii=False) if as_json
                else format_view(data))

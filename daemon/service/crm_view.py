@@ -62,6 +62,12 @@ def profile_named(profiles: Mapping[str, DeskProfile], name: str | None) -> Desk
     return profile
 
 
+def hidden(profile: DeskProfile) -> NothingToShow:
+    """PERM-01: the profile's agents do not see the integration."""
+    return NothingToShow("not_visible",
+                         f"the CRM integration is hidden from desk profile {profile.name!r}")
+
+
 def view_of(record: CrmRecord, profile: DeskProfile) -> dict[str, Any]:
     """One shown record as ``profile`` may see it: each item full, restricted or left
     out. Even the record's id is inside ``info``: with no access to the information, an
@@ -81,8 +87,7 @@ def assemble(profile: DeskProfile, desk_module: DeskModule, desk_id: str,
              records: Sequence[CrmRecord]) -> dict[str, Any]:
     """The answer: what was asked, the profile's rules, and each shown record."""
     if not profile.visible:
-        raise NothingToShow("not_visible",
-                            f"the CRM integration is hidden from desk profile {profile.name!r}")
+        raise hidden(profile)
     return {"desk": {"module": desk_module, "id": desk_id}, "profile": profile.name,
             "shows": profile.shows,
             "access": {item: profile.access_to(item) for item in ITEMS},
@@ -94,7 +99,7 @@ async def crm_view(pool: asyncpg.Pool, profile: DeskProfile, desk_module: DeskMo
     """What ``profile`` sees of the CRM for a desk contact or account; ``NothingToShow``
     (with the reason) when it sees nothing."""
     if not profile.visible:  # before any read: a hidden integration reveals no link
-        return assemble(profile, desk_module, desk_id, ())
+        raise hidden(profile)
     async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read",
                                                         readonly=True):
         records = await _shown(conn, profile, desk_module, desk_id)

@@ -176,7 +176,8 @@ async def test_each_profile_sees_what_its_permissions_say(pipeline: Pipeline) ->
 
 async def test_the_api_and_the_cli(pipeline: Pipeline, tmp_path: Path) -> None:
     """GET /api/v1/crm-view/... with a viewer's token, ?profile=; 404 with the reason for
-    an unknown profile, a hidden integration or an unlinked record; `syncd crm-view`."""
+    an unknown profile, a hidden integration or an unlinked record; a token bound to a
+    profile sees as that profile only; `syncd crm-view`."""
     ids = await crm_example(pipeline)
     token = "viewer-token-for-the-crm-view"
 
@@ -188,10 +189,12 @@ async def test_the_api_and_the_cli(pipeline: Pipeline, tmp_path: Path) -> None:
             access=dict(profile.access), configures=profile.configures, by="boss")
     assert (await service.people()).profiles == PROFILES
     assert pipeline.pool is not None
+    agent = "light-agent-token-for-the-view"  # an agent's token, bound to its profile
     ctx = ApiContext(pool=pipeline.pool, integration=service,
-                     tokens={token: ("reader", "viewer")}, webhook_secrets={},
-                     history_timezone="UTC", config=SyncConfig, lag=dict,
-                     last_applied_at=lambda: None)
+                     tokens={token: ("reader", "viewer"), agent: ("lia", "viewer")},
+                     webhook_secrets={}, history_timezone="UTC", config=SyncConfig,
+                     lag=dict, last_applied_at=lambda: None,
+                     token_profiles={agent: "Light Agent"})
     reader = {"Authorization": f"Bearer {token}"}
     async with TestServer(build_app({}, api=ctx), host="127.0.0.1") as server, \
             aiohttp.ClientSession() as session:
@@ -215,6 +218,16 @@ async def test_the_api_and_the_cli(pipeline: Pipeline, tmp_path: Path) -> None:
             status, answer = await get(contact_path + query)
             assert (status, answer["error"]["code"]) == (404, code)
             assert reason in answer["error"]["message"]
+        # A bound token sees as its own profile only: a fuller one is refused.
+        lia = {"Authorization": f"Bearer {agent}"}
+        status, answer = await get(contact_path, lia)
+        assert status == 200 and answer["profile"] == "Light Agent"
+        assert answer["records"][0]["info"] == {
+            "id": str(ids["contact"]), "name": "Ana Souza", "account_name": "Acme Lda"}
+        assert (await get(contact_path + "?profile=Light%20Agent", lia))[0] == 200
+        status, answer = await get(contact_path + "?profile=Agent", lia)
+        assert status == 403 and "bound to desk profile 'Light Agent'" in answer[
+            "error"]["message"]
         status, answer = await get("/accounts/424242?profile=Sales")
         assert (status, answer["error"]["code"]) == (404, "not_linked")
         assert (await get(f"/deals/{ids['desk_contacts']}?profile=Agent"))[0] == 404
