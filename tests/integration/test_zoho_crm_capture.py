@@ -383,7 +383,7 @@ async def test_notes_and_activities_are_captured_with_the_record_they_hang_off(
     assert rows["calls"][0] == call and without_times(rows["calls"][1]) == {
         "subject": "Renewal", "duration_seconds": 300, "parent_module": "contacts",
         "parent_id": int(ann), "custom": {}, "deleted": False}
-    assert without_times(rows["events"][1]) == {
+    assert rows["events"][0] == event and without_times(rows["events"][1]) == {
         "subject": "Visit", "starts_at": "2026-12-10T10:00:00+05:30",
         "parent_module": "accounts", "parent_id": int(acme), "custom": {}, "deleted": False}
     assert rows["tasks"][0] == task and without_times(rows["tasks"][1]) == {
