@@ -34,10 +34,11 @@ from projections.config import SyncConfig
 from projections.crm_view import CrmViewProjection
 from projections.db import Conn
 from projections.handshake import HandshakeProjection, reset_stream
-from projections.handshake_rebuild import Rebuilt
 from projections.handshake_rebuild import rebuild as rebuild_handshake
+from projections.last_states import Rebuilt
 from projections.sync import SyncProjection
 from projections.ticket_stats import StatisticsProjection
+from projections.ticket_stats_rebuild import rebuild as rebuild_statistics
 
 RebuildKind = Literal["events", "outcomes"]
 ConfigSource = Callable[[], SyncConfig]
@@ -126,7 +127,8 @@ SPECS: tuple[ProjectionSpec, ...] = (
         name="statistics", order=1, make=lambda _config: StatisticsProjection(),
         tables=("ticket_stats.tickets", "ticket_stats.replies", "ticket_stats.crm_contacts",
                 "ticket_stats.clock"),
-        rebuild="events", first_sync=(("desk", "ticket_threads"),)),
+        rebuild="events", from_last_states=rebuild_statistics,
+        first_sync=(("desk", "ticket_threads"),)),
     ProjectionSpec(
         name="crm_view", order=1, make=lambda _config: CrmViewProjection(),
         tables=("crm_view.records",), rebuild="events",
