@@ -21,6 +21,10 @@ customer statistics do (``projections/ticket_stats.py`` says why).
 
 Batches (several replicas, OWN-05): a record's events share a partition, so two
 batches never write the same row; nothing else is shared.
+
+Rebuild: every row is a function of its record's last event alone, so a replay from the
+event log feeds the projection each record's last event (``rebuild``, through
+``projections.last_states``) instead of every event, with the same rows.
 """
 
 from __future__ import annotations
@@ -34,9 +38,12 @@ from projections.batch import NOTHING_TO_REPORT, LoggedEvent, ProjectionReport
 from projections.db import Conn
 from projections.events import ChangeEvent
 from projections.handshake import is_live, record_ref
+from projections.last_states import Rebuilt, last_events
 
 VIEWED_MODULES = ("contacts", "accounts", "deals", "notes", "calls", "events", "tasks")
 """The CRM modules the view keeps."""
+_VIEWED = f"source = 'crm' AND module IN {VIEWED_MODULES!r}"
+"""What ``collect`` reads, as a condition on the event log."""
 ACTIVITIES = ("notes", "calls", "events", "tasks")
 """Modules whose records hang off a contact or an account (``parent_module``)."""
 BOOKKEEPING = frozenset({"deleted", "hard_deleted"})
@@ -111,3 +118,12 @@ class CrmViewProjection:
                 [json.dumps(r.values) for r in kept], [r.contact_id for r in kept],
                 [r.account_id for r in kept])
         return NOTHING_TO_REPORT
+
+
+async def rebuild(conn: Conn) -> Rebuilt:
+    """Fill the emptied ``crm_view.records`` from each CRM record's last event: what
+    feeding every logged event to a fresh projection gives (the caller, the replay,
+    has emptied the table and holds the projector's apply lock)."""
+    events, rebuilt = await last_events(conn, _VIEWED)
+    await CrmViewProjection().apply(conn, events)
+    return rebuilt

@@ -32,6 +32,7 @@ from projections.batch import Projection
 from projections.catalog import Side
 from projections.config import SyncConfig
 from projections.crm_view import CrmViewProjection
+from projections.crm_view import rebuild as rebuild_crm_view
 from projections.db import Conn
 from projections.handshake import HandshakeProjection, reset_stream
 from projections.handshake_rebuild import rebuild as rebuild_handshake
@@ -131,7 +132,7 @@ SPECS: tuple[ProjectionSpec, ...] = (
         first_sync=(("desk", "ticket_threads"),)),
     ProjectionSpec(
         name="crm_view", order=1, make=lambda _config: CrmViewProjection(),
-        tables=("crm_view.records",), rebuild="events",
+        tables=("crm_view.records",), rebuild="events", from_last_states=rebuild_crm_view,
         first_sync=(("crm", "notes"), ("crm", "calls"), ("crm", "events"), ("crm", "tasks"))),
 )
 """Every projection. The sync comes first (the board reads events only, but it runs

@@ -159,9 +159,10 @@ async def test_each_profile_sees_what_its_permissions_say(pipeline: Pipeline) ->
             'SELECT module, record_id, "values"::text, contact_id, account_id'
             " FROM crm_view.records ORDER BY 1, 2")]
         assert len(before) == 6  # account, contact, deal, note, event, task (no bin, no call)
-        report = await rebuild_from_events(conn, spec("crm_view"), EventLogSource(),
-                                           dry_run=True)
-        assert report.changes == 0
+        for per_event in (False, True):  # from each record's last event, or from all
+            report = await rebuild_from_events(conn, spec("crm_view"), EventLogSource(),
+                                               dry_run=True, per_event=per_event)
+            assert report.changes == 0 and report.events > 0
         await conn.execute("DELETE FROM crm_view.records WHERE module = 'deals'")
         await conn.execute('UPDATE crm_view.records SET "values" = \'{}\''
                            " WHERE module = 'contacts'")
