@@ -34,6 +34,7 @@ from projections.batch import Projection
 from projections.catalog import Side
 from projections.stores.kinds import StoreKinds
 from projections.sync import SyncProjection
+from projections.ticket_actions import TicketActionsProjection
 
 P = TypeVar("P", bound=Projection)
 
@@ -134,6 +135,11 @@ def build(settings: Settings, *, services: Services, pool: asyncpg.Pool,
     # are read and written through their own adapters.
     sync.stores = StoreKinds(remote={side: store.reads
                                      for side, store in overrides.remote.items()})
+    # The registry makes the ticket actions' projection for a rebuild, which never
+    # writes the desk; live, it applies the actions to the desk this pipeline has.
+    for projection in projections:
+        if isinstance(projection, TicketActionsProjection):
+            projection.mode = "hosted" if "desk" in overrides.remote else "embedded"
     writers = {side: CommandWriter(pool, store.target, concurrency=store.concurrency,
                                    backoff=store.backoff, recheck=store.recheck)
                for side, store in overrides.remote.items()}

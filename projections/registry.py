@@ -36,6 +36,7 @@ from projections.handshake import HandshakeProjection, reset_stream
 from projections.handshake_rebuild import Rebuilt
 from projections.handshake_rebuild import rebuild as rebuild_handshake
 from projections.sync import SyncProjection
+from projections.ticket_actions import TicketActionsProjection
 from projections.ticket_stats import StatisticsProjection
 
 RebuildKind = Literal["events", "outcomes"]
@@ -126,6 +127,11 @@ SPECS: tuple[ProjectionSpec, ...] = (
         tables=("ticket_stats.tickets", "ticket_stats.replies", "ticket_stats.crm_contacts",
                 "ticket_stats.clock"),
         rebuild="events", first_sync=(("desk", "ticket_threads"),)),
+    # Made in ``rebuild`` mode, which never writes the desk: the composition root
+    # (daemon.bootstrap) puts the live instance in the desk's mode.
+    ProjectionSpec(
+        name="ticket_actions", order=1, make=lambda _config: TicketActionsProjection(),
+        tables=("ticket_actions.actions", "ticket_actions.deal_links"), rebuild="events"),
 )
 """Every projection. The sync comes first (the board reads events only, but it runs
 last because it holds its moves lock until the commit; the statistics, which read events
