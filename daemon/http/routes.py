@@ -19,7 +19,7 @@ from typing import Any, Generic, Literal, TypeVar, cast
 import msgspec
 from aiohttp import web
 
-from daemon.http import API_PREFIX, BOARD_PREFIX, api, board, bodies
+from daemon.http import API_PREFIX, BOARD_PREFIX, api, board, bodies, people
 from daemon.http.auth import RANK, Authorize
 from daemon.runtime.settings import Role
 
@@ -28,6 +28,7 @@ C = TypeVar("C")
 Access = Literal["viewer", "operator", "admin", "signature", "public"]
 """A token role (and those above it); ``signature``: an HMAC-signed webhook, checked by
 its handler over the raw body; ``public``: anyone."""
+CrmUserHeader = Literal["required", "optional"] | None
 
 
 @dataclass(frozen=True)
@@ -38,12 +39,16 @@ class Route(Generic[C]):
     body: type[msgspec.Struct] | None
     handler: Callable[[C, web.Request, Any], Awaitable[web.StreamResponse]]
     summary: str
+    crm_user: CrmUserHeader = None
+    """Whether the route acts for a CRM user named in ``X-Syncd-Crm-User``
+    (``daemon.http.acting``): ``required``, ``optional`` (naming one narrows the answer
+    to what the user may see), or None (the header means nothing here)."""
 
 
 def _api(method: str, path: str, role: Access, body: type[msgspec.Struct] | None,
          handler: Callable[[api.ApiContext, web.Request, Any], Awaitable[web.StreamResponse]],
-         summary: str) -> Route[api.ApiContext]:
-    return Route(method, path, role, body, handler, summary)
+         summary: str, *, crm_user: CrmUserHeader = None) -> Route[api.ApiContext]:
+    return Route(method, path, role, body, handler, summary, crm_user)
 
 
 def _board(method: str, path: str, role: Access,
@@ -54,6 +59,7 @@ def _board(method: str, path: str, role: Access,
 
 
 _I = f"{API_PREFIX}/integration"
+_P = f"{API_PREFIX}/people"
 
 API_ROUTES: list[Route[api.ApiContext]] = [
     _api("get", f"{API_PREFIX}/openapi.json", "public", None, api.openapi_json,
@@ -82,6 +88,30 @@ API_ROUTES: list[Route[api.ApiContext]] = [
          "Resume and apply what accumulated"),
     _api("delete", _I, "admin", None, api.delete, "Delete the integration"),
     _api("get", f"{_I}/audit", "viewer", None, api.audit, "Who changed what, when"),
+    _api("get", _P, "viewer", None, people.listing,
+         "CRM users (mutual users marked), desk profiles, ticket visibility (OPS-06)"),
+    _api("get", f"{_P}/me", "viewer", None, people.me,
+         "The acting CRM user (X-Syncd-Crm-User) and what the user may do",
+         crm_user="required"),
+    _api("put", f"{_P}/users/{{user}}", "admin", bodies.CrmUserBody, people.record_user,
+         "Record a CRM user the integration knows (mutual: in the desk already)"),
+    _api("put", f"{_P}/users/{{user}}/role", "admin", bodies.RoleBody, people.invite,
+         "Invite a CRM user to the desk with a role, or change it (OPS-06)"),
+    _api("put", f"{_P}/users/{{user}}/desk-account", "admin", bodies.DeskAccount,
+         people.desk_account,
+         "The user's desk account active or not (without one: comment only, TICKET-04)"),
+    _api("put", f"{_P}/users/{{user}}/departments", "admin", bodies.Departments,
+         people.departments, "The desk departments a CRM user belongs to (TICKET-08)"),
+    _api("put", f"{_P}/users/{{user}}/signals", "operator", bodies.Signals, people.signals,
+         "The sales signals a CRM user enabled (TICKET-09): an admin's, or the user's own",
+         crm_user="optional"),
+    _api("put", f"{_P}/ticket-visibility", "admin", bodies.TicketVisibility,
+         people.ticket_visibility,
+         "CRM users see all departments' tickets, or their own departments' (TICKET-08)"),
+    _api("put", f"{_P}/profiles/{{profile}}", "admin", bodies.Profile, people.set_profile,
+         "Define or change a desk profile's view of the CRM (PERM-01 … PERM-03)"),
+    _api("delete", f"{_P}/profiles/{{profile}}", "admin", None, people.remove_profile,
+         "Remove a desk profile"),
     _api("get", f"{API_PREFIX}/history", "viewer", None, api.history,
          "Seven-day history per day (?tz=)"),
     _api("get", f"{API_PREFIX}/failures", "viewer", None, api.failures,
@@ -95,7 +125,8 @@ API_ROUTES: list[Route[api.ApiContext]] = [
     _api("get", f"{API_PREFIX}/crm/{{module}}/{{record}}/tickets", "viewer", None,
          api.related_tickets,
          "A CRM contact's or account's tickets, newest first"
-         " (?filter=overdue|closed|escalated|high_priority&limit=&offset=; TICKET-01, TICKET-07)"),
+         " (?filter=overdue|closed|escalated|high_priority&limit=&offset=; TICKET-01, TICKET-07;"
+         " naming a CRM user: the tickets the user sees, TICKET-08)", crm_user="optional"),
     _api("post", "/webhooks/{source:desk|crm}", "signature", bodies.WebhookChange,
          api.webhook, "Change notification (HMAC-SHA256)"),
     _api("post", "/webhooks/zoho-crm", "signature", bodies.ZohoCrmNotification,
