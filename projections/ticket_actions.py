@@ -12,7 +12,8 @@ outbox row), and the desk write commits with it, so an action is applied exactly
 whatever crashes or redeliveries happen around it (OWN-02).
 
 What each action came to is recorded twice, in the same transaction: as an outcome in
-``sync.outcomes`` (``applied``, or ``failed`` with a reason: a ticket deleted between
+``sync.outcomes`` (``added`` for a create, ``updated`` for the others, or ``failed``
+with a reason, the action's id as its record: a ticket deleted between
 the request and the apply, a deal gone, a write the desk refused, values that do not
 hold together), which puts every failure in the failure log with its reason and a
 Retry (invariant 5); and as a row of ``ticket_actions.actions`` (what the API's
@@ -162,11 +163,7 @@ class TicketActionsProjection:
                 if self.mode == "rebuild":
                     continue  # never applied live: nothing to rebuild from
                 result = await self._apply(conn, desk, event)
-                outcomes.append(Outcome(
-                    item.seq, event.event_id, event.source, event.module, event.record_id,
-                    event.captured_at, result.outcome, result.reason,
-                    json.dumps(result.ids, sort_keys=True) if result.outcome == APPLIED
-                    else result.detail))
+                outcomes.append(_outcome(item, result))
             await _keep(conn, event, result)
         await record_outcomes(conn, outcomes)
         failed = tuple(o for o in outcomes if o.outcome == FAILED)
@@ -271,6 +268,23 @@ async def _automate(desk: DeskActions, event: ChangeEvent) -> None:
         await desk.update_ticket(ticket.id, {"status": status})
 
 
+def _outcome(item: LoggedEvent, result: Result) -> Outcome:
+    """The action's outcome for the ledger. Its record is the action (its id), so a
+    failure-log entry is one action's, and the Retry that applies it resolves that entry
+    and no other; an applied action counts in the history as a record added (a create)
+    or updated (the others), CRM to desk."""
+    event = item.event
+    action_id = _uuid(event.values.get("action_id"))
+    if result.outcome == APPLIED:
+        outcome = "added" if event.values.get("kind") == "create" else "updated"
+        detail = json.dumps(result.ids, sort_keys=True)
+    else:
+        outcome, detail = FAILED, result.detail
+    return Outcome(item.seq, event.event_id, event.source, event.module,
+                   str(action_id) if action_id is not None else event.record_id,
+                   event.captured_at, outcome, result.reason, detail)
+
+
 async def _recorded(conn: Conn, seqs: list[int]) -> dict[int, Result]:
     """The outcomes recorded for these action events when they were applied (a rebuild
     reads them instead of applying the actions again)."""
@@ -281,12 +295,13 @@ async def _recorded(conn: Conn, seqs: list[int]) -> dict[int, Result]:
         " WHERE seq = ANY($1::bigint[]) AND module = $2", seqs, MODULE)
     out: dict[int, Result] = {}
     for row in rows:
-        ids: dict[str, Any] = {}
-        if row["outcome"] == APPLIED:
-            with contextlib.suppress(ValueError):
+        if row["outcome"] != FAILED:  # added or updated: applied (``_outcome``)
+            ids: dict[str, Any] = {}
+            with contextlib.suppress(ValueError, TypeError):
                 ids = dict(json.loads(row["detail"]))
-        out[row["seq"]] = Result(row["outcome"], row["reason"],
-                                 "" if row["outcome"] == APPLIED else row["detail"], ids)
+            out[row["seq"]] = Result(APPLIED, ids=ids)
+        else:
+            out[row["seq"]] = Result(FAILED, row["reason"], row["detail"])
     return out
 
 

@@ -37,7 +37,8 @@ PERMISSION: dict[Kind, Permission] = {
     "unlink_deal": "link_deal",
 }
 """The permission each kind needs (``projections.people.ROLE_PERMISSIONS``). An update
-that changes the owner needs ``assign`` too (``permissions_needed``)."""
+of the owner is an assignment: it needs ``assign`` (and ``update`` too when it sets
+other fields as well: ``permissions_needed``)."""
 
 MAX_ATTACHMENT_BYTES = 20 * 1024 * 1024
 """The largest attachment, as Zoho Desk takes one per file (20 MB)."""
@@ -281,10 +282,15 @@ def parse(kind: Kind, payload: object) -> Payload:
 
 
 def permissions_needed(kind: Kind, payload: Payload) -> list[Permission]:
-    """What the acting user needs: the kind's permission, and ``assign`` for an update
-    that sets the owner (OPS-06: assigning is the Admin's)."""
-    needed: list[Permission] = [PERMISSION[kind]]
-    if isinstance(payload, Update) and "owner" in payload.fields:
+    """What the acting user needs: the kind's permission; for an update, ``update`` for
+    any field but the owner and ``assign`` for the owner (OPS-06: assigning is the
+    Admin's)."""
+    if not isinstance(payload, Update):
+        return [PERMISSION[kind]]
+    needed: list[Permission] = []
+    if set(payload.fields) - {"owner"}:
+        needed.append("update")
+    if "owner" in payload.fields:
         needed.append("assign")
     return needed
 
