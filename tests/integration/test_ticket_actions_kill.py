@@ -15,6 +15,7 @@ import asyncpg
 
 from daemon.service.ticket_actions import submit
 from projections.people import CrmUser
+from projections.ticket_requests import Kind
 
 ROOT = Path(__file__).resolve().parents[2]
 ADMIN = CrmUser(id="adm", name="Ada Admin", email="ada@crm.example", role="admin",
@@ -61,8 +62,9 @@ async def test_a_sigkill_during_a_burst_of_actions_loses_and_doubles_none(
 
         asked: list[str] = []
         killed = False
-        plan = ([("comment", n) for n in range(COMMENTS)] + [("reply", n) for n in range(REPLIES)]
-                + [("create", n) for n in range(CREATES)])
+        plan: list[tuple[Kind, int]] = (
+            [("comment", n) for n in range(COMMENTS)] + [("reply", n) for n in range(REPLIES)]
+            + [("create", n) for n in range(CREATES)])
         plan.sort(key=lambda item: (item[1] % 7, item[0]))  # the kinds interleaved
         for kind, n in plan:
             if kind == "create":
