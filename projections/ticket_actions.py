@@ -127,7 +127,7 @@ def automated_status(status_type: str | None, direction: object, kind: object) -
     return None
 
 
-def _recipients(requester: str | None, extra: Sequence[str]) -> list[str]:
+def reply_recipients(requester: str | None, extra: Sequence[str]) -> list[str]:
     """A reply goes to the requester and the addresses it names, each once."""
     out: list[str] = []
     for address in ([requester] if requester else []) + list(extra):
@@ -202,7 +202,7 @@ async def _carry_out(conn: Conn, desk: DeskActions, event: ChangeEvent, action: 
     if isinstance(payload, Message):
         kind = action.kind
         recipients = (None if kind == "comment" else payload.to if kind == "forward"
-                      else _recipients(ticket.requester_email, payload.to))
+                      else reply_recipients(ticket.requester_email, payload.to))
         thread = await desk.add_thread(ticket_id, direction="out", kind=kind,
                                        author=action.user_name, content=payload.content,
                                        recipients=recipients)
