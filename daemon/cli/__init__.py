@@ -14,6 +14,7 @@ import asyncpg
 import click
 import structlog
 
+from daemon.cli import ticket_actions  # noqa: F401  (registers its commands on `tickets`)
 from daemon.cli.admin import COMMANDS
 from daemon.cli.db import db
 from daemon.cli.handshake import handshake

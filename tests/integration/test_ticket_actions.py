@@ -7,17 +7,21 @@ the desk."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import asyncpg
 import pytest
 from aiohttp.test_utils import TestServer
+from click.testing import CliRunner
 
 from adapters.integration_store import IntegrationService
+from daemon.cli import cli
 from daemon.http.api import ApiContext
 from daemon.http.server import build_app
 from projections.config import SyncConfig
@@ -482,3 +486,69 @@ async def test_bad_input_is_a_clear_400(pipeline: Pipeline,
     assert await _actions_asked(pool) == 0
     status, answer = await client.call("get", "/ticket-actions/not-a-uuid", None)
     assert status == 404
+
+
+async def test_the_cli_acts_as_a_crm_user(pipeline: Pipeline, tmp_path: Path) -> None:
+    """`syncd tickets create|comment|reply|update|link|close|action --as USER` through the
+    daemon's API: applied (--wait), a refusal naming the permission, and the deal's
+    related list (`syncd tickets list --deal`)."""
+    pool = pipeline.pool
+    assert pool is not None
+    seed = await _seed(pipeline)
+    service = await _people()
+    ctx = ApiContext(pool=pool, integration=service, tokens={TOKEN: ("crm-app", "operator")},
+                     webhook_secrets={}, history_timezone="UTC", config=SyncConfig, lag=dict,
+                     last_applied_at=lambda: None)
+    async with TestServer(build_app({}, api=ctx), host="127.0.0.1") as server:
+        env = {"SYNCD_DATA_DIR": str(tmp_path), "SYNCD_API_TOKEN": TOKEN,
+               "SYNCD_HTTP_LISTEN": f"127.0.0.1:{server.port}"}
+
+        async def syncd(*args: str) -> Any:
+            return await asyncio.to_thread(CliRunner().invoke, cli, list(args), env=env)
+
+        result = await syncd(
+            "tickets", "create", "--as", "adm@crm.example", "--from", "accounts/951",
+            "--subject", "From the CLI", "--department", str(SUPPORT),
+            "--contact-id", str(seed["ana"]), "--priority", "Low", "--wait", "--json",
+            "--attach", json.dumps(PDF))
+        assert result.exit_code == 0, result.output
+        created = json.loads(result.output)
+        assert created["status"] == "applied" and created["kind"] == "create"
+        ticket = created["result"]["ticket_id"]
+        fields = await _ticket(pool, ticket)
+        assert (fields["subject"], fields["priority"], fields["contact_id"]) == (
+            "From the CLI", "Low", seed["ana"])
+        await pipeline.drain()  # the statistics know the new ticket: it can be acted on
+        result = await syncd("tickets", "comment", ticket, "A note", "--as", "lite", "--wait")
+        assert result.exit_code == 0, result.output
+        assert result.output.startswith("action ") and ": applied {" in result.output
+        result = await syncd("tickets", "reply", ticket, "Hello", "--as", "lite")
+        assert result.exit_code == 1
+        assert "needs_reply: CRM user lite" in result.output
+        result = await syncd("tickets", "update", ticket, "owner=kim", "due_date=null",
+                             "custom.cf_tier=2", "--as", "adm", "--wait")
+        assert result.exit_code == 0, result.output
+        fields = await _ticket(pool, ticket)
+        assert (fields["owner"], fields["due_date"], fields["custom"]) == ("kim", None,
+                                                                          {"cf_tier": 2})
+        result = await syncd("tickets", "link", ticket, str(seed["open_deal"]), "--as", "adm",
+                             "--wait", "--json")
+        assert result.exit_code == 0, result.output
+        linked = json.loads(result.output)
+        assert linked["result"] == {"priority_raised": True, "ticket_id": ticket}
+        await pipeline.drain()
+        result = await syncd("tickets", "list", "--deal", str(seed["open_deal"]), "--json")
+        assert result.exit_code == 0, result.output
+        page = json.loads(result.output)
+        assert page["module"] == "deals" and page["total"] == 1
+        assert [(t["ticket_id"], t["priority"]) for t in page["tickets"]] == [(ticket, "High")]
+        result = await syncd("tickets", "list", "--deal", str(seed["won_deal"]))
+        assert result.exit_code == 0 and result.output.startswith(
+            f"CRM deal {seed['won_deal']}: 0 ticket(s)")
+        result = await syncd("tickets", "close", ticket, "--as", "adm")
+        assert result.exit_code == 0 and ": pending" in result.output
+        action_id = result.output.split()[1]
+        await pipeline.drain()
+        result = await syncd("tickets", "action", action_id, "--json")
+        assert json.loads(result.output)["status"] == "applied"
+        assert (await _ticket(pool, ticket))["status"] == "Closed"
