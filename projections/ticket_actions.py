@@ -42,6 +42,13 @@ status, through the same port, in the same batch:
 It cannot loop: it reacts to thread events only and writes tickets only, whose events
 it ignores. A hosted desk runs its own automation, so a hosted desk's threads are left
 to it.
+
+Batches (several replicas, OWN-05): an action's events share a partition with every
+other action on its ticket (keyed by the ticket), but a thread's event may sit on
+another one, so two batches can want one ticket's row: each locks it (``FOR UPDATE``)
+for the rest of its transaction, after the sync's locks and before the board's. Two
+batches locking two tickets in opposite orders are a deadlock PostgreSQL breaks; the
+loser's batch is read again, like any conflicted batch.
 """
 
 from __future__ import annotations
