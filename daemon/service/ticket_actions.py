@@ -24,10 +24,11 @@ import uuid
 from typing import Any
 
 import asyncpg
+import msgspec
 
 from daemon.service import Conflict, NotFound, ServiceError
 from projections.db import Conn
-from projections.events import ChangeEvent
+from projections.events import MAX_EVENT_BYTES, ChangeEvent
 from projections.people import CrmUser, Permission, Visibility, may_see
 from projections.stores.outbox import Outbox
 from projections.ticket_actions import MODULE
@@ -41,6 +42,8 @@ from projections.ticket_requests import (
 )
 
 ID_LIMIT = 18
+ENVELOPE_ROOM = 4096
+"""Bytes the envelope adds around an action's values (ids, times, names), kept free."""
 
 
 class Refused(ServiceError):
@@ -127,12 +130,18 @@ async def submit(pool: asyncpg.Pool, user: CrmUser, visibility: Visibility, kind
             if user.missing(permission):
                 raise Refused(user, permission)
         action_id = uuid.uuid4()
+        values = {"action_id": str(action_id), "kind": kind, "user_id": user.id,
+                  "user_name": user.name, "payload": payload}
+        if len(msgspec.json.encode(values)) > MAX_EVENT_BYTES - ENVELOPE_ROOM:
+            # The projector would reject the event as too large: refuse it now instead.
+            raise ServiceError("invalid_action", "the action is too large for one event"
+                               f" ({MAX_EVENT_BYTES} bytes): send less text or fewer"
+                               " attachments")
         now = dt.datetime.now(dt.UTC)
         await Outbox(conn, "crm").append(ChangeEvent(
             event_id=action_id, source="crm", module=MODULE,
             record_id=ticket_id if ticket_id is not None else str(action_id), op="create",
-            values={"action_id": str(action_id), "kind": kind, "user_id": user.id,
-                    "user_name": user.name, "payload": payload},
+            values=values,
             modified_at=now, created_at=now, origin="user", captured_at=now),
             keep_id=True)
     return {"action_id": str(action_id), "kind": kind, "ticket_id": ticket_id,

@@ -25,10 +25,13 @@ from adapters.integration_store import IntegrationService
 from daemon.cli import cli
 from daemon.http.api import ApiContext
 from daemon.http.server import build_app
+from daemon.service import ServiceError
+from daemon.service.ticket_actions import submit
 from projections.batch import LoggedEvent
 from projections.config import SyncConfig
 from projections.events import ChangeEvent
 from projections.integration_app import in_memory
+from projections.people import CrmUser
 from projections.registry import spec
 from projections.replay import EventLogSource, rebuild_from_events
 from projections.ticket_actions import TicketActionsProjection
@@ -591,3 +594,18 @@ async def test_on_a_hosted_desk_actions_are_refused_clearly(pool: asyncpg.Pool) 
     assert row is not None and tuple(row) == (
         "failed", "ticket actions are not built for a hosted desk", "5")
     assert await pool.fetchval("SELECT count(*) FROM desk.outbox") == 0
+
+
+async def test_an_action_too_large_for_one_event_is_refused(pool: asyncpg.Pool) -> None:
+    """An action whose event the projector would reject for its size (the envelope's
+    limit) is refused when asked, with nothing in the outbox."""
+    admin = CrmUser(id="adm", name="Ada", email="ada@crm.example", role="admin",
+                    desk_active=True)
+    long_url = {**PDF, "url": "https://files.example.com/" + "a" * 1970}
+    with pytest.raises(ServiceError, match="too large for one event") as refused:
+        await submit(pool, admin, "all", "create", ticket_id=None, hosted_desk=False,
+                     payload={"subject": "S", "department_id": str(SUPPORT),
+                              "contact_id": "1", "description": "\U0001f600" * 64_000,
+                              "attachments": [long_url] * 10})
+    assert refused.value.code == "invalid_action"
+    assert await _actions_asked(pool) == 0
