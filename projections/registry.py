@@ -33,11 +33,12 @@ from projections.catalog import Side
 from projections.config import SyncConfig
 from projections.db import Conn
 from projections.handshake import HandshakeProjection, reset_stream
-from projections.handshake_rebuild import Rebuilt
 from projections.handshake_rebuild import rebuild as rebuild_handshake
+from projections.last_states import Rebuilt
 from projections.sync import SyncProjection
 from projections.ticket_actions import TicketActionsProjection
 from projections.ticket_stats import StatisticsProjection
+from projections.ticket_stats_rebuild import rebuild as rebuild_statistics
 
 RebuildKind = Literal["events", "outcomes"]
 ConfigSource = Callable[[], SyncConfig]
@@ -126,7 +127,8 @@ SPECS: tuple[ProjectionSpec, ...] = (
         name="statistics", order=1, make=lambda _config: StatisticsProjection(),
         tables=("ticket_stats.tickets", "ticket_stats.replies", "ticket_stats.crm_contacts",
                 "ticket_stats.clock"),
-        rebuild="events", first_sync=(("desk", "ticket_threads"),)),
+        rebuild="events", from_last_states=rebuild_statistics,
+        first_sync=(("desk", "ticket_threads"),)),
     # Made in ``rebuild`` mode, which never writes the desk: the composition root
     # (daemon.bootstrap) puts the live instance in the desk's mode.
     ProjectionSpec(
