@@ -254,6 +254,10 @@ def check(kind: Kind, payload: Payload) -> None:
             _text(payload.description, "description", limit=MAX_CONTENT)
         if payload.priority is not None:
             _text(payload.priority, "priority")
+        for name, value in (("crm_module", payload.crm_module),
+                            ("crm_record", payload.crm_record)):
+            if value is not None:
+                _text(value, name, limit=200)
         parse_time(payload.due_date, DUE_DATE)
         check_attachments(payload.attachments)
     elif isinstance(payload, Message):
