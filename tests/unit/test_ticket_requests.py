@@ -3,13 +3,15 @@ needs, the status automation's rule and a reply's recipients."""
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 from typing import Any
 
 import pytest
 
+from projections.events import ChangeEvent
 from projections.people import CrmUser
-from projections.ticket_actions import automated_status, reply_recipients
+from projections.ticket_actions import automated_status, is_new_thread, reply_recipients
 from projections.ticket_requests import (
     MAX_ATTACHMENT_BYTES,
     ActionInvalid,
@@ -162,3 +164,24 @@ def test_a_reply_goes_to_the_requester_and_its_addresses_once() -> None:
     assert reply_recipients("ana@x.example", ["b@x.example", "ANA@x.example"]) == [
         "ana@x.example", "b@x.example"]
     assert reply_recipients(None, ["b@x.example"]) == ["b@x.example"]
+
+
+def test_only_a_persons_new_thread_drives_the_automation() -> None:
+    """A thread created by a person (origin user) counts; the first sync's import, the
+    sync's own writes, a thread's later edit and the CRM's events do not."""
+    now = dt.datetime(2026, 12, 6, tzinfo=dt.UTC)
+
+    def thread(**fields: Any) -> ChangeEvent:
+        base: dict[str, Any] = {"event_id": uuid.uuid4(), "source": "desk",
+                                "module": "ticket_threads", "record_id": "9", "op": "create",
+                                "values": {"ticket_id": 1, "direction": "in"},
+                                "modified_at": now, "created_at": now, "origin": "user",
+                                "captured_at": now}
+        return ChangeEvent(**{**base, **fields})
+
+    assert is_new_thread(thread())
+    assert not is_new_thread(thread(origin="import"))
+    assert not is_new_thread(thread(origin="sync"))
+    assert not is_new_thread(thread(op="update"))
+    assert not is_new_thread(thread(source="crm"))
+    assert not is_new_thread(thread(module="tickets"))
