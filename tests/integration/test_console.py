@@ -164,3 +164,50 @@ async def test_a_viewer_sees_and_a_forged_post_is_refused(
         # The API is as it was: bearer tokens, JSON.
         async with http.get(daemon.base + "/api/v1/status") as response:
             assert response.status == 401
+
+
+async def test_every_page_passes_axe_fits_a_phone_and_has_a_screenshot(
+        daemon: RunningDaemon, browser: Browser, tmp_path: Path) -> None:
+    """axe-core finds no serious or critical violation on any page; no page scrolls
+    sideways at phone width; the screenshots command writes a small PNG of each."""
+    from ops import console_screenshots
+    from tests.support.axe import axe_source, violations
+
+    source = await asyncio.to_thread(axe_source)
+    department = await daemon.pool.fetchval(
+        "INSERT INTO desk.departments (name) VALUES ('Support') RETURNING id")
+    await daemon.pool.execute(
+        "INSERT INTO desk.tickets (department_id, subject, status, requester_email, priority,"
+        " channel) VALUES ($1, 'Invoice missing', 'Open', 'bo@example.com', 'Low', 'Web')",
+        department)
+    contact = await daemon.pool.fetchval(
+        "INSERT INTO crm.contacts (last_name, email) VALUES ('Bo', 'bo@example.com')"
+        " RETURNING id")
+    await daemon.pool.execute("INSERT INTO desk.contacts (first_name) VALUES ('no last name')")
+    await daemon.wait_until("SELECT count(*) FROM sync.failures", 1)
+    await daemon.wait_until("SELECT count(*) FROM handshake.board", 1)
+
+    await browser.get("/login")
+    found = {"login": await browser.run(violations, browser.driver, source)}
+    await browser.login(TOKENS["operator"])
+    paths = console_screenshots.pages(str(department), str(contact))
+    for name, path in paths:
+        await browser.get(path)
+        await browser.wait_text("main h1", "")
+        found[name] = await browser.run(violations, browser.driver, source)
+    assert {name: v for name, v in found.items() if v} == {}
+
+    await browser.run(browser.driver.set_window_size, 390, 844)
+    try:
+        for name, path in paths:
+            await browser.get(path)
+            width = await browser.js("return [document.documentElement.scrollWidth,"
+                                     " window.innerWidth]")
+            assert width[0] <= width[1], f"{name} scrolls sideways at phone width: {width}"
+        written = await browser.run(lambda: console_screenshots.capture(
+            browser.driver, daemon.base, tmp_path / "shots", suffix="phone",
+            department=str(department), record=str(contact)))
+    finally:
+        await browser.run(browser.driver.set_window_size, 1280, 900)
+    assert sorted(p.name for p in written) == sorted(f"{n}-phone.png" for n, _ in paths)
+    assert all(p.read_bytes().startswith(b"\x89PNG") for p in written)
