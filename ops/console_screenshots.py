@@ -33,6 +33,7 @@ def pages(department: str | None, record: str | None) -> list[tuple[str, str]]:
     found.append(("board", f"/board?department={department}" if department else "/board"))
     found.append(("tickets", f"/tickets?module=contacts&record={record}" if record
                   else "/tickets"))
+    found.append(("replay", "/replay"))
     return found
 
 
@@ -150,7 +151,8 @@ def _encode(width: int, height: int, rows: list[bytes]) -> bytes:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--url", required=True, help="the daemon's HTTP address")
-    parser.add_argument("--token", required=True, help="an operator (or admin) API token")
+    parser.add_argument("--token", required=True,
+                        help="an API token (admin: every page shows its actions)")
     parser.add_argument("--out", type=Path, default=Path("docs/screenshots"))
     parser.add_argument("--department", help="the board's department (default: the first)")
     parser.add_argument("--record", help="a CRM contact id for the tickets page")

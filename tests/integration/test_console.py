@@ -140,6 +140,9 @@ async def test_a_viewer_sees_and_a_forged_post_is_refused(
     assert await browser.find_all("form[action='/status/pause']") == []
     await browser.get("/failures")
     assert await browser.find_all("#retry-form") == []
+    await browser.get("/replay")
+    await browser.wait_text("main", "needs the admin role")
+    assert await browser.find_all("form.replay") == []
     await browser.logout()
 
     await browser.login(TOKENS["operator"])
@@ -159,8 +162,9 @@ async def test_a_viewer_sees_and_a_forged_post_is_refused(
             assert "script-src 'self'" in csp and "frame-ancestors 'none'" in csp
             assert "unsafe-inline" not in csp
             assert response.headers["X-Frame-Options"] == "DENY"
-        async with http.post(daemon.base + "/status/pause", data={"csrf": "x"}) as response:
-            assert response.status == 403
+        for path in ("/status/pause", "/failures/retry", "/replay/preview"):
+            async with http.post(daemon.base + path, data={"csrf": "x"}) as response:
+                assert response.status == 403, path
         # The API is as it was: bearer tokens, JSON.
         async with http.get(daemon.base + "/api/v1/status") as response:
             assert response.status == 401
@@ -189,12 +193,25 @@ async def test_every_page_passes_axe_fits_a_phone_and_has_a_screenshot(
 
     await browser.get("/login")
     found = {"login": await browser.run(violations, browser.driver, source)}
-    await browser.login(TOKENS["operator"])
+    await browser.login(TOKENS["admin"])
     paths = console_screenshots.pages(str(department), str(contact))
     for name, path in paths:
         await browser.get(path)
         await browser.wait_text("main h1", "")
         found[name] = await browser.run(violations, browser.driver, source)
+
+    # The replay preview: a dry-run rebuild of every projection, its diff shown.
+    await browser.get("/replay")
+    await browser.click("input[name=projection][value=all]")
+    await browser.click("button[value=rebuild]")
+    await browser.wait_text("main .verdict", "dry run: nothing was written")
+    assert "Nothing would change." in await browser.text("main .verdict")
+    assert "history" in await browser.text("#replay table")
+    found["replay preview"] = await browser.run(violations, browser.driver, source)
+    # … and of a window re-apply, which has something to write again.
+    await browser.type("#since", "1d")
+    await browser.click("button[value=window]")
+    await browser.wait_text("main h2", "re-apply")
     assert {name: v for name, v in found.items() if v} == {}
 
     await browser.run(browser.driver.set_window_size, 390, 844)

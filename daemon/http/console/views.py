@@ -11,6 +11,8 @@ pages waiting for a result.
 from __future__ import annotations
 
 import datetime as dt
+import json
+import re
 import secrets
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -35,7 +37,7 @@ from daemon.http.console.session import (
     end,
 )
 from daemon.runtime.settings import Role
-from daemon.service import ServiceError, integration, ticket_list, ticket_stats
+from daemon.service import ServiceError, integration, replay_preview, ticket_list, ticket_stats
 from daemon.service import board as board_service
 from daemon.service import console as console_service
 from daemon.service import failures as failure_log
@@ -521,8 +523,137 @@ class Console:
         return html_response(page("Tickets of a CRM record", tag("div", *parts),
                                   session=session, current="/tickets", error=error))
 
+    # -- replay preview (OPS-07) ----------------------------------------------------------
+
+    async def replay_page(self, request: web.Request) -> web.Response:
+        session = self._session(request)
+        return html_response(page("Replay preview", self._replay_form(session, {}),
+                                  session=session, current="/replay"))
+
+    def _replay_form(self, session: Session, chosen: dict[str, Any]) -> Markup:
+        intro = tag("p", "A dry run: it reads the event log and shows what a replay would"
+                         " add, change and remove per table. Nothing is written; apply it"
+                         " with ", tag("code", "syncd replay"), " (docs/replay.md) once"
+                         " the preview is read.")
+        if RANK[session.role] < RANK["admin"]:
+            return tag("div", intro, tag("p", "Running a preview needs the admin role.",
+                                         class_="hint"))
+        names = ["all", *replay_preview.projection_names()]
+        picked = chosen.get("projection", [])
+        rebuild = tag(
+            "fieldset",
+            tag("legend", "Rebuild projections from the event log"),
+            *(tag("label", void("input", type="checkbox", name="projection", value=n,
+                                checked=n in picked), f" {n}", class_="check")
+              for n in names),
+            tag("button", "Preview the rebuild", type="submit", name="kind",
+                value="rebuild"))
+        window = tag(
+            "fieldset",
+            tag("legend", "Re-apply a window of events to the stores"),
+            tag("label", "Since (a time with a zone, or a span ago: 6h, 2d)", for_="since"),
+            void("input", id="since", name="since", value=chosen.get("since", "")),
+            tag("label", "Until (optional)", for_="until"),
+            void("input", id="until", name="until", value=chosen.get("until", "")),
+            _select("source", "Source", [("", "both"), ("desk", "desk"), ("crm", "CRM")],
+                    chosen.get("source", "")),
+            tag("button", "Preview the re-apply", type="submit", name="kind",
+                value="window"))
+        form = tag("form", void("input", type="hidden", name="csrf", value=session.csrf),
+                   rebuild, window, method="post", action="/replay/preview",
+                   class_="replay")
+        return tag("div", intro, form)
+
+    async def replay_preview(self, request: web.Request) -> web.Response:
+        session, form = await self._acting(request, "admin")
+        chosen: dict[str, Any] = {
+            "projection": [str(v) for v in form.getall("projection", [])],
+            "since": str(form.get("since") or "").strip(),
+            "until": str(form.get("until") or "").strip(),
+            "source": str(form.get("source") or "")}
+        error = None
+        reports: list[dict[str, Any]] = []
+        try:
+            if form.get("kind") == "window":
+                since = _moment(chosen["since"], "since")
+                if since is None:
+                    raise ServiceError("invalid_parameter", "give the window's start")
+                reports = await replay_preview.preview(
+                    self.api.pool, since=since, until=_moment(chosen["until"], "until"),
+                    source=chosen["source"] or None, config=self.api.config)
+            else:
+                if not chosen["projection"]:
+                    raise ServiceError("invalid_parameter", "pick at least one projection")
+                reports = await replay_preview.preview(
+                    self.api.pool, projections=chosen["projection"], config=self.api.config)
+        except ServiceError as err:
+            error = err.message
+        log.info("console_replay_preview", by=session.name, error=error,
+                 changes=sum(r["changes"] for r in reports))
+        body = tag("div", *(_report(r) for r in reports),
+                   self._replay_form(session, chosen), id="replay")
+        return html_response(page("Replay preview", body, session=session, current="/replay",
+                                  error=error), status=200 if error is None else 400)
+
     async def index(self, request: web.Request) -> web.Response:
         return await self.status(request)
+
+
+def _report(report: dict[str, Any]) -> Markup:
+    """One dry run's diff: per table, rows added, changed and removed, with samples."""
+    changed = [t for t in report["tables"] if t["added"] or t["changed"] or t["removed"]]
+    verdict = (f"{report['changes']} row(s) would change." if changed
+               else "Nothing would change.")
+    parts: list[Any] = [
+        tag("h2", report["what"]),
+        tag("p", f"{report['events']} {report['unit']} read from the {report['source']}"
+                 f" (dry run: nothing was written). ", tag("strong", verdict),
+            class_="verdict"),
+        table(f"What the replay would do, per table: {report['what']}",
+              ["Table", "Added", "Changed", "Removed"],
+              [[t["table"], t["added"], t["changed"], t["removed"]]
+               for t in report["tables"]], empty="No table is involved.")]
+    for t in changed:
+        parts.append(tag("h3", f"Samples of {t['table']}"))
+        parts.append(tag("ul", *(tag("li", tag("code", _sample(s))) for s in t["samples"]),
+                         class_="samples"))
+    parts.extend(tag("p", f"Note: {note}", class_="hint") for note in report["notes"])
+    return tag("section", *parts, class_="report")
+
+
+def _sample(sample: dict[str, Any]) -> str:
+    if sample.get("change") == "changed":
+        key = " ".join(f"{k}={v}" for k, v in sample.get("key", {}).items())
+        columns = "; ".join(f"{name}: {_short(c.get('from'))} → {_short(c.get('to'))}"
+                            for name, c in sample.get("columns", {}).items())
+        return f"changed {key}: {columns}"
+    return f"{sample.get('change')}: {_short(sample.get('row'), 200)}"
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = json.dumps(value, ensure_ascii=False, default=str)
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+_SPAN = re.compile(r"^(\d+)\s*([smhdw])$")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def _moment(text: str, name: str) -> dt.datetime | None:
+    """A time with a zone, or a span ago (``6h``); empty is None."""
+    if not text:
+        return None
+    span = _SPAN.match(text)
+    if span:
+        return dt.datetime.now(dt.UTC) - dt.timedelta(**{_UNITS[span[2]]: int(span[1])})
+    try:
+        moment = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ServiceError("invalid_parameter",
+                           f"{name}: {text!r} is neither a time nor a span like 6h") from None
+    if moment.tzinfo is None:
+        raise ServiceError("invalid_parameter", f"{name}: {text!r} has no time zone")
+    return moment
 
 
 def _card(ticket: dict[str, Any], department: str, session: Session, *, act: bool,
