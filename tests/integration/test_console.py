@@ -200,6 +200,13 @@ async def test_every_page_passes_axe_fits_a_phone_and_has_a_screenshot(
         await browser.wait_text("main h1", "")
         found[name] = await browser.run(violations, browser.driver, source)
 
+    # The history in the time zone picked; an unknown zone is said, not an error page.
+    await browser.get("/history?tz=Asia/Tokyo")
+    await browser.wait_text("main table caption", "(Asia/Tokyo)")
+    assert await browser.find_all("main figure.chart svg")
+    await browser.get("/history?tz=Mars/Olympus")
+    await browser.wait_text("main .error", "Unknown time zone")
+
     # The replay preview: a dry-run rebuild of every projection, its diff shown.
     await browser.get("/replay")
     await browser.click("input[name=projection][value=all]")

@@ -411,10 +411,11 @@ class Console:
         parts.append(table("The failure log, newest first", headings, rows,
                            empty="No failures match."))
         if act and reasons:
-            parts.append(tag("section", tag("h2", "Retry by reason", id="by-reason-h"), *(
-                action("/failures/retry", f"Retry every open: {r}", session,
-                       fields={"reason": r}) for r in reasons),
-                class_="actions", aria_labelledby="by-reason-h"))
+            parts.append(tag("section", tag("h2", "Retry by reason", id="by-reason-h"),
+                             tag("div", *(action("/failures/retry", f"Retry every open: {r}",
+                                                 session, fields={"reason": r})
+                                          for r in reasons), class_="actions"),
+                             aria_labelledby="by-reason-h"))
         notice = None
         if "retried" in query:
             notice = (f"Retry sent: {_int(query.get('retried'))} of"
