@@ -9,6 +9,7 @@ Skipped without Debian's chromium and chromium-driver, except under CI
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -177,7 +178,12 @@ async def test_every_page_passes_axe_fits_a_phone_and_has_a_screenshot(
     from ops import console_screenshots
     from tests.support.axe import axe_source, violations
 
-    source = await asyncio.to_thread(axe_source)
+    try:
+        source = await asyncio.to_thread(axe_source)
+    except OSError as err:  # no registry to fetch it from, and no cached copy
+        if os.environ.get("CI"):
+            raise
+        pytest.skip(f"axe-core could not be fetched from the npm registry: {err}")
     department = await daemon.pool.fetchval(
         "INSERT INTO desk.departments (name) VALUES ('Support') RETURNING id")
     await daemon.pool.execute(
@@ -199,6 +205,15 @@ async def test_every_page_passes_axe_fits_a_phone_and_has_a_screenshot(
         await browser.get(path)
         await browser.wait_text("main h1", "")
         found[name] = await browser.run(violations, browser.driver, source)
+
+    # Retry a selection: the failure's cause is still there, so it is sent again and
+    # stays open, its attempts counted.
+    await browser.get("/failures")
+    await browser.click("input[name=ids]")
+    await browser.click("button[name=selected]")
+    await browser.wait_text("main .notice", "Retry sent: 1 of 1")
+    await daemon.wait_until("SELECT attempts FROM sync.failures", 2)
+    found["failures after a retry"] = await browser.run(violations, browser.driver, source)
 
     # The history in the time zone picked; an unknown zone is said, not an error page.
     await browser.get("/history?tz=Asia/Tokyo")

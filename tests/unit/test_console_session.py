@@ -69,6 +69,18 @@ def test_an_expired_session_is_none(monkeypatch: pytest.MonkeyPatch) -> None:
     assert sessions.read(_with(cookie)) is None
 
 
+def test_the_cookie_is_secure_over_tls() -> None:
+    """Served over TLS the cookie is Secure too; over plain HTTP (loopback) it cannot be."""
+    import ssl
+
+    sessions = Sessions(TOKENS)
+    for context, secure in ((None, False), (ssl.create_default_context(), True)):
+        response = web.Response()
+        sessions.issue(response, make_mocked_request("POST", "/login", sslcontext=context),
+                       "ann")
+        assert bool(response.cookies[COOKIE]["secure"]) is secure
+
+
 def test_values_are_escaped_in_text_and_attributes() -> None:
     html = tag("a", "<script>x</script>", href='"><img src=x>', class_="c", hidden=True,
                title=None)
