@@ -36,6 +36,7 @@ from daemon.http.console.session import (
     csrf_ok,
     end,
 )
+from daemon.http.errors import ApiError
 from daemon.runtime.settings import Role
 from daemon.service import ServiceError, integration, replay_preview, ticket_list, ticket_stats
 from daemon.service import board as board_service
@@ -249,8 +250,8 @@ class Console:
             raise Forbidden(404, "The handshake board is not served by this daemon.")
         try:
             self.board.admit()
-        except Exception as err:  # ApiError: deleted integration, free edition
-            raise Forbidden(404, str(err)) from None
+        except ApiError as err:  # a deleted integration (404), the free edition (403)
+            raise Forbidden(err.status, err.message) from None
         return self.board
 
     async def board_page(self, request: web.Request) -> web.Response:
@@ -271,11 +272,11 @@ class Console:
             return html_response(page("Handshake board", tag(
                 "p", "No department has tickets yet.", class_="empty"), session=session,
                 current="/board"))
-        columns = await self._columns(ctx, chosen, session)
+        columns, department = await self._columns(ctx, chosen, session)
         body = tag("div", picker, tag(
             "div", columns, id="board", aria_live="polite",
-            data_stream=f"/board/{chosen}/stream",
-            data_fragment=f"/board/fragment?{urlencode({'department': chosen})}"))
+            data_stream=f"/board/{department}/stream",
+            data_fragment=f"/board/fragment?{urlencode({'department': department})}"))
         return html_response(page("Handshake board", body, session=session,
                                   current="/board",
                                   notice=NOTICES.get(request.query.get("done", ""))))
@@ -284,10 +285,12 @@ class Console:
         """The columns alone, for the live page to swap in after a move."""
         session = self._session(request)
         ctx = self._board_context()
-        columns = await self._columns(ctx, request.query.get("department", ""), session)
+        columns, _ = await self._columns(ctx, request.query.get("department", ""), session)
         return html_response(columns)
 
-    async def _columns(self, ctx: BoardContext, ref: str, session: Session) -> Markup:
+    async def _columns(self, ctx: BoardContext, ref: str, session: Session
+                       ) -> tuple[Markup, str]:
+        """The board's columns, and the department's id (``ref`` may be its name)."""
         try:
             async with ctx.pool.acquire() as conn:
                 department = await board_service.resolve_department(conn, ref)
@@ -296,7 +299,7 @@ class Console:
         except ServiceError as err:
             raise Forbidden(err.status, err.message) from None
         if not board["columns"]:
-            return tag("p", "No open tickets in this department.", class_="empty")
+            return tag("p", "No open tickets in this department.", class_="empty"), department.id
         act = RANK[session.role] >= 1
         now = dt.datetime.now(dt.UTC)
         sections = [tag(
@@ -308,7 +311,7 @@ class Console:
             class_="column", data_column=c["column"],
             aria_labelledby=f"col-{c['column']}")
             for c in board["columns"]]
-        return tag("div", *sections, class_="columns")
+        return tag("div", *sections, class_="columns"), department.id
 
     async def board_stream(self, request: web.Request) -> web.StreamResponse:
         self._session(request)
