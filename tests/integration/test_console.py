@@ -1,7 +1,8 @@
 """The operator console (issue 20) in a real headless Chromium against a running
 daemon on the embedded services: log in, follow the board live, act from it, pause
-and resume, retry a failure; a viewer gets no action buttons, and a post without the
-session's CSRF token is refused.
+and resume, retry a failure, run a replay preview; a viewer gets no action buttons,
+and a post without the session's CSRF token is refused; axe-core finds no serious or
+critical violation on any page.
 
 Skipped without Debian's chromium and chromium-driver, except under CI
 (``tests/support/browser.py``)."""
@@ -166,9 +167,27 @@ async def test_a_viewer_sees_and_a_forged_post_is_refused(
         for path in ("/status/pause", "/failures/retry", "/replay/preview"):
             async with http.post(daemon.base + path, data={"csrf": "x"}) as response:
                 assert response.status == 403, path
-        # The API is as it was: bearer tokens, JSON.
-        async with http.get(daemon.base + "/api/v1/status") as response:
-            assert response.status == 401
+
+    # Logging in: the login form's own CSRF value, then the token; a wrong one is a 401.
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
+        async with http.get(daemon.base + "/login") as response:
+            nonce = response.cookies["syncd_login"].value
+        async with http.post(daemon.base + "/login",
+                             data={"csrf": "other", "token": TOKENS["viewer"]}) as response:
+            assert response.status == 403
+        async with http.post(daemon.base + "/login",
+                             data={"csrf": nonce, "token": "not-a-token"}) as response:
+            assert response.status == 401 and "not valid" in await response.text()
+        async with http.post(daemon.base + "/login",
+                             data={"csrf": nonce, "token": TOKENS["viewer"]}) as response:
+            assert response.status == 200 and response.url.path == "/"
+            assert "viewer (viewer)" in await response.text()
+        async with http.post(daemon.base + "/status/pause", data={"csrf": "x"}) as response:
+            assert response.status == 403  # the viewer's session, a wrong token
+
+    # The API is as it was: bearer tokens, JSON.
+    status, _ = await daemon.call("GET", "/api/v1/status", role=None)
+    assert status == 401
 
 
 async def test_every_page_passes_axe_fits_a_phone_and_has_a_screenshot(
