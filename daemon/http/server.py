@@ -27,6 +27,7 @@ from daemon.http import openapi
 from daemon.http.api import DOCUMENT, ApiContext
 from daemon.http.auth import authenticate, by_role
 from daemon.http.board import BoardContext
+from daemon.http.console import console_routes
 from daemon.http.errors import ApiError, error_body, from_http_exception, from_refusal
 from daemon.http.routes import API_ROUTES, BOARD_ROUTES, Route, aiohttp_routes
 from daemon.service import ServiceError
@@ -138,6 +139,9 @@ def build_app(checks: dict[str, ReadinessCheck], *, api: ApiContext | None = Non
         served.extend(BOARD_ROUTES)
         app.on_shutdown.append(board.on_shutdown)  # ends open streams
         app.on_cleanup.append(board.on_cleanup)
+    if api is not None:
+        # The operator console at /: session cookies on the API's tokens and roles.
+        app.router.add_routes(console_routes(api, board))
     app[DOCUMENT] = openapi.document(served)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
