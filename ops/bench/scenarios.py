@@ -986,10 +986,10 @@ async def peer(env: Env, records: int, *, tasks: int = 1) -> Result:
     started for the run (see ``ops.bench.peer``)."""
     from ops.bench import peer as pr
 
-    configured = env.broker is None
     reason = pr.unavailable()
     if reason:
         return {"measured": False, "reason": f"skipped: {reason}"}
+    configured = env.broker is None
     try:
         jars = await asyncio.to_thread(pr.fetch_jars)
     except RuntimeError as err:

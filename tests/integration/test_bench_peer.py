@@ -65,28 +65,3 @@ def test_peer_scenario_tiny(peer_jars: None, pg_server_dsn: str,
     assert steady["outbox_left"] == 0 and steady["links"] == steady["links_expected"]
     (target,) = outcome["targets"]
     assert target["figure"].startswith("syncd steady") and isinstance(target["met"], bool)
-
-
-def test_envelope_keeps_the_event() -> None:
-    """The peer's copy: the event's fields in Connect's JSON envelope, values as JSON text."""
-    event = {"v": 1, "event_id": "e1", "source": "crm", "module": "contacts",
-             "record_id": "7", "op": "update", "values": {"phone": "+33 1", "n": 2},
-             "changed": None, "modified_at": "2026-01-01T00:00:00Z",
-             "created_at": "2026-01-01T00:00:00Z", "origin": "user",
-             "captured_at": "2026-01-01T00:00:01Z"}
-    wrapped = json.loads(pr.envelope(json.dumps(event).encode()))
-    assert wrapped["schema"] == pr.SCHEMA
-    payload = wrapped["payload"]
-    assert json.loads(payload.pop("values")) == event.pop("values")
-    assert payload == event
-    assert {f["field"] for f in pr.SCHEMA["fields"]} == set(wrapped["payload"]) | {"values"}
-
-
-def test_jdbc_target_from_libpq_urls() -> None:
-    url, user, password = pr.jdbc_target("postgresql://postgres:@/bench?host=/tmp/pg")
-    assert url == ("jdbc:postgresql://localhost:5432/bench?socketFactory="
-                   "org.newsclub.net.unix.AFUNIXSocketFactory$FactoryArg"
-                   "&socketFactoryArg=/tmp/pg/.s.PGSQL.5432")
-    assert (user, password) == ("postgres", "")
-    assert pr.jdbc_target("postgresql://u:p%40ss@127.0.0.1:5433/db") == (
-        "jdbc:postgresql://127.0.0.1:5433/db", "u", "p@ss")
