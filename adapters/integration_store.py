@@ -28,7 +28,8 @@ from psycopg.conninfo import conninfo_to_dict
 
 from projections.config import SyncConfig
 from projections.integration import AuditEntry, Integration
-from projections.integration_app import Change, IntegrationApplication
+from projections.integration_app import Change, IntegrationApplication, PeopleCommand
+from projections.people import People
 
 T = TypeVar("T")
 
@@ -209,6 +210,17 @@ class IntegrationService:
     async def choose_related_list_modules(self, modules: list[str], *, by: str) -> Integration:
         return await asyncio.to_thread(self.app.choose_related_list_modules, modules, by=by)
 
+    async def change_people(self, command: PeopleCommand, /, **arguments: Any
+                            ) -> Integration:
+        return await asyncio.to_thread(self.app.change_people, command, **arguments)
+
+    async def record_refusal(self, user_id: str, action: str, target: str, missing: str, *,
+                             by: str) -> None:
+        """Record in the audit trail that ``user_id`` was refused ``action`` on
+        ``target`` for want of ``missing`` (TICKET-04)."""
+        await self.change_people("record_refusal", user_id=user_id, action=action,
+                                 target=target, missing=missing, by=by)
+
     async def pause(self, *, by: str) -> Integration:
         return await asyncio.to_thread(self.app.pause, by=by)
 
@@ -222,6 +234,9 @@ class IntegrationService:
 
     async def current(self) -> Integration | None:
         return await asyncio.to_thread(self.app.current)
+
+    async def people(self) -> People:
+        return await asyncio.to_thread(self.app.people)
 
     async def audit(self) -> list[AuditEntry]:
         return await asyncio.to_thread(self.app.audit)

@@ -33,6 +33,17 @@ from eventsourcing.domain import Aggregate, event
 from projections.catalog import SYNCED_MODULES
 from projections.config import Direction, SyncConfig
 from projections.mapping import MappingError, ModuleMapping, build_mapping
+from projections.people import (
+    InvalidPeople,
+    People,
+    checked_departments,
+    checked_profile,
+    checked_role,
+    checked_signals,
+    checked_visibility,
+    profile_of,
+    user_of,
+)
 from projections.related_lists import DEFAULT_MODULES, in_order, refusal
 
 # Fixed and deterministic: every replica, and every restart, finds the same aggregate.
@@ -126,6 +137,11 @@ class Integration(Aggregate):
         self.custom_views: list[str] = []
         # Aggregates set up before this setting existed get the default on replay too.
         self.related_list_modules: list[str] = list(DEFAULT_MODULES)
+        # The people (projections.people), as stored JSON: CRM users by id, desk
+        # profiles by name, and the CRM users' ticket visibility (TICKET-08).
+        self.crm_users: dict[str, dict[str, Any]] = {}
+        self.desk_profiles: dict[str, dict[str, Any]] = {}
+        self.ticket_visibility = "all"
         self.paused = False
         self.deleted = False
         self.changed_by = by
@@ -252,6 +268,121 @@ class Integration(Aggregate):
             return
         self._related_list_modules_chosen(modules=chosen, by=actor)
 
+    # -- people (OPS-06, TICKET-04, TICKET-08, TICKET-09, PERM-01 … PERM-04) ---------
+
+    def record_crm_user(self, user_id: str, name: str, email: str, *, mutual: bool,
+                        by: str) -> None:
+        """A CRM user the integration knows (from the CRM's users); ``mutual``: the user
+        is in the desk too already, so has an active desk account without an invitation.
+        Recording a known user again changes only what differs."""
+        self._check_live()
+        actor = _actor(by)
+        user, name, email = _text("user_id", user_id), _text("name", name), _text("email", email)
+        if "@" not in email:
+            raise InvalidCommand(f"email {email!r} is not an e-mail address",
+                                 code="invalid_value")
+        if not isinstance(mutual, bool):
+            raise InvalidCommand("mutual must be true or false", code="invalid_value")
+        known = self.crm_users.get(user)
+        if known is not None and (known["name"], known["email"], known["mutual"]) == (
+                name, email, mutual):
+            return
+        self._crm_user_recorded(user_id=user, name=name, email=email, mutual=mutual,
+                                by=actor)
+
+    def invite_user(self, user_id: str, role: str, *, by: str) -> None:
+        """Invite a CRM user to the desk with a role (OPS-06), or change the role. Until
+        the invitation is accepted (``set_desk_account``) the user may only comment
+        (TICKET-04); a mutual user's account is active already."""
+        self._check_live()
+        actor = _actor(by)
+        known = self._user(user_id)
+        chosen = _people(checked_role, role)
+        if known.get("role") != chosen:
+            self._user_invited(user_id=user_id, role=chosen, by=actor)
+
+    def set_desk_account(self, user_id: str, active: bool, *, by: str) -> None:
+        """The user's desk account is active (an invitation accepted) or not
+        (deactivated): without one, a user may only comment (TICKET-04)."""
+        self._check_live()
+        actor = _actor(by)
+        known = self._user(user_id)
+        if not isinstance(active, bool):
+            raise InvalidCommand("active must be true or false", code="invalid_value")
+        if active and known.get("role") is None and not known.get("mutual"):
+            raise InvalidCommand(f"CRM user {user_id} was not invited to the desk: invite"
+                                 " the user with a role first", code="not_invited")
+        if bool(known.get("desk_active")) != active:
+            self._desk_account_set(user_id=user_id, active=active, by=actor)
+
+    def set_user_departments(self, user_id: str, departments: list[str], *, by: str
+                             ) -> None:
+        """The desk departments the user belongs to (TICKET-08)."""
+        self._check_live()
+        actor = _actor(by)
+        known = self._user(user_id)
+        chosen = _people(checked_departments, departments)
+        if known.get("departments", []) != chosen:
+            self._user_departments_set(user_id=user_id, departments=chosen, by=actor)
+
+    def choose_user_signals(self, user_id: str, signals: list[str], *, by: str) -> None:
+        """The sales signals the user enabled (TICKET-09)."""
+        self._check_live()
+        actor = _actor(by)
+        known = self._user(user_id)
+        chosen = _people(checked_signals, signals)
+        if known.get("signals") != chosen:
+            self._user_signals_chosen(user_id=user_id, signals=chosen, by=actor)
+
+    def choose_ticket_visibility(self, visibility: str, *, by: str) -> None:
+        """CRM users see every department's tickets, or only their departments'
+        (TICKET-08)."""
+        self._check_live()
+        actor = _actor(by)
+        chosen = _people(checked_visibility, visibility)
+        if chosen != self.ticket_visibility:
+            self._ticket_visibility_chosen(visibility=chosen, by=actor)
+
+    def set_profile(self, name: str, *, visible: bool, shows: str,
+                    access: dict[str, str], configures: bool, by: str) -> None:
+        """Define or change a desk profile's view of the CRM (PERM-01 … PERM-04)."""
+        self._check_live()
+        actor = _actor(by)
+        profile = _text("name", name)
+        stored = _people(checked_profile, visible, shows, access, configures)
+        if self.desk_profiles.get(profile) != stored:
+            self._profile_set(name=profile, profile=stored, by=actor)
+
+    def remove_profile(self, name: str, *, by: str) -> None:
+        self._check_live()
+        actor = _actor(by)
+        if name not in self.desk_profiles:
+            raise InvalidCommand(f"no desk profile {name!r}", code="unknown_profile")
+        self._profile_removed(name=name, by=actor)
+
+    def record_refusal(self, user_id: str, action: str, target: str, missing: str, *,
+                       by: str) -> None:
+        """An action a CRM user's role does not allow, refused and recorded in the audit
+        trail (TICKET-04): nothing else changes."""
+        self._check_live()
+        self._action_refused(user_id=_text("user_id", user_id), action=_text("action", action),
+                             target=_text("target", target), missing=_text("missing", missing),
+                             by=_actor(by))
+
+    def people(self) -> People:
+        return People(
+            users={uid: user_of(uid, stored) for uid, stored in self.crm_users.items()},
+            profiles={name: profile_of(name, stored)
+                      for name, stored in self.desk_profiles.items()},
+            visibility=checked_visibility(self.ticket_visibility))
+
+    def _user(self, user_id: object) -> dict[str, Any]:
+        known = self.crm_users.get(user_id) if isinstance(user_id, str) else None
+        if known is None:
+            raise InvalidCommand(f"no CRM user {user_id!r}: record the user first",
+                                 code="unknown_user")
+        return known
+
     def pause(self, *, by: str) -> None:
         """Stop exchanging changes; they wait, and are applied on resume (OPS-01)."""
         self._check_live()
@@ -347,6 +478,56 @@ class Integration(Aggregate):
         self.related_list_modules = modules
         self.changed_by = by
 
+    @event("CrmUserRecorded")
+    def _crm_user_recorded(self, user_id: str, name: str, email: str, mutual: bool,
+                           by: str) -> None:
+        known = self.crm_users.setdefault(user_id, {"role": None, "desk_active": False,
+                                                    "departments": []})
+        known.update(name=name, email=email, mutual=mutual)
+        if mutual:
+            known["desk_active"] = True
+        self.changed_by = by
+
+    @event("UserInvited")
+    def _user_invited(self, user_id: str, role: str, by: str) -> None:
+        self.crm_users[user_id]["role"] = role
+        self.changed_by = by
+
+    @event("DeskAccountSet")
+    def _desk_account_set(self, user_id: str, active: bool, by: str) -> None:
+        self.crm_users[user_id]["desk_active"] = active
+        self.changed_by = by
+
+    @event("UserDepartmentsSet")
+    def _user_departments_set(self, user_id: str, departments: list[str], by: str) -> None:
+        self.crm_users[user_id]["departments"] = departments
+        self.changed_by = by
+
+    @event("UserSignalsChosen")
+    def _user_signals_chosen(self, user_id: str, signals: list[str], by: str) -> None:
+        self.crm_users[user_id]["signals"] = signals
+        self.changed_by = by
+
+    @event("TicketVisibilityChosen")
+    def _ticket_visibility_chosen(self, visibility: str, by: str) -> None:
+        self.ticket_visibility = visibility
+        self.changed_by = by
+
+    @event("ProfileSet")
+    def _profile_set(self, name: str, profile: dict[str, Any], by: str) -> None:
+        self.desk_profiles[name] = profile
+        self.changed_by = by
+
+    @event("ProfileRemoved")
+    def _profile_removed(self, name: str, by: str) -> None:
+        del self.desk_profiles[name]
+        self.changed_by = by
+
+    @event("ActionRefused")
+    def _action_refused(self, user_id: str, action: str, target: str, missing: str,
+                        by: str) -> None:
+        """Only for the audit trail: a refusal changes no state."""
+
     @event("Paused")
     def _paused(self, by: str) -> None:
         self.paused = True
@@ -404,6 +585,14 @@ def _text(name: str, value: object) -> str:
         raise InvalidCommand(f"{name} is longer than {_MAX_TEXT} characters",
                              code="invalid_value")
     return text
+
+
+def _people(check: Any, *values: object) -> Any:
+    """A ``projections.people`` check, its refusal as the integration's."""
+    try:
+        return check(*values)
+    except InvalidPeople as err:
+        raise InvalidCommand(str(err), code="invalid_value") from None
 
 
 def _actor(by: object) -> str:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, get_args
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application
@@ -31,6 +31,7 @@ from projections.integration import (
     NotSetUp,
     audit_entry,
 )
+from projections.people import People
 
 _ATTEMPTS = 3
 
@@ -41,6 +42,14 @@ class Change:
 
     notification_id: int
     entry: AuditEntry
+
+
+PeopleCommand = Literal["record_crm_user", "invite_user", "set_desk_account",
+                        "set_user_departments", "choose_user_signals",
+                        "choose_ticket_visibility", "set_profile", "remove_profile",
+                        "record_refusal"]
+PEOPLE_COMMANDS: tuple[PeopleCommand, ...] = get_args(PeopleCommand)
+"""The ``Integration`` commands on its people (``projections.people``)."""
 
 
 class IntegrationApplication(Application[UUID]):
@@ -101,6 +110,13 @@ class IntegrationApplication(Application[UUID]):
     def pause(self, *, by: str) -> Integration:
         return self._execute(lambda it: it.pause(by=by))
 
+    def change_people(self, command: PeopleCommand, /, **arguments: Any) -> Integration:
+        """One of the integration's people commands (``PEOPLE_COMMANDS``), by name, with
+        its keyword arguments (``by`` among them)."""
+        if command not in PEOPLE_COMMANDS:
+            raise ValueError(f"not a people command: {command!r}")
+        return self._execute(lambda it: getattr(it, command)(**arguments))
+
     def resume(self, *, by: str) -> Integration:
         return self._execute(lambda it: it.resume(by=by))
 
@@ -127,6 +143,11 @@ class IntegrationApplication(Application[UUID]):
         """
         integration = self.current()
         return NOT_SET_UP if integration is None else integration.to_sync_config()
+
+    def people(self) -> People:
+        """The CRM users, desk profiles and ticket visibility (none before set-up)."""
+        integration = self.current()
+        return People() if integration is None else integration.people()
 
     def audit(self) -> list[AuditEntry]:
         """Every change, oldest first: when, who, what, and its values (OPS-05)."""

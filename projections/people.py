@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 Role = Literal["light_agent", "agent", "admin"]
 ROLES: tuple[Role, ...] = get_args(Role)
@@ -152,3 +152,88 @@ def restrict(item: Item, access: Access, record: Mapping[str, object]
     if access == "full":
         return dict(record)
     return {name: record.get(name) for name in RESTRICTED_FIELDS[item]}
+
+
+@dataclass(frozen=True, slots=True)
+class People:
+    """The integration's people at one position of its events."""
+
+    users: Mapping[str, CrmUser] = field(default_factory=dict)
+    profiles: Mapping[str, DeskProfile] = field(default_factory=dict)
+    visibility: Visibility = "all"
+
+    def as_json(self) -> dict[str, object]:
+        return {"ticket_visibility": self.visibility,
+                "users": [u.as_json() for _, u in sorted(self.users.items())],
+                "profiles": [p.as_json() for _, p in sorted(self.profiles.items())]}
+
+
+# -- the aggregate's stored form ----------------------------------------------------------
+# The integration aggregate keeps plain JSON values (its events are stored as JSON);
+# these read them back as the values above, and check what a command is given.
+
+class InvalidPeople(ValueError):
+    """A value a people command may not record; the message says which and why."""
+
+
+def user_of(user_id: str, stored: Mapping[str, Any]) -> CrmUser:
+    role = stored.get("role")
+    return CrmUser(
+        id=user_id, name=str(stored["name"]), email=str(stored["email"]),
+        role=role if role in ROLES else None,
+        desk_active=bool(stored.get("desk_active")), mutual=bool(stored.get("mutual")),
+        departments=frozenset(stored.get("departments") or ()),
+        signals=frozenset(stored.get("signals", SIGNALS)))
+
+
+def profile_of(name: str, stored: Mapping[str, Any]) -> DeskProfile:
+    return DeskProfile(name=name, visible=bool(stored.get("visible", True)),
+                       shows=stored.get("shows", "contacts"),
+                       access=dict(stored.get("access") or {}),
+                       configures=bool(stored.get("configures", False)))
+
+
+def checked_role(role: object) -> Role:
+    if role not in ROLES:
+        raise InvalidPeople(f"role must be one of {list(ROLES)}, not {role!r}")
+    return role
+
+
+def checked_departments(departments: object) -> list[str]:
+    """Department ids: digits (the desk's ids), each once, in order."""
+    if not isinstance(departments, list) or not all(
+            isinstance(d, (str, int)) and str(d).isdigit() and len(str(d)) <= 18
+            for d in departments):
+        raise InvalidPeople("departments must be a list of desk department ids (digits)")
+    return sorted({str(d) for d in departments}, key=lambda d: (len(d), d))
+
+
+def checked_signals(signals: object) -> list[str]:
+    if not isinstance(signals, list) or not all(s in SIGNALS for s in signals):
+        raise InvalidPeople(f"signals must be a list of {list(SIGNALS)}")
+    return [s for s in SIGNALS if s in signals]
+
+
+def checked_visibility(visibility: object) -> Visibility:
+    if visibility not in VISIBILITIES:
+        raise InvalidPeople(f"ticket visibility must be one of {list(VISIBILITIES)},"
+                            f" not {visibility!r}")
+    return visibility
+
+
+def checked_profile(visible: object, shows: object, access: object,
+                    configures: object) -> dict[str, object]:
+    """A profile's stored form; ``access`` names some items (the others are full)."""
+    if not isinstance(visible, bool) or not isinstance(configures, bool):
+        raise InvalidPeople("visible and configures must be true or false")
+    if shows not in ("contacts", "accounts"):
+        raise InvalidPeople(f"shows must be 'contacts' or 'accounts', not {shows!r}")
+    if not isinstance(access, dict):
+        raise InvalidPeople(f"access must map items {list(ITEMS)} to {list(ACCESSES)}")
+    for item, level in access.items():
+        if item not in ITEMS or level not in ACCESSES:
+            raise InvalidPeople(
+                f"access: {item!r}: {level!r} is not one of items {list(ITEMS)} with"
+                f" a level of {list(ACCESSES)}")
+    return {"visible": visible, "shows": shows, "configures": configures,
+            "access": {item: access.get(item, "full") for item in ITEMS}}

@@ -17,6 +17,7 @@ import structlog
 from daemon.cli.admin import COMMANDS
 from daemon.cli.db import db
 from daemon.cli.handshake import handshake
+from daemon.cli.people import profiles, users
 from daemon.cli.tickets import tickets
 from daemon.runtime.logs import command_log_level, configure_logging
 from daemon.runtime.settings import Settings, SettingsError, load_settings
@@ -198,6 +199,8 @@ for _command in COMMANDS:
 cli.add_command(db)
 cli.add_command(handshake)
 cli.add_command(tickets)
+cli.add_command(users)
+cli.add_command(profiles)
 
 from daemon.cli.replay import replay  # noqa: E402
 

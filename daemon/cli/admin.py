@@ -34,11 +34,13 @@ def client_of(ctx: click.Context) -> DaemonClient:
 
 
 def request(client: DaemonClient, method: str, path: str, body: Any = None, *,
-            query: dict[str, str] | None = None) -> Any:
+            query: dict[str, str] | None = None, acting_as: str | None = None) -> Any:
     """``client.call`` on an admin API path (under ``API_PREFIX``), a refusal or no
-    daemon answering as the command's error."""
+    daemon answering as the command's error. ``acting_as``: the CRM user the request
+    acts for (``X-Syncd-Crm-User``)."""
+    headers = None if acting_as is None else {"X-Syncd-Crm-User": acting_as}
     try:
-        return client.call(method, API_PREFIX + path, body, query=query)
+        return client.call(method, API_PREFIX + path, body, query=query, headers=headers)
     except ApiError as err:
         raise click.ClickException(f"{err.code}: {err.message}") from None
     except Unreachable as err:

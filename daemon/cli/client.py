@@ -158,19 +158,21 @@ class DaemonClient:
         return response
 
     def call(self, method: str, path: str, body: Any = None, *,
-             query: dict[str, str] | None = None) -> Any:
+             query: dict[str, str] | None = None,
+             headers: dict[str, str] | None = None) -> Any:
         """One request; the decoded JSON answer. ``ApiError`` when the daemon refuses,
         ``Unreachable`` when none answers."""
-        with self._open(method, path, body=body, query=query,
+        with self._open(method, path, body=body, query=query, headers=headers,
                         timeout=self.timeout) as response:
             try:
                 return json.loads(response.read() or b"null")
             except (OSError, http.client.HTTPException) as err:
                 raise Unreachable.at(self.base, err) from None
 
-    def events(self, path: str, *, last_event_id: str | None = None) -> Iterator[SseEvent]:
+    def events(self, path: str, *, last_event_id: str | None = None,
+               extra_headers: dict[str, str] | None = None) -> Iterator[SseEvent]:
         """The server-sent events of one connection to ``path``, as they arrive."""
-        headers = {"Accept": "text/event-stream"}
+        headers = {"Accept": "text/event-stream", **(extra_headers or {})}
         if last_event_id is not None:
             headers["Last-Event-ID"] = last_event_id
         with self._open("GET", path, headers=headers,

@@ -93,3 +93,36 @@ def decode(raw: bytes, kind: type[S]) -> S:
 
 async def body_of(request: web.Request, kind: type[S]) -> S:
     return decode(await read_raw(request), kind)
+
+
+class CrmUserBody(msgspec.Struct, forbid_unknown_fields=True):
+    name: str
+    email: str
+    mutual: bool = False
+
+
+class RoleBody(msgspec.Struct, forbid_unknown_fields=True):
+    role: str
+
+
+class DeskAccount(msgspec.Struct, forbid_unknown_fields=True):
+    active: bool
+
+
+class Departments(msgspec.Struct, forbid_unknown_fields=True):
+    departments: list[str]
+
+
+class Signals(msgspec.Struct, forbid_unknown_fields=True):
+    signals: list[str]
+
+
+class TicketVisibility(msgspec.Struct, forbid_unknown_fields=True):
+    visibility: str
+
+
+class Profile(msgspec.Struct, forbid_unknown_fields=True):
+    visible: bool = True
+    shows: str = "contacts"
+    access: dict[str, str] = msgspec.field(default_factory=dict)
+    configures: bool = False

@@ -19,7 +19,7 @@ from typing import Any, Generic, Literal, TypeVar, cast
 import msgspec
 from aiohttp import web
 
-from daemon.http import API_PREFIX, BOARD_PREFIX, api, board, bodies
+from daemon.http import API_PREFIX, BOARD_PREFIX, api, board, bodies, people
 from daemon.http.auth import RANK, Authorize
 from daemon.runtime.settings import Role
 
@@ -54,6 +54,7 @@ def _board(method: str, path: str, role: Access,
 
 
 _I = f"{API_PREFIX}/integration"
+_P = f"{API_PREFIX}/people"
 
 API_ROUTES: list[Route[api.ApiContext]] = [
     _api("get", f"{API_PREFIX}/openapi.json", "public", None, api.openapi_json,
@@ -82,6 +83,28 @@ API_ROUTES: list[Route[api.ApiContext]] = [
          "Resume and apply what accumulated"),
     _api("delete", _I, "admin", None, api.delete, "Delete the integration"),
     _api("get", f"{_I}/audit", "viewer", None, api.audit, "Who changed what, when"),
+    _api("get", _P, "viewer", None, people.listing,
+         "CRM users (mutual users marked), desk profiles, ticket visibility (OPS-06)"),
+    _api("get", f"{_P}/me", "viewer", None, people.me,
+         "The acting CRM user (X-Syncd-Crm-User) and what the user may do"),
+    _api("put", f"{_P}/users/{{user}}", "admin", bodies.CrmUserBody, people.record_user,
+         "Record a CRM user the integration knows (mutual: in the desk already)"),
+    _api("put", f"{_P}/users/{{user}}/role", "admin", bodies.RoleBody, people.invite,
+         "Invite a CRM user to the desk with a role, or change it (OPS-06)"),
+    _api("put", f"{_P}/users/{{user}}/desk-account", "admin", bodies.DeskAccount,
+         people.desk_account,
+         "The user's desk account active or not (without one: comment only, TICKET-04)"),
+    _api("put", f"{_P}/users/{{user}}/departments", "admin", bodies.Departments,
+         people.departments, "The desk departments a CRM user belongs to (TICKET-08)"),
+    _api("put", f"{_P}/users/{{user}}/signals", "operator", bodies.Signals, people.signals,
+         "The sales signals a CRM user enabled (TICKET-09): an admin's, or the user's own"),
+    _api("put", f"{_P}/ticket-visibility", "admin", bodies.TicketVisibility,
+         people.ticket_visibility,
+         "CRM users see all departments' tickets, or their own departments' (TICKET-08)"),
+    _api("put", f"{_P}/profiles/{{profile}}", "admin", bodies.Profile, people.set_profile,
+         "Define or change a desk profile's view of the CRM (PERM-01 … PERM-03)"),
+    _api("delete", f"{_P}/profiles/{{profile}}", "admin", None, people.remove_profile,
+         "Remove a desk profile"),
     _api("get", f"{API_PREFIX}/history", "viewer", None, api.history,
          "Seven-day history per day (?tz=)"),
     _api("get", f"{API_PREFIX}/failures", "viewer", None, api.failures,
