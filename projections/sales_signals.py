@@ -120,11 +120,18 @@ class SignalRow:
     event_id: uuid.UUID | None
     """The event that caused it (an overdue signal: the event that moved the clock)."""
 
-    def as_json(self, seq: int) -> dict[str, Any]:
-        return {"seq": seq, "id": str(self.id), "kind": self.kind, "ticket_id": self.ticket_id,
-                "department_id": self.department_id, "origin": self.origin,
-                "subject": self.subject, "at": self.at.isoformat(),
-                "event_id": None if self.event_id is None else str(self.event_id)}
+
+
+SIGNAL_COLUMNS = "seq, id, kind, ticket_id, department_id, origin, subject, at, event_id"
+
+
+def signal_json(row: Any) -> dict[str, Any]:
+    """A ``sales_signals.signals`` row (``SIGNAL_COLUMNS``) as the API, the stream and the
+    Kafka topic carry it."""
+    return {"seq": row["seq"], "id": str(row["id"]), "kind": row["kind"],
+            "ticket_id": row["ticket_id"], "department_id": row["department_id"],
+            "origin": row["origin"], "subject": row["subject"], "at": row["at"].isoformat(),
+            "event_id": None if row["event_id"] is None else str(row["event_id"])}
 
 
 def ticket_state(event: ChangeEvent, earlier: TicketState | None) -> TicketState:
