@@ -19,7 +19,7 @@ from typing import Any, Generic, Literal, TypeVar, cast
 import msgspec
 from aiohttp import web
 
-from daemon.http import API_PREFIX, BOARD_PREFIX, api, board, bodies, people
+from daemon.http import API_PREFIX, BOARD_PREFIX, api, board, bodies, people, signals
 from daemon.http.auth import RANK, Authorize
 from daemon.runtime.settings import Role
 
@@ -119,6 +119,12 @@ API_ROUTES: list[Route[api.ApiContext]] = [
          api.related_tickets,
          "A CRM contact's or account's tickets, newest first"
          " (?filter=overdue|closed|escalated|high_priority&limit=&offset=; TICKET-01, TICKET-07)"),
+    _api("get", f"{API_PREFIX}/signals", "viewer", None, signals.page,
+         "Sales signals of the CRM user named by X-Syncd-Crm-User, after a sequence"
+         " number (?after=&limit=; TICKET-09)"),
+    _api("get", f"{API_PREFIX}/signals/stream", "viewer", None, signals.stream,
+         "Server-sent events: each sales signal the CRM user (X-Syncd-Crm-User) may see"
+         " and enabled, once, in order (Last-Event-ID resumes; TICKET-09)"),
     _api("post", "/webhooks/{source:desk|crm}", "signature", bodies.WebhookChange,
          api.webhook, "Change notification (HMAC-SHA256)"),
     _api("post", "/webhooks/zoho-crm", "signature", bodies.ZohoCrmNotification,
