@@ -105,6 +105,8 @@ class SignalPublisher:
 
     async def _publish(self, conn: asyncpg.Connection, producer: AIOKafkaProducer,
                        stop: asyncio.Event) -> None:
+        await conn.execute("INSERT INTO sales_signals.published (one, through)"
+                           " VALUES (true, 0) ON CONFLICT (one) DO NOTHING")
         while not stop.is_set():
             self._wake.clear()  # before reading: a commit from here on wakes us
             through = await conn.fetchval("SELECT through FROM sales_signals.published")

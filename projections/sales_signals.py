@@ -157,6 +157,8 @@ class State:
                  tickets: Iterable[TicketState] = (), people: Iterable[PersonState] = (),
                  deals: Iterable[tuple[str, str | None, str]] = ()) -> None:
         self.clock = clock
+        self.decided: set[uuid.UUID] = set()
+        """Signal ids decided by this walk (a cause met twice signals once)."""
         self.tickets = {t.ticket_id: t for t in tickets}
         self.people = {(p.kind, p.record_id): p for p in people}
         self.deals = {deal_id: (contact, stage) for deal_id, contact, stage in deals}
@@ -212,10 +214,12 @@ def derive(state: State, events: Iterable[ChangeEvent]) -> list[SignalRow]:
     def emit(kind: Signal, cause: str, ticket: TicketState, at: dt.datetime,
              event_id: uuid.UUID | None) -> None:
         came_from = state.origin_of(ticket)
-        if came_from is not None:
-            signals.append(SignalRow(signal_id(kind, cause), kind, ticket.ticket_id,
-                                     ticket.department_id, came_from, ticket.subject, at,
-                                     event_id))
+        sid = signal_id(kind, cause)
+        # One cause, one signal (``apply`` drops those of earlier batches).
+        if came_from is not None and sid not in state.decided:
+            state.decided.add(sid)
+            signals.append(SignalRow(sid, kind, ticket.ticket_id, ticket.department_id,
+                                     came_from, ticket.subject, at, event_id))
 
     for event in events:
         if state.clock is None or event.captured_at > state.clock:
@@ -303,6 +307,14 @@ class SalesSignalsProjection:
         assert clock is not None
         state = await _load(conn, batch, clock=clock["at"])
         signals = derive(state, batch)
+        if signals:
+            # A cause met again in a later batch (a record created twice under one id:
+            # deleted for good, then created again; a due date moved away and back) is
+            # not a second signal; within the batch ``derive`` already keeps one.
+            known = {r["id"] for r in await conn.fetch(
+                "SELECT id FROM sales_signals.signals WHERE id = ANY($1::uuid[])",
+                [s.id for s in signals])}
+            signals = [s for s in signals if s.id not in known]
         last_seq: int = clock["last_seq"]
         await _write_state(conn, state)
         if signals:

@@ -85,6 +85,25 @@ def test_once_per_cause() -> None:
         "escalated_ticket"]
 
 
+def test_a_cause_met_again_signals_once() -> None:
+    """A ticket and a thread created twice under one id, a due date moved away and
+    back: one signal each."""
+    due = BASE_TIME.replace(hour=12, minute=30).isoformat()
+    other = BASE_TIME.replace(hour=12, minute=40).isoformat()
+    events = [contact("C1", 0), ticket("1", 1, op="create", due_date=due),
+              thread("11", "1", 2, kind="comment", direction="out"),
+              change(module="tickets", record_id="1", op="delete", at=3),
+              ticket("1", 4, op="create", due_date=due),
+              thread("11", "1", 5, kind="comment", direction="out"),
+              lead("L9", 31 * MIN, email="x@example.com"),
+              ticket("1", 32 * MIN, due_date=other), lead("L9", 41 * MIN, email="y@a.com"),
+              ticket("1", 42 * MIN, due_date=due), lead("L9", 50 * MIN, email="z@a.com")]
+    signals = derive(State(), events)
+    assert [s.kind for s in signals] == [
+        "new_ticket", "new_comment", "overdue_ticket", "overdue_ticket"]
+    assert [s.at.isoformat() for s in signals[2:]] == [due, other]
+
+
 def test_no_origin_no_signal_and_imports_are_not_news() -> None:
     """A stranger's ticket decides nothing; a first sync's import neither."""
     events = [ticket("1", 0, op="create"), contact("C1", 1, email="bo@example.com"),
