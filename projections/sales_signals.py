@@ -163,7 +163,9 @@ class State:
         self.people = {(p.kind, p.record_id): p for p in people}
         self.deals = {deal_id: (contact, stage) for deal_id, contact, stage in deals}
         self.gone_people: set[tuple[str, str]] = set()
+        self.changed_people: set[tuple[Kind, str]] = set()
         self.gone_deals: set[str] = set()
+        self.changed_deals: set[str] = set()
         self.touched: set[str] = set()
         self._due: list[tuple[dt.datetime, str]] = []
         for ticket in self.tickets.values():
@@ -233,17 +235,21 @@ def derive(state: State, events: Iterable[ChangeEvent]) -> list[SignalRow]:
                 state.people[(kind, event.record_id)] = PersonState(
                     kind, event.record_id, person.email_keys, person.phone_keys)
                 state.gone_people.discard((kind, event.record_id))
+                state.changed_people.add((kind, event.record_id))
             else:
                 state.people.pop((kind, event.record_id), None)
                 state.gone_people.add((kind, event.record_id))
+                state.changed_people.discard((kind, event.record_id))
         elif event.source == "crm" and event.module == "deals":
             deal = deal_change(event)
             if deal.live:
                 state.deals[deal.deal_id] = (deal.contact_id, deal.stage)
                 state.gone_deals.discard(deal.deal_id)
+                state.changed_deals.add(deal.deal_id)
             else:
                 state.deals.pop(deal.deal_id, None)
                 state.gone_deals.add(deal.deal_id)
+                state.changed_deals.discard(deal.deal_id)
         elif event.source == "desk" and event.module == "tickets":
             before = state.tickets.get(event.record_id)
             ticket = ticket_state(event, before)
@@ -402,10 +408,9 @@ async def _write_state(conn: Conn, state: State) -> None:
             "DELETE FROM sales_signals.people WHERE (kind, record_id) IN"
             " (SELECT * FROM unnest($1::text[], $2::text[]))",
             [kind for kind, _ in gone], [rid for _, rid in gone])
-    people = sorted(state.people.values(), key=lambda p: (p.kind, p.record_id))
+    people = [state.people[key] for key in sorted(state.changed_people)]
     if people:
-        # Every loaded person is written again: a handful per batch, and simpler than
-        # tracking which changed. Arrays of arrays are ragged, hence one row each.
+        # Key arrays differ in length (unnest cannot take an array of them): one row each.
         await conn.executemany(
             "INSERT INTO sales_signals.people (kind, record_id, email_keys, phone_keys)"
             " VALUES ($1, $2, $3, $4) ON CONFLICT (kind, record_id) DO UPDATE"
@@ -414,7 +419,7 @@ async def _write_state(conn: Conn, state: State) -> None:
     if state.gone_deals:
         await conn.execute("DELETE FROM sales_signals.deals WHERE deal_id = ANY($1::text[])",
                            sorted(state.gone_deals))
-    deals = sorted(state.deals.items())
+    deals = [(deal_id, state.deals[deal_id]) for deal_id in sorted(state.changed_deals)]
     if deals:
         await conn.execute(
             "INSERT INTO sales_signals.deals (deal_id, contact_id, stage)"
