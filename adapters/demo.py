@@ -18,6 +18,8 @@ import random
 import asyncpg
 import structlog
 
+from adapters.integration_store import IntegrationService
+
 log = structlog.get_logger(__name__)
 
 FIRST = ["Ana", "Bruno", "Carla", "Diego", "Elena", "Fabio", "Gabriela", "Hugo", "Inês",
@@ -129,7 +131,8 @@ async def seed(pool: asyncpg.Pool, *, contacts: int = 3000, seed_value: int = 7,
 async def _seed_tickets(conn: asyncpg.pool.PoolConnectionProxy, rng: random.Random,
                         now: dt.datetime) -> int:
     """One to three tickets for one desk contact with an e-mail in four, created in the
-    last 90 days: the customer's message, mostly an agent's reply within ten hours, a due
+    last 90 days: the customer's message, mostly an agent's reply within ten hours (and
+    an agent's internal comment on the escalated ones), a due
     date a few days on, and about half closed within three days (most of those rated).
     Times are set explicitly, all before ``now``, so a ticket closed is closed at its
     modification time and the open ones past their due date are overdue."""
@@ -159,12 +162,15 @@ async def _seed_tickets(conn: asyncpg.pool.PoolConnectionProxy, rng: random.Rand
                 rng.choice(departments), rng.choice(SUBJECTS), status,
                 rng.choice(["Low", "Medium", "High"]), contact["email"].strip(), contact["id"],
                 due, rating, created, modified)
-            threads = [(ticket, "in", "Hello, I need help.", created)]
+            threads = [(ticket, "in", "reply", "Hello, I need help.", created)]
             if replied is not None:
-                threads.append((ticket, "out", "Thanks, we are on it.", replied))
+                threads.append((ticket, "out", "reply", "Thanks, we are on it.", replied))
+            if status == "Escalated":  # an internal comment, seen by agents only
+                threads.append((ticket, "out", "comment", "Escalated to the second line.",
+                                (replied or created) + 5 * minutes))
             await conn.executemany(
                 "INSERT INTO desk.ticket_threads (ticket_id, direction, kind, content,"
-                " created_time, modified_time) VALUES ($1, $2, 'reply', $3, $4, $4)", threads)
+                " created_time, modified_time) VALUES ($1, $2, $3, $4, $5, $5)", threads)
             count += 1
     return count
 
@@ -173,3 +179,63 @@ async def products_department(pool: asyncpg.Pool) -> int | None:
     """The demo desk's department that products sync with (SYNC-12): Support."""
     found = await pool.fetchval("SELECT min(id) FROM desk.departments WHERE name = 'Support'")
     return None if found is None else int(found)
+
+
+DEMO_USERS = [
+    # CRM user id, name, e-mail, role, desk account active, mutual, departments by name
+    ("1001", "Marta Costa", "marta.costa@demo-crm.example", "admin", True, False,
+     ["Support", "Billing"]),
+    ("1002", "Hugo Dupont", "hugo.dupont@demo-crm.example", "agent", True, False,
+     ["Support"]),
+    ("1003", "Inês Pereira", "ines.pereira@demo-crm.example", "light_agent", True, False,
+     ["Billing"]),
+    ("1004", "Pablo López", "pablo.lopez@demo-crm.example", "agent", False, False,
+     ["Support"]),
+    ("1005", "Zoé Bernard", "zoe.bernard@demo-crm.example", "agent", True, True,
+     ["Billing"]),
+]
+"""CRM users of each role: an admin, an agent and a light agent with accepted
+invitations, an agent whose invitation is not accepted yet (so may only comment), and
+a mutual user (in both before any invitation)."""
+
+DEMO_PROFILES: list[tuple[str, dict[str, object]]] = [
+    ("Agent", {"visible": True, "shows": "contacts", "access": {}, "configures": False}),
+    ("Light Agent", {"visible": True, "shows": "contacts", "configures": False,
+                     "access": {"deals": "none", "notes": "restricted",
+                                "calls": "restricted", "events": "restricted",
+                                "tasks": "restricted"}}),
+    ("Supervisor", {"visible": True, "shows": "accounts", "access": {},
+                    "configures": True}),
+    ("Contractor", {"visible": False, "shows": "contacts", "access": {},
+                    "configures": False}),
+]
+"""Desk profiles: full access, a restricted one (no potentials; notes and activities
+restricted), one showing accounts that may configure the integration, and one that
+does not see the integration."""
+
+
+async def seed_people(integration: IntegrationService, departments: dict[str, str], *,
+                      by: str) -> None:
+    """The demo's CRM users, their invitations and departments, the desk profiles, and
+    ticket visibility by department, as an administrator would record them.
+    ``departments``: the desk's department ids by name (names missing: left out)."""
+    for user_id, name, email, role, active, mutual, names in DEMO_USERS:
+        await integration.change_people("record_crm_user", user_id=user_id, name=name,
+                                        email=email, mutual=mutual, by=by)
+        await integration.change_people("invite_user", user_id=user_id, role=role, by=by)
+        if active and not mutual:
+            await integration.change_people("set_desk_account", user_id=user_id,
+                                            active=True, by=by)
+        await integration.change_people(
+            "set_user_departments", user_id=user_id,
+            departments=[departments[n] for n in names if n in departments], by=by)
+    for profile, settings in DEMO_PROFILES:
+        await integration.change_people("set_profile", name=profile, by=by, **settings)
+    await integration.change_people("choose_ticket_visibility", visibility="departments",
+                                    by=by)
+
+
+async def department_ids(pool: asyncpg.Pool) -> dict[str, str]:
+    """The embedded desk's departments, id by name."""
+    return {r["name"]: str(r["id"]) for r in await pool.fetch(
+        "SELECT id, name FROM desk.departments WHERE NOT deleted")}

@@ -21,7 +21,7 @@ from eventsourcing.persistence import OperationalError as PersistenceOperational
 
 from adapters import metrics
 from adapters.command_writer import CommandWriter
-from adapters.demo import products_department
+from adapters.demo import department_ids, products_department, seed_people
 from adapters.demo import seed as seed_demo
 from adapters.integration_store import IntegrationService
 from adapters.kafka import (
@@ -197,6 +197,8 @@ async def _seed_demo(pool: asyncpg.Pool, integration: IntegrationService, *,
         await integration.choose_sync_type("two_way", by=DEMO_ACTOR)
         if support is not None:
             await integration.choose_products_department(support, by=DEMO_ACTOR)
+        await seed_people(integration, await department_ids(pool) if embedded else {},
+                          by=DEMO_ACTOR)
     except InvalidCommand as err:
         # Another replica set it up meanwhile, or someone deleted it: theirs stands.
         log.warning("demo_integration_skipped", code=err.code, error=str(err))

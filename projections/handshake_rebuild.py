@@ -6,16 +6,12 @@ each key's standing and each ticket's column up to date with every change), so a
 rebuild need not run the live projection over every logged event, which made the
 board replay's bottleneck. Here:
 
-1. **Last states.** One query over ``syncd.event_log`` picks each record's newest
-   event (the greatest ``seq``) of the modules the board reads. Only those
-   are decoded, and reduced by the live projection's own rules
+1. **Last states** (``projections.last_states``): each record's newest event of the
+   modules the board reads, reduced by the live projection's own rules
    (``projections.handshake.collect``: status types and custom statuses, e-mail
    and phone keys, converted leads, deal stages, the recycle bin and deletes), so
    no rule is written a second time — in particular there is no SQL phone key to
-   keep in step with Python's. A newest event that no longer decodes (logged under
-   older rules) is skipped by the per-event path too, which then keeps the record's
-   state from before it: such records' events are read again, in log order, and
-   reduced the same way.
+   keep in step with Python's.
 2. **Set-based writes.** The four state tables, emptied by the caller, are filled
    with one ``INSERT … SELECT`` each, in dependency order: departments and deals;
    the people's match keys, their standing joined from the deals
@@ -37,30 +33,14 @@ It runs inside the caller's transaction, which holds the projector's apply lock
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
 
-from projections.batch import LoggedEvent
 from projections.db import Conn
-from projections.events import InvalidEvent, decode_event
 from projections.handshake import INSERT_KEYS, PLACEMENT, STANDINGS, Changes, collect
+from projections.last_states import Rebuilt, last_events
 
 _BOARD_MODULES = ("(source = 'desk' AND module IN ('tickets', 'departments'))"
                   " OR (source <> 'desk' AND module IN ('contacts', 'leads', 'deals'))")
 """What ``collect`` reads; every other event leaves the board as it is."""
-
-_LAST_EVENTS = (
-    "SELECT e.seq, e.source, e.module, e.record_id, e.payload::text AS payload"
-    " FROM (SELECT max(seq) AS seq FROM syncd.event_log WHERE " + _BOARD_MODULES
-    + " GROUP BY source, module, record_id) AS last JOIN syncd.event_log e USING (seq)")
-"""Each record's newest event: grouped by hash on the narrow columns, the payloads read
-by primary key afterwards (sorting the whole log with its payloads spills to disk)."""
-
-_EVENTS_OF = (
-    "SELECT e.seq, e.payload::text AS payload FROM syncd.event_log e"
-    " JOIN unnest($1::text[], $2::text[], $3::text[]) AS r(source, module, record_id)"
-    "  USING (source, module, record_id) ORDER BY e.seq")
 
 _INSERT_BOARD = """
 INSERT INTO handshake.board (ticket_id, department_id, board_column, matched_by, email_key,
@@ -75,39 +55,10 @@ FROM (SELECT b.*, """ + PLACEMENT + """
 """
 
 
-@dataclass(frozen=True)
-class Rebuilt:
-    records: int
-    """Records whose last state was read."""
-    undecodable: int
-    """Newest events that did not decode (their records' earlier events were used)."""
-
-
-def _decoded(rows: Sequence[Any]) -> tuple[list[LoggedEvent], int]:
-    """The rows' events that decode, and how many did not."""
-    events: list[LoggedEvent] = []
-    bad = 0
-    for row in rows:
-        try:
-            events.append(LoggedEvent(row["seq"], decode_event(row["payload"].encode())))
-        except InvalidEvent:
-            bad += 1
-    return events, bad
-
-
 async def last_states(conn: Conn) -> tuple[Changes, Rebuilt]:
     """Each board record's last state, reduced as the live projection reduces a batch."""
-    rows = await conn.fetch(_LAST_EVENTS)
-    events, bad = _decoded(rows)
-    if bad:
-        decoded = {item.seq for item in events}
-        failed = [row for row in rows if row["seq"] not in decoded]
-        # Every event of those records, in log order: collect keeps the last that decodes.
-        older = await conn.fetch(_EVENTS_OF, [r["source"] for r in failed],
-                                 [r["module"] for r in failed], [r["record_id"] for r in failed])
-        events += _decoded(older)[0]
-        events.sort(key=lambda item: item.seq)
-    return collect(item.event for item in events), Rebuilt(len(rows), bad)
+    events, counts = await last_events(conn, _BOARD_MODULES)
+    return collect(item.event for item in events), counts
 
 
 async def write(conn: Conn, changes: Changes) -> None:

@@ -33,12 +33,13 @@ from projections.catalog import Side
 from projections.config import SyncConfig
 from projections.db import Conn
 from projections.handshake import HandshakeProjection, reset_stream
-from projections.handshake_rebuild import Rebuilt
 from projections.handshake_rebuild import rebuild as rebuild_handshake
+from projections.last_states import Rebuilt
 from projections.sales_signals import SalesSignalsProjection
 from projections.sales_signals import reset_stream as reset_signals_stream
 from projections.sync import SyncProjection
 from projections.ticket_stats import StatisticsProjection
+from projections.ticket_stats_rebuild import rebuild as rebuild_statistics
 
 RebuildKind = Literal["events", "outcomes"]
 ConfigSource = Callable[[], SyncConfig]
@@ -127,7 +128,8 @@ SPECS: tuple[ProjectionSpec, ...] = (
         name="statistics", order=1, make=lambda _config: StatisticsProjection(),
         tables=("ticket_stats.tickets", "ticket_stats.replies", "ticket_stats.crm_contacts",
                 "ticket_stats.clock"),
-        rebuild="events", first_sync=(("desk", "ticket_threads"),)),
+        rebuild="events", from_last_states=rebuild_statistics,
+        first_sync=(("desk", "ticket_threads"),)),
     ProjectionSpec(
         name="signals", order=3, make=lambda _config: SalesSignalsProjection(),
         tables=("sales_signals.tickets", "sales_signals.people", "sales_signals.deals",

@@ -159,16 +159,21 @@ class StatisticsProjection:
     async def apply(self, conn: Conn, events: Sequence[LoggedEvent]) -> ProjectionReport:
         """Write the batch's tickets, replies and CRM contacts, then move the clock.
         Nothing here can fail an event: its report is always empty."""
-        changes = collect(item.event for item in events)
-        if changes.newest is None:
-            return NOTHING_TO_REPORT
-        await _write_tickets(conn, sorted(changes.tickets.values(), key=lambda t: t.ticket_id))
-        await _write_replies(conn, sorted(changes.replies.values(), key=lambda r: r.thread_id))
-        await _write_contacts(conn, sorted(changes.contacts.items()))
-        await conn.execute(
-            "INSERT INTO ticket_stats.clock (at) VALUES ($1) ON CONFLICT (one) DO UPDATE"
-            " SET at = greatest(clock.at, EXCLUDED.at)", changes.newest)
+        await write_changes(conn, collect(item.event for item in events))
         return NOTHING_TO_REPORT
+
+
+async def write_changes(conn: Conn, changes: Changes) -> None:
+    """Write the reduced changes (a batch's, or a rebuild's last states), then move the
+    clock; nothing when no event was applied."""
+    if changes.newest is None:
+        return
+    await _write_tickets(conn, sorted(changes.tickets.values(), key=lambda t: t.ticket_id))
+    await _write_replies(conn, sorted(changes.replies.values(), key=lambda r: r.thread_id))
+    await _write_contacts(conn, sorted(changes.contacts.items()))
+    await conn.execute(
+        "INSERT INTO ticket_stats.clock (at) VALUES ($1) ON CONFLICT (one) DO UPDATE"
+        " SET at = greatest(clock.at, EXCLUDED.at)", changes.newest)
 
 
 async def _write_tickets(conn: Conn, tickets: list[TicketRow]) -> None:

@@ -26,7 +26,12 @@ import zipfile
 from adapters.remote_bulk import BulkPage, JobGone
 from adapters.write_errors import Refused, Transient
 from adapters.zoho.crm import ZohoCrm
-from adapters.zoho.crm_fields import STANDING_MODULES, from_bulk_row, module_name
+from adapters.zoho.crm_fields import (
+    ACTIVITY_MODULES,
+    STANDING_MODULES,
+    from_bulk_row,
+    module_name,
+)
 from projections.stores.port import Values
 
 BULK_PATH = "/crm/bulk/v8/read"
@@ -38,8 +43,9 @@ class CrmBulkRead:
 
     def reads(self, module: str) -> bool:
         # The handshake's leads and deals are listed: a lead's conversion is not a
-        # column of the bulk read's CSV.
-        return module not in STANDING_MODULES
+        # column of the bulk read's CSV; so are activities, whose parents' modules are
+        # not either.
+        return module not in STANDING_MODULES and module not in ACTIVITY_MODULES
 
     async def start(self, module: str, page: int) -> str:
         answer = await self.crm.client.call("POST", BULK_PATH, for_write=False, json={

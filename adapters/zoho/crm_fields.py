@@ -19,10 +19,15 @@ from typing import Any
 from projections.stores.port import SYNC_KEY_FIELD, Values
 
 MODULES = {"contacts": "Contacts", "accounts": "Accounts", "products": "Products",
-           "leads": "Leads", "deals": "Deals"}
+           "leads": "Leads", "deals": "Deals", "notes": "Notes", "calls": "Calls",
+           "events": "Events", "tasks": "Tasks"}
 STANDING_MODULES = ("leads", "deals")
 """Read for the handshake board (a requester's standing), never written: the poll
 captures them beside the synced modules."""
+ACTIVITY_MODULES = ("notes", "calls", "events", "tasks")
+"""Read for what desk agents see of a CRM record (PERM-03), never written: the poll
+captures them too, each with the record it hangs off (``parent_module``,
+``parent_id``), named as the embedded CRM's ``crm.notes`` and its likes name them."""
 
 FIELDS = {
     "contacts": {"first_name": "First_Name", "last_name": "Last_Name", "email": "Email",
@@ -36,7 +41,16 @@ FIELDS = {
               "phone": "Phone", "company": "Company"},
     "deals": {"deal_name": "Deal_Name", "stage": "Stage", "amount": "Amount",
               "contact_id": "Contact_Name", "account_id": "Account_Name"},
+    "notes": {"content": "Note_Content"},
+    "calls": {"subject": "Subject", "duration_seconds": "Call_Duration_in_seconds"},
+    "events": {"subject": "Event_Title", "starts_at": "Start_DateTime"},
+    "tasks": {"subject": "Subject", "due_date": "Due_Date", "status": "Status"},
 }
+PARENTS = {"notes": ("Parent_Id",), "calls": ("Who_Id", "What_Id"),
+           "events": ("Who_Id", "What_Id"), "tasks": ("Who_Id", "What_Id")}
+"""The lookups naming the record an activity hangs off: a note's ``Parent_Id`` (with
+its module), an activity's contact (``Who_Id``) or other record (``What_Id``, its
+module in ``$se_module``). Asked for beside ``FIELDS``; never custom fields."""
 LOOKUPS = {("contacts", "account_id"), ("deals", "contact_id"), ("deals", "account_id")}
 """Fields that are lookups in Zoho (``{"id": ...}``) and record ids in the sync."""
 NUMBERS = {("products", "unit_price"), ("deals", "amount")}
@@ -98,15 +112,36 @@ def from_zoho(module: str, record: dict[str, Any], *, sync_key_field: str) -> Va
             values[ours] = value
         elif api == sync_key_field:
             values[SYNC_KEY_FIELD] = value
-        elif api not in SYSTEM_FIELDS and not api.startswith("$"):
+        elif api not in SYSTEM_FIELDS and api not in PARENTS.get(module, ()) \
+                and not api.startswith("$"):
             custom[api] = value
     values["custom"] = custom
+    if module in PARENTS:
+        values["parent_module"], values["parent_id"] = parent_of(module, record)
     if module == "leads":  # listed with ``converted=both``: Zoho marks a converted one
         values["converted"] = bool(record.get("$converted"))
     values["deleted"] = False  # the recycle bin's records are not returned by reads
     values["created_time"] = record.get("Created_Time")
     values["modified_time"] = record.get("Modified_Time")
     return values
+
+
+def parent_of(module: str, record: dict[str, Any]) -> tuple[str | None, int | None]:
+    """The record an activity hangs off, as ``(module, id)`` in the sync's names: a
+    note's parent; an activity's contact (``Who_Id``), else its ``What_Id`` record (an
+    account, a deal, ...); ``(None, None)`` when it names none the sync knows."""
+    def ours(zoho_module: Any) -> str | None:
+        return next((m for m, z in MODULES.items() if z == zoho_module), None)
+
+    if module == "notes":
+        parent = record.get("Parent_Id") or {}
+        named = (parent.get("module") or {}).get("api_name") or record.get("$se_module")
+        found = ours(named), parent.get("id")
+    elif (record.get("Who_Id") or {}).get("id"):
+        found = "contacts", record["Who_Id"]["id"]
+    else:
+        found = ours(record.get("$se_module")), (record.get("What_Id") or {}).get("id")
+    return (found[0], int(found[1])) if found[0] and found[1] else (None, None)
 
 
 def from_bulk_row(module: str, row: dict[str, str]) -> dict[str, Any]:

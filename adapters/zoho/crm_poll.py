@@ -1,7 +1,9 @@
 """Zoho CRM's change capture: the remote poll (``adapters.remote_poll``) of its
-modules, woken by its notifications: the synced ones, and the leads and deals the
+modules, woken by its notifications: the synced ones, the leads and deals the
 handshake board reads (``crm_fields.STANDING_MODULES``; a deal's stage as its
-forecast type says, a lead listed converted or not).
+forecast type says, a lead listed converted or not), and the notes, calls, events and
+tasks desk agents see of a CRM record (``crm_fields.ACTIVITY_MODULES``: polled every
+interval, not watched by the channel).
 
 Zoho's times have whole seconds: the poll's one-second overlap fetches again a
 record changed later in the same second as the newest one seen, rather than miss
@@ -25,7 +27,7 @@ from adapters.remote_capture import RemoteCapture
 from adapters.remote_poll import MODULES, RemotePoll
 from adapters.write_errors import WriteError
 from adapters.zoho.crm import ZohoCrm
-from adapters.zoho.crm_fields import STANDING_MODULES, module_name
+from adapters.zoho.crm_fields import ACTIVITY_MODULES, STANDING_MODULES, module_name
 
 log = structlog.get_logger(__name__)
 
@@ -74,11 +76,12 @@ class CrmChannel:
 class ZohoCrmPoll(RemotePoll):
     def __init__(self, crm: ZohoCrm, capture: RemoteCapture, *, interval: float = 60.0,
                  first_window: dt.timedelta = dt.timedelta(days=30),
-                 modules: Sequence[str] = (*MODULES, *STANDING_MODULES),
+                 modules: Sequence[str] = (*MODULES, *STANDING_MODULES, *ACTIVITY_MODULES),
                  notifications: Notifications | None = None,
                  bulk: BulkReadable | None = None) -> None:
         self.crm = crm
+        watched = [m for m in modules if m not in ACTIVITY_MODULES]
         self.channel = None if notifications is None else CrmChannel(crm, notifications,
-                                                                     modules)
+                                                                     watched)
         super().__init__(crm, capture, interval=interval, first_window=first_window,
                          modules=modules, subscription=self.channel, bulk=bulk)

@@ -24,6 +24,7 @@ from aiohttp import web
 from adapters.integration_store import IntegrationService
 from adapters.remote_store import WebhookIntake
 from daemon.http import bodies
+from daemon.http.acting import CRM_USER_HEADER, named_user
 from daemon.http.auth import WHO, verify_signature
 from daemon.http.errors import ApiError
 from daemon.runtime.settings import Role
@@ -240,8 +241,21 @@ async def related_tickets(ctx: ApiContext, request: web.Request, _body: None
                        f"filter: one of {', '.join(ticket_list.FILTERS)}")
     limit, offset = _page(request.query)
     page = await ticket_list.related_tickets(
-        ctx.pool, module, record, only=only, limit=limit, offset=offset)
+        ctx.pool, module, record, only=only, limit=limit, offset=offset,
+        departments=await _visible_departments(ctx, request))
     return web.json_response(page, dumps=_dumps)
+
+
+async def _visible_departments(ctx: ApiContext, request: web.Request) -> frozenset[str] | None:
+    """TICKET-08: the departments whose tickets the CRM user the request names
+    (``X-Syncd-Crm-User``) sees, when the integration shows users their own departments'
+    only; None (every ticket) when it shows all, or for a request naming no CRM user
+    (an operator's, not a CRM user's)."""
+    if CRM_USER_HEADER not in request.headers:
+        return None
+    people = await ctx.integration.people()
+    user = named_user(people, request)
+    return None if people.visibility == "all" else user.departments
 
 
 async def retry(ctx: ApiContext, request: web.Request, body: bodies.Retry) -> web.Response:

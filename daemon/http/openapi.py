@@ -8,6 +8,7 @@ from typing import Any
 
 import msgspec
 
+from daemon.http.acting import CRM_USER_HEADER
 from daemon.http.routes import Route
 
 _PARAMETER = re.compile(r"\{(\w+):[^}]*\}")  # aiohttp's {name:regex} is {name} here
@@ -36,6 +37,12 @@ def document(routes: Iterable[Route[Any]]) -> dict[str, Any]:
         elif route.role != "public":
             op["security"] = [{"bearer": []}]
             op["x-required-role"] = route.role
+        if route.crm_user is not None:
+            op["parameters"] = [{
+                "name": CRM_USER_HEADER, "in": "header",
+                "required": route.crm_user == "required", "schema": {"type": "string"},
+                "description": "The CRM user (id or e-mail) the call acts for: their role"
+                               " and ticket visibility apply"}]
         if route.body is not None:
             op["requestBody"] = {"required": True, "content": {"application/json": {
                 "schema": {"$ref": f"#/components/schemas/{route.body.__name__}"}}}}

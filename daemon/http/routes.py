@@ -28,6 +28,7 @@ C = TypeVar("C")
 Access = Literal["viewer", "operator", "admin", "signature", "public"]
 """A token role (and those above it); ``signature``: an HMAC-signed webhook, checked by
 its handler over the raw body; ``public``: anyone."""
+CrmUserHeader = Literal["required", "optional"] | None
 
 
 @dataclass(frozen=True)
@@ -38,12 +39,16 @@ class Route(Generic[C]):
     body: type[msgspec.Struct] | None
     handler: Callable[[C, web.Request, Any], Awaitable[web.StreamResponse]]
     summary: str
+    crm_user: CrmUserHeader = None
+    """Whether the route acts for a CRM user named in ``X-Syncd-Crm-User``
+    (``daemon.http.acting``): ``required``, ``optional`` (naming one narrows the answer
+    to what the user may see), or None (the header means nothing here)."""
 
 
 def _api(method: str, path: str, role: Access, body: type[msgspec.Struct] | None,
          handler: Callable[[api.ApiContext, web.Request, Any], Awaitable[web.StreamResponse]],
-         summary: str) -> Route[api.ApiContext]:
-    return Route(method, path, role, body, handler, summary)
+         summary: str, *, crm_user: CrmUserHeader = None) -> Route[api.ApiContext]:
+    return Route(method, path, role, body, handler, summary, crm_user)
 
 
 def _board(method: str, path: str, role: Access,
@@ -86,7 +91,8 @@ API_ROUTES: list[Route[api.ApiContext]] = [
     _api("get", _P, "viewer", None, people.listing,
          "CRM users (mutual users marked), desk profiles, ticket visibility (OPS-06)"),
     _api("get", f"{_P}/me", "viewer", None, people.me,
-         "The acting CRM user (X-Syncd-Crm-User) and what the user may do"),
+         "The acting CRM user (X-Syncd-Crm-User) and what the user may do",
+         crm_user="required"),
     _api("put", f"{_P}/users/{{user}}", "admin", bodies.CrmUserBody, people.record_user,
          "Record a CRM user the integration knows (mutual: in the desk already)"),
     _api("put", f"{_P}/users/{{user}}/role", "admin", bodies.RoleBody, people.invite,
@@ -97,7 +103,8 @@ API_ROUTES: list[Route[api.ApiContext]] = [
     _api("put", f"{_P}/users/{{user}}/departments", "admin", bodies.Departments,
          people.departments, "The desk departments a CRM user belongs to (TICKET-08)"),
     _api("put", f"{_P}/users/{{user}}/signals", "operator", bodies.Signals, people.signals,
-         "The sales signals a CRM user enabled (TICKET-09): an admin's, or the user's own"),
+         "The sales signals a CRM user enabled (TICKET-09): an admin's, or the user's own",
+         crm_user="optional"),
     _api("put", f"{_P}/ticket-visibility", "admin", bodies.TicketVisibility,
          people.ticket_visibility,
          "CRM users see all departments' tickets, or their own departments' (TICKET-08)"),
@@ -118,13 +125,16 @@ API_ROUTES: list[Route[api.ApiContext]] = [
     _api("get", f"{API_PREFIX}/crm/{{module}}/{{record}}/tickets", "viewer", None,
          api.related_tickets,
          "A CRM contact's or account's tickets, newest first"
-         " (?filter=overdue|closed|escalated|high_priority&limit=&offset=; TICKET-01, TICKET-07)"),
+         " (?filter=overdue|closed|escalated|high_priority&limit=&offset=; TICKET-01, TICKET-07;"
+         " naming a CRM user: the tickets the user sees, TICKET-08)", crm_user="optional"),
     _api("get", f"{API_PREFIX}/signals", "viewer", None, signals.page,
-         "Sales signals of the CRM user named by X-Syncd-Crm-User, after a sequence"
-         " number (?after=&limit=; TICKET-09)"),
+         "Sales signals of the CRM user named by X-Syncd-Crm-User that the user may see"
+         " and enabled, after a sequence number (?after=&limit=; TICKET-09)",
+         crm_user="required"),
     _api("get", f"{API_PREFIX}/signals/stream", "viewer", None, signals.stream,
          "Server-sent events: each sales signal the CRM user (X-Syncd-Crm-User) may see"
-         " and enabled, once, in order (Last-Event-ID resumes; TICKET-09)"),
+         " and enabled, once, in order (Last-Event-ID resumes; TICKET-09)",
+         crm_user="required"),
     _api("post", "/webhooks/{source:desk|crm}", "signature", bodies.WebhookChange,
          api.webhook, "Change notification (HMAC-SHA256)"),
     _api("post", "/webhooks/zoho-crm", "signature", bodies.ZohoCrmNotification,

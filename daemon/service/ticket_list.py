@@ -12,7 +12,7 @@ failure log is.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any, Literal
 
 import asyncpg
@@ -61,20 +61,28 @@ def listed_module(module: str, chosen: Sequence[str]) -> Module:
 
 
 async def related_tickets(pool: asyncpg.Pool, module: Module, record_id: str, *,
-                          only: Filter | None, limit: int, offset: int) -> dict[str, Any]:
+                          only: Filter | None, limit: int, offset: int,
+                          departments: Collection[str] | None = None) -> dict[str, Any]:
     """One page of a CRM record's live tickets, newest first (creation time, then id),
-    with the total that matches; an id nobody links has none."""
+    with the total that matches; an id nobody links has none. ``departments``: only
+    the tickets of these departments (a CRM user's, when the integration shows users
+    their own departments' tickets only: TICKET-08); None: every ticket."""
     joined = OF_RECORD[module] + (f" AND ({FILTERS[only]})" if only is not None else "")
+    arguments: list[Any] = [record_id]
+    if departments is not None:
+        joined += " AND t.department_id = ANY($2::text[])"
+        arguments.append(sorted(departments))
     async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read",
                                                         readonly=True):
         at = await conn.fetchval("SELECT at FROM ticket_stats.clock")
-        total = await conn.fetchval(f"SELECT count(*) {joined}", record_id)
+        total = await conn.fetchval(f"SELECT count(*) {joined}", *arguments)
         rows = await conn.fetch(
             "SELECT t.ticket_id, t.subject, t.status, t.status_type, t.priority,"
             " t.department_id, t.requester, t.created_at, t.due_at, t.rating"
-            f" {joined} {NEWEST_FIRST} LIMIT {int(limit)} OFFSET {int(offset)}", record_id)
+            f" {joined} {NEWEST_FIRST} LIMIT {int(limit)} OFFSET {int(offset)}", *arguments)
     return {
         "module": module, "id": record_id, "as_of": at, "filter": only,
+        "departments": None if departments is None else sorted(departments),
         "total": total, "limit": limit, "offset": offset,
         "tickets": [{
             "ticket_id": row["ticket_id"], "subject": row["subject"],

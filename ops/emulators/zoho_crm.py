@@ -28,7 +28,8 @@ and the OAuth guide, for what the adapter uses:
   the next ones are lost).
 - Lists: ``If-Modified-Since``, ``sort_by``, ``page``/``per_page``, ``page_token``;
   ``Leads`` leaves converted leads (``$converted``) out unless ``converted`` is
-  ``true`` or ``both``.
+  ``true`` or ``both``; ``Notes`` (``v8.0/notes.json``) ignores ``If-Modified-Since``
+  and has no ``deleted`` list (400).
 - ``GET /crm/v8/{Module}/deleted`` (``getDeletedRecords``): ``type``, paging,
   ``If-Modified-Since``; ``person_deletes`` puts a record there.
 
@@ -408,6 +409,8 @@ class ZohoCrmEmulator(ZohoEmulator):
         if "page" in query and "page_token" in query:
             return _error(400, "INVALID_REQUEST", "page and page_token together")
         since = request.headers.get("If-Modified-Since")
+        if request.match_info["module"] == "Notes":
+            since = None  # the Notes API (v8.0/notes.json) takes no If-Modified-Since
         if since or query.get("sort_by") == "Modified_Time":
             times, records = self._by_modified(request.match_info["module"])
             if since:
@@ -455,6 +458,9 @@ class ZohoCrmEmulator(ZohoEmulator):
         """``GET /crm/v8/{Module}/deleted`` (``type``, ``page``/``per_page`` up to
         200, ``If-Modified-Since`` on the deletion time)."""
         self._table(request)
+        if request.match_info["module"] == "Notes":  # notes.json lists no deleted notes
+            return _error(400, "INVALID_URL_PATTERN",
+                          "Please check if the URL trying to access is a correct one")
         entries = list(self.deleted[request.match_info["module"]])
         kind = request.query.get("type", "all")
         if kind not in ("all", "recycle", "permanent"):

@@ -1,8 +1,9 @@
 """The README's first command, `python3 dev.py run` (`syncd run --demo`): the demo
 stores are seeded, the integration is set up two-way as the demo's administrator,
-the first sync links the records created within the window, and the demo's tickets
-give its CRM contacts customer statistics, and sales signals, that a replay finds
-nothing to change in."""
+the first sync links the records created within the window, the demo's tickets
+give its CRM contacts customer statistics, and sales signals, that a replay finds nothing
+to change in, and the demo's people (CRM users of each role, desk profiles with
+restrictions) are there."""
 
 from __future__ import annotations
 
@@ -54,6 +55,23 @@ async def test_the_demo_runs_its_first_sync(database_url: str, kafka_bootstrap: 
         assert stats["ratings"]["good"] == row["good"] and stats["as_of"] is not None
         assert await daemon.pool.fetchval(
             "SELECT count(*) FROM ticket_stats.replies") > 100
+        assert await daemon.pool.fetchval(
+            "SELECT count(*) FROM desk.ticket_threads WHERE kind = 'comment'") > 10
+
+        # CRM users of each role, one not yet accepted, a mutual one; restricted profiles.
+        code, people = await daemon.call("GET", "/api/v1/people", role="viewer")
+        assert code == 200 and people["ticket_visibility"] == "departments"
+        users = {u["name"]: u for u in people["users"]}
+        assert {u["role"] for u in users.values()} == {"admin", "agent", "light_agent"}
+        assert users["Pablo López"]["permissions"] == ["comment"]
+        assert users["Inês Pereira"]["permissions"] == ["comment"]
+        assert users["Hugo Dupont"]["permissions"] == ["comment", "forward", "reply"]
+        assert people["mutual_users"] == ["1005"] and users["Zoé Bernard"]["desk_active"]
+        assert all(u["departments"] for u in users.values())
+        profiles = {p["name"]: p for p in people["profiles"]}
+        assert profiles["Light Agent"]["access"]["deals"] == "none"
+        assert profiles["Light Agent"]["access"]["notes"] == "restricted"
+        assert not profiles["Contractor"]["visible"] and profiles["Supervisor"]["configures"]
 
         env = {**os.environ, "SYNCD_DATABASE_URL": database_url,
                "SYNCD_DATA_DIR": str(tmp_path / "replay")}

@@ -261,3 +261,49 @@ async def test_the_api_the_module_setting_and_the_cli(pool: asyncpg.Pool,
         assert len(lines) == 6
         result = await syncd("tickets", "list", "--contact", "1", "--account", "2")
         assert result.exit_code == 2 and "one of --contact ID or --account ID" in result.output
+
+
+async def test_a_crm_user_sees_only_their_departments_tickets_when_so_configured(
+        pool: asyncpg.Pool) -> None:
+    """TICKET-08: with the visibility 'departments', a request naming a CRM user lists
+    only the tickets of the user's departments (the total too); with 'all', every
+    ticket; a request naming an unknown user is refused; one naming nobody (an
+    operator's) lists every ticket."""
+    await load(pool)
+    service = IntegrationService(in_memory())
+    await service.set_up("portal", "org", by="boss")
+    for uid, departments in [("u7", ["7"]), ("u8", ["8"]), ("none", [])]:
+        await service.change_people("record_crm_user", user_id=uid, name=uid,
+                                    email=f"{uid}@x.io", mutual=True, by="boss")
+        await service.change_people("set_user_departments", user_id=uid,
+                                    departments=departments, by="boss")
+    viewer = "viewer-token-for-visibility"
+    ctx = ApiContext(pool=pool, integration=service, tokens={viewer: ("crm-app", "viewer")},
+                     webhook_secrets={}, history_timezone="UTC", config=SyncConfig,
+                     lag=dict, last_applied_at=lambda: None)
+    async with TestServer(build_app({}, api=ctx), host="127.0.0.1") as server, \
+            aiohttp.ClientSession() as session:
+        url = f"http://127.0.0.1:{server.port}/api/v1/crm/accounts/951/tickets"
+
+        async def listed(user: str | None, query: str = "") -> tuple[int, Any]:
+            headers = {"Authorization": f"Bearer {viewer}"}
+            if user is not None:
+                headers["X-Syncd-Crm-User"] = user
+            async with session.get(url + query, headers=headers) as response:
+                return response.status, await response.json()
+
+        everything = NEWEST_FIRST
+        status, answer = await listed("u7")
+        assert status == 200 and ids(answer) == everything and answer["departments"] is None
+        await service.change_people("choose_ticket_visibility", visibility="departments",
+                                    by="boss")
+        status, answer = await listed("u7")
+        assert ids(answer) == ANA_IDS and answer["total"] == 5
+        assert answer["departments"] == ["7"]
+        status, answer = await listed("u8@x.io", "?filter=closed")
+        assert ids(answer) == ["9"] and answer["total"] == 1
+        status, answer = await listed("none")
+        assert ids(answer) == [] and answer["total"] == 0
+        assert ids((await listed(None))[1]) == everything
+        status, answer = await listed("u9")
+        assert status == 403 and answer["error"]["code"] == "unknown_crm_user"

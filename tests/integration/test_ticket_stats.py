@@ -292,7 +292,10 @@ async def test_statistics_match_the_hand_computed_example_and_a_replay_rebuilds_
         rows = await table_rows(conn)
         report = await rebuild_from_events(conn, spec("statistics"), EventLogSource(),
                                            dry_run=True)
-        assert report.events == len(events) and report.changes == 0
+        assert report.changes == 0 and report.unit == "records' last events"
+        per_event = await rebuild_from_events(conn, spec("statistics"), EventLogSource(),
+                                              dry_run=True, per_event=True)
+        assert per_event.events == len(events) and per_event.changes == 0
         await conn.execute("UPDATE ticket_stats.tickets SET first_closed_at = NULL")
         await conn.execute("DELETE FROM ticket_stats.replies WHERE thread_id = '101'")
         await conn.execute("UPDATE ticket_stats.clock SET at = $1", at(0))

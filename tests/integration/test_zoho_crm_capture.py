@@ -344,3 +344,60 @@ async def test_a_contact_deleted_in_zoho_stays_on_the_desk_and_comes_back_when_i
     finally:
         await pipe.close()
         await client.close()
+
+
+async def test_notes_and_activities_are_captured_with_the_record_they_hang_off(
+        pool: asyncpg.Pool, emulator: ZohoCrmEmulator, poll: ZohoCrmPoll) -> None:
+    """PERM-03 on a hosted CRM: notes, calls, events and tasks become events named as
+    the embedded CRM names them, each with its parent (a note's Parent_Id, an
+    activity's contact, else its What_Id record); notes, whose API takes no
+    If-Modified-Since, are listed newest first down to the cursor; a note's delete is
+    not asked for (no documented list)."""
+    ann = emulator.person_creates("contacts", {"Last_Name": "Ann", "Email": "ann@x.example"})
+    acme = emulator.person_creates("accounts", {"Account_Name": "Acme"})
+    note = emulator.person_creates("notes", {
+        "Note_Content": "Prefers e-mail", "Note_Title": "Channel",
+        "Parent_Id": {"module": {"api_name": "Accounts", "id": "1"}, "id": acme,
+                      "name": "Acme"}})
+    call = emulator.person_creates("calls", {
+        "Subject": "Renewal", "Call_Duration_in_seconds": 300,
+        "Who_Id": {"id": ann, "name": "Ann"},
+        "What_Id": {"id": acme, "name": "Acme"}, "$se_module": "Accounts"})
+    event = emulator.person_creates("events", {
+        "Event_Title": "Visit", "Start_DateTime": "2026-12-10T10:00:00+05:30",
+        "What_Id": {"id": acme, "name": "Acme"}, "$se_module": "Accounts"})
+    task = emulator.person_creates("tasks", {
+        "Subject": "Send quote", "Due_Date": "2026-12-12", "Status": "Not Started",
+        "Who_Id": {"id": ann, "name": "Ann"}})
+    for module in ("notes", "calls", "events", "tasks"):
+        assert await poll.poll(module) == 1, module
+    rows = {r["module"]: (r["record_id"], loads_json(r["values"])) for r in await pool.fetch(
+        'SELECT module, record_id, "values" FROM crm.outbox ORDER BY seq')}
+
+    def without_times(values: dict[str, object]) -> dict[str, object]:
+        return {k: v for k, v in values.items() if k not in ("created_time", "modified_time")}
+
+    assert rows["notes"][0] == note and without_times(rows["notes"][1]) == {
+        "content": "Prefers e-mail", "parent_module": "accounts", "parent_id": int(acme),
+        "custom": {}, "deleted": False}
+    assert rows["calls"][0] == call and without_times(rows["calls"][1]) == {
+        "subject": "Renewal", "duration_seconds": 300, "parent_module": "contacts",
+        "parent_id": int(ann), "custom": {}, "deleted": False}
+    assert rows["events"][0] == event and without_times(rows["events"][1]) == {
+        "subject": "Visit", "starts_at": "2026-12-10T10:00:00+05:30",
+        "parent_module": "accounts", "parent_id": int(acme), "custom": {}, "deleted": False}
+    assert rows["tasks"][0] == task and without_times(rows["tasks"][1]) == {
+        "subject": "Send quote", "due_date": "2026-12-12", "status": "Not Started",
+        "parent_module": "contacts", "parent_id": int(ann), "custom": {}, "deleted": False}
+
+    await pool.execute("DELETE FROM crm.outbox")
+    emulator.edit("notes", note, {"Note_Content": "Prefers phone"})
+    emulator.person_creates("notes", {"Note_Content": "New", "Parent_Id": {
+        "module": {"api_name": "Contacts"}, "id": ann}})
+    assert await poll.poll("notes") == 2
+    changes = [(r["op"], r["changed"]) for r in await pool.fetch(
+        "SELECT op, changed FROM crm.outbox ORDER BY seq")]
+    assert changes == [("update", ["content"]), ("create", None)]
+    notes_lists = [c for c in emulator.calls if c[:2] == ("GET", "/crm/v8/Notes")]
+    assert notes_lists and not any(c[:2] == ("GET", "/crm/v8/Notes/deleted")
+                                   for c in emulator.calls)

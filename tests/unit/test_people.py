@@ -256,3 +256,16 @@ async def test_the_api_and_cli_change_people_as_an_admin_only(tmp_path: Path) ->
         assert result.exit_code == 0 and "may           comment, forward, reply" in result.output
         result = await syncd("users", "invite", "u9", "--role", "agent")
         assert result.exit_code == 1 and "unknown_user" in result.output
+
+
+def test_the_openapi_document_names_the_crm_user_header_where_it_matters() -> None:
+    from daemon.http.openapi import document
+    from daemon.http.routes import API_ROUTES
+
+    paths = document(API_ROUTES)["paths"]
+    me = paths["/api/v1/people/me"]["get"]["parameters"]
+    assert me == [{"name": "X-Syncd-Crm-User", "in": "header", "required": True,
+                   "schema": {"type": "string"}, "description": me[0]["description"]}]
+    listed = paths["/api/v1/crm/{module}/{record}/tickets"]["get"]["parameters"]
+    assert [(p["name"], p["required"]) for p in listed] == [("X-Syncd-Crm-User", False)]
+    assert "parameters" not in paths["/api/v1/people"]["get"]
