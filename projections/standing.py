@@ -6,7 +6,7 @@ tickets a batch touches (``projections.handshake``: ``INSERT_KEYS``, ``STANDINGS
 ``PLACEMENT`` and ``handshake.contact_standing``). A sales signal (TICKET-09) needs the
 standing *at the moment of one event* inside a batch, which that SQL cannot give, so
 the same rule is written here once more, as a function of values, and tested against
-the board (tests/integration/test_sales_signals.py):
+the board on random streams (tests/integration/test_sales_signals_standing.py):
 
 * a lead stands at 1; a contact at 3 with a won deal, else 2 with an open deal, else 1;
 * a ticket's standing is the best among the CRM records holding its requester's
