@@ -352,6 +352,23 @@ async def test_the_pipeline_publishes_each_signal_once_and_streams_it_per_user(
         result = await asyncio.to_thread(CliRunner().invoke, cli, ["signals"], env=env)
         assert result.exit_code == 1 and "crm_user_required" in result.output
 
+        # Following: every signal after 0, then the stream ends ("gone") once the
+        # integration no longer knows the user.
+        following = asyncio.create_task(asyncio.to_thread(
+            CliRunner().invoke, cli,
+            ["signals", "--as", "u10", "--follow", "--after", "0", "--json"], env=env))
+        await asyncio.sleep(1.0)
+        ctx.integration = FakeIntegration(People(  # type: ignore[assignment]
+            users={k: v for k, v in people.users.items() if k != "u10"},
+            visibility="departments"))
+        result = await asyncio.wait_for(following, 30)
+        assert result.exit_code == 0, result.output
+        lines = [json.loads(line) for line in result.output.splitlines()
+                 if line.startswith("{")]
+        assert [s["seq"] for s in lines] == [r["seq"] for r in ten]
+        assert "no longer known" in result.output
+        ctx.integration = FakeIntegration(people)  # type: ignore[assignment]
+
         # A live stream from now on: a new comment arrives on it, once.
         live = asyncio.create_task(read_stream(
             session, url, {**auth, "X-Syncd-Crm-User": "u10"}, 1))
