@@ -35,6 +35,8 @@ from projections.db import Conn
 from projections.handshake import HandshakeProjection, reset_stream
 from projections.handshake_rebuild import rebuild as rebuild_handshake
 from projections.last_states import Rebuilt
+from projections.sales_signals import SalesSignalsProjection
+from projections.sales_signals import reset_stream as reset_signals_stream
 from projections.sync import SyncProjection
 from projections.ticket_actions import TicketActionsProjection
 from projections.ticket_stats import StatisticsProjection
@@ -134,10 +136,17 @@ SPECS: tuple[ProjectionSpec, ...] = (
     ProjectionSpec(
         name="ticket_actions", order=1, make=lambda _config: TicketActionsProjection(),
         tables=("ticket_actions.actions", "ticket_actions.deal_links"), rebuild="events"),
+    ProjectionSpec(
+        name="signals", order=3, make=lambda _config: SalesSignalsProjection(),
+        tables=("sales_signals.tickets", "sales_signals.people", "sales_signals.deals",
+                "sales_signals.signals", "sales_signals.clock"),
+        stream_tables=("sales_signals.published",), reset_stream=reset_signals_stream,
+        rebuild="events"),
 )
 """Every projection. The sync comes first (the board reads events only, but it runs
 last because it holds its moves lock until the commit; the statistics, which read events
-only too, run before it)."""
+only too, run before it; the sales signals run after it, holding their sequence lock to
+the commit as the board holds its moves lock)."""
 
 
 def spec(name: str) -> ProjectionSpec:

@@ -19,7 +19,7 @@ from typing import Any, Generic, Literal, TypeVar, cast
 import msgspec
 from aiohttp import web
 
-from daemon.http import API_PREFIX, BOARD_PREFIX, api, board, bodies, people, tickets
+from daemon.http import API_PREFIX, BOARD_PREFIX, api, board, bodies, people, signals, tickets
 from daemon.http.auth import RANK, Authorize
 from daemon.runtime.settings import Role
 
@@ -127,6 +127,14 @@ API_ROUTES: list[Route[api.ApiContext]] = [
          "A CRM contact's or account's tickets, newest first"
          " (?filter=overdue|closed|escalated|high_priority&limit=&offset=; TICKET-01, TICKET-07;"
          " naming a CRM user: the tickets the user sees, TICKET-08)", crm_user="optional"),
+    _api("get", f"{API_PREFIX}/signals", "viewer", None, signals.page,
+         "Sales signals of the CRM user named by X-Syncd-Crm-User that the user may see"
+         " and enabled, after a sequence number (?after=&limit=; TICKET-09)",
+         crm_user="required"),
+    _api("get", f"{API_PREFIX}/signals/stream", "viewer", None, signals.stream,
+         "Server-sent events: each sales signal the CRM user (X-Syncd-Crm-User) may see"
+         " and enabled, once, in order (Last-Event-ID resumes; TICKET-09)",
+         crm_user="required"),
     _api("post", "/webhooks/{source:desk|crm}", "signature", bodies.WebhookChange,
          api.webhook, "Change notification (HMAC-SHA256)"),
     _api("post", "/webhooks/zoho-crm", "signature", bodies.ZohoCrmNotification,

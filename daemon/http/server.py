@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -95,6 +96,16 @@ async def watch_readiness(checks: dict[str, ReadinessCheck], stop: asyncio.Event
             await asyncio.wait_for(stop.wait(), interval)
 
 
+async def _end_signal_streams(api: ApiContext, _app: web.Application) -> None:
+    if api.signal_streams is not None:
+        api.signal_streams.stop()
+
+
+async def _close_signal_streams(api: ApiContext, _app: web.Application) -> None:
+    if api.signal_streams is not None:
+        await api.signal_streams.close()
+
+
 def build_app(checks: dict[str, ReadinessCheck], *, api: ApiContext | None = None,
               board: BoardContext | None = None, routes: Sequence[web.RouteDef] = (),
               middlewares: Sequence[Any] = (),
@@ -134,6 +145,8 @@ def build_app(checks: dict[str, ReadinessCheck], *, api: ApiContext | None = Non
     if api is not None:
         app.router.add_routes(aiohttp_routes(API_ROUTES, api, by_role))
         served.extend(API_ROUTES)
+        app.on_shutdown.append(functools.partial(_end_signal_streams, api))
+        app.on_cleanup.append(functools.partial(_close_signal_streams, api))
     if board is not None:
         app.router.add_routes(aiohttp_routes(BOARD_ROUTES, board, board.authorize))
         served.extend(BOARD_ROUTES)

@@ -140,7 +140,8 @@ async def reset(conn: asyncpg.Connection) -> None:
     """Empty every table the stream touches (one database serves every example)."""
     tables = [f"{r['schemaname']}.{r['tablename']}" for r in await conn.fetch(
         "SELECT schemaname, tablename FROM pg_tables WHERE schemaname IN"
-        " ('desk', 'crm', 'sync', 'handshake', 'ticket_stats') AND tablename <> 'stream_state'")]
+        " ('desk', 'crm', 'sync', 'handshake', 'ticket_stats', 'sales_signals')"
+        " AND tablename <> 'stream_state'")]
     await conn.execute(f"TRUNCATE {', '.join(tables)}, syncd.event_log,"
                        " syncd.consumer_offsets RESTART IDENTITY")
     await conn.execute("UPDATE handshake.stream_state SET pruned_through = 0")
