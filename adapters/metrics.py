@@ -29,6 +29,10 @@ EVENTS_PRODUCED = Counter(
     "syncd_events_produced_total", "Change events acknowledged by Kafka (acks=all).",
     ["source"],
 )
+SIGNALS_PUBLISHED = Counter(
+    "syncd_signals_published_total",
+    "Sales signals acknowledged by Kafka (acks=all) on the signals topic.",
+)
 EVENTS_CONSUMED = Counter(
     "syncd_events_consumed_total", "Messages consumed from Kafka by the projector.",
     ["topic"],

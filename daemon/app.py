@@ -365,7 +365,8 @@ class _Daemon:
         startup.ready.add("database")
         with quiet_client_logs():  # one line per attempt: ours, not aiokafka's too
             await need("broker", lambda: ensure_topics(
-                self.services.bootstrap, [settings.events_topic],
+                self.services.bootstrap,
+                [settings.events_topic, settings.sales_signals_topic],
                 partitions=settings.partitions, security=settings.kafka_security()),
                 broker_unavailable)
         startup.ready.add("broker")

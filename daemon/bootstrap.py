@@ -23,6 +23,7 @@ from adapters.command_writer import CommandWriter
 from adapters.credit_ledger import CreditLedger
 from adapters.relay import OutboxRelay
 from adapters.remote_store import RemoteStore
+from adapters.signal_publisher import SignalPublisher
 from adapters.store_access import AccessGate
 from daemon.consumer import BatchHook, ConsumerLoop
 from daemon.resume_drain import drain_deferred
@@ -34,6 +35,7 @@ from projections.batch import Projection
 from projections.catalog import Side
 from projections.stores.kinds import StoreKinds
 from projections.sync import SyncProjection
+from projections.ticket_actions import TicketActionsProjection
 
 P = TypeVar("P", bound=Projection)
 
@@ -86,6 +88,8 @@ class Pipeline:
     gates: dict[Side, AccessGate] = field(default_factory=dict)
     """Remote stores' checks of their access, which their writers and captures wait for."""
     drain_retry_after: float = 0.5
+    publisher: SignalPublisher | None = None
+    """Sends the sales signals to their topic (TICKET-09)."""
 
     def projection(self, kind: type[P]) -> P:
         """The running instance of a projection class (tests look into theirs)."""
@@ -110,6 +114,8 @@ class Pipeline:
             roots[f"capture-{store}"] = self._gated(store, capture)
         for store, ledger in self.ledgers.items():
             roots[f"credits-{store}"] = ledger.run
+        if self.publisher is not None:
+            roots["signal-publisher"] = self.publisher.run
         return roots
 
     def _gated(self, store: Side, task: RootTask) -> RootTask:
@@ -134,6 +140,11 @@ def build(settings: Settings, *, services: Services, pool: asyncpg.Pool,
     # are read and written through their own adapters.
     sync.stores = StoreKinds(remote={side: store.reads
                                      for side, store in overrides.remote.items()})
+    # The registry makes the ticket actions' projection for a rebuild, which never
+    # writes the desk; live, it applies the actions to the desk this pipeline has.
+    for projection in projections:
+        if isinstance(projection, TicketActionsProjection):
+            projection.mode = "hosted" if "desk" in overrides.remote else "embedded"
     writers = {side: CommandWriter(pool, store.target, concurrency=store.concurrency,
                                    backoff=store.backoff, recheck=store.recheck)
                for side, store in overrides.remote.items()}
@@ -161,7 +172,11 @@ def build(settings: Settings, *, services: Services, pool: asyncpg.Pool,
         on_sent=None if on_sent is None else functools.partial(on_sent, source),
         security=security, idempotence=idempotence)
         for source in SOURCES}
+    publisher = SignalPublisher(
+        dsn=services.dsn, bootstrap=services.bootstrap, topic=settings.sales_signals_topic,
+        partitions=settings.partitions, poll_interval=settings.relay_poll_interval,
+        security=security, idempotent=idempotence is True)
     return Pipeline(settings=settings, pool=pool, sync=sync, projections=projections,
                     consumer=consumer, relays=relays, writers=writers, captures=captures,
                     ledgers=ledgers, gates=gates,
-                    drain_retry_after=overrides.drain_retry_after)
+                    drain_retry_after=overrides.drain_retry_after, publisher=publisher)

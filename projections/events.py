@@ -43,7 +43,8 @@ Origin = Literal["user", "import", "sync"]
 
 MODULES = frozenset(
     {"contacts", "accounts", "products", "departments", "leads", "deals", "tickets",
-     "ticket_statuses", "ticket_threads", "notes", "calls", "events", "tasks"}
+     "ticket_statuses", "ticket_threads", "notes", "calls", "events", "tasks",
+     "ticket_actions", "ticket_attachments"}
 )
 
 REASON_BAD_EVENT = "incorrect parameter or value"

@@ -37,7 +37,10 @@ from projections.db import Conn
 from projections.handshake import HandshakeProjection, reset_stream
 from projections.handshake_rebuild import rebuild as rebuild_handshake
 from projections.last_states import Rebuilt
+from projections.sales_signals import SalesSignalsProjection
+from projections.sales_signals import reset_stream as reset_signals_stream
 from projections.sync import SyncProjection
+from projections.ticket_actions import TicketActionsProjection
 from projections.ticket_stats import StatisticsProjection
 from projections.ticket_stats_rebuild import rebuild as rebuild_statistics
 
@@ -130,14 +133,26 @@ SPECS: tuple[ProjectionSpec, ...] = (
                 "ticket_stats.clock"),
         rebuild="events", from_last_states=rebuild_statistics,
         first_sync=(("desk", "ticket_threads"),)),
+    # Made in ``rebuild`` mode, which never writes the desk: the composition root
+    # (daemon.bootstrap) puts the live instance in the desk's mode.
+    ProjectionSpec(
+        name="ticket_actions", order=1, make=lambda _config: TicketActionsProjection(),
+        tables=("ticket_actions.actions", "ticket_actions.deal_links"), rebuild="events"),
+    ProjectionSpec(
+        name="signals", order=3, make=lambda _config: SalesSignalsProjection(),
+        tables=("sales_signals.tickets", "sales_signals.people", "sales_signals.deals",
+                "sales_signals.signals", "sales_signals.clock"),
+        stream_tables=("sales_signals.published",), reset_stream=reset_signals_stream,
+        rebuild="events"),
     ProjectionSpec(
         name="crm_view", order=1, make=lambda _config: CrmViewProjection(),
         tables=("crm_view.records",), rebuild="events", from_last_states=rebuild_crm_view,
         first_sync=(("crm", "notes"), ("crm", "calls"), ("crm", "events"), ("crm", "tasks"))),
 )
 """Every projection. The sync comes first (the board reads events only, but it runs
-last because it holds its moves lock until the commit; the statistics and the CRM view,
-which read events only too, run before it)."""
+last because it holds its moves lock until the commit; the statistics, the ticket actions
+and the CRM view, which read events only too, run before it; the sales signals run after
+it, holding their sequence lock to the commit as the board holds its moves lock)."""
 
 
 def spec(name: str) -> ProjectionSpec:

@@ -110,11 +110,19 @@ def from_desk(module: str, record: dict[str, Any], *, sync_key_field: str) -> Va
     return values
 
 
+def _addresses(item: dict[str, Any]) -> list[str] | None:
+    """A thread's ``to`` and ``cc`` (comma-separated in Thread.json) as the embedded desk's
+    ``recipients``; None when it names none (a customer's message, a list's summary)."""
+    found = [address.strip() for key in ("to", "cc") if isinstance(item.get(key), str)
+             for address in item[key].split(",") if address.strip()]
+    return found or None
+
+
 def thread_values(item: dict[str, Any], *, kind: str, ticket_id: str) -> Values:
     """A ticket's thread (``Thread.json``: ``direction``, ``channel``, ``author``, its
     ``content``, or in a list only its ``summary``) or comment (``TicketComment.json``:
     ``commenter``, ``content``, ``commentedTime``) as a ``desk.ticket_threads`` row:
-    a comment is an agent's, ``out``."""
+    a comment is an agent's, ``out``, to users only (no ``recipients``)."""
     reply = kind == "reply"
     person = item.get("author" if reply else "commenter")
     created = _iso(item.get("createdTime" if reply else "commentedTime"))
@@ -123,6 +131,7 @@ def thread_values(item: dict[str, Any], *, kind: str, ticket_id: str) -> Values:
             "kind": kind, "author": person.get("name") if isinstance(person, dict) else None,
             "channel": item.get("channel") if reply else None,
             "content": item.get("content") or item.get("summary") or "",
+            "recipients": _addresses(item) if reply else None,
             "created_time": created,
             "modified_time": _iso(item.get("modifiedTime")) or created}
 

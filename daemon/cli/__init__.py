@@ -14,11 +14,13 @@ import asyncpg
 import click
 import structlog
 
+from daemon.cli import ticket_actions  # noqa: F401  (registers its commands on `tickets`)
 from daemon.cli.admin import COMMANDS
 from daemon.cli.crm_view import crm_view
 from daemon.cli.db import db
 from daemon.cli.handshake import handshake
 from daemon.cli.people import profiles, users
+from daemon.cli.signals import signals
 from daemon.cli.tickets import tickets
 from daemon.runtime.logs import command_log_level, configure_logging
 from daemon.runtime.settings import Settings, SettingsError, load_settings
@@ -202,6 +204,7 @@ cli.add_command(handshake)
 cli.add_command(tickets)
 cli.add_command(users)
 cli.add_command(profiles)
+cli.add_command(signals)
 cli.add_command(crm_view)
 
 from daemon.cli.replay import replay  # noqa: E402

@@ -190,13 +190,16 @@ class DaemonClient:
                 if event is not None:
                     yield event
 
-    def follow(self, path: str) -> Iterator[SseEvent]:
-        """The stream's events, reconnecting after a drop where it left off (once it
-        has given an event id); it ends after a ``gone`` event."""
-        last_id: str | None = None
+    def follow(self, path: str, *, last_event_id: str | None = None,
+               extra_headers: dict[str, str] | None = None) -> Iterator[SseEvent]:
+        """The stream's events (after ``last_event_id``, if given), reconnecting after a
+        drop where it left off (once it has given an event id); it ends after a
+        ``gone`` event."""
+        last_id = last_event_id
         while True:
             try:
-                for event in self.events(path, last_event_id=last_id):
+                for event in self.events(path, last_event_id=last_id,
+                                         extra_headers=extra_headers):
                     if event.id is not None:
                         last_id = event.id
                     yield event

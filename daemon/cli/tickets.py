@@ -62,7 +62,7 @@ def tickets() -> None:
 
 def format_list(page: dict[str, Any]) -> str:
     """One line per ticket, newest first, under what the page is."""
-    label = "contact" if page["module"] == "contacts" else "account"
+    label = {"contacts": "contact", "accounts": "account", "deals": "deal"}[page["module"]]
     shown = f"{page['offset'] + 1}-{page['offset'] + len(page['tickets'])}" \
         if page["tickets"] else "none"
     head = (f"CRM {label} {page['id']}: {page['total']} ticket(s)"
@@ -81,14 +81,18 @@ def format_list(page: dict[str, Any]) -> str:
 
 contact_option = click.option("--contact", default=None, help="A CRM contact's id.")
 account_option = click.option("--account", default=None, help="A CRM account's id.")
+deal_option = click.option("--deal", default=None, help="A CRM deal's id.")
 
 
-def _record_path(contact: str | None, account: str | None) -> str:
-    """``/crm/{contacts|accounts}/{id}`` of the one record given."""
-    if (contact is None) == (account is None):
-        raise click.UsageError("give one of --contact ID or --account ID")
-    module, record = ("contacts", contact) if contact is not None else ("accounts", account)
-    assert record is not None
+def _record_path(contact: str | None, account: str | None, deal: str | None = None,
+                 *, deals: bool = False) -> str:
+    """``/crm/{contacts|accounts|deals}/{id}`` of the one record given."""
+    given = [(m, r) for m, r in (("contacts", contact), ("accounts", account),
+                                 ("deals", deal)) if r is not None]
+    if len(given) != 1:
+        raise click.UsageError("give one of --contact ID or --account ID"
+                               + (" or --deal ID" if deals else ""))
+    module, record = given[0]
     return f"/crm/{module}/{quote(record, safe='')}"
 
 
@@ -107,6 +111,7 @@ def stats(ctx: click.Context, contact: str | None, account: str | None, as_json:
 @tickets.command("list")
 @contact_option
 @account_option
+@deal_option
 @click.option("--filter", "only", default=None,
               type=click.Choice(["overdue", "closed", "escalated", "high_priority"]),
               help="Only these tickets (TICKET-07).")
@@ -115,10 +120,11 @@ def stats(ctx: click.Context, contact: str | None, account: str | None, as_json:
 @json_option
 @click.pass_context
 def list_tickets(ctx: click.Context, contact: str | None, account: str | None,
-                 only: str | None, limit: int, offset: int, as_json: bool) -> None:
-    """A CRM contact's or account's tickets, newest first (TICKET-01)."""
+                 deal: str | None, only: str | None, limit: int, offset: int,
+                 as_json: bool) -> None:
+    """A CRM contact's, account's or deal's tickets, newest first (TICKET-01, TICKET-05)."""
     query = {"limit": str(limit), "offset": str(offset), **({"filter": only} if only else {})}
-    data = request(client_of(ctx), "GET", f"{_record_path(contact, account)}/tickets",
-                   query=query)
+    data = request(client_of(ctx), "GET",
+                   f"{_record_path(contact, account, deal, deals=True)}/tickets", query=query)
     click.echo(json.dumps(data, indent=2, ensure_ascii=False) if as_json
                else format_list(data))

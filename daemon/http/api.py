@@ -33,6 +33,7 @@ from daemon.service import history as sync_history
 from daemon.service import integration, ticket_list, ticket_stats, webhooks
 from daemon.service import status as daemon_status
 from daemon.service.integration import MappingCheck
+from daemon.service.signals import SignalStreams
 from projections.catalog import Side
 from projections.config import SyncConfig
 from projections.events import ChangeEvent, InvalidEvent, decode_event, encode_event
@@ -63,6 +64,10 @@ class ApiContext:
     """The remote stores' callbacks, by name (``zoho-desk``)."""
     mapping_checks: Mapping[Side, MappingCheck] = field(default_factory=dict)
     """The remote stores' checks of a mapping's custom fields (``RemoteStore``)."""
+    signal_streams: SignalStreams | None = None
+    """The open sales-signal streams' shared state (made at the first stream)."""
+    signal_keepalive: float = 15.0
+    """Seconds a signal stream waits for a notification before it polls anyway."""
     token_profiles: Mapping[str, str] = field(default_factory=dict)
     """Bearer token -> the desk profile it is bound to (PERM-04; unbound tokens absent)."""
 

@@ -14,6 +14,7 @@ import msgspec
 from aiohttp import web
 
 from daemon.http.errors import ApiError
+from projections.ticket_requests import Attachment, NewContact
 
 MAX_BODY = 256 * 1024
 """The largest body the API and the webhook intake take (the listener's own limit,
@@ -126,3 +127,34 @@ class Profile(msgspec.Struct, forbid_unknown_fields=True):
     shows: str = "contacts"
     access: dict[str, str] = msgspec.field(default_factory=dict)
     configures: bool = False
+
+
+class TicketCreate(msgspec.Struct, forbid_unknown_fields=True):
+    """A ticket created from a CRM record (TICKET-02): its contact is a desk contact
+    (``contact_id``), a CRM contact (``crm_contact_id``: its linked desk contact; by
+    default the CRM contact the ticket is created on) or a new one (``new_contact``)."""
+
+    subject: str
+    department_id: str | int
+    contact_id: str | int | None = None
+    crm_contact_id: str | int | None = None
+    new_contact: NewContact | None = None
+    description: str | None = None
+    priority: str | None = None
+    due_date: str | None = None
+    attachments: list[Attachment] = []
+
+
+class TicketMessage(msgspec.Struct, forbid_unknown_fields=True):
+    """A comment (users only), a reply (the requester, and ``to``) or a forward (``to``)."""
+
+    content: str
+    to: list[str] = []
+    attachments: list[Attachment] = []
+
+
+class TicketFields(msgspec.Struct, forbid_unknown_fields=True):
+    """Ticket fields to set: subject, status, priority, owner, channel, department_id,
+    due_date, custom.<key> (TICKET-03)."""
+
+    fields: dict[str, Any]

@@ -19,7 +19,17 @@ from typing import Any, Generic, Literal, TypeVar, cast
 import msgspec
 from aiohttp import web
 
-from daemon.http import API_PREFIX, BOARD_PREFIX, api, board, bodies, crm_view, people
+from daemon.http import (
+    API_PREFIX,
+    BOARD_PREFIX,
+    api,
+    board,
+    bodies,
+    crm_view,
+    people,
+    signals,
+    tickets,
+)
 from daemon.http.auth import RANK, Authorize, Profiles, may_configure
 from daemon.runtime.settings import Role
 
@@ -129,6 +139,14 @@ API_ROUTES: list[Route[api.ApiContext]] = [
          "A CRM contact's or account's tickets, newest first"
          " (?filter=overdue|closed|escalated|high_priority&limit=&offset=; TICKET-01, TICKET-07;"
          " naming a CRM user: the tickets the user sees, TICKET-08)", crm_user="optional"),
+    _api("get", f"{API_PREFIX}/signals", "viewer", None, signals.page,
+         "Sales signals of the CRM user named by X-Syncd-Crm-User that the user may see"
+         " and enabled, after a sequence number (?after=&limit=; TICKET-09)",
+         crm_user="required"),
+    _api("get", f"{API_PREFIX}/signals/stream", "viewer", None, signals.stream,
+         "Server-sent events: each sales signal the CRM user (X-Syncd-Crm-User) may see"
+         " and enabled, once, in order (Last-Event-ID resumes; TICKET-09)",
+         crm_user="required"),
     _api("get", f"{API_PREFIX}/crm-view/{{module:contacts|accounts}}/{{record}}", "viewer",
          None, crm_view.crm_view_of,
          "What a desk profile sees of the CRM for a desk contact or account (?profile=NAME;"
@@ -143,6 +161,39 @@ API_ROUTES: list[Route[api.ApiContext]] = [
          "Zoho Desk webhook callback (the URL's token): captured, then answered"),
 ]
 """The admin API and the webhook intake."""
+
+_T = f"{API_PREFIX}/tickets/{{ticket}}"
+_ACTED = " (202 with the action id; X-Syncd-Crm-User names who acts)"
+API_ROUTES += [
+    _api("post", f"{API_PREFIX}/crm/{{module:contacts|accounts|deals|leads}}/{{record}}/tickets",
+         "operator", bodies.TicketCreate, tickets.create,
+         "Create a ticket from a CRM record: an existing or a new contact, attachments by"
+         " reference (TICKET-02)" + _ACTED, crm_user="required"),
+    _api("post", f"{_T}/comments", "operator", bodies.TicketMessage, tickets.comment,
+         "Comment on a ticket (users only; TICKET-03, TICKET-10)" + _ACTED,
+         crm_user="required"),
+    _api("post", f"{_T}/replies", "operator", bodies.TicketMessage, tickets.reply,
+         "Reply to the requester (and to; TICKET-03, TICKET-10)" + _ACTED,
+         crm_user="required"),
+    _api("post", f"{_T}/forwards", "operator", bodies.TicketMessage, tickets.forward,
+         "Forward a ticket to addresses (TICKET-03)" + _ACTED, crm_user="required"),
+    _api("patch", _T, "operator", bodies.TicketFields, tickets.update,
+         "Set ticket fields: priority, status, owner, due date, … (TICKET-03)" + _ACTED,
+         crm_user="required"),
+    _api("post", f"{_T}/close", "operator", None, tickets.close,
+         "Close a ticket (TICKET-03)" + _ACTED, crm_user="required"),
+    _api("delete", _T, "operator", None, tickets.delete,
+         "Delete a ticket (to the desk's recycle bin; TICKET-03)" + _ACTED,
+         crm_user="required"),
+    _api("put", f"{_T}/deals/{{deal}}", "operator", None, tickets.link_deal,
+         "Link a ticket to a CRM deal: an open deal raises its priority (TICKET-05)"
+         + _ACTED, crm_user="required"),
+    _api("delete", f"{_T}/deals/{{deal}}", "operator", None, tickets.unlink_deal,
+         "Unlink a ticket from a CRM deal (TICKET-05)" + _ACTED, crm_user="required"),
+    _api("get", f"{API_PREFIX}/ticket-actions/{{action}}", "viewer", None, tickets.outcome,
+         "What became of a ticket action: pending, applied (with the desk's ids) or"
+         " failed (with the reason)"),
+]
 
 BOARD_ROUTES: list[Route[board.BoardContext]] = [
     _board("get", "/{department}", "viewer", board.board,

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -27,6 +28,7 @@ from daemon.http import openapi
 from daemon.http.api import DOCUMENT, ApiContext
 from daemon.http.auth import authenticate, by_role
 from daemon.http.board import BoardContext
+from daemon.http.console import console_routes
 from daemon.http.errors import ApiError, error_body, from_http_exception, from_refusal
 from daemon.http.routes import API_ROUTES, BOARD_ROUTES, Route, aiohttp_routes
 from daemon.service import ServiceError
@@ -94,6 +96,16 @@ async def watch_readiness(checks: dict[str, ReadinessCheck], stop: asyncio.Event
             await asyncio.wait_for(stop.wait(), interval)
 
 
+async def _end_signal_streams(api: ApiContext, _app: web.Application) -> None:
+    if api.signal_streams is not None:
+        api.signal_streams.stop()
+
+
+async def _close_signal_streams(api: ApiContext, _app: web.Application) -> None:
+    if api.signal_streams is not None:
+        await api.signal_streams.close()
+
+
 def build_app(checks: dict[str, ReadinessCheck], *, api: ApiContext | None = None,
               board: BoardContext | None = None, routes: Sequence[web.RouteDef] = (),
               middlewares: Sequence[Any] = (),
@@ -133,11 +145,16 @@ def build_app(checks: dict[str, ReadinessCheck], *, api: ApiContext | None = Non
     if api is not None:
         app.router.add_routes(aiohttp_routes(API_ROUTES, api, by_role, api.desk_profiles))
         served.extend(API_ROUTES)
+        app.on_shutdown.append(functools.partial(_end_signal_streams, api))
+        app.on_cleanup.append(functools.partial(_close_signal_streams, api))
     if board is not None:
         app.router.add_routes(aiohttp_routes(BOARD_ROUTES, board, board.authorize))
         served.extend(BOARD_ROUTES)
         app.on_shutdown.append(board.on_shutdown)  # ends open streams
         app.on_cleanup.append(board.on_cleanup)
+    if api is not None:
+        # The operator console at /: session cookies on the API's tokens and roles.
+        app.router.add_routes(console_routes(api, board))
     app[DOCUMENT] = openapi.document(served)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)

@@ -83,6 +83,9 @@ class Settings(BaseSettings):
         default="auto", description="The relays' idempotent producer (acks=all either way): "
         "auto is on unless the broker cannot grant a producer id (the embedded broker).")
     topic_prefix: str = Field(default="syncd", pattern=r"^[A-Za-z0-9._-]{1,100}$")
+    signals_topic: str | None = Field(
+        default=None, pattern=r"^[A-Za-z0-9._-]{1,200}$", description="The topic the sales "
+        "signals are published to (TICKET-09); unset: <topic prefix>.signals.")
     group_id: str = Field(default="syncd", pattern=r"^[A-Za-z0-9._-]{1,200}$")
     partitions: int = Field(default=6, ge=1, le=1000)
     http_listen: str = Field(default="127.0.0.1:8080", description="host:port for HTTP.")
@@ -317,6 +320,10 @@ class Settings(BaseSettings):
     @property
     def events_topic(self) -> str:
         return f"{self.topic_prefix}.events"
+
+    @property
+    def sales_signals_topic(self) -> str:
+        return self.signals_topic or f"{self.topic_prefix}.signals"
 
     def kafka_security(self) -> KafkaSecurity:
         """The one ``KafkaSecurity`` every Kafka client of the process is given."""

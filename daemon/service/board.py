@@ -189,8 +189,13 @@ class MoveNotifier:
     clients reconnect with ``Last-Event-ID`` and a new connection is taken.
     """
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, *, channel: str = NOTIFY_CHANNEL,
+                 by_payload: bool = True) -> None:
         self.pool = pool
+        self.channel = channel
+        # The board's payload names a department, which wakes its streams only; the
+        # sales signals' wakes every stream (each filters what it reads).
+        self.by_payload = by_payload
         self._conn: Any = None
         self._dead: list[Any] = []
         self._subs: set[Subscription] = set()
@@ -198,7 +203,7 @@ class MoveNotifier:
 
     def _notified(self, _conn: object, _pid: int, _channel: str, payload: object) -> None:
         for sub in self._subs:
-            if sub.department == payload:
+            if not self.by_payload or sub.department == payload:
                 sub.wake.set()
 
     def _terminated(self, _conn: object) -> None:
@@ -235,7 +240,7 @@ class MoveNotifier:
             if self._conn is None:
                 conn = await self.pool.acquire()
                 try:
-                    await conn.add_listener(NOTIFY_CHANNEL, self._notified)
+                    await conn.add_listener(self.channel, self._notified)
                     conn.add_termination_listener(self._terminated)
                 except BaseException:
                     await self.pool.release(conn)
@@ -252,7 +257,7 @@ class MoveNotifier:
                 conn, self._conn = self._conn, None
                 conn.remove_termination_listener(self._terminated)
                 with contextlib.suppress(OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
-                    await conn.remove_listener(NOTIFY_CHANNEL, self._notified)
+                    await conn.remove_listener(self.channel, self._notified)
                 await self.pool.release(conn)
 
     async def close(self) -> None:

@@ -1,11 +1,12 @@
-"""A CRM contact's or account's tickets, as a related list (TICKET-01, TICKET-07).
+"""A CRM contact's, account's or deal's tickets, as a related list (TICKET-01, TICKET-07).
 
 Why it exists: a CRM user on a contact or an account sees the customer's desk tickets,
 newest first, and narrows them to the overdue, closed, escalated or high-priority ones.
 The rows are the statistics projection's (``projections/ticket_stats.py``), joined to
 the CRM record through the links as they are now, by the same statement fragment the
 statistics use (``ticket_stats.OF_RECORD``): the list and the statistics always count
-the same tickets. "Overdue" is read against the projection's clock (the newest event
+the same tickets. A deal's are the tickets linked to it (TICKET-05,
+``ticket_actions.deal_links``). "Overdue" is read against the projection's clock (the newest event
 applied), never the wall clock. Paged by limit and offset with the total, as the
 failure log is.
 """
@@ -18,7 +19,7 @@ from typing import Any, Literal
 import asyncpg
 
 from daemon.service import NotFound
-from daemon.service.ticket_stats import NEWEST_FIRST, OF_RECORD, Module, overdue
+from daemon.service.ticket_stats import NEWEST_FIRST, OF_RECORD, overdue
 
 Filter = Literal["overdue", "closed", "escalated", "high_priority"]
 
@@ -38,15 +39,28 @@ FILTERS: dict[Filter, str] = {
 resolved ones (a custom status counts as the standard status it maps to)."""
 
 
+ListModule = Literal["contacts", "accounts", "deals"]
+
+OF_LIST: dict[ListModule, str] = {
+    "contacts": OF_RECORD["contacts"], "accounts": OF_RECORD["accounts"],
+    # A deal's tickets are those linked to it (TICKET-05, the ticket_actions projection's
+    # links), whoever their contact is.
+    "deals": """
+FROM ticket_stats.tickets t
+JOIN ticket_actions.deal_links d ON d.ticket_id = t.ticket_id
+WHERE t.live AND d.deal_id = $1""",
+}
+"""The FROM and WHERE of a CRM record's live tickets, per module (the record's id is
+$1): a contact's and an account's shared with the statistics (``OF_RECORD``)."""
+
 NOT_BUILT = {
-    "deals": "a deal's tickets need ticket-deal links (TICKET-05), not built",
     "leads": "a lead's tickets (its e-mail matched to desk contacts) are not built",
 }
 """Modules that may show the list (``projections.related_lists``) but whose list is not
 built yet, with why."""
 
 
-def listed_module(module: str, chosen: Sequence[str]) -> Module:
+def listed_module(module: str, chosen: Sequence[str]) -> ListModule:
     """``module`` if its records show the list; else NotFound with the reason: not among
     the integration's related-list modules (``chosen``), or its list is not built."""
     if module not in chosen:
@@ -55,19 +69,20 @@ def listed_module(module: str, chosen: Sequence[str]) -> Module:
                        f" modules are {list(chosen)} (syncd integration related-lists)")
     if module in NOT_BUILT:
         raise NotFound("not_built", NOT_BUILT[module])
-    if module not in OF_RECORD:
-        raise NotFound("not_built", f"{module}'s related list is not built")
-    return module
+    for listed in OF_LIST:
+        if module == listed:
+            return listed
+    raise NotFound("not_built", f"{module}'s related list is not built")
 
 
-async def related_tickets(pool: asyncpg.Pool, module: Module, record_id: str, *,
+async def related_tickets(pool: asyncpg.Pool, module: ListModule, record_id: str, *,
                           only: Filter | None, limit: int, offset: int,
                           departments: Collection[str] | None = None) -> dict[str, Any]:
     """One page of a CRM record's live tickets, newest first (creation time, then id),
     with the total that matches; an id nobody links has none. ``departments``: only
     the tickets of these departments (a CRM user's, when the integration shows users
     their own departments' tickets only: TICKET-08); None: every ticket."""
-    joined = OF_RECORD[module] + (f" AND ({FILTERS[only]})" if only is not None else "")
+    joined = OF_LIST[module] + (f" AND ({FILTERS[only]})" if only is not None else "")
     arguments: list[Any] = [record_id]
     if departments is not None:
         joined += " AND t.department_id = ANY($2::text[])"

@@ -21,12 +21,16 @@ from daemon.runtime.logs import configure_logging
 from daemon.runtime.settings import SettingsError, load_settings
 
 SCENARIOS = ("steady", "capture", "initial", "latency", "replay", "handshake")
+PEER = "peer"
+"""The peer sink on the same events on a real Kafka cluster (``ops.bench.peer``): in
+``--scenario all`` unless ``--no-peer``; skipped, with the reason, without Java/Maven."""
 FULL_RECORDS = 1_000_000
 
 _HEADLINE = {
     "steady": ("events_per_s", "events/s"), "capture": ("changes_per_s", "changes/s"),
     "initial": ("seconds", "s"), "latency": ("p50_ms", "ms p50"),
     "handshake": ("median_ms", "ms median"), "replay": ("events_per_s", "events/s"),
+    "peer": ("peer_events_per_s", "peer events/s"),
 }
 
 
@@ -43,6 +47,10 @@ def render(report: dict[str, Any]) -> str:
         raw = outcome.get("raw", {})
         raw_text = ", ".join(f"{k} {v}" for k, v in raw.items() if k.endswith(("per_s", "ms")))
         detail = f"{outcome.get(key)} {unit}; ratio {outcome.get('ratio')}; raw: {raw_text}"
+        if name == PEER:
+            detail = (f"syncd steady {outcome.get('events_per_s')} events/s, peer sink"
+                      f" {outcome.get(key)} events/s, raw sink {raw.get('sink_per_s')}"
+                      f" events/s; syncd ÷ peer {outcome.get('syncd_to_peer')}")
         for target in outcome["targets"]:
             rows.append([name, target["figure"], target["value"], target["target"],
                          "yes" if target["met"] else "NO", detail])
@@ -60,8 +68,11 @@ def render(report: dict[str, Any]) -> str:
 @click.option("-v", "--verbose", is_flag=True,
               help="Log at the configured level; otherwise warnings and errors only"
                    " (unless SYNCD_LOG_LEVEL=debug).")
-@click.option("--scenario", type=click.Choice([*SCENARIOS, "all"]), default="all",
+@click.option("--scenario", type=click.Choice([*SCENARIOS, PEER, "all"]), default="all",
               show_default=True, help="Which scenario to run.")
+@click.option("--peer/--no-peer", "with_peer", default=True, show_default=True,
+              help="Whether `--scenario all` includes the peer sink (Kafka Connect with"
+                   " Debezium's JDBC sink on a real Kafka cluster; needs Java and Maven).")
 @click.option("--records", type=click.IntRange(100, 100_000_000), default=FULL_RECORDS,
               show_default=True, help="Scale: events (steady), changes (capture), CRM "
               "contacts (initial); the other sizes follow (see ops/bench/README.md).")
@@ -70,7 +81,7 @@ def render(report: dict[str, Any]) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object with every figure.")
 @click.pass_context
 def bench(ctx: click.Context, config_file: Path | None, verbose: bool, scenario: str,
-          records: int, duration: float | None, as_json: bool) -> None:
+          records: int, duration: float | None, as_json: bool, with_peer: bool) -> None:
     """Measure throughput and latency on generated data, against the raw limit.
 
     Runs on the embedded services (in a temporary directory) unless SYNCD_DATABASE_URL
@@ -86,7 +97,8 @@ def bench(ctx: click.Context, config_file: Path | None, verbose: bool, scenario:
         configure_logging(level=settings.log_level, fmt=settings.log_format)
     else:
         configure_logging(level="warning", fmt=settings.log_format)
-    scenarios = list(SCENARIOS) if scenario == "all" else [scenario]
+    scenarios = ([*SCENARIOS, *([PEER] if with_peer else [])] if scenario == "all"
+                 else [scenario])
 
     async def main() -> dict[str, Any]:
         # SIGTERM / Ctrl-C cancel the run, so that the embedded services are stopped.

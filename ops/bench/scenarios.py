@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import datetime as dt
 import functools
 import multiprocessing
@@ -376,7 +377,8 @@ async def steady(env: Env, records: int) -> Result:
     base_pairs = max(20, round(events * 0.3))
     dsn = await env.database()
     prefix = env.prefix()
-    result: Result = {"events": events, "base_pairs": base_pairs}
+    result: Result = {"events": events, "base_pairs": base_pairs,
+                      "topics": {"events": f"{prefix}.events", "raw": f"{prefix}.raw"}}
     base = Product(env, dsn, f"{prefix}-base")
     product = Product(env, dsn, prefix, resend_after=3600)
     try:
@@ -974,11 +976,91 @@ async def replay(env: Env, records: int) -> Result:
     return result
 
 
+# -- peer ------------------------------------------------------------------------------
+
+
+async def peer(env: Env, records: int, *, tasks: int = 1) -> Result:
+    """``syncd``'s steady figure, the raw limit and a peer sink (Kafka Connect standalone
+    with Debezium's JDBC sink, upserting by key into one table) on the same events, on
+    a real Kafka cluster: the configured brokers, else the tests' three-broker cluster
+    started for the run (see ``ops.bench.peer``)."""
+    from ops.bench import peer as pr
+
+    reason = pr.unavailable()
+    if reason:
+        return {"measured": False, "reason": f"skipped: {reason}"}
+    configured = env.broker is None
+    try:
+        jars = await asyncio.to_thread(pr.fetch_jars)
+    except RuntimeError as err:
+        return {"measured": False, "reason": f"skipped: the peer's jars: {err}"}
+    with contextlib.ExitStack() as stack:
+        if configured:
+            bootstrap = env.bootstrap
+        else:
+            root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="syncd-peer-")))
+            _say("peer: starting a three-broker Apache Kafka cluster")
+            bootstrap = await asyncio.to_thread(stack.enter_context, pr.real_cluster(root))
+        cluster_env = dataclasses.replace(env, bootstrap=bootstrap, broker=None)
+        cluster_env.find_processes()
+        return await _peer_on(cluster_env, records, jars, tasks=tasks,
+                              cluster="configured" if configured else "three-broker, started")
+
+
+async def _peer_on(env: Env, records: int, jars: list[Path], *, tasks: int,
+                   cluster: str) -> Result:
+    from ops.bench import peer as pr
+
+    result: Result = {"cluster": cluster, "bootstrap": env.bootstrap,
+                      "connector": pr.CONNECTOR, "tasks": tasks}
+    _say(f"peer: the steady scenario on the cluster ({records} events)")
+    syncd = await steady(env, records)
+    events = int(syncd["events"])
+    result["steady"] = {k: syncd[k] for k in ("events", "mix", "seconds", "events_per_s",
+                                              "ratio", "checks", "setup_seconds") if k in syncd}
+    result["raw"] = syncd["raw"]
+    result.update(events=events, events_per_s=syncd["events_per_s"], ratio=syncd["ratio"])
+    raw_topic = syncd["topics"]["raw"]
+    peer_topic = raw_topic.removesuffix(".raw") + ".peer"
+    _say(f"peer: copying the {events} events for the peer (schema envelope, untimed)")
+    copy = await pr.copy_for_peer(env.bootstrap, raw_topic, peer_topic, env.partitions, events)
+    keys = len(copy.last_event)
+    result["peer_topic"] = {"events": copy.events, "keys": keys,
+                            "bytes_per_event": round(copy.bytes_out / max(copy.events, 1)),
+                            "raw_bytes_per_event": round(copy.bytes_in / max(copy.events, 1)),
+                            "copy_seconds": round(copy.seconds, 2)}
+    dsn = await env.database()
+    conn = await asyncpg.connect(dsn)
+    try:
+        await pr.prepare_table(conn, copy)
+        async with pr.connect_dir() as directory:
+            run = pr.ConnectRun(directory, jars, env.bootstrap, peer_topic, dsn,
+                                batch=env.batch_max, tasks=tasks)
+            _say(f"peer: Kafka Connect standalone with the JDBC sink on {events} events")
+            try:
+                figures = await pr.run_connect(run, conn, keys, events, say=_say)
+            finally:
+                await asyncio.to_thread(run.stop)
+        checks = await pr.table_checks(conn)
+    finally:
+        await conn.close()
+        await env.drop(dsn)
+    peer_rate = figures["events_per_s"]
+    result["peer"] = {**figures, "checks": checks}
+    result["peer_events_per_s"] = peer_rate
+    result["syncd_to_peer"] = round(syncd["events_per_s"] / peer_rate, 3) if peer_rate else None
+    result["peer_to_raw"] = (round(peer_rate / result["raw"]["sink_per_s"], 3)
+                             if result["raw"].get("sink_per_s") else None)
+    result["targets"] = [_target("syncd steady ÷ peer sink events/s",
+                                 result["syncd_to_peer"] or 0.0, ">=", 3, "x")]
+    return result
+
+
 # -- the command -----------------------------------------------------------------------
 
 RUNNERS: dict[str, Callable[[Env, int], Awaitable[Result]]] = {
     "steady": steady, "capture": capture, "initial": initial, "latency": latency,
-    "replay": replay, "handshake": handshake,
+    "replay": replay, "handshake": handshake, "peer": peer,
 }
 
 

@@ -103,6 +103,11 @@ def _proc_cpu(pid: int, *, children: bool = False) -> float:
     return ticks / _TICK
 
 
+def proc_cpu(pid: int) -> float:
+    """CPU seconds of a process so far (Linux ``/proc``); 0 if unknown."""
+    return _proc_cpu(pid)
+
+
 def _children(pid: int) -> list[int]:
     found = []
     for entry in os.listdir("/proc"):

@@ -1,6 +1,7 @@
 """The benchmark (``python -m ops.bench``): a smoke run of every scenario with tiny numbers
 (the real figures come from ``python -m ops.bench --scenario all`` on a quiet machine; see
-ops/bench/README.md)."""
+ops/bench/README.md). The peer sink, which needs the real Kafka cluster, has its own
+(tests/integration/test_bench_peer.py)."""
 
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ def test_bench_all_scenarios_tiny(pg_server_dsn: str, kafka_bootstrap: str) -> N
            "SYNCD_PARTITIONS": "3"}
     try:
         result = CliRunner().invoke(
-            bench, ["--scenario", "all", "--records", "200", "--duration", "1",
+            bench, ["--scenario", "all", "--no-peer", "--records", "200", "--duration", "1",
                   "--json"], env=env, catch_exceptions=False)
     finally:
         configure_logging()  # the bench quiets logging; give the session its default back

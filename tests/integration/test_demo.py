@@ -1,8 +1,9 @@
 """The README's first command, `python3 dev.py run` (`syncd run --demo`): the demo
 stores are seeded, the integration is set up two-way as the demo's administrator,
 the first sync links the records created within the window, the demo's tickets
-give its CRM contacts customer statistics that a replay finds nothing to change in, and
-the demo's people (CRM users of each role, desk profiles with restrictions) are there."""
+give its CRM contacts customer statistics, and sales signals, that a replay finds nothing
+to change in, and the demo's people (CRM users of each role, desk profiles with
+restrictions) are there."""
 
 from __future__ import annotations
 
@@ -75,9 +76,12 @@ async def test_the_demo_runs_its_first_sync(database_url: str, kafka_bootstrap: 
         env = {**os.environ, "SYNCD_DATABASE_URL": database_url,
                "SYNCD_DATA_DIR": str(tmp_path / "replay")}
         env.pop("SYNCD_KAFKA_BOOTSTRAP", None)
-        replay = await asyncio.to_thread(
-            subprocess.run, [sys.executable, "-m", "daemon", "replay", "--projection",
-                             "statistics", "--dry-run"],
-            cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-        assert replay.returncode == 0, replay.stderr
-        assert "nothing to change" in replay.stdout, replay.stdout
+        signals = await daemon.pool.fetchval("SELECT count(*) FROM sales_signals.signals")
+        for projection in ("statistics", "signals"):
+            replay = await asyncio.to_thread(
+                subprocess.run, [sys.executable, "-m", "daemon", "replay", "--projection",
+                                 projection, "--dry-run"],
+                cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+            assert replay.returncode == 0, replay.stderr
+            assert "nothing to change" in replay.stdout, (projection, replay.stdout)
+        assert signals > 0  # the demo's overdue tickets of CRM contacts, at least

@@ -59,7 +59,9 @@ def scram_settings(user: tuple[str, str]) -> dict[str, Any]:
 
 def documented_acls(topic: str, group: str) -> list[dict[str, Any]]:
     """The ACLs of docs/production.md for the daemon's principal, as ``grant`` keywords."""
+    signals = topic.removesuffix(".events") + ".signals"
     return [{"operations": ["Describe", "Read", "Write", "Create"], "topic": topic},
+            {"operations": ["Describe", "Write", "Create"], "topic": signals},
             {"operations": ["Read"], "group": group}]
 
 

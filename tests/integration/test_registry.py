@@ -26,10 +26,10 @@ async def test_every_projection_table_is_in_the_registry(database_url: str) -> N
 
 def test_names_for_replay() -> None:
     assert registry.rebuildable() == ("history", "failures", "handshake", "statistics",
-                                      "crm_view")
+                                      "ticket_actions", "signals", "crm_view")
     assert set(registry.not_rebuildable()) == {"sync", "links", "mapping"}
     assert [p.name for p in registry.live_projections(SyncConfig)] == [
-        "sync", "statistics", "crm_view", "handshake"]
+        "sync", "statistics", "ticket_actions", "crm_view", "handshake", "signals"]
 
 
 async def test_the_stats_export_reads_each_projections_gauges(database_url: str) -> None:

@@ -86,19 +86,21 @@ def cache_dir() -> Path:
     return Path.home() / ".cache" / "syncd-tests" / f"kafka-{KAFKA_VERSION}"
 
 
-def _pom_digest() -> str:
-    return hashlib.sha256(POM.read_bytes()).hexdigest()
+def _pom_digest(pom: Path = POM) -> str:
+    return hashlib.sha256(pom.read_bytes()).hexdigest()
 
 
-def fetch_jars(cache: Path | None = None) -> list[Path]:
-    """The cluster's class path: the jars of the pom, fetched by Maven once.
+def fetch_maven_jars(pom: Path, cache: Path, *, required: str, what: str) -> list[Path]:
+    """The jars of ``pom`` (a pom that builds nothing, only lists dependencies), fetched
+    by Maven into ``cache`` once; ``required`` is a jar the class path cannot do without,
+    ``what`` names them in errors. Also used by the benchmark's peer sink
+    (``ops/bench/peer.py``).
 
     The cache is complete when its marker names the pom's digest; otherwise Maven
     copies the dependencies into a fresh directory that then replaces the cache,
     so an interrupted fetch never leaves a half-filled class path behind."""
-    cache = cache or cache_dir()
     marker = cache / ".complete"
-    if not (marker.exists() and marker.read_text().strip() == _pom_digest()):
+    if not (marker.exists() and marker.read_text().strip() == _pom_digest(pom)):
         reason = missing_tools()
         if reason:
             raise ToolMissing(reason)
@@ -106,20 +108,27 @@ def fetch_jars(cache: Path | None = None) -> list[Path]:
         partial = cache.with_name(f"{cache.name}.partial-{os.getpid()}")
         shutil.rmtree(partial, ignore_errors=True)
         result = subprocess.run(
-            ["mvn", "-q", "-B", "-f", str(POM), "dependency:copy-dependencies",
+            ["mvn", "-q", "-B", "-f", str(pom), "dependency:copy-dependencies",
              f"-DoutputDirectory={partial}"],
             capture_output=True, text=True, check=False)
         if result.returncode != 0:
             shutil.rmtree(partial, ignore_errors=True)
-            raise RuntimeError(f"mvn could not fetch the Kafka jars (exit {result.returncode}):"
+            raise RuntimeError(f"mvn could not fetch the {what} jars (exit {result.returncode}):"
                                f"\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}")
-        (partial / ".complete").write_text(_pom_digest() + "\n")
+        (partial / ".complete").write_text(_pom_digest(pom) + "\n")
         shutil.rmtree(cache, ignore_errors=True)
         partial.rename(cache)
     jars = sorted(cache.glob("*.jar"))
-    if not any(j.name == f"kafka_2.13-{KAFKA_VERSION}.jar" for j in jars):
-        raise RuntimeError(f"{cache} holds no kafka_2.13-{KAFKA_VERSION}.jar")
+    if not any(j.name == required for j in jars):
+        raise RuntimeError(f"{cache} holds no {required}")
     return jars
+
+
+def fetch_jars(cache: Path | None = None) -> list[Path]:
+    """The cluster's class path: the jars of the pom, fetched by Maven once
+    (``fetch_maven_jars``)."""
+    return fetch_maven_jars(POM, cache or cache_dir(), required=f"kafka_2.13-{KAFKA_VERSION}.jar",
+                            what="Kafka")
 
 
 def _free_ports(count: int) -> list[int]:

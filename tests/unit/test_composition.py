@@ -18,7 +18,7 @@ from projections.handshake import HandshakeProjection
 from projections.sync import SyncProjection
 
 ROOT = Path(__file__).resolve().parents[2]
-WIRED = ("ConsumerLoop", "OutboxRelay")
+WIRED = ("ConsumerLoop", "OutboxRelay", "SignalPublisher")
 CALLERS = ("daemon", "ops", "tests/support")
 
 
@@ -53,7 +53,9 @@ def test_build_wires_the_registry_and_the_settings() -> None:
     assert pipeline.consumer.batch_max == 50
     assert set(pipeline.relays) == {"desk", "crm"}
     assert all(r.poll_interval == 0.3 and r.resend_after == 7 for r in pipeline.relays.values())
-    assert set(pipeline.roots()) == {"projector", "resume-drain", "relay-desk", "relay-crm"}
+    assert set(pipeline.roots()) == {"projector", "resume-drain", "relay-desk", "relay-crm",
+                                     "signal-publisher"}
+    assert pipeline.publisher is not None and pipeline.publisher.topic == "t.signals"
     assert pipeline.projection(HandshakeProjection) in pipeline.projections
 
 

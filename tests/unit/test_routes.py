@@ -8,11 +8,13 @@ import re
 from pathlib import Path
 from typing import Any
 
+from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from daemon.http import openapi
 from daemon.http.api import ApiContext
 from daemon.http.board import BoardContext
+from daemon.http.console import console_routes
 from daemon.http.routes import API_ROUTES, BOARD_ROUTES, Route
 from daemon.http.server import build_app
 from projections.config import SyncConfig
@@ -26,12 +28,16 @@ def _plain(path: str) -> str:
     return re.sub(r"\{(\w+):[^}]*\}", r"{\1}", path)
 
 
+def _context() -> ApiContext:
+    nothing: Any = None  # no request here reaches the database
+    return ApiContext(pool=nothing, integration=nothing, tokens={}, webhook_secrets={},
+                      history_timezone="UTC", config=SyncConfig, lag=dict,
+                      last_applied_at=lambda: None)
+
+
 def _app() -> Any:
     nothing: Any = None  # no request here reaches the database
-    ctx = ApiContext(pool=nothing, integration=nothing, tokens={}, webhook_secrets={},
-                     history_timezone="UTC", config=SyncConfig, lag=dict,
-                     last_applied_at=lambda: None)
-    return build_app({}, api=ctx, board=BoardContext(nothing, edition="professional",
+    return build_app({}, api=_context(), board=BoardContext(nothing, edition="professional",
                                                      integration_active=lambda: True))
 
 
@@ -40,7 +46,11 @@ def test_the_app_serves_exactly_the_table() -> None:
               for route in _app().router.routes()
               if route.method != "HEAD" and route.resource is not None}
     table = {(r.method, _plain(r.path)) for r in ROUTES}
-    assert served - {("get", "/healthz"), ("get", "/readyz"), ("get", "/metrics")} == table
+    # The operator console's HTML pages are no part of the API (daemon.http.console).
+    console = {(r.method.lower(), r.path) for r in console_routes(_context(), None)
+               if isinstance(r, web.RouteDef)}
+    assert served - {("get", "/healthz"), ("get", "/readyz"), ("get", "/metrics")} - console \
+        == table
 
 
 async def test_the_document_lists_every_route_of_the_table_the_board_too() -> None:
