@@ -311,7 +311,7 @@ class SalesSignalsProjection:
         clock = await conn.fetchrow(
             "SELECT at, last_seq FROM sales_signals.clock FOR UPDATE")
         assert clock is not None
-        state = await _load(conn, batch, clock=clock["at"])
+        state = await _load(conn, batch, clock=_aware(clock["at"]))
         signals = derive(state, batch)
         if signals:
             # A cause met again in a later batch (a record created twice under one id:
@@ -345,8 +345,17 @@ _TICKET_COLUMNS = ("ticket_id, live, status_type, department_id, subject, email_
                    " phone_key, due_at, rating, overdue_for")
 
 
+def _aware(value: Any) -> Any:
+    """A time read back with its zone. asyncpg gives the earliest time PostgreSQL holds
+    (0001-01-01, which an event may carry) as ``datetime.min`` without one, which no
+    zoned time compares with."""
+    if isinstance(value, dt.datetime) and value.tzinfo is None:
+        return value.replace(tzinfo=dt.UTC)
+    return value
+
+
 def _ticket(row: Any) -> TicketState:
-    return TicketState(**{f.name: row[f.name] for f in fields(TicketState)})
+    return TicketState(**{f.name: _aware(row[f.name]) for f in fields(TicketState)})
 
 
 async def _load(conn: Conn, batch: list[ChangeEvent], *, clock: dt.datetime | None

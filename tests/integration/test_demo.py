@@ -77,7 +77,7 @@ async def test_the_demo_runs_its_first_sync(database_url: str, kafka_bootstrap: 
                "SYNCD_DATA_DIR": str(tmp_path / "replay")}
         env.pop("SYNCD_KAFKA_BOOTSTRAP", None)
         signals = await daemon.pool.fetchval("SELECT count(*) FROM sales_signals.signals")
-        for projection in ("statistics", "signals"):
+        for projection in ("statistics", "signals", "ticket_actions", "crm_view", "handshake"):
             replay = await asyncio.to_thread(
                 subprocess.run, [sys.executable, "-m", "daemon", "replay", "--projection",
                                  projection, "--dry-run"],
