@@ -77,16 +77,22 @@ async def _followed(daemon: RunningDaemon, position: int) -> None:
 
 async def test_operator_follows_the_board_acts_pauses_and_retries(
         daemon: RunningDaemon, browser: Browser) -> None:
-    """An operator logs in, sees a card move column live when the CRM changes, replies
-    to and closes it, pauses and resumes, and retries a failure until it is resolved."""
+    """An operator logs in, sees cards move column live when the CRM changes, replies to
+    one (which leaves the board On Hold) and closes the other, pauses and resumes, and
+    retries a failure until it is resolved."""
     department = await daemon.pool.fetchval(
         "INSERT INTO desk.departments (name) VALUES ('Support') RETURNING id")
     ticket = await daemon.pool.fetchval(
         "INSERT INTO desk.tickets (department_id, subject, status, requester_email, priority,"
         " channel) VALUES ($1, 'Printer on fire', 'Open', 'ana@example.com', 'High', 'Email')"
         " RETURNING id", department)
-    await daemon.wait_until(
-        f"SELECT board_column FROM handshake.board WHERE ticket_id = '{ticket}'", "new")
+    other = await daemon.pool.fetchval(
+        "INSERT INTO desk.tickets (department_id, subject, status, requester_email, priority,"
+        " channel) VALUES ($1, 'Paper jam', 'Open', 'ana@example.com', 'Low', 'Email')"
+        " RETURNING id", department)
+    for waiting in (ticket, other):
+        await daemon.wait_until(
+            f"SELECT board_column FROM handshake.board WHERE ticket_id = '{waiting}'", "new")
 
     await browser.login(TOKENS["operator"])
     assert "running" in await browser.text("#sync-state")
@@ -104,14 +110,19 @@ async def test_operator_follows_the_board_acts_pauses_and_retries(
     assert await browser.find_all("section[data-column=new]") == []
     assert await browser.js("return window.notReloaded") is True  # moved without a reload
 
-    # Reply, then close, from the card.
+    # Reply to one card (the desk puts the ticket On Hold: it leaves the board until the
+    # customer writes back, TICKET-10), then close the other.
     await browser.type(f"#reply-{ticket}", "We are on it.")
     await browser.click(f"li[data-ticket='{ticket}'] form.reply button")
     await browser.wait_text("main .notice", "reply was sent")
     await daemon.wait_until(
         f"SELECT count(*) FROM desk.ticket_threads WHERE ticket_id = {int(ticket)}"
         " AND content = 'We are on it.'", 1)
-    await browser.click(f"li[data-ticket='{ticket}'] form.inline button")
+    await daemon.wait_until(f"SELECT status FROM desk.tickets WHERE id = {int(ticket)}",
+                            "On Hold")
+    await browser.wait_for(lambda: not browser.driver.find_elements(
+        "css selector", f"li[data-ticket='{ticket}']"), "the replied card gone")
+    await browser.click(f"li[data-ticket='{other}'] form.inline button")
     await browser.wait_text("main .notice", "ticket was closed")
     await browser.wait_text("#board", "No open tickets")
 
