@@ -6,6 +6,7 @@ top-level packages, and the wheel held none of their subpackages."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -16,9 +17,17 @@ PACKAGES = ("daemon", "projections", "adapters", "migrations")
 
 
 def test_the_wheel_holds_every_module_and_data_file(tmp_path: Path) -> None:
+    # Built from a copy of the sources alone: a checkout's build/ directory (left by an
+    # earlier build) would lend the wheel files its configuration does not name.
+    source = tmp_path / "source"
+    for name in PACKAGES:
+        shutil.copytree(ROOT / name, source / name,
+                        ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, source / name)
     built = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(tmp_path),
-         str(ROOT)], capture_output=True, text=True, timeout=600)
+         str(source)], capture_output=True, text=True, timeout=600)
     assert built.returncode == 0, built.stderr
     (wheel,) = tmp_path.glob("*.whl")
     held = set(zipfile.ZipFile(wheel).namelist())
