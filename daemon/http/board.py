@@ -98,6 +98,18 @@ class BoardContext:
         await self.notifier.close()
 
 
+async def event_stream(request: web.Request) -> web.StreamResponse:
+    """A server-sent-events answer, started, with the client's reconnection delay sent
+    first (a client that lost the connection at once still waits ``RETRY_MS``)."""
+    response = web.StreamResponse(headers={
+        "Content-Type": "text/event-stream", "Cache-Control": "no-cache",
+        "X-Accel-Buffering": "no"})
+    await response.prepare(request)
+    with contextlib.suppress(ConnectionError):
+        await response.write(f"retry: {RETRY_MS}\n\n".encode())
+    return response
+
+
 def sse_frame(event: str, data: Any, *, event_id: int | None = None) -> bytes:
     lines = [f"event: {event}"]
     if event_id is not None:
@@ -137,12 +149,8 @@ async def stream(ctx: BoardContext, request: web.Request, _body: None) -> web.St
     ctx.streams += 1  # counted from here: the checks below wait on the pool too
     try:
         department = await ctx.department(request)
-        response = web.StreamResponse(headers={
-            "Content-Type": "text/event-stream", "Cache-Control": "no-cache",
-            "X-Accel-Buffering": "no"})
-        await response.prepare(request)
+        response = await event_stream(request)
         with contextlib.suppress(ConnectionError):
-            await response.write(f"retry: {RETRY_MS}\n\n".encode())
             async with ctx.notifier.subscribe(department.id) as sub:
                 await _follow(ctx, request, response, department, sub, cursor)
         return response

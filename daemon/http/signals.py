@@ -25,7 +25,7 @@ from aiohttp import web
 
 from daemon.http.acting import named_user
 from daemon.http.api import ApiContext
-from daemon.http.board import sse_frame
+from daemon.http.board import RETRY_MS, event_stream, sse_frame
 from daemon.http.errors import ApiError
 from daemon.service import signals as service
 from daemon.service.board import RECORD_ID
@@ -33,7 +33,6 @@ from daemon.service.signals import SignalStreams
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
-RETRY_MS = 2000
 MAX_STREAMS = 64
 """Signal streams open at once, per process (as the board's: each read takes a pooled
 connection); one more is refused with 503 ``too_many_streams``."""
@@ -83,12 +82,8 @@ async def stream(ctx: ApiContext, request: web.Request, _body: None) -> web.Stre
         if cursor is None:
             async with ctx.pool.acquire() as conn:
                 cursor = await service.last_seq(conn)
-        response = web.StreamResponse(headers={
-            "Content-Type": "text/event-stream", "Cache-Control": "no-cache",
-            "X-Accel-Buffering": "no"})
-        await response.prepare(request)
+        response = await event_stream(request)
         with contextlib.suppress(ConnectionError):
-            await response.write(f"retry: {RETRY_MS}\n\n".encode())
             async with shared.notifier.subscribe("") as sub:
                 while not shared.stopping and not sub.lost:
                     sub.wake.clear()  # before reading: a notification from here on counts

@@ -19,7 +19,7 @@ from typing import Any, cast
 import asyncpg
 import pytest
 
-from projections.batch import Message, apply_batch, reset_offset
+from projections.batch import Message, Projection, apply_batch, reset_offset
 from projections.events import ChangeEvent, Op, Origin, Source, encode_event
 from projections.handshake import HandshakeProjection
 from projections.registry import spec
@@ -134,11 +134,12 @@ def generated(seed: int, steps: int, scale: int) -> list[ChangeEvent]:
     return log.events
 
 
-async def apply_live(conn: asyncpg.Connection, events: list[ChangeEvent], rng: random.Random
-                     ) -> None:
-    """Through the projector's batch, in random cuts, as the live board is kept."""
+async def apply_live(conn: asyncpg.Connection, events: list[ChangeEvent], rng: random.Random,
+                     projection: Projection | None = None) -> None:
+    """Through the projector's batch, in random cuts, as the live board (or another
+    projection) is kept."""
     await reset_offset(conn, "g", ("t", 0), 0)
-    projection = HandshakeProjection()
+    projection = projection or HandshakeProjection()
     offset = 0
     while offset < len(events):
         cut = events[offset:offset + rng.randint(1, 60)]

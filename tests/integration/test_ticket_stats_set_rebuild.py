@@ -19,11 +19,11 @@ from typing import Any, cast
 import asyncpg
 import pytest
 
-from projections.batch import Message, apply_batch, reset_offset
-from projections.events import ChangeEvent, Op, Source, encode_event
+from projections.events import ChangeEvent, Op, Source
 from projections.registry import spec
 from projections.replay import EventLogSource, rebuild_from_events
 from projections.ticket_stats import StatisticsProjection
+from tests.integration.test_handshake_set_rebuild import apply_live
 
 TABLES = {"tickets": "ticket_id", "replies": "thread_id", "crm_contacts": "contact_id",
           "clock": "one"}
@@ -88,20 +88,6 @@ def generated(seed: int, steps: int) -> list[ChangeEvent]:
     return events
 
 
-async def apply_live(conn: asyncpg.Connection, events: list[ChangeEvent], rng: random.Random
-                     ) -> None:
-    await reset_offset(conn, "g", ("t", 0), 0)
-    projection = StatisticsProjection()
-    offset = 0
-    while offset < len(events):
-        cut = events[offset:offset + rng.randint(1, 60)]
-        messages = [Message("t", 0, offset + i, encode_event(e)) for i, e in enumerate(cut)]
-        outcome = await apply_batch(conn, group_id="g", messages=messages,
-                                    starts={("t", 0): offset}, projections=[projection])
-        assert outcome.fenced is None and not outcome.rejected
-        offset += len(cut)
-
-
 async def log_undecodable(conn: asyncpg.Connection, source: str, module: str,
                           record_id: str, captured_at: dt.datetime) -> None:
     """A newest event logged under older rules: the per-event path skips it."""
@@ -125,7 +111,7 @@ async def test_set_based_rebuild_equals_the_per_event_rebuild(
     events = generated(seed, steps)
     conn = await asyncpg.connect(database_url, server_settings={"timezone": "UTC"})
     try:
-        await apply_live(conn, events, random.Random(seed))
+        await apply_live(conn, events, random.Random(seed), StatisticsProjection())
         later = events[-1].captured_at + dt.timedelta(hours=1)
         await log_undecodable(conn, "desk", "tickets", "1", later)
         await log_undecodable(conn, "desk", "ticket_threads", "1", later)
