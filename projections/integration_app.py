@@ -144,10 +144,23 @@ class IntegrationApplication(Application[UUID]):
         integration = self.current()
         return NOT_SET_UP if integration is None else integration.to_sync_config()
 
+    _people: tuple[int, People] | None = None
+    """The people as last read, at the position they were read at."""
+
     def people(self) -> People:
-        """The CRM users, desk profiles and ticket visibility (none before set-up)."""
+        """The CRM users, desk profiles and ticket visibility (none before set-up).
+
+        Read on every CRM-side request and every wake of a signal stream: the aggregate
+        is loaded again only when the integration's position moved (one indexed
+        ``max()``), not from all its events each time. The position is read first, so a
+        change landing meanwhile is loaded at the next call, never missed."""
+        position = self.position()
+        if self._people is not None and self._people[0] == position:
+            return self._people[1]
         integration = self.current()
-        return People() if integration is None else integration.people()
+        people = People() if integration is None else integration.people()
+        self._people = (position, people)
+        return people
 
     def audit(self) -> list[AuditEntry]:
         """Every change, oldest first: when, who, what, and its values (OPS-05)."""

@@ -12,6 +12,7 @@ trail, with nothing else changed.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import msgspec
@@ -73,50 +74,39 @@ async def create(ctx: ApiContext, request: web.Request, body: bodies.TicketCreat
                       target=f"{module}/{record}", crm_module=module, crm_record=record)
 
 
-async def comment(ctx: ApiContext, request: web.Request, body: bodies.TicketMessage
-                  ) -> web.Response:
-    return await _act(ctx, request, "comment", ticket_id=_ticket(request),
-                      payload=_plain(body), target=f"ticket {_ticket(request)}")
+def _on_ticket(kind: Kind, payload: Callable[[web.Request, Any], dict[str, Any]]
+               ) -> Callable[[ApiContext, web.Request, Any], Awaitable[web.Response]]:
+    """The handler of an action on the ticket the path names, its payload taken from
+    the request and its body by ``payload``."""
+    async def handle(ctx: ApiContext, request: web.Request, body: Any) -> web.Response:
+        ticket = _ticket(request)
+        return await _act(ctx, request, kind, ticket_id=ticket,
+                          payload=payload(request, body), target=f"ticket {ticket}")
+
+    handle.__name__ = handle.__qualname__ = kind
+    return handle
 
 
-async def reply(ctx: ApiContext, request: web.Request, body: bodies.TicketMessage
-                ) -> web.Response:
-    return await _act(ctx, request, "reply", ticket_id=_ticket(request),
-                      payload=_plain(body), target=f"ticket {_ticket(request)}")
+def _body(_request: web.Request, body: msgspec.Struct) -> dict[str, Any]:
+    return _plain(body)
 
 
-async def forward(ctx: ApiContext, request: web.Request, body: bodies.TicketMessage
-                  ) -> web.Response:
-    return await _act(ctx, request, "forward", ticket_id=_ticket(request),
-                      payload=_plain(body), target=f"ticket {_ticket(request)}")
+def _nothing(_request: web.Request, _body: None) -> dict[str, Any]:
+    return {}
 
 
-async def update(ctx: ApiContext, request: web.Request, body: bodies.TicketFields
-                 ) -> web.Response:
-    return await _act(ctx, request, "update", ticket_id=_ticket(request),
-                      payload=_plain(body), target=f"ticket {_ticket(request)}")
+def _deal(request: web.Request, _body: None) -> dict[str, Any]:
+    return {"deal_id": request.match_info["deal"]}
 
 
-async def close(ctx: ApiContext, request: web.Request, _body: None) -> web.Response:
-    return await _act(ctx, request, "close", ticket_id=_ticket(request), payload={},
-                      target=f"ticket {_ticket(request)}")
-
-
-async def delete(ctx: ApiContext, request: web.Request, _body: None) -> web.Response:
-    return await _act(ctx, request, "delete", ticket_id=_ticket(request), payload={},
-                      target=f"ticket {_ticket(request)}")
-
-
-async def link_deal(ctx: ApiContext, request: web.Request, _body: None) -> web.Response:
-    deal = request.match_info["deal"]
-    return await _act(ctx, request, "link_deal", ticket_id=_ticket(request),
-                      payload={"deal_id": deal}, target=f"ticket {_ticket(request)}")
-
-
-async def unlink_deal(ctx: ApiContext, request: web.Request, _body: None) -> web.Response:
-    deal = request.match_info["deal"]
-    return await _act(ctx, request, "unlink_deal", ticket_id=_ticket(request),
-                      payload={"deal_id": deal}, target=f"ticket {_ticket(request)}")
+comment = _on_ticket("comment", _body)
+reply = _on_ticket("reply", _body)
+forward = _on_ticket("forward", _body)
+update = _on_ticket("update", _body)
+close = _on_ticket("close", _nothing)
+delete = _on_ticket("delete", _nothing)
+link_deal = _on_ticket("link_deal", _deal)
+unlink_deal = _on_ticket("unlink_deal", _deal)
 
 
 async def outcome(ctx: ApiContext, request: web.Request, _body: None) -> web.Response:
