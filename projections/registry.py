@@ -141,7 +141,8 @@ SPECS: tuple[ProjectionSpec, ...] = (
     ProjectionSpec(
         name="signals", order=3, make=lambda _config: SalesSignalsProjection(),
         tables=("sales_signals.tickets", "sales_signals.people", "sales_signals.deals",
-                "sales_signals.signals", "sales_signals.clock"),
+                "sales_signals.signals", "sales_signals.clock",
+                "sales_signals.waiting_threads"),
         stream_tables=("sales_signals.published",), reset_stream=reset_signals_stream,
         rebuild="events"),
     ProjectionSpec(

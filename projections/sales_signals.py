@@ -121,6 +121,18 @@ class SignalRow:
     """The event that caused it (an overdue signal: the event that moved the clock)."""
 
 
+@dataclass(frozen=True, slots=True)
+class WaitingThread:
+    """A comment or customer reply logged before its ticket: its signal is decided when
+    the ticket comes (a ticket and its threads have different keys, so different
+    partitions; a hosted desk's poll reads them apart)."""
+
+    thread_id: str
+    ticket_id: str
+    kind: Signal
+    at: dt.datetime
+    event_id: uuid.UUID | None
+
 
 SIGNAL_COLUMNS = "seq, id, kind, ticket_id, department_id, origin, subject, at, event_id"
 
@@ -155,7 +167,8 @@ class State:
 
     def __init__(self, *, clock: dt.datetime | None = None,
                  tickets: Iterable[TicketState] = (), people: Iterable[PersonState] = (),
-                 deals: Iterable[tuple[str, str | None, str]] = ()) -> None:
+                 deals: Iterable[tuple[str, str | None, str]] = (),
+                 waiting: Iterable[WaitingThread] = ()) -> None:
         self.clock = clock
         self.decided: set[uuid.UUID] = set()
         """Signal ids decided by this walk (a cause met twice signals once)."""
@@ -167,6 +180,11 @@ class State:
         self.gone_deals: set[str] = set()
         self.changed_deals: set[str] = set()
         self.touched: set[str] = set()
+        self.waiting: dict[str, dict[str, WaitingThread]] = {}
+        for thread in waiting:
+            self.waiting.setdefault(thread.ticket_id, {})[thread.thread_id] = thread
+        self.waiting_touched: set[str] = set()
+        """Tickets whose waiting threads changed (rewritten by ``_write_state``)."""
         self._due: list[tuple[dt.datetime, str]] = []
         for ticket in self.tickets.values():
             self._watch(ticket)
@@ -179,6 +197,24 @@ class State:
         self.tickets[ticket.ticket_id] = ticket
         self.touched.add(ticket.ticket_id)
         self._watch(ticket)
+
+    def wait(self, thread: WaitingThread) -> None:
+        self.waiting.setdefault(thread.ticket_id, {})[thread.thread_id] = thread
+        self.waiting_touched.add(thread.ticket_id)
+
+    def forget(self, ticket_id: str, thread_id: str) -> None:
+        if self.waiting.get(ticket_id, {}).pop(thread_id, None) is not None:
+            self.waiting_touched.add(ticket_id)
+
+    def release(self, ticket_id: str) -> list[WaitingThread]:
+        """The threads waiting for ``ticket_id``, in log order; none wait after."""
+        released = list(self.waiting.pop(ticket_id, {}).values())
+        if released:
+            self.waiting_touched.add(ticket_id)
+        return released
+
+    def waiting_rows(self) -> list[WaitingThread]:
+        return [t for threads in self.waiting.values() for t in threads.values()]
 
     def origin_of(self, ticket: TicketState) -> Origin | None:
         stages: dict[str, list[str]] = {}
@@ -264,16 +300,26 @@ def derive(state: State, events: Iterable[ChangeEvent]) -> list[SignalRow]:
                     before is None or before.rating != ticket.rating):
                 emit("new_rating", str(event.event_id), ticket, event.captured_at,
                      event.event_id)
+            for waited in state.release(event.record_id):
+                if ticket.live:
+                    emit(waited.kind, waited.thread_id, ticket, waited.at, waited.event_id)
         elif event.source == "desk" and event.module == "ticket_threads":
-            parent = state.tickets.get(record_ref(event.values.get("ticket_id")) or "")
+            ticket_id = record_ref(event.values.get("ticket_id")) or ""
+            parent = state.tickets.get(ticket_id)
             thread_kind = event.values.get("kind", "reply")
-            if news and event.op == "create" and parent is not None and parent.live:
-                if thread_kind == "comment":
-                    emit("new_comment", event.record_id, parent, event.captured_at,
-                         event.event_id)
-                elif thread_kind == "reply" and event.values.get("direction") == "in":
-                    emit("new_reply", event.record_id, parent, event.captured_at,
-                         event.event_id)
+            signal: Signal | None = None
+            if thread_kind == "comment":
+                signal = "new_comment"
+            elif thread_kind == "reply" and event.values.get("direction") == "in":
+                signal = "new_reply"
+            if not is_live(event):
+                state.forget(ticket_id, event.record_id)
+            elif news and event.op == "create" and signal is not None:
+                if parent is None:
+                    state.wait(WaitingThread(event.record_id, ticket_id, signal,
+                                             event.captured_at, event.event_id))
+                elif parent.live:
+                    emit(signal, event.record_id, parent, event.captured_at, event.event_id)
         for ticket in state.overdue():
             assert ticket.due_at is not None
             emit("overdue_ticket", f"{ticket.ticket_id}@{ticket.due_at.isoformat()}", ticket,
@@ -390,8 +436,14 @@ async def _load(conn: Conn, batch: list[ChangeEvent], *, clock: dt.datetime | No
         " WHERE contact_id = ANY($1::text[]) OR deal_id = ANY($2::text[])",
         contacts, sorted({e.record_id for e in batch
                           if e.source == "crm" and e.module == "deals"}))
+    waiting = await conn.fetch(
+        "SELECT thread_id, ticket_id, kind, at, event_id FROM sales_signals.waiting_threads"
+        " WHERE ticket_id = ANY($1::text[]) ORDER BY ticket_id, position",
+        sorted(ticket_ids(batch)))
     return State(
         clock=clock, tickets=tickets,
+        waiting=[WaitingThread(r["thread_id"], r["ticket_id"], r["kind"], _aware(r["at"]),
+                               r["event_id"]) for r in waiting],
         people=[PersonState(r["kind"], r["record_id"], tuple(r["email_keys"]),
                             tuple(r["phone_keys"])) for r in people],
         deals=[(r["deal_id"], r["contact_id"], r["stage"]) for r in deals])
@@ -411,6 +463,21 @@ async def _write_state(conn: Conn, state: State) -> None:
             "  phone_key = EXCLUDED.phone_key, due_at = EXCLUDED.due_at,"
             "  rating = EXCLUDED.rating, overdue_for = EXCLUDED.overdue_for",
             *([getattr(t, f.name) for t in tickets] for f in fields(TicketState)))
+    if state.waiting_touched:
+        await conn.execute(
+            "DELETE FROM sales_signals.waiting_threads WHERE ticket_id = ANY($1::text[])",
+            sorted(state.waiting_touched))
+        waiting = [(position, thread) for ticket_id in sorted(state.waiting_touched)
+                   for position, thread in enumerate(state.waiting.get(ticket_id, {}).values())]
+        if waiting:
+            await conn.execute(
+                "INSERT INTO sales_signals.waiting_threads"
+                " (thread_id, ticket_id, kind, at, event_id, position)"
+                " SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[],"
+                "  $5::uuid[], $6::integer[])",
+                [t.thread_id for _, t in waiting], [t.ticket_id for _, t in waiting],
+                [t.kind for _, t in waiting], [t.at for _, t in waiting],
+                [t.event_id for _, t in waiting], [p for p, _ in waiting])
     gone = sorted(state.gone_people)
     if gone:
         await conn.execute(

@@ -180,6 +180,29 @@ async def test_each_signal_once_with_its_origin_and_a_rebuild_gives_the_same(
         assert await table_rows(conn) == before
 
 
+async def test_threads_logged_before_their_tickets_wait_for_them(pool: asyncpg.Pool) -> None:
+    """The story with every thread logged before every ticket, one event a batch (each
+    batch a restart reading the tables): the same signals, the waiting threads' at their
+    own times; none left waiting; a rebuild finds nothing to change."""
+    events = story()
+    threads = [e for e in events if e.module == "ticket_threads"]
+    reordered = [e for e in events if e.source == "crm" and e.record_id != "L2"] + threads + [
+        e for e in events if e.module == "tickets"] + [events[-1]]
+    async with pool.acquire() as conn:
+        await reset_offset(conn, "g", ("t", 0), 0)
+        await deliver(conn, reordered, start=0, size=1)
+        rows = await signal_rows(conn)
+        assert sorted((r[2], r[3], r[4], r[5]) for r in rows) == sorted(EXPECTED)
+        waited = {r[1]: r[6] for r in rows if r[2] in ("new_comment", "new_reply")}
+        assert waited == {signal_id("new_comment", "101"): at(7),
+                          signal_id("new_reply", "102"): at(8)}
+        # The stranger's reply (thread 104) found no one to tell: nothing waits either.
+        assert await conn.fetchval("SELECT count(*) FROM sales_signals.waiting_threads") == 0
+        report = await rebuild_from_events(conn, spec("signals"), EventLogSource(),
+                                           dry_run=True)
+        assert report.changes == 0
+
+
 async def test_each_user_reads_what_they_may_see_and_enabled(pool: asyncpg.Pool) -> None:
     """Visibility 'departments': a user of department 10 reads its signals only, one of
     department 20 none of 10's; 'all' shows every one; a disabled kind never comes;

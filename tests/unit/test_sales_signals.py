@@ -165,3 +165,30 @@ def test_ids_are_stable() -> None:
     """An id is uuid5 of the kind and the cause, the same in every run."""
     assert signal_id("new_ticket", "1") == uuid.uuid5(
         uuid.UUID("6f1b1c2e-5d0a-4c59-9a43-5a1e5d0c0917"), "new_ticket:1")
+
+
+def test_a_thread_logged_before_its_ticket_signals_when_the_ticket_comes() -> None:
+    """A ticket and its threads travel under different keys (different partitions, and a
+    hosted desk's poll reads threads and tickets apart): a customer's reply or a comment
+    logged before its ticket waits for it and is signalled when it comes, at its own
+    time, once; an agent's answer still gives nothing, and a thread of a deleted ticket
+    neither."""
+    events = [contact("C1", 0), thread("11", "1", 1, kind="comment", direction="out"),
+              thread("12", "1", 2, kind="reply", direction="in"),
+              thread("13", "1", 3, kind="reply", direction="out"),
+              ticket("1", 4, op="create"), ticket("1", 5, subject="again"),
+              thread("21", "2", 6, kind="comment", direction="out"),
+              change(module="tickets", record_id="2", op="delete", at=7)]
+    signals = derive(State(), events)
+    assert kinds(signals) == [("new_ticket", "1", "contact"), ("new_comment", "1", "contact"),
+                              ("new_reply", "1", "contact")]
+    assert [s.at for s in signals[1:]] == [events[1].captured_at, events[2].captured_at]
+    assert [s.id for s in signals[1:]] == [signal_id("new_comment", "11"),
+                                           signal_id("new_reply", "12")]
+    # Cut anywhere, with the waiting threads carried over as a batch's state is.
+    for cut in range(len(events)):
+        first = State()
+        head = derive(first, events[:cut])
+        carried = State(tickets=first.tickets.values(),
+                        people=first.people.values(), waiting=first.waiting_rows())
+        assert kinds(head + derive(carried, events[cut:])) == kinds(signals), cut
