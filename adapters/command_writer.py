@@ -43,6 +43,12 @@ resolve the placeholder by its external-id field.
 A crash between the target's write and the settling transaction delivers the
 command again with the same idempotency key, which the target adapter must honour
 (an upsert by an external id, a look-up of the key before a create): one effect.
+
+A CRM user's ticket action queued for a hosted desk (module ``ticket_actions``,
+``projections.ticket_actions``) is not a record's write: the store's ``ActionTarget``
+carries it out, one a call, and it is settled by ``ticket_actions.settle`` (its
+outcome and its row) instead of being captured as a change of a record; what it did
+to the ticket, the adapter captures.
 """
 
 from __future__ import annotations
@@ -80,6 +86,9 @@ from projections.stores import commands
 from projections.stores.commands import Command
 from projections.stores.outbox import Outbox
 from projections.stores.port import is_placeholder
+from projections.ticket_actions import APPLIED, FAILED, REASON_REFUSED, Result
+from projections.ticket_actions import MODULE as ACTIONS
+from projections.ticket_actions import settle as settle_action
 
 log = structlog.get_logger(__name__)
 
@@ -122,6 +131,15 @@ class BatchTarget(Target, Protocol):
         ...
 
 
+class ActionTarget(Protocol):
+    """A remote desk that carries out CRM users' ticket actions."""
+
+    async def carry_out(self, command: Command) -> Landed:
+        """The action, once whatever the number of deliveries; ``Landed.values`` the
+        ids it gave. ``Refused`` with the failure log's reason, ``Transient``…"""
+        ...
+
+
 WriteOutcome = Landed | BaseException
 
 
@@ -143,9 +161,11 @@ class Backoff:
 class CommandWriter:
     def __init__(self, pool: asyncpg.Pool, target: Target, *, concurrency: int = 8,
                  backoff: Backoff | None = None, poll_interval: float = 5.0,
-                 attempt_timeout: float = 30.0, recheck: float = 60.0) -> None:
+                 attempt_timeout: float = 30.0, recheck: float = 60.0,
+                 actions: ActionTarget | None = None) -> None:
         self.pool = pool
         self.target = target
+        self.actions = actions
         self.store: Side = target.store
         self.concurrency = concurrency
         self.backoff = backoff or Backoff()
@@ -243,7 +263,10 @@ class CommandWriter:
         started = time.perf_counter()
         outcomes: list[WriteOutcome]
         try:
-            if len(call) == 1:
+            if call[0].module == ACTIONS:
+                outcomes = [await asyncio.wait_for(self._carry_out(call[0]),
+                                                   self.attempt_timeout)]
+            elif len(call) == 1:
                 outcomes = [await asyncio.wait_for(self.target.write(call[0]),
                                                    self.attempt_timeout)]
             else:
@@ -338,7 +361,18 @@ class CommandWriter:
             return f"parked: {self.parked}"
         return "writing" if self.active.is_set() else "standby"
 
+    async def _carry_out(self, command: Command) -> Landed:
+        if self.actions is None:
+            raise Refused(REASON_REFUSED, f"the {self.store} store does not"
+                          " carry out ticket actions")
+        return await self.actions.carry_out(command)
+
     async def _landed(self, command: Command, landed: Landed) -> None:
+        if command.module == ACTIONS:
+            async with self.pool.acquire() as conn, conn.transaction():
+                await commands.done(conn, command)
+                await settle_action(conn, command, Result(APPLIED, ids=landed.values))
+            return
         event = ChangeEvent(
             event_id=uuid.uuid4(), source=self.store, module=command.module,
             record_id=landed.record_id, op="create" if command.op == "create" else "update",
@@ -395,6 +429,9 @@ class CommandWriter:
             detail=f"writing to the {self.store}: {detail}"[:2000])
         async with self.pool.acquire() as conn, conn.transaction():
             await commands.done(conn, command)
+            if command.module == ACTIONS:  # the action's outcome and row, as applied ones
+                await settle_action(conn, command, Result(FAILED, reason, detail))
+                return
             await commands.forget_held(conn, command)
             await record_outcomes(conn, [outcome])
 
@@ -417,8 +454,9 @@ def _calls(heads: list[Command], size: int) -> list[list[Command]]:
     groups: dict[tuple[str, bool], list[Command]] = {}
     for command in heads:
         groups.setdefault((command.module, command.record_id is None), []).append(command)
-    return [group[start:start + size] for group in groups.values()
-            for start in range(0, len(group), size)]
+    return [group[start:start + (1 if module == ACTIONS else size)]
+            for (module, _), group in groups.items()
+            for start in range(0, len(group), 1 if module == ACTIONS else size)]
 
 
 def _describe(err: BaseException) -> str:

@@ -13,7 +13,7 @@ from typing import Protocol
 import asyncpg
 
 from adapters.call_budget import CallBudget
-from adapters.command_writer import Backoff, Target
+from adapters.command_writer import ActionTarget, Backoff, Target
 from adapters.store_access import Checks
 from projections.stores.deferred import RemoteReads
 from projections.stores.desk_tickets import DeskTickets
@@ -61,6 +61,9 @@ class RemoteStore:
     tickets: Callable[[asyncpg.Pool], DeskTickets] | None = None
     """A hosted desk's ticket actions for the handshake board, on the readers' pool
     (the capture of what they change)."""
+    actions: Callable[[asyncpg.Pool], ActionTarget] | None = None
+    """A hosted desk's carrying out of CRM users' ticket actions, for its writer (the
+    capture of what they change on the pool)."""
     access: Checks | None = None
     """The store's checks of its credentials, scopes and licence (``syncd integration
     check``'s), made before its capture and writer start (``store_access``)."""

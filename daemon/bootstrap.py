@@ -146,7 +146,9 @@ def build(settings: Settings, *, services: Services, pool: asyncpg.Pool,
         if isinstance(projection, TicketActionsProjection):
             projection.mode = "hosted" if "desk" in overrides.remote else "embedded"
     writers = {side: CommandWriter(pool, store.target, concurrency=store.concurrency,
-                                   backoff=store.backoff, recheck=store.recheck)
+                                   backoff=store.backoff, recheck=store.recheck,
+                                   actions=None if store.actions is None
+                                   else store.actions(pool))
                for side, store in overrides.remote.items()}
     captures = {side: store.capture(pool) for side, store in overrides.remote.items()
                 if store.capture is not None}

@@ -23,8 +23,18 @@ Rebuilding (``syncd replay --projection ticket_actions``): the registry makes th
 projection in ``rebuild`` mode, which never touches the desk. It reads each action's
 recorded outcome instead of applying the action again, so its tables come out as they
 were (OWN-03). Only the composition root (``daemon.bootstrap``) puts the live instance
-in ``embedded`` mode (it writes the embedded desk) or ``hosted`` mode (a hosted desk:
-not built, every action fails with ``REASON_HOSTED``).
+in ``embedded`` mode (it writes the embedded desk) or ``hosted`` mode (a hosted desk).
+
+On a hosted desk (Zoho Desk) nothing can be written in the batch transaction: the
+projection checks what it can from the log (the action holds together, a deal to link
+is in the CRM), then queues the action for the desk's writer in the command outbox
+(``sync.commands``, module ``ticket_actions``, one ticket's actions in the order they
+were asked; a create under its action id), in the batch that logs its event, so it is
+queued exactly once. Its row says ``pending`` until the writer has carried it out
+(``adapters/zoho/desk_actions.py``) and settled it (``settle``): the outcome recorded
+for its event, as the embedded path records it in the batch, and the row ``applied``
+or ``failed``. A rebuild reads those outcomes like any others; an action still queued
+is rebuilt ``pending``.
 
 The status automation (TICKET-10, "the default automation updates the status from new
 agent or customer replies"): a new thread a person made on the desk (a ``create`` event
@@ -64,8 +74,9 @@ import asyncpg
 
 from projections.batch import NOTHING_TO_REPORT, LoggedEvent, ProjectionReport
 from projections.db import Conn
-from projections.events import REASON_BAD_EVENT, ChangeEvent
+from projections.events import REASON_BAD_EVENT, ChangeEvent, decode_event, encode_event
 from projections.ledger import Outcome, record_outcomes
+from projections.stores.commands import Cause, Command, enqueue
 from projections.stores.desk_actions import DeskActions, DeskRefused
 from projections.stores.embedded_actions import EmbeddedDeskActions
 from projections.ticket_requests import (
@@ -83,12 +94,11 @@ from projections.ticket_requests import (
 MODULE = "ticket_actions"
 Mode = Literal["rebuild", "embedded", "hosted"]
 
-APPLIED, FAILED = "applied", "failed"
+APPLIED, FAILED, PENDING = "applied", "failed", "pending"
 REASON_NO_TICKET = "ticket not found"
 REASON_NO_CONTACT = "contact not found"
 REASON_NO_DEAL = "deal not found"
 REASON_REFUSED = "the desk refused the action"
-REASON_HOSTED = "ticket actions are not built for a hosted desk"
 
 RAISED_PRIORITY = "High"
 """TICKET-05, "a ticket linked to a deal is prioritised": linking a ticket to an open
@@ -157,8 +167,11 @@ class TicketActionsProjection:
         if not actions and not (threads and self.mode == "embedded"):
             return NOTHING_TO_REPORT
         recorded = await _recorded(conn, [item.seq for item in actions])
+        queued = await _queued(conn, [item.event.event_id for item in actions]) \
+            if self.mode == "rebuild" else set()
         desk = EmbeddedDeskActions(conn)
         outcomes: list[Outcome] = []
+        commands: list[Command] = []
         for item in sorted(actions + threads, key=lambda i: i.seq):
             event = item.event
             if not is_action(event):
@@ -166,12 +179,19 @@ class TicketActionsProjection:
                     await _automate(desk, event)
                 continue
             result = recorded.get(item.seq)
-            if result is None:
-                if self.mode == "rebuild":
+            if result is None and self.mode == "rebuild":
+                if event.event_id not in queued:
                     continue  # never applied live: nothing to rebuild from
+                result = Result(PENDING, ids=_pending_ids(event))
+            elif result is None and self.mode == "hosted":
+                result = await _queue(conn, item, commands)
+                if result.outcome != PENDING:
+                    outcomes.append(_outcome(item, result))
+            elif result is None:
                 result = await self._apply(conn, desk, event)
                 outcomes.append(_outcome(item, result))
             await _keep(conn, event, result)
+        await enqueue(conn, commands)
         await record_outcomes(conn, outcomes)
         failed = tuple(o for o in outcomes if o.outcome == FAILED)
         return ProjectionReport(failed) if failed else NOTHING_TO_REPORT
@@ -181,9 +201,6 @@ class TicketActionsProjection:
             action, payload = decode_action(event.values)
         except ActionInvalid as err:
             return _failed(REASON_BAD_EVENT, str(err))
-        if self.mode == "hosted":
-            return _failed(REASON_HOSTED, f"{action.kind} of ticket {event.record_id}:"
-                           " a hosted desk's tickets are not written from the CRM yet")
         try:
             async with conn.transaction():  # a savepoint: a refused write undoes it all
                 return await _carry_out(conn, desk, event, action, payload)
@@ -260,6 +277,60 @@ async def _create(desk: DeskActions, action: Action, payload: Create) -> Result:
             recipients=None)
     ids["attachment_ids"] = await desk.attach(ticket, None, payload.attachments)
     return Result(APPLIED, ids=ids)
+
+
+def _pending_ids(event: ChangeEvent) -> dict[str, Any]:
+    return {} if event.values.get("kind") == "create" else {"ticket_id": event.record_id}
+
+
+async def _queue(conn: Conn, item: LoggedEvent, commands: list[Command]) -> Result:
+    """A hosted desk's action: checked as far as the log can tell, then queued for the
+    desk's writer (``Result`` pending), or failed here with its reason."""
+    event = item.event
+    try:
+        action, payload = decode_action(event.values)
+    except ActionInvalid as err:
+        return _failed(REASON_BAD_EVENT, str(err))
+    if action.kind == "unlink_deal":
+        return Result(APPLIED, ids={"ticket_id": event.record_id})  # the link row only
+    work: dict[str, Any] = {}
+    if isinstance(payload, DealLink):
+        stage = await conn.fetchval(
+            "SELECT stage FROM handshake.deals WHERE deal_id = $1", payload.deal_id)
+        if stage is None:
+            return _failed(REASON_NO_DEAL, f"deal {payload.deal_id} is not in the CRM")
+        work["raise_priority"] = stage == "open"
+    # One ticket's actions are delivered in the order they were asked (the record key
+    # orders them); a create, whose ticket does not exist yet, under its action id.
+    key = f"action:{event.event_id}" if isinstance(payload, Create) else \
+        f"ticket:{event.record_id}"
+    commands.append(Command(
+        store="desk", module=MODULE, record_key=key,
+        op="create" if isinstance(payload, Create) else "update",
+        payload={"seq": item.seq, "event": encode_event(event).decode(), **work},
+        record_id=None if isinstance(payload, Create) else event.record_id,
+        cause=Cause(event.event_id, event.source, event.module, event.record_id)))
+    return Result(PENDING, ids=_pending_ids(event))
+
+
+async def settle(conn: Conn, command: Command, result: Result) -> None:
+    """A queued action carried out by the hosted desk's writer, or failed there: its
+    outcome recorded for its event (what a rebuild reads) and its row, in the writer's
+    settling transaction."""
+    item = LoggedEvent(int(command.payload["seq"]),
+                       decode_event(str(command.payload["event"]).encode()))
+    await record_outcomes(conn, [_outcome(item, result)])
+    await _keep(conn, item.event, result)
+
+
+async def _queued(conn: Conn, event_ids: list[uuid.UUID]) -> set[uuid.UUID]:
+    """The action events whose actions wait in the command outbox (a hosted desk)."""
+    if not event_ids:
+        return set()
+    rows = await conn.fetch(
+        "SELECT cause_event FROM sync.commands WHERE module = $1"
+        " AND cause_event = ANY($2::uuid[])", MODULE, event_ids)
+    return {row["cause_event"] for row in rows}
 
 
 async def _automate(desk: DeskActions, event: ChangeEvent) -> None:

@@ -302,6 +302,17 @@ class ZohoDesk:
             raise Transient(f"an answer without the record: {str(answer)[:200]}")
         return answer
 
+    async def from_address(self, department_id: str) -> str | None:
+        """The department's default active From address (else its first active one):
+        Zoho refuses an e-mail reply from any other (``GET /api/v1/mailReplyAddress``)."""
+        answer = await self.client.call(
+            "GET", f"{API_PATH}/mailReplyAddress", for_write=True,
+            params={"departmentId": department_id, "isActive": "true", "limit": "100"})
+        addresses = list(answer.get("data") or []) if isinstance(answer, dict) else []
+        chosen = next((a for a in addresses if a.get("isDepartmentDefault")),
+                      addresses[0] if addresses else None)
+        return None if chosen is None else str(chosen["address"])
+
     async def sample(self, module: str) -> int:
         """One record of ``module``: whether the records can be read."""
         answer = await self.client.call("GET", f"{API_PATH}/{module_path(module)}",

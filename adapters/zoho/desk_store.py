@@ -1,6 +1,7 @@
 """Zoho Desk as the desk side of the sync: the adapter (``desk``) for reads and
 writes, its change capture (``desk_capture``: the poll, the webhook and its
-intake), the board's ticket actions (``desk_tickets``) and the check of its access
+intake), the board's ticket actions (``desk_tickets``), the CRM users' ticket actions
+(``desk_actions``) and the check of its access
 (``desk_check``), wired as one ``RemoteStore``."""
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from adapters.remote_capture import RemoteCapture
 from adapters.remote_store import RemoteStore, RootTask
 from adapters.zoho import desk_check
 from adapters.zoho.desk import ZohoDesk, ZohoDeskOptions
+from adapters.zoho.desk_actions import ZohoDeskActions
 from adapters.zoho.desk_capture import DeskWebhookIntake, Webhooks, ZohoDeskPoll
 from adapters.zoho.desk_tickets import ZohoDeskTickets
 
@@ -37,5 +39,6 @@ def zoho_desk_store(options: ZohoDeskOptions, *, concurrency: int = 5,
     return RemoteStore(reads=desk, target=desk, concurrency=concurrency,
                        backoff=backoff or Backoff(), capture=capture, intake=intake,
                        tickets=lambda pool: ZohoDeskTickets(desk, pool),
+                       actions=lambda pool: ZohoDeskActions(desk, pool),
                        budget=desk.client.budget,
                        access=functools.partial(desk_check.access, desk)), desk

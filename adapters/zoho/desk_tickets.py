@@ -27,7 +27,7 @@ import asyncpg
 
 from adapters.remote_capture import RemoteCapture
 from adapters.write_errors import Refused, WriteError
-from adapters.zoho.desk import API_PATH, ZohoDesk
+from adapters.zoho.desk import ZohoDesk
 from adapters.zoho.desk_fields import from_desk
 from projections.stores.desk_tickets import Closed, DeskRefused, DeskUnavailable
 
@@ -73,17 +73,11 @@ class ZohoDeskTickets:
         return ticket
 
     async def _from(self, department_id: int) -> str:
-        """The department's default active From address (else its first)."""
-        answer = await _answered(self.desk.client.call(
-            "GET", f"{API_PATH}/mailReplyAddress", for_write=True,
-            params={"departmentId": str(department_id), "isActive": "true", "limit": "100"}))
-        addresses = list(answer.get("data") or []) if isinstance(answer, dict) else []
-        chosen = next((a for a in addresses if a.get("isDepartmentDefault")),
-                      addresses[0] if addresses else None)
-        if chosen is None:
+        address = await _answered(self.desk.from_address(str(department_id)))
+        if address is None:
             raise DeskRefused(f"department {department_id} has no active From address in"
                               " Zoho Desk to reply from: add one to the department")
-        return str(chosen["address"])
+        return address
 
 
 async def _answered(call: Awaitable[T]) -> T:

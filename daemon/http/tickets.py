@@ -43,7 +43,7 @@ async def _act(ctx: ApiContext, request: web.Request, kind: Kind, *, ticket_id: 
     try:
         accepted = await ticket_actions.submit(
             ctx.pool, user, people.visibility, kind, ticket_id=ticket_id, payload=payload,
-            hosted_desk="desk" in ctx.remote_stores(), crm_module=crm_module,
+            crm_module=crm_module,
             crm_record=crm_record)
     except ticket_actions.Refused as refused:
         # Records the refusal in the audit trail and answers 403 needs_<permission>.

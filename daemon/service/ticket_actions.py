@@ -26,7 +26,7 @@ from typing import Any
 import asyncpg
 import msgspec
 
-from daemon.service import Conflict, NotFound, ServiceError
+from daemon.service import NotFound, ServiceError
 from projections.db import Conn
 from projections.events import MAX_EVENT_BYTES, ChangeEvent
 from projections.people import CrmUser, Permission, Visibility, may_see
@@ -87,7 +87,7 @@ async def _desk_contact(conn: Conn, crm_contact_id: str) -> str:
 
 
 async def submit(pool: asyncpg.Pool, user: CrmUser, visibility: Visibility, kind: Kind, *,
-                 ticket_id: str | None, payload: dict[str, Any], hosted_desk: bool,
+                 ticket_id: str | None, payload: dict[str, Any],
                  crm_module: str | None = None, crm_record: str | None = None
                  ) -> dict[str, Any]:
     """Check an action and append it to the CRM's outbox; the accepted action.
@@ -97,10 +97,7 @@ async def submit(pool: asyncpg.Pool, user: CrmUser, visibility: Visibility, kind
     its linked desk contact; by default the CRM contact the ticket is created from), or
     a new contact (``new_contact``). Raises ``ServiceError``: 400 ``invalid_action``,
     404 (a ticket, department, deal or contact the user cannot act on), 403
-    ``Refused``, 409 ``not_built`` on a hosted desk."""
-    if hosted_desk:
-        raise Conflict("not_built", "ticket actions from the CRM are not built for a hosted"
-                       " desk yet (docs/tickets.md): act on the ticket in Zoho Desk")
+    ``Refused``."""
     payload = dict(payload)
     async with pool.acquire() as conn, conn.transaction():
         if kind == "create":

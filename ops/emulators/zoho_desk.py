@@ -33,7 +33,9 @@ uses:
   ``EMAIL`` a ``fromEmailAddress`` that is an active From address; ``contentType``
   ``plainText`` by default; an outgoing thread, the ticket left as it is),
   ``GET|POST …/comments`` (``content`` mandatory, ``isPublic``); an unknown ticket
-  is 404 ``URL_NOT_FOUND``. A thread or comment added (by the API, or a person's:
+  is 404 ``URL_NOT_FOUND``. ``POST /api/v1/tickets/moveToTrash`` (``ticketIds``)
+  moves tickets to the recycle bin (204), announced as deletes. A thread or comment
+  added (by the API, or a person's:
   ``person_writes``, ``person_comments``) carries its ``ticketId``, moves the
   ticket's ``modifiedTime`` and is announced (``Ticket_Thread_Add``,
   ``Ticket_Comment_Add``, the thread or comment as the payload).
@@ -66,7 +68,8 @@ announced as ``{"payload": {"id": …}}``.
 
 Not emulated: ``Ticket_Comment_Update``, a reply's effect on its ticket's status
 (Zoho may change it), writes of departments through the API, the recycle bin's
-API and deletes through the API, ``fields=``, ``include=`` and ``filters`` on lists;
+API and deletes through the API other than ``moveToTrash``, ``fields=``,
+``include=`` and ``filters`` on lists;
 API credits only as a count per window (``ops.emulators.zoho``), not Zoho's cost per
 call.
 Times are UTC with milliseconds, strictly increasing.
@@ -210,6 +213,7 @@ class ZohoDeskEmulator(ZohoEmulator):
         app.router.add_post("/api/v1/tickets/{id}/sendReply", self._send_reply)
         app.router.add_get("/api/v1/tickets/{id}/comments", self._comments)
         app.router.add_post("/api/v1/tickets/{id}/comments", self._comment)
+        app.router.add_post("/api/v1/tickets/moveToTrash", self._move_to_trash)
         app.router.add_get("/api/v1/{module}/search", self._search)
         app.router.add_get("/api/v1/{module}/{id}", self._get_one)
         app.router.add_patch("/api/v1/{module}/{id}", self._patch)
@@ -424,6 +428,21 @@ class ZohoDeskEmulator(ZohoEmulator):
                   "createdTime": self._now(), "hasAttach": False}
         return self._added(self.threads, ticket_id, thread,
                            source=request.headers.get("sourceId"))
+
+    async def _move_to_trash(self, request: web.Request) -> web.Response:
+        """``POST /api/v1/tickets/moveToTrash`` ``{"ticketIds": [...]}``: to the recycle
+        bin, announced like a person's delete; 204. An id of no live ticket is 422."""
+        self._table_org(request)
+        ids = [str(i) for i in (await request.json()).get("ticketIds") or []]
+        if not ids or any(i not in self.records["tickets"] for i in ids):
+            return _invalid_data([{"fieldName": "/ticketIds", "errorType": "invalid",
+                                   "errorMessage": ""}])
+        for ticket_id in ids:
+            self.trash["tickets"][ticket_id] = self.records["tickets"].pop(ticket_id)
+            self.writes += 1
+            self._announce("tickets", "Delete", {"id": ticket_id, "modifiedTime": self._now()},
+                           source=request.headers.get("sourceId"))
+        return web.Response(status=204)
 
     async def _from_addresses(self, request: web.Request) -> web.Response:
         self._table_org(request)

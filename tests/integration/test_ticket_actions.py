@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -27,14 +26,11 @@ from daemon.http.api import ApiContext
 from daemon.http.server import build_app
 from daemon.service import ServiceError
 from daemon.service.ticket_actions import submit
-from projections.batch import LoggedEvent
 from projections.config import SyncConfig
-from projections.events import ChangeEvent
 from projections.integration_app import in_memory
 from projections.people import CrmUser
 from projections.registry import spec
 from projections.replay import EventLogSource, rebuild_from_events
-from projections.ticket_actions import TicketActionsProjection
 from tests.support.pipeline import Pipeline
 
 TOKEN = "crm-app-token-for-ticket-actions"
@@ -561,41 +557,6 @@ async def test_the_cli_acts_as_a_crm_user(pipeline: Pipeline, tmp_path: Path) ->
         assert (await _ticket(pool, ticket))["status"] == "Closed"
 
 
-async def test_on_a_hosted_desk_actions_are_refused_clearly(pool: asyncpg.Pool) -> None:
-    """With a hosted desk the API refuses every action (409 not_built) with nothing in the
-    outbox; an action event that reaches the projection anyway fails with its reason."""
-    service = await _people()
-    ctx = ApiContext(pool=pool, integration=service, tokens={TOKEN: ("crm-app", "operator")},
-                     webhook_secrets={}, history_timezone="UTC", config=SyncConfig, lag=dict,
-                     last_applied_at=lambda: None, remote_stores=lambda: {"desk": "running"})
-    async with TestServer(build_app({}, api=ctx), host="127.0.0.1") as server, \
-            aiohttp.ClientSession() as session:
-        client = Api(session, f"http://127.0.0.1:{server.port}/api/v1")
-        status, answer = await client.call("post", "/tickets/5/comments", "adm",
-                                           {"content": "hi"})
-        assert status == 409 and answer["error"]["code"] == "not_built"
-        assert "hosted desk" in answer["error"]["message"]
-    assert await _actions_asked(pool) == 0
-
-    action_id = uuid.uuid4()
-    now = dt.datetime(2026, 12, 6, 12, tzinfo=dt.UTC)
-    event = ChangeEvent(event_id=action_id, source="crm", module="ticket_actions",
-                        record_id="5", op="create", origin="user", modified_at=now,
-                        created_at=now, captured_at=now,
-                        values={"action_id": str(action_id), "kind": "comment",
-                                "user_id": "adm", "user_name": "Ada",
-                                "payload": {"content": "hi"}})
-    async with pool.acquire() as conn, conn.transaction():
-        report = await TicketActionsProjection("hosted").apply(conn, [LoggedEvent(1, event)])
-    (problem,) = report.problems
-    assert (problem.reason, problem.record_id) == (
-        "ticket actions are not built for a hosted desk", str(action_id))
-    row = await pool.fetchrow("SELECT outcome, reason, ticket_id FROM ticket_actions.actions")
-    assert row is not None and tuple(row) == (
-        "failed", "ticket actions are not built for a hosted desk", "5")
-    assert await pool.fetchval("SELECT count(*) FROM desk.outbox") == 0
-
-
 async def test_an_action_too_large_for_one_event_is_refused(pool: asyncpg.Pool) -> None:
     """An action whose event the projector would reject for its size (the envelope's
     limit) is refused when asked, with nothing in the outbox."""
@@ -603,7 +564,7 @@ async def test_an_action_too_large_for_one_event_is_refused(pool: asyncpg.Pool) 
                     desk_active=True)
     long_url = {**PDF, "url": "https://files.example.com/" + "a" * 1970}
     with pytest.raises(ServiceError, match="too large for one event") as refused:
-        await submit(pool, admin, "all", "create", ticket_id=None, hosted_desk=False,
+        await submit(pool, admin, "all", "create", ticket_id=None,
                      payload={"subject": "S", "department_id": str(SUPPORT),
                               "contact_id": "1", "description": "\U0001f600" * 64_000,
                               "attachments": [long_url] * 10})

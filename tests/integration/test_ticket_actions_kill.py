@@ -69,13 +69,13 @@ async def test_a_sigkill_during_a_burst_of_actions_loses_and_doubles_none(
         for kind, n in plan:
             if kind == "create":
                 accepted = await submit(
-                    pool, ADMIN, "all", "create", ticket_id=None, hosted_desk=False,
+                    pool, ADMIN, "all", "create", ticket_id=None,
                     payload={"subject": f"new {n}", "department_id": "3",
                              "contact_id": str(contact)})
             else:
                 accepted = await submit(
                     pool, ADMIN, "all", kind, ticket_id=str(tickets[n % 3]),
-                    hosted_desk=False, payload={"content": f"{kind} {n}"})
+                    payload={"content": f"{kind} {n}"})
             asked.append(accepted["action_id"])
             applied = await pool.fetchval("SELECT count(*) FROM ticket_actions.actions")
             if not killed and applied >= 40:

@@ -6,7 +6,6 @@ desk's API."""
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import json
 from collections.abc import AsyncIterator
@@ -44,16 +43,6 @@ def desk_store(emulator: ZohoDeskEmulator, *, poll_interval: float) -> Any:
                            poll_interval=poll_interval, first_window=dt.timedelta(hours=1))
 
 
-async def eventually(pipe: Pipeline, query: str, expected: Any, *args: Any,
-                     timeout: float = 20.0) -> None:
-    """Wait until ``query`` returns ``expected``."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while (value := await pipe.fetchval(query, *args)) != expected:
-        assert loop.time() < deadline, f"{query!r} is {value!r}, not {expected!r}"
-        await asyncio.sleep(0.05)
-
-
 COLUMN = "SELECT board_column FROM handshake.board WHERE ticket_id = $1"
 
 
@@ -73,7 +62,7 @@ async def test_a_persons_ticket_reaches_the_board_moves_and_leaves_it(
             "subject": "Printer on fire", "departmentId": support, "email": "Ana@X.example",
             "phone": "+33 6 12 34 56 78", "priority": "High",
             "dueDate": "2026-12-24T10:00:00.000Z"})
-        await eventually(pipe, COLUMN, "new", ticket)
+        await pipe.eventually(COLUMN, "new", ticket)
         row = await pipe.fetchrow("SELECT * FROM handshake.board WHERE ticket_id = $1", ticket)
         assert row is not None
         assert (row["department_id"], row["email_key"], row["phone_key"]) == (
@@ -86,18 +75,18 @@ async def test_a_persons_ticket_reaches_the_board_moves_and_leaves_it(
             "contact_id": None,
             "created_time": dt.datetime.fromisoformat(made["createdTime"]).isoformat(),
             "modified_time": dt.datetime.fromisoformat(made["modifiedTime"]).isoformat()}
-        await eventually(pipe, "SELECT name FROM handshake.departments"
+        await pipe.eventually("SELECT name FROM handshake.departments"
                          " WHERE department_id = $1", "Support", support)
 
         await pipe.execute("INSERT INTO crm.contacts (last_name, email)"
                            " VALUES ('Ana', 'ana@x.example')")
-        await eventually(pipe, COLUMN, "contacts_leads", ticket)
+        await pipe.eventually(COLUMN, "contacts_leads", ticket)
         emulator.person_edits("departments", support, {"name": "Help desk"})
-        await eventually(pipe, "SELECT name FROM handshake.departments"
+        await pipe.eventually("SELECT name FROM handshake.departments"
                          " WHERE department_id = $1", "Help desk", support)
 
         emulator.person_edits("tickets", ticket, {"status": "Closed"})
-        await eventually(pipe, "SELECT count(*) FROM handshake.board", 0)
+        await pipe.eventually("SELECT count(*) FROM handshake.board", 0)
         moves = await pipe.fetch("SELECT from_column, to_column FROM handshake.moves"
                                  " WHERE ticket_id = $1 ORDER BY seq", ticket)
         assert [tuple(m) for m in moves] == [
@@ -220,7 +209,7 @@ async def test_close_and_reply_from_the_board_reach_zoho_desk(
     pipe = Pipeline(database_url, kafka_bootstrap, topic_prefix, remote={"desk": store})
     await pipe.start()
     try:
-        await eventually(pipe, COLUMN, "new", ticket)  # the first poll's
+        await pipe.eventually(COLUMN, "new", ticket)  # the first poll's
         async with Board(pipe, store) as board:
             before = dict(emulator.records["tickets"][ticket])
             status, closed = await board.post(f"/{support}/tickets/{ticket}/close")
@@ -230,7 +219,7 @@ async def test_close_and_reply_from_the_board_reach_zoho_desk(
             assert {k: v for k, v in after.items() if before.get(k) != v} == {
                 "status": "Closed", "statusType": "Closed",
                 "modifiedTime": after["modifiedTime"]}
-            await eventually(pipe, "SELECT count(*) FROM handshake.board", 0, timeout=10)
+            await pipe.eventually("SELECT count(*) FROM handshake.board", 0, timeout=10)
             assert await pipe.fetchval(
                 "SELECT origin FROM syncd.event_log WHERE module = 'tickets'"
                 " ORDER BY seq DESC LIMIT 1") == "user"

@@ -134,6 +134,15 @@ class Pipeline:
         # it, and messages sent after it: undecodable ones, say).
         await self.projector.drained(timeout=max(0.1, deadline - loop.time()))
 
+    async def eventually(self, query: str, expected: Any, *args: Any,
+                         timeout: float = 20.0) -> None:
+        """Wait until ``query`` returns ``expected``."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while (value := await self.fetchval(query, *args)) != expected:
+            assert loop.time() < deadline, f"{query!r} is {value!r}, not {expected!r}"
+            await asyncio.sleep(0.05)
+
     async def captured(self, side: Side, event: ChangeEvent) -> None:
         """A store's capture reports a change (a remote store's notification intake
         would): appended to its outbox, as a person's."""
