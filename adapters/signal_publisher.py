@@ -9,9 +9,11 @@ the repeat by the signal's ``id`` (uuid5 of its cause: one cause, one id). Kafka
 transactions would make the send and the position one act, but the embedded broker
 has none, and the product leans on no broker's extras.
 
-One publisher is active across replicas (a session advisory lock); the others stand
-by and take over when its connection goes away. The projection's ``pg_notify`` wakes
-it at the commit of signals; it polls too, so a lost notification only delays.
+One publisher is active across replicas (``adapters.exclusive``: a session advisory
+lock); the others stand by and take over when its connection goes away. The
+projection's ``pg_notify`` wakes it at the commit of signals; it polls too, so a lost
+notification only delays. A broker out of reach gives the lock up for a moment (another
+replica may reach it) and tries again.
 """
 
 from __future__ import annotations
@@ -27,8 +29,9 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from adapters import metrics
+from adapters.exclusive import run_exclusively
 from adapters.kafka import NO_SECURITY, KafkaSecurity, ensure_topics, make_producer
-from projections.db import CONNECTION_LOST
+from projections.db import CONNECTION_LOST, Conn
 from projections.sales_signals import NOTIFY_CHANNEL, SIGNAL_COLUMNS, signal_json
 
 log = structlog.get_logger(__name__)
@@ -42,11 +45,11 @@ class SignalPublisher:
     ``on_sent`` is a hook for tools and tests: called with the last sequence number
     acknowledged and committed, on the event loop; it must return quickly."""
 
-    def __init__(self, *, dsn: str, bootstrap: str, topic: str, partitions: int,
+    def __init__(self, *, pool: asyncpg.Pool, bootstrap: str, topic: str, partitions: int,
                  poll_interval: float = 1.0, batch_max: int = 1000,
                  security: KafkaSecurity = NO_SECURITY, idempotent: bool = False,
                  on_sent: Callable[[int], None] | None = None) -> None:
-        self.dsn = dsn
+        self.pool = pool
         self.bootstrap = bootstrap
         self.topic = topic
         self.partitions = partitions
@@ -55,55 +58,40 @@ class SignalPublisher:
         self.security = security
         self.idempotent = idempotent
         self.on_sent = on_sent
-        self.active = False
+        self.active = asyncio.Event()
         self._wake = asyncio.Event()
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Publish until ``stop``; a lost database connection or broker is opened
-        again, and what was not committed as published is sent again."""
-        while not stop.is_set():
-            try:
-                await self._run_once(stop)
-            except (*CONNECTION_LOST, KafkaError) as err:
-                away = "broker" if isinstance(err, KafkaError) else "database"
-                log.warning(f"{away}_unavailable", task="signal-publisher",
-                            error=f"{type(err).__name__}: {err}")
-                await self._sleep(stop, 1.0)
+        """Publish until ``stop`` while this replica holds the publisher's lock; what was
+        not committed as published is sent again by whoever holds it next."""
+        await run_exclusively(self.pool, PUBLISHER_LOCK, stop, self._publish_while_held,
+                              task="signal-publisher", active=self.active)
 
-    async def _run_once(self, stop: asyncio.Event) -> None:
-        conn = await asyncpg.connect(self.dsn, server_settings={"timezone": "UTC"})
+    async def _publish_while_held(self, conn: Conn, stop: asyncio.Event) -> None:
         producer: AIOKafkaProducer | None = None
+        await conn.add_listener(NOTIFY_CHANNEL, self._notified)
         try:
-            await conn.add_listener(NOTIFY_CHANNEL, self._notified)
-            while not stop.is_set() and not await conn.fetchval(
-                    "SELECT pg_try_advisory_lock($1)", PUBLISHER_LOCK):
-                await self._sleep(stop, 2.0)
-            if stop.is_set():
-                return
             await ensure_topics(self.bootstrap, [self.topic], partitions=self.partitions,
                                 security=self.security)
             producer = make_producer(self.bootstrap, security=self.security,
                                      idempotent=self.idempotent)
             await producer.start()
-            self.active = True
             log.info("signal_publisher_active", topic=self.topic)
             await self._publish(conn, producer, stop)
+        except KafkaError as err:
+            log.warning("broker_unavailable", task="signal-publisher",
+                        error=f"{type(err).__name__}: {err}")
         finally:
-            self.active = False
             if producer is not None:
                 with contextlib.suppress(KafkaError, OSError):
                     await producer.stop()
-            with contextlib.suppress(OSError, asyncpg.PostgresError):
-                await conn.close()
+            with contextlib.suppress(*CONNECTION_LOST, asyncpg.PostgresError):
+                await conn.remove_listener(NOTIFY_CHANNEL, self._notified)
 
     def _notified(self, _conn: object, _pid: int, _channel: str, _payload: object) -> None:
         self._wake.set()
 
-    async def _sleep(self, stop: asyncio.Event, seconds: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), seconds)
-
-    async def _publish(self, conn: asyncpg.Connection, producer: AIOKafkaProducer,
+    async def _publish(self, conn: Conn, producer: AIOKafkaProducer,
                        stop: asyncio.Event) -> None:
         await conn.execute("INSERT INTO sales_signals.published (one, through)"
                            " VALUES (true, 0) ON CONFLICT (one) DO NOTHING")

@@ -175,7 +175,7 @@ def build(settings: Settings, *, services: Services, pool: asyncpg.Pool,
         security=security, idempotence=idempotence)
         for source in SOURCES}
     publisher = SignalPublisher(
-        dsn=services.dsn, bootstrap=services.bootstrap, topic=settings.sales_signals_topic,
+        pool=pool, bootstrap=services.bootstrap, topic=settings.sales_signals_topic,
         partitions=settings.partitions, poll_interval=settings.relay_poll_interval,
         security=security, idempotent=idempotence is True)
     return Pipeline(settings=settings, pool=pool, sync=sync, projections=projections,

@@ -403,7 +403,8 @@ async def test_the_pipeline_publishes_each_signal_once_and_streams_it_per_user(
             ("new_comment", str(signal_id("new_comment", "105")))]
 
 
-async def publish_until(dsn: str, bootstrap: str, topic: str, through: int) -> None:
+async def publish_until(pool: asyncpg.Pool, bootstrap: str, topic: str, through: int
+                        ) -> None:
     """Run a publisher until it has committed ``through``, then stop it."""
     stop = asyncio.Event()
 
@@ -411,7 +412,7 @@ async def publish_until(dsn: str, bootstrap: str, topic: str, through: int) -> N
         if last >= through:
             stop.set()
 
-    publisher = SignalPublisher(dsn=dsn, bootstrap=bootstrap, topic=topic, partitions=3,
+    publisher = SignalPublisher(pool=pool, bootstrap=bootstrap, topic=topic, partitions=3,
                                 poll_interval=0.1, batch_max=4, on_sent=sent)
     await asyncio.wait_for(publisher.run(stop), 60)
 
@@ -428,10 +429,10 @@ async def test_a_restart_sends_again_from_the_last_committed_position(
         await deliver(conn, story(), start=0, size=50)
     topic = f"{topic_prefix}.signals"
     total = len(EXPECTED)
-    await publish_until(database_url, kafka_bootstrap, topic, total)
+    await publish_until(pool, kafka_bootstrap, topic, total)
     assert await pool.fetchval("SELECT through FROM sales_signals.published") == total
     await pool.execute("UPDATE sales_signals.published SET through = 6")  # a lost commit
-    await publish_until(database_url, kafka_bootstrap, topic, total)
+    await publish_until(pool, kafka_bootstrap, topic, total)
     published = await read_topic(kafka_bootstrap, topic, total + total - 6)
     seqs = sorted(v["seq"] for _, v in published)
     assert seqs == sorted([*range(1, total + 1), *range(7, total + 1)])
