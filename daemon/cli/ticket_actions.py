@@ -163,48 +163,39 @@ def update(ctx: click.Context, ticket: str, fields: tuple[str, ...], acting_as: 
          as_json=as_json)
 
 
-@tickets.command("close")
-@click.argument("ticket")
-@_acting
-@click.pass_context
-def close(ctx: click.Context, ticket: str, acting_as: str, wait: bool, as_json: bool) -> None:
-    """Close a ticket (TICKET-03)."""
-    _act(ctx, "POST", f"{_ticket(ticket)}/close", None, acting_as=acting_as, wait=wait,
-         as_json=as_json)
+def _plain_command(name: str, method: str, suffix: str, help_text: str) -> None:
+    """An action on a ticket with no payload (close, delete)."""
+    @tickets.command(name, help=help_text)
+    @click.argument("ticket")
+    @_acting
+    @click.pass_context
+    def command(ctx: click.Context, ticket: str, acting_as: str, wait: bool,
+                as_json: bool) -> None:
+        _act(ctx, method, _ticket(ticket) + suffix, None, acting_as=acting_as, wait=wait,
+             as_json=as_json)
 
 
-@tickets.command("delete")
-@click.argument("ticket")
-@_acting
-@click.pass_context
-def delete(ctx: click.Context, ticket: str, acting_as: str, wait: bool, as_json: bool) -> None:
-    """Delete a ticket: to the desk's recycle bin (TICKET-03)."""
-    _act(ctx, "DELETE", _ticket(ticket), None, acting_as=acting_as, wait=wait,
-         as_json=as_json)
+_plain_command("close", "POST", "/close", "Close a ticket (TICKET-03).")
+_plain_command("delete", "DELETE", "", "Delete a ticket: to the desk's recycle bin"
+                                        " (TICKET-03).")
 
 
-@tickets.command("link")
-@click.argument("ticket")
-@click.argument("deal")
-@_acting
-@click.pass_context
-def link(ctx: click.Context, ticket: str, deal: str, acting_as: str, wait: bool,
-         as_json: bool) -> None:
-    """Link a ticket to a CRM deal; an open deal raises its priority to High (TICKET-05)."""
-    _act(ctx, "PUT", f"{_ticket(ticket)}/deals/{quote(deal, safe='')}", None,
-         acting_as=acting_as, wait=wait, as_json=as_json)
+def _deal_command(name: str, method: str, help_text: str) -> None:
+    """A ticket's link to a CRM deal, made or undone."""
+    @tickets.command(name, help=help_text)
+    @click.argument("ticket")
+    @click.argument("deal")
+    @_acting
+    @click.pass_context
+    def command(ctx: click.Context, ticket: str, deal: str, acting_as: str, wait: bool,
+                as_json: bool) -> None:
+        _act(ctx, method, f"{_ticket(ticket)}/deals/{quote(deal, safe='')}", None,
+             acting_as=acting_as, wait=wait, as_json=as_json)
 
 
-@tickets.command("unlink")
-@click.argument("ticket")
-@click.argument("deal")
-@_acting
-@click.pass_context
-def unlink(ctx: click.Context, ticket: str, deal: str, acting_as: str, wait: bool,
-           as_json: bool) -> None:
-    """Unlink a ticket from a CRM deal (TICKET-05)."""
-    _act(ctx, "DELETE", f"{_ticket(ticket)}/deals/{quote(deal, safe='')}", None,
-         acting_as=acting_as, wait=wait, as_json=as_json)
+_deal_command("link", "PUT", "Link a ticket to a CRM deal; an open deal raises its priority"
+                             " to High (TICKET-05).")
+_deal_command("unlink", "DELETE", "Unlink a ticket from a CRM deal (TICKET-05).")
 
 
 @tickets.command("action")

@@ -492,7 +492,8 @@ async def test_bad_input_is_a_clear_400(pipeline: Pipeline,
 
 
 async def test_the_cli_acts_as_a_crm_user(pipeline: Pipeline, tmp_path: Path) -> None:
-    """`syncd tickets create|comment|reply|update|link|close|action --as USER` through the
+    """`syncd tickets create|comment|reply|update|link|close|action|unlink|delete --as USER`
+    through the
     daemon's API: applied (--wait), a refusal naming the permission, and the deal's
     related list (`syncd tickets list --deal`)."""
     pool = pipeline.pool
@@ -555,6 +556,14 @@ async def test_the_cli_acts_as_a_crm_user(pipeline: Pipeline, tmp_path: Path) ->
         result = await syncd("tickets", "action", action_id, "--json")
         assert json.loads(result.output)["status"] == "applied"
         assert (await _ticket(pool, ticket))["status"] == "Closed"
+        result = await syncd("tickets", "unlink", ticket, str(seed["open_deal"]), "--as",
+                             "adm", "--wait")
+        assert result.exit_code == 0, result.output
+        assert await pool.fetchval("SELECT count(*) FROM ticket_actions.deal_links"
+                                   " WHERE ticket_id = $1", ticket) == 0
+        result = await syncd("tickets", "delete", ticket, "--as", "adm", "--wait")
+        assert result.exit_code == 0, result.output
+        assert (await _ticket(pool, ticket))["deleted"] is True
 
 
 async def test_an_action_too_large_for_one_event_is_refused(pool: asyncpg.Pool) -> None:
