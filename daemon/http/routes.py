@@ -130,10 +130,10 @@ API_ROUTES: list[Route[api.ApiContext]] = [
          "Failure log (?status=&reason=&module=&limit=&offset=)"),
     _api("post", f"{API_PREFIX}/failures/retry", "operator", bodies.Retry, api.retry,
          "Retry by ids, by reason, or all"),
-    _api("get", f"{API_PREFIX}/crm/{{module:contacts|accounts}}/{{record}}/statistics",
+    _api("get", f"{API_PREFIX}/crm/{{module:contacts|accounts|deals}}/{{record}}/statistics",
          "viewer", None, api.customer_statistics,
-         "Customer statistics of a CRM contact or account: tickets, overdue, average"
-         " first response and resolution, ratings (TICKET-06)"),
+         "Customer statistics of a CRM contact, account or deal (its linked tickets):"
+         " tickets, overdue, average first response and resolution, ratings (TICKET-06)"),
     _api("get", f"{API_PREFIX}/crm/{{module}}/{{record}}/tickets", "viewer", None,
          api.related_tickets,
          "A CRM contact's or account's tickets, newest first"

@@ -43,15 +43,10 @@ ListModule = Literal["contacts", "accounts", "deals"]
 
 OF_LIST: dict[ListModule, str] = {
     "contacts": OF_RECORD["contacts"], "accounts": OF_RECORD["accounts"],
-    # A deal's tickets are those linked to it (TICKET-05, the ticket_actions projection's
-    # links), whoever their contact is.
-    "deals": """
-FROM ticket_stats.tickets t
-JOIN ticket_actions.deal_links d ON d.ticket_id = t.ticket_id
-WHERE t.live AND d.deal_id = $1""",
+    "deals": OF_RECORD["deals"],
 }
 """The FROM and WHERE of a CRM record's live tickets, per module (the record's id is
-$1): a contact's and an account's shared with the statistics (``OF_RECORD``)."""
+$1), shared with the statistics (``OF_RECORD``)."""
 
 NOT_BUILT = {
     "leads": "a lead's tickets (its e-mail matched to desk contacts) are not built",
