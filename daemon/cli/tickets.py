@@ -1,8 +1,8 @@
 """``syncd tickets``: the desk's tickets as the CRM sees them (issue 17).
 
 ``syncd tickets stats --contact ID | --account ID | --deal ID``: a CRM record's customer
-statistics (TICKET-06); ``syncd tickets list --contact ID | --account ID | --deal ID
-[--filter …]``: its tickets, the related list (TICKET-01, TICKET-07).
+statistics (TICKET-06); ``syncd tickets list --contact ID | --account ID | --deal ID |
+--lead ID [--filter …]``: its tickets, the related list (TICKET-01, TICKET-07).
 Both ask the running daemon's admin API like the other operator commands
 (``daemon.cli.admin``; a viewer's token is enough). Tables for people, ``--json`` for scripts.
 """
@@ -18,7 +18,7 @@ from tabulate import tabulate
 
 from daemon.cli.admin import client_of, json_option, request
 
-LABEL = {"contacts": "contact", "accounts": "account", "deals": "deal"}
+LABEL = {"contacts": "contact", "accounts": "account", "deals": "deal", "leads": "lead"}
 """A CRM module's record, as the output names it."""
 
 
@@ -83,6 +83,7 @@ def format_list(page: dict[str, Any]) -> str:
 contact_option = click.option("--contact", default=None, help="A CRM contact's id.")
 account_option = click.option("--account", default=None, help="A CRM account's id.")
 deal_option = click.option("--deal", default=None, help="A CRM deal's id.")
+lead_option = click.option("--lead", default=None, help="A CRM lead's id.")
 
 
 def _record_path(**records: str | None) -> str:
@@ -115,6 +116,7 @@ def stats(ctx: click.Context, contact: str | None, account: str | None, deal: st
 @contact_option
 @account_option
 @deal_option
+@lead_option
 @click.option("--filter", "only", default=None,
               type=click.Choice(["overdue", "closed", "escalated", "high_priority"]),
               help="Only these tickets (TICKET-07).")
@@ -123,11 +125,12 @@ def stats(ctx: click.Context, contact: str | None, account: str | None, deal: st
 @json_option
 @click.pass_context
 def list_tickets(ctx: click.Context, contact: str | None, account: str | None,
-                 deal: str | None, only: str | None, limit: int, offset: int,
-                 as_json: bool) -> None:
-    """A CRM contact's, account's or deal's tickets, newest first (TICKET-01, TICKET-05)."""
+                 deal: str | None, lead: str | None, only: str | None, limit: int,
+                 offset: int, as_json: bool) -> None:
+    """A CRM contact's, account's, deal's or lead's tickets, newest first (TICKET-01,
+    TICKET-05)."""
     query = {"limit": str(limit), "offset": str(offset), **({"filter": only} if only else {})}
-    path = _record_path(contacts=contact, accounts=account, deals=deal)
+    path = _record_path(contacts=contact, accounts=account, deals=deal, leads=lead)
     data = request(client_of(ctx), "GET", f"{path}/tickets", query=query)
     click.echo(json.dumps(data, indent=2, ensure_ascii=False) if as_json
                else format_list(data))
