@@ -29,7 +29,8 @@ from projections.registry import spec
 from projections.replay import EventLogSource, rebuild_from_events
 from tests.integration.test_ticket_stats import Log, at, deliver, table_rows
 
-LIA, LIA_TWIN, ZOE, NO_EMAIL, GONE, ILK = "701", "703", "702", "704", "705", "706"
+LIA, LIA_TWIN, ZOE, NO_EMAIL, GONE, ILK, CONVERTED = (
+    "701", "703", "702", "704", "705", "706", "707")
 UNLINKED = 41  # the tickets' desk contact: a lead's tickets need no link
 
 
@@ -50,6 +51,7 @@ def example() -> Log:
     log.crm_lead(704, 4, None)                     # no e-mail: no tickets
     log.crm_lead(705, 5, "lia@example.com")
     log.crm_lead(706, 6, "\u0130lk@example.com")   # İ folds to i (projections/keys.py)
+    log.crm_lead(707, 7, "zoe@example.com", converted=True)  # still lists its tickets
     ticket(log, 1, 0, " LIA@example.com", department=7, priority="High", due=100)
     ticket(log, 2, 10, "lia@example.com", department=8, priority="Low", due=20)
     log.close(2, 50)                               # closed: never overdue
@@ -126,7 +128,9 @@ async def test_every_row_every_filter_paging_and_a_rebuild(pool: asyncpg.Pool) -
                    "departments": None, "total": 4, "limit": 50, "offset": 0,
                    "tickets": LIA_ROWS}
     assert (await page(pool, LIA_TWIN))["tickets"] == LIA_ROWS
-    assert (await page(pool, ZOE))["tickets"] == [row(6, 40, "zoe@example.com", "8", None)]
+    for zoe in (ZOE, CONVERTED):
+        assert (await page(pool, zoe))["tickets"] == [
+            row(6, 40, "zoe@example.com", "8", None)]
     assert (await page(pool, ILK))["tickets"] == [
         row(9, 70, "ilk@example.com", "7", "Urgent")]
     for nobody in (NO_EMAIL, GONE, "799"):
@@ -147,7 +151,7 @@ async def test_every_row_every_filter_paging_and_a_rebuild(pool: asyncpg.Pool) -
         rows = await table_rows(conn)
         assert rows["ticket_stats.crm_leads"] == [
             (LIA, "lia@example.com"), (ZOE, "zoe@example.com"), (LIA_TWIN, "lia@example.com"),
-            (ILK, "ilk@example.com")]
+            (ILK, "ilk@example.com"), (CONVERTED, "zoe@example.com")]
         report = await rebuild_from_events(conn, spec("statistics"), EventLogSource(),
                                            dry_run=True)
         assert report.changes == 0
@@ -157,7 +161,7 @@ async def test_every_row_every_filter_paging_and_a_rebuild(pool: asyncpg.Pool) -
         await conn.execute("DELETE FROM ticket_stats.crm_leads WHERE lead_id <> $1", ZOE)
         report = await rebuild_from_events(conn, spec("statistics"), EventLogSource(),
                                            dry_run=False)
-        assert report.changes == 3
+        assert report.changes == 4
         assert await table_rows(conn) == rows
     assert (await page(pool, LIA))["tickets"] == LIA_ROWS
 

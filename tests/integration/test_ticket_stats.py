@@ -60,10 +60,10 @@ class Log:
         self._add("crm", "contacts", rid, minute, {"last_name": f"c{rid}", "account_id": account})
 
     def crm_lead(self, rid: int, minute: float, email: str | None, *,
-                 deleted: bool = False) -> None:
+                 deleted: bool = False, converted: bool = False) -> None:
         self._add("crm", "leads", rid, minute,
-                  {"last_name": f"l{rid}", "email": email, "deleted": deleted},
-                  op="delete" if deleted else "update")
+                  {"last_name": f"l{rid}", "email": email, "deleted": deleted,
+                   "converted": converted}, op="delete" if deleted else "update")
 
     def ticket(self, rid: int, contact: int, created: float, *, due: float | None = None,
                logged: float | None = None) -> None:
