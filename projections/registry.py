@@ -130,9 +130,9 @@ SPECS: tuple[ProjectionSpec, ...] = (
     ProjectionSpec(
         name="statistics", order=1, make=lambda _config: StatisticsProjection(),
         tables=("ticket_stats.tickets", "ticket_stats.replies", "ticket_stats.crm_contacts",
-                "ticket_stats.clock"),
+                "ticket_stats.crm_leads", "ticket_stats.clock"),
         rebuild="events", from_last_states=rebuild_statistics,
-        first_sync=(("desk", "ticket_threads"),)),
+        first_sync=(("desk", "ticket_threads"), ("crm", "leads"))),
     # Made in ``rebuild`` mode, which never writes the desk: the composition root
     # (daemon.bootstrap) puts the live instance in the desk's mode.
     ProjectionSpec(
@@ -188,4 +188,5 @@ def gauges() -> tuple[GaugeQuery, ...]:
 
 def first_sync_modules() -> tuple[tuple[Side, str], ...]:
     """What the first sync captures for the projections, beyond the synced modules."""
-    return tuple(pair for s in SPECS for pair in s.first_sync)
+    # Once each, though two projections read it (the board and the statistics read leads).
+    return tuple(dict.fromkeys(pair for s in SPECS for pair in s.first_sync))

@@ -7,7 +7,7 @@ times, the customer's rating of each ticket — without opening the desk. All of
 a function of the desk's ticket and thread events and the CRM's contact events, so a
 replay of the event log rebuilds it exactly (OWN-03).
 
-What it keeps (``ticket_stats.*``, migrations 0021 and 0022), each row a function of
+What it keeps (``ticket_stats.*``, migrations 0021, 0022 and 0027), each row a function of
 events only:
 
 * per desk ticket: its desk contact, live or not, subject, status and status type,
@@ -24,6 +24,10 @@ events only:
   the customer's own messages are not responses; a reply deleted from the desk no
   longer counts;
 * each live CRM contact's account (CRM contact events of every origin);
+* each live CRM lead's e-mail key (``projections.keys.email_key``, migration 0027): a
+  lead's tickets, for its related list, are those whose requester e-mail has that key
+  (the board matches requesters to leads the same way). A ticket belongs to a lead by
+  the e-mail alone: the desk has no link to a lead, and the key is a function of events;
 * the clock: the newest capture time of any event applied, the *event time* the
   statistics are computed at ("overdue" is never read from the wall clock).
 
@@ -52,6 +56,7 @@ from projections.batch import NOTHING_TO_REPORT, LoggedEvent, ProjectionReport
 from projections.db import Conn
 from projections.events import ChangeEvent
 from projections.handshake import is_live, record_ref, status_type
+from projections.keys import email_key
 
 RATINGS = ("good", "okay", "bad")
 """The customer's rating of a ticket, as Zoho Desk's customer happiness names them."""
@@ -105,6 +110,8 @@ class Changes:
     tickets: dict[str, TicketRow] = field(default_factory=dict)
     replies: dict[str, ReplyRow] = field(default_factory=dict)
     contacts: dict[str, tuple[bool, str | None]] = field(default_factory=dict)
+    leads: dict[str, str | None] = field(default_factory=dict)
+    """Each lead's e-mail key; None: deleted, or no e-mail (it lists no ticket)."""
     newest: dt.datetime | None = None
 
 
@@ -148,6 +155,9 @@ def collect(events: Iterable[ChangeEvent]) -> Changes:
         elif event.source == "crm" and event.module == "contacts":
             changes.contacts[event.record_id] = (
                 is_live(event), record_ref(event.values.get("account_id")))
+        elif event.source == "crm" and event.module == "leads":
+            changes.leads[event.record_id] = (
+                email_key(event.values.get("email")) if is_live(event) else None)
     return changes
 
 
@@ -171,6 +181,7 @@ async def write_changes(conn: Conn, changes: Changes) -> None:
     await _write_tickets(conn, sorted(changes.tickets.values(), key=lambda t: t.ticket_id))
     await _write_replies(conn, sorted(changes.replies.values(), key=lambda r: r.thread_id))
     await _write_contacts(conn, sorted(changes.contacts.items()))
+    await _write_leads(conn, sorted(changes.leads.items()))
     await conn.execute(
         "INSERT INTO ticket_stats.clock (at) VALUES ($1) ON CONFLICT (one) DO UPDATE"
         " SET at = greatest(clock.at, EXCLUDED.at)", changes.newest)
@@ -229,3 +240,16 @@ async def _write_contacts(conn: Conn, contacts: list[tuple[str, tuple[bool, str 
         " SELECT * FROM unnest($1::text[], $2::text[])"
         " ON CONFLICT (contact_id) DO UPDATE SET account_id = EXCLUDED.account_id",
         [cid for cid, _ in kept], [account for _, account in kept])
+
+
+async def _write_leads(conn: Conn, leads: list[tuple[str, str | None]]) -> None:
+    if not leads:
+        return
+    await conn.execute("DELETE FROM ticket_stats.crm_leads WHERE lead_id = ANY($1::text[])",
+                       [lid for lid, key in leads if key is None])
+    kept = [(lid, key) for lid, key in leads if key is not None]
+    await conn.execute(
+        "INSERT INTO ticket_stats.crm_leads (lead_id, email_key)"
+        " SELECT * FROM unnest($1::text[], $2::text[])"
+        " ON CONFLICT (lead_id) DO UPDATE SET email_key = EXCLUDED.email_key",
+        [lid for lid, _ in kept], [key for _, key in kept])

@@ -32,7 +32,7 @@ from projections.ticket_stats import (
 )
 
 _MODULES = ("(source = 'desk' AND module IN ('tickets', 'ticket_threads'))"
-            " OR (source = 'crm' AND module = 'contacts')")
+            " OR (source = 'crm' AND module IN ('contacts', 'leads'))")
 """What ``collect`` reads."""
 
 _MAY_CLOSE = (

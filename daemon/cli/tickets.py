@@ -1,10 +1,10 @@
 """``syncd tickets``: the desk's tickets as the CRM sees them (issue 17).
 
-``syncd tickets stats --contact ID | --account ID``: a CRM record's customer statistics
-(TICKET-06); ``syncd tickets list --contact ID | --account ID [--filter …]``: its
-tickets, the related list (TICKET-01, TICKET-07). Both ask the running daemon's admin
-API like the other operator commands (``daemon.cli.admin``; a viewer's token is
-enough). Tables for people, ``--json`` for scripts.
+``syncd tickets stats --contact ID | --account ID | --deal ID``: a CRM record's customer
+statistics (TICKET-06); ``syncd tickets list --contact ID | --account ID | --deal ID |
+--lead ID [--filter …]``: its tickets, the related list (TICKET-01, TICKET-07).
+Both ask the running daemon's admin API like the other operator commands
+(``daemon.cli.admin``; a viewer's token is enough). Tables for people, ``--json`` for scripts.
 """
 
 from __future__ import annotations
@@ -17,6 +17,9 @@ import click
 from tabulate import tabulate
 
 from daemon.cli.admin import client_of, json_option, request
+
+LABEL = {"contacts": "contact", "accounts": "account", "deals": "deal", "leads": "lead"}
+"""A CRM module's record, as the output names it."""
 
 
 def _duration(seconds: float | None) -> str:
@@ -43,8 +46,7 @@ def format_statistics(stats: dict[str, Any]) -> str:
          f" over {stats['resolved_tickets']} ticket(s)"],
         ["ratings", ", ".join(f"{name} {count}" for name, count in ratings.items())],
     ]
-    label = "contact" if stats["module"] == "contacts" else "account"
-    lines = [f"CRM {label} {stats['id']}", tabulate(summary, tablefmt="plain")]
+    lines = [f"CRM {LABEL[stats['module']]} {stats['id']}", tabulate(summary, tablefmt="plain")]
     if stats["tickets"]:
         rows = [[t["ticket_id"], t["subject"] or "", t["status_type"] or "?",
                  "yes" if t["overdue"] else "", _duration(t["first_response_seconds"]),
@@ -62,10 +64,9 @@ def tickets() -> None:
 
 def format_list(page: dict[str, Any]) -> str:
     """One line per ticket, newest first, under what the page is."""
-    label = {"contacts": "contact", "accounts": "account", "deals": "deal"}[page["module"]]
     shown = f"{page['offset'] + 1}-{page['offset'] + len(page['tickets'])}" \
         if page["tickets"] else "none"
-    head = (f"CRM {label} {page['id']}: {page['total']} ticket(s)"
+    head = (f"CRM {LABEL[page['module']]} {page['id']}: {page['total']} ticket(s)"
             f"{' ' + page['filter'] if page['filter'] else ''}, {shown} shown"
             f" (overdue at {page['as_of'] or 'no event yet'})")
     rows = [[t["ticket_id"], t["subject"] or "", t["status"] or "", t["status_type"] or "?",
@@ -82,16 +83,16 @@ def format_list(page: dict[str, Any]) -> str:
 contact_option = click.option("--contact", default=None, help="A CRM contact's id.")
 account_option = click.option("--account", default=None, help="A CRM account's id.")
 deal_option = click.option("--deal", default=None, help="A CRM deal's id.")
+lead_option = click.option("--lead", default=None, help="A CRM lead's id.")
 
 
-def _record_path(contact: str | None, account: str | None, deal: str | None = None,
-                 *, deals: bool = False) -> str:
-    """``/crm/{contacts|accounts|deals}/{id}`` of the one record given."""
-    given = [(m, r) for m, r in (("contacts", contact), ("accounts", account),
-                                 ("deals", deal)) if r is not None]
+def _record_path(**records: str | None) -> str:
+    """``/crm/{module}/{id}`` of the one record given, among ``records`` (each option's
+    value by its module's name)."""
+    given = [(m, r) for m, r in records.items() if r is not None]
     if len(given) != 1:
-        raise click.UsageError("give one of --contact ID or --account ID"
-                               + (" or --deal ID" if deals else ""))
+        raise click.UsageError("give one of " + " or ".join(
+            f"--{LABEL[m]} ID" for m in records))
     module, record = given[0]
     return f"/crm/{module}/{quote(record, safe='')}"
 
@@ -99,11 +100,14 @@ def _record_path(contact: str | None, account: str | None, deal: str | None = No
 @tickets.command("stats")
 @contact_option
 @account_option
+@deal_option
 @json_option
 @click.pass_context
-def stats(ctx: click.Context, contact: str | None, account: str | None, as_json: bool) -> None:
-    """Customer statistics of a CRM contact or account (TICKET-06)."""
-    data = request(client_of(ctx), "GET", f"{_record_path(contact, account)}/statistics")
+def stats(ctx: click.Context, contact: str | None, account: str | None, deal: str | None,
+          as_json: bool) -> None:
+    """Customer statistics of a CRM contact, account or deal (TICKET-06)."""
+    path = _record_path(contacts=contact, accounts=account, deals=deal)
+    data = request(client_of(ctx), "GET", f"{path}/statistics")
     click.echo(json.dumps(data, indent=2, ensure_ascii=False) if as_json
                else format_statistics(data))
 
@@ -112,6 +116,7 @@ def stats(ctx: click.Context, contact: str | None, account: str | None, as_json:
 @contact_option
 @account_option
 @deal_option
+@lead_option
 @click.option("--filter", "only", default=None,
               type=click.Choice(["overdue", "closed", "escalated", "high_priority"]),
               help="Only these tickets (TICKET-07).")
@@ -120,11 +125,12 @@ def stats(ctx: click.Context, contact: str | None, account: str | None, as_json:
 @json_option
 @click.pass_context
 def list_tickets(ctx: click.Context, contact: str | None, account: str | None,
-                 deal: str | None, only: str | None, limit: int, offset: int,
-                 as_json: bool) -> None:
-    """A CRM contact's, account's or deal's tickets, newest first (TICKET-01, TICKET-05)."""
+                 deal: str | None, lead: str | None, only: str | None, limit: int,
+                 offset: int, as_json: bool) -> None:
+    """A CRM contact's, account's, deal's or lead's tickets, newest first (TICKET-01,
+    TICKET-05)."""
     query = {"limit": str(limit), "offset": str(offset), **({"filter": only} if only else {})}
-    data = request(client_of(ctx), "GET",
-                   f"{_record_path(contact, account, deal, deals=True)}/tickets", query=query)
+    path = _record_path(contacts=contact, accounts=account, deals=deal, leads=lead)
+    data = request(client_of(ctx), "GET", f"{path}/tickets", query=query)
     click.echo(json.dumps(data, indent=2, ensure_ascii=False) if as_json
                else format_list(data))

@@ -226,10 +226,11 @@ def record_of(request: web.Request) -> str:
 
 async def customer_statistics(ctx: ApiContext, request: web.Request, _body: None
                               ) -> web.Response:
-    """TICKET-06: a CRM contact's or account's tickets, counted and averaged."""
+    """TICKET-06: a CRM contact's, account's or deal's tickets, counted and averaged."""
     record = record_of(request)
-    module: ticket_stats.Module = (
-        "contacts" if request.match_info["module"] == "contacts" else "accounts")
+    module = ticket_stats.module_of(request.match_info["module"])
+    if module is None:  # the route admits only the modules with statistics
+        raise ApiError(404, "not_found", "no statistics for this module")
     return web.json_response(await ticket_stats.statistics(ctx.pool, module, record),
                              dumps=dumps)
 

@@ -130,13 +130,13 @@ API_ROUTES: list[Route[api.ApiContext]] = [
          "Failure log (?status=&reason=&module=&limit=&offset=)"),
     _api("post", f"{API_PREFIX}/failures/retry", "operator", bodies.Retry, api.retry,
          "Retry by ids, by reason, or all"),
-    _api("get", f"{API_PREFIX}/crm/{{module:contacts|accounts}}/{{record}}/statistics",
+    _api("get", f"{API_PREFIX}/crm/{{module:contacts|accounts|deals}}/{{record}}/statistics",
          "viewer", None, api.customer_statistics,
-         "Customer statistics of a CRM contact or account: tickets, overdue, average"
-         " first response and resolution, ratings (TICKET-06)"),
+         "Customer statistics of a CRM contact, account or deal (its linked tickets):"
+         " tickets, overdue, average first response and resolution, ratings (TICKET-06)"),
     _api("get", f"{API_PREFIX}/crm/{{module}}/{{record}}/tickets", "viewer", None,
          api.related_tickets,
-         "A CRM contact's or account's tickets, newest first"
+         "A CRM contact's, account's, deal's or lead's (by its e-mail) tickets, newest first"
          " (?filter=overdue|closed|escalated|high_priority&limit=&offset=; TICKET-01, TICKET-07;"
          " naming a CRM user: the tickets the user sees, TICKET-08)", crm_user="optional"),
     _api("get", f"{API_PREFIX}/signals", "viewer", None, signals.page,

@@ -1,4 +1,5 @@
-"""A CRM contact's, account's or deal's tickets, as a related list (TICKET-01, TICKET-07).
+"""A CRM contact's, account's, deal's or lead's tickets, as a related list (TICKET-01,
+TICKET-07).
 
 Why it exists: a CRM user on a contact or an account sees the customer's desk tickets,
 newest first, and narrows them to the overdue, closed, escalated or high-priority ones.
@@ -6,9 +7,10 @@ The rows are the statistics projection's (``projections/ticket_stats.py``), join
 the CRM record through the links as they are now, by the same statement fragment the
 statistics use (``ticket_stats.OF_RECORD``): the list and the statistics always count
 the same tickets. A deal's are the tickets linked to it (TICKET-05,
-``ticket_actions.deal_links``). "Overdue" is read against the projection's clock (the newest event
-applied), never the wall clock. Paged by limit and offset with the total, as the
-failure log is.
+``ticket_actions.deal_links``); a lead's, those whose requester e-mail has the lead's
+e-mail key (the desk knows no lead: the e-mail is what they share). "Overdue" is
+read against the projection's clock (the newest event applied), never the wall clock.
+Paged by limit and offset with the total, as the failure log is.
 """
 
 from __future__ import annotations
@@ -39,25 +41,20 @@ FILTERS: dict[Filter, str] = {
 resolved ones (a custom status counts as the standard status it maps to)."""
 
 
-ListModule = Literal["contacts", "accounts", "deals"]
+ListModule = Literal["contacts", "accounts", "deals", "leads"]
 
 OF_LIST: dict[ListModule, str] = {
     "contacts": OF_RECORD["contacts"], "accounts": OF_RECORD["accounts"],
-    # A deal's tickets are those linked to it (TICKET-05, the ticket_actions projection's
-    # links), whoever their contact is.
-    "deals": """
+    "deals": OF_RECORD["deals"],
+    # The lead's e-mail key as the statistics projection keeps it (a live lead with an
+    # e-mail), against the requester's, keyed in SQL by the same rules (migration 0027).
+    "leads": """
 FROM ticket_stats.tickets t
-JOIN ticket_actions.deal_links d ON d.ticket_id = t.ticket_id
-WHERE t.live AND d.deal_id = $1""",
+JOIN ticket_stats.crm_leads l ON l.email_key = syncd.email_key(t.requester)
+WHERE t.live AND l.lead_id = $1""",
 }
 """The FROM and WHERE of a CRM record's live tickets, per module (the record's id is
-$1): a contact's and an account's shared with the statistics (``OF_RECORD``)."""
-
-NOT_BUILT = {
-    "leads": "a lead's tickets (its e-mail matched to desk contacts) are not built",
-}
-"""Modules that may show the list (``projections.related_lists``) but whose list is not
-built yet, with why."""
+$1): a contact's, an account's and a deal's shared with the statistics (``OF_RECORD``)."""
 
 
 def listed_module(module: str, chosen: Sequence[str]) -> ListModule:
@@ -67,8 +64,6 @@ def listed_module(module: str, chosen: Sequence[str]) -> ListModule:
         raise NotFound("not_configured",
                        f"{module} records do not list tickets: the integration's related-list"
                        f" modules are {list(chosen)} (syncd integration related-lists)")
-    if module in NOT_BUILT:
-        raise NotFound("not_built", NOT_BUILT[module])
     for listed in OF_LIST:
         if module == listed:
             return listed

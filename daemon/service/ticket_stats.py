@@ -1,4 +1,5 @@
-"""A CRM contact's or account's customer statistics (TICKET-06), computed at read time.
+"""A CRM contact's, account's or deal's customer statistics (TICKET-06), computed at
+read time.
 
 The statistics projection (``projections/ticket_stats.py``) keeps each desk ticket's
 facts from the event log; this joins them to the CRM record through the mapping table
@@ -8,6 +9,12 @@ counts over one record's tickets are cheap (the tickets are found by their desk
 contact's index), so they are not stored: a ticket linked late, retyped or rated counts
 the next time anyone asks, and "overdue" is read against the projection's clock (the
 newest event applied), never the wall clock.
+
+A deal's are its linked tickets' (TICKET-05, ``ticket_actions.deal_links``, as its
+related list has them), computed the same way from the same per-ticket rows: the
+projection already keeps every figure's inputs per ticket, and which tickets a deal
+has is the ticket actions projection's, so a deal needs no state of its own — a link
+or unlink counts at the next read, and a replay has nothing more to rebuild.
 """
 
 from __future__ import annotations
@@ -19,7 +26,8 @@ import asyncpg
 
 from projections.ticket_stats import RATINGS
 
-Module = Literal["contacts", "accounts"]
+Module = Literal["contacts", "accounts", "deals"]
+MODULES: tuple[Module, ...] = ("contacts", "accounts", "deals")
 
 _OF_RECORD = """
 FROM ticket_stats.tickets t
@@ -31,6 +39,12 @@ OF_RECORD: dict[Module, str] = {
     "accounts": _OF_RECORD.format(
         account="JOIN ticket_stats.crm_contacts c ON c.contact_id = l.crm_id",
         record="c.account_id"),
+    # A deal's tickets are those linked to it (TICKET-05, the ticket_actions projection's
+    # links), whoever their contact is.
+    "deals": """
+FROM ticket_stats.tickets t
+JOIN ticket_actions.deal_links d ON d.ticket_id = t.ticket_id
+WHERE t.live AND d.deal_id = $1""",
 }
 """The FROM and WHERE of a CRM record's live tickets (the record's id is $1), joined
 through the links as they are now; the related list (``ticket_list``) shares them."""
@@ -45,7 +59,8 @@ SELECT t.ticket_id, t.subject, t.status_type, t.created_at, t.due_at, t.first_cl
 
 
 async def statistics(pool: asyncpg.Pool, module: Module, record_id: str) -> dict[str, Any]:
-    """The statistics of one CRM contact or account (an id nobody links: no tickets)."""
+    """The statistics of one CRM contact, account or deal (an id nobody links: no
+    tickets)."""
     async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read",
                                                         readonly=True):
         at = await conn.fetchval("SELECT at FROM ticket_stats.clock")
@@ -59,6 +74,14 @@ def _seconds(start: dt.datetime, end: dt.datetime | None) -> float | None:
 
 def _average(values: list[float]) -> float | None:
     return sum(values) / len(values) if values else None
+
+
+def module_of(name: str) -> Module | None:
+    """``name`` as a module with statistics, or None."""
+    for module in MODULES:
+        if name == module:
+            return module
+    return None
 
 
 def overdue(row: Any, at: dt.datetime | None) -> bool:

@@ -32,6 +32,14 @@ def test_names_for_replay() -> None:
         "sync", "statistics", "ticket_actions", "crm_view", "handshake", "signals"]
 
 
+def test_the_first_sync_captures_each_module_once() -> None:
+    """The board and the statistics both read the CRM's leads: captured once."""
+    pairs = registry.first_sync_modules()
+    assert ("crm", "leads") in registry.spec("statistics").first_sync
+    assert ("crm", "leads") in registry.spec("handshake").first_sync
+    assert len(pairs) == len(set(pairs)) and ("crm", "leads") in pairs
+
+
 async def test_the_stats_export_reads_each_projections_gauges(database_url: str) -> None:
     """The gauges come from the registry's queries (one list: a projection's gauge is
     declared in its spec), and a series the tables no longer hold disappears."""

@@ -53,6 +53,7 @@ STATE_QUERIES = {
     "ticket_stats.tickets": "SELECT * FROM ticket_stats.tickets ORDER BY 1",
     "ticket_stats.replies": "SELECT * FROM ticket_stats.replies ORDER BY 1",
     "ticket_stats.crm_contacts": "SELECT * FROM ticket_stats.crm_contacts ORDER BY 1",
+    "ticket_stats.crm_leads": "SELECT * FROM ticket_stats.crm_leads ORDER BY 1",
     "ticket_stats.clock": "SELECT * FROM ticket_stats.clock",
 }
 

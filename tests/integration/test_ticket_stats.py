@@ -59,6 +59,12 @@ class Log:
     def crm_contact(self, rid: int, minute: float, account: int | None) -> None:
         self._add("crm", "contacts", rid, minute, {"last_name": f"c{rid}", "account_id": account})
 
+    def crm_lead(self, rid: int, minute: float, email: str | None, *,
+                 deleted: bool = False, converted: bool = False) -> None:
+        self._add("crm", "leads", rid, minute,
+                  {"last_name": f"l{rid}", "email": email, "deleted": deleted,
+                   "converted": converted}, op="delete" if deleted else "update")
+
     def ticket(self, rid: int, contact: int, created: float, *, due: float | None = None,
                logged: float | None = None) -> None:
         self.created[rid] = created
@@ -359,6 +365,109 @@ async def test_the_api_and_the_cli_answer_with_the_figures(pool: asyncpg.Pool,
                                    headers={"Authorization": f"Bearer {token}"}) as response:
                 assert response.status == 200
                 assert figures(await response.json()) == ANA_FIGURES
-            async with session.get(f"{base}/deals/501/statistics",
+            async with session.get(f"{base}/leads/501/statistics",
                                    headers={"Authorization": f"Bearer {token}"}) as response:
-                assert response.status == 404
+                assert response.status == 404  # leads have no statistics
+
+
+# The deal's linked tickets (TICKET-05), whoever their contact is: Ana's T1 and T2,
+# Bo's T9, Cy's T14, the stranger's T19 (never linked to a CRM contact), and Ana's T7
+# (in the recycle bin: counts nowhere). By hand, at minute 4320: open T2, T9, T14, all
+# three overdue (due 600, 1000, 4300); first responses 30 (T1), 120 (T2), 100 (T9:
+# the deleted reply at 155 does not count): 250 / 3; resolutions 120 (T1), 100 (T19):
+# 220 / 2; ratings good 2 (T1, T19), unrated 3.
+DEAL, EMPTY_DEAL = "801", "802"
+DEAL_TICKETS = ("1", "2", "9", "14", "19", "7")
+DEAL_FIGURES = expect(5, 3, 3, 3, 250 / 3, 2, 110, 2, 0, 0)
+# At minute 1000: T19 is not created yet; T2 is overdue, T9 (due 1000) and T14 (due 4300)
+# not yet; T1 alone is resolved.
+DEAL_AT_1000 = expect(4, 3, 1, 3, 250 / 3, 1, 120, 1, 0, 0)
+
+
+def deal_line(rid: int, created: float, status: str, *, due: float | None = None,
+              overdue: bool = False, response: float | None = None,
+              resolution: float | None = None, rating: str | None = None) -> dict[str, Any]:
+    return {"ticket_id": str(rid), "subject": f"ticket {rid}", "status_type": status,
+            "created_at": at(created), "due_date": None if due is None else at(due),
+            "overdue": overdue,
+            "first_response_seconds": None if response is None else response * MIN,
+            "resolution_seconds": None if resolution is None else resolution * MIN,
+            "rating": rating}
+
+
+DEAL_LINES = [  # newest first, every field by hand
+    deal_line(19, 1400, "Closed", resolution=100, rating="good"),
+    deal_line(14, 900, "Open", due=4300, overdue=True),
+    deal_line(9, 150, "Open", due=1000, overdue=True, response=100),
+    deal_line(2, 60, "Open", due=600, overdue=True, response=120),
+    deal_line(1, 0, "Closed", due=240, response=30, resolution=120, rating="good"),
+]
+
+
+async def link_deal(conn: Conn) -> None:
+    """The deal's links as the ticket actions projection keeps them (its own tests apply
+    link actions; the statistics only read the table)."""
+    await conn.execute(
+        "INSERT INTO ticket_actions.deal_links (ticket_id, deal_id, linked_by, linked_at)"
+        " SELECT unnest($1::text[]), $2, 'adm', $3", list(DEAL_TICKETS), DEAL, at(0))
+
+
+async def test_a_deals_statistics_are_its_linked_tickets(pool: asyncpg.Pool,
+                                                         tmp_path: Path) -> None:
+    """A deal's statistics (TICKET-06) over its linked tickets, at two event times, every
+    figure and line by hand; a deal with no ticket is all zero; the API and `syncd
+    tickets stats --deal` give the same figures; a rebuild after them changes nothing
+    (the deal's statistics keep no state of their own)."""
+    events = example().in_log_order()
+    async with pool.acquire() as conn:
+        await link_deal(conn)
+        await reset_offset(conn, "g", ("t", 0), 0)
+        early = [e for e in events if e.captured_at <= at(1000)]
+        offset = await deliver(conn, early, start=0, size=7)
+        deal = await statistics(pool, "deals", DEAL)
+        assert deal["as_of"] == at(1000) and figures(deal) == DEAL_AT_1000
+        await deliver(conn, events[len(early):], start=offset, size=5)
+
+    deal = await statistics(pool, "deals", DEAL)
+    assert deal == {"module": "deals", "id": DEAL, "as_of": at(4320), **DEAL_FIGURES,
+                    "tickets": DEAL_LINES}
+    assert figures(await statistics(pool, "deals", EMPTY_DEAL)) == expect(
+        0, 0, 0, 0, None, 0, None, 0, 0, 0)
+
+    token = "viewer-token-for-deal-statistics"
+    ctx = ApiContext(pool=pool, integration=None,  # type: ignore[arg-type]
+                     tokens={token: ("reader", "viewer")}, webhook_secrets={},
+                     history_timezone="UTC", config=SyncConfig, lag=dict,
+                     last_applied_at=lambda: None)
+    async with TestServer(build_app({}, api=ctx), host="127.0.0.1") as server, \
+            aiohttp.ClientSession() as session:
+        async with session.get(f"http://127.0.0.1:{server.port}/api/v1/crm/deals/{DEAL}"
+                               "/statistics",
+                               headers={"Authorization": f"Bearer {token}"}) as response:
+            assert response.status == 200
+            answer = await response.json()
+        assert answer["module"] == "deals" and answer["as_of"] == "2026-11-05T09:00:00Z"
+        assert figures(answer) == DEAL_FIGURES
+        assert [t["ticket_id"] for t in answer["tickets"]] == ["19", "14", "9", "2", "1"]
+
+        env = {"SYNCD_DATA_DIR": str(tmp_path), "SYNCD_API_TOKEN": token,
+               "SYNCD_HTTP_LISTEN": f"127.0.0.1:{server.port}"}
+        result = await asyncio.to_thread(CliRunner().invoke, cli,
+                                         ["tickets", "stats", "--deal", DEAL], env=env)
+        assert result.exit_code == 0, result.output
+        lines = result.output.splitlines()
+        assert lines[:7] == [
+            f"CRM deal {DEAL}",
+            "tickets                 5",
+            "open                    3",
+            "overdue                 3 (at 2026-11-05T09:00:00Z)",
+            "average first response  1h23 over 3 ticket(s)",
+            "average resolution      1h50 over 2 ticket(s)",
+            "ratings                 good 2, okay 0, bad 0, unrated 3"]
+        assert [line.split()[0] for line in lines[10:]] == ["19", "14", "9", "2", "1"]
+        assert lines[10].split() == ["19", "ticket", "19", "Closed", "-", "1h40", "good"]
+
+    async with pool.acquire() as conn:
+        report = await rebuild_from_events(conn, spec("statistics"), EventLogSource(),
+                                           dry_run=True)
+        assert report.changes == 0

@@ -26,7 +26,7 @@ from projections.ticket_stats import StatisticsProjection
 from tests.integration.test_handshake_set_rebuild import apply_live
 
 TABLES = {"tickets": "ticket_id", "replies": "thread_id", "crm_contacts": "contact_id",
-          "clock": "one"}
+          "crm_leads": "lead_id", "clock": "one"}
 STATUSES: tuple[tuple[str, str | None, bool], ...] = (
     # status, status_type (when the event carries one), whether it carries one
     ("Open", None, False), ("Closed", None, False), (" closed ", None, False),
@@ -57,7 +57,8 @@ def generated(seed: int, steps: int) -> list[ChangeEvent]:
             origin=rng.choice(("user", "sync", "import")), captured_at=now))
 
     for _ in range(steps):
-        kind = rng.choice(("ticket", "ticket", "thread", "thread", "contact", "noise"))
+        kind = rng.choice(("ticket", "ticket", "thread", "thread", "contact", "lead",
+                           "noise"))
         if kind == "ticket":
             status, typed, carries = rng.choice(STATUSES)
             fields: dict[str, Any] = {
@@ -82,6 +83,10 @@ def generated(seed: int, steps: int) -> list[ChangeEvent]:
         elif kind == "contact":
             emit("crm", "contacts", f"{rng.randint(1, 10)}",
                  account_id=rng.choice((7, "8", None)), deleted=rng.random() < 0.1)
+        elif kind == "lead":
+            emit("crm", "leads", f"{rng.randint(1, 10)}",
+                 email=rng.choice(("a@x.org", " A@X.org", "b@x.org", "", None)),
+                 deleted=rng.random() < 0.1)
         else:
             emit(rng.choice(("desk", "crm")), rng.choice(("accounts", "products")),
                  f"{rng.randint(1, 5)}", name="x")
@@ -126,6 +131,7 @@ async def test_set_based_rebuild_equals_the_per_event_rebuild(
         assert closed_first and any(t[4] != "Closed" for t in closed_first)  # reopened
         assert any(not t[2] for t in tickets) and any(t[2] for t in tickets)  # live or not
         assert expected["replies"] and expected["crm_contacts"] and expected["clock"]
+        assert expected["crm_leads"]
         assert expected["clock"][0][1] < later
 
         for table in TABLES:

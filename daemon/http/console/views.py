@@ -506,10 +506,9 @@ class Console:
         if record:
             try:
                 listed_module = ticket_list.listed_module(module, modules)
-                if module in ("contacts", "accounts"):
-                    stats = await ticket_stats.statistics(
-                        self.api.pool, "contacts" if module == "contacts" else "accounts",
-                        record)
+                stats_module = ticket_stats.module_of(module)
+                if stats_module is not None:
+                    stats = await ticket_stats.statistics(self.api.pool, stats_module, record)
                     parts.append(tag("section", tag("h2", "Customer statistics", id="st-h"),
                                      _facts(_stats(stats)), aria_labelledby="st-h"))
                 page_ = await ticket_list.related_tickets(self.api.pool, listed_module, record,
