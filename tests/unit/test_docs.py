@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import unicodedata
 from pathlib import Path
@@ -61,7 +62,8 @@ def broken_links(path: Path) -> list[str]:
             continue
         file_part, _, anchor = target.partition("#")
         resolved = (path.parent / file_part).resolve() if file_part else path
-        where = f"{path.relative_to(ROOT)}: {target}"
+        shown = path.relative_to(ROOT) if path.is_relative_to(ROOT) else path.name
+        where = f"{shown}: {target}"
         if not resolved.exists():
             problems.append(f"{where}: no such file")
         elif anchor and (resolved.is_dir() or resolved.suffix != ".md"):
@@ -82,16 +84,15 @@ def test_every_relative_link_and_anchor_resolves() -> None:
 
 def test_link_check_catches_a_broken_link_and_anchor(tmp_path: Path) -> None:
     """The checker itself: a missing file and a missing anchor are reported; code is not
-    taken for links."""
-    page = ROOT / "docs" / "__link_check_probe__.md"
+    taken for links. (The probe is written outside docs/: the test above, on another
+    worker, reads every page of docs/ and would find it gone.)"""
+    page = tmp_path / "__link_check_probe__.md"
+    operations = os.path.relpath(ROOT / "docs" / "operations.md", tmp_path)
     page.write_text("# Probe\n\n## A heading, with `code`!\n\n"
-                    "[ok](#a-heading-with-code) [ok](operations.md#metrics)\n"
-                    "[gone](no-such-page.md) [gone](operations.md#no-such-heading)\n"
+                    f"[ok](#a-heading-with-code) [ok]({operations}#metrics)\n"
+                    f"[gone](no-such-page.md) [gone]({operations}#no-such-heading)\n"
                     "`[not a link](nowhere.md)`\n\n```\n[nor this](nowhere.md)\n```\n")
-    try:
-        problems = broken_links(page)
-    finally:
-        page.unlink()
+    problems = broken_links(page)
     assert len(problems) == 2, problems
     assert "no-such-page.md: no such file" in problems[0]
     assert "operations.md#no-such-heading: no heading" in problems[1]
