@@ -33,6 +33,7 @@ def pages(department: str | None, record: str | None) -> list[tuple[str, str]]:
     found.append(("board", f"/board?department={department}" if department else "/board"))
     found.append(("tickets", f"/tickets?module=contacts&record={record}" if record
                   else "/tickets"))
+    found.append(("integration", "/integration"))
     found.append(("replay", "/replay"))
     return found
 

@@ -12,8 +12,11 @@ exactly (OWN-03).
 What it keeps (``crm_view.records``, migration 0025): one row per live CRM contact,
 account, deal, note, call, event and task, with its values as its last event gave them
 and what it hangs off: a contact's account, a deal's contact and account, a note's or
-activity's parent (``parent_module`` contacts or accounts, ``parent_id``). A record
-deleted or in the recycle bin has no row; a restore brings it back.
+activity's parent (``parent_module`` contacts or accounts, ``parent_id``). A note or
+activity attached to a deal (``parent_module`` deals) keeps neither: which contact and
+account it is shown on is the deal's, read at read time from its values
+(``daemon/service/crm_view.py``), so a row never depends on another record's event. A
+record deleted or in the recycle bin has no row; a restore brings it back.
 
 Which CRM record a desk contact or account is, is not kept here: the mapping table
 (``sync.links``) is not a projection of the log, so it is joined at read time, as the
@@ -45,7 +48,7 @@ VIEWED_MODULES = ("contacts", "accounts", "deals", "notes", "calls", "events", "
 _VIEWED = f"source = 'crm' AND module IN {VIEWED_MODULES!r}"
 """What ``collect`` reads, as a condition on the event log."""
 ACTIVITIES = ("notes", "calls", "events", "tasks")
-"""Modules whose records hang off a contact or an account (``parent_module``)."""
+"""Modules whose records hang off a contact, an account or a deal (``parent_module``)."""
 BOOKKEEPING = frozenset({"deleted", "hard_deleted"})
 """Values that say how a record is stored, not what it is: never kept."""
 

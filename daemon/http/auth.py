@@ -11,8 +11,9 @@ PERM-04 ("users need the integration permission in their profile to configure it
 only administrators set it up"): a token may be bound to a desk profile (settings,
 ``api_tokens[].profile``); a route that configures the integration (access
 ``configure`` in the route table) admits an ``admin`` token, or an ``operator`` token
-bound to a profile whose ``configures`` is true (:func:`may_configure`). Setting the
-integration up, deleting it and changing profiles stay ``admin``.
+bound to a profile whose ``configures`` is true (:func:`configure_refusal`, which the
+console's configuring actions apply too). Setting the integration up, deleting it and
+changing profiles stay ``admin``.
 """
 
 from __future__ import annotations
@@ -82,23 +83,33 @@ NEEDS_PERMISSION = ("configuring the integration needs the admin role, or an ope
                     " bound to a desk profile with the integration permission")
 
 
-async def may_configure(request: web.Request, profiles: Profiles) -> None:
-    """PERM-04, after ``by_role`` admitted an operator: an admin configures; an operator
-    only through a bound profile that ``configures`` (read now, so a permission taken
-    away holds at once). Otherwise 403 with the reason; nothing is changed."""
-    role = request.get(ROLE)
+async def configure_refusal(role: str | None, bound: str | None, profiles: Profiles
+                            ) -> str | None:
+    """PERM-04, the one rule the API's ``configure`` routes and the console's configuring
+    actions apply: why a caller with ``role``, whose token is bound to desk profile
+    ``bound`` (or none), may not configure the integration; None when it may. An admin
+    configures; an operator only through a bound profile that ``configures`` (read now,
+    so a permission taken away holds at once); a viewer never."""
     if role is None or role == "admin":  # None: open access (``open_access`` admitted it)
-        return
-    name = request.get(PROFILE)
-    if name is None:
-        raise ApiError(403, "forbidden", f"{NEEDS_PERMISSION}; this token is bound to none")
-    profile = (await profiles()).get(name)
+        return None
+    if RANK[role] < RANK["operator"]:
+        return f"{NEEDS_PERMISSION}; this token is a {role}'s"
+    if bound is None:
+        return f"{NEEDS_PERMISSION}; this token is bound to none"
+    profile = (await profiles()).get(bound)
     if profile is None:
-        raise ApiError(403, "forbidden",
-                       f"{NEEDS_PERMISSION}; this token's profile {name!r} does not exist")
+        return f"{NEEDS_PERMISSION}; this token's profile {bound!r} does not exist"
     if not profile.configures:
-        raise ApiError(403, "forbidden", f"{NEEDS_PERMISSION}; desk profile {name!r} does"
-                       " not have it")
+        return f"{NEEDS_PERMISSION}; desk profile {bound!r} does not have it"
+    return None
+
+
+async def may_configure(request: web.Request, profiles: Profiles) -> None:
+    """``configure_refusal`` for an API request, after ``by_role`` admitted an operator:
+    403 with the reason; nothing is changed."""
+    reason = await configure_refusal(request.get(ROLE), request.get(PROFILE), profiles)
+    if reason is not None:
+        raise ApiError(403, "forbidden", reason)
 
 
 def open_access(_request: web.Request, _role: Role) -> None:

@@ -19,7 +19,10 @@ What is shown, by the desk record asked for and what the profile shows:
 
 A shown record's deals, notes, calls, events and tasks are those that hang off it
 directly (a contact's deals are those naming the contact; an account's, those naming
-the account).
+the account), and the notes, calls, events and tasks attached to those deals, among the
+record's own, each naming its deal (``parent_module`` 'deals', ``parent_id``). They are
+matched at read time, so they follow a deal given to another contact or account; each
+goes through its own item's access, as every note or activity does.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from typing import Any, Literal
 import asyncpg
 
 from daemon.service import NotFound
+from projections.crm_view import ACTIVITIES
 from projections.db import loads_json
 from projections.people import ITEMS, DeskProfile, Item, restrict
 
@@ -112,12 +116,26 @@ _RECORD = ('SELECT record_id, "values", account_id FROM crm_view.records'
 _CONTACTS_OF = ('SELECT record_id, "values", account_id FROM crm_view.records'
                 " WHERE module = 'contacts' AND account_id = $1"
                 " ORDER BY length(record_id), record_id")
-_HANGING_OFF = {
-    "contacts": 'SELECT module, record_id, "values" FROM crm_view.records'
-                " WHERE contact_id = $1 AND module <> 'contacts'",
-    "accounts": 'SELECT module, record_id, "values" FROM crm_view.records'
-                " WHERE account_id = $1 AND module NOT IN ('contacts', 'accounts')",
-}
+
+
+def _hanging_off(column: str, own_modules: str) -> str:
+    """The records hanging off a contact or an account (``column`` = $1): those naming
+    it, and the notes and activities of the deals naming it (an activity names its deal
+    in its values: ``parent_module`` 'deals', ``parent_id``; matched here, at read time,
+    so it follows the deal to whichever contact and account the deal names now)."""
+    return ('SELECT module, record_id, "values" FROM ('
+            'SELECT module, record_id, "values" FROM crm_view.records'
+            f" WHERE {column} = $1 AND module NOT IN {own_modules}"
+            ' UNION ALL SELECT a.module, a.record_id, a."values"'
+            " FROM crm_view.records d JOIN crm_view.records a"
+            " ON a.\"values\"->>'parent_module' = 'deals'"
+            " AND a.\"values\"->>'parent_id' = d.record_id"
+            f" WHERE d.module = 'deals' AND d.{column} = $1"
+            f" AND a.module IN {ACTIVITIES!r}) AS hanging")
+
+
+_HANGING_OFF = {"contacts": _hanging_off("contact_id", "('contacts')"),
+                "accounts": _hanging_off("account_id", "('contacts', 'accounts')")}
 _ORDER = " ORDER BY \"values\"->>'created_time' DESC NULLS LAST, length(record_id), record_id"
 
 

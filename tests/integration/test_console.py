@@ -146,8 +146,9 @@ async def test_operator_follows_the_board_acts_pauses_and_retries(
 
 async def test_a_viewer_sees_and_a_forged_post_is_refused(
         daemon: RunningDaemon, browser: Browser) -> None:
-    """A viewer gets no action buttons and is refused if it posts anyway; a post without
-    the session's CSRF token is refused even for an operator; pages carry a strict CSP."""
+    """A viewer gets no action buttons (nor configuring forms) and is refused if it posts
+    anyway; a post without the session's CSRF token is refused even for an operator;
+    pages carry a strict CSP."""
     await browser.login(TOKENS["viewer"])
     assert "running" in await browser.text("#sync-state")
     assert await browser.find_all("form[action='/status/pause']") == []
@@ -156,6 +157,9 @@ async def test_a_viewer_sees_and_a_forged_post_is_refused(
     await browser.get("/replay")
     await browser.wait_text("main", "needs the admin role")
     assert await browser.find_all("form.replay") == []
+    await browser.get("/integration")  # PERM-04: a viewer's token never configures
+    await browser.wait_text("main .hint", "this token is a viewer's")
+    assert await browser.find_all("form.configure") == []
     await browser.logout()
 
     await browser.login(TOKENS["operator"])
@@ -175,7 +179,8 @@ async def test_a_viewer_sees_and_a_forged_post_is_refused(
             assert "script-src 'self'" in csp and "frame-ancestors 'none'" in csp
             assert "unsafe-inline" not in csp
             assert response.headers["X-Frame-Options"] == "DENY"
-        for path in ("/status/pause", "/failures/retry", "/replay/preview"):
+        for path in ("/status/pause", "/failures/retry", "/replay/preview",
+                     "/integration/matching"):
             async with http.post(daemon.base + path, data={"csrf": "x"}) as response:
                 assert response.status == 403, path
 
@@ -265,6 +270,14 @@ async def test_every_page_passes_axe_fits_a_phone_and_has_a_screenshot(
     await browser.type("#since", "1d")
     await browser.click("button[value=window]")
     await browser.wait_text("main h2", "re-apply")
+    # The integration's configuration, changed by an admin through its form (PERM-04).
+    await browser.get("/integration")
+    await browser.click("input[name=match_secondary_email]")
+    await browser.click("form[action='/integration/matching'] button")
+    await browser.wait_text("main .notice", "configuration was changed")
+    _, current = await daemon.call("GET", "/api/v1/integration", role="viewer")
+    assert current["match_secondary_email"] is True
+    found["integration after a change"] = await browser.run(violations, browser.driver, source)
     assert {name: v for name, v in found.items() if v} == {}
 
     await browser.run(browser.driver.set_window_size, 390, 844)

@@ -1,8 +1,10 @@
 """What desk agents see of the CRM (PERM-01 … PERM-03) on the embedded default: a CRM
 account, a contact, a deal, a note, a call, an event and a task created in the CRM
-store, synced and linked by the pipeline; the view of a full profile, a restricted one
-(every field checked), an invisible one (404), contacts against accounts; the API and
-the CLI; and a replay that rebuilds the projection exactly."""
+store, synced and linked by the pipeline, and a note and an event attached to the deal;
+the view of a full profile, a restricted one (every field checked), an invisible one
+(404), contacts against accounts; the deal's activities on its contact and account, and
+following the deal; the API and the CLI; and a replay that rebuilds the projection
+exactly."""
 
 from __future__ import annotations
 
@@ -67,6 +69,14 @@ async def crm_example(pipe: Pipeline) -> dict[str, Any]:
         "INSERT INTO crm.tasks (parent_module, parent_id, subject, due_date)"
         " VALUES ('contacts', $1, 'Send the quote', '2027-01-10') RETURNING id",
         ids["contact"])
+    # Attached to the deal: shown on the contact and the account the deal names.
+    ids["deal_note"] = await pipe.fetchval(
+        "INSERT INTO crm.notes (parent_module, parent_id, content)"
+        " VALUES ('deals', $1, 'Budget approved in March') RETURNING id", ids["deal"])
+    ids["deal_event"] = await pipe.fetchval(
+        "INSERT INTO crm.events (parent_module, parent_id, subject, starts_at)"
+        " VALUES ('deals', $1, 'Contract signing', '2027-02-01T09:00:00Z') RETURNING id",
+        ids["deal"])
     # In the recycle bin: never shown.
     gone = await pipe.fetchval(
         "INSERT INTO crm.notes (parent_module, parent_id, content)"
@@ -99,17 +109,21 @@ async def test_each_profile_sees_what_its_permissions_say(pipeline: Pipeline) ->
     contact = await store_row(pipeline, "crm.contacts", ids["contact"])
     rows = {item: await store_row(pipeline, f"crm.{item}", ids[item[:-1]])
             for item in ("deals", "notes", "calls", "events", "tasks")}
+    deal_note = await store_row(pipeline, "crm.notes", ids["deal_note"])
+    deal_event = await store_row(pipeline, "crm.events", ids["deal_event"])
+    assert (deal_note["parent_module"], deal_note["parent_id"]) == ("deals", ids["deal"])
     contact_info = {**contact, "name": "Ana Souza", "account_name": "Acme Lda"}
     desk_contact, desk_account = ids["desk_contacts"], ids["desk_accounts"]
 
-    # Full, showing contacts: the CRM contact, every field of every item.
+    # Full, showing contacts: the CRM contact, every field of every item; the deal's
+    # note and event among the contact's, newest first, each naming the deal.
     view = await crm_view(pool, FULL, "contacts", desk_contact)
     assert view == {
         "desk": {"module": "contacts", "id": desk_contact}, "profile": "Agent",
         "shows": "contacts", "access": dict.fromkeys(ITEMS, "full"),
         "records": [{"info": contact_info, "deals": [rows["deals"]],
-                     "notes": [rows["notes"]], "calls": [rows["calls"]], "events": [],
-                     "tasks": [rows["tasks"]]}]}
+                     "notes": [deal_note, rows["notes"]], "calls": [rows["calls"]],
+                     "events": [deal_event], "tasks": [rows["tasks"]]}]}
 
     # Restricted: exactly the restricted fields, and none of the rest anywhere.
     view = await crm_view(pool, RESTRICTED, "contacts", desk_contact)
@@ -117,10 +131,12 @@ async def test_each_profile_sees_what_its_permissions_say(pipeline: Pipeline) ->
     assert shown == {
         "info": {"id": str(ids["contact"]), "name": "Ana Souza", "account_name": "Acme Lda"},
         "deals": [{"id": str(ids["deal"]), "deal_name": "Renewal 2027", "stage": "open"}],
-        "notes": [{"id": str(ids["note"]), "created_time": rows["notes"]["created_time"]}],
+        "notes": [{"id": str(ids["deal_note"]), "created_time": deal_note["created_time"]},
+                  {"id": str(ids["note"]), "created_time": rows["notes"]["created_time"]}],
         "calls": [{"id": str(ids["call"]), "subject": "Renewal call",
                    "created_time": rows["calls"]["created_time"]}],
-        "events": [],
+        "events": [{"id": str(ids["deal_event"]), "subject": "Contract signing",
+                    "starts_at": deal_event["starts_at"]}],
         "tasks": [{"id": str(ids["task"]), "subject": "Send the quote",
                    "due_date": "2027-01-10", "status": "open"}]}
     for item in ITEMS:
@@ -128,21 +144,31 @@ async def test_each_profile_sees_what_its_permissions_say(pipeline: Pipeline) ->
             assert list(entry) == list(RESTRICTED_FIELDS[item])
     text = json.dumps(view)
     for secret in ("ana@acme.example", "+351 21 111", "+351 91 222", "12500",
-                   "Wants a discount", "540", "binned"):
+                   "Wants a discount", "540", "binned", "Budget approved", "parent_"):
         assert secret not in text
 
-    # Accounts, mixed access: the contact's account; the event hangs off the account.
+    # Accounts, mixed access: the contact's account; the event hangs off the account,
+    # the deal's event off the deal, which names the account; notes are not shown.
     view = await crm_view(pool, MIXED, "contacts", desk_contact)
     assert view["records"] == [{
         "info": {"id": str(ids["account"]), "name": "Acme Lda", "account_name": "Acme Lda"},
-        "deals": [rows["deals"]], "events": [rows["events"]], "tasks": []}]
+        "deals": [rows["deals"]], "events": [deal_event, rows["events"]], "tasks": []}]
     assert await crm_view(pool, MIXED, "accounts", desk_account) == {**view, "desk": {
         "module": "accounts", "id": desk_account}}
 
     # A desk account under a profile that shows contacts: the account's contacts.
     view = await crm_view(pool, FULL, "accounts", desk_account)
     assert [r["info"] for r in view["records"]] == [contact_info]
-    assert view["records"][0]["events"] == []  # the account's event is not the contact's
+    # The account's event is not the contact's; the deal's is (the deal names her).
+    assert view["records"][0]["events"] == [deal_event]
+
+    # The deal given to no contact: its note and event follow it, off the contact.
+    await pipeline.execute("UPDATE crm.deals SET contact_id = NULL WHERE id = $1", ids["deal"])
+    await pipeline.settle()
+    shown = (await crm_view(pool, FULL, "contacts", desk_contact))["records"][0]
+    assert (shown["deals"], shown["notes"], shown["events"]) == ([], [rows["notes"]], [])
+    view = await crm_view(pool, MIXED, "accounts", desk_account)
+    assert view["records"][0]["events"] == [deal_event, rows["events"]]
 
     # Hidden, or linked to nothing: a reason, never an empty answer.
     with pytest.raises(NothingToShow, match="hidden from desk profile 'Contractor'"):
@@ -158,7 +184,9 @@ async def test_each_profile_sees_what_its_permissions_say(pipeline: Pipeline) ->
         before = [tuple(r) for r in await conn.fetch(
             'SELECT module, record_id, "values"::text, contact_id, account_id'
             " FROM crm_view.records ORDER BY 1, 2")]
-        assert len(before) == 6  # account, contact, deal, note, event, task (no bin, no call)
+        # account, contact, deal, note, event, task, the deal's note and event (no bin,
+        # no call)
+        assert len(before) == 8
         for per_event in (False, True):  # from each record's last event, or from all
             report = await rebuild_from_events(conn, spec("crm_view"), EventLogSource(),
                                                dry_run=True, per_event=per_event)
@@ -173,6 +201,8 @@ async def test_each_profile_sees_what_its_permissions_say(pipeline: Pipeline) ->
             'SELECT module, record_id, "values"::text, contact_id, account_id'
             " FROM crm_view.records ORDER BY 1, 2")]
         assert after == before
+    view = await crm_view(pool, MIXED, "accounts", desk_account)
+    assert view["records"][0]["events"] == [deal_event, rows["events"]]
 
 
 async def test_the_api_and_the_cli(pipeline: Pipeline, tmp_path: Path) -> None:

@@ -131,7 +131,7 @@ crm_items = st.builds(  # what only the CRM view keeps: accounts, notes and acti
                    **({"hard_deleted": True} if op == "delete" else {})}, "hour": hour},
     st.sampled_from(["accounts", "notes", "calls", "events", "tasks"]), st.integers(1, 3),
     st.sampled_from(["create", "update", "delete"]),
-    st.sampled_from([("contacts", 1), ("accounts", 2), ("contacts", "x")]), hours)
+    st.sampled_from([("contacts", 1), ("accounts", 2), ("contacts", "x"), ("deals", 1)]), hours)
 garbage = st.sampled_from([b"not json", b'{"v": 1, "source": "desk", "module": "contacts"}'])
 stream_item = st.one_of(contacts, contacts, contacts, tickets, threads, deals, leads,
                          crm_items, garbage)

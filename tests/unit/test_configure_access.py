@@ -4,6 +4,7 @@ changes nothing."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -154,3 +155,122 @@ async def test_a_permission_taken_away_holds_at_once(
     status, answer = await _call(client, "put", path, "configurer-token-00", body)
     assert status == 403 and "'Supervisor' does not have it" in answer["error"]["message"]
     assert (await _call(client, "put", path, None, body))[0] == 401
+
+
+# -- the console's configuring actions: the same rule, through its forms -------------------
+
+Form = list[tuple[str, str]]
+CONSOLE_FORMS: dict[str, tuple[Form, tuple[str, Any]]] = {
+    # the console's configuring forms -> a valid post, and what it changes
+    "sync-type": ([("sync_type", "crm_to_desk")], ("direction", "crm_to_desk")),
+    "matching": ([("match_secondary_email", "on")], ("match_secondary_email", True)),
+    "products-department": ([("department_id", "7")], ("products_department_id", 7)),
+    "related-lists": ([("modules", "deals"), ("modules", "leads")],
+                      ("related_list_modules", ["leads", "deals"])),
+}
+
+
+async def _console_login(client: TestClient[Any, Any], token: str) -> str:
+    """Log in through the console's form (its login CSRF); the session's CSRF token."""
+    async with client.get("/login") as response:
+        nonce = re.search(r'name="csrf" value="([^"]+)"', await response.text())
+    assert nonce is not None
+    async with client.post("/login", data={"csrf": nonce[1], "token": token},
+                           allow_redirects=False) as response:
+        assert response.status == 303, await response.text()
+    status, html = await _console_get(client)
+    assert status == 200
+    csrf = re.search(r'<meta name="csrf-token" content="([^"]+)"', html)
+    assert csrf is not None and csrf[1]
+    return csrf[1]
+
+
+async def _console_get(client: TestClient[Any, Any], query: str = "") -> tuple[int, str]:
+    async with client.get("/integration" + query, allow_redirects=False) as response:
+        return response.status, await response.text()
+
+
+async def _console_post(client: TestClient[Any, Any], setting: str, data: Form
+                        ) -> tuple[int, str, str]:
+    async with client.post(f"/integration/{setting}", data=data,
+                           allow_redirects=False) as response:
+        return response.status, response.headers.get("Location", ""), await response.text()
+
+
+@pytest.mark.parametrize("token", ["admin-token-0000000", "configurer-token-00"])
+async def test_the_console_configures_with_the_permission(
+        api: tuple[TestClient[Any, Any], IntegrationService], token: str) -> None:
+    """An admin, and an operator bound to a profile that configures, see the configuring
+    forms and change each setting through them, recorded as theirs."""
+    client, service = api
+    await set_up(service)
+    csrf = await _console_login(client, token)
+    _, html = await _console_get(client)
+    for setting in CONSOLE_FORMS:
+        assert f'action="/integration/{setting}"' in html
+    for setting, (data, (field, value)) in CONSOLE_FORMS.items():
+        before = len(await service.audit())
+        status, location, text = await _console_post(client, setting, [*data, ("csrf", csrf)])
+        assert (status, location) == (303, "/integration?done=configured"), text
+        assert getattr(await service.current(), field) == value
+        assert [c.who for c in (await service.audit())[before:]] == [TOKENS[token][0]]
+    _, html = await _console_get(client, "?done=configured")
+    assert "The integration&#x27;s configuration was changed." in html
+    assert "<dd>crm_to_desk</dd>" not in html and "<dd>one-way, CRM → desk</dd>" in html
+    # Without the session's CSRF token: refused, nothing changed.
+    unchanged = await _state(service)
+    status, _, text = await _console_post(client, "matching", [])
+    assert status == 403 and "CSRF token is missing or wrong" in text
+    status, _, text = await _console_post(client, "switch-to-sync", [("csrf", csrf)])
+    assert status == 404 and "The console changes no setting" in text
+    assert await _state(service) == unchanged
+
+
+@pytest.mark.parametrize(("token", "reason"), [
+    ("restricted-token-00", "desk profile &#x27;Agent&#x27; does not have it"),
+    ("unbound-token-00000", "this token is bound to none"),
+    ("ghost-token-0000000", "this token&#x27;s profile &#x27;Gone&#x27; does not exist"),
+])
+async def test_the_console_refuses_without_the_permission(
+        api: tuple[TestClient[Any, Any], IntegrationService], token: str,
+        reason: str) -> None:
+    """An operator without the permission sees the configuration, no configuring form and
+    the reason; each configuring post (with a valid CSRF token) is 403 with the same
+    reason as the API's, and nothing changes."""
+    client, service = api
+    await set_up(service)
+    csrf = await _console_login(client, token)
+    status, html = await _console_get(client)
+    assert status == 200 and "<dd>portal</dd>" in html
+    assert 'action="/integration/' not in html and reason in html
+    before = await _state(service)
+    for setting, (data, _change) in CONSOLE_FORMS.items():
+        status, _, text = await _console_post(client, setting, [*data, ("csrf", csrf)])
+        assert status == 403 and reason in text, (setting, text)
+    assert await _state(service) == before
+
+
+async def test_a_viewer_and_a_permission_taken_away_in_the_console(
+        api: tuple[TestClient[Any, Any], IntegrationService]) -> None:
+    """A viewer (even bound to a profile that configures) gets no form and is refused; an
+    operator whose profile loses the permission is refused at the next post."""
+    client, service = api
+    await set_up(service)
+    csrf = await _console_login(client, "viewer-token-000000")
+    _, html = await _console_get(client)
+    assert 'action="/integration/' not in html and "this token is a viewer&#x27;s" in html
+    status, _, text = await _console_post(client, "matching",
+                                          [("match_secondary_email", "on"), ("csrf", csrf)])
+    assert status == 403 and "This needs the operator role; you are a viewer." in text
+    assert (await service.current()).match_secondary_email is False  # type: ignore[union-attr]
+
+    client.session.cookie_jar.clear()
+    csrf = await _console_login(client, "configurer-token-00")
+    data = [("match_secondary_email", "on"), ("csrf", csrf)]
+    assert (await _console_post(client, "matching", data))[0] == 303
+    await profile(service, "Supervisor", configures=False)  # an admin takes it away
+    status, _, text = await _console_post(client, "matching", [("csrf", csrf)])
+    assert status == 403 and "&#x27;Supervisor&#x27; does not have it" in text
+    assert (await service.current()).match_secondary_email is True  # type: ignore[union-attr]
+    _, html = await _console_get(client)
+    assert 'action="/integration/' not in html

@@ -59,6 +59,8 @@ def console_routes(api: ApiContext, board: BoardContext | None) -> list[web.Rout
         web.post("/failures/retry", w(c.retry)),
         web.get("/history", w(c.history_page)),
         web.get("/tickets", w(c.tickets_page)),
+        web.get("/integration", w(c.integration_page)),
+        web.post("/integration/{setting}", w(c.configure)),
         web.get("/replay", w(c.replay_page)),
         web.post("/replay/preview", w(c.replay_preview)),
         *_static_routes(),

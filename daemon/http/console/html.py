@@ -61,7 +61,8 @@ def action(path: str, label: str, session: Session, *, fields: dict[str, str] | 
 
 
 NAV = (("/", "Status"), ("/board", "Board"), ("/history", "History"),
-       ("/failures", "Failures"), ("/tickets", "Tickets"), ("/replay", "Replay"))
+       ("/failures", "Failures"), ("/tickets", "Tickets"), ("/integration", "Integration"),
+       ("/replay", "Replay"))
 
 
 def page(title: str, body: Any, *, session: Session | None, current: str = "",

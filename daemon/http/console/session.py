@@ -2,9 +2,10 @@
 
 A person logs in with an API token; the cookie then carries the token's *name*, an
 expiry and a per-session CSRF token, signed (HMAC-SHA256) with a key derived from
-the daemon's token table, never the token itself. The role is looked up again on
-every request from the current table, so a token removed from the configuration
-ends its sessions, and replicas configured alike accept each other's cookies.
+the daemon's token table, never the token itself. The role, and the desk profile the
+token is bound to (PERM-04), are looked up again on every request from the current
+table, so a token removed from the configuration ends its sessions, and replicas
+configured alike accept each other's cookies.
 
 Every POST must carry the session's CSRF token (a form field ``csrf`` or the
 ``X-CSRF-Token`` header); the cookie is HttpOnly and SameSite=Strict besides, and
@@ -19,6 +20,7 @@ import hmac
 import json
 import secrets
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -37,6 +39,8 @@ class Session:
     role: Role
     csrf: str
     expires: int
+    profile: str | None = None
+    """The desk profile the token is bound to (``api_tokens[].profile``), if any."""
 
 
 def signing_key(tokens: dict[str, tuple[str, Role]]) -> bytes:
@@ -57,8 +61,11 @@ def _unb64(text: str) -> bytes:
 
 
 class Sessions:
-    def __init__(self, tokens: dict[str, tuple[str, Role]]) -> None:
+    def __init__(self, tokens: dict[str, tuple[str, Role]],
+                 profiles: Mapping[str, str] | None = None) -> None:
         self.tokens = tokens
+        self.profiles = profiles or {}
+        """Token -> the desk profile it is bound to (unbound tokens absent)."""
         self.key = signing_key(tokens)
 
     def holder(self, presented: str) -> tuple[str, Role] | None:
@@ -69,10 +76,11 @@ class Sessions:
                 found = (name, role)
         return found
 
-    def _role_of(self, name: str) -> Role | None:
-        for token_name, role in self.tokens.values():
+    def _held(self, name: str) -> tuple[Role, str | None] | None:
+        """The role of the token named ``name``, and the desk profile it is bound to."""
+        for token, (token_name, role) in self.tokens.items():
             if token_name == name:
-                return role
+                return role, self.profiles.get(token)
         return None
 
     def _sign(self, payload: bytes) -> str:
@@ -102,10 +110,10 @@ class Sessions:
             name, csrf, expires = str(data["n"]), str(data["c"]), int(data["e"])
         except (ValueError, KeyError, TypeError):
             return None
-        role = self._role_of(name)
-        if role is None or expires < time.time():
+        held = self._held(name)
+        if held is None or expires < time.time():
             return None
-        return Session(name, role, csrf, expires)
+        return Session(name, held[0], csrf, expires, held[1])
 
 
 def end(response: web.StreamResponse) -> None:

@@ -1,5 +1,6 @@
 """The console's pages and actions: each reads the session, checks the role the API
-would ask for the same thing (a viewer sees, an operator acts), calls the use case
+would ask for the same thing (a viewer sees, an operator acts; configuring the
+integration: the API's PERM-04 check, ``auth.configure_refusal``), calls the use case
 of ``daemon.service`` the API calls, and answers HTML.
 
 Actions are plain form posts carrying the session's CSRF token, answered with a
@@ -24,11 +25,11 @@ from aiohttp import web
 
 from daemon.http import board as board_http
 from daemon.http.api import ApiContext
-from daemon.http.auth import RANK
+from daemon.http.auth import RANK, configure_refusal
 from daemon.http.board import BoardContext
 from daemon.http.console import charts
 from daemon.http.console.headers import secured
-from daemon.http.console.html import Markup, action, page, table, tag, void
+from daemon.http.console.html import Markup, action, csrf_field, page, table, tag, void
 from daemon.http.console.session import (
     LOGIN_COOKIE,
     Session,
@@ -45,7 +46,7 @@ from daemon.service import failures as failure_log
 from daemon.service import history as sync_history
 from daemon.service import status as daemon_status
 from projections.integration import InvalidCommand
-from projections.related_lists import DEFAULT_MODULES
+from projections.related_lists import CHOOSABLE, DEFAULT_MODULES
 
 log = structlog.get_logger(__name__)
 
@@ -56,6 +57,7 @@ NOTICES = {
     "resumed": "Sync resumed: what accumulated is being applied.",
     "closed": "The ticket was closed.",
     "replied": "The reply was sent.",
+    "configured": "The integration's configuration was changed.",
     "logged_out": "You are logged out.",
 }
 
@@ -82,7 +84,7 @@ class Console:
     def __init__(self, api: ApiContext, board: BoardContext | None) -> None:
         self.api = api
         self.board = board
-        self.sessions = Sessions(api.tokens)
+        self.sessions = Sessions(api.tokens, api.token_profiles)
 
     # -- sessions ---------------------------------------------------------------------
 
@@ -478,6 +480,71 @@ class Console:
         return html_response(page("Sync history, last seven days", body, session=session,
                                   current="/history", error=error))
 
+    # -- the integration's configuration (OPS-05, PERM-04) ------------------------------
+
+    async def _configure_refusal(self, session: Session) -> str | None:
+        """PERM-04 as the API's ``configure`` routes apply it (``auth.configure_refusal``)."""
+        return await configure_refusal(session.role, session.profile, self.api.desk_profiles)
+
+    async def integration_page(self, request: web.Request) -> web.Response:
+        session = self._session(request)
+        try:
+            now = await integration.state(self.api.integration)
+        except ServiceError as err:
+            return html_response(page("Integration", tag("p", err.message, class_="empty"),
+                                      session=session, current="/integration"))
+        facts = [("Desk portal", now["desk_portal"]), ("CRM organisation", now["crm_org"]),
+                 ("Mode", now["mode"]), ("Sync type", _SYNC_TYPES.get(now["sync_type"],
+                                                                      "not chosen")),
+                 ("Match on the secondary e-mail", "yes" if now["match_secondary_email"]
+                  else "no"),
+                 ("Products department", now["products_department_id"] or "none"),
+                 ("Related lists of tickets", ", ".join(now["related_list_modules"])),
+                 ("Field mappings", ", ".join(f"{m}: {len(p)} field(s)"
+                                              for m, p in now["mappings"].items()))]
+        parts: list[Any] = [_facts(facts)]
+        refusal = await self._configure_refusal(session)
+        if now["deleted"]:
+            parts.append(tag("p", "The integration is deleted.", class_="hint"))
+        elif refusal is not None:
+            parts.append(tag("p", f"Changing it: {refusal}.", class_="hint"))
+        else:
+            parts.append(_configuring(now, session))
+        return html_response(page("Integration", tag("div", *parts), session=session,
+                                  current="/integration",
+                                  notice=NOTICES.get(request.query.get("done", ""))))
+
+    async def configure(self, request: web.Request) -> web.Response:
+        """One configuring form's post: the API's ``configure`` rule, then its command."""
+        session, form = await self._acting(request, "operator")
+        refusal = await self._configure_refusal(session)
+        if refusal is not None:
+            log.warning("console_configure_refused", by=session.name, reason=refusal)
+            raise Forbidden(403, f"Refused: {refusal}.")
+        service = self.api.integration
+        setting = request.match_info["setting"]
+        try:
+            if setting == "sync-type":
+                await integration.choose_sync_type(
+                    service, str(form.get("sync_type") or ""),  # type: ignore[arg-type]
+                    by=session.name)
+            elif setting == "matching":
+                await integration.change_matching_options(
+                    service, form.get("match_secondary_email") == "on", by=session.name)
+            elif setting == "products-department":
+                text = str(form.get("department_id") or "").strip()
+                await integration.choose_products_department(
+                    service, int(text) if text.isdigit() else text,  # type: ignore[arg-type]
+                    by=session.name)
+            elif setting == "related-lists":
+                await integration.choose_related_list_modules(
+                    service, [str(m) for m in form.getall("modules", [])], by=session.name)
+            else:
+                raise Forbidden(404, f"The console changes no setting {setting[:100]!r}.")
+        except (ServiceError, InvalidCommand) as err:
+            raise Forbidden(409, f"Not changed: {err}") from None
+        raise redirect("/integration?done=configured")
+
     # -- tickets (TICKET-01, -06, -07) --------------------------------------------------
 
     async def tickets_page(self, request: web.Request) -> web.Response:
@@ -600,6 +667,39 @@ class Console:
 
     async def index(self, request: web.Request) -> web.Response:
         return await self.status(request)
+
+
+_SYNC_TYPES = {"two_way": "two-way", "crm_to_desk": "one-way, CRM → desk"}
+
+
+def _configuring(now: dict[str, Any], session: Session) -> Markup:
+    """The configuring forms (PERM-04: shown only to who may configure)."""
+    def form(setting: str, legend: str, *controls: Any) -> Markup:
+        return tag("form", csrf_field(session), tag("fieldset", tag("legend", legend),
+                                                    *controls,
+                                                    tag("button", "Save", type="submit")),
+                   method="post", action=f"/integration/{setting}", class_="configure")
+
+    return tag(
+        "section", tag("h2", "Configure", id="configure-h"),
+        form("sync-type", "Sync type",
+             _select("sync_type", "Sync type", list(_SYNC_TYPES.items()),
+                     now["sync_type"] or "")),
+        form("matching", "Matching",
+             tag("label", void("input", type="checkbox", name="match_secondary_email",
+                                checked=now["match_secondary_email"]),
+                 " Also match contacts on the secondary e-mail", class_="check")),
+        form("products-department", "Products",
+             tag("label", "Desk department id for products", for_="department_id"),
+             void("input", id="department_id", name="department_id", inputmode="numeric",
+                  value=now["products_department_id"] or "")),
+        form("related-lists", "Related lists of tickets",
+             *(tag("label", void("input", type="checkbox", name="modules", value=m,
+                                 checked=m in now["related_list_modules"]), f" {m}",
+                   class_="check") for m in CHOOSABLE)),
+        tag("p", "Field mappings are changed with ", tag("code", "syncd integration mapping"),
+            " or the API.", class_="hint"),
+        aria_labelledby="configure-h")
 
 
 def _report(report: dict[str, Any]) -> Markup:
