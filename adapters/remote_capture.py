@@ -117,6 +117,51 @@ class RemoteCapture:
             await remember_many(conn, self.store, module, seen_now)
         return len(events)
 
+    async def amended(self, module: str,
+                      records: Sequence[tuple[str, Values, dt.datetime]], *,
+                      origin: Origin = "user") -> int:
+        """Capture fields a store keeps apart from its records (a Zoho Desk ticket's
+        customer rating, read from its own list): each ``(id, fields, when)`` of a
+        record the daemon has seen, live, whose ``fields`` differ from what it saw,
+        is an ``update`` of those fields (its other values as they were), in one
+        transaction; a record never seen (nothing of it captured: there is nothing to
+        amend) or deleted, or fields as they were, is nothing. Returns the events
+        appended.
+
+        The record's remembered time is left as it was: the fields are not the
+        record's, and its next copy (later than that time, whatever the fields' time)
+        must still be a change. The event is stamped ``when``, or the record's
+        remembered time if that is later, so a record's events keep their order."""
+        if not records:
+            return 0
+        events: list[ChangeEvent] = []
+        async with self.pool.acquire() as conn, conn.transaction():
+            known = await self._known(conn, module, [r[0] for r in records])
+            amended: dict[str, Values] = {}
+            for record_id, fields, when in records:
+                seen = known.get(record_id)
+                if seen is None:
+                    continue
+                before = amended.get(record_id) or loads_json(seen["values"])
+                changed = sorted(n for n in fields if before.get(n) != fields[n])
+                if before.get("deleted") or not changed:
+                    continue
+                values = amended[record_id] = {**before, **fields}
+                modified = max(when, seen["modified_time"])
+                events.append(ChangeEvent(
+                    event_id=uuid.uuid4(), source=self.store, module=module,
+                    record_id=record_id, op="update", values=values, changed=changed,
+                    modified_at=modified,
+                    created_at=record_time(values.get("created_time") or modified),
+                    origin=origin, captured_at=dt.datetime.now(dt.UTC)))
+            await Outbox(conn, self.store).append_many(events)
+            await conn.executemany(
+                "UPDATE syncd.remote_records SET \"values\" = $4::jsonb WHERE store = $1"
+                " AND module = $2 AND record_id = $3",
+                [(self.store, module, record_id, msgspec.json.encode(values).decode())
+                 for record_id, values in amended.items()])
+        return len(events)
+
     async def deleted(self, module: str, records: Sequence[tuple[str, dt.datetime, bool]]
                       ) -> int:
         """Capture deletes (``(id, deleted_time, permanently)``) in one transaction: a

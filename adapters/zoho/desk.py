@@ -16,6 +16,10 @@ organisation's ``orgId`` header.
   Tickets the same way (for the handshake board); departments have no modified time
   and no search, so every poll lists them all (``GET /api/v1/departments``) and the
   capture keeps only what changed.
+- Ratings since a time: ``GET /api/v1/customerHappiness`` with
+  ``department=allDepartment``, ``startTime`` (milliseconds), ``sortBy=ratedTime``
+  and ``include=tickets``, by ``from``/``limit`` (100): one list for every ticket's
+  ratings, not a call a ticket (``rated_since``).
 - Writes: a create first looks its sync key up in the custom field that holds it
   (``customField1=cf_syncd_key:…``), so a create delivered twice is one record; an
   update reads the record's ``modifiedTime`` first (the guard: Zoho Desk has no
@@ -52,6 +56,7 @@ from adapters.zoho.desk_fields import (
     THREADS,
     desk_time,
     from_desk,
+    happiness_rating,
     module_path,
     thread_values,
     to_desk,
@@ -183,12 +188,34 @@ class ZohoDesk:
                         out.append((str(item["id"]), values))
         return sorted(out, key=lambda r: r[1]["modified_time"])
 
-    async def _listed(self, path: str) -> list[dict[str, Any]]:
+    async def rated_since(self, since: dt.datetime
+                          ) -> list[tuple[str, str, dt.datetime]]:
+        """The customers' happiness ratings given after ``since``, oldest first, as
+        ``(ticket id, rating, rated time)`` (``desk_fields.happiness_rating``).
+
+        Zoho Desk's API reference documents them as a list of their own, by the time
+        each was given (``GET /api/v1/customerHappiness``, its ``startTime`` and
+        ``endTime`` in milliseconds, ``sortBy`` ``ratedTime``:
+        https://desk.zoho.com/DeskAPIDocument#CustomerHappiness), and not as a field
+        of the ticket (``Ticket.json`` has none); nothing there says a rating moves its
+        ticket's ``modifiedTime``, and no webhook event is documented for it. So
+        the poll reads this list from a cursor of its own, in one list call (a page of
+        100) for every ticket, rather than read each ticket's ratings."""
+        # The range ends a day ahead, as the search's does.
+        until = dt.datetime.now(dt.UTC) + dt.timedelta(days=1)
+        items = await self._listed(f"{API_PATH}/customerHappiness", {
+            "department": "allDepartment", "startTime": str(_millis(since)),
+            "endTime": str(_millis(until)), "sortBy": "ratedTime", "include": "tickets"})
+        found = [r for r in map(happiness_rating, items) if r is not None and r[2] > since]
+        return sorted(found, key=lambda r: r[2])
+
+    async def _listed(self, path: str, query: dict[str, str] | None = None
+                      ) -> list[dict[str, Any]]:
         """Every item of an offset-paged list (``from``, ``limit``)."""
         out: list[dict[str, Any]] = []
         while True:
-            answer = await self.client.call("GET", path,
-                                            params={"from": str(len(out)), "limit": str(PAGE)})
+            answer = await self.client.call("GET", path, params={
+                **(query or {}), "from": str(len(out)), "limit": str(PAGE)})
             page = list(answer.get("data") or []) if isinstance(answer, dict) else []
             out += page
             if len(page) < PAGE:
@@ -332,6 +359,11 @@ def _refusal(err: Refused, record: dict[str, Any]) -> WriteError:
             for field in MANDATORY.values()):
         return Refused(REASON_MANDATORY, err.detail)
     return err
+
+
+def _millis(value: dt.datetime) -> int:
+    """Milliseconds since the epoch (the customer happiness list's times)."""
+    return int(value.timestamp() * 1000)
 
 
 def _range_time(value: dt.datetime) -> str:

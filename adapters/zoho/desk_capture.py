@@ -15,6 +15,19 @@
   rows: ``desk_fields.thread_values``) comes by ``Ticket_Thread_Add`` and
   ``Ticket_Comment_Add``/``_Update``, and by the poll: the threads and comments of
   each ticket modified since the cursor.
+- **A ticket's customer rating** (``rating``, as the embedded desk's
+  ``desk.tickets.rating``: ``good``, ``okay``, ``bad``) comes by the poll alone:
+  Zoho Desk keeps its customers' happiness ratings in a list of their own, by the
+  time each was given (``GET /api/v1/customerHappiness``,
+  https://desk.zoho.com/DeskAPIDocument#CustomerHappiness); a rating is documented
+  neither as moving its ticket's ``modifiedTime`` nor as a webhook event. So each
+  round reads the ratings given since a cursor of their own (``tickets/ratings``),
+  one list call for every ticket, and captures each as its ticket's change of
+  ``rating`` (``remote_capture.amended``) — a ticket's record names no rating, so
+  its copies leave the rating as it was. A rating of a ticket the capture never saw
+  (older than the first poll's window) is not captured; the first round's ratings,
+  given before the daemon read any, are the first sync's (origin ``import``: no
+  sales signal).
 - **The poll** (``adapters.remote_poll``, the search's ``modifiedTimeRange``) catches
   whatever a webhook missed (a callback lost, the daemon down, an edition without
   webhooks: Free and Standard have none) and is the only capture of products and
@@ -39,12 +52,13 @@ import structlog
 from pydantic import SecretStr
 
 from adapters.remote_capture import RemoteCapture
-from adapters.remote_poll import MODULES, RemotePoll
+from adapters.remote_poll import MODULES, OVERLAP, RemotePoll
 from adapters.write_errors import WriteError
 from adapters.zoho.desk import API_PATH, ZohoDesk
 from adapters.zoho.desk_fields import (
     BOARD_MODULES,
     EVENT_MODULES,
+    RATINGS,
     THREAD_EVENTS,
     THREADS,
     desk_time,
@@ -58,9 +72,9 @@ log = structlog.get_logger(__name__)
 EVENTS = ("Contact_Add", "Contact_Update", "Contact_Delete",
           "Account_Add", "Account_Update", "Account_Delete",
           "Ticket_Add", "Ticket_Update", "Ticket_Delete", *THREAD_EVENTS)
-DESK_MODULES = (*MODULES, *BOARD_MODULES, THREADS)
-"""What the desk's poll captures: the synced modules, the board's, and the tickets'
-conversations (after the tickets: a thread names its ticket)."""
+DESK_MODULES = (*MODULES, *BOARD_MODULES, RATINGS, THREADS)
+"""What the desk's poll captures: the synced modules, the board's, the tickets'
+ratings and conversations (after the tickets: each names its ticket)."""
 RECHECK = dt.timedelta(hours=6)
 WEBHOOK_NAME = "syncd"
 
@@ -121,6 +135,24 @@ class ZohoDeskPoll(RemotePoll):
         self.webhook = None if webhooks is None else DeskWebhook(desk, webhooks)
         super().__init__(desk, capture, interval=interval, first_window=first_window,
                          modules=modules, subscription=self.webhook)
+
+    async def poll(self, module: str) -> int:
+        if module != RATINGS:
+            return await super().poll(module)
+        since = await self.capture.cursor(RATINGS)
+        first = since is None
+        if since is None:
+            since = dt.datetime.now(dt.UTC) - self.first_window
+        rated = await self.desk.rated_since(since)
+        appended = await self.capture.amended(
+            "tickets", [(ticket, {"rating": rating}, when) for ticket, rating, when in rated],
+            origin="import" if first else "user")
+        newest = max((when for _, _, when in rated), default=since + OVERLAP)
+        await self.capture.advance(RATINGS, newest - OVERLAP)
+        if appended:
+            log.info("capture_polled", store=self.capture.store, module=RATINGS,
+                     records=len(rated), changes=appended)
+        return appended
 
 
 class DeskWebhookIntake:

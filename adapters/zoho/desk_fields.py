@@ -12,6 +12,11 @@ in the names and shapes the embedded desk's capture gives them (``desk.tickets``
 ``department_id``, ``status_type``, ``requester_email``, …), so that the board reads
 a hosted desk's tickets as it reads the embedded desk's. Zoho's ``statusType``
 (Open, On Hold, Closed) is the ticket's status type.
+
+A ticket's ``rating`` (the embedded desk's ``desk.tickets.rating``) is not a field of
+Zoho's ticket: Zoho Desk keeps its customers' happiness ratings apart, in its
+Customer Happiness list (``happiness_rating``), so a ticket's record names no rating
+and one fetched again leaves the rating captured before as it was.
 """
 
 from __future__ import annotations
@@ -61,6 +66,15 @@ THREAD_EVENTS = {"Ticket_Thread_Add": "reply", "Ticket_Comment_Add": "comment",
                  "Ticket_Comment_Update": "comment"}
 """The webhook's events of a ticket's conversation, by the kind of row they make."""
 
+RATINGS = "tickets/ratings"
+"""The poll's cursor of the customers' happiness ratings (``GET
+/api/v1/customerHappiness``), captured as their tickets' ``rating``."""
+HAPPINESS = {"good": "good", "ok": "okay", "okay": "okay", "bad": "bad"}
+"""Zoho Desk's happiness ratings (its feedback form's Good, Okay and Bad; the list's
+``rating`` filter takes ``good``, ``ok`` and ``bad``; an item's ``rating`` is read
+case aside) as the embedded desk's ``desk.tickets.rating``
+(``projections.ticket_stats.RATINGS``)."""
+
 EVENT_MODULES = {"Contact": "contacts", "Account": "accounts", "Ticket": "tickets"}
 """The webhook event types' prefixes (``Contact_Add``, ``Ticket_Update``, …); Zoho
 Desk has no product or department events."""
@@ -93,10 +107,6 @@ def from_desk(module: str, record: dict[str, Any], *, sync_key_field: str) -> Va
         elif (module, ours) in TIMES:
             value = _iso(value)
         values[ours] = value if value != "" else None
-    if module == "tickets":
-        # The embedded desk's customer rating; Zoho Desk keeps its customers'
-        # happiness ratings apart (its Customer Happiness API), not read here.
-        values["rating"] = None
     if module == "products":
         departments = record.get(DEPARTMENTS) or []
         values["department_id"] = int(departments[0]) if departments else None
@@ -134,6 +144,25 @@ def thread_values(item: dict[str, Any], *, kind: str, ticket_id: str) -> Values:
             "recipients": _addresses(item) if reply else None,
             "created_time": created,
             "modified_time": _iso(item.get("modifiedTime")) or created}
+
+
+def happiness_rating(item: dict[str, Any]) -> tuple[str, str, dt.datetime] | None:
+    """A customer happiness list item as ``(ticket id, rating, rated time)``: its
+    ``ticketId`` (or, with ``include=tickets``, its ``ticket``'s ``id``), its
+    ``rating`` as the embedded desk names it and its ``ratedTime`` (ISO 8601 or
+    milliseconds since the epoch); None for an item without a ticket, a time or a
+    rating of the three."""
+    included = item.get("ticket")
+    ticket = item.get("ticketId") or (included.get("id") if isinstance(included, dict)
+                                      else None)
+    rating = HAPPINESS.get(str(item.get("rating") or "").strip().lower())
+    rated = item.get("ratedTime")
+    if not ticket or rating is None or not isinstance(rated, (str, int, float)) or rated == "":
+        return None
+    try:
+        return str(ticket), rating, desk_time(rated)
+    except ValueError:
+        return None
 
 
 def to_desk(module: str, payload: Values, *, sync_key_field: str,

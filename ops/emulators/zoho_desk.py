@@ -7,7 +7,10 @@ It follows Zoho's OpenAPI files (``zoho/zohodesk-oas``, ``v1.0/Contact.json``,
 ``Account.json``, ``Product.json``, ``Ticket.json``, ``Thread.json``,
 ``TicketComment.json``, ``Department.json``, ``MailReplyAddress.json``,
 ``Search.json``, ``Webhook.json``) and the webhook guide, for what the adapter
-uses:
+uses; the customer happiness list, which ``CustomerHappiness.json`` leaves out, as
+Zoho Desk's API reference documents it (``GET /api/v1/customerHappiness``:
+https://desk.zoho.com/DeskAPIDocument#CustomerHappiness, its request parameters as
+listed at https://developers.qodex.ai/zoho-desk/zoho-desk-api/customerhappiness/list-all-customerhappiness):
 
 - Every ``/api/v1`` call needs a live ``Zoho-oauthtoken`` (else 401
   ``INVALID_OAUTH``) and the ``orgId`` header or query parameter of the
@@ -59,6 +62,20 @@ uses:
   "eventTime", "payload", "prevState"?}]``, unless the write carried the header
   ``sourceId`` equal to the webhook's ``ignoreSourceId``; a callback answered 410
   deletes the webhook; ``drop_callbacks`` loses the next ones.
+- ``GET /api/v1/customerHappiness``: the customers' happiness ratings, one a
+  feedback (``customer_rates``: ``id``, ``rating`` ``GOOD``, ``OK`` or ``BAD``,
+  ``feedback``, ``ratedTime``, ``ticketId``, ``contactId``, ``departmentId``,
+  ``agentId``; with ``include=tickets`` the ticket's ``id``, ``ticketNumber`` and
+  ``subject`` as ``ticket``). ``department`` is mandatory (a department's id, or
+  ``allDepartment``), else 422; ``ticketId``, ``contactId``, ``agentId`` filter;
+  ``startTime`` and ``endTime`` (milliseconds since the epoch, GMT) bound the rated
+  time; ``rating`` (``good``, ``ok``, ``bad``); ``sortBy`` ``ratedTime`` or
+  ``-ratedTime``; ``from`` (zero-based) and ``limit`` (1..100); 204 when empty. A
+  rating is the customer's, on the feedback form, kept apart from its ticket: the
+  reference documents it as a list of its own, by rated time, not as a field of the
+  ticket, and says nothing of a rating moving the ticket's ``modifiedTime``; so here
+  it leaves its ticket as it was (``modifiedTime`` too) and raises no webhook event
+  (none is documented for it), the case the capture must survive.
 - ``scopes``: ``Desk.contacts.ALL`` for contacts and accounts, ``Desk.products.ALL``,
   ``Desk.search.READ`` for searches, ``Desk.settings.ALL`` for webhooks; a call
   without its scope is 401 ``SCOPE_MISMATCH``.
@@ -66,10 +83,11 @@ uses:
 A person's delete (``person_deletes``) moves the record to ``trash`` and is
 announced as ``{"payload": {"id": …}}``.
 
-Not emulated: ``Ticket_Comment_Update``, a reply's effect on its ticket's status
-(Zoho may change it), writes of departments through the API, the recycle bin's
-API and deletes through the API other than ``moveToTrash``, ``fields=``,
-``include=`` and ``filters`` on lists;
+Not emulated: the customer happiness list's ``duration``, ``startDate``/``endDate``,
+``accountId`` and ``include`` of contacts or agents; ``Ticket_Comment_Update``, a
+reply's effect on its ticket's status (Zoho may change it), writes of departments
+through the API, the recycle bin's API and deletes through the API other than
+``moveToTrash``, ``fields=``, ``include=`` and ``filters`` on the modules' lists;
 API credits only as a count per window (``ops.emulators.zoho``), not Zoho's cost per
 call.
 Times are UTC with milliseconds, strictly increasing.
@@ -107,6 +125,8 @@ EVENT_PREFIX = {"contacts": "Contact", "accounts": "Account", "tickets": "Ticket
 LIST_HIDES = {"contacts": ("modifiedTime", "cf")}
 STATUSES = {"Open": "Open", "On Hold": "On Hold", "Escalated": "Open", "Closed": "Closed"}
 """A ticket's statuses and the status type each is (Zoho's default ones)."""
+HAPPINESS = ("GOOD", "OK", "BAD")
+"""A customer's happiness rating (the feedback form's Good, Okay and Bad)."""
 SEARCH_PARAMS = {"email", "accountName", "productName", "_all", "modifiedTimeRange",
                  "sortBy", "from", "limit", "orgId", "phone", "subject", "departmentId",
                  "status", *(f"customField{n}" for n in range(1, 11))}
@@ -127,6 +147,7 @@ class ZohoDeskEmulator(ZohoEmulator):
         self.from_addresses: list[dict[str, Any]] = []  # each department's From addresses
         self.threads: dict[str, list[dict[str, Any]]] = {}  # by ticket id
         self.comments: dict[str, list[dict[str, Any]]] = {}  # by ticket id
+        self.happiness: list[dict[str, Any]] = []  # the customers' ratings, as given
         self.deliveries: list[tuple[str, list[str], int]] = []  # webhook, events, status
         self.drop_callbacks = 0
         self.without_sync_key: set[str] = set()  # modules lacking the cf_syncd_key field
@@ -164,6 +185,20 @@ class ZohoDeskEmulator(ZohoEmulator):
         self._announce(module, "Delete", {"id": record_id, "modifiedTime": self._now()},
                        source=None)
 
+    def customer_rates(self, ticket_id: str, rating: str, *, feedback: str = "") -> str:
+        """The ticket's customer rates it on the feedback form (``GOOD``, ``OK`` or
+        ``BAD``): a rating of its own, the ticket left as it was, nothing announced."""
+        if rating not in HAPPINESS:
+            raise ValueError(f"a rating is one of {HAPPINESS}, not {rating!r}")
+        ticket = self.records["tickets"][ticket_id]
+        rated = {"id": str(next(self._ids)), "rating": rating, "feedback": feedback,
+                 "ratedTime": self._now(), "ticketId": ticket_id,
+                 "contactId": ticket.get("contactId"),
+                 "departmentId": ticket.get("departmentId"),
+                 "agentId": ticket.get("assigneeId")}
+        self.happiness.append(rated)
+        return str(rated["id"])
+
     async def delivered(self) -> None:
         """Wait for the callbacks under way."""
         while self._sending:
@@ -185,7 +220,7 @@ class ZohoDeskEmulator(ZohoEmulator):
             return "Desk.settings.ALL"
         if parts[-1] == "search":
             return "Desk.search.READ"
-        if parts[3] in ("tickets", "departments", "mailReplyAddress"):
+        if parts[3] in ("tickets", "departments", "mailReplyAddress", "customerHappiness"):
             return "Desk.tickets.ALL"
         return "Desk.products.ALL" if parts[3] == "products" else "Desk.contacts.ALL"
 
@@ -209,6 +244,7 @@ class ZohoDeskEmulator(ZohoEmulator):
         app.router.add_delete("/api/v1/webhooks/{id}", self._delete_webhook)
         app.router.add_get("/api/v1/contacts/{id}/tickets", self._contact_tickets)
         app.router.add_get("/api/v1/mailReplyAddress", self._from_addresses)
+        app.router.add_get("/api/v1/customerHappiness", self._customer_happiness)
         app.router.add_get("/api/v1/tickets/{id}/threads", self._threads)
         app.router.add_post("/api/v1/tickets/{id}/sendReply", self._send_reply)
         app.router.add_get("/api/v1/tickets/{id}/comments", self._comments)
@@ -456,6 +492,39 @@ class ZohoDeskEmulator(ZohoEmulator):
                  == str(a["isActive"]).lower()]
         return _page(found[start - 1:start - 1 + limit])
 
+    async def _customer_happiness(self, request: web.Request) -> web.Response:
+        self._table_org(request)
+        query = request.query
+        department = query.get("department")
+        if not department:
+            return _invalid_data(_missing({}, ("department",)))
+        start, limit = _paging(request, reach=None)
+        found = [r for r in self.happiness
+                 if department in ("allDepartment", r["departmentId"])
+                 and all(query[k] == r[k] for k in ("ticketId", "contactId", "agentId")
+                         if k in query)
+                 and query.get("rating", r["rating"]).upper() == r["rating"]]
+        try:
+            low = int(query.get("startTime", "0"))
+            high = int(query["endTime"]) if "endTime" in query else None
+        except ValueError:
+            return _error(422, "UNPROCESSABLE_ENTITY", "startTime and endTime are"
+                          " milliseconds since the epoch")
+        found = [r for r in found if low <= _millis(r["ratedTime"])
+                 and (high is None or _millis(r["ratedTime"]) <= high)]
+        sort_by = query.get("sortBy", "ratedTime")
+        if sort_by.lstrip("-") != "ratedTime":
+            return _error(422, "UNPROCESSABLE_ENTITY", "sortBy is ratedTime")
+        found.sort(key=lambda r: (_millis(r["ratedTime"]), int(r["id"])),
+                   reverse=sort_by.startswith("-"))
+        page = [dict(r) for r in found[start:start + limit]]
+        if "tickets" in query.get("include", "").split(","):
+            for rated in page:
+                ticket = self.records["tickets"].get(rated["ticketId"]) or {}
+                rated["ticket"] = {"id": rated["ticketId"], "subject": ticket.get("subject"),
+                                   "ticketNumber": ticket.get("ticketNumber")}
+        return _page(page)
+
     async def _comments(self, request: web.Request) -> web.Response:
         start, limit = _paging(request, reach=None)
         return _page(self.comments.get(self._ticket(request), [])[start:start + limit])
@@ -639,6 +708,10 @@ def _like(value: Any, pattern: str) -> bool:
 
 def _time(value: str) -> dt.datetime:
     return dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def _millis(value: str) -> int:
+    return int(_time(value).timestamp() * 1000)
 
 
 def _error(status: int, code: str, message: str) -> web.Response:
