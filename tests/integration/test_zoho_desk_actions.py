@@ -16,10 +16,8 @@ from typing import Any
 import asyncpg
 import pytest
 
-from adapters.command_writer import Backoff
 from adapters.zoho.desk import ZohoDesk
 from adapters.zoho.desk_actions import ZohoDeskActions
-from adapters.zoho.desk_store import zoho_desk_store
 from daemon.service.ticket_actions import submit
 from ops.emulators.zoho_desk import ZohoDeskEmulator, running_emulator
 from projections.batch import LoggedEvent
@@ -29,6 +27,7 @@ from projections.registry import spec
 from projections.replay import EventLogSource, rebuild_from_events
 from projections.stores import commands
 from projections.ticket_actions import TicketActionsProjection
+from tests.support.hosted import desk_pipeline
 from tests.support.pipeline import Pipeline
 
 ADMIN = CrmUser(id="adm", name="Ada Admin", email="ada@crm.example", role="admin",
@@ -65,11 +64,7 @@ async def act(pipe: Pipeline, kind: str, ticket: str | None, **payload: Any
 async def test_each_action_reaches_zoho_desk_once_with_every_field(
         database_url: str, kafka_bootstrap: str, topic_prefix: str,
         emulator: ZohoDeskEmulator) -> None:
-    store, client = zoho_desk_store(emulator.options(), backoff=Backoff(base=0.05, cap=0.2),
-                                    poll_interval=0.2, first_window=dt.timedelta(hours=1))
-    pipe = Pipeline(database_url, kafka_bootstrap, topic_prefix, remote={"desk": store})
-    await pipe.start()
-    try:
+    async with desk_pipeline(emulator, database_url, kafka_bootstrap, topic_prefix) as pipe:
         support = emulator.person_creates("departments", {"name": "Support"})
         ana = emulator.person_creates("contacts", {"firstName": "Ana", "lastName": "Silva",
                                                    "email": "ana@example.com"})
@@ -162,9 +157,6 @@ async def test_each_action_reaches_zoho_desk_once_with_every_field(
             report = await rebuild_from_events(conn, spec("ticket_actions"), EventLogSource(),
                                                dry_run=True)
         assert report.changes == 0
-    finally:
-        await pipe.close()
-        await client.close()
 
 
 async def test_a_delivery_repeated_after_a_crash_makes_nothing_twice(

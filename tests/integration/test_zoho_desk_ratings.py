@@ -12,20 +12,17 @@ import asyncio
 import datetime as dt
 import json
 from collections.abc import AsyncIterator
-from typing import Any
 
 import asyncpg
 import pytest
 
-from adapters.command_writer import Backoff
 from adapters.remote_capture import RemoteCapture
 from adapters.zoho.desk import ZohoDesk
 from adapters.zoho.desk_capture import ZohoDeskPoll
 from adapters.zoho.desk_fields import RATINGS
-from adapters.zoho.desk_store import zoho_desk_store
 from daemon.service.ticket_stats import statistics
 from ops.emulators.zoho_desk import ZohoDeskEmulator, running_emulator
-from tests.support.pipeline import Pipeline
+from tests.support.hosted import desk_pipeline
 
 HAPPINESS_LIST = "/api/v1/customerHappiness"
 RATING = "SELECT rating FROM ticket_stats.tickets WHERE ticket_id = $1"
@@ -42,16 +39,6 @@ async def emulator() -> AsyncIterator[ZohoDeskEmulator]:
         yield emu
 
 
-async def eventually(pipe: Pipeline, query: str, expected: Any, *args: Any,
-                     timeout: float = 20.0) -> None:
-    """Wait until ``query`` returns ``expected``."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while (value := await pipe.fetchval(query, *args)) != expected:
-        assert loop.time() < deadline, f"{query!r} is {value!r}, not {expected!r}"
-        await asyncio.sleep(0.05)
-
-
 async def test_a_rating_given_on_the_hosted_desk_is_counted_and_signalled_once(
         database_url: str, kafka_bootstrap: str, topic_prefix: str,
         emulator: ZohoDeskEmulator) -> None:
@@ -61,25 +48,21 @@ async def test_a_rating_given_on_the_hosted_desk_is_counted_and_signalled_once(
     however many rounds read the ratings again. A later change of the ticket (whose
     record names no rating) keeps it; the customer's second rating (Okay) replaces it
     and is a second signal."""
-    store, client = zoho_desk_store(emulator.options(), backoff=Backoff(base=0.05, cap=0.2),
-                                    poll_interval=0.2, first_window=dt.timedelta(hours=1))
-    pipe = Pipeline(database_url, kafka_bootstrap, topic_prefix, remote={"desk": store})
-    await pipe.start()
-    try:
+    async with desk_pipeline(emulator, database_url, kafka_bootstrap, topic_prefix) as pipe:
         support = emulator.person_creates("departments", {"name": "Support"})
         contact = emulator.person_creates("contacts", {"lastName": "Ana",
                                                        "email": "ana@x.example"})
         ticket = emulator.person_creates("tickets", {
             "subject": "Printer on fire", "departmentId": support, "contactId": contact,
             "email": "ana@x.example"})
-        await eventually(pipe, "SELECT count(*) FROM sync.links WHERE module = 'contacts'"
+        await pipe.eventually("SELECT count(*) FROM sync.links WHERE module = 'contacts'"
                          " AND desk_id = $1", 1, contact)
         crm_id = await pipe.fetchval("SELECT crm_id FROM sync.links WHERE module ="
                                      " 'contacts' AND desk_id = $1", contact)
-        await eventually(pipe, "SELECT count(*) FROM ticket_stats.tickets"
+        await pipe.eventually("SELECT count(*) FROM ticket_stats.tickets"
                          " WHERE ticket_id = $1 AND rating IS NULL", 1, ticket)
         # The ratings' first round is over (its cursor set): what comes now is news.
-        await eventually(pipe, "SELECT count(*) FROM syncd.remote_cursors"
+        await pipe.eventually("SELECT count(*) FROM syncd.remote_cursors"
                          " WHERE store = 'desk' AND module = $1", 1, RATINGS)
         assert pipe.pool is not None
         before = await statistics(pipe.pool, "contacts", crm_id)
@@ -88,7 +71,7 @@ async def test_a_rating_given_on_the_hosted_desk_is_counted_and_signalled_once(
 
         modified = emulator.records["tickets"][ticket]["modifiedTime"]
         emulator.customer_rates(ticket, "GOOD", feedback="Quick and kind")
-        await eventually(pipe, RATING, "good", ticket)
+        await pipe.eventually(RATING, "good", ticket)
         assert emulator.records["tickets"][ticket]["modifiedTime"] == modified
         *_, rated = await pipe.fetch(TICKET_EVENTS, ticket)
         values = json.loads(rated["values"])
@@ -114,7 +97,7 @@ async def test_a_rating_given_on_the_hosted_desk_is_counted_and_signalled_once(
 
         # The ticket closed in the desk: its copy names no rating, which stays.
         emulator.person_edits("tickets", ticket, {"status": "Closed"})
-        await eventually(pipe, "SELECT status_type FROM ticket_stats.tickets"
+        await pipe.eventually("SELECT status_type FROM ticket_stats.tickets"
                          " WHERE ticket_id = $1", "Closed", ticket)
         assert await pipe.fetchval(RATING, ticket) == "good"
         *_, closed = await pipe.fetch(TICKET_EVENTS, ticket)
@@ -123,16 +106,13 @@ async def test_a_rating_given_on_the_hosted_desk_is_counted_and_signalled_once(
 
         # The customer changes their mind: Okay replaces Good, a second signal.
         emulator.customer_rates(ticket, "OK")
-        await eventually(pipe, RATING, "okay", ticket)
+        await pipe.eventually(RATING, "okay", ticket)
         stats = await statistics(pipe.pool, "contacts", crm_id)
         assert stats["ratings"] == {"good": 0, "okay": 1, "bad": 0, "unrated": 0}
         await pipe.wait_for_count(
             "SELECT count(*) FROM sales_signals.signals WHERE kind = 'new_rating'", 2)
         assert [tuple(r) for r in await pipe.fetch(SIGNALS)] == signalled * 2
         assert await pipe.fetchval("SELECT count(*) FROM sync.failures") == 0
-    finally:
-        await pipe.close()
-        await client.close()
 
 
 async def test_the_ratings_cost_one_list_call_a_round_whatever_the_tickets(
