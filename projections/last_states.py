@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from projections.batch import LoggedEvent
+from projections.batch import LoggedEvent, Projection
 from projections.db import Conn
 from projections.events import InvalidEvent, decode_event
 
@@ -29,9 +29,10 @@ _EVENTS_OF = (
 @dataclass(frozen=True)
 class Rebuilt:
     records: int
-    """Records whose last state was read."""
+    """Records whose last state was read (or events read, by ``unit``)."""
     undecodable: int
     """Newest events that did not decode (their records' earlier events were used)."""
+    unit: str = "records' last events"
 
 
 def decoded(rows: Sequence[Any]) -> tuple[list[LoggedEvent], int]:
@@ -44,6 +45,28 @@ def decoded(rows: Sequence[Any]) -> tuple[list[LoggedEvent], int]:
         except InvalidEvent:
             bad += 1
     return events, bad
+
+
+_OWN_EVENTS = ("SELECT seq, payload::text AS payload FROM syncd.event_log"
+               " WHERE source = $1 AND module = $2 AND seq > $3 ORDER BY seq LIMIT $4")
+
+
+async def own_events(conn: Conn, source: str, module: str, projection: Projection, *,
+                     chunk: int = 5000) -> Rebuilt:
+    """Every logged event of one module, in log order, through ``projection`` (a fresh
+    instance): for a projection that reads one module only but must walk its events in
+    order (not a function of each record's last state), the per-event rebuild without
+    reading and decoding the rest of the log. An event that does not decode is skipped,
+    as the per-event path skips it."""
+    after, count, bad = 0, 0, 0
+    while True:
+        rows = await conn.fetch(_OWN_EVENTS, source, module, after, chunk)
+        if not rows:
+            return Rebuilt(count, bad, unit=f"{source} {module} events")
+        events, failed = decoded(rows)
+        if events:
+            await projection.apply(conn, events)
+        after, count, bad = rows[-1]["seq"], count + len(rows), bad + failed
 
 
 async def last_events(conn: Conn, modules: str) -> tuple[list[LoggedEvent], Rebuilt]:

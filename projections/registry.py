@@ -41,6 +41,7 @@ from projections.sales_signals import SalesSignalsProjection
 from projections.sales_signals import reset_stream as reset_signals_stream
 from projections.sync import SyncProjection
 from projections.ticket_actions import TicketActionsProjection
+from projections.ticket_actions import rebuild as rebuild_ticket_actions
 from projections.ticket_stats import StatisticsProjection
 from projections.ticket_stats_rebuild import rebuild as rebuild_statistics
 
@@ -74,8 +75,9 @@ class ProjectionSpec:
     as the ledger is by the sync's)."""
     from_last_states: Callable[[Conn], Awaitable[Rebuilt]] | None = None
     """For ``events``: fill the emptied state tables from each record's last state in
-    the event log, set-based, with the same result as feeding every event to a fresh
-    instance (which a replay from Kafka still does)."""
+    the event log, set-based (or, for a projection that walks one module's events in
+    order, from that module's events alone), with the same result as feeding every event
+    to a fresh instance (which a replay from Kafka still does)."""
     stream_tables: tuple[str, ...] = ()
     reset_stream: Callable[[Conn], Awaitable[None]] | None = None
     first_sync: tuple[tuple[Side, str], ...] = ()
@@ -137,7 +139,8 @@ SPECS: tuple[ProjectionSpec, ...] = (
     # (daemon.bootstrap) puts the live instance in the desk's mode.
     ProjectionSpec(
         name="ticket_actions", order=1, make=lambda _config: TicketActionsProjection(),
-        tables=("ticket_actions.actions", "ticket_actions.deal_links"), rebuild="events"),
+        tables=("ticket_actions.actions", "ticket_actions.deal_links"), rebuild="events",
+        from_last_states=rebuild_ticket_actions),
     ProjectionSpec(
         name="signals", order=3, make=lambda _config: SalesSignalsProjection(),
         tables=("sales_signals.tickets", "sales_signals.people", "sales_signals.deals",

@@ -438,7 +438,7 @@ async def rebuild_from_events(conn: Conn, spec: ProjectionSpec, source: EventSou
             progress("records", 0, None)
             rebuilt = await spec.from_last_states(conn)
             source.undecodable += rebuilt.undecodable
-            report.events, report.unit = rebuilt.records, "records' last events"
+            report.events, report.unit = rebuilt.records, rebuilt.unit
             progress("records", rebuilt.records, rebuilt.records)
         else:
             await _feed(conn, spec.make(config), source, report, progress=progress,

@@ -75,6 +75,7 @@ import asyncpg
 from projections.batch import NOTHING_TO_REPORT, LoggedEvent, ProjectionReport
 from projections.db import Conn
 from projections.events import REASON_BAD_EVENT, ChangeEvent, decode_event, encode_event
+from projections.last_states import Rebuilt, own_events
 from projections.ledger import Outcome, record_outcomes
 from projections.stores.commands import Cause, Command, enqueue
 from projections.stores.desk_actions import DeskActions, DeskRefused
@@ -331,6 +332,13 @@ async def _queued(conn: Conn, event_ids: list[uuid.UUID]) -> set[uuid.UUID]:
         "SELECT cause_event FROM sync.commands WHERE module = $1"
         " AND cause_event = ANY($2::uuid[])", MODULE, event_ids)
     return {row["cause_event"] for row in rows}
+
+
+async def rebuild(conn: Conn) -> Rebuilt:
+    """``syncd replay``'s rebuild: the action events alone through a rebuilding instance
+    (it reads nothing else of the log: the threads it follows live are the embedded
+    desk's automation, never rebuilt), not the whole log."""
+    return await own_events(conn, "crm", MODULE, TicketActionsProjection("rebuild"))
 
 
 async def _automate(desk: DeskActions, event: ChangeEvent) -> None:

@@ -319,15 +319,18 @@ async def test_each_action_is_applied_to_the_desk_once(
     # -- a rebuild gives the same tables and never writes the desk ---------------------
     desk_before = (await pool.fetchval("SELECT count(*) FROM desk.outbox"),
                    await pool.fetchval("SELECT count(*) FROM desk.ticket_threads"))
+    # Both ways: the action events alone (replay's), and every event of the log fed on.
     async with pool.acquire() as conn:
-        report = await rebuild_from_events(conn, spec("ticket_actions"), EventLogSource(),
-                                           dry_run=False, per_event=True)
-        assert report.changes == 0, report.as_dict()
-        await conn.execute("DELETE FROM ticket_actions.deal_links")
-        await conn.execute("UPDATE ticket_actions.actions SET outcome = 'failed'")
-        report = await rebuild_from_events(conn, spec("ticket_actions"), EventLogSource(),
-                                           dry_run=False, per_event=True)
-        assert report.changes == 12, report.as_dict()
+        for per_event in (False, True):
+            report = await rebuild_from_events(conn, spec("ticket_actions"), EventLogSource(),
+                                               dry_run=False, per_event=per_event)
+            assert report.changes == 0, report.as_dict()
+            await conn.execute("DELETE FROM ticket_actions.deal_links")
+            await conn.execute("UPDATE ticket_actions.actions SET outcome = 'failed'")
+            report = await rebuild_from_events(conn, spec("ticket_actions"), EventLogSource(),
+                                               dry_run=False, per_event=per_event)
+            assert report.changes == 12, report.as_dict()
+            assert report.unit == ("events" if per_event else "crm ticket_actions events")
     assert await pool.fetchval("SELECT count(*) FROM ticket_actions.deal_links") == 1
     assert await pool.fetchval(
         "SELECT count(*) FROM ticket_actions.actions WHERE outcome = 'applied'") == 11
