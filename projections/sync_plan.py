@@ -320,6 +320,10 @@ class Planner:
             link = self._match_or_create(event, mapping)
             if link is None:
                 return
+            self._apply(event, link, mapping, in_bin=in_bin)
+            if self.outcome.outcome == "failed" and not link.dirty:
+                self._forget(event, link)
+            return
         elif (self._is_echo(event, link, mapping)
               and not in_bin and link.gone(source) is None
               and not self._ref_unsettled(link, mapping, OTHER[source])):
@@ -465,6 +469,22 @@ class Planner:
             self.claimed_keys.add((event.module, target, key))
         self._remember(link)
         return link
+
+    def _forget(self, event: ChangeEvent, link: Link) -> None:
+        """A pair matched or begun for ``event`` whose change then failed (a value
+        check, its account reference) is not made: its record and its match keys are
+        free again for the rest of the batch, as they are for a later batch (the link
+        is never written). Else a later record of the same batch would fail as
+        "already mapped" where, one batch later, it would be matched or created: the
+        outcome would hang on where the batches happen to be cut."""
+        for side in ("desk", "crm"):
+            record_id = link.id_on(side)
+            if record_id and self.links.get((link.module, side, record_id)) is link:
+                del self.links[(link.module, side, record_id)]
+        target = OTHER[event.source]
+        for key in match_keys(event.module, event.values,
+                              secondary=self.cfg.match_secondary_email):
+            self.claimed_keys.discard((event.module, target, key))
 
     def _apply(self, event: ChangeEvent, link: Link, mapping: ModuleMapping, *,
                in_bin: bool) -> None:

@@ -101,6 +101,39 @@ def test_a_key_claimed_earlier_in_the_batch_is_already_mapped() -> None:
     assert len(plan.writes) == 1
 
 
+def test_a_record_whose_change_failed_frees_its_key_for_the_rest_of_the_batch() -> None:
+    """Two desk contacts with one e-mail, the first failing its value check: nothing is
+    made for it, so the second is created and linked, in the same batch as in the next
+    one (found by the first sync's comparison with its bulk path, issue 19). Before,
+    the first one's claim on the key stayed and the second failed as "already
+    mapped" when, and only when, both happened to be in one batch."""
+    first = event("desk", "1", contact("ana@example.com", last=""))
+    second = event("desk", "2", contact("ana@example.com"))
+    together = planner()
+    together.decide([first, second])
+    apart = planner()
+    apart.decide([second])
+    assert [o.reason for o in together.outcomes] == [REASON_MANDATORY, None]
+    assert together.outcomes[1].outcome == apart.outcomes[0].outcome == "superseded"
+    ((_, write),) = together.writes.items()
+    assert (write.link.desk_id, write.create) == ("2", True)
+    assert ("contacts", "desk", "1") not in together.links
+
+
+def test_a_match_whose_change_failed_leaves_the_candidate_free() -> None:
+    """The same for a match: the CRM contact the failing desk contact matched stays
+    free for the next desk contact of the batch."""
+    plan = planner()
+    crm_candidate(plan, "900", contact("ana@example.com"))
+    later = T0 + dt.timedelta(seconds=1)  # newer than the CRM's: its empty name wins
+    plan.decide([event("desk", "1", contact("ana@example.com", last=""), at=later),
+                 event("desk", "2", contact("ana@example.com"))])
+    failed, matched = plan.outcomes
+    assert (failed.outcome, failed.reason) == ("failed", REASON_MANDATORY)
+    assert matched.reason is None
+    assert plan.links[("contacts", "crm", "900")].desk_id == "2"
+
+
 def test_a_mandatory_field_missing_is_a_failure() -> None:
     """SYNC-05: the CRM contact's last name is mandatory; empty, nothing is written."""
     plan = planner()
