@@ -201,7 +201,8 @@ class ZohoDeskActions:
         ticket_id = str(ticket["id"])
         content = _with_links(payload.content, payload.attachments)
         if kind == "comment":
-            made = await self._made(ticket_id, "comments", "content", content, since)
+            made = await self._made(ticket_id, "comments", "content", content, since,
+                                    newest_first="-commentedTime")
             if made is None:
                 made = await self.desk.send("POST", f"/tickets/{ticket_id}/comments", {
                     "content": content, "isPublic": False, "contentType": "plainText"})
@@ -209,7 +210,8 @@ class ZohoDeskActions:
                 made, kind="comment", ticket_id=ticket_id))])
             return str(made["id"])
         # A list gives a thread's summary, not its content: matched by the summary.
-        made = await self._made(ticket_id, "threads", "summary", content[:100], since)
+        made = await self._made(ticket_id, "threads", "summary", content[:100], since,
+                                newest_first="-sendDateTime")
         if made is None:
             address = await self.desk.from_address(str(ticket.get("departmentId")))
             if address is None:
@@ -230,12 +232,14 @@ class ZohoDeskActions:
         return str(made["id"])
 
     async def _made(self, ticket_id: str, path: str, field: str, text: str,
-                    since: dt.datetime) -> dict[str, Any] | None:
+                    since: dt.datetime, *, newest_first: str) -> dict[str, Any] | None:
         """An item of the ticket's ``path`` list holding ``text`` and made since
-        ``since``: what a first delivery of this action sent."""
+        ``since``: what a first delivery of this action sent. The newest hundred are
+        read (``newest_first``, the list's ``sortBy``: a comments list is oldest first
+        by default, and a long ticket's first page would miss what was just made)."""
         answer = await self.desk.client.call(
             "GET", f"{API_PATH}/tickets/{ticket_id}/{path}", for_write=True,
-            params={"from": "0", "limit": "100"})
+            params={"from": "0", "limit": "100", "sortBy": newest_first})
         for item in (answer.get("data") or []) if isinstance(answer, dict) else []:
             made = item.get("createdTime") or item.get("commentedTime")
             if str(item.get(field) or "") == text and _since(made, since):

@@ -32,10 +32,12 @@ listed at https://developers.qodex.ai/zoho-desk/zoho-desk-api/customerhappiness/
   ``statusType`` (Open, On Hold or Closed) follows the status, the service's to set.
   ``GET /api/v1/contacts/{id}/tickets`` lists a contact's tickets.
 - ``GET /api/v1/tickets/{id}/threads`` (each thread's ``summary``, not its
-  ``content``), ``POST …/sendReply`` (``channel`` and ``content`` mandatory, and for
-  ``EMAIL`` a ``fromEmailAddress`` that is an active From address; ``contentType``
-  ``plainText`` by default; an outgoing thread, the ticket left as it is),
-  ``GET|POST …/comments`` (``content`` mandatory, ``isPublic``); an unknown ticket
+  ``content``; newest first unless ``sortBy=sendDateTime``), ``POST …/sendReply``
+  (``channel`` and ``content`` mandatory, and for ``EMAIL`` a ``fromEmailAddress``
+  that is an active From address; ``contentType`` ``plainText`` by default; an
+  outgoing thread, the ticket left as it is),
+  ``GET|POST …/comments`` (``content`` mandatory, ``isPublic``; oldest first unless
+  ``sortBy=-commentedTime``); an unknown ticket
   is 404 ``URL_NOT_FOUND``. ``POST /api/v1/tickets/moveToTrash`` (``ticketIds``)
   moves tickets to the recycle bin (204), announced as deletes. A thread or comment
   added (by the API, or a person's:
@@ -437,9 +439,14 @@ class ZohoDeskEmulator(ZohoEmulator):
         return _page(_sorted(tickets, request.query.get("sortBy"))[start:start + limit])
 
     async def _threads(self, request: web.Request) -> web.Response:
+        """Newest first unless ``sortBy=sendDateTime`` (Thread.json: descending by
+        default, a ``-`` prefix for descending)."""
         start, limit = _paging(request, reach=None)
-        threads = self.threads.get(self._ticket(request), [])[start:start + limit]
-        return _page([{k: v for k, v in t.items() if k != "content"} for t in threads])
+        threads = self.threads.get(self._ticket(request), [])
+        if request.query.get("sortBy") != "sendDateTime":
+            threads = threads[::-1]
+        return _page([{k: v for k, v in t.items() if k != "content"}
+                      for t in threads[start:start + limit]])
 
     async def _send_reply(self, request: web.Request) -> web.Response:
         ticket_id = self._ticket(request)
@@ -526,8 +533,13 @@ class ZohoDeskEmulator(ZohoEmulator):
         return _page(page)
 
     async def _comments(self, request: web.Request) -> web.Response:
+        """Oldest first unless ``sortBy=-commentedTime`` (TicketComment.json: ascending
+        by default)."""
         start, limit = _paging(request, reach=None)
-        return _page(self.comments.get(self._ticket(request), [])[start:start + limit])
+        comments = self.comments.get(self._ticket(request), [])
+        if request.query.get("sortBy") == "-commentedTime":
+            comments = comments[::-1]
+        return _page(comments[start:start + limit])
 
     async def _comment(self, request: web.Request) -> web.Response:
         ticket_id = self._ticket(request)

@@ -163,11 +163,15 @@ async def test_a_delivery_repeated_after_a_crash_makes_nothing_twice(
         pool: asyncpg.Pool, emulator: ZohoDeskEmulator) -> None:
     """The writer delivers a command again when it crashed before settling it: the
     ticket, the typed contact, the comment and the reply are made once, and the second
-    delivery answers what the first made."""
+    delivery answers what the first made — on a ticket whose conversation is longer than
+    a page of its lists (the comments list is oldest first unless asked otherwise)."""
     support = emulator.person_creates("departments", {"name": "Support"})
     ana = emulator.person_creates("contacts", {"lastName": "Silva", "email": "a@x.example"})
     ticket = emulator.person_creates("tickets", {"subject": "S", "departmentId": support,
                                                  "contactId": ana, "email": "a@x.example"})
+    for n in range(120):  # a long conversation: more than one page of each list
+        emulator.person_comments(ticket, f"agent note {n}")
+        emulator.person_writes(ticket, f"customer message {n}")
     desk = ZohoDesk(emulator.options())
     actions = ZohoDeskActions(desk, pool)
     try:
@@ -185,8 +189,8 @@ async def test_a_delivery_repeated_after_a_crash_makes_nothing_twice(
         assert [t["subject"] for t in emulator.records["tickets"].values()] == ["S", "New"]
         assert sorted(c["lastName"] for c in emulator.records["contacts"].values()) == [
             "Novo", "Silva"]
-        assert [c["content"] for c in emulator.comments[ticket]] == ["note"]
-        assert [t["content"] for t in emulator.threads[ticket]] == ["answer"]
+        assert [c["content"] for c in emulator.comments[ticket]][120:] == ["note"]
+        assert [t["content"] for t in emulator.threads[ticket]][120:] == ["answer"]
     finally:
         await desk.close()
 
