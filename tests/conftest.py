@@ -110,7 +110,9 @@ async def empty_database_url(pg_server_dsn: str) -> str:
 
 @pytest.fixture
 async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
-    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=8)
+    # In UTC, as the daemon's pool is (daemon.app.create_pool).
+    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=8,
+                                     server_settings={"timezone": "UTC"})
     assert pool is not None
     try:
         yield pool

@@ -20,14 +20,13 @@ from click.testing import CliRunner
 
 from adapters.integration_store import IntegrationService
 from daemon.cli import cli
-from daemon.http.api import ApiContext
 from daemon.http.server import build_app
 from daemon.service.crm_view import NothingToShow, crm_view
-from projections.config import SyncConfig
 from projections.integration_app import in_memory
 from projections.people import ITEMS, RESTRICTED_FIELDS, DeskProfile
 from projections.registry import spec
 from projections.replay import EventLogSource, rebuild_from_events
+from tests.support.api import api_context
 from tests.support.pipeline import Pipeline
 
 FULL = DeskProfile("Agent")
@@ -221,11 +220,9 @@ async def test_the_api_and_the_cli(pipeline: Pipeline, tmp_path: Path) -> None:
     assert (await service.people()).profiles == PROFILES
     assert pipeline.pool is not None
     agent = "light-agent-token-for-the-view"  # an agent's token, bound to its profile
-    ctx = ApiContext(pool=pipeline.pool, integration=service,
-                     tokens={token: ("reader", "viewer"), agent: ("lia", "viewer")},
-                     webhook_secrets={}, history_timezone="UTC", config=SyncConfig,
-                     lag=dict, last_applied_at=lambda: None,
-                     token_profiles={agent: "Light Agent"})
+    ctx = api_context(pipeline.pool, integration=service,
+                      tokens={token: ("reader", "viewer"), agent: ("lia", "viewer")},
+                      token_profiles={agent: "Light Agent"})
     reader = {"Authorization": f"Bearer {token}"}
     async with TestServer(build_app({}, api=ctx), host="127.0.0.1") as server, \
             aiohttp.ClientSession() as session:

@@ -10,24 +10,20 @@ import asyncio
 import datetime as dt
 import json
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import asyncpg
-import pytest
 from aiohttp.test_utils import TestServer
 from aiokafka import AIOKafkaConsumer
 from click.testing import CliRunner
 
 from adapters.signal_publisher import SignalPublisher
 from daemon.cli import cli
-from daemon.http.api import ApiContext
 from daemon.http.server import build_app
 from daemon.service.signals import signals_after
 from projections.batch import Message, apply_batch, reset_offset
-from projections.config import SyncConfig
 from projections.db import Conn
 from projections.events import ChangeEvent, encode_event
 from projections.handshake import HandshakeProjection
@@ -35,6 +31,7 @@ from projections.people import SIGNALS, CrmUser, People
 from projections.registry import spec
 from projections.replay import EventLogSource, rebuild_from_events
 from projections.sales_signals import SalesSignalsProjection, signal_id
+from tests.support.api import api_context
 from tests.support.pipeline import Pipeline
 
 T0 = dt.datetime(2026, 11, 2, 9, 0, tzinfo=dt.UTC)
@@ -130,17 +127,6 @@ async def signal_rows(conn: Conn) -> list[tuple[Any, ...]]:
 async def table_rows(conn: Conn) -> dict[str, list[tuple[Any, ...]]]:
     return {table: [tuple(r) for r in await conn.fetch(f"SELECT * FROM {table} ORDER BY 1, 2")]
             for table in spec("signals").tables}
-
-
-@pytest.fixture
-async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
-    made = await asyncpg.create_pool(database_url, min_size=1, max_size=4,
-                                     server_settings={"timezone": "UTC"})
-    assert made is not None
-    try:
-        yield made
-    finally:
-        await made.close()
 
 
 async def test_each_signal_once_with_its_origin_and_a_rebuild_gives_the_same(
@@ -327,10 +313,8 @@ async def test_the_pipeline_publishes_each_signal_once_and_streams_it_per_user(
                          signals=frozenset(set(SIGNALS) - {"new_ticket"}))},
         visibility="departments")
     assert pipeline.pool is not None
-    ctx = ApiContext(pool=pipeline.pool, integration=FakeIntegration(people),  # type: ignore[arg-type]
-                     tokens={token: ("crm-app", "viewer")}, webhook_secrets={},
-                     history_timezone="UTC", config=SyncConfig, lag=dict,
-                     last_applied_at=lambda: None, signal_keepalive=0.2)
+    ctx = api_context(pipeline.pool, integration=FakeIntegration(people),
+                      tokens={token: ("crm-app", "viewer")}, signal_keepalive=0.2)
     ten = [dict(r) for r in rows if r["ticket_id"] in ("1", "3", "4")]
     async with TestServer(build_app({}, api=ctx), host="127.0.0.1") as server, \
             aiohttp.ClientSession() as session:

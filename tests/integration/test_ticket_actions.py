@@ -22,15 +22,14 @@ from click.testing import CliRunner
 
 from adapters.integration_store import IntegrationService
 from daemon.cli import cli
-from daemon.http.api import ApiContext
 from daemon.http.server import build_app
 from daemon.service import ServiceError
 from daemon.service.ticket_actions import submit
-from projections.config import SyncConfig
 from projections.integration_app import in_memory
 from projections.people import CrmUser
 from projections.registry import spec
 from projections.replay import EventLogSource, rebuild_from_events
+from tests.support.api import api_context
 from tests.support.pipeline import Pipeline
 
 TOKEN = "crm-app-token-for-ticket-actions"
@@ -82,10 +81,7 @@ async def _people() -> IntegrationService:
 async def api(pipeline: Pipeline) -> AsyncIterator[tuple[Api, IntegrationService]]:
     assert pipeline.pool is not None
     service = await _people()
-    ctx = ApiContext(pool=pipeline.pool, integration=service,
-                     tokens={TOKEN: ("crm-app", "operator")}, webhook_secrets={},
-                     history_timezone="UTC", config=SyncConfig, lag=dict,
-                     last_applied_at=lambda: None)
+    ctx = api_context(pipeline.pool, integration=service, tokens={TOKEN: ("crm-app", "operator")})
     async with TestServer(build_app({}, api=ctx), host="127.0.0.1") as server, \
             aiohttp.ClientSession() as session:
         yield Api(session, f"http://127.0.0.1:{server.port}/api/v1"), service
@@ -503,9 +499,7 @@ async def test_the_cli_acts_as_a_crm_user(pipeline: Pipeline, tmp_path: Path) ->
     assert pool is not None
     seed = await _seed(pipeline)
     service = await _people()
-    ctx = ApiContext(pool=pool, integration=service, tokens={TOKEN: ("crm-app", "operator")},
-                     webhook_secrets={}, history_timezone="UTC", config=SyncConfig, lag=dict,
-                     last_applied_at=lambda: None)
+    ctx = api_context(pool, integration=service, tokens={TOKEN: ("crm-app", "operator")})
     async with TestServer(build_app({}, api=ctx), host="127.0.0.1") as server:
         env = {"SYNCD_DATA_DIR": str(tmp_path), "SYNCD_API_TOKEN": TOKEN,
                "SYNCD_HTTP_LISTEN": f"127.0.0.1:{server.port}"}

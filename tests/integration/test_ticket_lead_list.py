@@ -19,15 +19,14 @@ from click.testing import CliRunner
 
 from adapters.integration_store import IntegrationService
 from daemon.cli import cli
-from daemon.http.api import ApiContext
 from daemon.http.server import build_app
 from daemon.service.ticket_list import Filter, related_tickets
 from projections.batch import reset_offset
-from projections.config import SyncConfig
 from projections.integration_app import in_memory
 from projections.registry import spec
 from projections.replay import EventLogSource, rebuild_from_events
 from tests.integration.test_ticket_stats import Log, at, deliver, table_rows
+from tests.support.api import api_context
 
 LIA, LIA_TWIN, ZOE, NO_EMAIL, GONE, ILK, CONVERTED = (
     "701", "703", "702", "704", "705", "706", "707")
@@ -180,10 +179,8 @@ async def test_the_api_the_module_setting_visibility_and_the_cli(
         await service.change_people("set_user_departments", user_id=uid,
                                     departments=departments, by="boss")
     viewer, admin = "viewer-token-for-leads", "admin-token-for-leads"
-    ctx = ApiContext(pool=pool, integration=service,
-                     tokens={viewer: ("reader", "viewer"), admin: ("boss", "admin")},
-                     webhook_secrets={}, history_timezone="UTC", config=SyncConfig,
-                     lag=dict, last_applied_at=lambda: None)
+    ctx = api_context(pool, integration=service,
+                      tokens={viewer: ("reader", "viewer"), admin: ("boss", "admin")})
     async with TestServer(build_app({}, api=ctx), host="127.0.0.1") as server, \
             aiohttp.ClientSession() as session:
         base = f"http://127.0.0.1:{server.port}/api/v1"

@@ -18,16 +18,15 @@ from click.testing import CliRunner
 
 from adapters.integration_store import IntegrationService
 from daemon.cli import cli
-from daemon.http.api import ApiContext
 from daemon.http.server import build_app
 from daemon.service.ticket_list import FILTERS, Filter, related_tickets
 from daemon.service.ticket_stats import Module
 from projections.batch import reset_offset
-from projections.config import SyncConfig
 from projections.integration_app import in_memory
 from projections.registry import spec
 from projections.replay import EventLogSource, rebuild_from_events
 from tests.integration.test_ticket_stats import Log, at, deliver, table_rows
+from tests.support.api import api_context
 
 ANA, BO, STRANGER = 31, 32, 35  # desk contacts; Ana and Bo are linked, the stranger not
 CRM = {ANA: "601", BO: "602"}
@@ -195,10 +194,8 @@ async def test_the_api_the_module_setting_and_the_cli(pool: asyncpg.Pool,
     await load(pool)
     service = IntegrationService(in_memory())
     viewer, admin = "viewer-token-for-the-list", "admin-token-for-the-list"
-    ctx = ApiContext(pool=pool, integration=service,
-                     tokens={viewer: ("reader", "viewer"), admin: ("boss", "admin")},
-                     webhook_secrets={}, history_timezone="UTC", config=SyncConfig,
-                     lag=dict, last_applied_at=lambda: None)
+    ctx = api_context(pool, integration=service,
+                      tokens={viewer: ("reader", "viewer"), admin: ("boss", "admin")})
     async with TestServer(build_app({}, api=ctx), host="127.0.0.1") as server, \
             aiohttp.ClientSession() as session:
         base = f"http://127.0.0.1:{server.port}/api/v1"
@@ -279,9 +276,7 @@ async def test_a_crm_user_sees_only_their_departments_tickets_when_so_configured
         await service.change_people("set_user_departments", user_id=uid,
                                     departments=departments, by="boss")
     viewer = "viewer-token-for-visibility"
-    ctx = ApiContext(pool=pool, integration=service, tokens={viewer: ("crm-app", "viewer")},
-                     webhook_secrets={}, history_timezone="UTC", config=SyncConfig,
-                     lag=dict, last_applied_at=lambda: None)
+    ctx = api_context(pool, integration=service, tokens={viewer: ("crm-app", "viewer")})
     async with TestServer(build_app({}, api=ctx), host="127.0.0.1") as server, \
             aiohttp.ClientSession() as session:
         url = f"http://127.0.0.1:{server.port}/api/v1/crm/accounts/951/tickets"

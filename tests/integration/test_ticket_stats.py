@@ -10,27 +10,24 @@ import asyncio
 import datetime as dt
 import json
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import asyncpg
-import pytest
 from aiohttp.test_utils import TestServer
 from click.testing import CliRunner
 
 from daemon.cli import cli
-from daemon.http.api import ApiContext
 from daemon.http.server import build_app
 from daemon.service.ticket_stats import statistics
 from projections.batch import Message, apply_batch, reset_offset
-from projections.config import SyncConfig
 from projections.db import Conn
 from projections.events import ChangeEvent, encode_event
 from projections.registry import spec
 from projections.replay import EventLogSource, rebuild_from_events
 from projections.ticket_stats import StatisticsProjection
+from tests.support.api import api_context
 
 T0 = dt.datetime(2026, 11, 2, 9, 0, tzinfo=dt.UTC)
 MIN = 60.0  # seconds
@@ -241,17 +238,6 @@ async def link(conn: Conn, desk_contact: int) -> None:
         " VALUES ('contacts', $1, $2, now(), now())", str(desk_contact), CRM[desk_contact])
 
 
-@pytest.fixture
-async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
-    made = await asyncpg.create_pool(database_url, min_size=1, max_size=4,
-                                     server_settings={"timezone": "UTC"})
-    assert made is not None
-    try:
-        yield made
-    finally:
-        await made.close()
-
-
 async def test_statistics_match_the_hand_computed_example_and_a_replay_rebuilds_them(
         pool: asyncpg.Pool) -> None:
     """Every figure of the 22 tickets, at two event times; a link made later counts the
@@ -327,10 +313,7 @@ async def test_the_api_and_the_cli_answer_with_the_figures(pool: asyncpg.Pool,
         await reset_offset(conn, "g", ("t", 0), 0)
         await deliver(conn, example().in_log_order(), start=0, size=50)
     token = "viewer-token-for-statistics"
-    ctx = ApiContext(pool=pool, integration=None,  # type: ignore[arg-type]
-                     tokens={token: ("reader", "viewer")}, webhook_secrets={},
-                     history_timezone="UTC", config=SyncConfig, lag=dict,
-                     last_applied_at=lambda: None)
+    ctx = api_context(pool, integration=None, tokens={token: ("reader", "viewer")})
     async with TestServer(build_app({}, api=ctx), host="127.0.0.1") as server:
         client_env = {"SYNCD_DATA_DIR": str(tmp_path), "SYNCD_API_TOKEN": token,
                       "SYNCD_HTTP_LISTEN": f"127.0.0.1:{server.port}"}
@@ -435,10 +418,7 @@ async def test_a_deals_statistics_are_its_linked_tickets(pool: asyncpg.Pool,
         0, 0, 0, 0, None, 0, None, 0, 0, 0)
 
     token = "viewer-token-for-deal-statistics"
-    ctx = ApiContext(pool=pool, integration=None,  # type: ignore[arg-type]
-                     tokens={token: ("reader", "viewer")}, webhook_secrets={},
-                     history_timezone="UTC", config=SyncConfig, lag=dict,
-                     last_applied_at=lambda: None)
+    ctx = api_context(pool, integration=None, tokens={token: ("reader", "viewer")})
     async with TestServer(build_app({}, api=ctx), host="127.0.0.1") as server, \
             aiohttp.ClientSession() as session:
         async with session.get(f"http://127.0.0.1:{server.port}/api/v1/crm/deals/{DEAL}"

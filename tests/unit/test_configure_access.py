@@ -13,12 +13,11 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from adapters.integration_store import IntegrationService
 from daemon.http import API_PREFIX
-from daemon.http.api import ApiContext
 from daemon.http.routes import API_ROUTES
 from daemon.http.server import build_app
 from daemon.runtime.settings import Role
-from projections.config import SyncConfig
 from projections.integration_app import in_memory
+from tests.support.api import api_context
 
 INTEGRATION = f"{API_PREFIX}/integration"
 CONFIGURING = {  # path -> a valid body: the changes an operator with the permission makes
@@ -56,9 +55,7 @@ async def profile(service: IntegrationService, name: str, *, configures: bool) -
 async def api() -> AsyncIterator[tuple[TestClient[Any, Any], IntegrationService]]:
     service = IntegrationService(in_memory())
     nothing: Any = None  # no request here reaches the database
-    ctx = ApiContext(pool=nothing, integration=service, tokens=TOKENS, webhook_secrets={},
-                     history_timezone="UTC", config=SyncConfig, lag=dict,
-                     last_applied_at=lambda: None, token_profiles=BOUND)
+    ctx = api_context(nothing, integration=service, tokens=TOKENS, token_profiles=BOUND)
     async with TestClient(TestServer(build_app({}, api=ctx))) as client:
         yield client, service
 

@@ -13,10 +13,9 @@ import structlog
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from daemon.http.api import ApiContext
 from daemon.http.auth import sign
 from daemon.http.server import CLIENT_MAX_SIZE, build_app
-from projections.config import SyncConfig
+from tests.support.api import api_context
 
 SECRET = b"error-bodies-secret"
 
@@ -40,9 +39,7 @@ async def _teapot(_request: web.Request) -> web.Response:
 
 @pytest.fixture
 async def client() -> AsyncIterator[TestClient[web.Request, web.Application]]:
-    ctx = ApiContext(pool=FakePool(), integration=None, tokens={},  # type: ignore[arg-type]
-                     webhook_secrets={"desk": SECRET}, history_timezone="UTC",
-                     config=SyncConfig, lag=dict, last_applied_at=lambda: None)
+    ctx = api_context(FakePool(), integration=None, tokens={}, webhook_secrets={"desk": SECRET})
     app = build_app({}, api=ctx, routes=[web.get("/boom", _boom), web.get("/teapot", _teapot)])
     async with TestClient(TestServer(app)) as test_client:
         yield test_client

@@ -18,10 +18,8 @@ from click.testing import CliRunner
 from adapters.integration_store import IntegrationService
 from daemon.cli import cli
 from daemon.http.acting import acting_user, require
-from daemon.http.api import ApiContext
 from daemon.http.errors import ApiError
 from daemon.http.server import build_app
-from projections.config import SyncConfig
 from projections.integration import InvalidCommand
 from projections.integration_app import in_memory
 from projections.people import (
@@ -32,6 +30,7 @@ from projections.people import (
     may_see,
     restrict,
 )
+from tests.support.api import api_context
 
 
 def test_each_role_may_exactly_what_ops_06_says() -> None:
@@ -196,10 +195,8 @@ async def test_the_api_and_cli_change_people_as_an_admin_only(tmp_path: Path) ->
     await service.set_up("portal", "org", by="boss")
     admin, operator = "admin-token-for-people", "operator-token-for-people"
     nothing: Any = None
-    ctx = ApiContext(pool=nothing, integration=service,
-                     tokens={admin: ("boss", "admin"), operator: ("crm-app", "operator")},
-                     webhook_secrets={}, history_timezone="UTC", config=SyncConfig,
-                     lag=dict, last_applied_at=lambda: None)
+    ctx = api_context(nothing, integration=service,
+                      tokens={admin: ("boss", "admin"), operator: ("crm-app", "operator")})
     async with TestServer(build_app({}, api=ctx), host="127.0.0.1") as server, \
             aiohttp.ClientSession() as session:
         base = f"http://127.0.0.1:{server.port}/api/v1/people"

@@ -17,7 +17,7 @@ from daemon.http.board import BoardContext
 from daemon.http.console import console_routes
 from daemon.http.routes import API_ROUTES, BOARD_ROUTES, Route
 from daemon.http.server import build_app
-from projections.config import SyncConfig
+from tests.support.api import api_context
 
 ROUTES: list[Route[Any]] = [*API_ROUTES, *BOARD_ROUTES]
 HTTP = Path(__file__).resolve().parents[2] / "daemon" / "http"
@@ -30,9 +30,7 @@ def _plain(path: str) -> str:
 
 def _context() -> ApiContext:
     nothing: Any = None  # no request here reaches the database
-    return ApiContext(pool=nothing, integration=nothing, tokens={}, webhook_secrets={},
-                      history_timezone="UTC", config=SyncConfig, lag=dict,
-                      last_applied_at=lambda: None)
+    return api_context(nothing, integration=nothing, tokens={})
 
 
 def _app() -> Any:

@@ -14,10 +14,9 @@ from aiohttp.test_utils import TestClient, TestServer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from daemon.http.api import ApiContext
 from daemon.http.auth import sign
 from daemon.http.server import build_app
-from projections.config import SyncConfig
+from tests.support.api import api_context
 
 SECRET = b"fuzz-secret"
 
@@ -62,9 +61,7 @@ class FakePool:
 
 async def post(raw: bytes) -> tuple[int, int]:
     pool = FakePool()
-    ctx = ApiContext(pool=pool, integration=None, tokens={},  # type: ignore[arg-type]
-                     webhook_secrets={"desk": SECRET}, history_timezone="UTC",
-                     config=SyncConfig, lag=dict, last_applied_at=lambda: None)
+    ctx = api_context(pool, integration=None, tokens={}, webhook_secrets={"desk": SECRET})
     app = build_app({}, api=ctx)
     now = int(time.time())
     async with TestClient(TestServer(app)) as client:
