@@ -419,21 +419,20 @@ class CommandWriter:
     async def _fail(self, command: Command, reason: str, detail: str) -> None:
         if reason == REASON_TARGET_UNREACHABLE:
             metrics.COMMAND_ATTEMPTS.labels(self.store, "expired").inc()
-        cause = command.cause
-        outcome = Outcome(
-            seq=None, event_id=cause.event_id if cause else None,
-            source=cause.source if cause else self.store,
-            module=cause.module if cause else command.module,
-            record_id=cause.record_id if cause else command.record_key,
-            captured_at=dt.datetime.now(dt.UTC), outcome="failed", reason=reason,
-            detail=f"writing to the {self.store}: {detail}"[:2000])
         async with self.pool.acquire() as conn, conn.transaction():
             await commands.done(conn, command)
             if command.module == ACTIONS:  # the action's outcome and row, as applied ones
                 await settle_action(conn, command, Result(FAILED, reason, detail))
                 return
+            cause = command.cause
             await commands.forget_held(conn, command)
-            await record_outcomes(conn, [outcome])
+            await record_outcomes(conn, [Outcome(
+                seq=None, event_id=cause.event_id if cause else None,
+                source=cause.source if cause else self.store,
+                module=cause.module if cause else command.module,
+                record_id=cause.record_id if cause else command.record_key,
+                captured_at=dt.datetime.now(dt.UTC), outcome="failed", reason=reason,
+                detail=f"writing to the {self.store}: {detail}"[:2000])])
 
     async def export_depth(self) -> None:
         async with self.pool.acquire() as conn:

@@ -183,7 +183,7 @@ class TicketActionsProjection:
             if result is None and self.mode == "rebuild":
                 if event.event_id not in queued:
                     continue  # never applied live: nothing to rebuild from
-                result = Result(PENDING, ids=_pending_ids(event))
+                result = Result(PENDING)
             elif result is None and self.mode == "hosted":
                 result = await _queue(conn, item, commands)
                 if result.outcome != PENDING:
@@ -280,10 +280,6 @@ async def _create(desk: DeskActions, action: Action, payload: Create) -> Result:
     return Result(APPLIED, ids=ids)
 
 
-def _pending_ids(event: ChangeEvent) -> dict[str, Any]:
-    return {} if event.values.get("kind") == "create" else {"ticket_id": event.record_id}
-
-
 async def _queue(conn: Conn, item: LoggedEvent, commands: list[Command]) -> Result:
     """A hosted desk's action: checked as far as the log can tell, then queued for the
     desk's writer (``Result`` pending), or failed here with its reason."""
@@ -311,7 +307,7 @@ async def _queue(conn: Conn, item: LoggedEvent, commands: list[Command]) -> Resu
         payload={"seq": item.seq, "event": encode_event(event).decode(), **work},
         record_id=None if isinstance(payload, Create) else event.record_id,
         cause=Cause(event.event_id, event.source, event.module, event.record_id)))
-    return Result(PENDING, ids=_pending_ids(event))
+    return Result(PENDING)
 
 
 async def settle(conn: Conn, command: Command, result: Result) -> None:

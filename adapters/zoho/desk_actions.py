@@ -47,7 +47,8 @@ from adapters.command_writer import Landed
 from adapters.remote_capture import RemoteCapture
 from adapters.write_errors import Refused
 from adapters.zoho.desk import API_PATH, ZohoDesk
-from adapters.zoho.desk_fields import THREADS, desk_time, from_desk, thread_values, to_desk
+from adapters.zoho.desk_fields import THREADS, desk_time, thread_values, to_desk
+from adapters.zoho.desk_tickets import captured_ticket
 from projections.events import REASON_BAD_EVENT, ChangeEvent, decode_event
 from projections.stores.commands import Command
 from projections.ticket_actions import (
@@ -161,7 +162,7 @@ class ZohoDeskActions:
             if description:
                 record["description"] = description
             made = await self.desk.send("POST", "/tickets", record)
-        await self._captured_ticket(made)
+        await captured_ticket(self.capture, self.desk, made)
         ids["ticket_id"] = str(made["id"])
         ids["attachment_ids"] = []
         return ids
@@ -248,13 +249,7 @@ class ZohoDeskActions:
 
     async def _patch(self, ticket_id: str, record: dict[str, Any]) -> None:
         answer = await self.desk.send("PATCH", f"/tickets/{ticket_id}", record)
-        await self._captured_ticket(answer)
-
-    async def _captured_ticket(self, ticket: dict[str, Any]) -> None:
-        values = from_desk("tickets", ticket, sync_key_field=self.desk.options.sync_key_field)
-        del values["deleted"]
-        await self.capture.observed("tickets", [(str(ticket["id"]), values)])
-
+        await captured_ticket(self.capture, self.desk, answer)
 
 def _ticket_fields(fields: dict[str, Any]) -> dict[str, Any]:
     """An update's fields (``ticket_requests.TICKET_FIELDS``, ``due_date``,
