@@ -30,6 +30,7 @@ from projections.stores import commands
 from projections.stores.commands import Command
 from projections.stores.port import SYNC_KEY_FIELD
 from tests.support.daemon import running_daemon
+from tests.support.hosted import QUICK, hosted_pipeline
 from tests.support.pipeline import Pipeline
 
 
@@ -241,15 +242,9 @@ async def test_a_refused_refresh_token_makes_the_crm_unavailable_naming_no_secre
 @pytest.fixture
 async def zoho_crm(database_url: str, kafka_bootstrap: str, topic_prefix: str,
                    emulator: ZohoCrmEmulator) -> AsyncIterator[Pipeline]:
-    store, client = zoho_crm_store(emulator.options(),
-                                   backoff=Backoff(base=0.05, cap=0.2))
-    pipe = Pipeline(database_url, kafka_bootstrap, topic_prefix, remote={"crm": store})
-    await pipe.start()
-    try:
+    async with hosted_pipeline(database_url, kafka_bootstrap, topic_prefix, "crm",
+                               zoho_crm_store(emulator.options(), backoff=QUICK)) as pipe:
         yield pipe
-    finally:
-        await pipe.close()
-        await client.close()
 
 
 async def test_the_sync_with_zoho_crm_as_its_crm(

@@ -29,6 +29,7 @@ from daemon.http.board import BoardContext
 from daemon.http.server import build_app
 from ops.emulators.zoho import Fault
 from ops.emulators.zoho_desk import ORG_ID, ZohoDeskEmulator, running_emulator
+from tests.support.hosted import desk_pipeline
 from tests.support.pipeline import Pipeline
 
 
@@ -53,10 +54,7 @@ async def test_a_persons_ticket_reaches_the_board_moves_and_leaves_it(
     the board (``new``: nobody in the CRM), the ticket moves when a CRM contact with
     its e-mail appears, a department renamed is renamed on the board, and the ticket
     closed in the desk leaves it. The sync leaves tickets and departments alone."""
-    store, client = desk_store(emulator, poll_interval=0.2)
-    pipe = Pipeline(database_url, kafka_bootstrap, topic_prefix, remote={"desk": store})
-    await pipe.start()
-    try:
+    async with desk_pipeline(emulator, database_url, kafka_bootstrap, topic_prefix) as pipe:
         support = emulator.person_creates("departments", {"name": "Support"})
         ticket = emulator.person_creates("tickets", {
             "subject": "Printer on fire", "departmentId": support, "email": "Ana@X.example",
@@ -97,9 +95,6 @@ async def test_a_persons_ticket_reaches_the_board_moves_and_leaves_it(
         assert await pipe.fetchval("SELECT count(*) FROM sync.failures") == 0
         assert list(emulator.records["tickets"]) == [ticket]  # the sync wrote no ticket
         assert emulator.records["tickets"][ticket]["statusType"] == "Closed"
-    finally:
-        await pipe.close()
-        await client.close()
 
 
 async def test_ticket_callbacks_are_captured_in_the_embedded_desks_shape(

@@ -80,6 +80,13 @@ class Pipeline:
         self._task = asyncio.create_task(supervise(self.parts.roots(), self.stop, deadline=5))
         await asyncio.wait_for(self.projector.joined.wait(), 30)
 
+    async def __aenter__(self) -> Pipeline:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        await self.close()
+
     async def close(self) -> None:
         self.stop.set()
         if self._task is not None:
