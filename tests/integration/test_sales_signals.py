@@ -23,15 +23,16 @@ from adapters.signal_publisher import SignalPublisher
 from daemon.cli import cli
 from daemon.http.server import build_app
 from daemon.service.signals import signals_after
-from projections.batch import Message, apply_batch, reset_offset
+from projections.batch import reset_offset
 from projections.db import Conn
-from projections.events import ChangeEvent, encode_event
+from projections.events import ChangeEvent
 from projections.handshake import HandshakeProjection
 from projections.people import SIGNALS, CrmUser, People
 from projections.registry import spec
 from projections.replay import EventLogSource, rebuild_from_events
 from projections.sales_signals import SalesSignalsProjection, signal_id
 from tests.support.api import api_context
+from tests.support.batches import deliver_batches
 from tests.support.pipeline import Pipeline
 
 T0 = dt.datetime(2026, 11, 2, 9, 0, tzinfo=dt.UTC)
@@ -105,16 +106,9 @@ EXPECTED = [
 async def deliver(conn: Conn, events: list[ChangeEvent], *, start: int, size: int) -> int:
     """Apply ``events`` from offset ``start`` in batches of ``size``, the board then the
     signals, each batch with fresh instances (a restart); the next offset."""
-    offset = start
-    for first in range(0, len(events), size):
-        chunk = events[first:first + size]
-        messages = [Message("t", 0, offset + i, encode_event(e)) for i, e in enumerate(chunk)]
-        outcome = await apply_batch(conn, group_id="g", messages=messages,
-                                    starts={("t", 0): offset},
-                                    projections=[HandshakeProjection(),
-                                                 SalesSignalsProjection()])
-        assert outcome.fenced is None
-        offset += len(chunk)
+    offset, _ = await deliver_batches(
+        conn, events, start=start, size=size,
+        projections=lambda: [HandshakeProjection(), SalesSignalsProjection()])
     return offset
 
 

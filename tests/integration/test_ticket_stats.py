@@ -21,13 +21,14 @@ from click.testing import CliRunner
 from daemon.cli import cli
 from daemon.http.server import build_app
 from daemon.service.ticket_stats import statistics
-from projections.batch import Message, apply_batch, reset_offset
+from projections.batch import reset_offset
 from projections.db import Conn
-from projections.events import ChangeEvent, encode_event
+from projections.events import ChangeEvent
 from projections.registry import spec
 from projections.replay import EventLogSource, rebuild_from_events
 from projections.ticket_stats import StatisticsProjection
 from tests.support.api import api_context
+from tests.support.batches import deliver_batches
 
 T0 = dt.datetime(2026, 11, 2, 9, 0, tzinfo=dt.UTC)
 MIN = 60.0  # seconds
@@ -219,16 +220,10 @@ ACCOUNT_AFTER = expect(15, 8, 4, 12, 520 / 12, 7, 450, 3, 2, 2)
 async def deliver(conn: Conn, events: list[ChangeEvent], *, start: int,
                   size: int) -> int:
     """Apply ``events`` from the log offset ``start`` in batches of ``size``, each with a
-    fresh projection (a restart); the next offset."""
-    offset = start
-    for first in range(0, len(events), size):
-        chunk = events[first:first + size]
-        messages = [Message("t", 0, offset + i, encode_event(e)) for i, e in enumerate(chunk)]
-        outcome = await apply_batch(conn, group_id="g", messages=messages,
-                                    starts={("t", 0): offset},
-                                    projections=[StatisticsProjection()])
-        assert outcome.fenced is None and len(outcome.applied) == len(chunk)
-        offset += len(chunk)
+    fresh projection (a restart), every one applied; the next offset."""
+    offset, applied = await deliver_batches(conn, events, start=start, size=size,
+                                            projections=lambda: [StatisticsProjection()])
+    assert applied == len(events)
     return offset
 
 
