@@ -119,23 +119,26 @@ _CONTACTS_OF = ('SELECT record_id, "values", account_id FROM crm_view.records'
 
 
 def _hanging_off(column: str, own_modules: str) -> str:
-    """The records hanging off a contact or an account (``column`` = $1): those naming
-    it, and the notes and activities of the deals naming it (an activity names its deal
-    in its values: ``parent_module`` 'deals', ``parent_id``; matched here, at read time,
-    so it follows the deal to whichever contact and account the deal names now)."""
-    return ('SELECT module, record_id, "values" FROM ('
-            'SELECT module, record_id, "values" FROM crm_view.records'
-            f" WHERE {column} = $1 AND module NOT IN {own_modules}"
-            ' UNION ALL SELECT a.module, a.record_id, a."values"'
+    """The records hanging off the contacts or accounts ``column`` names (any of $1),
+    each with its ``owner``: those naming it, and the notes and activities of the deals
+    naming it (an activity names its deal in its values: ``parent_module`` 'deals',
+    ``parent_id``; matched here, at read time, so it follows the deal to whichever
+    contact and account the deal names now)."""
+    return ('SELECT owner, module, record_id, "values" FROM ('
+            f'SELECT {column} AS owner, module, record_id, "values" FROM crm_view.records'
+            f" WHERE {column} = ANY($1::text[]) AND module NOT IN {own_modules}"
+            f' UNION ALL SELECT d.{column}, a.module, a.record_id, a."values"'
             " FROM crm_view.records d JOIN crm_view.records a"
             " ON a.\"values\"->>'parent_module' = 'deals'"
             " AND a.\"values\"->>'parent_id' = d.record_id"
-            f" WHERE d.module = 'deals' AND d.{column} = $1"
+            f" WHERE d.module = 'deals' AND d.{column} = ANY($1::text[])"
             f" AND a.module IN {ACTIVITIES!r}) AS hanging")
 
 
 _HANGING_OFF = {"contacts": _hanging_off("contact_id", "('contacts')"),
                 "accounts": _hanging_off("account_id", "('contacts', 'accounts')")}
+_ACCOUNT_NAMES = ('SELECT record_id, "values"->>\'account_name\' AS name FROM crm_view.records'
+                  " WHERE module = 'accounts' AND record_id = ANY($1::text[])")
 _ORDER = " ORDER BY \"values\"->>'created_time' DESC NULLS LAST, length(record_id), record_id"
 
 
@@ -163,24 +166,29 @@ async def _shown(conn: Any, profile: DeskProfile, desk_module: DeskModule, desk_
         rows = [account]
     else:  # a desk account, shown as its CRM account's contacts
         rows = list(await conn.fetch(_CONTACTS_OF, crm_id))
-    return [await _record(conn, profile.shows, row) for row in rows]
+    return await _records(conn, profile.shows, rows)
 
 
-async def _record(conn: Any, module: DeskModule, row: Any) -> CrmRecord:
-    info = with_id(row["record_id"], loads_json(row["values"]))
-    if module == "contacts":
-        account = (None if row["account_id"] is None
-                   else await conn.fetchval('SELECT "values"->>\'account_name\' FROM'
-                                            " crm_view.records WHERE module = 'accounts'"
-                                            " AND record_id = $1", row["account_id"]))
-        info = contact_info(info, account)
-    else:
-        info = account_info(info)
-    items: dict[Item, list[dict[str, Any]]] = {item: [] for item in LISTED_ITEMS}
-    for hanging in await conn.fetch(_HANGING_OFF[module] + _ORDER, row["record_id"]):
-        items[hanging["module"]].append(
+async def _records(conn: Any, module: DeskModule, rows: list[Any]) -> list[CrmRecord]:
+    """The records of ``rows`` with what hangs off them: two queries however many (an
+    account's contacts share one account, and each has its notes and activities)."""
+    ids = [row["record_id"] for row in rows]
+    items: dict[str, dict[Item, list[dict[str, Any]]]] = {
+        record_id: {item: [] for item in LISTED_ITEMS} for record_id in ids}
+    for hanging in await conn.fetch(_HANGING_OFF[module] + _ORDER, ids):
+        items[hanging["owner"]][hanging["module"]].append(
             with_id(hanging["record_id"], loads_json(hanging["values"])))
-    return CrmRecord(info, items)
+    names: dict[str, str | None] = {}
+    if module == "contacts":
+        accounts = sorted({row["account_id"] for row in rows if row["account_id"] is not None})
+        names = {r["record_id"]: r["name"] for r in await conn.fetch(_ACCOUNT_NAMES, accounts)}
+    records = []
+    for row in rows:
+        info = with_id(row["record_id"], loads_json(row["values"]))
+        info = (contact_info(info, names.get(row["account_id"])) if module == "contacts"
+                else account_info(info))
+        records.append(CrmRecord(info, items[row["record_id"]]))
+    return records
 
 
 def with_id(record_id: str, values: dict[str, Any]) -> dict[str, Any]:
