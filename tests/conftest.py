@@ -1,7 +1,7 @@
 """Test harness: real embedded PostgreSQL and broker, started once per session.
 
-Each test gets its own database (cloned from a migrated template) and its
-own topic prefix, so tests never clean up after each other.
+Each test gets its own database (cloned from a migrated template, dropped when the
+test ends) and its own topic prefix, so tests never clean up after each other.
 ``SYNCD_TEST_DATABASE_URL`` and ``SYNCD_TEST_KAFKA_BOOTSTRAP`` point the
 suite at external services instead.
 """
@@ -45,9 +45,23 @@ def pg_server_dsn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     server = EmbeddedPostgres(tmp_path_factory.mktemp("pg"))
     server.start()
     try:
+        asyncio.run(_keep_wal_small(server.dsn))
         yield server.dsn
     finally:
         server.stop()
+
+
+async def _keep_wal_small(dsn: str) -> None:
+    """Every test database is a copy of the template written to the WAL; PostgreSQL's
+    default keeps up to 1 GB of it between checkpoints, which the shared disk of a CI
+    run cannot spare twice over (one server per xdist worker)."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute("ALTER SYSTEM SET max_wal_size = '96MB'")
+        await conn.execute("ALTER SYSTEM SET min_wal_size = '32MB'")
+        await conn.execute("SELECT pg_reload_conf()")
+    finally:
+        await conn.close()
 
 
 @pytest.fixture(scope="session")
@@ -96,16 +110,31 @@ async def create_database(server_dsn: str, *, template: str | None = TEMPLATE_DB
     return with_database(server_dsn, name)
 
 
-@pytest.fixture
-async def database_url(pg_server_dsn: str, template_dsn: str) -> str:
-    """A fresh, migrated database for this test alone."""
-    return await create_database(pg_server_dsn)
+async def drop_database(server_dsn: str, url: str) -> None:
+    """Drop a test's database, closing what the test left connected to it: a session
+    keeping every test's database filled the disk of a CI run."""
+    name = urlsplit(url).path.lstrip("/")
+    admin = await asyncpg.connect(server_dsn)
+    try:
+        await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    finally:
+        await admin.close()
 
 
 @pytest.fixture
-async def empty_database_url(pg_server_dsn: str) -> str:
-    """A fresh database with no migrations applied."""
-    return await create_database(pg_server_dsn, template=None)
+async def database_url(pg_server_dsn: str, template_dsn: str) -> AsyncIterator[str]:
+    """A fresh, migrated database for this test alone, dropped when it ends."""
+    url = await create_database(pg_server_dsn)
+    yield url
+    await drop_database(pg_server_dsn, url)
+
+
+@pytest.fixture
+async def empty_database_url(pg_server_dsn: str) -> AsyncIterator[str]:
+    """A fresh database with no migrations applied, dropped when the test ends."""
+    url = await create_database(pg_server_dsn, template=None)
+    yield url
+    await drop_database(pg_server_dsn, url)
 
 
 @pytest.fixture

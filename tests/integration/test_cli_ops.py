@@ -102,7 +102,7 @@ async def test_initial_sync_after_it_is_done_says_so(pipeline: Pipeline, databas
 async def test_migrate_prints_its_result_without_log_lines(
         empty_database_url: str, pg_server_dsn: str, tmp_path: Path) -> None:
     """`syncd migrate` prints one line for people; the log lines only with --verbose."""
-    from tests.conftest import create_database
+    from tests.conftest import create_database, drop_database
 
     def migrate(url: str, *flags: str) -> subprocess.CompletedProcess[str]:
         env = os.environ | {"SYNCD_DATABASE_URL": url, "SYNCD_DATA_DIR": str(tmp_path),
@@ -114,6 +114,9 @@ async def test_migrate_prints_its_result_without_log_lines(
     assert quiet.stdout.startswith("applied ") and quiet.stdout.count("\n") == 1
     assert quiet.stderr == ""
     other = await create_database(pg_server_dsn, template=None)
-    loud = await asyncio.to_thread(migrate, other, "--verbose")
+    try:
+        loud = await asyncio.to_thread(migrate, other, "--verbose")
+    finally:
+        await drop_database(pg_server_dsn, other)
     assert loud.stdout == quiet.stdout
     assert '"event": "migration_applied"' in loud.stderr

@@ -179,7 +179,9 @@ class SystemPostgres:
                    # Test data only: no fsync, so the server's writes cost the shared
                    # disk nothing.
                    " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
-                   " -c max_connections=200 -c shared_buffers=64MB")
+                   " -c max_connections=200 -c shared_buffers=64MB"
+                   # Nor keep PostgreSQL's default 1 GB of WAL between checkpoints.
+                   " -c max_wal_size=96MB -c min_wal_size=32MB")
         self._run(pg_ctl, "-D", str(self.data_dir), "-l", str(self.log_file), "-o", options,
                   "-w", "-t", "60", "start")
         self._started = True
