@@ -148,7 +148,15 @@ class ConsumerLoop:
 
         consumer.subscribe([self.topic], listener=_Rebalance())
         try:
-            await consumer.start()
+            try:
+                # Bounded too: subscribed first, aiokafka's start waits until the group
+                # assigns partitions, and a rebalance that never ends (a member gone
+                # mid-join) once held the projector there for good.
+                await asyncio.wait_for(consumer.start(), self.stall_after)
+            except TimeoutError:
+                log.warning("consumer_stalled_restarting", topic=self.topic,
+                            seconds=self.stall_after, reason="no partitions assigned")
+                return True
             while not stop.is_set():
                 try:
                     # Bounded: the watchdog below runs between fetches, and a fetch stuck

@@ -239,3 +239,36 @@ async def test_a_consumer_whose_fetch_hangs_is_replaced(monkeypatch: Any) -> Non
     assert StopRaisesCancelled.made >= 2
     stop.set()
     await asyncio.wait_for(task, 5)
+
+
+class NeverAssigned(StopRaisesCancelled):
+    """A consumer subscribed before ``start()``: aiokafka's start waits for the group to
+    assign it partitions, and a group that never does (a rebalance that never ends,
+    with a member gone) keeps it waiting for ever."""
+
+    started = 0
+
+    async def start(self) -> None:
+        NeverAssigned.started += 1
+        await asyncio.Event().wait()
+
+    async def stop(self) -> None:
+        pass
+
+
+async def test_a_start_that_never_returns_is_replaced(monkeypatch: Any) -> None:
+    """A consumer whose start never returns is replaced after ``stall_after``, like one
+    whose fetches stall: a chaos run once saw the projector hang there for good after a
+    lost database connection, the relays resending and the replica never ready."""
+    from daemon import consumer as module
+
+    NeverAssigned.started = 0
+    monkeypatch.setattr(module, "make_consumer", lambda *_a, **_k: NeverAssigned())
+    projector = ConsumerLoop(pool=FakePool(), bootstrap="unused", topic="t",  # type: ignore[arg-type]
+                             group_id="g", projections=[], stall_after=0.2)
+    stop = asyncio.Event()
+    task = asyncio.create_task(projector.run(stop))
+    await asyncio.sleep(1.8)  # stalled after 0.2 s, replaced 1 s later, stalled again
+    stop.set()
+    await asyncio.wait_for(task, 5)
+    assert NeverAssigned.started >= 2
