@@ -44,6 +44,7 @@ from adapters.kafka import (
     make_producer,
     refusal,
 )
+from adapters.kafka_batches import send_keyed
 from projections.catalog import Side
 from projections.db import CONNECTION_LOST
 from projections.events import ENVELOPE_VERSION
@@ -209,8 +210,8 @@ class OutboxRelay:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), seconds)
 
-    async def _relay(self, conn: asyncpg.Connection, producer: object, stop: asyncio.Event
-                     ) -> None:
+    async def _relay(self, conn: asyncpg.Connection, producer: AIOKafkaProducer,
+                     stop: asyncio.Event) -> None:
         last_resend_check = time.monotonic()
         last_backlog = 0.0
         while not stop.is_set():
@@ -281,13 +282,11 @@ class OutboxRelay:
         if self._gaps and now - next(iter(self._gaps.values())) > GAP_WAIT:
             self._gaps = {seq: at for seq, at in self._gaps.items() if now - at <= GAP_WAIT}
 
-    async def _send(self, producer: object, rows: list[asyncpg.Record]) -> None:
+    async def _send(self, producer: AIOKafkaProducer, rows: list[asyncpg.Record]) -> None:
         metrics.EVENTS_CAPTURED.labels(self.source).inc(len(rows))
-        futures: list[asyncio.Future[object]] = []
-        for row in rows:
-            key = f"{self.source}:{row['key']}".encode()
-            futures.append(await producer.send(self.topic, row["body"].encode(), key=key))  # type: ignore[attr-defined]
-        await asyncio.gather(*futures)
+        prefix = f"{self.source}:"
+        await send_keyed(producer, self.topic, (
+            ((prefix + row["key"]).encode(), row["body"].encode()) for row in rows))
         metrics.EVENTS_PRODUCED.labels(self.source).inc(len(rows))
         if self.on_sent is not None:
             self.on_sent(len(rows))

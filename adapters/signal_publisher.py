@@ -31,6 +31,7 @@ from aiokafka.errors import KafkaError
 from adapters import metrics
 from adapters.exclusive import run_exclusively
 from adapters.kafka import NO_SECURITY, KafkaSecurity, ensure_topics, make_producer
+from adapters.kafka_batches import send_keyed
 from projections.db import CONNECTION_LOST, Conn
 from projections.sales_signals import NOTIFY_CHANNEL, SIGNAL_COLUMNS, signal_json
 
@@ -102,10 +103,9 @@ class SignalPublisher:
                 f"SELECT {SIGNAL_COLUMNS} FROM sales_signals.signals WHERE seq > $1"
                 " ORDER BY seq LIMIT $2", through, self.batch_max)
             if rows:
-                futures = [await producer.send(
-                    self.topic, json.dumps(signal_json(row)).encode(),
-                    key=row["ticket_id"].encode()) for row in rows]
-                await asyncio.gather(*futures)  # acks=all: every one acknowledged
+                await send_keyed(producer, self.topic, (  # acks=all: each acknowledged
+                    (row["ticket_id"].encode(), json.dumps(signal_json(row)).encode())
+                    for row in rows))
                 last = rows[-1]["seq"]
                 # Compare-and-set: a rebuild that moved the position back meanwhile wins.
                 await conn.execute("UPDATE sales_signals.published SET through = $1"

@@ -31,6 +31,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from adapters.demo import COMPANIES, FIRST, LAST, SUFFIX
 from adapters.kafka import FETCH_MAX_WAIT_MS, ensure_topics, make_producer
+from adapters.kafka_batches import send_keyed
 from adapters.relay import FETCH_OUTBOX
 from projections.batch import BatchOutcome, LoggedEvent
 from projections.db import Conn
@@ -496,10 +497,8 @@ async def produce_all(bootstrap: str, topic: str, bodies: AsyncIterator[list[Bod
     await producer.start()
     sent = 0
     try:
-        async for chunk in bodies:
-            futures = [await producer.send(topic, value, key=key) for key, value in chunk]
-            await asyncio.gather(*futures)
-            sent += len(chunk)
+        async for chunk in bodies:  # as the relays produce (adapters.kafka_batches)
+            sent += await send_keyed(producer, topic, chunk)
     finally:
         await producer.stop()
     return sent

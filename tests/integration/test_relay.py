@@ -76,14 +76,30 @@ async def test_rows_stuck_while_the_log_grows_are_sent_again_in_the_end(
         await conn.close()
 
 
+class _Batch:
+    def __init__(self) -> None:
+        self.values: list[bytes] = []
+
+    def append(self, *, key: bytes, value: bytes, timestamp: None) -> object:
+        self.values.append(value)
+        return object()
+
+
 class _Producer:
-    """Records what the relay sends; every send is acknowledged at once."""
+    """Records what the relay sends; every batch is acknowledged at once."""
 
     def __init__(self) -> None:
         self.sent: list[str] = []
 
-    async def send(self, _topic: str, value: bytes, *, key: bytes) -> asyncio.Future[None]:
-        self.sent.append(json.loads(value)["record_id"])
+    async def partitions_for(self, _topic: str) -> set[int]:
+        return {0, 1}
+
+    def create_batch(self) -> _Batch:
+        return _Batch()
+
+    async def send_batch(self, batch: _Batch, _topic: str, *,
+                         partition: int) -> asyncio.Future[None]:
+        self.sent.extend(json.loads(value)["record_id"] for value in batch.values)
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         done.set_result(None)
         return done
