@@ -20,9 +20,12 @@ one transaction with what came of it:
   every write to the target waits until credits return; nothing fails and
   ``parked`` says why (the status, ``syncd_store_parked``);
 * stale (``write_errors.Stale``: the record changed after the newest change of it
-  the sync had seen): the command goes, for that newer change, whose event the
-  store's capture brings (the port's contract for a deferred store); until then what
-  the store holds is unknown to the link;
+  the sync had seen): the command goes, for that newer change, once something will
+  bring the sync's decision again (``remote_capture.after_stale_write``: the
+  change's event, or, when only the record's time moved, a change touching no
+  field); it waits while the store's capture has not fetched the new version, and
+  past ``budget`` fails as an edit the sync never saw; what the store holds is
+  unknown to the link from then on;
 * transient (``write_errors.Transient``, a timeout, a lost connection): tried
   again after a capped exponential backoff with jitter, or the ``Retry-After`` the
   target asked for if longer; a record whose head waits holds back its own later
@@ -69,7 +72,7 @@ import structlog
 
 from adapters import metrics
 from adapters.exclusive import run_exclusively
-from adapters.remote_capture import remember
+from adapters.remote_capture import COMING, WAIT, after_stale_write, remember
 from adapters.write_errors import (
     REASON_TARGET_UNREACHABLE,
     Parked,
@@ -86,6 +89,7 @@ from projections.stores import commands
 from projections.stores.commands import Command
 from projections.stores.outbox import Outbox
 from projections.stores.port import is_placeholder
+from projections.sync_plan import REASON_UNSEEN_EDIT
 from projections.ticket_actions import APPLIED, FAILED, REASON_REFUSED, Result
 from projections.ticket_actions import MODULE as ACTIONS
 from projections.ticket_actions import settle as settle_action
@@ -301,11 +305,7 @@ class CommandWriter:
             await self._park(command, outcome)
         elif isinstance(outcome, Stale):
             metrics.COMMAND_ATTEMPTS.labels(self.store, "stale").inc()
-            log.info("write_superseded", store=self.store, module=command.module,
-                     record=command.record_key, detail=outcome.detail)
-            async with self.pool.acquire() as conn, conn.transaction():
-                await commands.done(conn, command)
-                await commands.forget_held(conn, command)
+            await self._superseded(command, outcome)
         elif isinstance(outcome, Refused):
             metrics.COMMAND_ATTEMPTS.labels(self.store, "refused").inc()
             log.warning("write_refused", store=self.store, module=command.module,
@@ -331,6 +331,36 @@ class CommandWriter:
             await self._transient(command, _describe(outcome), asked)
         else:  # a BaseException (a cancellation) is not an outcome: passed on
             raise outcome
+
+    async def _superseded(self, command: Command, stale: Stale) -> None:
+        """The record changed since the write was decided: the command goes once
+        something will bring the decision again (``remote_capture.after_stale_write``),
+        and the link no longer claims to know what the store holds. While the capture
+        has not fetched the record's new version the command waits (backing off); past
+        the budget it fails as an edit the sync never saw, retryable like any failure."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            then = COMING
+            if stale.modified_time is not None and command.record_id is not None:
+                then = await after_stale_write(conn, self.store, command.module,
+                                               command.record_id, stale.modified_time)
+            if then != WAIT:
+                log.info("write_superseded", store=self.store, module=command.module,
+                         record=command.record_key, detail=stale.detail, then=then)
+                await commands.done(conn, command)
+                await commands.forget_held(conn, command)
+                return
+        enqueued = command.enqueued_at or dt.datetime.now(dt.UTC)
+        waited = (dt.datetime.now(dt.UTC) - enqueued).total_seconds()
+        if waited > self.backoff.budget:
+            await self._fail(command, REASON_UNSEEN_EDIT,
+                             f"{stale.detail}, and no capture of it came in {waited:.0f} s")
+            return
+        delay = self.backoff.delay(command.attempts)
+        log.info("write_waits_for_capture", store=self.store, module=command.module,
+                 record=command.record_key, retry_in=round(delay, 2), detail=stale.detail)
+        async with self.pool.acquire() as conn:
+            await commands.retry_later(conn, command, after=delay,
+                                       error=f"stale, waiting for the capture: {stale.detail}")
 
     def _unavailable(self, detail: str) -> None:
         """Hold every write until ``recheck`` seconds from now, and say so once."""

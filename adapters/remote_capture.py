@@ -227,6 +227,49 @@ class RemoteCapture:
                 " EXCLUDED.modified_since)", self.store, module, since)
 
 
+COMING, WAIT, REDECIDED = "coming", "wait", "redecided"
+
+
+async def after_stale_write(conn: Conn, store: Side, module: str, record_id: str,
+                            modified_time: dt.datetime) -> str:
+    """The sync's write of a record was refused as stale: the store holds it as of
+    ``modified_time``, newer than what the write was decided against. What brings the
+    sync's decision again (in the caller's transaction, serialised with the capture):
+
+    * ``COMING``: a change of the record captured since waits to be applied (in the
+      store's outbox, or held while sync is paused): applying it decides the pair again.
+    * ``WAIT``: the capture has not fetched that version yet. Whether it will be a change
+      (then ``COMING``) or only a newer time (a field the sync does not read, which
+      captures nothing) is not known yet: ask again later.
+    * ``REDECIDED``: the capture has that version and nothing of it waits: its time
+      moved with nothing the sync reads, or its change was applied before the write was
+      refused. Nothing would bring the decision again, so a change of the record as the
+      capture last saw it, touching no field, is appended to the outbox: applying it
+      decides the pair against what the store holds (invariant 5: a write is never
+      dropped for a change that will not come).
+    """
+    await conn.execute("SELECT pg_advisory_xact_lock($1, hashtext($2))",
+                       REMOTE_CAPTURE, f"{store}.{module}")
+    outbox = Outbox(conn, store)
+    if await outbox.changes_in_flight(module, [record_id]) or await conn.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM sync.deferred d JOIN syncd.event_log e"
+            " ON e.seq = d.seq WHERE e.source = $1 AND e.module = $2"
+            " AND e.record_id = $3)", store, module, record_id):
+        return COMING
+    seen = await conn.fetchrow(
+        "SELECT \"values\", modified_time FROM syncd.remote_records WHERE store = $1"
+        " AND module = $2 AND record_id = $3", store, module, record_id)
+    if seen is None or seen["modified_time"] < modified_time:
+        return WAIT
+    values = loads_json(seen["values"])
+    await outbox.append_many([ChangeEvent(
+        event_id=uuid.uuid4(), source=store, module=module, record_id=record_id,
+        op="update", values=values, changed=[], modified_at=seen["modified_time"],
+        created_at=record_time(values.get("created_time") or seen["modified_time"]),
+        origin="user", captured_at=dt.datetime.now(dt.UTC))])
+    return REDECIDED
+
+
 def record_time(value: Any) -> dt.datetime:
     """A record's time as a store gave it (a datetime, or ISO 8601 text)."""
     if isinstance(value, dt.datetime):

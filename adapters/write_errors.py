@@ -53,8 +53,14 @@ class Transient(WriteError):
 
 class Stale(WriteError):
     """The guard refused the write: the record changed after the newest change of it
-    the sync had seen when it decided (HTTP 412 to a conditional write). That change's
-    event brings the sync's decision again."""
+    the sync had seen when it decided (HTTP 412 to a conditional write).
+    ``modified_time``: the record's modification time the guard read, when it is known;
+    the writer then finds out what brings the sync's decision again
+    (``remote_capture.after_stale_write``)."""
+
+    def __init__(self, detail: str, *, modified_time: dt.datetime | None = None) -> None:
+        super().__init__(detail)
+        self.modified_time = modified_time
 
 
 class Unavailable(WriteError):

@@ -332,7 +332,8 @@ class ZohoCrm:
             if held is not None and command.seen is not None \
                     and held.modified_time > command.seen:
                 outcomes[n] = Stale(f"{module_name(module)} {command.record_id} was"
-                                    f" modified at {held.modified_time.isoformat()}")
+                                    f" modified at {held.modified_time.isoformat()}",
+                                    modified_time=held.modified_time)
                 continue
             record = to_zoho(module, command.payload,
                              sync_key_field=self.options.sync_key_field, resolved=resolved)

@@ -267,7 +267,8 @@ class ZohoDesk:
                 current = await self.record(module, command.record_id, for_write=True)
                 if current is not None and desk_time(current["modifiedTime"]) > command.seen:
                     raise Stale(f"{path} {command.record_id} was modified at"
-                                f" {current['modifiedTime']}")
+                                f" {current['modifiedTime']}",
+                                modified_time=desk_time(current["modifiedTime"]))
             answer = await self.send("PATCH", f"/{path}/{command.record_id}", record)
         return self._landed(module, answer)
 

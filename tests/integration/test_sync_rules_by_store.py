@@ -48,6 +48,11 @@ class Far(Protocol):
 
     async def deletes(self, module: str, record_id: str) -> None: ...
 
+    async def touches(self, module: str, record_id: str) -> None:
+        """A person changes the record in nothing the sync maps: only its modification
+        time moves, as far as the sync can see."""
+        ...
+
     async def live(self, module: str) -> dict[str, dict[str, Any]]:
         """The live records by id."""
         ...
@@ -77,6 +82,10 @@ class EmbeddedFar:
 
     async def deletes(self, module: str, record_id: str) -> None:
         await self.pipe.execute(f"DELETE FROM {self.side}.{module} WHERE id = $1", int(record_id))
+
+    async def touches(self, module: str, record_id: str) -> None:
+        await self.pipe.execute(f"UPDATE {self.side}.{module} SET deleted = deleted"
+                                " WHERE id = $1", int(record_id))
 
     async def live(self, module: str) -> dict[str, dict[str, Any]]:
         rows = await self.pipe.fetch(f"SELECT * FROM {self.side}.{module} WHERE NOT deleted")
@@ -115,6 +124,9 @@ class HostedCrm:
     async def deletes(self, module: str, record_id: str) -> None:
         self.emulator.person_deletes(module, record_id, permanently=True)
 
+    async def touches(self, module: str, record_id: str) -> None:
+        self.emulator.edit(module, record_id, {"Description": "touched"})
+
     async def live(self, module: str) -> dict[str, dict[str, Any]]:
         return {i: from_zoho(module, r, sync_key_field="Syncd_Key")
                 for i, r in self.emulator.module(module).items()}
@@ -137,6 +149,9 @@ class HostedDesk:
 
     async def deletes(self, module: str, record_id: str) -> None:
         self.emulator.person_deletes(module, record_id)
+
+    async def touches(self, module: str, record_id: str) -> None:
+        self.emulator.person_edits(module, record_id, {"description": "touched"})
 
     async def live(self, module: str) -> dict[str, dict[str, Any]]:
         return {i: from_desk(module, r, sync_key_field="cf_syncd_key")
@@ -362,6 +377,33 @@ async def test_concurrent_edits_converge_per_field(world: World) -> None:
                 "mobile": "crm-mobile"}
     assert {f: desk[f] for f in expected} == expected
     assert {f: remote[f] for f in expected} == expected
+
+
+@pytest.mark.parametrize("captured_first", [True, False], ids=["captured", "in-flight"])
+async def test_a_far_record_touched_outside_the_mapping_still_takes_a_near_edit(
+        world: World, captured_first: bool) -> None:
+    """SYNC-15, invariant 5: the far record changed in nothing the sync maps, so only
+    its modification time moved and no change of it is captured; a near edit decided
+    against the time the sync last saw is refused by the guard as stale, and must
+    still land (on a hosted store it was dropped, waiting for a change that never
+    comes), whether the far store's capture fetched the touched record before the
+    write was refused or only after."""
+    pipe, near, far = world
+    near_id = await pipe.fetchval(f"INSERT INTO {near}.contacts (first_name, last_name)"
+                                  " VALUES ('before', 'T') RETURNING id")
+    await settle(pipe, far)
+    far_id = await far_of(pipe, near, "contacts", near_id)
+    assert far_id is not None
+    await asyncio.sleep(0.01)  # the stores' clocks: milliseconds at Zoho's emulators
+    await far.touches("contacts", far_id)
+    if captured_first:
+        await settle(pipe, far)
+    await pipe.execute(f"UPDATE {near}.contacts SET first_name = 'after' WHERE id = $1",
+                       near_id)
+    await settle(pipe, far)
+    await settle(pipe, far)
+    assert (await far.live("contacts"))[far_id]["first_name"] == "after"
+    assert await open_failures(pipe) == []
 
 
 EDITED = ("first_name", "phone", "mobile")
