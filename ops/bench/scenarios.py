@@ -879,7 +879,7 @@ async def handshake(env: Env, records: int, *, samples: int | None = None) -> Re
         raw_median = wl.percentile(raw_ms, 0.5)
         result["raw"] = {"events": len(raw_ms), "median_ms": round(raw_median, 1)}
         result["ratio"] = round(raw_median / median, 3) if median and raw_median else None
-        result["targets"] = [_target("median CRM change → ticket moved", median, "<=", 200,
+        result["targets"] = [_target("median CRM change → ticket moved", median, "<=", 50,
                                      "ms")]
     finally:
         await product.close()
