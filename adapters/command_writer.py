@@ -349,8 +349,7 @@ class CommandWriter:
                 await commands.done(conn, command)
                 await commands.forget_held(conn, command)
                 return
-        enqueued = command.enqueued_at or dt.datetime.now(dt.UTC)
-        waited = (dt.datetime.now(dt.UTC) - enqueued).total_seconds()
+        waited = _waited(command)
         if waited > self.backoff.budget:
             await self._fail(command, REASON_UNSEEN_EDIT,
                              f"{stale.detail}, and no capture of it came in {waited:.0f} s")
@@ -432,8 +431,7 @@ class CommandWriter:
         return {row["record_key"] for row in rows}
 
     async def _transient(self, command: Command, detail: str, asked: float | None) -> None:
-        enqueued = command.enqueued_at or dt.datetime.now(dt.UTC)
-        waited = (dt.datetime.now(dt.UTC) - enqueued).total_seconds()
+        waited = _waited(command)
         if waited > self.backoff.budget:
             await self._fail(command, REASON_TARGET_UNREACHABLE,
                              f"still failing after {waited:.0f} s ({command.attempts + 1}"
@@ -493,3 +491,8 @@ def _describe(err: BaseException) -> str:
         return "timed out"
     return f"{type(err).__name__}: {err}" if not isinstance(err, Transient) else err.detail
 
+
+def _waited(command: Command) -> float:
+    """Seconds since ``command`` was enqueued (what its retry budget is held to)."""
+    enqueued = command.enqueued_at or dt.datetime.now(dt.UTC)
+    return (dt.datetime.now(dt.UTC) - enqueued).total_seconds()

@@ -27,6 +27,7 @@ from projections.db import REMOTE_CAPTURE, Conn, loads_json
 from projections.events import ChangeEvent, Origin
 from projections.stores.outbox import Outbox
 from projections.stores.port import Values
+from projections.sync import held_while_paused
 
 _TIMES = ("modified_time", "created_time")
 
@@ -251,10 +252,8 @@ async def after_stale_write(conn: Conn, store: Side, module: str, record_id: str
     await conn.execute("SELECT pg_advisory_xact_lock($1, hashtext($2))",
                        REMOTE_CAPTURE, f"{store}.{module}")
     outbox = Outbox(conn, store)
-    if await outbox.changes_in_flight(module, [record_id]) or await conn.fetchval(
-            "SELECT EXISTS (SELECT 1 FROM sync.deferred d JOIN syncd.event_log e"
-            " ON e.seq = d.seq WHERE e.source = $1 AND e.module = $2"
-            " AND e.record_id = $3)", store, module, record_id):
+    if (await outbox.changes_in_flight(module, [record_id])
+            or await held_while_paused(conn, store, module, [record_id])):
         return COMING
     seen = await conn.fetchrow(
         "SELECT \"values\", modified_time FROM syncd.remote_records WHERE store = $1"

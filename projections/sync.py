@@ -156,6 +156,16 @@ class SyncProjection:
         return await _Batch(conn, cfg, self.stores, replay=True).run(relevant)
 
 
+async def held_while_paused(conn: Conn, side: Side, module: str,
+                            ids: Sequence[str]) -> set[str]:
+    """Which of ``ids`` have a change logged but held in ``sync.deferred`` (sync paused,
+    or catching up after a pause): applying it will decide their pairs again."""
+    return {row["record_id"] for row in await conn.fetch(
+        "SELECT e.record_id FROM sync.deferred d JOIN syncd.event_log e ON e.seq = d.seq"
+        " WHERE e.source = $1 AND e.module = $2 AND e.record_id = ANY($3::text[])",
+        side, module, list(ids))}
+
+
 class _Batch(Planner):
     """One batch of the sync: load the planner's state (through the store port and
     the sync's tables), decide (``Planner.decide``), carry the plan out."""
@@ -511,11 +521,8 @@ class _Batch(Planner):
         """
         store = self.stores[side]
         ids = [w.link.id_on(side) or "" for w in refused]
-        pending = await store.changes_in_flight(module, ids) | {
-            row["record_id"] for row in await self.conn.fetch(
-                "SELECT e.record_id FROM sync.deferred d JOIN syncd.event_log e"
-                " ON e.seq = d.seq WHERE e.source = $3 AND e.module = $1"
-                " AND e.record_id = ANY($2)", module, ids, side)}
+        pending = (await store.changes_in_flight(module, ids)
+                   | await held_while_paused(self.conn, side, module, ids))
         rows = await store.read(module, ids)
         mapping = self.cfg.mappings[module]
         now: list[Write] = []

@@ -265,10 +265,11 @@ class ZohoDesk:
         else:
             if command.seen is not None:
                 current = await self.record(module, command.record_id, for_write=True)
-                if current is not None and desk_time(current["modifiedTime"]) > command.seen:
-                    raise Stale(f"{path} {command.record_id} was modified at"
-                                f" {current['modifiedTime']}",
-                                modified_time=desk_time(current["modifiedTime"]))
+                if current is not None:
+                    moved = desk_time(current["modifiedTime"])
+                    if moved > command.seen:
+                        raise Stale(f"{path} {command.record_id} was modified at"
+                                    f" {current['modifiedTime']}", modified_time=moved)
             answer = await self.send("PATCH", f"/{path}/{command.record_id}", record)
         return self._landed(module, answer)
 

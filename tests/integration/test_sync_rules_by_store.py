@@ -255,6 +255,20 @@ async def far_of(pipe: Pipeline, near: str, module: str, near_id: int) -> str | 
     return None if value is None else str(value)
 
 
+async def linked_contact(pipe: Pipeline, near: str, far: Far,
+                         **values: str) -> tuple[int, str]:
+    """A near contact with ``values``, synced: its id and its far twin's."""
+    names = sorted(values)
+    marks = ", ".join(f"${n}" for n in range(1, len(names) + 1))
+    near_id: int = await pipe.fetchval(
+        f"INSERT INTO {near}.contacts ({', '.join(names)}) VALUES ({marks}) RETURNING id",
+        *(values[n] for n in names))
+    await settle(pipe, far)
+    far_id = await far_of(pipe, near, "contacts", near_id)
+    assert far_id is not None
+    return near_id, far_id
+
+
 async def open_failures(pipe: Pipeline) -> list[tuple[str, str, str]]:
     rows = await pipe.fetch("SELECT source, record_id, reason FROM sync.failures"
                             " WHERE status = 'open' ORDER BY id")
@@ -336,11 +350,8 @@ async def test_deletes_do_not_propagate_and_a_change_brings_the_record_back(
     """SYNC-11: a far delete leaves the near record; the near record's next change
     creates it again in the far store, linked."""
     pipe, near, far = world
-    near_id = await pipe.fetchval(f"INSERT INTO {near}.contacts (last_name, email)"
-                                  " VALUES ('Kept', 'kept@x.com') RETURNING id")
-    await settle(pipe, far)
-    far_id = await far_of(pipe, near, "contacts", near_id)
-    assert far_id is not None
+    near_id, far_id = await linked_contact(pipe, near, far, last_name="Kept",
+                                           email="kept@x.com")
     await asyncio.sleep(0.3)  # a hosted CRM's poll has started its deletes' cursor
     await far.deletes("contacts", far_id)
     await settle(pipe, far)
@@ -357,11 +368,8 @@ async def test_deletes_do_not_propagate_and_a_change_brings_the_record_back(
 async def test_concurrent_edits_converge_per_field(world: World) -> None:
     """SYNC-15: edits of one pair on both sides converge per field, newest wins."""
     pipe, near, far = world
-    near_id = await pipe.fetchval(f"INSERT INTO {near}.contacts (last_name, phone, mobile)"
-                                  " VALUES ('C', 'p0', 'm0') RETURNING id")
-    await settle(pipe, far)
-    far_id = await far_of(pipe, near, "contacts", near_id)
-    assert far_id is not None
+    near_id, far_id = await linked_contact(pipe, near, far, last_name="C", phone="p0",
+                                           mobile="m0")
     await pipe.execute(f"UPDATE {near}.contacts SET phone = 'desk-phone' WHERE id = $1", near_id)
     await far.edits("contacts", far_id, {"mobile": "crm-mobile"})
     await asyncio.sleep(0.01)
@@ -389,11 +397,8 @@ async def test_a_far_record_touched_outside_the_mapping_still_takes_a_near_edit(
     comes), whether the far store's capture fetched the touched record before the
     write was refused or only after."""
     pipe, near, far = world
-    near_id = await pipe.fetchval(f"INSERT INTO {near}.contacts (first_name, last_name)"
-                                  " VALUES ('before', 'T') RETURNING id")
-    await settle(pipe, far)
-    far_id = await far_of(pipe, near, "contacts", near_id)
-    assert far_id is not None
+    near_id, far_id = await linked_contact(pipe, near, far, first_name="before",
+                                           last_name="T")
     await asyncio.sleep(0.01)  # the stores' clocks: milliseconds at Zoho's emulators
     await far.touches("contacts", far_id)
     if captured_first:
@@ -427,11 +432,7 @@ async def test_concurrent_edits_converge_whatever_their_interleaving(
     there is convergence, not newest-wins per field."""
     pipe, near, far = world
     name = f"P-{uuid.uuid4().hex[:8]}"  # the examples share the stores
-    near_id = await pipe.fetchval(f"INSERT INTO {near}.contacts (last_name) VALUES ($1)"
-                                  " RETURNING id", name)
-    await settle(pipe, far)
-    far_id = await far_of(pipe, near, "contacts", near_id)
-    assert far_id is not None
+    near_id, far_id = await linked_contact(pipe, near, far, last_name=name)
     made: dict[str, set[str]] = {f: set() for f in EDITED}
     newest: dict[str, str] = {}
     coalesced: set[str] = set()  # fields with a far edit captured with a later one

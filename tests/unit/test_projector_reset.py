@@ -155,6 +155,19 @@ class StopRaisesCancelled:
         raise asyncio.CancelledError
 
 
+async def run_for(seconds: float, **options: Any) -> None:
+    """Run a projector, with the consumers ``make_consumer`` gives, for ``seconds``: it
+    must still be running then, and end when asked to stop."""
+    projector = ConsumerLoop(pool=FakePool(), bootstrap="unused", topic="t",  # type: ignore[arg-type]
+                             group_id="g", projections=[], **options)
+    stop = asyncio.Event()
+    task = asyncio.create_task(projector.run(stop))
+    await asyncio.sleep(seconds)
+    assert not task.done(), task
+    stop.set()
+    await asyncio.wait_for(task, 5)
+
+
 async def test_a_consumer_whose_stop_raises_cancelled_is_replaced(monkeypatch: Any) -> None:
     """The watchdog replaces a stalled consumer even when its ``stop()`` raises
     CancelledError: the loop goes on with a new consumer (after a cluster outage the
@@ -163,14 +176,7 @@ async def test_a_consumer_whose_stop_raises_cancelled_is_replaced(monkeypatch: A
 
     StopRaisesCancelled.made = 0
     monkeypatch.setattr(module, "make_consumer", lambda *_a, **_k: StopRaisesCancelled())
-    projector = ConsumerLoop(pool=FakePool(), bootstrap="unused", topic="t",  # type: ignore[arg-type]
-                             group_id="g", projections=[], stall_after=0.1)
-    stop = asyncio.Event()
-    task = asyncio.create_task(projector.run(stop))
-    await asyncio.sleep(1.5)  # stalled after 0.1 s, replaced 1 s later
-    assert not task.done(), task
-    stop.set()
-    await asyncio.wait_for(task, 5)
+    await run_for(1.5, stall_after=0.1)  # stalled after 0.1 s, replaced 1 s later
     assert StopRaisesCancelled.made >= 2
 
 
@@ -199,14 +205,7 @@ async def test_a_cluster_with_no_broker_up_is_waited_for(monkeypatch: Any) -> No
         return None
 
     monkeypatch.setattr(module, "refusal", not_refused)
-    projector = ConsumerLoop(pool=FakePool(), bootstrap="unused", topic="t",  # type: ignore[arg-type]
-                             group_id="g", projections=[])
-    stop = asyncio.Event()
-    task = asyncio.create_task(projector.run(stop))
-    await asyncio.sleep(1.5)
-    assert not task.done(), task
-    stop.set()
-    await asyncio.wait_for(task, 5)
+    await run_for(1.5)
     assert StopRaisesCancelled.made >= 2
 
 
@@ -230,15 +229,8 @@ async def test_a_consumer_whose_fetch_hangs_is_replaced(monkeypatch: Any) -> Non
 
     StopRaisesCancelled.made = 0
     monkeypatch.setattr(module, "make_consumer", lambda *_a, **_k: FetchHangs())
-    projector = ConsumerLoop(pool=FakePool(), bootstrap="unused", topic="t",  # type: ignore[arg-type]
-                             group_id="g", projections=[], stall_after=0.2)
-    stop = asyncio.Event()
-    task = asyncio.create_task(projector.run(stop))
-    await asyncio.sleep(2.0)  # stuck 0.2 s, replaced 1 s later, stuck again
-    assert not task.done(), task
+    await run_for(2.0, stall_after=0.2)  # stuck 0.2 s, replaced 1 s later, stuck again
     assert StopRaisesCancelled.made >= 2
-    stop.set()
-    await asyncio.wait_for(task, 5)
 
 
 class NeverAssigned(StopRaisesCancelled):
@@ -264,11 +256,5 @@ async def test_a_start_that_never_returns_is_replaced(monkeypatch: Any) -> None:
 
     NeverAssigned.started = 0
     monkeypatch.setattr(module, "make_consumer", lambda *_a, **_k: NeverAssigned())
-    projector = ConsumerLoop(pool=FakePool(), bootstrap="unused", topic="t",  # type: ignore[arg-type]
-                             group_id="g", projections=[], stall_after=0.2)
-    stop = asyncio.Event()
-    task = asyncio.create_task(projector.run(stop))
-    await asyncio.sleep(1.8)  # stalled after 0.2 s, replaced 1 s later, stalled again
-    stop.set()
-    await asyncio.wait_for(task, 5)
+    await run_for(1.8, stall_after=0.2)  # stalled after 0.2 s, replaced 1 s later, again
     assert NeverAssigned.started >= 2
