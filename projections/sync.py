@@ -160,9 +160,14 @@ async def held_while_paused(conn: Conn, side: Side, module: str,
                             ids: Sequence[str]) -> set[str]:
     """Which of ``ids`` have a change logged but held in ``sync.deferred`` (sync paused,
     or catching up after a pause): applying it will decide their pairs again."""
+    # The queue drives, each of its rows finding its event by the log's key (OFFSET 0
+    # keeps the planner from flattening the lateral lookup into a join): the log has
+    # no index by record, and a plain join read all of it whenever the planner took
+    # the (usually empty, never analysed) queue for a large one.
     return {row["record_id"] for row in await conn.fetch(
-        "SELECT e.record_id FROM sync.deferred d JOIN syncd.event_log e ON e.seq = d.seq"
-        " WHERE e.source = $1 AND e.module = $2 AND e.record_id = ANY($3::text[])",
+        "SELECT e.record_id FROM sync.deferred d CROSS JOIN LATERAL ("
+        " SELECT record_id FROM syncd.event_log WHERE seq = d.seq AND source = $1"
+        " AND module = $2 AND record_id = ANY($3::text[]) OFFSET 0) e",
         side, module, list(ids))}
 
 
