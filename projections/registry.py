@@ -39,6 +39,7 @@ from projections.handshake_rebuild import rebuild as rebuild_handshake
 from projections.last_states import Rebuilt
 from projections.sales_signals import SalesSignalsProjection
 from projections.sales_signals import reset_stream as reset_signals_stream
+from projections.sales_signals_rebuild import rebuild as rebuild_signals
 from projections.sync import SyncProjection
 from projections.ticket_actions import TicketActionsProjection
 from projections.ticket_actions import rebuild as rebuild_ticket_actions
@@ -75,9 +76,10 @@ class ProjectionSpec:
     as the ledger is by the sync's)."""
     from_last_states: Callable[[Conn], Awaitable[Rebuilt]] | None = None
     """For ``events``: fill the emptied state tables from each record's last state in
-    the event log, set-based (or, for a projection that walks one module's events in
-    order, from that module's events alone), with the same result as feeding every event
-    to a fresh instance (which a replay from Kafka still does)."""
+    the event log, set-based (or, for a projection that walks events in order, from the
+    events it reads alone: one module's, or every event's time but only its modules'
+    payloads), with the same result as feeding every event to a fresh instance (which a
+    replay from Kafka still does)."""
     stream_tables: tuple[str, ...] = ()
     reset_stream: Callable[[Conn], Awaitable[None]] | None = None
     first_sync: tuple[tuple[Side, str], ...] = ()
@@ -147,7 +149,7 @@ SPECS: tuple[ProjectionSpec, ...] = (
                 "sales_signals.signals", "sales_signals.clock",
                 "sales_signals.waiting_threads"),
         stream_tables=("sales_signals.published",), reset_stream=reset_signals_stream,
-        rebuild="events"),
+        rebuild="events", from_last_states=rebuild_signals),
     ProjectionSpec(
         name="crm_view", order=1, make=lambda _config: CrmViewProjection(),
         tables=("crm_view.records",), rebuild="events", from_last_states=rebuild_crm_view,

@@ -173,8 +173,16 @@ class State:
         self.decided: set[uuid.UUID] = set()
         """Signal ids decided by this walk (a cause met twice signals once)."""
         self.tickets = {t.ticket_id: t for t in tickets}
-        self.people = {(p.kind, p.record_id): p for p in people}
-        self.deals = {deal_id: (contact, stage) for deal_id, contact, stage in deals}
+        self.people: dict[tuple[Kind, str], PersonState] = {}
+        self.deals: dict[str, tuple[str | None, str]] = {}
+        # Who holds each key and each contact's deals: an origin is looked up, not
+        # searched for (a rebuild holds every CRM person of the log here).
+        self._holders: dict[tuple[bool, str], set[tuple[Kind, str]]] = {}
+        self._stages: dict[str, dict[str, str]] = {}
+        for person in people:
+            self._hold(person)
+        for deal_id, contact, stage in deals:
+            self._deal(deal_id, contact, stage)
         self.gone_people: set[tuple[str, str]] = set()
         self.changed_people: set[tuple[Kind, str]] = set()
         self.gone_deals: set[str] = set()
@@ -184,10 +192,68 @@ class State:
         for thread in waiting:
             self.waiting.setdefault(thread.ticket_id, {})[thread.thread_id] = thread
         self.waiting_touched: set[str] = set()
-        """Tickets whose waiting threads changed (rewritten by ``_write_state``)."""
+        """Tickets whose waiting threads changed (rewritten by ``write_state``)."""
         self._due: list[tuple[dt.datetime, str]] = []
         for ticket in self.tickets.values():
             self._watch(ticket)
+
+    def _hold(self, person: PersonState) -> None:
+        key = (person.kind, person.record_id)
+        self._let_go(key)
+        self.people[key] = person
+        for email, keys in ((True, person.email_keys), (False, person.phone_keys)):
+            for found in keys:
+                self._holders.setdefault((email, found), set()).add(key)
+
+    def _let_go(self, key: tuple[Kind, str]) -> None:
+        person = self.people.pop(key, None)
+        if person is None:
+            return
+        for email, keys in ((True, person.email_keys), (False, person.phone_keys)):
+            for found in keys:
+                holders = self._holders[(email, found)]
+                holders.discard(key)
+                if not holders:
+                    del self._holders[(email, found)]
+
+    def _deal(self, deal_id: str, contact: str | None, stage: str | None) -> None:
+        """Sets a deal (``stage`` None: drops it)."""
+        before = self.deals.pop(deal_id, None)
+        if before is not None and before[0] is not None:
+            stages = self._stages[before[0]]
+            del stages[deal_id]
+            if not stages:
+                del self._stages[before[0]]
+        if stage is not None:
+            self.deals[deal_id] = (contact, stage)
+            if contact is not None:
+                self._stages.setdefault(contact, {})[deal_id] = stage
+
+    def put_person(self, person: PersonState) -> None:
+        key = (person.kind, person.record_id)
+        self._hold(person)
+        self.gone_people.discard(key)
+        self.changed_people.add(key)
+
+    def drop_person(self, key: tuple[Kind, str]) -> None:
+        self._let_go(key)
+        self.gone_people.add(key)
+        self.changed_people.discard(key)
+
+    def put_deal(self, deal_id: str, contact: str | None, stage: str) -> None:
+        self._deal(deal_id, contact, stage)
+        self.gone_deals.discard(deal_id)
+        self.changed_deals.add(deal_id)
+
+    def drop_deal(self, deal_id: str) -> None:
+        self._deal(deal_id, None, None)
+        self.gone_deals.add(deal_id)
+        self.changed_deals.discard(deal_id)
+
+    def move_clock(self, at: dt.datetime) -> None:
+        """The clock is the newest capture time of any event walked."""
+        if self.clock is None or at > self.clock:
+            self.clock = at
 
     def _watch(self, ticket: TicketState) -> None:
         if ticket.overdue_pending and ticket.due_at is not None:
@@ -217,17 +283,11 @@ class State:
         return [t for threads in self.waiting.values() for t in threads.values()]
 
     def origin_of(self, ticket: TicketState) -> Origin | None:
-        stages: dict[str, list[str]] = {}
-        for contact, stage in self.deals.values():
-            if contact is not None:
-                stages.setdefault(contact, []).append(stage)
-
         def held(key: str | None, email: bool) -> list[tuple[Kind, int]]:
             if key is None:
                 return []
-            return [(p.kind, record_standing(p.kind, stages.get(p.record_id, ())))
-                    for p in self.people.values()
-                    if key in (p.email_keys if email else p.phone_keys)]
+            return [(kind, record_standing(kind, self._stages.get(record_id, {}).values()))
+                    for kind, record_id in self._holders.get((email, key), ())]
 
         return origin(held(ticket.email_key, True), held(ticket.phone_key, False))
 
@@ -248,83 +308,91 @@ class State:
 def derive(state: State, events: Iterable[ChangeEvent]) -> list[SignalRow]:
     """The signals ``events`` cause, in order, changing ``state`` as they go."""
     signals: list[SignalRow] = []
-
-    def emit(kind: Signal, cause: str, ticket: TicketState, at: dt.datetime,
-             event_id: uuid.UUID | None) -> None:
-        came_from = state.origin_of(ticket)
-        sid = signal_id(kind, cause)
-        # One cause, one signal (``apply`` drops those of earlier batches).
-        if came_from is not None and sid not in state.decided:
-            state.decided.add(sid)
-            signals.append(SignalRow(sid, kind, ticket.ticket_id, ticket.department_id,
-                                     came_from, ticket.subject, at, event_id))
-
     for event in events:
-        if state.clock is None or event.captured_at > state.clock:
-            state.clock = event.captured_at
-        news = event.origin != "import" and is_live(event)
-        if event.source == "crm" and event.module in ("contacts", "leads"):
-            kind: Kind = "contact" if event.module == "contacts" else "lead"
-            person = person_change(kind, event.record_id, event.values, live=is_live(event),
-                                   at=event.captured_at)
-            if person.live:
-                state.people[(kind, event.record_id)] = PersonState(
-                    kind, event.record_id, person.email_keys, person.phone_keys)
-                state.gone_people.discard((kind, event.record_id))
-                state.changed_people.add((kind, event.record_id))
-            else:
-                state.people.pop((kind, event.record_id), None)
-                state.gone_people.add((kind, event.record_id))
-                state.changed_people.discard((kind, event.record_id))
-        elif event.source == "crm" and event.module == "deals":
-            deal = deal_change(event)
-            if deal.live:
-                state.deals[deal.deal_id] = (deal.contact_id, deal.stage)
-                state.gone_deals.discard(deal.deal_id)
-                state.changed_deals.add(deal.deal_id)
-            else:
-                state.deals.pop(deal.deal_id, None)
-                state.gone_deals.add(deal.deal_id)
-                state.changed_deals.discard(deal.deal_id)
-        elif event.source == "desk" and event.module == "tickets":
-            before = state.tickets.get(event.record_id)
-            ticket = ticket_state(event, before)
-            state.put_ticket(ticket)
-            if news and event.op == "create":
-                emit("new_ticket", event.record_id, ticket, event.captured_at, event.event_id)
-            if news and ticket.status_type == "Escalated" and (
-                    before is None or before.status_type != "Escalated"):
-                emit("escalated_ticket", str(event.event_id), ticket, event.captured_at,
-                     event.event_id)
-            if news and ticket.rating is not None and (
-                    before is None or before.rating != ticket.rating):
-                emit("new_rating", str(event.event_id), ticket, event.captured_at,
-                     event.event_id)
-            for waited in state.release(event.record_id):
-                if ticket.live:
-                    emit(waited.kind, waited.thread_id, ticket, waited.at, waited.event_id)
-        elif event.source == "desk" and event.module == "ticket_threads":
-            ticket_id = record_ref(event.values.get("ticket_id")) or ""
-            parent = state.tickets.get(ticket_id)
-            thread_kind = event.values.get("kind", "reply")
-            signal: Signal | None = None
-            if thread_kind == "comment":
-                signal = "new_comment"
-            elif thread_kind == "reply" and event.values.get("direction") == "in":
-                signal = "new_reply"
-            if not is_live(event):
-                state.forget(ticket_id, event.record_id)
-            elif news and event.op == "create" and signal is not None:
-                if parent is None:
-                    state.wait(WaitingThread(event.record_id, ticket_id, signal,
-                                             event.captured_at, event.event_id))
-                elif parent.live:
-                    emit(signal, event.record_id, parent, event.captured_at, event.event_id)
-        for ticket in state.overdue():
-            assert ticket.due_at is not None
-            emit("overdue_ticket", f"{ticket.ticket_id}@{ticket.due_at.isoformat()}", ticket,
-                 ticket.due_at, event.event_id)
+        state.move_clock(event.captured_at)
+        take(state, event, signals)
+        fire_overdue(state, event.event_id, signals)
     return signals
+
+
+def _emit(state: State, signals: list[SignalRow], kind: Signal, cause: str,
+          ticket: TicketState, at: dt.datetime, event_id: uuid.UUID | None) -> None:
+    came_from = state.origin_of(ticket)
+    sid = signal_id(kind, cause)
+    # One cause, one signal (``apply`` drops those of earlier batches).
+    if came_from is not None and sid not in state.decided:
+        state.decided.add(sid)
+        signals.append(SignalRow(sid, kind, ticket.ticket_id, ticket.department_id,
+                                 came_from, ticket.subject, at, event_id))
+
+
+def fire_overdue(state: State, event_id: uuid.UUID | None, signals: list[SignalRow]) -> None:
+    """The overdue signals of the clock as it stands, caused by the event that moved it."""
+    for ticket in state.overdue():
+        assert ticket.due_at is not None
+        _emit(state, signals, "overdue_ticket",
+              f"{ticket.ticket_id}@{ticket.due_at.isoformat()}", ticket, ticket.due_at,
+              event_id)
+
+
+def take(state: State, event: ChangeEvent, signals: list[SignalRow]) -> None:
+    """What one event changes of the state, and the signals it causes itself (the clock
+    is moved, and overdue signals fired, by the caller)."""
+    news = event.origin != "import" and is_live(event)
+    if event.source == "crm" and event.module in ("contacts", "leads"):
+        kind: Kind = "contact" if event.module == "contacts" else "lead"
+        person = person_change(kind, event.record_id, event.values, live=is_live(event),
+                               at=event.captured_at)
+        if person.live:
+            state.put_person(PersonState(kind, event.record_id, person.email_keys,
+                                         person.phone_keys))
+        else:
+            state.drop_person((kind, event.record_id))
+    elif event.source == "crm" and event.module == "deals":
+        deal = deal_change(event)
+        if deal.live:
+            state.put_deal(deal.deal_id, deal.contact_id, deal.stage)
+        else:
+            state.drop_deal(deal.deal_id)
+    elif event.source == "desk" and event.module == "tickets":
+        before = state.tickets.get(event.record_id)
+        ticket = ticket_state(event, before)
+        state.put_ticket(ticket)
+        if news and event.op == "create":
+            _emit(state, signals, "new_ticket", event.record_id, ticket, event.captured_at,
+                  event.event_id)
+        if news and ticket.status_type == "Escalated" and (
+                before is None or before.status_type != "Escalated"):
+            _emit(state, signals, "escalated_ticket", str(event.event_id), ticket,
+                  event.captured_at, event.event_id)
+        if news and ticket.rating is not None and (
+                before is None or before.rating != ticket.rating):
+            _emit(state, signals, "new_rating", str(event.event_id), ticket,
+                  event.captured_at, event.event_id)
+        for waited in state.release(event.record_id):
+            if ticket.live:
+                _emit(state, signals, waited.kind, waited.thread_id, ticket, waited.at,
+                      waited.event_id)
+    elif event.source == "desk" and event.module == "ticket_threads":
+        ticket_id = record_ref(event.values.get("ticket_id")) or ""
+        parent = state.tickets.get(ticket_id)
+        thread_kind = event.values.get("kind", "reply")
+        signal: Signal | None = None
+        if thread_kind == "comment":
+            signal = "new_comment"
+        elif thread_kind == "reply" and event.values.get("direction") == "in":
+            signal = "new_reply"
+        if not is_live(event):
+            state.forget(ticket_id, event.record_id)
+        elif news and event.op == "create" and signal is not None and ticket_id:
+            # (A thread naming no ticket waits for none: nothing would ever release it,
+            # and a batch's state reads only the waiting threads of the tickets it names.)
+            if parent is None:
+                state.wait(WaitingThread(event.record_id, ticket_id, signal,
+                                         event.captured_at, event.event_id))
+            elif parent.live:
+                _emit(state, signals, signal, event.record_id, parent, event.captured_at,
+                      event.event_id)
 
 
 def ticket_ids(events: Iterable[ChangeEvent]) -> set[str]:
@@ -367,24 +435,30 @@ class SalesSignalsProjection:
                 "SELECT id FROM sales_signals.signals WHERE id = ANY($1::uuid[])",
                 [s.id for s in signals])}
             signals = [s for s in signals if s.id not in known]
-        last_seq: int = clock["last_seq"]
-        await _write_state(conn, state)
-        if signals:
-            await conn.execute(
-                "INSERT INTO sales_signals.signals (seq, id, kind, ticket_id, department_id,"
-                " origin, subject, at, event_id)"
-                " SELECT * FROM unnest($1::bigint[], $2::uuid[], $3::text[], $4::text[],"
-                "  $5::text[], $6::text[], $7::text[], $8::timestamptz[], $9::uuid[])",
-                list(range(last_seq + 1, last_seq + 1 + len(signals))),
-                [s.id for s in signals], [s.kind for s in signals],
-                [s.ticket_id for s in signals], [s.department_id for s in signals],
-                [s.origin for s in signals], [s.subject for s in signals],
-                [s.at for s in signals], [s.event_id for s in signals])
-            last_seq += len(signals)
-            await conn.execute("SELECT pg_notify($1, $2)", NOTIFY_CHANNEL, str(last_seq))
+        await write_state(conn, state)
+        last_seq = await write_signals(conn, signals, after=clock["last_seq"])
         await conn.execute("UPDATE sales_signals.clock SET at = $1, last_seq = $2",
                            state.clock, last_seq)
         return NOTHING_TO_REPORT
+
+
+async def write_signals(conn: Conn, signals: Sequence[SignalRow], *, after: int) -> int:
+    """Append ``signals`` numbered from ``after + 1`` and wake the stream; the last seq."""
+    if not signals:
+        return after
+    await conn.execute(
+        "INSERT INTO sales_signals.signals (seq, id, kind, ticket_id, department_id,"
+        " origin, subject, at, event_id)"
+        " SELECT * FROM unnest($1::bigint[], $2::uuid[], $3::text[], $4::text[],"
+        "  $5::text[], $6::text[], $7::text[], $8::timestamptz[], $9::uuid[])",
+        list(range(after + 1, after + 1 + len(signals))),
+        [s.id for s in signals], [s.kind for s in signals],
+        [s.ticket_id for s in signals], [s.department_id for s in signals],
+        [s.origin for s in signals], [s.subject for s in signals],
+        [s.at for s in signals], [s.event_id for s in signals])
+    last_seq = after + len(signals)
+    await conn.execute("SELECT pg_notify($1, $2)", NOTIFY_CHANNEL, str(last_seq))
+    return last_seq
 
 
 _TICKET_COLUMNS = ("ticket_id, live, status_type, department_id, subject, email_key,"
@@ -449,7 +523,9 @@ async def _load(conn: Conn, batch: list[ChangeEvent], *, clock: dt.datetime | No
         deals=[(r["deal_id"], r["contact_id"], r["stage"]) for r in deals])
 
 
-async def _write_state(conn: Conn, state: State) -> None:
+async def write_state(conn: Conn, state: State) -> None:
+    """What ``state`` changed: the tickets it touched, the waiting threads, people and
+    deals it put or dropped."""
     tickets = sorted((state.tickets[t] for t in state.touched), key=lambda t: t.ticket_id)
     if tickets:
         await conn.execute(

@@ -1,0 +1,81 @@
+"""The sales signals rebuilt in one walk of the log, decoding only what they read
+(issue 19).
+
+Why: the signals are decided in log order by design (each origin as of its event, the
+overdue clock moved by every event, sequence numbers without gaps), so unlike the
+board they are not a function of each record's last state. But of most events they
+read nothing except the time: an event of a module they do not follow (desk contacts,
+accounts, the CRM's notes…) only moves the clock, and may fire overdue signals. Feeding
+every event to the live projection decoded every payload and, chunk by chunk, read the
+state its chunk could touch and wrote it back. Here:
+
+1. **One walk, in memory.** The log is read in ``seq`` order, the payload only of the
+   modules ``sales_signals.take`` reads (``_SIGNAL_MODULES``); every other event is its
+   capture time and id, a tick of the clock (``State.move_clock``, then
+   ``fire_overdue``, the live projection's own steps), skipped outright when it does
+   not move the clock (then nothing can fire). One ``State`` holds every ticket,
+   person and deal; no rule is written a second time.
+2. **Written once.** The state the walk leaves (``write_state``), its signals numbered
+   from 1 (``write_signals``) and the clock row, into the tables the caller emptied.
+
+The result is the per-event rebuild's (``tests/integration/test_sales_signals_rebuild.py``
+compares them on generated logs), with one difference in a corner: a logged event that
+no longer decodes (logged under older rules) is skipped by the per-event path
+entirely, while here, when the signals do not read its module, its logged capture time
+still moves the clock, as it did when the live projection applied it.
+
+It runs inside the caller's transaction, which holds the projector's apply lock
+(``projections.replay.rebuild_from_events``), so the log does not grow meanwhile.
+"""
+
+from __future__ import annotations
+
+from projections.db import Conn
+from projections.events import InvalidEvent, decode_event
+from projections.last_states import Rebuilt
+from projections.sales_signals import (
+    SignalRow,
+    State,
+    fire_overdue,
+    take,
+    write_signals,
+    write_state,
+)
+
+_SIGNAL_MODULES = ("(source = 'crm' AND module IN ('contacts', 'leads', 'deals'))"
+                   " OR (source = 'desk' AND module IN ('tickets', 'ticket_threads'))")
+"""What ``take`` reads; of every other event only its time counts."""
+
+_WALK = ("SELECT seq, captured_at, event_id, CASE WHEN " + _SIGNAL_MODULES
+         + " THEN payload::text END AS payload FROM syncd.event_log"
+         " WHERE seq > $1 ORDER BY seq LIMIT $2")
+
+
+async def rebuild(conn: Conn, *, chunk: int = 20_000) -> Rebuilt:
+    """The signals' tables from one walk of the event log (emptied by the caller)."""
+    state = State()
+    signals: list[SignalRow] = []
+    after, walked, bad = 0, 0, 0
+    while rows := await conn.fetch(_WALK, after, chunk):
+        for row in rows:
+            payload = row["payload"]
+            if payload is None:  # a tick: only the event's time counts
+                if state.clock is None or row["captured_at"] > state.clock:
+                    state.clock = row["captured_at"]
+                    fire_overdue(state, row["event_id"], signals)
+                continue
+            try:
+                event = decode_event(payload.encode())
+            except InvalidEvent:
+                bad += 1  # skipped, as the per-event path skips it
+                continue
+            state.move_clock(event.captured_at)
+            take(state, event, signals)
+            fire_overdue(state, event.event_id, signals)
+        after, walked = rows[-1]["seq"], walked + len(rows)
+    if walked:
+        await write_state(conn, state)
+        last_seq = await write_signals(conn, signals, after=0)
+        await conn.execute("INSERT INTO sales_signals.clock (one, at, last_seq)"
+                           " VALUES (true, $1, $2)", state.clock, last_seq)
+    return Rebuilt(walked, bad, unit="events (the signals' modules decoded)")
