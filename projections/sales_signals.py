@@ -497,10 +497,15 @@ async def _load(conn: Conn, batch: list[ChangeEvent], *, clock: dt.datetime | No
         phone_key(e.values.get("requester_phone")) for e in batch if e.module == "tickets"}
     changed = sorted({("contact" if e.module == "contacts" else "lead", e.record_id)
                       for e in batch if e.source == "crm" and e.module in ("contacts", "leads")})
+    # Three lookups, each by its index (one OR of the three read the whole table).
     people = await conn.fetch(
         "SELECT kind, record_id, email_keys, phone_keys FROM sales_signals.people"
-        " WHERE email_keys && $1::text[] OR phone_keys && $2::text[]"
-        " OR (kind, record_id) IN (SELECT * FROM unnest($3::text[], $4::text[]))",
+        " WHERE email_keys && $1::text[]"
+        " UNION SELECT kind, record_id, email_keys, phone_keys FROM sales_signals.people"
+        " WHERE phone_keys && $2::text[]"
+        " UNION SELECT p.kind, p.record_id, p.email_keys, p.phone_keys"
+        " FROM sales_signals.people p JOIN unnest($3::text[], $4::text[]) AS c(kind, record_id)"
+        " ON p.kind = c.kind AND p.record_id = c.record_id",
         sorted(k for k in emails if k), sorted(k for k in phones if k),
         [kind for kind, _ in changed], [rid for _, rid in changed])
     contacts = sorted({r["record_id"] for r in people if r["kind"] == "contact"}

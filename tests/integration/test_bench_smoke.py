@@ -52,3 +52,7 @@ def test_bench_all_scenarios_tiny(pg_server_dsn: str, kafka_bootstrap: str) -> N
     initial = report["scenarios"]["initial"]
     assert initial["linked_ok"] and initial["memory"]["peak_rss_mib"] > 0
     assert report["scenarios"]["capture"]["raw"]["full_per_s"] > 0
+    replay = report["scenarios"]["replay"]  # each way of rebuilding finds nothing to change
+    assert replay["handshake_changes"] == replay["per_event_handshake_changes"] == 0
+    assert replay["projections"]["signals"]["changes"] == 0
+    assert replay["per_event_signals_changes"] == 0 and replay["per_event_events_per_s"] > 0
