@@ -68,8 +68,11 @@ def render(report: dict[str, Any]) -> str:
 @click.option("-v", "--verbose", is_flag=True,
               help="Log at the configured level; otherwise warnings and errors only"
                    " (unless SYNCD_LOG_LEVEL=debug).")
-@click.option("--scenario", type=click.Choice([*SCENARIOS, PEER, "all"]), default="all",
-              show_default=True, help="Which scenario to run.")
+@click.option("--scenario", "chosen", type=click.Choice([*SCENARIOS, PEER, "all"]),
+              multiple=True, default=("all",), show_default=True,
+              help="Which scenario to run; repeat it for several (they run in the order"
+                   " of `all`: `--scenario steady --scenario replay` rebuilds the log that"
+                   " steady timed).")
 @click.option("--peer/--no-peer", "with_peer", default=True, show_default=True,
               help="Whether `--scenario all` includes the peer sink (Kafka Connect with"
                    " Debezium's JDBC sink on a real Kafka cluster; needs Java and Maven).")
@@ -80,8 +83,9 @@ def render(report: dict[str, Any]) -> str:
               help="Seconds of the latency run (default 60, less for tiny --records).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object with every figure.")
 @click.pass_context
-def bench(ctx: click.Context, config_file: Path | None, verbose: bool, scenario: str,
-          records: int, duration: float | None, as_json: bool, with_peer: bool) -> None:
+def bench(ctx: click.Context, config_file: Path | None, verbose: bool,
+          chosen: tuple[str, ...], records: int, duration: float | None, as_json: bool,
+          with_peer: bool) -> None:
     """Measure throughput and latency on generated data, against the raw limit.
 
     Runs on the embedded services (in a temporary directory) unless SYNCD_DATABASE_URL
@@ -97,8 +101,9 @@ def bench(ctx: click.Context, config_file: Path | None, verbose: bool, scenario:
         configure_logging(level=settings.log_level, fmt=settings.log_format)
     else:
         configure_logging(level="warning", fmt=settings.log_format)
-    scenarios = ([*SCENARIOS, *([PEER] if with_peer else [])] if scenario == "all"
-                 else [scenario])
+    every = [*SCENARIOS, *([PEER] if with_peer else [])]
+    scenarios = every if "all" in chosen else [name for name in [*SCENARIOS, PEER]
+                                                if name in chosen]
 
     async def main() -> dict[str, Any]:
         # SIGTERM / Ctrl-C cancel the run, so that the embedded services are stopped.
