@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import datetime as dt
 import heapq
+import json
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, fields, replace
@@ -567,12 +568,20 @@ async def write_state(conn: Conn, state: State) -> None:
             [kind for kind, _ in gone], [rid for _, rid in gone])
     people = [state.people[key] for key in sorted(state.changed_people)]
     if people:
-        # Key arrays differ in length (unnest cannot take an array of them): one row each.
-        await conn.executemany(
+        # Key arrays differ in length, which one array of them cannot hold: each is
+        # passed as a JSON array (one statement for the batch, not one a person).
+        await conn.execute(
             "INSERT INTO sales_signals.people (kind, record_id, email_keys, phone_keys)"
-            " VALUES ($1, $2, $3, $4) ON CONFLICT (kind, record_id) DO UPDATE"
+            " SELECT kind, record_id,"
+            "  ARRAY(SELECT jsonb_array_elements_text(emails)),"
+            "  ARRAY(SELECT jsonb_array_elements_text(phones))"
+            " FROM unnest($1::text[], $2::text[], $3::jsonb[], $4::jsonb[])"
+            "  AS p(kind, record_id, emails, phones)"
+            " ON CONFLICT (kind, record_id) DO UPDATE"
             " SET email_keys = EXCLUDED.email_keys, phone_keys = EXCLUDED.phone_keys",
-            [(p.kind, p.record_id, list(p.email_keys), list(p.phone_keys)) for p in people])
+            [p.kind for p in people], [p.record_id for p in people],
+            [json.dumps(p.email_keys) for p in people],
+            [json.dumps(p.phone_keys) for p in people])
     if state.gone_deals:
         await conn.execute("DELETE FROM sales_signals.deals WHERE deal_id = ANY($1::text[])",
                            sorted(state.gone_deals))
