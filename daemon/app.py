@@ -63,14 +63,17 @@ T = TypeVar("T")
 
 async def create_pool(dsn: str, *, max_size: int = 10,
                       idle_in_transaction_timeout: float = 20.0,
-                      connect: bool = True) -> asyncpg.Pool:
+                      connect: bool = True,
+                      init: Callable[[asyncpg.Connection], Awaitable[None]] | None = None
+                      ) -> asyncpg.Pool:
     """The daemon's asyncpg pool. ``connect=False``: open no connection yet (each
-    ``acquire`` connects as needed), so the pool exists while the database is away."""
+    ``acquire`` connects as needed), so the pool exists while the database is away.
+    ``init`` is run on each new connection (the benchmark's statement timings)."""
     # A process frozen in the middle of a batch (SIGSTOP, a stuck host) would keep its
     # row locks for ever and block the replica that took over: PostgreSQL ends such a
     # session instead, and the frozen process finds its batch gone when it wakes.
     pool = await asyncpg.create_pool(dsn, min_size=1 if connect else 0, max_size=max_size,
-                                     command_timeout=60,
+                                     command_timeout=60, init=cast(Any, init),
                                      server_settings={
                                          "jit": "off", "timezone": "UTC",
                                          "idle_in_transaction_session_timeout":

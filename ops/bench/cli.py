@@ -58,6 +58,11 @@ def render(report: dict[str, Any]) -> str:
     header = (f"ops.bench: --records {report['records']} on {machine['cores']} cores"
               f" ({machine['cpu']}), load {report['load_before']} -> {report['load_after']}")
     table = tabulate(rows, headers=["scenario", "figure", "value", "target", "met", "detail"])
+    statements = report["scenarios"].get("steady", {}).get("statements")
+    if statements:
+        table += "\n\nsteady: where the projector's statements spent their time\n" + tabulate(
+            [[s["seconds"], s["calls"], s["ms_each"], s["statement"][:110]] for s in statements],
+            headers=["seconds", "calls", "ms each", "statement"])
     return f"{header}\n{table}"
 
 
@@ -81,11 +86,14 @@ def render(report: dict[str, Any]) -> str:
               "contacts (initial); the other sizes follow (see ops/bench/README.md).")
 @click.option("--duration", type=click.FloatRange(1, 3600), default=None,
               help="Seconds of the latency run (default 60, less for tiny --records).")
+@click.option("--statements", type=click.IntRange(0, 1000), default=0,
+              help="Report the N statements the steady scenario's projector spent most"
+                   " time in (calls, seconds; asyncpg's query logger). 0: none.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object with every figure.")
 @click.pass_context
 def bench(ctx: click.Context, config_file: Path | None, verbose: bool,
-          chosen: tuple[str, ...], records: int, duration: float | None, as_json: bool,
-          with_peer: bool) -> None:
+          chosen: tuple[str, ...], records: int, duration: float | None, statements: int,
+          as_json: bool, with_peer: bool) -> None:
     """Measure throughput and latency on generated data, against the raw limit.
 
     Runs on the embedded services (in a temporary directory) unless SYNCD_DATABASE_URL
@@ -112,7 +120,8 @@ def bench(ctx: click.Context, config_file: Path | None, verbose: bool,
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, task.cancel)
-        return await run_bench(settings, scenarios, records, duration=duration)
+        return await run_bench(settings, scenarios, records, duration=duration,
+                               statements=statements)
 
     report = asyncio.run(main())
     click.echo(json.dumps(report, default=str) if as_json else render(report))

@@ -85,6 +85,7 @@ class Env:
     databases: list[str] = field(default_factory=list)
     cpu: wl.CpuMeter = field(default_factory=wl.CpuMeter)
     keep_steady: bool = False  # replay runs next: keep steady's database (its event log)
+    statements: wl.StatementTimes | None = None  # --statements: steady's top statements
     kept: dict[str, str] = field(default_factory=dict)
 
     def find_processes(self) -> None:
@@ -206,7 +207,8 @@ class Product:
 
     async def open(self) -> asyncpg.Pool:
         await ensure_topics(self.env.bootstrap, [self.topic], partitions=self.env.partitions)
-        self.pool = await create_pool(self.dsn)
+        timed = self.env.statements
+        self.pool = await create_pool(self.dsn, init=timed.attach if timed else None)
         return self.pool
 
     def _build(self, group: str = "bench", **hooks: Any) -> Pipeline:
@@ -412,10 +414,14 @@ async def steady(env: Env, records: int) -> Result:
         result["raw"] = raw.as_dict()
 
         _say(f"steady: projector applying {events} events")
+        if env.statements is not None:
+            env.statements.reset()  # the projector's statements only
         began = await product.start_projector(f"{prefix}-steady")
         cpu = env.cpu.read()
         ended = await product.wait_applied(events, timeout=max(600, events / 200))
         result["cpu_us_per_event"] = wl.CpuMeter.per_event(cpu, env.cpu.read(), events)
+        if env.statements is not None:
+            result["statements"] = env.statements.top()
         seconds = ended - began
         progress = list(product.probe.progress)
         await product.stop_projector()
@@ -1111,7 +1117,7 @@ def machine() -> Result:
 
 
 async def run_bench(settings: Settings, scenarios: Sequence[str], records: int, *,
-                    duration: float | None = None) -> Result:
+                    duration: float | None = None, statements: int = 0) -> Result:
     report: Result = {"command": "python -m ops.bench " + shlex.join(sys.argv[1:])
                       if sys.argv else "",
                       "records": records, "machine": machine(),
@@ -1119,6 +1125,7 @@ async def run_bench(settings: Settings, scenarios: Sequence[str], records: int, 
                       "load_before": _load(), "scenarios": {}}
     async with open_env(settings) as env:
         env.keep_steady = "steady" in scenarios and "replay" in scenarios
+        env.statements = wl.StatementTimes(statements) if statements else None
         report["machine"]["postgres"] = await _postgres_version(env)
         report["embedded"] = {"postgres": settings.database_url is None,
                               "broker": settings.kafka_bootstrap is None}

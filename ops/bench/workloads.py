@@ -124,6 +124,34 @@ def _children(pid: int) -> list[int]:
     return found
 
 
+class StatementTimes:
+    """Where the database time of a phase goes: each statement's calls and seconds, by its
+    text (asyncpg's query logger, so client-side time: the round trip included; COPY is
+    not a logged query). Attached to the connections of the product's pool."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.by_text: dict[str, list[float]] = {}
+
+    async def attach(self, conn: asyncpg.Connection) -> None:
+        conn.add_query_logger(self.record)
+
+    def record(self, query: Any) -> None:
+        entry = self.by_text.setdefault(" ".join(query.query.split()), [0, 0.0])
+        entry[0] += 1
+        entry[1] += query.elapsed
+
+    def reset(self) -> None:
+        self.by_text.clear()
+
+    def top(self) -> list[dict[str, Any]]:
+        """The ``limit`` statements that took the most time, most first."""
+        ranked = sorted(self.by_text.items(), key=lambda item: -item[1][1])[:self.limit]
+        return [{"seconds": round(total, 2), "calls": int(calls),
+                 "ms_each": round(total / calls * 1000, 2), "statement": text[:300]}
+                for text, (calls, total) in ranked]
+
+
 @dataclass
 class CpuMeter:
     """CPU seconds used by this process, the embedded PostgreSQL (postmaster, its live
