@@ -251,10 +251,12 @@ class State:
         self.gone_deals.add(deal_id)
         self.changed_deals.discard(deal_id)
 
-    def move_clock(self, at: dt.datetime) -> None:
-        """The clock is the newest capture time of any event walked."""
+    def move_clock(self, at: dt.datetime) -> bool:
+        """The clock is the newest capture time of any event walked; whether it moved."""
         if self.clock is None or at > self.clock:
             self.clock = at
+            return True
+        return False
 
     def _watch(self, ticket: TicketState) -> None:
         if ticket.overdue_pending and ticket.due_at is not None:
@@ -334,6 +336,11 @@ def fire_overdue(state: State, event_id: uuid.UUID | None, signals: list[SignalR
         _emit(state, signals, "overdue_ticket",
               f"{ticket.ticket_id}@{ticket.due_at.isoformat()}", ticket, ticket.due_at,
               event_id)
+
+
+MODULES_READ = (("crm", "contacts"), ("crm", "leads"), ("crm", "deals"),
+                ("desk", "tickets"), ("desk", "ticket_threads"))
+"""The modules ``take`` reads; of every other event only its time counts (the clock)."""
 
 
 def take(state: State, event: ChangeEvent, signals: list[SignalRow]) -> None:

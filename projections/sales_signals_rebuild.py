@@ -10,7 +10,7 @@ every event to the live projection decoded every payload and, chunk by chunk, re
 state its chunk could touch and wrote it back. Here:
 
 1. **One walk, in memory.** The log is read in ``seq`` order, the payload only of the
-   modules ``sales_signals.take`` reads (``_SIGNAL_MODULES``); every other event is its
+   modules ``sales_signals.take`` reads (``MODULES_READ``); every other event is its
    capture time and id, a tick of the clock (``State.move_clock``, then
    ``fire_overdue``, the live projection's own steps), skipped outright when it does
    not move the clock (then nothing can fire). One ``State`` holds every ticket,
@@ -34,6 +34,7 @@ from projections.db import Conn
 from projections.events import InvalidEvent, decode_event
 from projections.last_states import Rebuilt
 from projections.sales_signals import (
+    MODULES_READ,
     SignalRow,
     State,
     fire_overdue,
@@ -42,9 +43,8 @@ from projections.sales_signals import (
     write_state,
 )
 
-_SIGNAL_MODULES = ("(source = 'crm' AND module IN ('contacts', 'leads', 'deals'))"
-                   " OR (source = 'desk' AND module IN ('tickets', 'ticket_threads'))")
-"""What ``take`` reads; of every other event only its time counts."""
+_SIGNAL_MODULES = " OR ".join(f"(source = '{source}' AND module = '{module}')"
+                              for source, module in MODULES_READ)
 
 _WALK = ("SELECT seq, captured_at, event_id, CASE WHEN " + _SIGNAL_MODULES
          + " THEN payload::text END AS payload FROM syncd.event_log"
@@ -60,8 +60,7 @@ async def rebuild(conn: Conn, *, chunk: int = 20_000) -> Rebuilt:
         for row in rows:
             payload = row["payload"]
             if payload is None:  # a tick: only the event's time counts
-                if state.clock is None or row["captured_at"] > state.clock:
-                    state.clock = row["captured_at"]
+                if state.move_clock(row["captured_at"]):  # else nothing can fire
                     fire_overdue(state, row["event_id"], signals)
                 continue
             try:
