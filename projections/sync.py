@@ -69,6 +69,22 @@ from projections.sync_plan import (
     match_keys,
 )
 
+# The links of a batch's records, locked in one statement in link_id order (the lock
+# node sits above the sort). The ids are found first, each side's through its own
+# index, into one array (an init plan, evaluated once): a row locked by another batch
+# is then rechecked, once that batch commits, against the array alone. Joined to the
+# lookup instead, a row another batch had just updated was dropped from the result
+# (its pair then looked unlinked: a delete of it was not recorded on the link).
+_LOCK_LINKS = """
+SELECT * FROM sync.links WHERE link_id = ANY(ARRAY(
+    SELECT k.link_id FROM unnest($1::text[], $2::text[], $3::text[]) AS w(module, side, id)
+    JOIN sync.links k ON k.module = w.module AND k.desk_id = w.id WHERE w.side = 'desk'
+    UNION ALL
+    SELECT k.link_id FROM unnest($1::text[], $2::text[], $3::text[]) AS w(module, side, id)
+    JOIN sync.links k ON k.module = w.module AND k.crm_id = w.id WHERE w.side = 'crm'))
+ORDER BY link_id FOR UPDATE
+"""
+
 
 @dataclass(frozen=True, slots=True)
 class Drained:
@@ -219,16 +235,20 @@ class _Batch(Planner):
             ids.add(e.record_id)
             if isinstance(key := e.values.get(SYNC_KEY_FIELD), str) and is_placeholder(key):
                 ids.add(key)  # a deferred store's record the sync created, linked under it
-        for (module, side), ids in sorted(wanted.items()):
-            await self._read_links(module, side, sorted(ids))
+        await self._read_links([(module, side, record_id)
+                                for (module, side), ids in sorted(wanted.items())
+                                for record_id in sorted(ids)])
 
-    async def _read_links(self, module: str, side: Side, ids: list[str]) -> None:
-        # Row locks: two replicas never write the same pair at once (OWN-05).
-        rows = await self.conn.fetch(
-            f"SELECT * FROM sync.links WHERE module = $1 AND {side}_id = ANY($2::text[])"
-            " ORDER BY link_id FOR UPDATE",
-            module, ids,
-        )
+    async def _read_links(self, records: list[tuple[str, Side, str]]) -> None:
+        """Read and lock the links of ``records`` (module, side, id): all in one statement,
+        in ``link_id`` order. Row locks: two replicas never write the same pair at once
+        (OWN-05). One statement, because a pair's desk and CRM records are on different
+        partitions: two batches locking by side in turn (one statement a side) each
+        took one side's rows of the other's pairs first, and deadlocked."""
+        if not records:
+            return
+        modules, sides, ids = (list(column) for column in zip(*records, strict=True))
+        rows = await self.conn.fetch(_LOCK_LINKS, modules, sides, ids)
         for row in rows:
             self._remember(self._link_from_row(row))
 
@@ -266,9 +286,9 @@ class _Batch(Planner):
         found = await self.stores[side].find(module, keys,
                                              secondary=self.cfg.match_secondary_email)
         if found:
-            await self._read_links(module, side, sorted(
-                {item.id for item in found} | {key for item in found if isinstance(
-                    key := item.values.get(SYNC_KEY_FIELD), str) and is_placeholder(key)}))
+            ids = {item.id for item in found} | {key for item in found if isinstance(
+                key := item.values.get(SYNC_KEY_FIELD), str) and is_placeholder(key)}
+            await self._read_links([(module, side, record_id) for record_id in sorted(ids)])
         for item in found:
             # A record the sync created whose link still names its placeholder (its
             # landing is on its way) is that linked record, not a free candidate.
@@ -422,11 +442,9 @@ class _Batch(Planner):
         # and waiting for REFS_LOCK deadlocks with this one. PostgreSQL detects it and
         # the consumer reads the rolled-back batch again, as for any conflicted batch;
         # it takes two replicas (or the resume drain) and a new account link at once.
-        for side in ("desk", "crm"):
-            ids = sorted({r["contact_id"] for r in rows if r["side"] == side}
-                         - {i for (m, s, i) in self.links if m == "contacts" and s == side})
-            if ids:
-                await self._read_links("contacts", side, ids)
+        await self._read_links(sorted(
+            {("contacts", r["side"], r["contact_id"]) for r in rows}
+            - {key for key in self.links if key[0] == "contacts"}))
         for row in rows:
             waiting: Side = row["side"]
             link = self.links.get(("contacts", waiting, row["contact_id"]))

@@ -484,6 +484,9 @@ async def _steady_checks(conn: Any, base_pairs: int, stream: wl.SteadyStream) ->
         "links_expected": base_pairs + stream.counts["create"],
         "failures_open": await conn.fetchval(
             "SELECT count(*) FROM sync.failures WHERE status = 'open'"),
+        "failures_open_by_reason": {row["reason"]: row["n"] for row in await conn.fetch(
+            "SELECT reason, count(*) AS n FROM sync.failures WHERE status = 'open'"
+            " GROUP BY reason ORDER BY reason")},
         "history_total": await conn.fetchval(
             "SELECT coalesce(sum(added + updated + failed), 0) FROM sync.history"),
         "pairs_disagreeing": await conn.fetchval(
