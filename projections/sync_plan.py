@@ -151,6 +151,10 @@ class BatchResult:
         return ProjectionReport(tuple(self.problems)) if self.problems else NOTHING_TO_REPORT
 
 
+MATCHED_MODULES = frozenset({"contacts", "accounts"})
+"""The modules whose records are matched by key (``match_keys``)."""
+
+
 def match_keys(module: str, values: dict[str, Any], *, secondary: bool) -> list[str]:
     """The normalised keys a record can be matched on, primary first."""
     if module == "contacts":
@@ -189,7 +193,9 @@ class Planner:
         self.replay = replay
         self.links: dict[tuple[str, Side, str], Link] = {}
         self.candidates: dict[tuple[str, Side, str], list[Candidate]] = {}
-        self.claimed_keys: set[tuple[str, Side, str]] = set()
+        # Who holds each match key as this batch's writes leave the records (``_holders``):
+        # per (module, side, key), the links whose planned write on that side holds it.
+        self.planned_keys: dict[tuple[str, Side, str], dict[int, Link]] = {}
         self.writes: dict[tuple[str, Side, int], Write] = {}
         self.outcomes: list[Outcome] = []
         self.result = BatchResult()
@@ -420,17 +426,12 @@ class Planner:
         found: dict[str, Candidate] = {}
         rivals: set[str] = set()
         for key in keys:
-            if (event.module, target, key) in self.claimed_keys:
-                self._fail(event, REASON_ALREADY_MAPPED, f"match key {key!r} is taken")
-                return None
-            for cand in self.candidates.get((event.module, target, key), []):
-                found.setdefault(cand.record_id, cand)
+            found = self._holders(event.module, target, key)
             if found:
                 # Others on this side holding the key claim the same candidate: which
                 # of them it belongs to would be a guess (SYNC-06), and one decided by
                 # the order of arrival or the batching.
-                rivals = {c.record_id for c in self.candidates.get((event.module, source, key), [])
-                          if c.record_id != event.record_id}
+                rivals = set(self._holders(event.module, source, key)) - {event.record_id}
                 break  # the primary key decides when it matches anything
         link = Link(module=event.module, desk_id=None, crm_id=None, state={},
                     linked_at=event.modified_at, updated_at=event.modified_at)
@@ -439,14 +440,14 @@ class Planner:
             self._fail(event, REASON_AMBIGUOUS,
                        f"{len(found)} {target} records match: {sorted(found)[:5]}")
             return None
-        if found and rivals and (event.module, target, next(iter(found))) not in self.links:
+        if found and rivals and not self._linked(event.module, target, next(iter(found))):
             self._fail(event, REASON_AMBIGUOUS,
                        f"{target} record {next(iter(found))} also matches {source} records"
                        f" {sorted(rivals)[:5]}")
             return None
         if found:
             (cand,) = found.values()
-            if (event.module, target, cand.record_id) in self.links:
+            if self._linked(event.module, target, cand.record_id):
                 self._fail(event, REASON_ALREADY_MAPPED,
                            f"{target} record {cand.record_id} is linked to another record")
                 return None
@@ -465,26 +466,53 @@ class Planner:
                 pair = next(p for p in mapping.pairs if p.crm_field.name == "email")
                 stamp = max(newest(link.state), micros(event.modified_at)) + 1
                 offer(link.state, pair.key, crm_values.get("email"), stamp, "crm")
-        for key in keys:
-            self.claimed_keys.add((event.module, target, key))
         self._remember(link)
         return link
 
+    def _holders(self, module: str, side: Side, key: str) -> dict[str, Candidate]:
+        """The records of ``side`` holding match key ``key`` as the batch's decisions so
+        far leave them, by record id: those the batch loaded, less those a planned write
+        takes the key from, with those a planned write gives it to (a twin not yet
+        created is named ``new:`` and its link). As one batch of one event each would
+        find them in the store, each after the writes of those before: so an outcome
+        does not hang on where the batches are cut (a pair matched on its primary
+        e-mail, whose merge leaves a record without its old secondary one, frees that
+        key for a later record of the same batch)."""
+        out: dict[str, Candidate] = {}
+        for cand in self.candidates.get((module, side, key), []):
+            link = self.links.get((module, side, cand.record_id))
+            write = None if link is None else self.writes.get((module, side, id(link)))
+            if write is None or key in self._write_keys(write):
+                out.setdefault(cand.record_id, cand)
+        for link in self.planned_keys.get((module, side, key), {}).values():
+            record_id = link.id_on(side) or f"new:{id(link)}"
+            if record_id not in out:
+                write = self.writes[(module, side, id(link))]
+                out[record_id] = Candidate(record_id, write.values,
+                                           via_secondary=self._write_keys(write)[key])
+        return out
+
+    def _linked(self, module: str, side: Side, record_id: str) -> bool:
+        """A record of ``side`` that a link pairs already (a twin not yet created too)."""
+        return record_id.startswith("new:") or (module, side, record_id) in self.links
+
+    def _write_keys(self, write: Write) -> dict[str, bool]:
+        """The match keys a planned write leaves its record holding, each with whether it
+        is the secondary e-mail's."""
+        return dict(held_keys(write.link.module, write.values,
+                              secondary=self.cfg.match_secondary_email))
+
     def _forget(self, event: ChangeEvent, link: Link) -> None:
         """A pair matched or begun for ``event`` whose change then failed (a value
-        check, its account reference) is not made: its record and its match keys are
-        free again for the rest of the batch, as they are for a later batch (the link
-        is never written). Else a later record of the same batch would fail as
-        "already mapped" where, one batch later, it would be matched or created: the
-        outcome would hang on where the batches happen to be cut."""
+        check, its account reference) is not made: its record is free again for the
+        rest of the batch, as it is for a later batch (the link is never written, and
+        the failed change planned no write). Else a later record of the same batch
+        would fail as "already mapped" where, one batch later, it would be matched or
+        created: the outcome would hang on where the batches happen to be cut."""
         for side in ("desk", "crm"):
             record_id = link.id_on(side)
             if record_id and self.links.get((link.module, side, record_id)) is link:
                 del self.links[(link.module, side, record_id)]
-        target = OTHER[event.source]
-        for key in match_keys(event.module, event.values,
-                              secondary=self.cfg.match_secondary_email):
-            self.claimed_keys.discard((event.module, target, key))
 
     def _apply(self, event: ChangeEvent, link: Link, mapping: ModuleMapping, *,
                in_bin: bool) -> None:
@@ -554,13 +582,19 @@ class Planner:
         claims = previous.outcomes if previous is not None else []
         if claim is not None:
             claims.append(claim)
-        self.writes[(link.module, side, id(link))] = Write(
+        write = Write(
             link=link, side=side, values=values, modified_at=stamp,
             created_at=event.created_at,
             create=create or (previous is not None and previous.create), outcomes=claims,
             cause=self.outcome,
         )
+        self.writes[(link.module, side, id(link))] = write
         self.result.written += 1
+        if link.module in MATCHED_MODULES:
+            for key in self._write_keys(previous) if previous is not None else ():
+                self.planned_keys.get((link.module, side, key), {}).pop(id(link), None)
+            for key in self._write_keys(write):
+                self.planned_keys.setdefault((link.module, side, key), {})[id(link)] = link
 
     def _ref_unsettled(self, link: Link, mapping: ModuleMapping, side: Side) -> bool:
         """The pair's reference names an account of the other side that ``side`` does

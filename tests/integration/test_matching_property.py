@@ -30,6 +30,17 @@ def _cased(email: str, rng: random.Random) -> str:
     return "".join(c.upper() if rng.random() < 0.5 else c for c in email)
 
 
+def interleaved(per_record: dict[tuple[str, str], list[bytes]], seed: int) -> list[bytes]:
+    """The records' captures in one order ``seed`` picks, each record's in its own order."""
+    rng = random.Random(seed)
+    queues = [list(bodies) for bodies in per_record.values()]
+    order: list[bytes] = []
+    while any(queues):
+        queue = rng.choice([q for q in queues if q])
+        order.append(queue.pop(0))
+    return order
+
+
 async def scenario(dsn: str, counts: list[tuple[int, int, random.Random]], seed: int,
                    batch_sizes: list[int]) -> None:
     conn = await asyncpg.connect(dsn, server_settings={"timezone": "UTC"})
@@ -44,12 +55,7 @@ async def scenario(dsn: str, counts: list[tuple[int, int, random.Random]], seed:
                             f"INSERT INTO {side}.contacts (last_name, email) VALUES ($1, $2)",
                             f"{side}{i}", _cased(key, rng))
         per_record = await drain(conn)
-        rng = random.Random(seed)
-        queues = [list(bodies) for bodies in per_record.values()]
-        order: list[bytes] = []
-        while any(queues):
-            queue = rng.choice([q for q in queues if q])
-            order.append(queue.pop(0))
+        order = interleaved(per_record, seed)
         await deliver(conn, order, batch_sizes, 0, SyncConfig())
         links = await conn.fetch("SELECT desk_id, crm_id FROM sync.links")
         failures = await conn.fetch("SELECT source, record_id, reason FROM sync.failures"
@@ -84,3 +90,62 @@ def test_matching_never_guesses_whatever_the_order_or_batching(
         database_url: str, counts: list[tuple[int, int, random.Random]], seed: int,
         batch_sizes: list[int]) -> None:
     asyncio.run(scenario(database_url, counts, seed, batch_sizes))
+
+
+EMAILS = st.sampled_from([*KEYS, "ANN@x.org ", None])
+people = st.lists(st.tuples(EMAILS, EMAILS), max_size=3)
+
+
+async def outcome(dsn: str, desk: list[tuple[str | None, str | None]],
+                  crm: list[tuple[str | None, str | None]], seed: int,
+                  batch_sizes: list[int]) -> tuple[object, ...]:
+    """The links, open failures and records the sync leaves with secondary e-mails matched,
+    the records' captures delivered in the order ``seed`` picks, in ``batch_sizes``. A
+    twin is named by the record it was made for (ids follow the order of creation)."""
+    conn = await asyncpg.connect(dsn, server_settings={"timezone": "UTC"})
+    try:
+        await conn.execute(f"TRUNCATE {TABLES}, desk.accounts, crm.accounts RESTART IDENTITY")
+        await reset_offset(conn, "g", ("t", 0), 0)
+        async with conn.transaction():
+            for side, records in (("desk", desk), ("crm", crm)):
+                for i, (email, secondary) in enumerate(records):
+                    await conn.execute(
+                        f"INSERT INTO {side}.contacts (last_name, email, secondary_email)"
+                        " VALUES ($1, $2, $3)", f"{side}{i}", email, secondary)
+        per_record = await drain(conn)
+        order = interleaved(per_record, seed)
+        await deliver(conn, order, batch_sizes, 0, SyncConfig(match_secondary_email=True))
+        originals = {"desk": len(desk), "crm": len(crm)}
+
+        def name(side: str, record_id: str, twin_of: str) -> str:
+            return (f"{side}{record_id}" if int(record_id) <= originals[side]
+                    else f"twin of {twin_of}")
+
+        links = sorted((name("desk", r["desk_id"], f"crm{r['crm_id']}"),
+                        name("crm", r["crm_id"], f"desk{r['desk_id']}"))
+                       for r in await conn.fetch("SELECT desk_id, crm_id FROM sync.links"))
+        failures = sorted((r["source"], r["record_id"], r["reason"]) for r in await conn.fetch(
+            "SELECT source, record_id, reason FROM sync.failures WHERE status = 'open'"))
+        counts = [await conn.fetchval(f"SELECT count(*) FROM {side}.contacts")
+                  for side in ("desk", "crm")]
+        return links, failures, counts
+    finally:
+        await conn.close()
+
+
+@settings(max_examples=40, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(desk=people, crm=people, seed=st.integers(0, 2**32),
+       batch_sizes=st.lists(st.integers(1, 5), max_size=4))
+def test_secondary_emails_match_alike_however_the_events_are_batched(
+        database_url: str, desk: list[tuple[str | None, str | None]],
+        crm: list[tuple[str | None, str | None]], seed: int, batch_sizes: list[int]) -> None:
+    """SYNC-06 with secondary e-mails: the same events in the same order give the same
+    links, failures and twins in one batch, in batches of one, or cut anywhere. A pair
+    matched on its primary e-mail can leave one record without its old secondary
+    e-mail once merged; a later record of the same batch holding that e-mail found the
+    record as loaded and failed as "already mapped", where a batch of its own found it
+    free and was matched or got a twin."""
+    one_by_one = asyncio.run(outcome(database_url, desk, crm, seed, [1] * 8))
+    assert asyncio.run(outcome(database_url, desk, crm, seed, [])) == one_by_one
+    assert asyncio.run(outcome(database_url, desk, crm, seed, batch_sizes)) == one_by_one
