@@ -295,6 +295,7 @@ class _Batch(Planner):
             key = item.values.get(SYNC_KEY_FIELD)
             record_id = key if isinstance(key, str) and (module, side, key) in self.links \
                 else item.id
+            self.loaded[(module, side, record_id)] = item.values
             self.candidates.setdefault((module, side, item.key), []).append(
                 Candidate(record_id, item.values, via_secondary=item.via_secondary))
 

@@ -196,6 +196,8 @@ class Planner:
         # Who holds each match key as this batch's writes leave the records (``_holders``):
         # per (module, side, key), the links whose planned write on that side holds it.
         self.planned_keys: dict[tuple[str, Side, str], dict[int, Link]] = {}
+        # The values of the records read as match candidates, by (module, side, id).
+        self.loaded: dict[tuple[str, Side, str], dict[str, Any]] = {}
         self.writes: dict[tuple[str, Side, int], Write] = {}
         self.outcomes: list[Outcome] = []
         self.result = BatchResult()
@@ -471,26 +473,38 @@ class Planner:
 
     def _holders(self, module: str, side: Side, key: str) -> dict[str, Candidate]:
         """The records of ``side`` holding match key ``key`` as the batch's decisions so
-        far leave them, by record id: those the batch loaded, less those a planned write
-        takes the key from, with those a planned write gives it to (a twin not yet
-        created is named ``new:`` and its link). As one batch of one event each would
-        find them in the store, each after the writes of those before: so an outcome
-        does not hang on where the batches are cut (a pair matched on its primary
-        e-mail, whose merge leaves a record without its old secondary one, frees that
-        key for a later record of the same batch)."""
+        far leave them, by record id, as one batch of one event each would find them in
+        the store, each after the writes of those before: those the batch loaded, less
+        those a planned write that would land takes the key from, with those a planned
+        write that would land gives it to (a twin not yet created, named ``new:`` and
+        its link, always would). So an outcome does not hang on where the batches are
+        cut (a pair matched on its primary e-mail, whose merge leaves a record without
+        its old secondary one, frees that key for a later record of the same batch)."""
         out: dict[str, Candidate] = {}
         for cand in self.candidates.get((module, side, key), []):
             link = self.links.get((module, side, cand.record_id))
             write = None if link is None else self.writes.get((module, side, id(link)))
-            if write is None or key in self._write_keys(write):
+            if write is None or key in self._write_keys(write) or not self._lands(write):
                 out.setdefault(cand.record_id, cand)
         for link in self.planned_keys.get((module, side, key), {}).values():
+            write = self.writes[(module, side, id(link))]
             record_id = link.id_on(side) or f"new:{id(link)}"
-            if record_id not in out:
-                write = self.writes[(module, side, id(link))]
+            if record_id not in out and self._lands(write):
                 out[record_id] = Candidate(record_id, write.values,
                                            via_secondary=self._write_keys(write)[key])
         return out
+
+    def _lands(self, write: Write) -> bool:
+        """Whether a planned write would land now: the guard lets it through when the
+        record's row is not newer than what the sync has seen of it (a newer row holds
+        an edit still on its way, and keeps its values until that edit is applied). A
+        twin always would; a record the batch did not read as a candidate is taken to."""
+        record_id = write.link.id_on(write.side)
+        row = self.loaded.get((write.link.module, write.side, record_id or ""))
+        if not record_id or row is None:
+            return True
+        seen = write.link.seen(write.side)
+        return seen is not None and _parse_time(row.get("modified_time")) <= seen
 
     def _linked(self, module: str, side: Side, record_id: str) -> bool:
         """A record of ``side`` that a link pairs already (a twin not yet created too)."""
