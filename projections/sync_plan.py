@@ -138,6 +138,9 @@ class Write:
     outcomes: list[tuple[Outcome, str]] = field(default_factory=list)
     cause: Outcome | None = None  # the event that decided it last (what fails if it cannot land)
     keep_id: bool = False  # replay: re-create a row that is missing under its linked id
+    # The match keys ``values`` leave the record holding, each with whether it is the
+    # secondary e-mail's (``held_keys``; set by ``Planner._write``).
+    keys: dict[str, bool] = field(default_factory=dict)
 
 
 @dataclass
@@ -149,10 +152,6 @@ class BatchResult:
 
     def report(self) -> ProjectionReport:
         return ProjectionReport(tuple(self.problems)) if self.problems else NOTHING_TO_REPORT
-
-
-MATCHED_MODULES = frozenset({"contacts", "accounts"})
-"""The modules whose records are matched by key (``match_keys``)."""
 
 
 def match_keys(module: str, values: dict[str, Any], *, secondary: bool) -> list[str]:
@@ -484,14 +483,14 @@ class Planner:
         for cand in self.candidates.get((module, side, key), []):
             link = self.links.get((module, side, cand.record_id))
             write = None if link is None else self.writes.get((module, side, id(link)))
-            if write is None or key in self._write_keys(write) or not self._lands(write):
+            if write is None or key in write.keys or not self._lands(write):
                 out.setdefault(cand.record_id, cand)
         for link in self.planned_keys.get((module, side, key), {}).values():
             write = self.writes[(module, side, id(link))]
             record_id = link.id_on(side) or f"new:{id(link)}"
             if record_id not in out and self._lands(write):
                 out[record_id] = Candidate(record_id, write.values,
-                                           via_secondary=self._write_keys(write)[key])
+                                           via_secondary=write.keys[key])
         return out
 
     def _lands(self, write: Write) -> bool:
@@ -509,12 +508,6 @@ class Planner:
     def _linked(self, module: str, side: Side, record_id: str) -> bool:
         """A record of ``side`` that a link pairs already (a twin not yet created too)."""
         return record_id.startswith("new:") or (module, side, record_id) in self.links
-
-    def _write_keys(self, write: Write) -> dict[str, bool]:
-        """The match keys a planned write leaves its record holding, each with whether it
-        is the secondary e-mail's."""
-        return dict(held_keys(write.link.module, write.values,
-                              secondary=self.cfg.match_secondary_email))
 
     def _forget(self, event: ChangeEvent, link: Link) -> None:
         """A pair matched or begun for ``event`` whose change then failed (a value
@@ -601,14 +594,14 @@ class Planner:
             created_at=event.created_at,
             create=create or (previous is not None and previous.create), outcomes=claims,
             cause=self.outcome,
+            keys=dict(held_keys(link.module, values, secondary=self.cfg.match_secondary_email)),
         )
         self.writes[(link.module, side, id(link))] = write
         self.result.written += 1
-        if link.module in MATCHED_MODULES:
-            for key in self._write_keys(previous) if previous is not None else ():
-                self.planned_keys.get((link.module, side, key), {}).pop(id(link), None)
-            for key in self._write_keys(write):
-                self.planned_keys.setdefault((link.module, side, key), {})[id(link)] = link
+        for key in previous.keys if previous is not None else ():
+            self.planned_keys[(link.module, side, key)].pop(id(link), None)
+        for key in write.keys:
+            self.planned_keys.setdefault((link.module, side, key), {})[id(link)] = link
 
     def _ref_unsettled(self, link: Link, mapping: ModuleMapping, side: Side) -> bool:
         """The pair's reference names an account of the other side that ``side`` does

@@ -476,17 +476,17 @@ def _growth(progress: list[tuple[float, int]], began: float, total: int) -> Resu
 async def _steady_checks(conn: Any, base_pairs: int, stream: wl.SteadyStream) -> Result:
     """Everything applied: outboxes empty, every event logged with an outcome, links for
     the base and the creates, and the linked pairs agreeing on their phone."""
+    failures = {row["reason"]: row["n"] for row in await conn.fetch(
+        "SELECT reason, count(*) AS n FROM sync.failures WHERE status = 'open'"
+        " GROUP BY reason ORDER BY reason")}
     return {
         "outbox_left": await _outbox_count(conn, people_only=True),
         "event_log": await conn.fetchval("SELECT count(*) FROM syncd.event_log"),
         "outcomes": await conn.fetchval("SELECT count(*) FROM sync.outcomes"),
         "links": await conn.fetchval("SELECT count(*) FROM sync.links"),
         "links_expected": base_pairs + stream.counts["create"],
-        "failures_open": await conn.fetchval(
-            "SELECT count(*) FROM sync.failures WHERE status = 'open'"),
-        "failures_open_by_reason": {row["reason"]: row["n"] for row in await conn.fetch(
-            "SELECT reason, count(*) AS n FROM sync.failures WHERE status = 'open'"
-            " GROUP BY reason ORDER BY reason")},
+        "failures_open": sum(failures.values()),
+        "failures_open_by_reason": failures,
         "history_total": await conn.fetchval(
             "SELECT coalesce(sum(added + updated + failed), 0) FROM sync.history"),
         "pairs_disagreeing": await conn.fetchval(
