@@ -73,8 +73,10 @@ def run(ctx: click.Context, demo: bool) -> None:
     """Run the daemon (embedded PostgreSQL and broker unless configured)."""
     from adapters.migrate import MigrationError
     from daemon.app import run as run_daemon
+    from daemon.runtime import heap
 
     settings = _settings(ctx)
+    heap.settle()  # the daemon's code is imported: it is never collected again
     try:
         status = _run_until_signalled(lambda stop: run_daemon(settings, stop, demo=demo))
     except MigrationError as err:

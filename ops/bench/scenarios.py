@@ -44,6 +44,7 @@ from adapters.migrate import migrate
 from daemon.app import create_pool
 from daemon.bootstrap import SOURCES, Overrides, Pipeline, build
 from daemon.consumer import ConsumerLoop
+from daemon.runtime import heap
 from daemon.runtime.embedded import EmbeddedBroker, EmbeddedPostgres
 from daemon.runtime.services import Services
 from daemon.runtime.settings import Settings
@@ -84,6 +85,7 @@ class Env:
     template: str | None = None
     databases: list[str] = field(default_factory=list)
     cpu: wl.CpuMeter = field(default_factory=wl.CpuMeter)
+    gc: wl.GcMeter = field(default_factory=wl.GcMeter)
     keep_steady: bool = False  # replay runs next: keep steady's database (its event log)
     statements: wl.StatementTimes | None = None  # --statements: steady's top statements
     kept: dict[str, str] = field(default_factory=dict)
@@ -417,9 +419,10 @@ async def steady(env: Env, records: int) -> Result:
         if env.statements is not None:
             env.statements.reset()  # the projector's statements only
         began = await product.start_projector(f"{prefix}-steady")
-        cpu = env.cpu.read()
+        cpu, collected = env.cpu.read(), env.gc.read()
         ended = await product.wait_applied(events, timeout=max(600, events / 200))
         result["cpu_us_per_event"] = wl.CpuMeter.per_event(cpu, env.cpu.read(), events)
+        result["gc"] = wl.GcMeter.per_event(collected, env.gc.read(), events)
         if env.statements is not None:
             result["statements"] = env.statements.top()
         seconds = ended - began
@@ -1126,6 +1129,7 @@ async def run_bench(settings: Settings, scenarios: Sequence[str], records: int, 
                       "records": records, "machine": machine(),
                       "started_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
                       "load_before": _load(), "scenarios": {}}
+    heap.settle()  # as the daemon's process does once started (daemon.runtime.heap)
     async with open_env(settings) as env:
         env.keep_steady = "steady" in scenarios and "replay" in scenarios
         env.statements = wl.StatementTimes(statements) if statements else None

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import gc
 import os
 import random
 import resource
@@ -175,6 +176,35 @@ class CpuMeter:
         """Microseconds of CPU per event, by process."""
         return {name: round((after[name] - before[name]) / max(events, 1) * 1e6, 1)
                 for name in before}
+
+
+class GcMeter:
+    """Seconds this process spent in the garbage collector's collections, by generation,
+    and how many ran, between two reads (``gc.callbacks``; one meter a process)."""
+
+    def __init__(self) -> None:
+        self.seconds = [0.0, 0.0, 0.0]
+        self.collections = [0, 0, 0]
+        self._began = 0.0
+        gc.callbacks.append(self._callback)
+
+    def _callback(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._began = time.perf_counter()
+            return
+        self.seconds[info["generation"]] += time.perf_counter() - self._began
+        self.collections[info["generation"]] += 1
+
+    def read(self) -> tuple[list[float], list[int]]:
+        return list(self.seconds), list(self.collections)
+
+    @staticmethod
+    def per_event(before: tuple[list[float], list[int]], after: tuple[list[float], list[int]],
+                  events: int) -> dict[str, dict[str, float]]:
+        """Microseconds an event in each generation's collections, and their number."""
+        return {f"gen{g}": {"us_per_event": round((after[0][g] - before[0][g])
+                                                  / max(events, 1) * 1e6, 1),
+                            "collections": after[1][g] - before[1][g]} for g in range(3)}
 
 
 def percentile(values: Sequence[float], q: float) -> float:
