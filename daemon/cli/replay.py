@@ -23,6 +23,7 @@ import asyncpg
 import click
 from tabulate import tabulate
 
+from daemon.runtime import heap
 from daemon.runtime.settings import Settings
 from projections import registry
 from projections.catalog import SYNCED_MODULES
@@ -202,6 +203,7 @@ def replay(ctx: click.Context, projections: tuple[str, ...], since: dt.datetime 
     window = Window(since=since, until=until, source=source, module=module)
     if metrics_listen:
         _serve_metrics(metrics_listen)
+    heap.settle()  # a rebuild works in batches too (daemon/runtime/heap.py)
     status, reports = asyncio.run(_main(settings, steps, names, window, dry_run=dry_run,
                                         bootstrap=bootstrap))
     if reports:

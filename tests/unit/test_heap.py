@@ -1,10 +1,11 @@
 """The daemon's garbage-collector settings (``daemon.runtime.heap``): a batch's worth of
 live objects no longer sets off collections that walk them again and again, and
-``syncd run`` settles the heap before the daemon starts."""
+``syncd run`` and ``syncd replay`` settle the heap before they work."""
 
 from __future__ import annotations
 
 import gc
+import importlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -63,3 +64,19 @@ def test_syncd_run_settles_the_heap_before_the_daemon_starts(
     result = CliRunner().invoke(cli, ["run"])
     assert result.exit_code == 0, result.output
     assert calls == ["settle", "daemon"]
+
+
+def test_syncd_replay_settles_the_heap_before_it_rebuilds(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[str] = []
+
+    async def replay_main(*_args: Any, **_kwargs: Any) -> tuple[int, list[Any]]:
+        calls.append("replay")
+        return 0, []
+
+    monkeypatch.setattr(heap, "settle", lambda: calls.append("settle"))
+    # The module (``daemon.cli.replay`` as an attribute is the command).
+    monkeypatch.setattr(importlib.import_module("daemon.cli.replay"), "_main", replay_main)
+    result = CliRunner().invoke(cli, ["replay", "--projection", "all"])
+    assert result.exit_code == 0, result.output
+    assert calls == ["settle", "replay"]
