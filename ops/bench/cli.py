@@ -17,6 +17,7 @@ from typing import Any
 
 import click
 
+from daemon.runtime import heap
 from daemon.runtime.logs import configure_logging
 from daemon.runtime.settings import SettingsError, load_settings
 
@@ -131,4 +132,8 @@ def bench(ctx: click.Context, config_file: Path | None, verbose: bool,
 
 
 def main() -> None:
+    # The product runs in this process: its heap settled as ``syncd run`` settles the
+    # daemon's (daemon/runtime/heap.py). Here, not in ``bench``, which tests invoke in
+    # their own process.
+    heap.settle()
     bench(prog_name="python -m ops.bench")

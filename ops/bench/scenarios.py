@@ -44,7 +44,6 @@ from adapters.migrate import migrate
 from daemon.app import create_pool
 from daemon.bootstrap import SOURCES, Overrides, Pipeline, build
 from daemon.consumer import ConsumerLoop
-from daemon.runtime import heap
 from daemon.runtime.embedded import EmbeddedBroker, EmbeddedPostgres
 from daemon.runtime.services import Services
 from daemon.runtime.settings import Settings
@@ -85,7 +84,7 @@ class Env:
     template: str | None = None
     databases: list[str] = field(default_factory=list)
     cpu: wl.CpuMeter = field(default_factory=wl.CpuMeter)
-    gc: wl.GcMeter = field(default_factory=wl.GcMeter)
+    gc: wl.GcMeter = field(default_factory=wl.gc_meter)
     keep_steady: bool = False  # replay runs next: keep steady's database (its event log)
     statements: wl.StatementTimes | None = None  # --statements: steady's top statements
     kept: dict[str, str] = field(default_factory=dict)
@@ -1129,7 +1128,6 @@ async def run_bench(settings: Settings, scenarios: Sequence[str], records: int, 
                       "records": records, "machine": machine(),
                       "started_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
                       "load_before": _load(), "scenarios": {}}
-    heap.settle()  # as the daemon's process does once started (daemon.runtime.heap)
     async with open_env(settings) as env:
         env.keep_steady = "steady" in scenarios and "replay" in scenarios
         env.statements = wl.StatementTimes(statements) if statements else None

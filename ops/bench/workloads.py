@@ -180,7 +180,7 @@ class CpuMeter:
 
 class GcMeter:
     """Seconds this process spent in the garbage collector's collections, by generation,
-    and how many ran, between two reads (``gc.callbacks``; one meter a process)."""
+    and how many ran, between two reads (``gc.callbacks``; one a process: ``gc_meter``)."""
 
     def __init__(self) -> None:
         self.seconds = [0.0, 0.0, 0.0]
@@ -205,6 +205,16 @@ class GcMeter:
         return {f"gen{g}": {"us_per_event": round((after[0][g] - before[0][g])
                                                   / max(events, 1) * 1e6, 1),
                             "collections": after[1][g] - before[1][g]} for g in range(3)}
+
+
+_GC_METER: list[GcMeter] = []
+
+
+def gc_meter() -> GcMeter:
+    """The process's one ``GcMeter`` (each would add a callback to every collection)."""
+    if not _GC_METER:
+        _GC_METER.append(GcMeter())
+    return _GC_METER[0]
 
 
 def percentile(values: Sequence[float], q: float) -> float:

@@ -47,6 +47,7 @@ def test_bench_all_scenarios_tiny(pg_server_dsn: str, kafka_bootstrap: str) -> N
             if t["figure"] != "seconds to match and link"), (name, outcome)
     steady = report["scenarios"]["steady"]
     assert steady["checks"]["outbox_left"] == 0
+    assert set(steady["gc"]) == {"gen0", "gen1", "gen2"}  # time in the collector, by generation
     assert steady["checks"]["links"] == steady["checks"]["links_expected"]
     assert steady["checks"]["pairs_disagreeing"] == 0
     # The projector's own statements were timed (the log's insert is in every batch).
