@@ -25,70 +25,77 @@ customer statistics do (``projections/ticket_stats.py`` says why).
 Batches (several replicas, OWN-05): a record's events share a partition, so two
 batches never write the same row; nothing else is shared.
 
-Rebuild: every row is a function of its record's last event alone, so a replay from the
-event log feeds the projection each record's last event (``rebuild``, through
-``projections.last_states``) instead of every event, with the same rows.
+How (issue 19): every row is a function of its record's last event alone, so the rows
+are decided in SQL, from the logged events' JSON, by one statement (``_WRITE``) that
+the live projection runs over its batch's events and the rebuild over each record's
+last event. No event is decoded in Python for the view, and its rules exist once: the
+statement and the two functions it calls (``crm_view.ref``, ``crm_view.truthy``,
+migration 0031), which read a value the way ``projections.handshake.record_ref`` and
+``is_live`` read a decoded one (``tests/integration/test_crm_view_sql.py`` holds them
+to it). One corner differs from decoding: a newest event that no longer decodes (logged
+under older rules) is still read here, where a decoding rebuild would have fallen back
+to the record's previous event.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Sequence
 
 from projections.batch import NOTHING_TO_REPORT, LoggedEvent, ProjectionReport
 from projections.db import Conn
-from projections.events import ChangeEvent
-from projections.handshake import is_live, record_ref
-from projections.last_states import Rebuilt, last_events
+from projections.last_states import Rebuilt
 
 VIEWED_MODULES = ("contacts", "accounts", "deals", "notes", "calls", "events", "tasks")
 """The CRM modules the view keeps."""
-_VIEWED = f"source = 'crm' AND module IN {VIEWED_MODULES!r}"
-"""What ``collect`` reads, as a condition on the event log."""
 ACTIVITIES = ("notes", "calls", "events", "tasks")
 """Modules whose records hang off a contact, an account or a deal (``parent_module``)."""
-BOOKKEEPING = frozenset({"deleted", "hard_deleted"})
+BOOKKEEPING = ("deleted", "hard_deleted")
 """Values that say how a record is stored, not what it is: never kept."""
 
+_ACTIVITY = f"module IN {ACTIVITIES!r}"
 
-@dataclass(frozen=True, slots=True)
-class RecordRow:
-    module: str
-    record_id: str
-    values: dict[str, Any] | None
-    """None: the record is not live (its row goes)."""
-    contact_id: str | None
-    account_id: str | None
-
-
-def record_row(event: ChangeEvent) -> RecordRow:
-    if not is_live(event):
-        return RecordRow(event.module, event.record_id, None, None, None)
-    values = {name: value for name, value in event.values.items() if name not in BOOKKEEPING}
-    contact_id = account_id = None
-    if event.module == "contacts":
-        account_id = record_ref(values.get("account_id"))
-    elif event.module == "deals":
-        contact_id = record_ref(values.get("contact_id"))
-        account_id = record_ref(values.get("account_id"))
-    elif event.module in ACTIVITIES:
-        parent = record_ref(values.get("parent_id"))
-        if values.get("parent_module") == "contacts":
-            contact_id = parent
-        elif values.get("parent_module") == "accounts":
-            account_id = parent
-    return RecordRow(event.module, event.record_id, values, contact_id, account_id)
-
-
-def collect(events: Iterable[ChangeEvent]) -> dict[tuple[str, str], RecordRow]:
-    """Each CRM record's last state in the batch, in log order."""
-    rows: dict[tuple[str, str], RecordRow] = {}
-    for event in events:
-        if event.source == "crm" and event.module in VIEWED_MODULES:
-            rows[(event.module, event.record_id)] = record_row(event)
-    return rows
+# {picked}: the events to decide from, at most one a record (its last), as (module,
+# record_id, op, v: the event's values as json). The values are read once for the fields
+# the rules ask (json_to_record; a function given a column is inlined, one given an
+# expression was called row by row, re-reading the values each time). A record neither
+# deleted nor in the recycle bin gets its row, with what it hangs off; any other loses
+# it. In (module, record_id) order, as two replicas' batches never share a row anyway.
+_WRITE = f"""
+WITH picked AS ({{picked}}),
+decided AS (
+    SELECT p.module, p.record_id, p.v, f.contact_id, f.account_id, f.parent_id,
+           f.parent_module, p.op <> 'delete' AND NOT crm_view.truthy(f.deleted) AS live
+    FROM picked p, json_to_record(p.v) AS f(deleted json, contact_id json,
+                                            account_id json, parent_id json,
+                                            parent_module text)
+),
+gone AS (
+    DELETE FROM crm_view.records r USING decided d
+    WHERE NOT d.live AND r.module = d.module AND r.record_id = d.record_id
+)
+INSERT INTO crm_view.records (module, record_id, "values", contact_id, account_id)
+SELECT module, record_id, v::jsonb - ARRAY{list(BOOKKEEPING)!r},
+    CASE WHEN module = 'deals' THEN crm_view.ref(contact_id)
+         WHEN {_ACTIVITY} AND parent_module = 'contacts' THEN crm_view.ref(parent_id) END,
+    CASE WHEN module IN ('contacts', 'deals') THEN crm_view.ref(account_id)
+         WHEN {_ACTIVITY} AND parent_module = 'accounts' THEN crm_view.ref(parent_id) END
+FROM decided WHERE live
+ORDER BY module, record_id
+ON CONFLICT (module, record_id) DO UPDATE SET "values" = EXCLUDED."values",
+    contact_id = EXCLUDED.contact_id, account_id = EXCLUDED.account_id
+"""
+_BATCH = _WRITE.format(picked=
+    "SELECT DISTINCT ON (module, record_id) module, record_id, op, payload -> 'values' AS v"
+    " FROM syncd.event_log WHERE seq = ANY($1::bigint[])"
+    " ORDER BY module, record_id, seq DESC")
+"""A batch's CRM events (their ``seq``), each record's last."""
+_EVERY_RECORD = _WRITE.format(picked=
+    "SELECT e.module, e.record_id, e.op, e.payload -> 'values' AS v"
+    " FROM (SELECT max(seq) AS seq FROM syncd.event_log"
+    f"  WHERE source = 'crm' AND module IN {VIEWED_MODULES!r}"
+    "  GROUP BY module, record_id) AS last"
+    " JOIN syncd.event_log e USING (seq)")
+"""Every CRM record's last event in the log."""
 
 
 class CrmViewProjection:
@@ -98,28 +105,10 @@ class CrmViewProjection:
 
     async def apply(self, conn: Conn, events: Sequence[LoggedEvent]) -> ProjectionReport:
         """Write the batch's CRM records. Nothing here can fail an event."""
-        rows = [row for _, row in sorted(collect(item.event for item in events).items())]
-        if not rows:
-            return NOTHING_TO_REPORT
-        gone = [row for row in rows if row.values is None]
-        if gone:
-            await conn.execute(
-                "DELETE FROM crm_view.records r USING unnest($1::text[], $2::text[])"
-                " AS g(module, record_id)"
-                " WHERE r.module = g.module AND r.record_id = g.record_id",
-                [r.module for r in gone], [r.record_id for r in gone])
-        kept = [row for row in rows if row.values is not None]
-        if kept:
-            await conn.execute(
-                'INSERT INTO crm_view.records (module, record_id, "values", contact_id,'
-                " account_id)"
-                " SELECT * FROM unnest($1::text[], $2::text[], $3::jsonb[], $4::text[],"
-                "  $5::text[])"
-                ' ON CONFLICT (module, record_id) DO UPDATE SET "values" = EXCLUDED."values",'
-                "  contact_id = EXCLUDED.contact_id, account_id = EXCLUDED.account_id",
-                [r.module for r in kept], [r.record_id for r in kept],
-                [json.dumps(r.values) for r in kept], [r.contact_id for r in kept],
-                [r.account_id for r in kept])
+        seqs = [item.seq for item in events
+                if item.event.source == "crm" and item.event.module in VIEWED_MODULES]
+        if seqs:
+            await conn.execute(_BATCH, seqs)
         return NOTHING_TO_REPORT
 
 
@@ -127,6 +116,5 @@ async def rebuild(conn: Conn) -> Rebuilt:
     """Fill the emptied ``crm_view.records`` from each CRM record's last event: what
     feeding every logged event to a fresh projection gives (the caller, the replay,
     has emptied the table and holds the projector's apply lock)."""
-    events, rebuilt = await last_events(conn, _VIEWED)
-    await CrmViewProjection().apply(conn, events)
-    return rebuilt
+    status = await conn.execute(_EVERY_RECORD)
+    return Rebuilt(int(status.split()[-1]), 0, unit="CRM records kept, each from its last event")
