@@ -170,3 +170,31 @@ async def test_the_walk_equals_the_per_event_rebuild(
         assert again.changes == 0
     finally:
         await conn.close()
+
+
+async def test_a_person_changed_just_before_a_tick_fires_an_overdue_signal(
+        database_url: str) -> None:
+    """The walk keeps a person's event until a signal may read it: a contact created
+    just before an event of a module the signals do not read moves the clock past a
+    ticket's due date is the origin of that overdue signal, as the per-event rebuild
+    has it (without the contact, the ticket's requester is nobody and no signal fires)."""
+    log = Log(0, 1)
+    due = log.now + dt.timedelta(hours=2)
+    log.emit("desk", "tickets", "t1", {"status": "Open", "department_id": "d1",
+                                       "requester_email": "zed@x.org",
+                                       "due_date": due.isoformat()}, op="create")
+    log.emit("crm", "contacts", "c9", {"email": "zed@x.org"}, op="create")
+    log.now = due + dt.timedelta(minutes=1)
+    log.emit("desk", "accounts", "a1", {"account_name": "Acme"}, op="create")  # a tick
+    conn = await asyncpg.connect(database_url, server_settings={"timezone": "UTC"})
+    try:
+        await apply_live(conn, log.events, random.Random(0), SalesSignalsProjection())
+        live = await tables(conn)
+        assert [(row[2], row[5]) for row in live["sales_signals.signals"]] == [
+            ("overdue_ticket", "contact")]
+        for table in TABLES:
+            await conn.execute(f"DELETE FROM {table}")
+        await rebuild_from_events(conn, spec("signals"), EventLogSource(), dry_run=False)
+        assert await tables(conn) == live
+    finally:
+        await conn.close()
