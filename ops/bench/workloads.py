@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import functools
 import gc
 import os
 import random
@@ -207,14 +208,10 @@ class GcMeter:
                             "collections": after[1][g] - before[1][g]} for g in range(3)}
 
 
-_GC_METER: list[GcMeter] = []
-
-
+@functools.cache
 def gc_meter() -> GcMeter:
     """The process's one ``GcMeter`` (each would add a callback to every collection)."""
-    if not _GC_METER:
-        _GC_METER.append(GcMeter())
-    return _GC_METER[0]
+    return GcMeter()
 
 
 def percentile(values: Sequence[float], q: float) -> float:

@@ -18,20 +18,20 @@ import pytest
 from projections.crm_view import ACTIVITIES, BOOKKEEPING, VIEWED_MODULES, CrmViewProjection
 from projections.events import ChangeEvent, Op
 from projections.handshake import is_live, record_ref
+from projections.key_tables import WHITESPACE
 from projections.registry import spec
 from projections.replay import EventLogSource, rebuild_from_events
 from tests.integration.test_handshake_set_rebuild import apply_live
 
-PYTHON_WHITESPACE = "".join(chr(c) for c in range(0x110000) if chr(c).isspace())
-
 # JSON texts as an event may carry them: integers however written, fractions and
 # exponents (floats to Python), blank and padded strings (every character str.strip()
-# strips), the 200-character bound on either side, and what is never an id.
+# strips: ``WHITESPACE``), the 200-character bound on either side, and what is never
+# an id.
 VALUES = [
     "1", "-7", "-0", "0", "12345678901234567890123", "5.0", "-0.0", "5e2", "1E2", "0e0",
     "1e-400", "true", "false", "null", '""', '"0"', '"  "', '" 12 "', '"no"',
-    json.dumps(PYTHON_WHITESPACE + "id" + PYTHON_WHITESPACE),
-    json.dumps(PYTHON_WHITESPACE), json.dumps("\u200b"), json.dumps("x" * 200),
+    json.dumps(WHITESPACE + "id" + WHITESPACE),
+    json.dumps(WHITESPACE), json.dumps("\u200b"), json.dumps("x" * 200),
     json.dumps("x" * 201), json.dumps(" " + "x" * 199), json.dumps(" " + "x" * 200),
     "[]", "[0]", '["a"]', "{}", '{"id": 1}', '{ }',
 ]
