@@ -1,8 +1,9 @@
 """The statistics projection rebuilt set-based (issue 19), row for row what feeding
 every logged event to a fresh ``StatisticsProjection`` gives.
 
-Its state is a function of each record's last event (``projections.last_states``),
-with two facts a query finds directly:
+Its state is a function of each record's last event (``projections.last_states``; the
+CRM's contacts and leads decided in SQL from it, ``_CRM_PEOPLE``), with two facts a
+query finds directly:
 
 * a ticket's **first close**: the source's modification time of the first event (in
   log order) that shows it Closed and live. The log is narrowed in SQL to the desk
@@ -31,9 +32,43 @@ from projections.ticket_stats import (
     write_changes,
 )
 
-_MODULES = ("(source = 'desk' AND module IN ('tickets', 'ticket_threads'))"
-            " OR (source = 'crm' AND module IN ('contacts', 'leads'))")
-"""What ``collect`` reads."""
+_MODULES = "source = 'desk' AND module IN ('tickets', 'ticket_threads')"
+"""What ``collect`` reads of the desk (the CRM's contacts and leads are ``_CRM_PEOPLE``'s)."""
+
+# The CRM's contacts and leads, decided in SQL from each one's last logged event, as
+# ``collect`` decides them from the decoded event: a record neither deleted nor in the
+# recycle bin (``handshake.is_live``) is kept, a contact with its account
+# (``handshake.record_ref``), a lead with its e-mail key (``keys.email_key``: a string's,
+# else none, and a lead without one lists no ticket). The two rules are the CRM view's
+# functions (migration 0031, held to the Python rules value by value in
+# tests/integration/test_crm_view_sql.py), the key the match keys' own
+# (``syncd.email_key``, tests/integration/test_match_keys_sql.py). Nothing is decoded in
+# Python: these are most of the log's events the statistics read.
+_CRM_PEOPLE = """
+WITH last AS (
+    SELECT e.module, e.record_id, f.account_id, f.email,
+           e.op <> 'delete' AND NOT crm_view.truthy(f.deleted) AS live
+    FROM (SELECT max(seq) AS seq FROM syncd.event_log
+          WHERE source = 'crm' AND module IN ('contacts', 'leads')
+          GROUP BY module, record_id) AS m
+    JOIN syncd.event_log e USING (seq),
+    json_to_record(e.payload -> 'values') AS f(deleted json, account_id json, email json)
+),
+contacts AS (
+    INSERT INTO ticket_stats.crm_contacts (contact_id, account_id)
+    SELECT record_id, crm_view.ref(account_id) FROM last WHERE live AND module = 'contacts'
+),
+leads AS (
+    INSERT INTO ticket_stats.crm_leads (lead_id, email_key)
+    SELECT record_id, key FROM (
+        SELECT record_id, CASE WHEN json_typeof(email) = 'string'
+                               THEN syncd.email_key(email #>> '{}') END AS key
+        FROM last WHERE live AND module = 'leads') AS l
+    WHERE key IS NOT NULL
+)
+SELECT count(*) FROM last
+"""
+"""Fills both tables; returns how many records' last events it read."""
 
 _MAY_CLOSE = (
     "SELECT seq, payload::text AS payload FROM syncd.event_log"
@@ -80,8 +115,11 @@ async def rebuild(conn: Conn) -> Rebuilt:
     changes.tickets = {tid: _with_close(row, closes.get(tid))
                        for tid, row in changes.tickets.items()}
     changes.newest = await clock(conn)
+    if changes.newest is None:
+        return counts  # no event decodes: the per-event path applies none
     await write_changes(conn, changes)
-    return counts
+    people = await conn.fetchval(_CRM_PEOPLE)
+    return Rebuilt(counts.records + int(people), counts.undecodable)
 
 
 def _with_close(row: TicketRow, closed_at: dt.datetime | None) -> TicketRow:

@@ -81,12 +81,15 @@ def generated(seed: int, steps: int) -> list[ChangeEvent]:
                  kind=rng.choice(("reply", "reply", "comment")),
                  deleted=rng.random() < 0.1)
         elif kind == "contact":
+            # Decided in SQL by the set-based rebuild: refs and "deleted" of every type.
             emit("crm", "contacts", f"{rng.randint(1, 10)}",
-                 account_id=rng.choice((7, "8", None)), deleted=rng.random() < 0.1)
+                 account_id=rng.choice((7, "8", None, " 9\n", "", 7.5, True, [7], "x" * 201)),
+                 deleted=rng.choice((False, False, False, True, 0, 1, "", "no", [], None)))
         elif kind == "lead":
             emit("crm", "leads", f"{rng.randint(1, 10)}",
-                 email=rng.choice(("a@x.org", " A@X.org", "b@x.org", "", None)),
-                 deleted=rng.random() < 0.1)
+                 email=rng.choice(("a@x.org", " A@X.org", "b@x.org", "", None, " ", 5,
+                                   ["a@x.org"], "\u00c9@x.org")),
+                 deleted=rng.choice((False, False, False, True, 0, "", "yes")))
         else:
             emit(rng.choice(("desk", "crm")), rng.choice(("accounts", "products")),
                  f"{rng.randint(1, 5)}", name="x")
