@@ -17,9 +17,9 @@ import datetime as dt
 import hashlib
 import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from projections.db import Conn
 from projections.events import MODULES, ChangeEvent, InvalidEvent, decode_event
@@ -68,13 +68,36 @@ class Projection(Protocol):
     events themselves so that a replay rebuilds exactly the same rows. It returns
     its report of this call (``ProjectionReport``; None for a projection that never
     has anything to report); the consumer loop logs and counts the problems once
-    the transaction has committed.
+    the transaction has committed. A projection whose ``apply`` reads only the
+    batch's events and its own tables says so with a class attribute
+    ``reads_events_only = True``: it may then run while the sync plans
+    (``PlansBeside``).
     """
 
     name: str
 
     async def apply(self, conn: Conn, events: Sequence[LoggedEvent]
                     ) -> ProjectionReport | None: ...
+
+
+Beside = Callable[[], Awaitable[None]]
+"""The projections a planner runs while it plans (``apply_projections``)."""
+
+
+@runtime_checkable
+class PlansBeside(Projection, Protocol):
+    """A projection whose batch reads, then plans in Python alone, then writes (the
+    sync). ``apply_beside`` is its ``apply`` that also runs ``beside`` exactly once,
+    after its reads and before its writes, while it plans: so the statements of the
+    projections in ``beside`` execute in PostgreSQL while its Python decides. Those
+    projections must read only the batch's events and their own tables
+    (``reads_events_only = True``): nothing the planner reads or writes. The
+    connection is theirs while it plans (planning makes no statement); every lock
+    they take comes after the planner's reads' locks and before its writes', in every
+    batch (the order that keeps two replicas from deadlocking)."""
+
+    async def apply_beside(self, conn: Conn, events: Sequence[LoggedEvent],
+                           beside: Beside) -> ProjectionReport | None: ...
 
 
 class Fenced(Exception):
@@ -206,14 +229,46 @@ async def apply_batch(
             outcome.duplicates = len(decoded) - len(logged)
             if rejected:
                 await record_rejected(conn, rejected)
-            for projection in projections:
-                report = await projection.apply(conn, logged)
+            for report in await apply_projections(conn, logged, projections):
                 if report is not None:
                     outcome.problems.extend(report.problems)
             outcome.applied = logged
     except Fenced as fenced:
         return BatchOutcome(fenced=fenced.tp)
     return outcome
+
+
+async def apply_projections(conn: Conn, logged: list[LoggedEvent],
+                            projections: Sequence[Projection]
+                            ) -> list[ProjectionReport | None]:
+    """Every projection on the batch's new events, in the list's order, with one overlap:
+    the projections marked ``reads_events_only`` that directly follow one that plans
+    (``PlansBeside``: the sync) run while it plans, so their statements execute in
+    PostgreSQL while its Python decides (issue 19, item 2; docs/performance.md). Their
+    reports come after the planner's."""
+    reports: list[ProjectionReport | None] = []
+    index = 0
+    while index < len(projections):
+        projection = projections[index]
+        index += 1
+        if not isinstance(projection, PlansBeside):
+            reports.append(await projection.apply(conn, logged))
+            continue
+        group: list[Projection] = []
+        while index < len(projections) and getattr(projections[index], "reads_events_only",
+                                                   False):
+            group.append(projections[index])
+            index += 1
+        beside_reports: list[ProjectionReport | None] = []
+
+        async def beside(group: list[Projection] = group,
+                         out: list[ProjectionReport | None] = beside_reports) -> None:
+            for member in group:
+                out.append(await member.apply(conn, logged))
+
+        reports.append(await projection.apply_beside(conn, logged, beside))
+        reports.extend(beside_reports)
+    return reports
 
 
 async def stored_offsets(

@@ -102,6 +102,7 @@ class CrmViewProjection:
     """Keeps ``crm_view.records``; see the module docstring."""
 
     name = "crm_view"
+    reads_events_only = True  # runs while the sync plans (projections.batch.PlansBeside)
 
     async def apply(self, conn: Conn, events: Sequence[LoggedEvent]) -> ProjectionReport:
         """Write the batch's CRM records. Nothing here can fail an event."""

@@ -382,6 +382,7 @@ class HandshakeProjection:
     """Keeps ``handshake.*`` (HS-01 … HS-05); see the module docstring."""
 
     name = "handshake"
+    reads_events_only = True  # runs while the sync plans (projections.batch.PlansBeside)
 
     def __init__(self, *, retention: dt.timedelta = dt.timedelta(days=1)) -> None:
         self.retention = retention

@@ -140,7 +140,7 @@ SPECS: tuple[ProjectionSpec, ...] = (
     # Made in ``rebuild`` mode, which never writes the desk: the composition root
     # (daemon.bootstrap) puts the live instance in the desk's mode.
     ProjectionSpec(
-        name="ticket_actions", order=1, make=lambda _config: TicketActionsProjection(),
+        name="ticket_actions", order=4, make=lambda _config: TicketActionsProjection(),
         tables=("ticket_actions.actions", "ticket_actions.deal_links"), rebuild="events",
         from_last_states=rebuild_ticket_actions),
     ProjectionSpec(
@@ -155,10 +155,12 @@ SPECS: tuple[ProjectionSpec, ...] = (
         tables=("crm_view.records",), rebuild="events", from_last_states=rebuild_crm_view,
         first_sync=(("crm", "notes"), ("crm", "calls"), ("crm", "events"), ("crm", "tasks"))),
 )
-"""Every projection. The sync comes first (the board reads events only, but it runs
-last because it holds its moves lock until the commit; the statistics, the ticket actions
-and the CRM view, which read events only too, run before it; the sales signals run after
-it, holding their sequence lock to the commit as the board holds its moves lock)."""
+"""Every projection. The sync comes first; the statistics, the CRM view, the board and the
+sales signals, which read the batch's events and their own tables only
+(``reads_events_only``), run while the sync plans, after its reads and before its writes
+(``projections.batch.apply_projections``), in that order: the board holds its moves lock
+and the signals their sequence lock until the commit, so they come last of the four;
+the ticket actions, which write the desk, run after all of them."""
 
 
 def spec(name: str) -> ProjectionSpec:

@@ -432,6 +432,7 @@ class SalesSignalsProjection:
     """Keeps ``sales_signals.*``; see the module docstring."""
 
     name = "signals"
+    reads_events_only = True  # runs while the sync plans (projections.batch.PlansBeside)
 
     async def apply(self, conn: Conn, events: Sequence[LoggedEvent]) -> ProjectionReport:
         """Decide the batch's signals and write them with the state they leave. Nothing

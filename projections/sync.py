@@ -29,6 +29,7 @@ deleted since, and writes a row only where it differs.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -36,7 +37,13 @@ from typing import Any
 
 import msgspec
 
-from projections.batch import APPLY_LOCK, NOTHING_TO_REPORT, LoggedEvent, ProjectionReport
+from projections.batch import (
+    APPLY_LOCK,
+    NOTHING_TO_REPORT,
+    Beside,
+    LoggedEvent,
+    ProjectionReport,
+)
 from projections.catalog import OTHER, SYNCED_MODULES, Side
 from projections.config import SyncConfig
 from projections.db import SYNC_MATCH_KEYS, Conn, loads_json, lock_keys
@@ -86,6 +93,12 @@ ORDER BY link_id FOR UPDATE
 """
 
 
+DECIDE_SLICE = 100
+"""Events decided between two yields to the projections running beside the planner:
+small enough that a statement of theirs waits little for the planner (a few ms of
+Python), large enough that the yields cost nothing measurable."""
+
+
 @dataclass(frozen=True, slots=True)
 class Drained:
     """One round of the resume drain: how many queued events it applied, and its report."""
@@ -112,17 +125,29 @@ class SyncProjection:
             item.event.origin != "sync" or self.stores.deferred(item.event.source))]
 
     async def apply(self, conn: Conn, events: Sequence[LoggedEvent]) -> ProjectionReport:
+        return await self.apply_beside(conn, events, None)
+
+    async def apply_beside(self, conn: Conn, events: Sequence[LoggedEvent],
+                           beside: Beside | None) -> ProjectionReport:
+        """``apply``, running ``beside`` (the projections of the log) while the batch is
+        planned: after the reads and their locks, before the writes
+        (``projections.batch.PlansBeside``). It runs exactly once whatever the batch
+        holds: on its own when there is nothing to plan."""
         cfg = self.config()
         relevant = self._relevant(events)
         if not relevant or not cfg.active:
+            if beside is not None:
+                await beside()
             return NOTHING_TO_REPORT
         # Paused, or still catching up after a pause: keep log order by queueing.
         if cfg.paused or await conn.fetchval("SELECT EXISTS (SELECT 1 FROM sync.deferred)"):
             await conn.execute(
                 "INSERT INTO sync.deferred (seq) SELECT unnest($1::bigint[])"
                 " ON CONFLICT DO NOTHING", [item.seq for item in relevant])
+            if beside is not None:
+                await beside()
             return NOTHING_TO_REPORT
-        return (await _Batch(conn, cfg, self.stores).run(relevant)).report()
+        return (await _Batch(conn, cfg, self.stores).run(relevant, beside)).report()
 
     async def drain_deferred(self, conn: Conn, *, limit: int = 2000) -> Drained:
         """Apply the oldest events queued while paused; say how many were applied and
@@ -208,9 +233,12 @@ class _Batch(Planner):
 
     # -- reading ---------------------------------------------------------------
 
-    async def run(self, logged: list[LoggedEvent]) -> BatchResult:
+    async def run(self, logged: list[LoggedEvent], beside: Beside | None = None
+                  ) -> BatchResult:
         logged = [item for item in logged if self._applies(item.event)]
         if not logged:
+            if beside is not None:
+                await beside()
             return self.result
         events = [item.event for item in logged]
         await self._load_links(events)
@@ -223,10 +251,27 @@ class _Batch(Planner):
         else:
             await self._load_candidates(events)
         await self._load_ref_links(events)
-        self.decide(logged)
+        if beside is None:
+            self.decide(logged)
+        else:
+            await self._decide_beside(logged, beside)
         await self._flush()
         self.result.problems = [o for o in self.outcomes if o.outcome == "failed"]
         return self.result
+
+    async def _decide_beside(self, logged: list[LoggedEvent], beside: Beside) -> None:
+        """Decide while ``beside`` runs on the connection: the decisions are made a slice
+        at a time, yielding between slices, so that whenever ``beside`` waits for a
+        statement the planner's Python runs (the planner makes none). Both are done when
+        this returns: the writes that follow have the connection to themselves."""
+        task = asyncio.ensure_future(beside())
+        try:
+            for start in range(0, len(logged), DECIDE_SLICE):
+                await asyncio.sleep(0)  # let ``beside`` send its next statement
+                self.decide(logged[start:start + DECIDE_SLICE])
+        finally:
+            # Even when deciding failed: the batch's rollback must not race its statement.
+            await task
 
     async def _load_links(self, events: list[ChangeEvent]) -> None:
         wanted: dict[tuple[str, Side], set[str]] = {}

@@ -56,7 +56,8 @@ to it.
 Batches (several replicas, OWN-05): an action's events share a partition with every
 other action on its ticket (keyed by the ticket), but a thread's event may sit on
 another one, so two batches can want one ticket's row: each locks it (``FOR UPDATE``)
-for the rest of its transaction, after the sync's locks and before the board's. Two
+for the rest of its transaction, after every other projection's locks (it runs last in
+a batch). Two
 batches locking two tickets in opposite orders are a deadlock PostgreSQL breaks; the
 loser's batch is read again, like any conflicted batch.
 """
@@ -75,7 +76,6 @@ import asyncpg
 from projections.batch import NOTHING_TO_REPORT, LoggedEvent, ProjectionReport
 from projections.db import Conn
 from projections.events import REASON_BAD_EVENT, ChangeEvent, decode_event, encode_event
-from projections.handshake import DealChange, deal_change
 from projections.last_states import Rebuilt, own_events
 from projections.ledger import Outcome, record_outcomes
 from projections.stores.commands import Cause, Command, enqueue
@@ -168,7 +168,6 @@ class TicketActionsProjection:
         threads = [item for item in events if is_new_thread(item.event)]
         if not actions and not (threads and self.mode == "embedded"):
             return NOTHING_TO_REPORT
-        deals = _BatchDeals(events)
         recorded = await _recorded(conn, [item.seq for item in actions])
         queued = await _queued(conn, [item.event.event_id for item in actions]) \
             if self.mode == "rebuild" else set()
@@ -187,11 +186,11 @@ class TicketActionsProjection:
                     continue  # never applied live: nothing to rebuild from
                 result = Result(PENDING)
             elif result is None and self.mode == "hosted":
-                result = await _queue(conn, item, commands, deals)
+                result = await _queue(conn, item, commands)
                 if result.outcome != PENDING:
                     outcomes.append(_outcome(item, result))
             elif result is None:
-                result = await self._apply(conn, desk, item, deals)
+                result = await self._apply(conn, desk, event)
                 outcomes.append(_outcome(item, result))
             await _keep(conn, event, result)
         await enqueue(conn, commands)
@@ -199,26 +198,23 @@ class TicketActionsProjection:
         failed = tuple(o for o in outcomes if o.outcome == FAILED)
         return ProjectionReport(failed) if failed else NOTHING_TO_REPORT
 
-    async def _apply(self, conn: Conn, desk: DeskActions, item: LoggedEvent,
-                     deals: _BatchDeals) -> Result:
-        event = item.event
+    async def _apply(self, conn: Conn, desk: DeskActions, event: ChangeEvent) -> Result:
         try:
             action, payload = decode_action(event.values)
         except ActionInvalid as err:
             return _failed(REASON_BAD_EVENT, str(err))
         try:
             async with conn.transaction():  # a savepoint: a refused write undoes it all
-                return await _carry_out(conn, desk, item, action, payload, deals)
+                return await _carry_out(conn, desk, event, action, payload)
         except ActionInvalid as err:
             return _failed(REASON_BAD_EVENT, str(err))
         except _DESK_REFUSES as err:
             return _failed(REASON_REFUSED, str(err))
 
 
-async def _carry_out(conn: Conn, desk: DeskActions, item: LoggedEvent, action: Action,
-                     payload: Payload, deals: _BatchDeals) -> Result:
+async def _carry_out(conn: Conn, desk: DeskActions, event: ChangeEvent, action: Action,
+                     payload: Payload) -> Result:
     """One action on the desk; a Result, or ``DeskRefused`` (its writes are undone)."""
-    event = item.event
     if isinstance(payload, Create):
         return await _create(desk, action, payload)
     ticket_id = event.record_id
@@ -247,7 +243,7 @@ async def _carry_out(conn: Conn, desk: DeskActions, item: LoggedEvent, action: A
     elif action.kind == "delete":
         await desk.delete_ticket(ticket_id)
     elif isinstance(payload, DealLink):
-        stage = await deals.stage(conn, payload.deal_id, item.seq)
+        stage = await _deal_stage(conn, payload.deal_id)
         if stage is None:
             return _failed(REASON_NO_DEAL, f"deal {payload.deal_id} is not in the CRM")
         ids["priority_raised"] = stage == "open" and ticket.priority != RAISED_PRIORITY
@@ -256,39 +252,16 @@ async def _carry_out(conn: Conn, desk: DeskActions, item: LoggedEvent, action: A
     return Result(APPLIED, ids=ids)
 
 
-class _BatchDeals:
-    """The CRM's deals as an action of this batch finds them.
-
-    The board keeps the deals (``handshake.deals``) but runs after the ticket actions
-    in a batch, and a deal's events travel on another partition than the actions on a
-    ticket (keyed by deal, by ticket): a user who creates a deal and links a ticket to
-    it at once often has both in one batch, the deal logged before or after the action.
-    So a deal is, in order: as the batch's last event of it before the action leaves
-    it (by the board's own rule, ``handshake.deal_change``); else as the board holds it
-    from earlier batches; else as the batch's first event of it after the action (the
-    deal existed when the user picked it; its event was fetched from its partition
-    after the action's). Without this, such a link failed "deal not found" (a Retry
-    then applied it)."""
-
-    def __init__(self, events: Sequence[LoggedEvent]) -> None:
-        self.events: dict[str, list[tuple[int, DealChange]]] = {}
-        for item in events:
-            if item.event.source == "crm" and item.event.module == "deals":
-                self.events.setdefault(item.event.record_id, []).append(
-                    (item.seq, deal_change(item.event)))
-
-    async def stage(self, conn: Conn, deal_id: str, seq: int) -> str | None:
-        """The deal's stage for the action logged at ``seq``; None when it is not in the
-        CRM (never seen, or deleted)."""
-        seen = self.events.get(deal_id, [])
-        before = [change for at, change in seen if at < seq]
-        if before:
-            return before[-1].stage if before[-1].live else None
-        stage: str | None = await conn.fetchval(
-            "SELECT stage FROM handshake.deals WHERE deal_id = $1", deal_id)
-        if stage is not None or not seen:
-            return stage
-        return seen[0][1].stage if seen[0][1].live else None
+async def _deal_stage(conn: Conn, deal_id: str) -> str | None:
+    """A deal's stage as the board keeps it (None: not in the CRM, or deleted). The board
+    has applied the whole batch when the ticket actions run (they run last), and a deal's
+    events travel on another partition than the actions on a ticket (keyed by deal, by
+    ticket): a deal created and linked at once is often in the action's batch, logged
+    before or after it, and is found all the same. When the actions ran before the
+    board, such a link failed "deal not found" (a Retry then applied it)."""
+    stage: str | None = await conn.fetchval(
+        "SELECT stage FROM handshake.deals WHERE deal_id = $1", deal_id)
+    return stage
 
 
 async def _create(desk: DeskActions, action: Action, payload: Create) -> Result:
@@ -319,8 +292,7 @@ async def _create(desk: DeskActions, action: Action, payload: Create) -> Result:
     return Result(APPLIED, ids=ids)
 
 
-async def _queue(conn: Conn, item: LoggedEvent, commands: list[Command],
-                 deals: _BatchDeals) -> Result:
+async def _queue(conn: Conn, item: LoggedEvent, commands: list[Command]) -> Result:
     """A hosted desk's action: checked as far as the log can tell, then queued for the
     desk's writer (``Result`` pending), or failed here with its reason."""
     event = item.event
@@ -332,7 +304,7 @@ async def _queue(conn: Conn, item: LoggedEvent, commands: list[Command],
         return Result(APPLIED, ids={"ticket_id": event.record_id})  # the link row only
     work: dict[str, Any] = {}
     if isinstance(payload, DealLink):
-        stage = await deals.stage(conn, payload.deal_id, item.seq)
+        stage = await _deal_stage(conn, payload.deal_id)
         if stage is None:
             return _failed(REASON_NO_DEAL, f"deal {payload.deal_id} is not in the CRM")
         work["raise_priority"] = stage == "open"

@@ -165,6 +165,7 @@ class StatisticsProjection:
     """Keeps ``ticket_stats.*``; see the module docstring."""
 
     name = "statistics"
+    reads_events_only = True  # runs while the sync plans (projections.batch.PlansBeside)
 
     async def apply(self, conn: Conn, events: Sequence[LoggedEvent]) -> ProjectionReport:
         """Write the batch's tickets, replies and CRM contacts, then move the clock.

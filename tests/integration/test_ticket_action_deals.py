@@ -2,9 +2,10 @@
 
 The deal and the action travel on different partitions (keyed by deal and by ticket),
 so a user who creates a deal and links a ticket to it at once often has both in one
-batch, the action logged before or after the deal. The ticket actions run before the
-board, which keeps the deals, so the action must read the batch's own deal events: it
-failed as "deal not found" (with a Retry) before this was fixed."""
+batch, the action logged before or after the deal. The batch's projections run here as
+the projector runs them (``apply_projections`` over the registry's list, the ticket
+actions in the desk's mode): the action failed as "deal not found" (with a Retry) while
+the ticket actions ran before the board, which keeps the deals, and read only it."""
 
 from __future__ import annotations
 
@@ -15,10 +16,12 @@ from typing import Any, Literal
 import asyncpg
 import pytest
 
-from projections.batch import LoggedEvent
+from projections import registry
+from projections.batch import LoggedEvent, ProjectionReport, apply_projections
+from projections.config import SyncConfig
 from projections.events import ChangeEvent
 from projections.stores import commands
-from projections.ticket_actions import TicketActionsProjection
+from projections.ticket_actions import Mode, TicketActionsProjection
 
 NOW = dt.datetime(2026, 12, 7, 10, tzinfo=dt.UTC)
 
@@ -47,6 +50,18 @@ async def _ticket(conn: Any) -> str:
         " VALUES (3, 'Cannot log in', 'Low', 'ana@example.com') RETURNING id"))
 
 
+async def _batch(conn: Any, events: list[ChangeEvent], mode: Mode) -> list[str | None]:
+    """The events as one batch through every projection (the reasons it reports)."""
+    projections = registry.live_projections(lambda: SyncConfig())
+    for projection in projections:
+        if isinstance(projection, TicketActionsProjection):
+            projection.mode = mode  # as daemon.bootstrap makes it
+    logged = [LoggedEvent(seq, event) for seq, event in enumerate(events, 1)]
+    reports = await apply_projections(conn, logged, projections)
+    return [problem.reason for report in reports if isinstance(report, ProjectionReport)
+            for problem in report.problems]
+
+
 async def _outcomes(conn: Any, links: list[ChangeEvent]) -> list[Any]:
     rows = dict(await conn.fetch(
         "SELECT action_id::text, coalesce(reason, outcome) FROM ticket_actions.actions"))
@@ -67,10 +82,9 @@ async def test_a_deal_created_in_the_same_batch_is_linked(pool: asyncpg.Pool,
             pair = [_deal("701", "Open"), linked]
             events = [*(pair if deal_first else pair[::-1]),
                       _deal("702", "open"), _deal("702", "open", op="delete"), gone]
-            report = await TicketActionsProjection("embedded").apply(
-                conn, [LoggedEvent(seq, event) for seq, event in enumerate(events, 1)])
+            problems = await _batch(conn, events, "embedded")
             assert await _outcomes(conn, [linked, gone]) == ["applied", "deal not found"]
-            assert [p.reason for p in report.problems] == ["deal not found"]
+            assert problems == ["deal not found"]
             assert await conn.fetchval("SELECT priority FROM desk.tickets WHERE id = $1",
                                        int(ticket)) == "High"
             assert [tuple(r) for r in await conn.fetch(
@@ -84,9 +98,7 @@ async def test_a_hosted_desk_queues_the_link_to_a_deal_of_its_batch(
     """Hosted desk: queued for the writer (priority to raise: the deal is open), not failed."""
     with pytest.raises(_Rollback):
         async with pool.acquire() as conn, conn.transaction():
-            events = [LoggedEvent(1, _link("5", "703")), LoggedEvent(2, _deal("703", "open"))]
-            report = await TicketActionsProjection("hosted").apply(conn, events)
-            assert report.problems == ()
+            assert await _batch(conn, [_link("5", "703"), _deal("703", "open")], "hosted") == []
             (command,) = await commands.due_heads(conn, "desk", limit=10)
             assert command.payload["raise_priority"] is True
             raise _Rollback
