@@ -33,8 +33,9 @@ to state …; another operation is in progress", MagicStack/asyncpg#1069) rather
 # wait for each other, which is only ever slower, never wrong. Within a transaction
 # locks are taken in ascending (class, bucket) order, which keeps replicas free of
 # deadlocks: the sync's match keys first, then the handshake's contacts, its match
-# keys and its moves lock. The sync's references lock (``refs.REFS_LOCK``, single-key
-# space) is taken after its match keys; a batch resolving waiting references locks
+# keys and its moves lock (the handshake runs while the sync plans, before it writes).
+# The sync's references lock (``refs.REFS_LOCK``, single-key space) is taken with its
+# writes, after all of those; a batch resolving waiting references locks
 # those contacts' links after it, so two replicas can deadlock there: PostgreSQL
 # detects it and the batch is read again (``syncd_batches_conflicted_total``).
 KEY_BUCKETS = 1024

@@ -40,8 +40,9 @@ replay's chunks) changes nothing. Sequence numbers come from ``clock.last_seq``,
 row is locked first and held to the commit: batches that decide signals pass one at a
 time, so seq N is visible only after every seq before it (a reader following ``seq >
 N`` never skips one), and a replay, which empties the row with the others, counts
-from 1 again. This projection runs last, after the board's moves lock, always in that
-order (no deadlock between replicas).
+from 1 again. This projection runs last of those that run while the sync plans, after
+the board's moves lock and before the sync's writes, always in that order (no deadlock
+between replicas).
 """
 
 from __future__ import annotations

@@ -42,8 +42,9 @@ and a rebuild has nothing of the links to get wrong.
 Batches (several replicas, OWN-05): a record's events share a partition, so two
 batches never write the same ticket, thread or contact row; the one row they share,
 the clock, is written last, with ``greatest``. Its row lock is held to the commit, so
-concurrent batches pass this point one at a time (after the sync's locks, before the
-board's: the same order in every batch, so they cannot deadlock on it).
+concurrent batches pass this point one at a time (it runs while the sync plans: after
+the sync's reads' locks, before the board's and the sync's writes': the same order in
+every batch, so they cannot deadlock on it).
 """
 
 from __future__ import annotations
