@@ -25,8 +25,14 @@ SOURCE_RANK: dict[str, int] = {"desk": 0, "crm": 1}
 State = dict[str, list[Any]]
 
 
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+_MICROSECOND = dt.timedelta(microseconds=1)
+
+
 def micros(moment: dt.datetime) -> int:
-    return (moment - dt.datetime(1970, 1, 1, tzinfo=dt.UTC)) // dt.timedelta(microseconds=1)
+    # Two events' worth of calls in every merge: the constants are made once (making
+    # them in each call cost five times the arithmetic, timed with timeit).
+    return (moment - _EPOCH) // _MICROSECOND
 
 
 def canonical(value: Any) -> str:
