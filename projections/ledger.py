@@ -22,6 +22,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
+
 from projections.db import Conn
 
 COUNTED = {"added": "added", "updated": "updated", "failed": "failed"}
@@ -59,6 +61,26 @@ class Outcome:
     id: int | None = None  # sync.outcomes.id, set when recorded
 
 
+# The batch's outcomes reach PostgreSQL as one JSON array of objects, encoded by msgspec
+# straight from the dataclasses (the raw bytes as base64): ten typed arrays cost asyncpg
+# a check and an encoding per element, 26 to 31 ms of Python for 5,000 outcomes against
+# 8 for the JSON, and more time in all (timed twice on the embedded PostgreSQL, the rows
+# written compared equal, raw bytes, nulls and a detail cut at 2,000 characters included).
+_INSERT_OUTCOMES = """
+INSERT INTO sync.outcomes (seq, event_id, source, module, record_id, outcome, reason,
+    detail, raw, captured_at)
+SELECT seq, event_id, source, module, record_id, outcome, reason, left(detail, 2000),
+    decode(raw, 'base64'), captured_at
+FROM ROWS FROM (json_to_recordset($1::json) AS (seq bigint, event_id uuid, source text,
+        module text, record_id text, outcome text, reason text, detail text, raw text,
+        captured_at timestamptz))
+    WITH ORDINALITY AS o(seq, event_id, source, module, record_id, outcome, reason, detail,
+                         raw, captured_at, ord)
+ORDER BY ord RETURNING id
+"""
+_encode = msgspec.json.Encoder().encode
+
+
 def direction_of(source: str) -> str | None:
     return {"desk": "desk_to_crm", "crm": "crm_to_desk"}.get(source)
 
@@ -77,20 +99,7 @@ async def record_outcomes(conn: Conn, outcomes: Sequence[Outcome]) -> None:
     # INSERT's would be: a replay that locks the table EXCLUSIVE to read the newest id
     # then waits for every id already drawn.
     await conn.execute("LOCK TABLE sync.outcomes IN ROW EXCLUSIVE MODE")
-    rows = await conn.fetch(
-        "INSERT INTO sync.outcomes (seq, event_id, source, module, record_id, outcome,"
-        " reason, detail, raw, captured_at)"
-        " SELECT seq, event_id, source, module, record_id, outcome, reason, detail, raw,"
-        " captured_at FROM unnest($1::bigint[], $2::uuid[], $3::text[], $4::text[],"
-        " $5::text[], $6::text[], $7::text[], $8::text[], $9::bytea[], $10::timestamptz[])"
-        " WITH ORDINALITY AS o(seq, event_id, source, module, record_id, outcome, reason,"
-        " detail, raw, captured_at, ord) ORDER BY ord RETURNING id",
-        [o.seq for o in outcomes], [o.event_id for o in outcomes],
-        [o.source for o in outcomes], [o.module for o in outcomes],
-        [o.record_id for o in outcomes], [o.outcome for o in outcomes],
-        [o.reason for o in outcomes], [o.detail[:2000] for o in outcomes],
-        [o.raw for o in outcomes], [o.captured_at for o in outcomes],
-    )
+    rows = await conn.fetch(_INSERT_OUTCOMES, _encode(list(outcomes)).decode())
     for outcome, drawn in zip(outcomes, sorted(row["id"] for row in rows), strict=True):
         outcome.id = drawn
     await fold(conn, outcomes)

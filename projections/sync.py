@@ -93,6 +93,28 @@ ORDER BY link_id FOR UPDATE
 """
 
 
+_LINK_ROWS = """
+json_to_recordset($1::json) AS r(link_id bigint, module text, desk_id text, crm_id text,
+    state jsonb, desk_fp text, crm_fp text, desk_gone text, crm_gone text,
+    desk_seen timestamptz, crm_seen timestamptz, updated_at timestamptz,
+    linked_at timestamptz)"""
+_UPDATE_LINKS = f"""
+UPDATE sync.links l SET desk_id = r.desk_id, crm_id = r.crm_id, state = r.state,
+    desk_fp = r.desk_fp, crm_fp = r.crm_fp, desk_gone = r.desk_gone, crm_gone = r.crm_gone,
+    desk_seen = r.desk_seen, crm_seen = r.crm_seen, updated_at = r.updated_at
+FROM {_LINK_ROWS}
+WHERE l.link_id = r.link_id
+"""
+_INSERT_LINKS = f"""
+INSERT INTO sync.links (module, desk_id, crm_id, state, desk_fp, crm_fp, desk_gone, crm_gone,
+    desk_seen, crm_seen, updated_at, linked_at)
+SELECT module, desk_id, crm_id, state, desk_fp, crm_fp, desk_gone, crm_gone, desk_seen,
+    crm_seen, updated_at, linked_at
+FROM {_LINK_ROWS}
+"""
+_encode_links = msgspec.json.Encoder().encode
+
+
 DECIDE_SLICE = 100
 """Events decided between two yields to the projections running beside the planner:
 small enough that a statement of theirs waits little for the planner (a few ms of
@@ -687,52 +709,13 @@ class _Batch(Planner):
                     if link.fp(side) is None and link.known_fp is not None:
                         link.set_fp(side, link.known_fp[side])
             (fresh if link.link_id is None else known).append(link)
-        # Typed arrays, one per column: asyncpg encodes them in binary, so nothing is
-        # formatted as text here or parsed back from JSON there (but the state).
+        # Each list of links as one JSON array of objects, encoded by msgspec straight from
+        # the dataclasses (fields the statement does not name are ignored): typed arrays,
+        # one per column, cost asyncpg a check and an encoding per element, as the
+        # outcomes' did (projections.ledger).
         if known:
-            await self.conn.execute(
-                """
-                UPDATE sync.links l SET desk_id = r.desk_id, crm_id = r.crm_id,
-                    state = r.state::jsonb, desk_fp = r.desk_fp, crm_fp = r.crm_fp,
-                    desk_gone = r.desk_gone, crm_gone = r.crm_gone, desk_seen = r.desk_seen,
-                    crm_seen = r.crm_seen, updated_at = r.updated_at
-                FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[],
-                            $6::text[], $7::text[], $8::text[], $9::timestamptz[],
-                            $10::timestamptz[], $11::timestamptz[])
-                    AS r(link_id, desk_id, crm_id, state, desk_fp, crm_fp, desk_gone, crm_gone,
-                         desk_seen, crm_seen, updated_at)
-                WHERE l.link_id = r.link_id
-                """,
-                [link.link_id for link in known], *_link_columns(known),
-            )
+            await self.conn.execute(_UPDATE_LINKS, _encode_links(known).decode())
         if fresh:
-            await self.conn.execute(
-                """
-                INSERT INTO sync.links (module, desk_id, crm_id, state, desk_fp, crm_fp,
-                    desk_gone, crm_gone, desk_seen, crm_seen, updated_at, linked_at)
-                SELECT module, desk_id, crm_id, state::jsonb, desk_fp, crm_fp, desk_gone,
-                    crm_gone, desk_seen, crm_seen, updated_at, linked_at
-                FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
-                            $6::text[], $7::text[], $8::text[], $9::timestamptz[],
-                            $10::timestamptz[], $11::timestamptz[], $12::timestamptz[])
-                    AS r(module, desk_id, crm_id, state, desk_fp, crm_fp, desk_gone, crm_gone,
-                         desk_seen, crm_seen, updated_at, linked_at)
-                """,
-                [link.module for link in fresh], *_link_columns(fresh),
-                [link.linked_at for link in fresh],
-            )
+            await self.conn.execute(_INSERT_LINKS, _encode_links(fresh).decode())
 
 
-
-def _link_columns(links: list[Link]) -> list[list[Any]]:
-    """desk_id, crm_id, state (JSON text), desk_fp, crm_fp, desk_gone, crm_gone,
-    desk_seen, crm_seen, updated_at: one list per column."""
-    encode = msgspec.json.encode
-    return [
-        [link.desk_id for link in links], [link.crm_id for link in links],
-        [encode(link.state).decode() for link in links],
-        [link.desk_fp for link in links], [link.crm_fp for link in links],
-        [link.desk_gone for link in links], [link.crm_gone for link in links],
-        [link.desk_seen for link in links], [link.crm_seen for link in links],
-        [link.updated_at for link in links],
-    ]
