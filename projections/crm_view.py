@@ -43,7 +43,7 @@ from collections.abc import Sequence
 
 from projections.batch import NOTHING_TO_REPORT, LoggedEvent, ProjectionReport
 from projections.db import Conn
-from projections.last_states import Rebuilt
+from projections.last_states import Rebuilt, newest_of
 
 VIEWED_MODULES = ("contacts", "accounts", "deals", "notes", "calls", "events", "tasks")
 """The CRM modules the view keeps."""
@@ -90,11 +90,8 @@ _BATCH = _WRITE.format(picked=
     " ORDER BY module, record_id, seq DESC")
 """A batch's CRM events (their ``seq``), each record's last."""
 _EVERY_RECORD = _WRITE.format(picked=
-    "SELECT e.module, e.record_id, e.op, e.payload -> 'values' AS v"
-    " FROM (SELECT max(seq) AS seq FROM syncd.event_log"
-    f"  WHERE source = 'crm' AND module IN {VIEWED_MODULES!r}"
-    "  GROUP BY module, record_id) AS last"
-    " JOIN syncd.event_log e USING (seq)")
+    "SELECT e.module, e.record_id, e.op, e.payload -> 'values' AS v FROM "
+    + newest_of(f"source = 'crm' AND module IN {VIEWED_MODULES!r}"))
 """Every CRM record's last event in the log."""
 
 

@@ -69,16 +69,23 @@ async def own_events(conn: Conn, source: str, module: str, projection: Projectio
         after, count, bad = rows[-1]["seq"], count + len(rows), bad + failed
 
 
+def newest_of(modules: str) -> str:
+    """A FROM item: each record's newest logged event among ``modules`` (a condition on
+    ``source`` and ``module``), as ``e`` (a row of ``syncd.event_log``). Grouped by hash
+    on the narrow columns, the payloads read by primary key afterwards (sorting the
+    whole log with its payloads spills to disk). For the set-based rebuilds, in Python
+    (``last_events``) or in SQL (the CRM view's, the statistics' CRM people)."""
+    return ("(SELECT max(seq) AS seq FROM syncd.event_log WHERE " + modules
+            + " GROUP BY source, module, record_id) AS last JOIN syncd.event_log e USING (seq)")
+
+
 async def last_events(conn: Conn, modules: str) -> tuple[list[LoggedEvent], Rebuilt]:
     """Each record's newest event among ``modules`` (a condition on ``source`` and
     ``module``), in log order, with every event of the records whose newest does not
     decode (the caller keeps, per record, the last it is given)."""
-    # Grouped by hash on the narrow columns, the payloads read by primary key afterwards
-    # (sorting the whole log with its payloads spills to disk).
     rows = await conn.fetch(
         "SELECT e.seq, e.source, e.module, e.record_id, e.payload::text AS payload"
-        " FROM (SELECT max(seq) AS seq FROM syncd.event_log WHERE " + modules
-        + " GROUP BY source, module, record_id) AS last JOIN syncd.event_log e USING (seq)")
+        " FROM " + newest_of(modules))
     events, bad = decoded(rows)
     if bad:
         kept = {item.seq for item in events}

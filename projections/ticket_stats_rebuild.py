@@ -23,7 +23,7 @@ import datetime as dt
 from dataclasses import replace
 
 from projections.db import Conn
-from projections.last_states import Rebuilt, decoded, last_events
+from projections.last_states import Rebuilt, decoded, last_events, newest_of
 from projections.ticket_stats import (
     Changes,
     TicketRow,
@@ -48,10 +48,7 @@ _CRM_PEOPLE = """
 WITH last AS (
     SELECT e.module, e.record_id, f.account_id, f.email,
            e.op <> 'delete' AND NOT crm_view.truthy(f.deleted) AS live
-    FROM (SELECT max(seq) AS seq FROM syncd.event_log
-          WHERE source = 'crm' AND module IN ('contacts', 'leads')
-          GROUP BY module, record_id) AS m
-    JOIN syncd.event_log e USING (seq),
+    FROM """ + newest_of("source = 'crm' AND module IN ('contacts', 'leads')") + """,
     json_to_record(e.payload -> 'values') AS f(deleted json, account_id json, email json)
 ),
 contacts AS (
