@@ -88,15 +88,20 @@ async def capture_chunk(pool: asyncpg.Pool, source: Side, module: str, chunk: in
 
 
 async def progress(conn: asyncpg.Connection | asyncpg.pool.PoolConnectionProxy) -> Progress | None:
+    """Where the first sync stands: applied is what the batches released of its capture
+    (``syncd.imports_released``), read without counting the outboxes (a count of
+    hundreds of thousands of rows, twice a second, was much of a large first sync's
+    PostgreSQL time). Never more than captured: a hosted store's bulk read releases
+    import rows too, outside this plan."""
     row = await conn.fetchrow(
         "SELECT coalesce(sum(total), 0) AS total, coalesce(sum(captured), 0) AS captured,"
-        " count(*) AS plans FROM syncd.initial_sync")
+        " count(*) AS plans,"
+        " (SELECT coalesce(sum(released), 0) FROM syncd.imports_released) AS released"
+        " FROM syncd.initial_sync")
     if row is None or row["plans"] == 0:
         return None
-    sides: tuple[Side, Side] = ("desk", "crm")
-    waiting = sum([await Outbox(conn, side).imports_waiting() for side in sides])
-    return Progress(int(row["total"]), int(row["captured"]),
-                    int(row["captured"]) - int(waiting))
+    captured = int(row["captured"])
+    return Progress(int(row["total"]), captured, min(captured, int(row["released"])))
 
 
 async def captured_all(conn: asyncpg.Connection | asyncpg.pool.PoolConnectionProxy) -> bool:

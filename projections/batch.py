@@ -331,18 +331,19 @@ async def release_outbox_rows(conn: Conn, decoded: Sequence[tuple[Message, Chang
     """The event log now holds these events: their outbox rows may go."""
     for source in ("desk", "crm"):
         await Outbox(conn, source).release(
-            [event.event_id for _, event in decoded if event.source == source])
+            [(event.event_id, message.partition) for message, event in decoded
+             if event.source == source])
 
 
 async def release_rejected_rows(conn: Conn, rejected: Sequence[tuple[Message, InvalidEvent]]
                                 ) -> None:
     """Outbox rows of rejected events (their id read as far as the bytes allow) may go:
     the failure log now holds them, raw."""
-    ids: list[uuid.UUID] = []
+    ids: list[tuple[uuid.UUID, int]] = []
     for message, _err in rejected:
         try:
             data = json.loads(message.value or b"")
-            ids.append(uuid.UUID(str(data["event_id"])))
+            ids.append((uuid.UUID(str(data["event_id"])), message.partition))
         except (ValueError, TypeError, KeyError, AttributeError):
             continue
     for source in ("desk", "crm"):

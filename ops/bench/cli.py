@@ -59,11 +59,13 @@ def render(report: dict[str, Any]) -> str:
     header = (f"ops.bench: --records {report['records']} on {machine['cores']} cores"
               f" ({machine['cpu']}), load {report['load_before']} -> {report['load_after']}")
     table = tabulate(rows, headers=["scenario", "figure", "value", "target", "met", "detail"])
-    statements = report["scenarios"].get("steady", {}).get("statements")
-    if statements:
-        table += "\n\nsteady: where the projector's statements spent their time\n" + tabulate(
-            [[s["seconds"], s["calls"], s["ms_each"], s["statement"][:110]] for s in statements],
-            headers=["seconds", "calls", "ms each", "statement"])
+    for name, outcome in report["scenarios"].items():
+        statements = outcome.get("statements")
+        if statements:
+            table += f"\n\n{name}: where its statements on the pool spent their time\n" + tabulate(
+                [[s["seconds"], s["calls"], s["ms_each"], s["statement"][:110]]
+                 for s in statements],
+                headers=["seconds", "calls", "ms each", "statement"])
     return f"{header}\n{table}"
 
 
@@ -88,8 +90,9 @@ def render(report: dict[str, Any]) -> str:
 @click.option("--duration", type=click.FloatRange(1, 3600), default=None,
               help="Seconds of the latency run (default 60, less for tiny --records).")
 @click.option("--statements", type=click.IntRange(0, 1000), default=0,
-              help="Report the N statements the steady scenario's projector spent most"
-                   " time in (calls, seconds; asyncpg's query logger). 0: none.")
+              help="Report the N statements the steady scenario's projector (and the"
+                   " initial scenario's first sync) spent most time in (calls, seconds;"
+                   " asyncpg's query logger). 0: none.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object with every figure.")
 @click.pass_context
 def bench(ctx: click.Context, config_file: Path | None, verbose: bool,

@@ -642,10 +642,14 @@ async def initial(env: Env, records: int) -> Result:
         await product.start_projector(f"{prefix}-initial")
         sampler.start()
         _say("initial: first sync running")
+        if env.statements is not None:
+            env.statements.reset()  # the first sync's statements only
         cpu = env.cpu.read()
         started = time.perf_counter()
         progress = await initial_sync.run(pool, direction="two_way", window_days=365)
         seconds = time.perf_counter() - started
+        if env.statements is not None:
+            result["statements"] = env.statements.top()
         result["cpu_us_per_event"] = wl.CpuMeter.per_event(cpu, env.cpu.read(),
                                                            progress.captured)
         peak = await sampler.stop()

@@ -20,6 +20,17 @@ from projections.events import ChangeEvent, Origin
 NOTIFY_CHANNEL = "syncd_outbox"
 """Woken with the side as payload when rows are appended (the relay listens)."""
 
+_RELEASE = """
+WITH gone AS (
+    DELETE FROM {side}.outbox WHERE event_id = ANY($1::uuid[]) RETURNING event_id, origin)
+INSERT INTO syncd.imports_released AS t (source, kafka_partition, released)
+SELECT $3, r.part, count(*)
+FROM gone JOIN unnest($1::uuid[], $2::int[]) AS r(event_id, part) USING (event_id)
+WHERE gone.origin = 'import'
+GROUP BY r.part
+ON CONFLICT (source, kafka_partition) DO UPDATE SET released = t.released + EXCLUDED.released
+"""
+
 
 class Outbox:
     def __init__(self, conn: Conn, side: Side) -> None:
@@ -67,12 +78,15 @@ class Outbox:
     async def wake(self) -> None:
         await self.conn.execute("SELECT pg_notify($1, $2)", NOTIFY_CHANNEL, self.side)
 
-    async def release(self, event_ids: Sequence[uuid.UUID]) -> None:
-        """The event log holds these events now: their rows may go."""
-        if event_ids:
-            await self.conn.execute(
-                f"DELETE FROM {self.side}.outbox WHERE event_id = ANY($1::uuid[])",
-                list(event_ids))
+    async def release(self, rows: Sequence[tuple[uuid.UUID, int]]) -> None:
+        """The event log (or the failure log) holds these events now, each given with
+        the Kafka partition it came from: their rows may go. The first sync's rows
+        among them are counted as released (``syncd.imports_released``, per partition:
+        its progress, without counting the outbox)."""
+        by_id = dict(rows)  # a copy of an event twice in one batch: one row, counted once
+        if by_id:
+            await self.conn.execute(_RELEASE.format(side=self.side), list(by_id),
+                                    list(by_id.values()), self.side)
 
     async def changes_in_flight(self, module: str, ids: Sequence[str]) -> set[str]:
         """Which of ``ids`` have a change here that is not the sync's own (the port's
@@ -91,11 +105,6 @@ class Outbox:
             " WHERE module = $1 AND op = 'delete' AND record_id = ANY($2::text[])",
             module, list(ids))
         return {row["record_id"] for row in rows}
-
-    async def imports_waiting(self) -> int:
-        """Rows of the first sync's capture (origin ``import``) not yet released."""
-        return int(await self.conn.fetchval(
-            f"SELECT count(*) FROM {self.side}.outbox WHERE origin = 'import'"))
 
     async def backlog(self) -> int:
         """Rows not yet released: captured changes the event log does not hold yet."""

@@ -78,11 +78,8 @@ async def test_initial_sync_after_it_is_done_says_so(pipeline: Pipeline, databas
     so); a second one says the first one is done (when, how many) and that it does not
     run again, instead of repeating the old total."""
     assert pipeline.pool is not None
-    async with pipeline.pool.acquire() as conn, conn.transaction():
-        await conn.execute("SET LOCAL syncd.origin = 'sync'")
-        await conn.execute("SET LOCAL syncd.capture = 'off'")
-        await conn.execute("INSERT INTO crm.contacts (last_name, email)"
-                           " SELECT 'n' || g, 'r' || g || '@x.com' FROM generate_series(1, 5) g")
+    await pipeline.preexisting("INSERT INTO crm.contacts (last_name, email) SELECT 'n' || g,"
+                               " 'r' || g || '@x.com' FROM generate_series(1, 5) g")
     refused = await syncd(data_dir, "sync", "--initial", SYNCD_DATABASE_URL=database_url)
     assert refused.exit_code == 1 and "the integration is not set up" in refused.output
     await enable_sync(database_url)

@@ -24,19 +24,21 @@ NOW = dt.datetime.now(dt.UTC)
 
 async def preexisting(pipe: Pipeline) -> None:
     """Records that were there before sync was enabled (not captured)."""
-    assert pipe.pool is not None
-    async with pipe.pool.acquire() as conn, conn.transaction():
-        await conn.execute("SET LOCAL syncd.origin = 'sync'")
-        await conn.execute("SET LOCAL syncd.capture = 'off'")
-        await conn.execute(
-            "INSERT INTO crm.contacts (last_name, email, created_time, modified_time) VALUES"
-            " ('Both', 'both@x.com', $1, $1), ('CrmOnly', 'crm@x.com', $1, $1),"
-            " ('Old', 'old@x.com', $2, $2)",
-            NOW - dt.timedelta(days=30), NOW - dt.timedelta(days=400))
-        await conn.execute(
-            "INSERT INTO desk.contacts (last_name, email, created_time, modified_time) VALUES"
-            " ('Both', ' BOTH@x.com', $1, $1), ('DeskOnly', 'desk@x.com', $1, $1)",
-            NOW - dt.timedelta(days=10))
+    await pipe.preexisting(
+        "INSERT INTO crm.contacts (last_name, email, created_time, modified_time) VALUES"
+        " ('Both', 'both@x.com', $1, $1), ('CrmOnly', 'crm@x.com', $1, $1),"
+        " ('Old', 'old@x.com', $2, $2)",
+        NOW - dt.timedelta(days=30), NOW - dt.timedelta(days=400))
+    await pipe.preexisting(
+        "INSERT INTO desk.contacts (last_name, email, created_time, modified_time) VALUES"
+        " ('Both', ' BOTH@x.com', $1, $1), ('DeskOnly', 'desk@x.com', $1, $1)",
+        NOW - dt.timedelta(days=10))
+
+
+async def crm_contacts(pipe: Pipeline, count: int) -> None:
+    """``count`` CRM contacts that were there before sync was enabled."""
+    await pipe.preexisting("INSERT INTO crm.contacts (last_name, email) SELECT 'n' || g,"
+                           " 'r' || g || '@x.com' FROM generate_series(1, $1) g", count)
 
 
 async def test_first_sync_matches_exports_and_skips_old(pipeline: Pipeline) -> None:
@@ -61,11 +63,7 @@ async def test_first_sync_matches_exports_and_skips_old(pipeline: Pipeline) -> N
 async def test_first_sync_resumes_after_a_kill(pipeline: Pipeline) -> None:
     """A first sync stopped midway resumes where it stopped: each record once."""
     assert pipeline.pool is not None
-    async with pipeline.pool.acquire() as conn, conn.transaction():
-        await conn.execute("SET LOCAL syncd.origin = 'sync'")
-        await conn.execute("SET LOCAL syncd.capture = 'off'")
-        await conn.execute("INSERT INTO crm.contacts (last_name, email)"
-                           " SELECT 'n' || g, 'r' || g || '@x.com' FROM generate_series(1, 50) g")
+    await crm_contacts(pipeline, 50)
     stop = asyncio.Event()
     chunks = 0
 
@@ -127,3 +125,44 @@ async def test_kafka_commit_never_happening_changes_nothing(
         assert await conn.fetchval("SELECT sum(added) FROM sync.history") == 201
     finally:
         await second.close()
+
+
+async def test_progress_is_read_without_counting_the_outboxes(pipeline: Pipeline) -> None:
+    """The progress is what the batches released of the capture, read from their
+    counts: it reads no outbox row (it counted both outboxes, after every chunk and twice
+    a second while waiting; on a large first sync, much of PostgreSQL's time)."""
+    assert pipeline.pool is not None
+    await crm_contacts(pipeline, 30)
+    result = await initial_sync.run(pipeline.pool, chunk=10)
+    # The backend's own table counters, not flushed within a transaction.
+    scans = ("SELECT coalesce(sum(seq_scan + coalesce(idx_scan, 0)), 0)"
+             " FROM pg_stat_xact_user_tables WHERE relname = 'outbox'")
+    async with pipeline.pool.acquire() as conn, conn.transaction():
+        before = await conn.fetchval(scans)
+        current = await initial_sync.progress(conn)
+        after = await conn.fetchval(scans)
+    assert (result.total, result.captured, result.applied) == (30, 30, 30)
+    assert current == result
+    assert after == before
+
+
+async def test_released_imports_are_counted_once_by_partition(pipeline: Pipeline) -> None:
+    """Releasing the first sync's rows counts each once, under its Kafka partition: a
+    copy of an event (twice in a batch, or again after its row went) and a row that is
+    not an import add nothing."""
+    from projections.stores.outbox import Outbox
+
+    ids = [row["event_id"] for row in await pipeline.fetch(
+        "INSERT INTO crm.outbox (module, record_id, op, \"values\", modified_at, created_at,"
+        " origin) VALUES ('contacts', '1', 'create', '{}', now(), now(), 'import'),"
+        " ('contacts', '2', 'create', '{}', now(), now(), 'import'),"
+        " ('contacts', '3', 'update', '{}', now(), now(), 'user') RETURNING event_id")]
+    assert pipeline.pool is not None
+    async with pipeline.pool.acquire() as conn:
+        await Outbox(conn, "crm").release([(ids[0], 0), (ids[0], 0), (ids[2], 1)])
+        await Outbox(conn, "crm").release([(ids[0], 0), (ids[1], 3)])
+        await Outbox(conn, "desk").release([(ids[1], 3)])  # not a desk row
+    counts = {(r["source"], r["kafka_partition"]): r["released"] for r in await pipeline.fetch(
+        "SELECT * FROM syncd.imports_released")}
+    assert counts == {("crm", 0): 1, ("crm", 3): 1}
+    assert await pipeline.fetchval("SELECT count(*) FROM crm.outbox") == 0

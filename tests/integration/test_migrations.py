@@ -85,3 +85,27 @@ def test_shipped_migrations_are_numbered_contiguously() -> None:
     """The project's own migrations are 1..N with no gap."""
     versions = [m.version for m in load_migrations()]
     assert versions == list(range(1, len(versions) + 1))
+
+
+async def test_a_first_sync_under_way_keeps_its_progress(empty_database_url: str) -> None:
+    """0032 counts the first sync's released rows instead of counting the outboxes: a
+    first sync under way when it applies keeps its figure (captured less what waits)."""
+    from adapters import initial_sync
+
+    shipped = load_migrations()
+    conn = await asyncpg.connect(empty_database_url)
+    try:
+        await migrate(conn, [m for m in shipped if m.version < 32])
+        await conn.execute(
+            "INSERT INTO syncd.initial_sync (source, module, cutoff, total, captured)"
+            " VALUES ('crm', 'contacts', now(), 9, 7), ('crm', 'accounts', now(), 2, 2),"
+            " ('desk', 'contacts', now(), 5, 5)")
+        for side, origins in (("crm", ["import"] * 3), ("desk", ["import", "user"])):
+            await conn.execute(
+                f"INSERT INTO {side}.outbox (module, record_id, op, \"values\", modified_at,"
+                " created_at, origin) SELECT 'contacts', n::text, 'create', '{}', now(), now(), o"
+                " FROM unnest($1::text[]) WITH ORDINALITY AS u(o, n)", origins)
+        await migrate(conn, shipped)
+        assert await initial_sync.progress(conn) == initial_sync.Progress(16, 14, 14 - 3 - 1)
+    finally:
+        await conn.close()

@@ -157,6 +157,15 @@ class Pipeline:
         async with self.pool.acquire() as conn:
             await Outbox(conn, side).append(event, keep_id=True)
 
+    async def preexisting(self, query: str, *args: Any) -> None:
+        """Run ``query`` on the stores as rows that were there before sync was enabled
+        (the first sync's to find): not captured."""
+        assert self.pool is not None
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute("SET LOCAL syncd.origin = 'sync'")
+            await conn.execute("SET LOCAL syncd.capture = 'off'")
+            await conn.execute(query, *args)
+
     async def fetch(self, query: str, *args: Any) -> list[asyncpg.Record]:
         assert self.pool is not None
         return await self.pool.fetch(query, *args)
