@@ -56,15 +56,21 @@ def partition_of(key: bytes, partitions: Sequence[int]) -> int:
 
 
 async def send_keyed(producer: AIOKafkaProducer, topic: str,
-                     messages: Iterable[tuple[bytes, bytes]]) -> int:
+                     messages: Iterable[tuple[bytes, bytes]]) -> dict[int, int]:
     """Produce ``(key, value)`` messages in their order, one batch per partition at a
-    time; return once the broker acknowledged every one (as ``producer`` acks). Raises
-    what a failed batch raised (then some may have been written: the callers send
-    again, and their readers drop copies). Returns the number of messages."""
+    time; return once the broker acknowledged every one (as ``producer`` acks), with
+    the offset each partition's last message got. Raises what a failed batch raised
+    (then some may have been written: the callers send again, and their readers drop
+    copies)."""
     partitions = sorted(await producer.partitions_for(topic))
     open_batches: dict[int, Any] = {}  # aiokafka's BatchBuilder, untyped
-    sent: list[asyncio.Future[object]] = []
-    count = 0
+    sent: list[tuple[int, int, asyncio.Future[Any]]] = []  # partition, count, ack
+
+    async def send(partition: int, batch: Any) -> None:
+        count = batch.record_count()
+        sent.append((partition, count, await producer.send_batch(batch, topic,
+                                                                 partition=partition)))
+
     for key, value in messages:
         partition = partition_of(key, partitions)
         batch = open_batches.get(partition)
@@ -72,13 +78,16 @@ async def send_keyed(producer: AIOKafkaProducer, topic: str,
             batch = open_batches[partition] = producer.create_batch()
         if batch.append(key=key, value=value, timestamp=None) is None:
             # Full: this one goes, and the message opens the partition's next batch.
-            sent.append(await producer.send_batch(batch, topic, partition=partition))
+            await send(partition, batch)
             batch = open_batches[partition] = producer.create_batch()
             if batch.append(key=key, value=value, timestamp=None) is None:
                 raise ValueError(f"a message of {len(key) + len(value)} bytes exceeds"
                                  " the producer's batch size")
-        count += 1
     for partition, batch in open_batches.items():
-        sent.append(await producer.send_batch(batch, topic, partition=partition))
-    await asyncio.gather(*sent)
-    return count
+        await send(partition, batch)
+    acks = await asyncio.gather(*(ack for _, _, ack in sent))
+    last: dict[int, int] = {}
+    for (partition, count, _), ack in zip(sent, acks, strict=True):
+        # The ack names the batch's first offset; its messages follow one by one.
+        last[partition] = max(last.get(partition, -1), ack.offset + count - 1)
+    return last

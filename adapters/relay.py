@@ -7,9 +7,14 @@ memory), so rows still present ``resend_after`` seconds after they were sent
 are sent again (and so is everything unrecorded after a failed send, which is
 how a broker restart shows itself); the event log ignores the copies it
 already holds. A backlog the projector is working through is not sent again:
-only when the oldest row has stayed the oldest for ``resend_after`` (the
-projector gets no further, on this store's rows or, for up to ten times as
-long, on any) is it taken for lost.
+the relay keeps the offset each send was acknowledged at, and while the projector's
+stored offset on the partition of the oldest row has not reached it and moves, the
+row is queued, however long (a first sync's other store ahead of it, say); once the
+projector's offset is past it and the row is still here, it is lost, and sent again
+at once. Otherwise (no acknowledged offset known, the projector not moving on that
+partition) the oldest row is taken for lost when it has stayed the oldest for
+``resend_after`` while the projector got no further, on this store's rows or, for up
+to ten times as long, on any.
 
 Rows are read in ``seq`` order past a cursor, but sequence values are drawn before
 commit: a transaction that drew a lower ``seq`` can commit after the relay has read
@@ -28,6 +33,7 @@ import contextlib
 import time
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import cast
 
 import asyncpg
@@ -44,7 +50,7 @@ from adapters.kafka import (
     make_producer,
     refusal,
 )
-from adapters.kafka_batches import send_keyed
+from adapters.kafka_batches import partition_of, send_keyed
 from projections.catalog import Side
 from projections.db import CONNECTION_LOST
 from projections.events import ENVELOPE_VERSION
@@ -67,6 +73,10 @@ FETCH_OUTBOX = _SELECT_OUTBOX + " WHERE seq > $1 ORDER BY seq LIMIT $2"
 # backlog in index order under the LIMIT, and sorts all of it at every pass.
 FETCH_LATE = _SELECT_OUTBOX + " WHERE seq = ANY($1::bigint[]) ORDER BY seq LIMIT $2"
 
+BEHIND_MAX = 60
+"""A row the projector is moving towards is still taken for lost after this many times
+``resend_after`` (15 minutes by default): a safety net for a loss nothing else shows."""
+
 GAP_WAIT = 10.0
 """Seconds a stepped-over seq is watched for (the stores' transactions are short); a
 row committing later still goes out, through the resend of everything unrecorded."""
@@ -75,6 +85,16 @@ GAP_LEAD = 1_000
 GAP_MAX = 10_000
 """A longer run of missing seqs is not watched: it is rows recorded and gone (read
 again after a rewind), not transactions in flight."""
+
+
+@dataclass(frozen=True, slots=True)
+class Sent:
+    """One acknowledged send: its last outbox seq, when, and the offset each partition's
+    last message got."""
+
+    last_seq: int
+    at: float
+    offsets: dict[int, int]
 
 
 class OutboxRelay:
@@ -100,6 +120,7 @@ class OutboxRelay:
         on_sent: Callable[[int], None] | None = None,
         security: KafkaSecurity = NO_SECURITY,
         idempotence: bool | None = False,
+        group_id: str | None = None,
     ) -> None:
         if source not in ("desk", "crm"):
             raise ValueError(f"unknown source {source!r}")
@@ -114,6 +135,9 @@ class OutboxRelay:
         self.on_sent = on_sent
         self.security = security
         self.idempotence = idempotence
+        self.group_id = group_id
+        """The projector's consumer group, whose stored offsets say how far it has read
+        (None: not known, the timing rule alone decides what is lost)."""
         """The producer's idempotence: True, False, or None (``auto``) to try it and go
         without when the broker cannot grant a producer id (the embedded broker); once
         a producer has started, what it is."""
@@ -123,9 +147,13 @@ class OutboxRelay:
         self._fetch_late = FETCH_LATE.format(schema=source)
         self._gaps: dict[int, float] = {}  # seq stepped over -> when
         self._wake = asyncio.Event()
-        self._sent: deque[tuple[int, float]] = deque()  # (last seq of a send, when)
+        self._sent: deque[Sent] = deque()
+        self._partitions: list[int] = []  # the topic's, as the last send placed keys
         self._head: tuple[int, float] | None = None  # (oldest outbox seq, seen since)
         self._log_mark: tuple[int, float] | None = None  # (newest event-log seq, seen at)
+        # (partition, the projector's stored offset on it, seen at): whether it moves.
+        self._read_mark: tuple[int, int, float] | None = None
+        self._stored: dict[int, int] = {}  # the projector's stored offsets, as last read
 
     async def run(self, stop: asyncio.Event) -> None:
         """Relay until ``stop``; a lost database connection, or a producer that found no
@@ -213,6 +241,9 @@ class OutboxRelay:
     async def _relay(self, conn: asyncpg.Connection, producer: AIOKafkaProducer,
                      stop: asyncio.Event) -> None:
         last_resend_check = time.monotonic()
+        # Before the first send: a partition's offset going back after it (its log lost
+        # and read again from the start) is then seen.
+        self._stored = await self._stored_offsets(conn)
         last_backlog = 0.0
         while not stop.is_set():
             self._wake.clear()
@@ -225,7 +256,7 @@ class OutboxRelay:
             self._note_gaps(rows)
             if rows:
                 try:
-                    await self._send(producer, rows)
+                    offsets = await self._send(producer, rows)
                 except KafkaError as err:
                     if isinstance(err, AUTHORIZATION_ERRORS):  # permanent: said, and ended
                         refused = await refusal(err, bootstrap=self.bootstrap,
@@ -248,7 +279,7 @@ class OutboxRelay:
                         return
                     continue
                 self.cursor = max(self.cursor, rows[-1]["seq"])
-                self._sent.append((self.cursor, time.monotonic()))
+                self._sent.append(Sent(self.cursor, time.monotonic(), offsets))
                 if len(rows) == self.batch_max:
                     continue  # more is waiting: no pause
             now = time.monotonic()
@@ -282,44 +313,96 @@ class OutboxRelay:
         if self._gaps and now - next(iter(self._gaps.values())) > GAP_WAIT:
             self._gaps = {seq: at for seq, at in self._gaps.items() if now - at <= GAP_WAIT}
 
-    async def _send(self, producer: AIOKafkaProducer, rows: list[asyncpg.Record]) -> None:
+    async def _send(self, producer: AIOKafkaProducer, rows: list[asyncpg.Record]
+                    ) -> dict[int, int]:
+        """Send ``rows``; return the offset each partition's last one got."""
         metrics.EVENTS_CAPTURED.labels(self.source).inc(len(rows))
         prefix = f"{self.source}:"
-        await send_keyed(producer, self.topic, (
+        self._partitions = sorted(await producer.partitions_for(self.topic))
+        offsets = await send_keyed(producer, self.topic, (
             ((prefix + row["key"]).encode(), row["body"].encode()) for row in rows))
         metrics.EVENTS_PRODUCED.labels(self.source).inc(len(rows))
         if self.on_sent is not None:
             self.on_sent(len(rows))
+        return offsets
 
     async def _rewind(self, conn: asyncpg.Connection, *, force: bool) -> None:
         """Send again what was sent but never reached the event log: everything
-        after a failed send, else what has waited ``resend_after`` since it was sent
-        while the projector got no further (a projector that is only behind, working
-        through a backlog such as a first sync's, would otherwise be sent the whole
-        backlog again every ``resend_after``, and spend its time on the copies)."""
-        oldest = await conn.fetchval(f"SELECT min(seq) FROM {self.source}.outbox")
-        while self._sent and (oldest is None or self._sent[0][0] < oldest):
+        after a failed send; else the oldest row once the projector has read past
+        where it went (or its partition's log was lost and read again from its
+        start), or, where that is not known, once it has waited ``resend_after`` since
+        it was sent while the projector got no further (a projector that is only
+        behind, working through a backlog such as a first sync's, would otherwise be
+        sent the whole backlog again, and spend its time on the copies)."""
+        # One snapshot: the projector's batch releases a row and stores its offset in
+        # one transaction, so a row read here with an offset past it is really lost.
+        async with conn.transaction(isolation="repeatable_read", readonly=True):
+            head = await conn.fetchrow(f"SELECT seq, module, record_id FROM {self.source}"
+                                       ".outbox ORDER BY seq LIMIT 1")
+            stored = await self._stored_offsets(conn)
+        oldest: int | None = None if head is None else head["seq"]
+        while self._sent and (oldest is None or self._sent[0].last_seq < oldest):
             self._sent.popleft()
-        if oldest is None or oldest > self.cursor:
+        reset = any(stored.get(p, offset) < offset for p, offset in self._stored.items())
+        self._stored = stored
+        if head is None or oldest is None or oldest > self.cursor:
             self._head = None
             return
         now = time.monotonic()
         if self._head is None or self._head[0] != oldest:
             self._head = (oldest, now)  # the head moved: the projector is getting through
-        # The projector may be busy with the other store's backlog ahead of ours (a
-        # first sync sends the CRM's records first): while the event log grows, wait,
-        # though never more than ten times as long, in case ours were really lost.
-        newest = await conn.fetchval("SELECT coalesce(max(seq), 0) FROM syncd.event_log")
-        if self._log_mark is None or self._log_mark[0] != newest:
-            self._log_mark = (newest, now)
         stuck = now - self._head[1]
-        busy = now - self._log_mark[1] < self.resend_after and stuck < 10 * self.resend_after
-        sent_at = self._sent[0][1] if self._sent else 0.0
-        if force or (now - sent_at >= self.resend_after and stuck >= self.resend_after
-                     and not busy):
+        read = "past" if reset else self._read(head, stored, now)
+        lost = force or read == "past"
+        if read == "behind":
+            lost = stuck >= BEHIND_MAX * self.resend_after
+        elif not lost:
+            # The projector may be busy with the other store's backlog ahead of ours (a
+            # first sync sends the CRM's records first): while the event log grows, wait,
+            # though never more than ten times as long, in case ours were really lost.
+            newest = await conn.fetchval("SELECT coalesce(max(seq), 0) FROM syncd.event_log")
+            if self._log_mark is None or self._log_mark[0] != newest:
+                self._log_mark = (newest, now)
+            busy = (now - self._log_mark[1] < self.resend_after
+                    and stuck < 10 * self.resend_after)
+            sent_at = self._sent[0].at if self._sent else 0.0
+            lost = now - sent_at >= self.resend_after and stuck >= self.resend_after \
+                and not busy
+        if lost:
             log.warning("relay_resending", source=self.source, from_seq=oldest,
-                        to_seq=self.cursor, after_failure=force)
+                        to_seq=self.cursor, after_failure=force, projector=read)
             self.cursor = oldest - 1
             self._sent.clear()
             self._head = None
             self._gaps.clear()  # everything from the oldest row on is read again
+
+    async def _stored_offsets(self, conn: asyncpg.Connection) -> dict[int, int]:
+        """The projector's stored offsets on the topic, by partition (none without a
+        group)."""
+        if self.group_id is None:
+            return {}
+        rows = await conn.fetch(
+            "SELECT partition, next_offset FROM syncd.consumer_offsets"
+            " WHERE group_id = $1 AND topic = $2", self.group_id, self.topic)
+        return {row["partition"]: row["next_offset"] for row in rows}
+
+    def _read(self, head: asyncpg.Record, stored: dict[int, int], now: float) -> str | None:
+        """Where the projector's stored offset stands against the offset the oldest row
+        was acknowledged at: "past" (it read the row's place, and the row is still
+        here: lost), "behind" (not there yet, and moving within ``resend_after``:
+        queued), or None (not known: no group, no send of it on record, or not
+        moving)."""
+        sent = next((s for s in self._sent if s.last_seq >= head["seq"]), None)
+        if sent is None or not self._partitions:
+            return None
+        key = f"{self.source}:{head['module']}:{head['record_id']}".encode()
+        partition = partition_of(key, self._partitions)
+        acked = sent.offsets.get(partition)  # None: a row that committed late, sent later
+        at = stored.get(partition)
+        if acked is None or at is None:
+            return None
+        if at > acked:
+            return "past"
+        if self._read_mark is None or self._read_mark[:2] != (partition, at):
+            self._read_mark = (partition, at, now)
+        return "behind" if now - self._read_mark[2] < self.resend_after else None

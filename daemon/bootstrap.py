@@ -172,7 +172,7 @@ def build(settings: Settings, *, services: Services, pool: asyncpg.Pool,
         poll_interval=settings.relay_poll_interval,
         resend_after=settings.relay_resend_after, batch_max=settings.batch_max,
         on_sent=None if on_sent is None else functools.partial(on_sent, source),
-        security=security, idempotence=idempotence)
+        security=security, idempotence=idempotence, group_id=settings.group_id)
         for source in SOURCES}
     publisher = SignalPublisher(
         pool=pool, bootstrap=services.bootstrap, topic=settings.sales_signals_topic,

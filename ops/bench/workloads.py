@@ -563,7 +563,8 @@ async def produce_all(bootstrap: str, topic: str, bodies: AsyncIterator[list[Bod
     sent = 0
     try:
         async for chunk in bodies:  # as the relays produce (adapters.kafka_batches)
-            sent += await send_keyed(producer, topic, chunk)
+            await send_keyed(producer, topic, chunk)
+            sent += len(chunk)
     finally:
         await producer.stop()
     return sent

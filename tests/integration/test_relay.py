@@ -12,7 +12,7 @@ import asyncpg
 import pytest
 from structlog.testing import capture_logs
 
-from adapters.relay import OutboxRelay
+from adapters.relay import OutboxRelay, Sent
 
 
 async def _log_one(conn: asyncpg.Connection) -> None:
@@ -35,7 +35,7 @@ async def test_a_backlog_behind_a_busy_projector_is_not_sent_again(database_url:
         relay = OutboxRelay(dsn=database_url, bootstrap="unused:9092", topic="t",
                             source="crm", partitions=1, resend_after=0.5)
         relay.cursor = newest
-        relay._sent.append((newest, time.monotonic() - 60))  # sent long ago, still there
+        relay._sent.append(Sent(newest, time.monotonic() - 60, {}))  # long ago, still there
         # The projector is busy (the event log grows), so ours may simply be queued
         # behind: nothing is sent again, however long ago it was sent.
         for _ in range(8):
@@ -62,7 +62,7 @@ async def test_rows_stuck_while_the_log_grows_are_sent_again_in_the_end(
         relay = OutboxRelay(dsn=database_url, bootstrap="unused:9092", topic="t",
                             source="crm", partitions=1, resend_after=0.1)
         relay.cursor = newest
-        relay._sent.append((newest, time.monotonic() - 60))
+        relay._sent.append(Sent(newest, time.monotonic() - 60, {}))
         # The log keeps growing but our oldest row never leaves: after ten times
         # resend_after it is sent again all the same (lost, not queued).
         deadline = time.monotonic() + 3
@@ -76,6 +76,71 @@ async def test_rows_stuck_while_the_log_grows_are_sent_again_in_the_end(
         await conn.close()
 
 
+async def _sent_to_offset(conn: asyncpg.Connection, database_url: str, *, acked: int,
+                          stored: int, resend_after: float) -> tuple[OutboxRelay, int, str]:
+    """Three CRM rows a relay sent, acknowledged up to offset ``acked`` of the one
+    partition, and a projector group stored at ``stored``: the relay, the seq before
+    the oldest row (where a resend starts), the group."""
+    await conn.execute("INSERT INTO crm.contacts (last_name) SELECT 'r' || g"
+                       " FROM generate_series(1, 3) g")
+    row = await conn.fetchrow("SELECT min(seq), max(seq) FROM crm.outbox")
+    assert row is not None
+    oldest, newest = row
+    group = f"g-{uuid.uuid4()}"
+    await conn.execute("INSERT INTO syncd.consumer_offsets (group_id, topic, partition,"
+                       " next_offset) VALUES ($1, 't', 0, $2)", group, stored)
+    relay = OutboxRelay(dsn=database_url, bootstrap="unused:9092", topic="t",
+                        source="crm", partitions=1, resend_after=resend_after, group_id=group)
+    relay.cursor = newest
+    relay._partitions = [0]
+    relay._sent.append(Sent(newest, time.monotonic() - 60, {0: acked}))
+    return relay, oldest - 1, group
+
+
+async def test_a_backlog_the_projector_reads_towards_is_sent_again_only_once_passed(
+        database_url: str) -> None:
+    """A first sync's desk rows wait behind the CRM's on every partition for minutes: as
+    long as the projector's stored offset moves towards where they went, they are queued,
+    not lost (the relay sent all 500,000 again after ten times resend_after); once the
+    projector has read past that offset and the row is still here, it is lost, and sent
+    again at once."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        relay, resend_from, group = await _sent_to_offset(
+            conn, database_url, acked=500, stored=10, resend_after=0.1)
+        sent = relay.cursor
+        for _ in range(30):  # 1.5 s: fifteen times resend_after
+            await conn.execute("UPDATE syncd.consumer_offsets SET next_offset = next_offset"
+                               " + 10 WHERE group_id = $1", group)
+            await relay._rewind(conn, force=False)
+            assert relay.cursor == sent
+            await asyncio.sleep(0.05)
+        await conn.execute("UPDATE syncd.consumer_offsets SET next_offset = 501"
+                           " WHERE group_id = $1", group)
+        await relay._rewind(conn, force=False)
+        assert relay.cursor == resend_from
+    finally:
+        await conn.close()
+
+
+async def test_a_partition_read_again_from_its_start_sends_again(database_url: str) -> None:
+    """The projector's offset going back (the broker lost the partition's log, and it
+    reads it again from the start) is the rows sent before it lost: sent again."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        relay, resend_from, group = await _sent_to_offset(
+            conn, database_url, acked=400, stored=300, resend_after=60)
+        sent = relay.cursor
+        await relay._rewind(conn, force=False)
+        assert relay.cursor == sent  # behind, and not yet known to move: the timing rule
+        await conn.execute("UPDATE syncd.consumer_offsets SET next_offset = 0"
+                           " WHERE group_id = $1", group)
+        await relay._rewind(conn, force=False)
+        assert relay.cursor == resend_from
+    finally:
+        await conn.close()
+
+
 class _Batch:
     def __init__(self) -> None:
         self.values: list[bytes] = []
@@ -83,6 +148,13 @@ class _Batch:
     def append(self, *, key: bytes, value: bytes, timestamp: None) -> object:
         self.values.append(value)
         return object()
+
+    def record_count(self) -> int:
+        return len(self.values)
+
+
+class _Ack:
+    offset = 0
 
 
 class _Producer:
@@ -98,10 +170,10 @@ class _Producer:
         return _Batch()
 
     async def send_batch(self, batch: _Batch, _topic: str, *,
-                         partition: int) -> asyncio.Future[None]:
+                         partition: int) -> asyncio.Future[_Ack]:
         self.sent.extend(json.loads(value)["record_id"] for value in batch.values)
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        done.set_result(None)
+        done: asyncio.Future[_Ack] = asyncio.get_running_loop().create_future()
+        done.set_result(_Ack())
         return done
 
 
