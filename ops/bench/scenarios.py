@@ -234,9 +234,11 @@ class Product:
         with contextlib.suppress(Exception):  # its failure was reported by check()
             await asyncio.wait_for(task, 30)
 
-    def start_relays(self) -> None:
+    def start_relays(self, group: str) -> None:
+        """Start both relays; ``group``: the projector's, as the daemon wires them (a
+        relay reads how far its projector has got)."""
         self.sent = {source: wl.SendCounter() for source in SOURCES}
-        pipeline = self._build(on_sent=lambda source, sent: self.sent[source](sent))
+        pipeline = self._build(group, on_sent=lambda source, sent: self.sent[source](sent))
         for source, relay in pipeline.relays.items():
             self._start(f"relay-{source}", relay.run)
 
@@ -342,7 +344,7 @@ async def _linked_base(product: Product, pool: asyncpg.Pool, pairs: int, *,
     accounts = round(pairs * accounts_share)
     contacts = pairs - accounts
     started = time.perf_counter()
-    product.start_relays()
+    product.start_relays(f"{product.topic}-base")
     await product.start_projector(f"{product.topic}-base")
     async with pool.acquire() as conn:
         half_c, half_a = contacts // 2, accounts // 2
@@ -395,7 +397,7 @@ async def steady(env: Env, records: int) -> Result:
             pools = await wl.Pools.load(conn)
         stream = wl.SteadyStream(pools, total=events)
         _say(f"steady: making {events} changes in the stores, relaying them to the topic")
-        product.start_relays()
+        product.start_relays(f"{prefix}-steady")
         started = time.perf_counter()
         async with pool.acquire() as desk, pool.acquire() as crm:
             await stream.run(desk, crm)
@@ -548,7 +550,7 @@ async def capture(env: Env, records: int) -> Result:
             await conn.execute("VACUUM ANALYZE desk.contacts")
             await conn.execute("VACUUM ANALYZE crm.contacts")
         rng = random.Random(5)
-        product.start_relays()
+        product.start_relays(f"{prefix}-capture")  # no projector runs
         await asyncio.sleep(0.5)  # both relays hold their lock and listen
 
         async def writer(side: str, n_inserts: int, n_updates: int, bulk_rows: int) -> None:
@@ -638,7 +640,7 @@ async def initial(env: Env, records: int) -> Result:
                 await conn.execute(f"VACUUM ANALYZE {table}")
         sampler = wl.RssSampler()
         rss_before = wl.rss_bytes()
-        product.start_relays()
+        product.start_relays(f"{prefix}-initial")
         await product.start_projector(f"{prefix}-initial")
         sampler.start()
         _say("initial: first sync running")
@@ -721,7 +723,7 @@ async def latency(env: Env, records: int, *, rate: float = 2000.0,
                 if isinstance(phone, str) and phone.startswith(_LATENCY_PHONE):
                     latencies.append(now - item.event.captured_at.timestamp())
 
-        product.start_relays()
+        product.start_relays(f"{prefix}-latency")
         await product.start_projector(f"{prefix}-latency")
         product.probe.on_commit = on_commit
         per_tick = max(1, round(rate * _LATENCY_TICK))
@@ -831,7 +833,7 @@ async def handshake(env: Env, records: int, *, samples: int | None = None) -> Re
     result: Result = {"open_tickets": tickets, "samples": samples}
     try:
         _say(f"handshake: {tickets} open tickets onto the board (untimed)")
-        product.start_relays()
+        product.start_relays(f"{prefix}-handshake")
         await product.start_projector(f"{prefix}-handshake")
         async with pool.acquire() as conn:
             await conn.execute("INSERT INTO desk.departments (name) VALUES"
