@@ -55,6 +55,7 @@ def test_statement_times_rank_what_took_longest() -> None:
     report = {"records": 1, "load_before": [0], "load_after": [0],
               "machine": {"cores": 2, "cpu": "x"},
               "scenarios": {"steady": {"measured": False, "statements": top}}}
-    assert "SELECT 2" in render(report).split("statements spent their time")[1]
+    assert "SELECT 2" in render(report).split("steady: where its statements on the pool"
+                                              " spent their time")[1]
     times.reset()
     assert times.top() == []
