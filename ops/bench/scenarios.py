@@ -691,8 +691,23 @@ async def initial(env: Env, records: int) -> Result:
 # -- latency ---------------------------------------------------------------------------
 
 
-async def latency(env: Env, records: int, *, rate: float = 2000.0,
-                  duration: float | None = None) -> Result:
+LATENCY_RATES = {5000.0: 250.0, 2000.0: 100.0}
+"""The rates the latency scenario runs at, each with its p99 target in ms (issue 19; the
+p50 target is 50 ms at both)."""
+
+
+async def latency(env: Env, records: int, *, duration: float | None = None) -> Result:
+    """Latency at each of ``LATENCY_RATES``, each on a database of its own: the 2,000/s
+    run's figures at the top (as before the 5,000/s run was added), the 5,000/s run's
+    under ``at_5000_per_s``, and the targets of both."""
+    low = await latency_at(env, records, rate=2000.0, duration=duration)
+    high = await latency_at(env, records, rate=5000.0, duration=duration)
+    targets = [*high.pop("targets", []), *low.pop("targets", [])]
+    return {**low, "at_5000_per_s": high, "targets": targets}
+
+
+async def latency_at(env: Env, records: int, *, rate: float,
+                     duration: float | None = None) -> Result:
     """Steady changes at ``rate``/s: store commit → the other store's write committed."""
     if duration is None:
         duration = 60.0 if records >= 100_000 else max(2.0, 60.0 * records / 100_000)
@@ -761,8 +776,10 @@ async def latency(env: Env, records: int, *, rate: float = 2000.0,
                          "p99_ms": round(wl.percentile(raw_ms, 0.99), 1)}
         raw_p50 = result["raw"]["p50_ms"]
         result["ratio"] = round(raw_p50 / p50, 3) if p50 and raw_p50 else None
-        result["targets"] = [_target("p50 latency", p50, "<=", 50, "ms"),
-                             _target("p99 latency", p99, "<=", 250, "ms")]
+        at = f" at {rate:,.0f}/s"
+        result["targets"] = [_target("p50 latency" + at, p50, "<=", 50, "ms"),
+                             _target("p99 latency" + at, p99, "<=", LATENCY_RATES[rate],
+                                     "ms")]
     finally:
         await product.close()
         await env.drop(dsn)

@@ -53,6 +53,12 @@ def test_bench_all_scenarios_tiny(pg_server_dsn: str, kafka_bootstrap: str) -> N
     # The projector's own statements were timed (the log's insert is in every batch).
     assert any(s["statement"].startswith("INSERT INTO syncd.event_log")
                and s["calls"] >= steady["batches"] for s in steady["statements"])
+    latency = report["scenarios"]["latency"]  # at 2,000/s, and at 5,000/s below it
+    assert latency["rate_per_s"] == 2000 and latency["at_5000_per_s"]["rate_per_s"] == 5000
+    assert latency["at_5000_per_s"]["p50_ms"] > 0
+    assert [t["figure"] for t in latency["targets"]] == [
+        "p50 latency at 5,000/s", "p99 latency at 5,000/s",
+        "p50 latency at 2,000/s", "p99 latency at 2,000/s"]
     initial = report["scenarios"]["initial"]
     assert initial["linked_ok"] and initial["memory"]["peak_rss_mib"] > 0
     assert report["scenarios"]["capture"]["raw"]["full_per_s"] > 0
