@@ -154,6 +154,7 @@ class OutboxRelay:
         # (partition, the projector's stored offset on it, seen at): whether it moves.
         self._read_mark: tuple[int, int, float] | None = None
         self._stored: dict[int, int] = {}  # the projector's stored offsets, as last read
+        self._late: dict[int, Sent] = {}  # seq of a row sent late -> the send it went in
 
     async def run(self, stop: asyncio.Event) -> None:
         """Relay until ``stop``; a lost database connection, or a producer that found no
@@ -172,6 +173,7 @@ class OutboxRelay:
                             error=f"{type(err).__name__}: {err}")
                 self.cursor = 0
                 self._sent.clear()
+                self._late.clear()
                 self._gaps.clear()
                 await self._sleep(stop, 1.0)
 
@@ -253,6 +255,9 @@ class OutboxRelay:
                                         self.source)
                 if late:
                     rows = sorted([*late, *rows], key=lambda r: r["seq"])
+            # Rows that committed after the relay had read past them go out now, in a
+            # send whose seqs do not cover theirs: where they went is kept apart.
+            sent_late = [row["seq"] for row in rows if row["seq"] <= self.cursor]
             self._note_gaps(rows)
             if rows:
                 try:
@@ -279,7 +284,9 @@ class OutboxRelay:
                         return
                     continue
                 self.cursor = max(self.cursor, rows[-1]["seq"])
-                self._sent.append(Sent(self.cursor, time.monotonic(), offsets))
+                sent = Sent(self.cursor, time.monotonic(), offsets)
+                self._sent.append(sent)
+                self._late.update(dict.fromkeys(sent_late, sent))
                 if len(rows) == self.batch_max:
                     continue  # more is waiting: no pause
             now = time.monotonic()
@@ -343,6 +350,9 @@ class OutboxRelay:
         oldest: int | None = None if head is None else head["seq"]
         while self._sent and (oldest is None or self._sent[0].last_seq < oldest):
             self._sent.popleft()
+        if self._late:
+            self._late = {seq: sent for seq, sent in self._late.items()
+                          if oldest is not None and seq >= oldest}
         reset = any(stored.get(p, offset) < offset for p, offset in self._stored.items())
         self._stored = stored
         if head is None or oldest is None or oldest > self.cursor:
@@ -373,6 +383,7 @@ class OutboxRelay:
                         to_seq=self.cursor, after_failure=force, projector=read)
             self.cursor = oldest - 1
             self._sent.clear()
+            self._late.clear()
             self._head = None
             self._gaps.clear()  # everything from the oldest row on is read again
 
@@ -392,7 +403,10 @@ class OutboxRelay:
         here: lost), "behind" (not there yet, and moving within ``resend_after``:
         queued), or None (not known: no group, no send of it on record, or not
         moving)."""
-        sent = next((s for s in self._sent if s.last_seq >= head["seq"]), None)
+        seq = head["seq"]
+        if seq in self._gaps:
+            return None  # committed late and not sent yet: the next pass sends it
+        sent = self._late.get(seq) or next((s for s in self._sent if s.last_seq >= seq), None)
         if sent is None or not self._partitions:
             return None
         key = f"{self.source}:{head['module']}:{head['record_id']}".encode()
