@@ -34,7 +34,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import cast
+from typing import Literal, cast
 
 import asyncpg
 import structlog
@@ -85,6 +85,10 @@ GAP_LEAD = 1_000
 GAP_MAX = 10_000
 """A longer run of missing seqs is not watched: it is rows recorded and gone (read
 again after a rewind), not transactions in flight."""
+
+
+Read = Literal["past", "behind"] | None
+"""Where the projector stands against the oldest row (``OutboxRelay._read``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -355,10 +359,11 @@ class OutboxRelay:
                           if oldest is not None and seq >= oldest}
         reset = any(stored.get(p, offset) < offset for p, offset in self._stored.items())
         self._stored = stored
-        if head is None or oldest is None or oldest > self.cursor:
+        if head is None or head["seq"] > self.cursor:
             self._head = None
             return
         now = time.monotonic()
+        oldest = head["seq"]
         if self._head is None or self._head[0] != oldest:
             self._head = (oldest, now)  # the head moved: the projector is getting through
         stuck = now - self._head[1]
@@ -397,7 +402,7 @@ class OutboxRelay:
             " WHERE group_id = $1 AND topic = $2", self.group_id, self.topic)
         return {row["partition"]: row["next_offset"] for row in rows}
 
-    def _read(self, head: asyncpg.Record, stored: dict[int, int], now: float) -> str | None:
+    def _read(self, head: asyncpg.Record, stored: dict[int, int], now: float) -> Read:
         """Where the projector's stored offset stands against the offset the oldest row
         was acknowledged at: "past" (it read the row's place, and the row is still
         here: lost), "behind" (not there yet, and moving within ``resend_after``:
@@ -411,7 +416,9 @@ class OutboxRelay:
             return None
         key = f"{self.source}:{head['module']}:{head['record_id']}".encode()
         partition = partition_of(key, self._partitions)
-        acked = sent.offsets.get(partition)  # None: a row that committed late, sent later
+        # None: the send carried nothing there (a row that committed late and was never
+        # sent, its seq no longer watched): the timing rule decides.
+        acked = sent.offsets.get(partition)
         at = stored.get(partition)
         if acked is None or at is None:
             return None
