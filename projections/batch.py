@@ -328,11 +328,13 @@ async def record_rejected(conn: Conn, rejected: Sequence[tuple[Message, InvalidE
 
 
 async def release_outbox_rows(conn: Conn, decoded: Sequence[tuple[Message, ChangeEvent]]) -> None:
-    """The event log now holds these events: their outbox rows may go."""
+    """The event log now holds these events: their outbox rows may go (counted when the
+    first sync's: an event's origin is its row's)."""
     for source in ("desk", "crm"):
+        mine = [(message, event) for message, event in decoded if event.source == source]
         await Outbox(conn, source).release(
-            [(event.event_id, message.partition) for message, event in decoded
-             if event.source == source])
+            [(event.event_id, message.partition) for message, event in mine],
+            imports=any(event.origin == "import" for _, event in mine))
 
 
 async def release_rejected_rows(conn: Conn, rejected: Sequence[tuple[Message, InvalidEvent]]

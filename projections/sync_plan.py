@@ -170,10 +170,17 @@ def match_keys(module: str, values: dict[str, Any], *, secondary: bool) -> list[
 def held_keys(module: str, values: dict[str, Any], *,
               secondary: bool) -> list[tuple[str, bool]]:
     """The keys a record can be found by (``match_keys``, each once), each with
-    whether it is its secondary e-mail's rather than its primary key (``Found``)."""
-    primary = match_keys(module, values, secondary=False)
-    return [(key, key not in primary)
-            for key in dict.fromkeys(match_keys(module, values, secondary=secondary))]
+    whether it is its secondary e-mail's rather than its primary key (``Found``).
+    Each key computed once: this runs for every write the sync plans."""
+    if module != "contacts":
+        return [(key, False) for key in match_keys(module, values, secondary=False)]
+    primary = email_key(values.get("email"))
+    keys = [(primary, False)] if primary else []
+    if secondary:
+        other = email_key(values.get("secondary_email"))
+        if other and other != primary:
+            keys.append((other, True))
+    return keys
 
 
 class Planner:

@@ -78,15 +78,23 @@ class Outbox:
     async def wake(self) -> None:
         await self.conn.execute("SELECT pg_notify($1, $2)", NOTIFY_CHANNEL, self.side)
 
-    async def release(self, rows: Sequence[tuple[uuid.UUID, int]]) -> None:
+    async def release(self, rows: Sequence[tuple[uuid.UUID, int]], *,
+                      imports: bool = True) -> None:
         """The event log (or the failure log) holds these events now, each given with
         the Kafka partition it came from: their rows may go. The first sync's rows
         among them are counted as released (``syncd.imports_released``, per partition:
-        its progress, without counting the outbox)."""
+        its progress, without counting the outbox). ``imports=False``: the caller knows
+        none of them is the first sync's (a plain delete, the live batches' case)."""
         by_id = dict(rows)  # a copy of an event twice in one batch: one row, counted once
-        if by_id:
+        if not by_id:
+            return
+        if imports:
             await self.conn.execute(_RELEASE.format(side=self.side), list(by_id),
                                     list(by_id.values()), self.side)
+        else:
+            await self.conn.execute(
+                f"DELETE FROM {self.side}.outbox WHERE event_id = ANY($1::uuid[])",
+                list(by_id))
 
     async def changes_in_flight(self, module: str, ids: Sequence[str]) -> set[str]:
         """Which of ``ids`` have a change here that is not the sync's own (the port's

@@ -49,3 +49,33 @@ def test_a_key_is_its_own_key() -> None:
     for text in ("İI ßẞ Σς µ", "\u00a0 Ab  C "):
         key = account_key(text)
         assert key is not None and account_key(key) == key
+
+
+def test_ascii_text_folds_as_the_table_folds() -> None:
+    """``fold`` takes ``lower`` for ASCII text: the same as the table on every ASCII
+    character, alone and among others (the table is what the SQL functions apply)."""
+    for code in range(128):
+        text = f"Ab{chr(code)}Z9"
+        assert keys.fold(text) == text.translate(keys.FOLD), repr(text)
+    assert keys.fold("ÀB") == "àb"  # not ASCII: the table, as before
+
+
+def test_held_keys_are_the_match_keys_each_once() -> None:
+    """The planner's keys of a write, each computed once: the match keys, the secondary
+    e-mail's flagged, one the primary already holds not twice."""
+    from projections.sync_plan import held_keys, match_keys
+
+    cases: list[dict[str, str | None]] = [
+        {"email": "A@x.org", "secondary_email": "b@X.org"},
+        {"email": "a@x.org", "secondary_email": " A@X.ORG "},
+        {"email": None, "secondary_email": "b@x.org"},
+        {"email": " ", "secondary_email": None}, {}]
+    for values in cases:
+        for secondary in (False, True):
+            held = held_keys("contacts", values, secondary=secondary)
+            primary = match_keys("contacts", values, secondary=False)
+            assert held == [(k, k not in primary) for k in
+                            dict.fromkeys(match_keys("contacts", values, secondary=secondary))]
+    assert held_keys("accounts", {"account_name": " ACME  Corp"}, secondary=True) == [
+        ("acme corp", False)]
+    assert held_keys("products", {"product_name": "x"}, secondary=True) == []
