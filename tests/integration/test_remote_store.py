@@ -78,11 +78,16 @@ async def test_desk_records_reach_the_remote_crm_linked_by_its_ids(
     the placeholder it was queued with); the links hold the remote ids; the captured
     echo of the create is an echo; the writes land without a failure."""
     pipe = remote_crm
-    account = await pipe.fetchval(
-        "INSERT INTO desk.accounts (account_name) VALUES ('Acme') RETURNING id")
-    contact = await pipe.fetchval(
-        "INSERT INTO desk.contacts (last_name, email, account_id)"
-        " VALUES ('Doe', 'doe@acme.example', $1) RETURNING id", account)
+    # One statement, so one transaction: both rows reach the outbox, the relay and the
+    # topic together, and one fetch reads both. Two transactions a moment apart were
+    # one batch only by timing (in two, the contact is written without its account,
+    # then again once the account is linked: a third landing).
+    row = await pipe.fetchrow(
+        "WITH a AS (INSERT INTO desk.accounts (account_name) VALUES ('Acme') RETURNING id)"
+        " INSERT INTO desk.contacts (last_name, email, account_id)"
+        " SELECT 'Doe', 'doe@acme.example', id FROM a RETURNING id, account_id")
+    assert row is not None
+    contact, account = row["id"], row["account_id"]
     await pipe.drain()
     remote_account, remote_contact = only(service, "accounts"), only(service, "contacts")
     assert remote_contact["email"] == "doe@acme.example"
