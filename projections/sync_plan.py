@@ -155,32 +155,27 @@ class BatchResult:
 
 
 def match_keys(module: str, values: dict[str, Any], *, secondary: bool) -> list[str]:
-    """The normalised keys a record can be matched on, primary first."""
-    if module == "contacts":
-        keys = [email_key(values.get("email"))]
-        if secondary:
-            keys.append(email_key(values.get("secondary_email")))
-        return [k for k in keys if k]
-    if module == "accounts":
-        key = account_key(values.get("account_name"))
-        return [key] if key else []
-    return []
+    """The normalised keys a record can be matched on, primary first, each once."""
+    return [key for key, _ in held_keys(module, values, secondary=secondary)]
 
 
 def held_keys(module: str, values: dict[str, Any], *,
               secondary: bool) -> list[tuple[str, bool]]:
-    """The keys a record can be found by (``match_keys``, each once), each with
-    whether it is its secondary e-mail's rather than its primary key (``Found``).
-    Each key computed once: this runs for every write the sync plans."""
-    if module != "contacts":
-        return [(key, False) for key in match_keys(module, values, secondary=False)]
-    primary = email_key(values.get("email"))
-    keys = [(primary, False)] if primary else []
-    if secondary:
-        other = email_key(values.get("secondary_email"))
-        if other and other != primary:
-            keys.append((other, True))
-    return keys
+    """The keys a record can be matched on and found by (``match_keys``), each once,
+    each with whether it is its secondary e-mail's rather than its primary key
+    (``Found``). Each key is computed once: this runs for every write the sync plans."""
+    if module == "contacts":
+        primary = email_key(values.get("email"))
+        keys = [(primary, False)] if primary else []
+        if secondary:
+            other = email_key(values.get("secondary_email"))
+            if other and other != primary:
+                keys.append((other, True))
+        return keys
+    if module == "accounts":
+        key = account_key(values.get("account_name"))
+        return [(key, False)] if key else []
+    return []
 
 
 class Planner:
