@@ -175,10 +175,7 @@ class OutboxRelay:
                 away = "broker" if isinstance(err, KafkaError) else "database"
                 log.warning(f"{away}_unavailable", task=f"relay-{self.source}",
                             error=f"{type(err).__name__}: {err}")
-                self.cursor = 0
-                self._sent.clear()
-                self._late.clear()
-                self._gaps.clear()
+                self._read_again(after=0)
                 await self._sleep(stop, 1.0)
 
     async def _run_once(self, stop: asyncio.Event) -> None:
@@ -386,11 +383,16 @@ class OutboxRelay:
         if lost:
             log.warning("relay_resending", source=self.source, from_seq=oldest,
                         to_seq=self.cursor, after_failure=force, projector=read)
-            self.cursor = oldest - 1
-            self._sent.clear()
-            self._late.clear()
+            self._read_again(after=oldest - 1)
             self._head = None
-            self._gaps.clear()  # everything from the oldest row on is read again
+
+    def _read_again(self, *, after: int) -> None:
+        """Read the outbox again past seq ``after``: every send on record and every
+        stepped-over seq watched are forgotten (what is read again is sent again)."""
+        self.cursor = after
+        self._sent.clear()
+        self._late.clear()
+        self._gaps.clear()
 
     async def _stored_offsets(self, conn: asyncpg.Connection) -> dict[int, int]:
         """The projector's stored offsets on the topic, by partition (none without a

@@ -202,14 +202,8 @@ async def test_a_row_committed_after_a_later_one_is_sent_when_it_commits(
                 "INSERT INTO crm.contacts (last_name) VALUES ('first') RETURNING id")
             await _until(lambda: str(first) in producer.sent)
             expected.append(str(first))
-        late = slow.transaction()
-        await late.start()
-        slow_id = await slow.fetchval(
-            "INSERT INTO crm.contacts (last_name) VALUES ('slow') RETURNING id")
-        fast_id = await fast.fetchval(
-            "INSERT INTO crm.contacts (last_name) VALUES ('fast') RETURNING id")
-        await _until(lambda: str(fast_id) in producer.sent)
-        await late.commit()
+        slow_id, fast_id = await _committed_late(
+            slow, fast, sent=lambda fast_row: fast_row in producer.sent)
         await _until(lambda: str(slow_id) in producer.sent)  # well before resend_after
         assert sorted(producer.sent) == sorted([*expected, str(fast_id), str(slow_id)])
     finally:
@@ -238,14 +232,8 @@ async def test_a_row_sent_late_is_not_lost_when_the_projector_passes_the_send_be
     stop = asyncio.Event()
     task = asyncio.create_task(relay._relay(conn, producer, stop))
     try:
-        late = slow.transaction()
-        await late.start()
-        slow_id = await slow.fetchval(
-            "INSERT INTO crm.contacts (last_name) VALUES ('slow') RETURNING id")
-        fast_id = await fast.fetchval(
-            "INSERT INTO crm.contacts (last_name) VALUES ('fast') RETURNING id")
-        await _until(lambda: producer.sent == [str(fast_id)])  # at offset 0
-        await late.commit()
+        slow_id, fast_id = await _committed_late(
+            slow, fast, sent=lambda fast_row: producer.sent == [fast_row])  # at offset 0
         await _until(lambda: producer.sent == [str(fast_id), str(slow_id)])  # at 1
         stop.set()
         await task
@@ -265,6 +253,21 @@ async def test_a_row_sent_late_is_not_lost_when_the_projector_passes_the_send_be
         await task
         for c in (slow, fast, conn, check):
             await c.close()
+
+
+async def _committed_late(slow: asyncpg.Connection, fast: asyncpg.Connection, *,
+                          sent: Callable[[str], bool]) -> tuple[int, int]:
+    """A CRM contact ("slow") whose seq is drawn first but that commits only once a later
+    one ("fast") is sent (``sent`` says when, given the fast row's id): their ids."""
+    late = slow.transaction()
+    await late.start()
+    slow_id = await slow.fetchval(
+        "INSERT INTO crm.contacts (last_name) VALUES ('slow') RETURNING id")
+    fast_id = await fast.fetchval(
+        "INSERT INTO crm.contacts (last_name) VALUES ('fast') RETURNING id")
+    await _until(lambda: sent(str(fast_id)))
+    await late.commit()
+    return slow_id, fast_id
 
 
 async def _until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
