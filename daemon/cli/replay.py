@@ -17,6 +17,7 @@ import contextlib
 import datetime as dt
 import json
 import re
+from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
@@ -244,7 +245,6 @@ async def _main(settings: Settings, steps: list[str], names: set[str], window: W
                            + (f" (database backend pid {holder})" if holder else "")
                            + "; try again when it has finished", err=True)
                 return EXIT_BUSY, []
-            progress = _Progress(len(steps))
             source: rp.EventSource = rp.EventLogSource()
             if bootstrap is not None:
                 from adapters.replay_kafka import KafkaEventSource
@@ -252,8 +252,10 @@ async def _main(settings: Settings, steps: list[str], names: set[str], window: W
                 source = KafkaEventSource(bootstrap, topic=settings.events_topic,
                                           group_id=settings.group_id,
                                           security=settings.kafka_security())
+            phases = _phases(steps, source)
+            progress = _Progress(len(phases))
             try:
-                reports = await _run(conn, services.dsn, steps, names, window, source,
+                reports = await _run(conn, services.dsn, phases, names, window, source,
                                      dry_run=dry_run, progress=progress)
             except rp.ReplayError as err:
                 progress.close()
@@ -295,22 +297,52 @@ async def dry_run_all(dsn: str) -> list[Report]:
         if not await rp.try_lock(conn):
             raise rp.ReplayError("another replay is running")
         try:
-            return await _run(conn, dsn, steps, names, Window(), rp.EventLogSource(),
-                              dry_run=True, progress=_Progress(len(steps), bars=False))
+            source = rp.EventLogSource()
+            phases = _phases(steps, source)
+            return await _run(conn, dsn, phases, names, Window(), source,
+                              dry_run=True, progress=_Progress(len(phases), bars=False))
         finally:
             await rp.unlock(conn)
     finally:
         await conn.close()
 
 
-async def _run(conn: asyncpg.Connection, dsn: str, steps: list[str], names: set[str],
-               window: Window, source: EventSource, *, dry_run: bool,
+def _phases(steps: list[str], source: EventSource) -> list[str | tuple[str, ...]]:
+    """The steps as they run: from the event log, the projections of the log together
+    (rebuilt side by side, ``projections.replay.rebuild_side_by_side``); from Kafka, one
+    after the other (one consumer reads the topic for each)."""
+    from projections import replay as rp
+
+    rebuilds = tuple(step for step in steps if step not in ("ledger", "window"))
+    if len(rebuilds) < 2 or not isinstance(source, rp.EventLogSource):
+        return list(steps)
+    return [step for step in steps if step in ("ledger", "window")] + [rebuilds]
+
+
+@contextlib.asynccontextmanager
+async def _lane(dsn: str) -> AsyncIterator[asyncpg.Connection]:
+    conn = await _connect(dsn)
+    try:
+        yield conn
+    finally:
+        await conn.close()
+
+
+async def _run(conn: asyncpg.Connection, dsn: str, phases: list[str | tuple[str, ...]],
+               names: set[str], window: Window, source: EventSource, *, dry_run: bool,
                progress: _Progress) -> list[Report]:
     from projections import replay as rp
 
     reports: list[Report] = []
-    for step in steps:
-        if step == "ledger":
+    for step in phases:
+        if isinstance(step, tuple):
+            assert isinstance(source, rp.EventLogSource)
+            progress.next_step(", ".join(step) + " side by side")
+            reports += await rp.rebuild_side_by_side(
+                conn, lambda: _lane(dsn), [registry.spec(name) for name in step], source,
+                dry_run=dry_run, progress=progress)
+            _note_source(reports[-1], source)
+        elif step == "ledger":
             progress.next_step("history and failure log")
             reports.append(await rp.rebuild_ledger(conn, names, dry_run=dry_run,
                                                    progress=progress))

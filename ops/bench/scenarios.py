@@ -965,51 +965,60 @@ async def replay(env: Env, records: int) -> Result:
                       ledger_outcomes_per_s=round(_rate(outcomes, ledger_seconds)),
                       ledger_changes=ledger.changes)
         began = time.perf_counter()
+        specs = [item for item in registry.SPECS if item.rebuild == "events"]
+
+        @contextlib.asynccontextmanager
+        async def lane() -> AsyncIterator[asyncpg.Connection]:
+            own = await asyncpg.connect(dsn, server_settings={"timezone": "UTC"})
+            try:
+                yield own
+            finally:
+                await own.close()
+
         try:
-            # Chunks no larger than the projector's batches: the board's locks per
-            # transaction grow with the chunk (see ops/bench/README.md).
-            board = await rp.rebuild_from_events(conn, registry.spec("handshake"), source,
-                                                 dry_run=False,
-                                                 chunk=min(5_000, env.batch_max))
+            # Every projection of the log, side by side, as `syncd replay --projection
+            # all` rebuilds them (each its own way: set-based, its own events, or every
+            # event in one walk).
+            reports = await rp.rebuild_side_by_side(conn, lane, specs, source, dry_run=False)
         except asyncpg.PostgresError as err:
             # Reported with the ledger's figures rather than losing them.
-            result["handshake_failed"] = f"{type(err).__name__}: {err}"
+            result["rebuild_failed"] = f"{type(err).__name__}: {err}"
             result["measured"] = False
-            result["reason"] = (f"failed: the handshake rebuild, after the ledger's"
+            result["reason"] = (f"failed: the rebuilds, after the ledger's"
                                 f" ({result['ledger_outcomes_per_s']} outcomes/s):"
                                 f" {type(err).__name__}: {err}")
             return result
-        board_ended = time.perf_counter()
-        # Then every other projection of the log, as `syncd replay --projection all`
-        # rebuilds them (each its own way: set-based, its own events, or every event).
-        others: dict[str, dict[str, float | int]] = {}
-        for item in registry.SPECS:
-            if item.rebuild != "events" or item.name == "handshake":
-                continue
-            at = time.perf_counter()
-            rebuilt = await rp.rebuild_from_events(conn, item, source, dry_run=False,
-                                                   chunk=min(5_000, env.batch_max))
-            others[item.name] = {"seconds": round(time.perf_counter() - at, 2),
-                                 "changes": rebuilt.changes}
         ended = time.perf_counter()
         result["cpu_us_per_event"] = wl.CpuMeter.per_event(cpu, env.cpu.read(), events)
         seconds = ended - started
         rate = _rate(events, seconds)
         result.update(seconds=round(seconds, 2), events_per_s=round(rate),
-                      handshake_seconds=round(board_ended - began, 2),
-                      handshake_changes=board.changes, projections=others)
-        # The baseline in the same run: the board and the signals again, each by feeding
-        # every event to the live projection (a dry run), in place of its own way.
-        per_event_seconds = seconds
-        for name, took in (("handshake", board_ended - began),
-                           ("signals", others["signals"]["seconds"])):
+                      side_by_side_seconds=round(ended - began, 2),
+                      changes={r.what: r.changes for r in reports})
+        # The baselines in the same run. One at a time (each rebuild taking the lock in
+        # turn, as before they ran side by side): each one's seconds.
+        _say("replay: every projection again, one at a time (before they ran side by side)")
+        others: dict[str, dict[str, float | int]] = {}
+        for item in specs:
+            at = time.perf_counter()
+            rebuilt = await rp.rebuild_from_events(conn, item, source, dry_run=True)
+            others[item.name] = {"seconds": round(time.perf_counter() - at, 2),
+                                 "changes": rebuilt.changes}
+        one_at_a_time = ledger_seconds + sum(float(o["seconds"]) for o in others.values())
+        result.update(projections=others, one_at_a_time_seconds=round(one_at_a_time, 2),
+                      one_at_a_time_events_per_s=round(_rate(events, one_at_a_time)),
+                      side_by_side_gain=round(one_at_a_time / seconds, 2) if seconds else None)
+        # And the board and the signals each by feeding every event to the live
+        # projection (a dry run), in place of its own way, one at a time.
+        per_event_seconds = one_at_a_time
+        for name in ("handshake", "signals"):
             _say(f"replay: {name} again, per event (before issue 19)")
             at = time.perf_counter()
             per_event = await rp.rebuild_from_events(conn, registry.spec(name), source,
                                                      dry_run=True, per_event=True,
                                                      chunk=min(5_000, env.batch_max))
             again = time.perf_counter() - at
-            per_event_seconds += again - float(took)
+            per_event_seconds += again - float(others[name]["seconds"])
             result.update({f"per_event_{name}_seconds": round(again, 2),
                            f"per_event_{name}_changes": per_event.changes})
         per_event_rate = _rate(events, per_event_seconds)

@@ -63,6 +63,10 @@ def test_bench_all_scenarios_tiny(pg_server_dsn: str, kafka_bootstrap: str) -> N
     assert initial["linked_ok"] and initial["memory"]["peak_rss_mib"] > 0
     assert report["scenarios"]["capture"]["raw"]["full_per_s"] > 0
     replay = report["scenarios"]["replay"]  # each way of rebuilding finds nothing to change
-    assert replay["handshake_changes"] == replay["per_event_handshake_changes"] == 0
-    assert replay["projections"]["signals"]["changes"] == 0
+    # side by side (the product's way), one at a time, and per event alike
+    assert len(replay["changes"]) == len(replay["projections"]) >= 5
+    assert set(replay["changes"].values()) == {0}
+    assert {p["changes"] for p in replay["projections"].values()} == {0}
+    assert replay["per_event_handshake_changes"] == 0
+    assert replay["side_by_side_gain"] > 0
     assert replay["per_event_signals_changes"] == 0 and replay["per_event_events_per_s"] > 0

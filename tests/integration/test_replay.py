@@ -5,6 +5,8 @@ window re-apply restores a store brought back from an older backup."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -23,9 +25,11 @@ from hypothesis import strategies as st
 
 from adapters.replay_kafka import KafkaEventSource
 from projections import registry
-from projections.batch import Message, Projection, apply_batch, reset_offset
+from projections.batch import APPLY_LOCK, Message, Projection, apply_batch, reset_offset
 from projections.config import SyncConfig
+from projections.db import Conn
 from projections.events import encode_event
+from projections.last_states import Rebuilt
 from projections.replay import (
     LEDGER,
     EventLogSource,
@@ -35,6 +39,7 @@ from projections.replay import (
     reapply,
     rebuild_from_events,
     rebuild_ledger,
+    rebuild_side_by_side,
 )
 from projections.sync import SyncProjection
 from tests.support.brokers import on_both_brokers
@@ -289,6 +294,92 @@ async def test_a_corrupted_projection_is_restored_exactly_and_live_events_are_ke
     assert len(restored["sync.failures"]) == len(live["sync.failures"]) + 1  # the live one
     assert await conn.fetchval("SELECT count(*) FROM pg_namespace"
                                " WHERE nspname = 'syncd_replay'") == 0
+
+
+# -- side by side -------------------------------------------------------------------
+
+EVENT_PROJECTIONS = [s for s in registry.SPECS if s.rebuild == "events"]
+
+
+async def apply_lock_free(conn: asyncpg.Connection) -> bool:
+    """Whether a batch could take the apply lock now (shared, as batches do)."""
+    return bool(await conn.fetchval("SELECT pg_try_advisory_xact_lock_shared($1)", APPLY_LOCK))
+
+
+def lanes_of(database_url: str, opened: list[asyncpg.Connection]
+             ) -> Callable[[], contextlib.AbstractAsyncContextManager[asyncpg.Connection]]:
+    @contextlib.asynccontextmanager
+    async def lane() -> AsyncIterator[asyncpg.Connection]:
+        own = await connect(database_url)
+        opened.append(own)
+        try:
+            yield own
+        finally:
+            await own.close()
+    return lane
+
+
+async def test_projections_rebuilt_side_by_side_are_restored_while_batches_wait(
+        conn: asyncpg.Connection, database_url: str) -> None:
+    """Every projection of the log, two at a time on connections of their own, is
+    rebuilt exactly; the apply lock is held for the whole of it and free after."""
+    await deliver(conn, [encode(item, n) for n, item in enumerate(FIXED_STREAM)], [3, 4])
+    live = await state(conn)
+    await corrupt(conn)
+    await rebuild_ledger(conn, LEDGER, dry_run=False)  # the folds, as before
+    probe = await connect(database_url)
+    opened: list[asyncpg.Connection] = []
+    finished: list[int] = []
+    try:
+        def progress(phase: str, done: int, total: int | None) -> None:
+            finished.append(done)
+
+        locked_during: list[bool] = []
+        lanes = lanes_of(database_url, opened)
+
+        @contextlib.asynccontextmanager
+        async def watched() -> AsyncIterator[asyncpg.Connection]:
+            async with lanes() as own:
+                locked_during.append(not await apply_lock_free(own))
+                yield own
+
+        reports = await rebuild_side_by_side(conn, watched, EVENT_PROJECTIONS,
+                                             EventLogSource(), dry_run=False,
+                                             progress=progress)
+        assert locked_during == [True, True]  # two lanes, each while the lock was held
+        assert finished == list(range(len(EVENT_PROJECTIONS) + 1))  # 0, then each one
+        assert [r.what for r in reports] == [
+            f"rebuild {s.name} from the event log" for s in EVENT_PROJECTIONS]
+        assert changes(reports)["handshake.crm_keys"][0] > 0  # restored what was deleted
+        assert await state(conn) == live
+        assert await apply_lock_free(probe)
+        assert changes(await rebuild_all(conn, dry_run=True)) == {}
+    finally:
+        await probe.close()
+
+
+async def test_a_rebuild_failing_side_by_side_changes_nothing_and_frees_the_lock(
+        conn: asyncpg.Connection, database_url: str) -> None:
+    """The failing rebuild writes nothing, its error is raised as one at a time raises
+    it, and the projector's lock is released."""
+    await deliver(conn, [encode(item, n) for n, item in enumerate(FIXED_STREAM)], [3])
+    await conn.execute("UPDATE handshake.board SET board_column = 'new'")
+    damaged = await state(conn)
+
+    async def broken(own: Conn) -> Rebuilt:
+        await own.execute("DELETE FROM handshake.board")
+        raise RuntimeError("the board's rules failed")
+
+    board = dataclasses.replace(registry.spec("handshake"), from_last_states=broken)
+    specs = [board if s.name == "handshake" else s for s in EVENT_PROJECTIONS]
+    with pytest.raises(RuntimeError, match="the board's rules failed"):
+        await rebuild_side_by_side(conn, lanes_of(database_url, []), specs,
+                                   EventLogSource(), dry_run=False)
+    assert await state(conn) == damaged
+    assert await apply_lock_free(conn)
+    with pytest.raises(ValueError, match="share a table"):
+        await rebuild_side_by_side(conn, lanes_of(database_url, []), [board, board],
+                                   EventLogSource(), dry_run=False)
 
 
 # -- the command: lock, SIGKILL, restart ------------------------------------------
