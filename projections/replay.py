@@ -473,10 +473,13 @@ Lanes = Callable[[], AbstractAsyncContextManager[Conn]]
 
 async def rebuild_side_by_side(conn: Conn, lanes: Lanes, specs: Sequence[ProjectionSpec],
                                source: EventLogSource, *, dry_run: bool,
-                               progress: Progress = _quiet, width: int = 2) -> list[Report]:
+                               progress: Progress = _quiet, width: int = 2,
+                               finished: Callable[[str, Report], None] | None = None
+                               ) -> list[Report]:
     """Rebuild projections of the event log, ``width`` at a time, each on a connection of
     its own (``lanes``), while ``conn`` holds ``APPLY_LOCK`` for all of them; the
-    reports in the order of ``specs``.
+    reports in the order of ``specs`` (and each, by its projection's name, to
+    ``finished`` as soon as it is done: committed, unless a dry run or unchanged).
 
     Why: a set-based rebuild takes turns between Python (decoding the records' last
     events, the projection's rules) and PostgreSQL (its statements), so one at a time
@@ -499,6 +502,8 @@ async def rebuild_side_by_side(conn: Conn, lanes: Lanes, specs: Sequence[Project
                 spec = waiting.pop(0)
                 reports[spec.name] = await rebuild_from_events(
                     own, spec, source, dry_run=dry_run, lock_held=True)
+                if finished is not None:
+                    finished(spec.name, reports[spec.name])
                 progress("projections", len(reports), len(specs))
 
     progress("projections", 0, len(specs))

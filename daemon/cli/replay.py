@@ -6,8 +6,9 @@ progress bar on a terminal, ``syncd_replay_progress_ratio`` on
 ``--metrics-listen``, a summary of what changed (or, with ``--dry-run``, would
 change) per table, ``--json`` for scripts.
 
-Exit status: 0 done (also a dry run), 1 the replay failed and changed nothing,
-2 bad usage or settings, 3 another replay is running.
+Exit status: 0 done (also a dry run), 1 the replay failed (each step commits on its
+own: the message names those committed before the failure), 2 bad usage or settings,
+3 another replay is running.
 """
 
 from __future__ import annotations
@@ -254,12 +255,13 @@ async def _main(settings: Settings, steps: list[str], names: set[str], window: W
                                           security=settings.kafka_security())
             phases = _phases(steps, source)
             progress = _Progress(len(phases))
+            reports: list[Report] = []
             try:
-                reports = await _run(conn, services.dsn, phases, names, window, source,
-                                     dry_run=dry_run, progress=progress)
+                await _run(conn, services.dsn, phases, names, window, source, reports,
+                           dry_run=dry_run, progress=progress)
             except rp.ReplayError as err:
                 progress.close()
-                click.echo(f"syncd: replay failed, nothing was changed: {err}", err=True)
+                click.echo(f"syncd: replay failed: {err}; {_kept(reports)}", err=True)
                 return 1, []
             finally:
                 await rp.unlock(conn)
@@ -299,8 +301,10 @@ async def dry_run_all(dsn: str) -> list[Report]:
         try:
             source = rp.EventLogSource()
             phases = _phases(steps, source)
-            return await _run(conn, dsn, phases, names, Window(), source,
-                              dry_run=True, progress=_Progress(len(phases), bars=False))
+            reports: list[Report] = []
+            await _run(conn, dsn, phases, names, Window(), source, reports,
+                       dry_run=True, progress=_Progress(len(phases), bars=False))
+            return reports
         finally:
             await rp.unlock(conn)
     finally:
@@ -328,19 +332,31 @@ async def _lane(dsn: str) -> AsyncIterator[asyncpg.Connection]:
         await conn.close()
 
 
+def _kept(reports: list[Report]) -> str:
+    """What a failed replay leaves: each step commits on its own, so the steps done
+    before the failure that changed something stay changed."""
+    kept = [r.what for r in reports if r.changes and not r.dry_run]
+    return ("committed before it: " + "; ".join(kept)) if kept else "nothing was changed"
+
+
 async def _run(conn: asyncpg.Connection, dsn: str, phases: list[str | tuple[str, ...]],
-               names: set[str], window: Window, source: EventSource, *, dry_run: bool,
-               progress: _Progress) -> list[Report]:
+               names: set[str], window: Window, source: EventSource, reports: list[Report],
+               *, dry_run: bool, progress: _Progress) -> None:
+    """Run the phases, adding each step's report to ``reports`` once it is done (what a
+    failure leaves committed is read from them)."""
     from projections import replay as rp
 
-    reports: list[Report] = []
     for step in phases:
         if isinstance(step, tuple):
             assert isinstance(source, rp.EventLogSource)
             progress.next_step(", ".join(step) + " side by side")
-            reports += await rp.rebuild_side_by_side(
-                conn, lambda: _lane(dsn), [registry.spec(name) for name in step], source,
-                dry_run=dry_run, progress=progress)
+            done: dict[str, Report] = {}
+            try:
+                await rp.rebuild_side_by_side(
+                    conn, lambda: _lane(dsn), [registry.spec(name) for name in step],
+                    source, dry_run=dry_run, progress=progress, finished=done.__setitem__)
+            finally:  # in the steps' order, those done, whether or not another failed
+                reports += [done[name] for name in step if name in done]
             _note_source(reports[-1], source)
         elif step == "ledger":
             progress.next_step("history and failure log")
@@ -356,7 +372,6 @@ async def _run(conn: asyncpg.Connection, dsn: str, phases: list[str | tuple[str,
             reports.append(await rp.reapply(conn, await _sync(dsn), source, window,
                                             dry_run=dry_run, progress=progress))
             _note_source(reports[-1], source)
-    return reports
 
 
 async def _sync(dsn: str) -> SyncProjection:

@@ -460,6 +460,26 @@ async def test_a_killed_replay_leaves_live_state_as_it_was_and_a_second_is_refus
     assert "nothing to change" in out and "added" not in out
 
 
+async def test_a_failed_replay_names_what_it_committed_before_the_failure(
+        conn: asyncpg.Connection, database_url: str, tmp_path: Path) -> None:
+    """Each step commits on its own: a later one failing does not undo an earlier one,
+    and the message says which were committed (it said "nothing was changed")."""
+    await deliver(conn, [encode(item, n) for n, item in enumerate(FIXED_STREAM)], [2])
+    live = await state(conn)
+    await conn.execute("DELETE FROM sync.history WHERE hour = (SELECT min(hour) FROM sync.history)")
+    await conn.execute("CREATE TABLE crm_view.stray (id int PRIMARY KEY)")
+    try:
+        run = syncd(database_url, tmp_path, "replay", "--projection", "all")
+        _, err = run.communicate(timeout=120)
+    finally:
+        await conn.execute("DROP TABLE crm_view.stray")
+    assert run.returncode == 1, err
+    assert "crm_view has table(s) its registry entry does not name" in err
+    assert "committed before it: rebuild history, failures from sync.outcomes" in err
+    assert "nothing was changed" not in err
+    assert (await state(conn))["sync.history"] == live["sync.history"]
+
+
 # -- re-applying a window after a store came back from an older backup -------------
 
 
