@@ -472,51 +472,73 @@ Lanes = Callable[[], AbstractAsyncContextManager[Conn]]
 
 
 async def rebuild_side_by_side(conn: Conn, lanes: Lanes, specs: Sequence[ProjectionSpec],
-                               source: EventLogSource, *, dry_run: bool,
-                               progress: Progress = _quiet, width: int = 2,
+                               source: EventLogSource, *, ledger: Iterable[str] = (),
+                               dry_run: bool, progress: Progress = _quiet, width: int = 2,
                                finished: Callable[[str, Report], None] | None = None
                                ) -> list[Report]:
     """Rebuild projections of the event log, ``width`` at a time, each on a connection of
-    its own (``lanes``), while ``conn`` holds ``APPLY_LOCK`` for all of them; the
-    reports in the order of ``specs`` (and each, by its projection's name, to
-    ``finished`` as soon as it is done: committed, unless a dry run or unchanged).
+    its own (``lanes``), while ``conn`` holds ``APPLY_LOCK`` for all of them; with
+    ``ledger`` (names of ``LEDGER``), the fold of the history and the failure log
+    (``rebuild_ledger``) beside them, on a connection of its own, without that lock,
+    which it does not need. The reports: the ledger's first, then in the order of
+    ``specs``; each also, by its name (``ledger`` for the fold), to ``finished`` as soon
+    as it is done (committed, unless a dry run or unchanged).
 
-    Why: a set-based rebuild takes turns between Python (decoding the records' last
-    events, the projection's rules) and PostgreSQL (its statements), so one at a time
-    leaves a core idle most of the time. The projections' tables are disjoint and no
-    rebuild reads another's, so two at once cannot see each other's half-built rows.
+    Why: a rebuild takes turns between Python (decoding the records' last events, the
+    projection's rules) and PostgreSQL (its statements), so one at a time leaves a
+    core idle most of the time. The projections' tables are disjoint and no rebuild
+    reads another's (nor the ledger's), so two at once cannot see each other's
+    half-built rows.
 
-    What it changes for the daemon: the projector's batches wait once, for the whole
-    of it, instead of once for each rebuild in turn. Each rebuild still commits or
-    rolls back on its own, as one after the other did; ``conn`` writes nothing.
+    What it changes for the daemon: the projector's batches wait once, for the
+    projections' rebuilds together, instead of once for each in turn. Each rebuild
+    still commits or rolls back on its own, as one after the other did, and one
+    failing cancels the others (each rolls back); ``conn`` writes nothing.
     """
     tables = [table for spec in specs for table in (*spec.tables, *spec.stream_tables)]
     if len(tables) != len(set(tables)):
         raise ValueError("projections rebuilt side by side must not share a table")
+    folds = [name for name in LEDGER if name in set(ledger)]
     reports: dict[str, Report] = {}
+    steps = len(specs) + (1 if folds else 0)
     waiting = list(specs)
+
+    def done(name: str, report: Report) -> None:
+        reports[name] = report
+        if finished is not None:
+            finished(name, report)
+        progress("steps", len(reports), steps)
 
     async def lane() -> None:
         async with lanes() as own:
             while waiting:
                 spec = waiting.pop(0)
-                reports[spec.name] = await rebuild_from_events(
-                    own, spec, source, dry_run=dry_run, lock_held=True)
-                if finished is not None:
-                    finished(spec.name, reports[spec.name])
-                progress("projections", len(reports), len(specs))
+                done(spec.name, await rebuild_from_events(own, spec, source, dry_run=dry_run,
+                                                          lock_held=True))
 
-    progress("projections", 0, len(specs))
-    async with conn.transaction():
-        await conn.execute("SELECT pg_advisory_xact_lock($1)", APPLY_LOCK)
-        try:
-            # A task group: one rebuild failing cancels the others (each rolls back).
+    async def fold() -> None:
+        async with lanes() as own:
+            done("ledger", await rebuild_ledger(own, folds, dry_run=dry_run))
+
+    async def rebuilds() -> None:
+        async with conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", APPLY_LOCK)
             async with asyncio.TaskGroup() as group:
                 for _ in range(min(width, len(specs))):
                     group.create_task(lane())
-        except BaseExceptionGroup as failed:
-            raise failed.exceptions[0] from None  # what failed, as one at a time raises it
-    return [reports[spec.name] for spec in specs]
+
+    progress("steps", 0, steps)
+    try:
+        async with asyncio.TaskGroup() as group:  # one failing cancels the others
+            if folds:
+                group.create_task(fold())
+            group.create_task(rebuilds())
+    except BaseExceptionGroup as failed:
+        while isinstance(failed, BaseExceptionGroup):  # the groups nest: the first error
+            failed = failed.exceptions[0]
+        raise failed from None  # what failed, as one at a time raises it
+    return [reports[name] for name in (["ledger"] if folds else [])
+            + [spec.name for spec in specs]]
 
 
 async def _feed(conn: Conn, projection: Projection, source: EventSource, report: Report, *,

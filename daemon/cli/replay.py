@@ -29,7 +29,7 @@ from daemon.runtime import heap
 from daemon.runtime.settings import Settings
 from projections import registry
 from projections.catalog import SYNCED_MODULES
-from projections.replay import LEDGER, EventSource, Report, Window
+from projections.replay import LEDGER, EventLogSource, EventSource, Report, Window
 from projections.sync import SyncProjection
 
 EXIT_BUSY = 3
@@ -313,14 +313,16 @@ async def dry_run_all(dsn: str) -> list[Report]:
 
 def _phases(steps: list[str], source: EventSource) -> list[str | tuple[str, ...]]:
     """The steps as they run: from the event log, the projections of the log together
-    (rebuilt side by side, ``projections.replay.rebuild_side_by_side``); from Kafka, one
-    after the other (one consumer reads the topic for each)."""
+    (rebuilt side by side, ``projections.replay.rebuild_side_by_side``) and the fold of
+    the history and the failure log beside them; from Kafka, one after the other (one
+    consumer reads the topic for each)."""
     from projections import replay as rp
 
     rebuilds = tuple(step for step in steps if step not in ("ledger", "window"))
     if len(rebuilds) < 2 or not isinstance(source, rp.EventLogSource):
         return list(steps)
-    return [step for step in steps if step in ("ledger", "window")] + [rebuilds]
+    return [step for step in steps if step == "window"] + [
+        tuple(step for step in steps if step != "window")]
 
 
 @contextlib.asynccontextmanager
@@ -349,14 +351,10 @@ async def _run(conn: asyncpg.Connection, dsn: str, phases: list[str | tuple[str,
     for step in phases:
         if isinstance(step, tuple):
             assert isinstance(source, rp.EventLogSource)
-            progress.next_step(", ".join(step) + " side by side")
-            done: dict[str, Report] = {}
-            try:
-                await rp.rebuild_side_by_side(
-                    conn, lambda: _lane(dsn), [registry.spec(name) for name in step],
-                    source, dry_run=dry_run, progress=progress, finished=done.__setitem__)
-            finally:  # in the steps' order, those done, whether or not another failed
-                reports += [done[name] for name in step if name in done]
+            progress.next_step(", ".join("history and failure log" if name == "ledger"
+                                         else name for name in step) + " side by side")
+            await _side_by_side(conn, dsn, step, names, source, reports, dry_run=dry_run,
+                                progress=progress)
             _note_source(reports[-1], source)
         elif step == "ledger":
             progress.next_step("history and failure log")
@@ -372,6 +370,25 @@ async def _run(conn: asyncpg.Connection, dsn: str, phases: list[str | tuple[str,
             reports.append(await rp.reapply(conn, await _sync(dsn), source, window,
                                             dry_run=dry_run, progress=progress))
             _note_source(reports[-1], source)
+
+
+async def _side_by_side(conn: asyncpg.Connection, dsn: str, steps: tuple[str, ...],
+                        names: set[str], source: EventLogSource, reports: list[Report], *,
+                        dry_run: bool, progress: _Progress) -> None:
+    """The projections of the log rebuilt side by side, the ledger's fold beside them
+    (``projections.replay.rebuild_side_by_side``); each step's report added to
+    ``reports``, in the steps' order, once all are done or one has failed."""
+    from projections import replay as rp
+
+    done: dict[str, Report] = {}
+    try:
+        await rp.rebuild_side_by_side(
+            conn, lambda: _lane(dsn), [registry.spec(name) for name in steps
+                                       if name != "ledger"], source,
+            ledger=names if "ledger" in steps else (), dry_run=dry_run, progress=progress,
+            finished=done.__setitem__)
+    finally:
+        reports.extend(done[name] for name in steps if name in done)
 
 
 async def _sync(dsn: str) -> SyncProjection:

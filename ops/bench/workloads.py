@@ -233,6 +233,8 @@ class BatchProbe:
 
     def __init__(self) -> None:
         self.applied = 0
+        self.duplicates = 0  # copies the event log dropped (sent twice)
+        self.rejected = 0  # messages that did not decode
         self.batches = 0
         self.progress: list[tuple[float, int]] = []  # (perf_counter, applied so far)
         self.on_commit: Callable[[Sequence[LoggedEvent], float], None] | None = None
@@ -244,6 +246,8 @@ class BatchProbe:
             return
         events = outcome.applied
         self.applied += len(events)
+        self.duplicates += outcome.duplicates
+        self.rejected += len(outcome.rejected)
         self.batches += 1
         self.progress.append((at, self.applied))
         if self.on_commit is not None:
