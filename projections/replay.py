@@ -21,7 +21,9 @@ What is a projection of what decides how each is replayed:
   finds nothing to change rolls back, leaving the live stream tables alone. From
   the event log the board is filled set-based from each record's last event
   (``projections.handshake_rebuild``); from Kafka every event goes through a fresh
-  instance of the live projection.
+  instance of the live projection. Several are rebuilt side by side
+  (``rebuild_side_by_side``): each on a connection of its own, the lock held for all
+  of them by the caller's connection, the ledger's fold beside them.
 * The mapping table (``sync.links``) and the stores are *not* projections of the
   log: matching depended on what the stores held at the time. They are never
   rebuilt; a window re-apply (``reapply``) writes the stores again from events
