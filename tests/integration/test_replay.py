@@ -36,6 +36,7 @@ from projections.replay import (
     EventSource,
     Report,
     Window,
+    compare,
     reapply,
     rebuild_from_events,
     rebuild_ledger,
@@ -294,6 +295,30 @@ async def test_a_corrupted_projection_is_restored_exactly_and_live_events_are_ke
     assert len(restored["sync.failures"]) == len(live["sync.failures"]) + 1  # the live one
     assert await conn.fetchval("SELECT count(*) FROM pg_namespace"
                                " WHERE nspname = 'syncd_replay'") == 0
+
+
+async def test_compare_finds_rows_only_removed_as_well_as_added_and_changed(
+        conn: asyncpg.Connection) -> None:
+    """Nothing new is not nothing changed: a table holding extra rows (the fresh one a
+    subset of it) still reports them removed; equal tables report nothing."""
+    async with conn.transaction():
+        for name in ("cmp_live", "cmp_fresh"):
+            await conn.execute(f"CREATE TEMP TABLE {name} (id int PRIMARY KEY, v text)"
+                               " ON COMMIT DROP")
+        await conn.execute("INSERT INTO cmp_live VALUES (1, 'a'), (2, 'b'), (3, 'c')")
+        await conn.execute("INSERT INTO cmp_fresh VALUES (1, 'a'), (2, 'b'), (3, 'c')")
+
+        async def diff() -> tuple[int, int, int]:
+            found = await compare(conn, live="cmp_live", fresh="cmp_fresh", key=["id"],
+                                  label="t", apply=False)
+            return found.added, found.changed, found.removed
+
+        assert await diff() == (0, 0, 0)
+        await conn.execute("DELETE FROM cmp_fresh WHERE id = 3")
+        assert await diff() == (0, 0, 1)
+        await conn.execute("UPDATE cmp_fresh SET v = 'B' WHERE id = 2")
+        await conn.execute("INSERT INTO cmp_fresh VALUES (4, 'd')")
+        assert await diff() == (1, 1, 1)
 
 
 # -- side by side -------------------------------------------------------------------
