@@ -930,14 +930,16 @@ def _set_event(event: asyncio.Event, *_args: object) -> None:
 
 
 async def replay(env: Env, records: int) -> Result:
-    """Rebuild every projection from the event log that the steady workload leaves:
-    the failure log and the history (folds of the outcomes), the handshake board (set-based
-    from the records' last states) and every other projection of the log (the statistics,
-    the ticket actions, the CRM view, the sales signals: ``projections``, each's seconds),
-    through ``projections.replay``, as ``syncd replay --projection all`` does. The board's
-    and the signals' per-event rebuilds (every event through the live projection, as a
-    replay from Kafka still does) are timed after it, on the same log: ``per_event_*``
-    are the figures with them in place of the board's and the signals' own ways."""
+    """Rebuild every projection from the event log that the steady workload leaves, as
+    ``syncd replay --projection all`` does (``projections.replay.rebuild_side_by_side``):
+    the projections of the log two at a time, each its own way (the board, the
+    statistics and the CRM view set-based from the records' last states, the ticket
+    actions from their own events, the signals in one walk), the fold of the failure
+    log and the history beside them. The baselines, timed after it on the same log as
+    dry runs: the fold and each projection one at a time (``one_at_a_time_*``, each's
+    seconds under ``projections``), then the board's and the signals' per-event rebuilds
+    (every event through the live projection, as a replay from Kafka still does):
+    ``per_event_*`` are the figures with them in place of their own ways."""
     source = rp.EventLogSource()
     dsn = env.kept.pop("steady", None)
     result: Result = {}
