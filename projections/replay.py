@@ -43,10 +43,12 @@ import datetime as dt
 import itertools
 import json
 import re
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
-from contextlib import AbstractAsyncContextManager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+
+import asyncpg
 
 from projections.batch import APPLY_LOCK, LoggedEvent, Projection
 from projections.catalog import SYNCED_MODULES
@@ -479,6 +481,18 @@ async def rebuild_from_events(conn: Conn, spec: ProjectionSpec, source: EventSou
 
 Lanes = Callable[[], AbstractAsyncContextManager[Conn]]
 """Opens a connection of its own for a rebuild run side by side (and closes it)."""
+
+
+def connections(connect: Callable[[], Awaitable[asyncpg.Connection]]) -> Lanes:
+    """Lanes that each open a connection with ``connect`` and close it when done."""
+    @asynccontextmanager
+    async def lane() -> AsyncIterator[Conn]:
+        own = await connect()
+        try:
+            yield own
+        finally:
+            await own.close()
+    return lane
 
 
 async def rebuild_side_by_side(conn: Conn, lanes: Lanes, specs: Sequence[ProjectionSpec],

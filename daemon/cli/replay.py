@@ -18,7 +18,6 @@ import contextlib
 import datetime as dt
 import json
 import re
-from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
@@ -325,15 +324,6 @@ def _phases(steps: list[str], source: EventSource) -> list[str | tuple[str, ...]
         tuple(step for step in steps if step != "window")]
 
 
-@contextlib.asynccontextmanager
-async def _lane(dsn: str) -> AsyncIterator[asyncpg.Connection]:
-    conn = await _connect(dsn)
-    try:
-        yield conn
-    finally:
-        await conn.close()
-
-
 def _kept(reports: list[Report]) -> str:
     """What a failed replay leaves: each step commits on its own, so the steps done
     before the failure that changed something stay changed."""
@@ -383,7 +373,7 @@ async def _side_by_side(conn: asyncpg.Connection, dsn: str, steps: tuple[str, ..
     done: dict[str, Report] = {}
     try:
         await rp.rebuild_side_by_side(
-            conn, lambda: _lane(dsn), [registry.spec(name) for name in steps
+            conn, rp.connections(lambda: _connect(dsn)), [registry.spec(name) for name in steps
                                        if name != "ledger"], source,
             ledger=names if "ledger" in steps else (), dry_run=dry_run, progress=progress,
             finished=done.__setitem__)

@@ -961,14 +961,7 @@ async def replay(env: Env, records: int) -> Result:
         result.update(events=events, outcomes=outcomes)
         _say(f"replay: rebuilding every projection from {events} events")
         specs = [item for item in registry.SPECS if item.rebuild == "events"]
-
-        @contextlib.asynccontextmanager
-        async def lane() -> AsyncIterator[asyncpg.Connection]:
-            own = await asyncpg.connect(dsn, server_settings={"timezone": "UTC"})
-            try:
-                yield own
-            finally:
-                await own.close()
+        lane = rp.connections(lambda: asyncpg.connect(dsn, server_settings={"timezone": "UTC"}))
 
         cpu = env.cpu.read()
         started = time.perf_counter()

@@ -34,9 +34,11 @@ from projections.replay import (
     LEDGER,
     EventLogSource,
     EventSource,
+    Lanes,
     Report,
     Window,
     compare,
+    connections,
     reapply,
     rebuild_from_events,
     rebuild_ledger,
@@ -326,22 +328,13 @@ async def test_compare_finds_rows_only_removed_as_well_as_added_and_changed(
 EVENT_PROJECTIONS = [s for s in registry.SPECS if s.rebuild == "events"]
 
 
-async def apply_lock_free(conn: asyncpg.Connection) -> bool:
+async def apply_lock_free(conn: Conn) -> bool:
     """Whether a batch could take the apply lock now (shared, as batches do)."""
     return bool(await conn.fetchval("SELECT pg_try_advisory_xact_lock_shared($1)", APPLY_LOCK))
 
 
-def lanes_of(database_url: str, opened: list[asyncpg.Connection]
-             ) -> Callable[[], contextlib.AbstractAsyncContextManager[asyncpg.Connection]]:
-    @contextlib.asynccontextmanager
-    async def lane() -> AsyncIterator[asyncpg.Connection]:
-        own = await connect(database_url)
-        opened.append(own)
-        try:
-            yield own
-        finally:
-            await own.close()
-    return lane
+def lanes_of(database_url: str) -> Lanes:
+    return connections(lambda: connect(database_url))
 
 
 async def test_projections_rebuilt_side_by_side_are_restored_while_batches_wait(
@@ -352,17 +345,16 @@ async def test_projections_rebuilt_side_by_side_are_restored_while_batches_wait(
     live = await state(conn)
     await corrupt(conn)
     probe = await connect(database_url)
-    opened: list[asyncpg.Connection] = []
     finished: list[int] = []
     try:
         def progress(phase: str, done: int, total: int | None) -> None:
             finished.append(done)
 
         locked_during: list[bool] = []
-        lanes = lanes_of(database_url, opened)
+        lanes = lanes_of(database_url)
 
         @contextlib.asynccontextmanager
-        async def watched() -> AsyncIterator[asyncpg.Connection]:
+        async def watched() -> AsyncIterator[Conn]:
             async with lanes() as own:
                 locked_during.append(not await apply_lock_free(own))
                 yield own
@@ -400,14 +392,14 @@ async def test_a_rebuild_failing_side_by_side_changes_nothing_and_frees_the_lock
     specs = [board if s.name == "handshake" else s for s in EVENT_PROJECTIONS]
     reported: list[str] = []
     with pytest.raises(RuntimeError, match="the board's rules failed"):
-        await rebuild_side_by_side(conn, lanes_of(database_url, []), specs,
+        await rebuild_side_by_side(conn, lanes_of(database_url), specs,
                                    EventLogSource(), ledger=LEDGER, dry_run=False,
                                    finished=lambda name, _report: reported.append(name))
     assert "handshake" not in reported  # what finished is reported, the failure is not
     assert await state(conn) == damaged
     assert await apply_lock_free(conn)
     with pytest.raises(ValueError, match="share a table"):
-        await rebuild_side_by_side(conn, lanes_of(database_url, []), [board, board],
+        await rebuild_side_by_side(conn, lanes_of(database_url), [board, board],
                                    EventLogSource(), dry_run=False)
 
 
