@@ -105,8 +105,9 @@ class OutboxRelay:
     """Relays one store's outbox to the topic (see the module's docstring).
 
     ``on_sent`` is a hook for tools and tests (the benchmark counts with it): called
-    with the number of events after each send the broker acknowledged (acks=all),
-    on the event loop. It must return quickly and not raise: an exception ends the
+    with the outbox seqs of the rows of each send the broker acknowledged (acks=all),
+    on the event loop. A row sent again (after a failed send, or taken for lost) is
+    in a later call too. It must return quickly and not raise: an exception ends the
     relay.
     """
 
@@ -121,7 +122,7 @@ class OutboxRelay:
         poll_interval: float = 1.0,
         resend_after: float = 15.0,
         batch_max: int = 5000,
-        on_sent: Callable[[int], None] | None = None,
+        on_sent: Callable[[list[int]], None] | None = None,
         security: KafkaSecurity = NO_SECURITY,
         idempotence: bool | None = False,
         group_id: str | None = None,
@@ -331,7 +332,7 @@ class OutboxRelay:
             ((prefix + row["key"]).encode(), row["body"].encode()) for row in rows))
         metrics.EVENTS_PRODUCED.labels(self.source).inc(len(rows))
         if self.on_sent is not None:
-            self.on_sent(len(rows))
+            self.on_sent([row["seq"] for row in rows])
         return offsets
 
     async def _rewind(self, conn: asyncpg.Connection, *, force: bool) -> None:

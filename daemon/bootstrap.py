@@ -42,9 +42,9 @@ P = TypeVar("P", bound=Projection)
 SOURCES = ("desk", "crm")
 """The stores whose outboxes a relay each sends to the topic."""
 
-SentHook = Callable[[str, int], None]
-"""``Overrides(on_sent=…)``: called with the relay's source and how many events it
-has just sent (acknowledged by the broker)."""
+SentHook = Callable[[str, list[int]], None]
+"""``Overrides(on_sent=…)``: called with the relay's source and the outbox seqs of the
+rows it has just sent (acknowledged by the broker; a row sent again comes again)."""
 
 
 @dataclass(frozen=True)

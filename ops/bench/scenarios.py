@@ -238,7 +238,7 @@ class Product:
         """Start both relays; ``group``: the projector's, as the daemon wires them (a
         relay reads how far its projector has got)."""
         self.sent = {source: wl.SendCounter() for source in SOURCES}
-        pipeline = self._build(group, on_sent=lambda source, sent: self.sent[source](sent))
+        pipeline = self._build(group, on_sent=lambda source, seqs: self.sent[source](seqs))
         for source, relay in pipeline.relays.items():
             self._start(f"relay-{source}", relay.run)
 
@@ -301,12 +301,19 @@ class Product:
                 f" {[(r['partition'], r['next_offset']) for r in offsets]}, lag {lag},"
                 f" copies dropped {self.probe.duplicates}, rejected {self.probe.rejected}")
 
+    @property
+    def copies(self) -> int:
+        return sum(counter.copies for counter in self.sent.values())
+
     async def wait_acked(self, count: int, *, timeout: float) -> float:
+        """Wait until ``count`` outbox rows were acknowledged, each counted once; return
+        when the last acknowledgement came."""
         deadline = time.monotonic() + timeout
         while self.acked < count:
             self.check()
             if time.monotonic() > deadline:
-                raise TimeoutError(f"relays acknowledged {self.acked} of {count} in {timeout} s")
+                raise TimeoutError(f"relays acknowledged {self.acked} of {count} rows"
+                                   f" ({self.copies} copies besides) in {timeout} s")
             await asyncio.sleep(0.01)
         return max(counter.last_ack for counter in self.sent.values())
 
@@ -411,6 +418,7 @@ async def steady(env: Env, records: int) -> Result:
             raise RuntimeError(f"steady: {waiting} events captured, {events} expected")
         await product.wait_acked(events, timeout=600)
         result["generate_seconds"] = round(time.perf_counter() - started, 1)
+        result["copies_sent"] = product.copies
         await product.stop_relays()
 
         _say("steady: raw limit on the same events")
@@ -597,7 +605,7 @@ async def capture(env: Env, records: int) -> Result:
         await product.stop_relays()
         rate = _rate(changes, seconds)
         result.update(seconds=round(seconds, 2), changes_per_s=round(rate),
-                      writers_seconds=round(written - started, 2),
+                      writers_seconds=round(written - started, 2), copies_sent=product.copies,
                       relay_tail_seconds=round(ended - written, 2))
         _say("capture: raw limit on the same events")
         raw = await _raw_from_outbox(env, dsn, prefix, pool)

@@ -61,14 +61,14 @@ def test_build_wires_the_registry_and_the_settings() -> None:
 
 def test_overrides_pass_hooks_and_projections() -> None:
     sync = SyncProjection(SyncConfig)
-    sent: list[tuple[str, int]] = []
+    sent: list[tuple[str, list[int]]] = []
     pipeline = _build(bootstrap.Overrides(projections=[sync],
                                           on_sent=lambda s, n: sent.append((s, n))))
     assert pipeline.projections == [sync] and pipeline.sync is sync
     hook = pipeline.relays["crm"].on_sent
     assert hook is not None
-    hook(3)
-    assert sent == [("crm", 3)]
+    hook([7, 8, 9])
+    assert sent == [("crm", [7, 8, 9])]
 
 
 def test_a_pipeline_without_the_sync_is_refused() -> None:
