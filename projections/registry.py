@@ -80,6 +80,13 @@ class ProjectionSpec:
     events it reads alone: one module's, or every event's time but only its modules'
     payloads), with the same result as feeding every event to a fresh instance (which a
     replay from Kafka still does)."""
+    private_tables: tuple[str, ...] = ()
+    """Those of ``tables`` nothing reads but the projection's own batches, which hold the
+    apply lock (no route, command or other projection): no reader needs their old rows
+    while a rebuild runs, so a rebuild empties them with ``TRUNCATE`` rather than
+    ``DELETE`` and, filling them set-based, builds their secondary indexes once after
+    the fill instead of row by row (``projections.replay.rebuild_from_events``).
+    ``tests/unit/test_registry.py`` holds the claim to the code."""
     stream_tables: tuple[str, ...] = ()
     reset_stream: Callable[[Conn], Awaitable[None]] | None = None
     first_sync: tuple[tuple[Side, str], ...] = ()
@@ -126,6 +133,7 @@ SPECS: tuple[ProjectionSpec, ...] = (
         name="handshake", order=2, make=lambda _config: HandshakeProjection(),
         tables=("handshake.board", "handshake.crm_keys", "handshake.deals",
                 "handshake.departments"),
+        private_tables=("handshake.crm_keys",),
         stream_tables=("handshake.moves", "handshake.stream_state"),
         reset_stream=reset_stream, rebuild="events", from_last_states=rebuild_handshake,
         gauges=(_HANDSHAKE_TICKETS,),
@@ -148,6 +156,8 @@ SPECS: tuple[ProjectionSpec, ...] = (
         tables=("sales_signals.tickets", "sales_signals.people", "sales_signals.deals",
                 "sales_signals.signals", "sales_signals.clock",
                 "sales_signals.waiting_threads"),
+        private_tables=("sales_signals.tickets", "sales_signals.people", "sales_signals.deals",
+                        "sales_signals.waiting_threads"),
         stream_tables=("sales_signals.published",), reset_stream=reset_signals_stream,
         rebuild="events", from_last_states=rebuild_signals),
     ProjectionSpec(
