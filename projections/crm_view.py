@@ -39,7 +39,7 @@ to the record's previous event.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from projections.batch import NOTHING_TO_REPORT, LoggedEvent, ProjectionReport
 from projections.db import Conn
@@ -70,10 +70,10 @@ decided AS (
                                             parent_module text)
 ),
 gone AS (
-    DELETE FROM crm_view.records r USING decided d
+    DELETE FROM {{table}} r USING decided d
     WHERE NOT d.live AND r.module = d.module AND r.record_id = d.record_id
 )
-INSERT INTO crm_view.records (module, record_id, "values", contact_id, account_id)
+INSERT INTO {{table}} (module, record_id, "values", contact_id, account_id)
 SELECT module, record_id, v::jsonb - ARRAY{list(BOOKKEEPING)!r},
     CASE WHEN module = 'deals' THEN crm_view.ref(contact_id)
          WHEN {_ACTIVITY} AND parent_module = 'contacts' THEN crm_view.ref(parent_id) END,
@@ -84,15 +84,16 @@ ORDER BY module, record_id
 ON CONFLICT (module, record_id) DO UPDATE SET "values" = EXCLUDED."values",
     contact_id = EXCLUDED.contact_id, account_id = EXCLUDED.account_id
 """
-_BATCH = _WRITE.format(picked=
+TABLE = "crm_view.records"
+_BATCH = _WRITE.format(table=TABLE, picked=
     "SELECT DISTINCT ON (module, record_id) module, record_id, op, payload -> 'values' AS v"
     " FROM syncd.event_log WHERE seq = ANY($1::bigint[])"
     " ORDER BY module, record_id, seq DESC")
 """A batch's CRM events (their ``seq``), each record's last."""
-_EVERY_RECORD = _WRITE.format(picked=
+_EVERY_RECORD = _WRITE.format(table="{table}", picked=
     "SELECT e.module, e.record_id, e.op, e.payload -> 'values' AS v FROM "
     + newest_of(f"source = 'crm' AND module IN {VIEWED_MODULES!r}"))
-"""Every CRM record's last event in the log."""
+"""Every CRM record's last event in the log, into ``{table}``."""
 
 
 class CrmViewProjection:
@@ -110,9 +111,10 @@ class CrmViewProjection:
         return NOTHING_TO_REPORT
 
 
-async def rebuild(conn: Conn) -> Rebuilt:
-    """Fill the emptied ``crm_view.records`` from each CRM record's last event: what
-    feeding every logged event to a fresh projection gives (the caller, the replay,
-    has emptied the table and holds the projector's apply lock)."""
-    status = await conn.execute(_EVERY_RECORD)
+async def fill(conn: Conn, into: Mapping[str, str]) -> Rebuilt:
+    """Fill ``into[TABLE]`` (an empty table like ``crm_view.records``: the replay's
+    scratch copy) from each CRM record's last event: what feeding every logged event to
+    a fresh projection leaves in the view (the caller, the replay, holds the
+    projector's apply lock and writes what differs into the view)."""
+    status = await conn.execute(_EVERY_RECORD.format(table=into[TABLE]))
     return Rebuilt(int(status.split()[-1]), 0, unit="CRM records kept, each from its last event")

@@ -24,7 +24,7 @@ Rebuild kinds:
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
@@ -32,7 +32,7 @@ from projections.batch import Projection
 from projections.catalog import Side
 from projections.config import SyncConfig
 from projections.crm_view import CrmViewProjection
-from projections.crm_view import rebuild as rebuild_crm_view
+from projections.crm_view import fill as fill_crm_view
 from projections.db import Conn
 from projections.handshake import HandshakeProjection, reset_stream
 from projections.handshake_rebuild import rebuild as rebuild_handshake
@@ -80,6 +80,13 @@ class ProjectionSpec:
     events it reads alone: one module's, or every event's time but only its modules'
     payloads), with the same result as feeding every event to a fresh instance (which a
     replay from Kafka still does)."""
+    fill: Callable[[Conn, Mapping[str, str]], Awaitable[Rebuilt]] | None = None
+    """For ``events``, in place of ``from_last_states``: the same set-based fill, into the
+    tables it is given (each of ``tables`` to an empty table like it, to fill in its
+    place). A rebuild from the event log then fills temporary copies and writes into
+    the live tables only the rows that differ, as the ledger's fold does: the live rows
+    are neither copied aside nor deleted and written again, and a rebuild that changes
+    nothing writes nothing to them."""
     private_tables: tuple[str, ...] = ()
     """Those of ``tables`` nothing reads but the projection's own batches, which hold the
     apply lock (no route, command or other projection): no reader needs their old rows
@@ -162,7 +169,7 @@ SPECS: tuple[ProjectionSpec, ...] = (
         rebuild="events", from_last_states=rebuild_signals),
     ProjectionSpec(
         name="crm_view", order=1, make=lambda _config: CrmViewProjection(),
-        tables=("crm_view.records",), rebuild="events", from_last_states=rebuild_crm_view,
+        tables=("crm_view.records",), rebuild="events", fill=fill_crm_view,
         first_sync=(("crm", "notes"), ("crm", "calls"), ("crm", "events"), ("crm", "tasks"))),
 )
 """Every projection. The sync comes first; the statistics, the CRM view, the board and the

@@ -462,10 +462,22 @@ async def rebuild_from_events(conn: Conn, spec: ProjectionSpec, source: EventSou
         if not lock_held:
             await conn.execute("SELECT pg_advisory_xact_lock($1)", APPLY_LOCK)
         keys = {table: await primary_key(conn, table) for table in spec.tables}
-        set_based = (spec.from_last_states is not None and not per_event
-                     and isinstance(source, EventLogSource))
+        from_log = not per_event and isinstance(source, EventLogSource)
+        scratch = from_log and spec.fill is not None
+        set_based = scratch or (from_log and spec.from_last_states is not None)
         indexes: list[str] = []  # built again once the tables are filled
+        into: dict[str, str] = {}  # with ``spec.fill``: the scratch copy of each table
         for n, table in enumerate(spec.tables):
+            if scratch:
+                # Filled in place of the table, then only the rows that differ are
+                # written to it: its key only (for the fill's ON CONFLICT), no other
+                # index, and no WAL (temporary).
+                into[table] = f"replay_fresh_{n}"
+                await conn.execute(f"CREATE TEMP TABLE {into[table]} (LIKE {table}"
+                                   " INCLUDING DEFAULTS) ON COMMIT DROP")
+                await conn.execute(f"ALTER TABLE {into[table]} ADD PRIMARY KEY"
+                                   f" ({', '.join(_quote(k) for k in keys[table])})")
+                continue
             await conn.execute(f"CREATE TEMP TABLE replay_before_{n} ON COMMIT DROP AS"
                                f" SELECT * FROM {table}")
             if table in spec.private_tables:
@@ -481,9 +493,13 @@ async def rebuild_from_events(conn: Conn, spec: ProjectionSpec, source: EventSou
                 # DELETE, not TRUNCATE: readers keep seeing the old rows until the commit.
                 await conn.execute(f"DELETE FROM {table}")
         if set_based:
-            assert spec.from_last_states is not None and isinstance(source, EventLogSource)
+            assert isinstance(source, EventLogSource)
             progress("records", 0, None)
-            rebuilt = await spec.from_last_states(conn)
+            if spec.fill is not None and scratch:
+                rebuilt = await spec.fill(conn, into)
+            else:
+                assert spec.from_last_states is not None
+                rebuilt = await spec.from_last_states(conn)
             source.undecodable += rebuilt.undecodable
             report.events, report.unit = rebuilt.records, rebuilt.unit
             progress("records", rebuilt.records, rebuilt.records)
@@ -493,9 +509,15 @@ async def rebuild_from_events(conn: Conn, spec: ProjectionSpec, source: EventSou
         for definition in indexes:
             await conn.execute(definition)
         for n, table in enumerate(spec.tables):
-            report.tables.append(await compare(
-                conn, live=f"replay_before_{n}", fresh=table, key=keys[table], label=table,
-                apply=False))
+            if scratch:
+                # Rolled back with the rest when it changes nothing or is a dry run.
+                report.tables.append(await compare(
+                    conn, live=table, fresh=into[table], key=keys[table], label=table,
+                    apply=True))
+            else:
+                report.tables.append(await compare(
+                    conn, live=f"replay_before_{n}", fresh=table, key=keys[table],
+                    label=table, apply=False))
         changed = report.changes > 0
         if changed and spec.reset_stream is not None:
             await spec.reset_stream(conn)

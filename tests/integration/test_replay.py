@@ -63,6 +63,7 @@ STATE_QUERIES = {
     "ticket_stats.crm_contacts": "SELECT * FROM ticket_stats.crm_contacts ORDER BY 1",
     "ticket_stats.crm_leads": "SELECT * FROM ticket_stats.crm_leads ORDER BY 1",
     "ticket_stats.clock": "SELECT * FROM ticket_stats.clock",
+    "crm_view.records": "SELECT * FROM crm_view.records ORDER BY module, record_id",
 }
 
 
@@ -245,6 +246,14 @@ async def corrupt(conn: asyncpg.Connection) -> None:
     await conn.execute("UPDATE sync.failures SET attempts = 99")
     await conn.execute("DELETE FROM handshake.crm_keys")
     await conn.execute("UPDATE handshake.board SET board_column = 'new'")
+    # The CRM view, rebuilt into a scratch copy and written back where it differs: a
+    # row lost, a row changed, a row that should not be there.
+    await conn.execute("DELETE FROM crm_view.records WHERE (module, record_id) ="
+                       " ('contacts', '1')")
+    await conn.execute("""UPDATE crm_view.records SET "values" = '{"last_name": "X"}'"""
+                       " WHERE (module, record_id) = ('contacts', '2')")
+    await conn.execute("""INSERT INTO crm_view.records (module, record_id, "values")"""
+                       """ VALUES ('deals', '99', '{}')""")
 
 
 async def test_a_corrupted_projection_is_restored_exactly_and_live_events_are_kept(
@@ -264,6 +273,7 @@ async def test_a_corrupted_projection_is_restored_exactly_and_live_events_are_ke
     dry = await rebuild_all(conn, dry_run=True)
     assert changes(dry)["sync.failures"] == (0, len(live["sync.failures"]), 0)
     assert changes(dry)["sync.history"] == (1, 0, 0)
+    assert changes(dry)["crm_view.records"] == (1, 1, 1)
     assert await state(conn) == damaged
     sample = next(t for r in dry for t in r.tables if t.table == "sync.failures").samples[0]
     assert sample["columns"]["attempts"]["from"] == 99
@@ -291,8 +301,12 @@ async def test_a_corrupted_projection_is_restored_exactly_and_live_events_are_ke
     await task
     assert any("during the rebuild" in note for note in report.notes)
     await rebuild_from_events(conn, registry.spec("handshake"), EventLogSource(), dry_run=False)
+    view = await rebuild_from_events(conn, registry.spec("crm_view"), EventLogSource(),
+                                     dry_run=False)
+    assert changes([view]) == {"crm_view.records": (1, 1, 1)}
     assert changes(await rebuild_all(conn, dry_run=True)) == {}
     restored = await state(conn)
+    assert restored["crm_view.records"] == live["crm_view.records"]
     assert restored["sync.failures"][:len(live["sync.failures"])] == live["sync.failures"]
     assert len(restored["sync.failures"]) == len(live["sync.failures"]) + 1  # the live one
     assert await conn.fetchval("SELECT count(*) FROM pg_namespace"
