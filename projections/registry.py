@@ -91,8 +91,7 @@ class ProjectionSpec:
     """Those of ``tables`` nothing reads but the projection's own batches, which hold the
     apply lock (no route, command or other projection): no reader needs their old rows
     while a rebuild runs, so a rebuild empties them with ``TRUNCATE`` rather than
-    ``DELETE`` and, filling them set-based, builds their secondary indexes once after
-    the fill instead of row by row (``projections.replay.rebuild_from_events``).
+    ``DELETE`` (``projections.replay.rebuild_from_events``).
     ``tests/unit/test_registry.py`` holds the claim to the code."""
     stream_tables: tuple[str, ...] = ()
     reset_stream: Callable[[Conn], Awaitable[None]] | None = None

@@ -404,23 +404,6 @@ async def _schema_tables(conn: Conn, schema: str) -> set[str]:
     return {f"{schema}.{row['tablename']}" for row in rows}
 
 
-async def _drop_secondary_indexes(conn: Conn, table: str) -> list[str]:
-    """Drop ``table``'s indexes that back no constraint (not its primary key, no unique
-    index: those keep checking the fill); return the statements that build them again.
-    Inside the caller's transaction: a rollback puts them back as they were."""
-    rows = await conn.fetch(
-        "SELECT pg_get_indexdef(i.indexrelid) AS definition,"
-        " quote_ident(n.nspname) || '.' || quote_ident(c.relname) AS name"
-        " FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid"
-        " JOIN pg_namespace n ON n.oid = c.relnamespace"
-        " WHERE i.indrelid = $1::regclass AND NOT i.indisprimary AND NOT i.indisunique"
-        " AND NOT EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conindid = i.indexrelid)"
-        " ORDER BY c.relname", table)
-    for row in rows:
-        await conn.execute(f"DROP INDEX {row['name']}")
-    return [row["definition"] for row in rows]
-
-
 async def rebuild_from_events(conn: Conn, spec: ProjectionSpec, source: EventSource, *,
                               dry_run: bool, progress: Progress = _quiet, chunk: int = 5_000,
                               config: Callable[[], SyncConfig] = SyncConfig,
@@ -465,7 +448,6 @@ async def rebuild_from_events(conn: Conn, spec: ProjectionSpec, source: EventSou
         from_log = not per_event and isinstance(source, EventLogSource)
         scratch = from_log and spec.fill is not None
         set_based = scratch or (from_log and spec.from_last_states is not None)
-        indexes: list[str] = []  # built again once the tables are filled
         into: dict[str, str] = {}  # with ``spec.fill``: the scratch copy of each table
         for n, table in enumerate(spec.tables):
             if scratch:
@@ -484,11 +466,8 @@ async def rebuild_from_events(conn: Conn, spec: ProjectionSpec, source: EventSou
                 # Only the projection's batches read it, and they wait for the apply
                 # lock: no reader needs its old rows. Emptied by TRUNCATE, the fill
                 # meets no dead row of its own (each key a DELETE left would be checked
-                # against it); filled set-based, nothing reads its secondary indexes
-                # meanwhile, and one build of each costs less than an entry a row.
+                # against it).
                 await conn.execute(f"TRUNCATE {table}")
-                if set_based:
-                    indexes += await _drop_secondary_indexes(conn, table)
             else:
                 # DELETE, not TRUNCATE: readers keep seeing the old rows until the commit.
                 await conn.execute(f"DELETE FROM {table}")
@@ -506,8 +485,6 @@ async def rebuild_from_events(conn: Conn, spec: ProjectionSpec, source: EventSou
         else:
             await _feed(conn, spec.make(config), source, report, progress=progress,
                         chunk=chunk)
-        for definition in indexes:
-            await conn.execute(definition)
         for n, table in enumerate(spec.tables):
             if scratch:
                 # Rolled back with the rest when it changes nothing or is a dry run.

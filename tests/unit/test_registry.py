@@ -22,10 +22,9 @@ def _readers(table: str) -> set[str]:
 
 @pytest.mark.parametrize("spec", [s for s in SPECS if s.private_tables], ids=lambda s: s.name)
 def test_private_tables_are_read_by_their_projection_alone(spec: object) -> None:
-    """A rebuild truncates a private table, which blocks its readers until the commit,
-    and drops its secondary indexes while it fills it: only the projection's own
-    modules (``projections/<its schema>*.py``, whose batches wait for the apply lock)
-    may name it."""
+    """A rebuild truncates a private table, which blocks its readers until the commit:
+    only the projection's own modules (``projections/<its schema>*.py``, whose batches
+    wait for the apply lock) may name it."""
     from projections.registry import ProjectionSpec
     assert isinstance(spec, ProjectionSpec)
     assert set(spec.private_tables) <= set(spec.tables)
