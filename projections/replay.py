@@ -409,19 +409,22 @@ async def rebuild_from_events(conn: Conn, spec: ProjectionSpec, source: EventSou
                               config: Callable[[], SyncConfig] = SyncConfig,
                               per_event: bool = False, lock_held: bool = False) -> Report:
     """Rebuild a projection of the event log (``spec.rebuild == "events"``) in place,
-    in one transaction: its state tables are emptied and filled again, and the result
-    is compared with what was there.
+    in one transaction: its state tables are emptied (``TRUNCATE`` for its
+    ``private_tables``, ``DELETE`` for the others) and filled again, and the result is
+    compared with what was there.
 
     From the event log, a projection with ``from_last_states`` is filled set-based
-    from each record's last event; otherwise (``per_event``, or from Kafka, whose
-    records the set-based query cannot reach) every event is fed, in order, to a
-    fresh instance.
+    from each record's last event, and one with ``fill`` likewise but into scratch
+    copies, whose rows that differ are then written to its tables; otherwise
+    (``per_event``, or from Kafka, whose records the set-based query cannot reach)
+    every event is fed, in order, to a fresh instance.
 
     The projector's batches wait meanwhile (``APPLY_LOCK``, taken here, or with
     ``lock_held`` held by the caller on another connection until this returns:
     ``rebuild_side_by_side``), so no event is applied twice or missed; readers keep the
-    old rows until the commit; a rebuild that finds nothing to change rolls back,
-    leaving even the stream tables alone.
+    old rows until the commit (a private table's readers, its batches alone, wait);
+    a rebuild that finds nothing to change rolls back, leaving even the stream tables
+    alone.
     """
     assert spec.rebuild == "events" and spec.make is not None, spec.name
     report = Report(what=f"rebuild {spec.name} from the " + source.name, dry_run=dry_run,
