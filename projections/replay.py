@@ -449,20 +449,22 @@ async def rebuild_from_events(conn: Conn, spec: ProjectionSpec, source: EventSou
             await conn.execute("SELECT pg_advisory_xact_lock($1)", APPLY_LOCK)
         keys = {table: await primary_key(conn, table) for table in spec.tables}
         from_log = not per_event and isinstance(source, EventLogSource)
-        scratch = from_log and spec.fill is not None
-        set_based = scratch or (from_log and spec.from_last_states is not None)
-        into: dict[str, str] = {}  # with ``spec.fill``: the scratch copy of each table
+        fill = spec.fill if from_log else None
+        from_last_states = spec.from_last_states if from_log else None
+        # Each table's (what it holds, what it should hold) for the comparison.
+        pairs: dict[str, tuple[str, str]] = {}
         for n, table in enumerate(spec.tables):
-            if scratch:
+            if fill is not None:
                 # Filled in place of the table, then only the rows that differ are
                 # written to it: its key only (for the fill's ON CONFLICT), no other
                 # index, and no WAL (temporary).
-                into[table] = f"replay_fresh_{n}"
-                await conn.execute(f"CREATE TEMP TABLE {into[table]} (LIKE {table}"
+                pairs[table] = (table, f"replay_fresh_{n}")
+                await conn.execute(f"CREATE TEMP TABLE replay_fresh_{n} (LIKE {table}"
                                    " INCLUDING DEFAULTS) ON COMMIT DROP")
-                await conn.execute(f"ALTER TABLE {into[table]} ADD PRIMARY KEY"
+                await conn.execute(f"ALTER TABLE replay_fresh_{n} ADD PRIMARY KEY"
                                    f" ({', '.join(_quote(k) for k in keys[table])})")
                 continue
+            pairs[table] = (f"replay_before_{n}", table)
             await conn.execute(f"CREATE TEMP TABLE replay_before_{n} ON COMMIT DROP AS"
                                f" SELECT * FROM {table}")
             if table in spec.private_tables:
@@ -474,30 +476,27 @@ async def rebuild_from_events(conn: Conn, spec: ProjectionSpec, source: EventSou
             else:
                 # DELETE, not TRUNCATE: readers keep seeing the old rows until the commit.
                 await conn.execute(f"DELETE FROM {table}")
-        if set_based:
+        if fill is not None or from_last_states is not None:
             assert isinstance(source, EventLogSource)
             progress("records", 0, None)
-            if spec.fill is not None and scratch:
-                rebuilt = await spec.fill(conn, into)
+            if fill is not None:
+                rebuilt = await fill(conn, {table: fresh for table, (_, fresh) in pairs.items()})
             else:
-                assert spec.from_last_states is not None
-                rebuilt = await spec.from_last_states(conn)
+                assert from_last_states is not None
+                rebuilt = await from_last_states(conn)
             source.undecodable += rebuilt.undecodable
             report.events, report.unit = rebuilt.records, rebuilt.unit
             progress("records", rebuilt.records, rebuilt.records)
         else:
             await _feed(conn, spec.make(config), source, report, progress=progress,
                         chunk=chunk)
-        for n, table in enumerate(spec.tables):
-            if scratch:
-                # Rolled back with the rest when it changes nothing or is a dry run.
-                report.tables.append(await compare(
-                    conn, live=table, fresh=into[table], key=keys[table], label=table,
-                    apply=True))
-            else:
-                report.tables.append(await compare(
-                    conn, live=f"replay_before_{n}", fresh=table, key=keys[table],
-                    label=table, apply=False))
+        for table, (held, fresh) in pairs.items():
+            # With a scratch copy the differing rows are written to the table now (rolled
+            # back with the rest when nothing changed or in a dry run); otherwise the
+            # table was refilled and is compared with its copy aside.
+            report.tables.append(await compare(
+                conn, live=held, fresh=fresh, key=keys[table], label=table,
+                apply=fill is not None))
         changed = report.changes > 0
         if changed and spec.reset_stream is not None:
             await spec.reset_stream(conn)
