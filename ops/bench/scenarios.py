@@ -602,11 +602,12 @@ async def capture(env: Env, records: int) -> Result:
         ended = await product.wait_acked(changes, timeout=max(600, changes / 100))
         result["cpu_us_per_event"] = wl.CpuMeter.per_event(cpu, env.cpu.read(), changes)
         seconds = ended - started
-        await product.stop_relays()
         rate = _rate(changes, seconds)
         result.update(seconds=round(seconds, 2), changes_per_s=round(rate),
                       writers_seconds=round(written - started, 2), copies_sent=product.copies,
                       relay_tail_seconds=round(ended - written, 2))
+        result["one_row"] = await _one_row_statements(pool, product, changes, per_store)
+        await product.stop_relays()
         _say("capture: raw limit on the same events")
         raw = await _raw_from_outbox(env, dsn, prefix, pool)
         result["raw"] = raw.as_dict()
@@ -616,6 +617,41 @@ async def capture(env: Env, records: int) -> Result:
         await product.close()
         await env.drop(dsn)
     return result
+
+
+_ONE_ROW_STATEMENTS = 2_000
+"""One-row updates a store in the capture scenario's second part."""
+
+
+async def _one_row_statements(pool: asyncpg.Pool, product: Product, acked_before: int,
+                              per_store: int) -> Result:
+    """Applications mostly change a record a statement: capture's cost a statement,
+    apart from the 100-row statements the scenario is timed on. Both stores at once, each
+    update its own statement and transaction, until every change is acknowledged (no
+    target; docs/performance.md, "Capture compiled per table")."""
+    count = min(_ONE_ROW_STATEMENTS, per_store)
+
+    async def writer(side: str) -> float:
+        async with pool.acquire() as conn:
+            began = time.perf_counter()
+            for n in range(count):
+                await conn.execute(f"UPDATE {side}.contacts SET phone = $2 WHERE id = $1",
+                                   n + 1, f"+33 6 {n:08d} 1")
+            return time.perf_counter() - began
+
+    async with pool.acquire() as conn:
+        last = {side: await conn.fetchval(f"SELECT coalesce(max(seq), 0) FROM {side}.outbox")
+                for side in ("desk", "crm")}
+    _say(f"capture: {2 * count} one-row statements")
+    started = time.perf_counter()
+    spent = await asyncio.gather(writer("desk"), writer("crm"))
+    ended = await product.wait_acked(acked_before + 2 * count, timeout=600)
+    async with pool.acquire() as conn:  # the raw limit reads the timed part's rows alone
+        for side, seq in last.items():
+            await conn.execute(f"DELETE FROM {side}.outbox WHERE seq > $1", seq)
+    return {"statements": 2 * count,
+            "writer_ms_per_statement": round(1000 * sum(spent) / (2 * count), 3),
+            "changes_per_s": round(_rate(2 * count, ended - started))}
 
 
 # -- initial ---------------------------------------------------------------------------
