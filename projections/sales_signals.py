@@ -204,9 +204,14 @@ class State:
         key = (person.kind, person.record_id)
         self._let_go(key)
         self.people[key] = person
+        holders = self._holders
         for email, keys in ((True, person.email_keys), (False, person.phone_keys)):
             for found in keys:
-                self._holders.setdefault((email, found), set()).add(key)
+                held = holders.get((email, found))
+                if held is None:  # not setdefault: it made an empty set for every key
+                    holders[(email, found)] = {key}
+                else:
+                    held.add(key)
 
     def _let_go(self, key: tuple[Kind, str]) -> None:
         person = self.people.pop(key, None)
