@@ -301,6 +301,10 @@ class State:
 
         return origin(held(ticket.email_key, True), held(ticket.phone_key, False))
 
+    def watching(self) -> bool:
+        """Whether any due date is watched: while none is, no clock can fire a signal."""
+        return bool(self._due)
+
     def may_fire(self) -> bool:
         """Whether the clock has passed a watched due date: ``overdue`` may find a
         ticket (a due date changed since it was watched is passed over there)."""

@@ -22,7 +22,11 @@ state its chunk could touch and wrote it back. Here:
    that may emit a signal: an event of another module the signals read, or the clock
    passing a due date. Their keys are worked out once for each person between two such
    moments, not once an event. (A log of CRM people and no tickets, the benchmark's,
-   takes each person once; a desk busy with tickets, about once an event.)
+   takes each person once; a desk busy with tickets, about once an event.) While no due
+   date is watched, nothing can fire, so such an event is kept as logged and decoded
+   only if it is the one taken, its time moving the clock then; one that no longer
+   decodes gives way to the person's event before it (``_person``), as the per-event
+   path, which skips it, leaves the person.
 3. **Written once.** The state the walk leaves (``write_state``), its signals numbered
    from 1 (``write_signals``) and the clock row, into the tables the caller emptied.
 
@@ -30,13 +34,17 @@ The result is the per-event rebuild's (``tests/integration/test_sales_signals_re
 compares them on generated logs), with one difference in a corner: a logged event that
 no longer decodes (logged under older rules) is skipped by the per-event path
 entirely, while here, when the signals do not read its module, its logged capture time
-still moves the clock, as it did when the live projection applied it.
+still moves the clock, as it did when the live projection applied it. (And a person's
+event replaced before it was taken still moves the clock when it no longer decodes.)
 
 It runs inside the caller's transaction, which holds the projector's apply lock
 (``projections.replay.rebuild_from_events``), so the log does not grow meanwhile.
 """
 
 from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
 
 from projections.db import Conn
 from projections.events import ChangeEvent, InvalidEvent, decode_event
@@ -45,7 +53,6 @@ from projections.sales_signals import (
     MODULES_READ,
     SignalRow,
     State,
-    about_person,
     fire_overdue,
     take,
     write_signals,
@@ -55,31 +62,67 @@ from projections.sales_signals import (
 _SIGNAL_MODULES = " OR ".join(f"(source = '{source}' AND module = '{module}')"
                               for source, module in MODULES_READ)
 
+_PEOPLE = "source = 'crm' AND module IN ('contacts', 'leads')"
+"""The events ``about_person`` is true of, in SQL."""
+
 _WALK = ("SELECT seq, captured_at, event_id, CASE WHEN " + _SIGNAL_MODULES
-         + " THEN payload::text END AS payload FROM syncd.event_log"
+         + " THEN payload::text END AS payload, CASE WHEN " + _PEOPLE
+         + " THEN module END AS person_module, CASE WHEN " + _PEOPLE
+         + " THEN record_id END AS person_id FROM syncd.event_log"
          " WHERE seq > $1 ORDER BY seq LIMIT $2")
+
+_OLDER = ("SELECT payload::text AS payload FROM syncd.event_log WHERE " + _PEOPLE
+          + " AND module = $1 AND record_id = $2 AND seq > $3 AND seq < $4 ORDER BY seq DESC")
+"""A person's earlier events since the people were last taken, newest first."""
 
 
 async def rebuild(conn: Conn, *, chunk: int = 20_000) -> Rebuilt:
     """The signals' tables from one walk of the event log (emptied by the caller)."""
     state = State()
     signals: list[SignalRow] = []
-    people: dict[tuple[str, str], ChangeEvent] = {}
-    """Each person's newest event not taken yet (see the module docstring, 2)."""
+    people: dict[tuple[str, str], ChangeEvent | _Kept] = {}
+    """Each person's newest event not taken yet: decoded, or while no due date is
+    watched as logged, decoded only if it is the one taken (see the module docstring,
+    2)."""
+    taken_through = 0
+    """The ``seq`` the people were last taken at: each kept event is after it."""
+    bad = 0
 
-    def take_people() -> None:
-        for event in people.values():
+    async def take_people(at: int) -> None:
+        nonlocal bad, taken_through
+        for (module, record_id), kept in people.items():
+            if isinstance(kept, _Kept):
+                event, failed = await _person(conn, module, record_id, kept.seq,
+                                              kept.payload, taken_through)
+                bad += failed
+                if event is None:
+                    continue
+                # Its time, and the times of the person's events it replaced, move the
+                # clock now: none could fire while they were kept.
+                state.move_clock(event.captured_at)
+                if kept.replaced_at is not None:
+                    state.move_clock(kept.replaced_at)
+            else:
+                event = kept
             take(state, event, signals)
         people.clear()
+        taken_through = at
 
-    after, walked, bad = 0, 0, 0
+    after, walked = 0, 0
     while rows := await conn.fetch(_WALK, after, chunk):
         for row in rows:
             payload = row["payload"]
             if payload is None:  # a tick: only the event's time counts
                 if state.move_clock(row["captured_at"]) and state.may_fire():
-                    take_people()
+                    await take_people(row["seq"])
                     fire_overdue(state, row["event_id"], signals)
+                continue
+            person = row["person_module"], row["person_id"]
+            if person[0] is not None and not state.watching():
+                # Nothing can fire until a ticket is taken, which takes the people first:
+                # kept undecoded, a later event of the person may replace it.
+                people[person] = _Kept(row["seq"], payload, row["captured_at"],
+                                       _latest(people.get(person)))
                 continue
             try:
                 event = decode_event(payload.encode())
@@ -87,19 +130,60 @@ async def rebuild(conn: Conn, *, chunk: int = 20_000) -> Rebuilt:
                 bad += 1  # skipped, as the per-event path skips it
                 continue
             state.move_clock(event.captured_at)
-            if about_person(event):
-                people[(event.module, event.record_id)] = event
+            if person[0] is not None:
+                people[person] = event
             else:
-                take_people()
+                await take_people(row["seq"])
                 take(state, event, signals)
             if state.may_fire():
-                take_people()
+                await take_people(row["seq"])
                 fire_overdue(state, event.event_id, signals)
         after, walked = rows[-1]["seq"], walked + len(rows)
-    take_people()
+    await take_people(after)
     if walked:
         await write_state(conn, state)
         last_seq = await write_signals(conn, signals, after=0)
         await conn.execute("INSERT INTO sales_signals.clock (one, at, last_seq)"
                            " VALUES (true, $1, $2)", state.clock, last_seq)
     return Rebuilt(walked, bad, unit="events (the signals' modules decoded)")
+
+
+@dataclass(frozen=True, slots=True)
+class _Kept:
+    """A person's newest event kept as logged, with the latest capture time of the
+    person's events it replaced (which the per-event path moved the clock to: one
+    record's capture times need not rise with the log, which orders their commits)."""
+
+    seq: int
+    payload: str
+    at: dt.datetime
+    replaced_at: dt.datetime | None
+
+
+def _latest(kept: ChangeEvent | _Kept | None) -> dt.datetime | None:
+    """The latest capture time of what ``kept`` stands for, as it is replaced (an event
+    kept decoded moved the clock already: counting it again changes nothing)."""
+    if kept is None:
+        return None
+    if isinstance(kept, ChangeEvent):
+        return kept.captured_at
+    return kept.at if kept.replaced_at is None else max(kept.at, kept.replaced_at)
+
+
+async def _person(conn: Conn, module: str, record_id: str, seq: int, payload: str,
+                  since: int) -> tuple[ChangeEvent | None, int]:
+    """A person's newest event after ``since`` that decodes (``seq`` and ``payload`` its
+    newest), and how many newer did not: the per-event path, which skips an event that
+    does not decode, leaves the person as that one made it (None: none decodes, and the
+    person stays as it was)."""
+    try:
+        return decode_event(payload.encode()), 0
+    except InvalidEvent:
+        pass
+    failed = 1
+    for row in await conn.fetch(_OLDER, module, record_id, since, seq):
+        try:
+            return decode_event(row["payload"].encode()), failed
+        except InvalidEvent:
+            failed += 1
+    return None, failed

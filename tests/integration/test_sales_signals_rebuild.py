@@ -198,3 +198,58 @@ async def test_a_person_changed_just_before_a_tick_fires_an_overdue_signal(
         assert await tables(conn) == live
     finally:
         await conn.close()
+
+
+async def test_a_person_whose_newest_event_no_longer_decodes_keeps_the_one_before(
+        database_url: str) -> None:
+    """While no due date is watched the walk keeps a person's newest event undecoded,
+    and decodes it when the people are taken: one that no longer decodes gives way to the
+    person's event before it, as the per-event path (which skips it) leaves the person,
+    and its time moves no clock."""
+    log = Log(0, 1)
+    log.emit("crm", "contacts", "c9", {"email": "zed@x.org"}, op="create")
+    log.emit("crm", "contacts", "c9", {"email": "zed@x.org", "phone": "+33 6 12 34 56 78"})
+    log.emit("desk", "accounts", "a1", {"account_name": "Acme"}, op="create")  # a tick
+    conn = await asyncpg.connect(database_url, server_settings={"timezone": "UTC"})
+    try:
+        await apply_live(conn, log.events, random.Random(0), SalesSignalsProjection())
+        await log_undecodable(conn, "crm", "contacts", "c9")  # logged now: later than all
+        per_event = await rebuild_from_events(conn, spec("signals"), EventLogSource(),
+                                              dry_run=False, per_event=True)
+        assert per_event.changes == 0
+        expected = await tables(conn)
+        assert [row[:2] for row in expected["sales_signals.people"]] == [("contact", "c9")]
+        assert expected["sales_signals.people"][0][3] == ["612345678"]  # the second event's
+        for table in TABLES:
+            await conn.execute(f"DELETE FROM {table}")
+        source = EventLogSource()
+        await rebuild_from_events(conn, spec("signals"), source, dry_run=False)
+        assert await tables(conn) == expected
+        assert source.undecodable == 1
+    finally:
+        await conn.close()
+
+
+async def test_a_person_event_replaced_before_it_was_taken_still_moves_the_clock(
+        database_url: str) -> None:
+    """One record's capture times need not rise with the log (which orders commits): a
+    person's event replaced while kept undecoded moves the clock as the per-event path
+    moved it, though only the newest is decoded."""
+    log = Log(0, 1)
+    start = log.now
+    log.now = start + dt.timedelta(hours=2)
+    log.emit("crm", "contacts", "c9", {"email": "zed@x.org"}, op="create")
+    log.now = start  # the next capture of c9 carries an earlier time
+    log.emit("crm", "contacts", "c9", {"email": "zed@x.org", "phone": "+33 6 12 34 56 78"})
+    log.emit("desk", "accounts", "a1", {"account_name": "Acme"}, op="create")  # a tick
+    conn = await asyncpg.connect(database_url, server_settings={"timezone": "UTC"})
+    try:
+        await apply_live(conn, log.events, random.Random(0), SalesSignalsProjection())
+        expected = await tables(conn)
+        assert expected["sales_signals.clock"][0][1] == log.events[0].captured_at
+        for table in TABLES:
+            await conn.execute(f"DELETE FROM {table}")
+        await rebuild_from_events(conn, spec("signals"), EventLogSource(), dry_run=False)
+        assert await tables(conn) == expected
+    finally:
+        await conn.close()
