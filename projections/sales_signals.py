@@ -354,7 +354,10 @@ def fire_overdue(state: State, event_id: uuid.UUID | None, signals: list[SignalR
               event_id)
 
 
-MODULES_READ = (("crm", "contacts"), ("crm", "leads"), ("crm", "deals"),
+PEOPLE_MODULES = (("crm", "contacts"), ("crm", "leads"))
+"""The modules whose events are a CRM person's (``about_person``)."""
+
+MODULES_READ = (*PEOPLE_MODULES, ("crm", "deals"),
                 ("desk", "tickets"), ("desk", "ticket_threads"))
 """The modules ``take`` reads; of every other event only its time counts (the clock)."""
 
@@ -362,7 +365,7 @@ MODULES_READ = (("crm", "contacts"), ("crm", "leads"), ("crm", "deals"),
 def about_person(event: ChangeEvent) -> bool:
     """An event of a CRM contact or lead: ``take`` only sets that person's keys from it
     (the last such event of a person decides them; it causes no signal itself)."""
-    return event.source == "crm" and event.module in ("contacts", "leads")
+    return (event.source, event.module) in PEOPLE_MODULES
 
 
 def take(state: State, event: ChangeEvent, signals: list[SignalRow]) -> None:

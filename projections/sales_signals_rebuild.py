@@ -51,6 +51,7 @@ from projections.events import ChangeEvent, InvalidEvent, decode_event
 from projections.last_states import Rebuilt
 from projections.sales_signals import (
     MODULES_READ,
+    PEOPLE_MODULES,
     SignalRow,
     State,
     fire_overdue,
@@ -59,10 +60,15 @@ from projections.sales_signals import (
     write_state,
 )
 
-_SIGNAL_MODULES = " OR ".join(f"(source = '{source}' AND module = '{module}')"
-                              for source, module in MODULES_READ)
 
-_PEOPLE = "source = 'crm' AND module IN ('contacts', 'leads')"
+def _any_of(modules: tuple[tuple[str, str], ...]) -> str:
+    """A condition on an event-log row: its (source, module) is one of ``modules``."""
+    return "(" + " OR ".join(f"(source = '{source}' AND module = '{module}')"
+                             for source, module in modules) + ")"
+
+
+_SIGNAL_MODULES = _any_of(MODULES_READ)
+_PEOPLE = _any_of(PEOPLE_MODULES)
 """The events ``about_person`` is true of, in SQL."""
 
 _WALK = ("SELECT seq, captured_at, event_id, CASE WHEN " + _SIGNAL_MODULES
